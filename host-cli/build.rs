@@ -1,0 +1,3 @@
+fn main() {
+    ckrv_guest_build::build("ckrv-plugin-chakravarti");
+}
