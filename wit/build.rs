@@ -29,7 +29,9 @@ fn main() -> Result<()> {
 
 fn generate(wit_dir: &Path) -> Result<String> {
     let mut resolve = Resolve::default();
-    let (pkg, _) = resolve.push_dir(wit_dir).context("parsing the WIT package")?;
+    let (pkg, _) = resolve
+        .push_dir(wit_dir)
+        .context("parsing the WIT package")?;
     let iface_id = *resolve.packages[pkg]
         .interfaces
         .get("types")
@@ -42,11 +44,18 @@ fn generate(wit_dir: &Path) -> Result<String> {
         match &def.kind {
             TypeDefKind::Type(ty) => {
                 docs(&mut out, &def.docs, "");
-                writeln!(out, "pub type {} = {};\n", camel(name), rust_type(&resolve, ty)?)?;
+                writeln!(
+                    out,
+                    "pub type {} = {};\n",
+                    camel(name),
+                    rust_type(&resolve, ty)?
+                )?;
             }
             TypeDefKind::Record(record) => {
                 docs(&mut out, &def.docs, "");
-                out.push_str("#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]\n");
+                out.push_str(
+                    "#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]\n",
+                );
                 out.push_str(
                     "#[cfg_attr(feature = \"wasmtime\", derive(wasmtime::component::ComponentType, wasmtime::component::Lift, wasmtime::component::Lower))]\n",
                 );
@@ -96,12 +105,32 @@ fn generate(wit_dir: &Path) -> Result<String> {
 
                 writeln!(out, "impl {ty} {{")?;
                 writeln!(out, "    /// Every case, in WIT order.")?;
-                let all: Vec<String> = en.cases.iter().map(|c| format!("Self::{}", camel(&c.name))).collect();
-                writeln!(out, "    pub const ALL: [Self; {}] = [{}];", all.len(), all.join(", "))?;
-                writeln!(out, "    /// The JSON (and database) spelling of this case.")?;
-                writeln!(out, "    pub const fn as_str(self) -> &'static str {{\n        match self {{")?;
+                let all: Vec<String> = en
+                    .cases
+                    .iter()
+                    .map(|c| format!("Self::{}", camel(&c.name)))
+                    .collect();
+                writeln!(
+                    out,
+                    "    pub const ALL: [Self; {}] = [{}];",
+                    all.len(),
+                    all.join(", ")
+                )?;
+                writeln!(
+                    out,
+                    "    /// The JSON (and database) spelling of this case."
+                )?;
+                writeln!(
+                    out,
+                    "    pub const fn as_str(self) -> &'static str {{\n        match self {{"
+                )?;
                 for case in &en.cases {
-                    writeln!(out, "            Self::{} => \"{}\",", camel(&case.name), case.name.replace('-', "_"))?;
+                    writeln!(
+                        out,
+                        "            Self::{} => \"{}\",",
+                        camel(&case.name),
+                        case.name.replace('-', "_")
+                    )?;
                 }
                 out.push_str("        }\n    }\n\n");
                 out.push_str("    #[cfg(feature = \"guest\")]\n    #[doc(hidden)]\n");

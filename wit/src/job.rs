@@ -5,7 +5,10 @@ use crate::types::{ErrorKind, JobStatus};
 impl JobStatus {
     /// A terminal job never changes again.
     pub const fn is_terminal(self) -> bool {
-        matches!(self, Self::Succeeded | Self::Failed | Self::Timeout | Self::Cancelled)
+        matches!(
+            self,
+            Self::Succeeded | Self::Failed | Self::Timeout | Self::Cancelled
+        )
     }
 }
 

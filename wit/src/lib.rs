@@ -61,9 +61,18 @@ mod tests {
 
     #[test]
     fn enums_serialize_as_snake_case_strings() {
-        assert_eq!(serde_json::to_string(&JobStatus::Succeeded).unwrap(), "\"succeeded\"");
-        assert_eq!(serde_json::to_string(&ErrorKind::AuthorizationPending).unwrap(), "\"authorization_pending\"");
-        assert_eq!("quota_exceeded".parse::<ErrorKind>(), Ok(ErrorKind::QuotaExceeded));
+        assert_eq!(
+            serde_json::to_string(&JobStatus::Succeeded).unwrap(),
+            "\"succeeded\""
+        );
+        assert_eq!(
+            serde_json::to_string(&ErrorKind::AuthorizationPending).unwrap(),
+            "\"authorization_pending\""
+        );
+        assert_eq!(
+            "quota_exceeded".parse::<ErrorKind>(),
+            Ok(ErrorKind::QuotaExceeded)
+        );
         assert!("Succeeded".parse::<JobStatus>().is_err());
     }
 

@@ -18,7 +18,8 @@ pub const GUEST_TARGET: &str = "wasm32-wasip2";
 /// better way to fail.
 pub fn build(package: &str) -> PathBuf {
     let root = workspace_root();
-    let out_dir = PathBuf::from(std::env::var("OUT_DIR").expect("OUT_DIR is set for build scripts"));
+    let out_dir =
+        PathBuf::from(std::env::var("OUT_DIR").expect("OUT_DIR is set for build scripts"));
     let target_dir = guest_target_dir(&out_dir);
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
 
@@ -28,7 +29,15 @@ pub fn build(package: &str) -> PathBuf {
 
     let status = Command::new(cargo)
         .current_dir(&root)
-        .args(["build", "--release", "--locked", "--target", GUEST_TARGET, "-p", package])
+        .args([
+            "build",
+            "--release",
+            "--locked",
+            "--target",
+            GUEST_TARGET,
+            "-p",
+            package,
+        ])
         .arg("--target-dir")
         .arg(&target_dir)
         .env_remove("RUSTFLAGS")

@@ -54,16 +54,30 @@ pub fn send(
         other => Method::Other(other.to_string()),
     };
     let invalid = |what: &str| Error::BadUrl(format!("{what} of {url}"));
-    request.set_method(&method).map_err(|()| invalid("method"))?;
-    request.set_scheme(Some(&parts.scheme)).map_err(|()| invalid("scheme"))?;
-    request.set_authority(Some(&parts.authority)).map_err(|()| invalid("authority"))?;
-    request.set_path_with_query(Some(&parts.path)).map_err(|()| invalid("path"))?;
+    request
+        .set_method(&method)
+        .map_err(|()| invalid("method"))?;
+    request
+        .set_scheme(Some(&parts.scheme))
+        .map_err(|()| invalid("scheme"))?;
+    request
+        .set_authority(Some(&parts.authority))
+        .map_err(|()| invalid("authority"))?;
+    request
+        .set_path_with_query(Some(&parts.path))
+        .map_err(|()| invalid("path"))?;
 
-    let outgoing_body = request.body().map_err(|()| transport("request body already taken"))?;
+    let outgoing_body = request
+        .body()
+        .map_err(|()| transport("request body already taken"))?;
     if let Some(bytes) = body {
-        let stream = outgoing_body.write().map_err(|()| transport("request body stream"))?;
+        let stream = outgoing_body
+            .write()
+            .map_err(|()| transport("request body stream"))?;
         for chunk in bytes.chunks(4096) {
-            stream.blocking_write_and_flush(chunk).map_err(stream_error)?;
+            stream
+                .blocking_write_and_flush(chunk)
+                .map_err(stream_error)?;
         }
         drop(stream);
     }
@@ -81,8 +95,12 @@ pub fn send(
         }
     };
     let status = response.status();
-    let incoming = response.consume().map_err(|()| transport("response body already taken"))?;
-    let stream = incoming.stream().map_err(|()| transport("response body stream"))?;
+    let incoming = response
+        .consume()
+        .map_err(|()| transport("response body already taken"))?;
+    let stream = incoming
+        .stream()
+        .map_err(|()| transport("response body stream"))?;
     let mut body = Vec::new();
     loop {
         match stream.blocking_read(64 * 1024) {
@@ -128,7 +146,9 @@ impl UrlParts {
         } else if let Some(rest) = url.strip_prefix("http://") {
             (Scheme::Http, rest)
         } else {
-            return Err(Error::BadUrl(format!("{url} (expected http:// or https://)")));
+            return Err(Error::BadUrl(format!(
+                "{url} (expected http:// or https://)"
+            )));
         };
         let (authority, path) = match rest.find('/') {
             Some(i) => (&rest[..i], &rest[i..]),
@@ -137,6 +157,10 @@ impl UrlParts {
         if authority.is_empty() {
             return Err(Error::BadUrl(format!("{url} (no host)")));
         }
-        Ok(Self { scheme, authority: authority.to_string(), path: path.to_string() })
+        Ok(Self {
+            scheme,
+            authority: authority.to_string(),
+            path: path.to_string(),
+        })
     }
 }
