@@ -1,1 +1,10 @@
+//! Agents as data, the spec front matter that picks one, and the runtime that runs it in a
+//! job's workspace.
 
+mod definition;
+mod runtime;
+mod spec;
+
+pub use definition::{AgentDefinition, agents, find_agent};
+pub use runtime::{AgentRuntime, ExitStatus, OutputLine, ProcessRuntime, RunRequest, Stream};
+pub use spec::{SpecError, SpecFrontMatter, parse_front_matter, resolve};

@@ -1,1 +1,49 @@
+//! Worker step `clone`: checks out the base branch and creates the feature branch, through the
+//! host's `git` so that repository credentials never enter the sandbox.
 
+wit_bindgen::generate!({
+    path: "../../../wit",
+    world: "ckrv:cloud/worker-step",
+    with: {
+        "ckrv:cloud/types@0.1.0": ckrv_wit::types,
+        "wasi:http/types@0.2.12": ckrv_wit::guest::wasi::http::types,
+        "wasi:http/outgoing-handler@0.2.12": ckrv_wit::guest::wasi::http::outgoing_handler,
+        "wasi:io/poll@0.2.12": ckrv_wit::guest::wasi::io::poll,
+        "wasi:io/error@0.2.12": ckrv_wit::guest::wasi::io::error,
+        "wasi:io/streams@0.2.12": ckrv_wit::guest::wasi::io::streams,
+        "wasi:clocks/monotonic-clock@0.2.12": ckrv_wit::guest::wasi::clocks::monotonic_clock,
+    },
+    generate_all,
+});
+
+use ckrv::cloud::{git, log};
+use ckrv_wit::types::LogLevel;
+use exports::ckrv::cloud::step::{Guest, StepContext, StepOutput};
+
+struct Clone;
+
+impl Guest for Clone {
+    fn run(ctx: StepContext) -> Result<StepOutput, String> {
+        log::write(
+            LogLevel::Info,
+            &format!("cloning {} at {}", ctx.repo_url, ctx.base_branch),
+        );
+        git::clone_repo(&ctx.repo_url, &ctx.base_branch)
+            .map_err(|e| format!("clone failed: {e}"))?;
+        log::write(
+            LogLevel::Info,
+            &format!("creating branch {}", ctx.feature_branch),
+        );
+        git::create_branch(&ctx.feature_branch)
+            .map_err(|e| format!("creating branch {} failed: {e}", ctx.feature_branch))?;
+        Ok(StepOutput {
+            outputs: vec![("branch".into(), ctx.feature_branch.clone())],
+            summary: format!(
+                "cloned {} ({}) onto branch {}",
+                ctx.repo_url, ctx.base_branch, ctx.feature_branch
+            ),
+        })
+    }
+}
+
+export!(Clone);

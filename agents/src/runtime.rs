@@ -1,0 +1,185 @@
+//! Running an agent's command in the workspace, streaming its output line by line.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::process::Stdio;
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::process::Command;
+use tokio::sync::mpsc;
+
+/// Which output stream a line came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    Stdout,
+    Stderr,
+}
+
+/// One line of the agent's output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutputLine {
+    pub stream: Stream,
+    pub line: String,
+}
+
+/// How the agent ended: its exit code, or `None` when a signal killed it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExitStatus {
+    pub code: Option<i32>,
+}
+
+impl ExitStatus {
+    pub fn success(self) -> bool {
+        self.code == Some(0)
+    }
+}
+
+/// What to run and where.
+#[derive(Debug, Clone)]
+pub struct RunRequest {
+    pub command: Vec<String>,
+    pub workspace: PathBuf,
+    pub job_id: String,
+}
+
+/// Runs an agent; implementations decide the isolation (a process here, a container later).
+pub trait AgentRuntime: Send + Sync {
+    /// Runs to completion, calling `on_line` for every output line in the order it was read.
+    fn run<'a>(
+        &'a self,
+        request: &'a RunRequest,
+        on_line: &'a mut (dyn FnMut(OutputLine) + Send),
+    ) -> Pin<Box<dyn Future<Output = std::io::Result<ExitStatus>> + Send + 'a>>;
+}
+
+/// Runs the agent as a child process with a minimal environment, so the worker's own secrets
+/// (its token) never reach the agent.
+#[derive(Debug, Clone, Default)]
+pub struct ProcessRuntime;
+
+impl AgentRuntime for ProcessRuntime {
+    fn run<'a>(
+        &'a self,
+        request: &'a RunRequest,
+        on_line: &'a mut (dyn FnMut(OutputLine) + Send),
+    ) -> Pin<Box<dyn Future<Output = std::io::Result<ExitStatus>> + Send + 'a>> {
+        Box::pin(async move {
+            let (program, args) = request.command.split_first().ok_or_else(|| {
+                std::io::Error::new(std::io::ErrorKind::InvalidInput, "empty agent command")
+            })?;
+            let path = std::env::var("PATH")
+                .unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".to_string());
+            let mut child = Command::new(program)
+                .args(args)
+                .current_dir(&request.workspace)
+                .env_clear()
+                .env("PATH", path)
+                .env("HOME", &request.workspace)
+                .env("CKRV_JOB_ID", &request.job_id)
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .kill_on_drop(true)
+                .spawn()?;
+            let (tx, mut rx) = mpsc::unbounded_channel();
+            if let Some(out) = child.stdout.take() {
+                tokio::spawn(pump(out, Stream::Stdout, tx.clone()));
+            }
+            if let Some(err) = child.stderr.take() {
+                tokio::spawn(pump(err, Stream::Stderr, tx.clone()));
+            }
+            drop(tx);
+            while let Some(line) = rx.recv().await {
+                on_line(line);
+            }
+            let status = child.wait().await?;
+            Ok(ExitStatus {
+                code: status.code(),
+            })
+        })
+    }
+}
+
+async fn pump<R: AsyncRead + Unpin>(
+    reader: R,
+    stream: Stream,
+    tx: mpsc::UnboundedSender<OutputLine>,
+) {
+    let mut lines = BufReader::new(reader).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        if tx.send(OutputLine { stream, line }).is_err() {
+            break;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn request(dir: &std::path::Path, script: &str) -> RunRequest {
+        RunRequest {
+            command: vec!["sh".into(), "-c".into(), script.into()],
+            workspace: dir.to_path_buf(),
+            job_id: "job-1".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn runs_a_script_in_the_workspace_and_captures_lines_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut lines = Vec::new();
+        let status = ProcessRuntime
+            .run(
+                &request(
+                    dir.path(),
+                    "echo one; echo two; echo \"$CKRV_JOB_ID\" > out.txt; echo \"home=$HOME\"; echo oops >&2",
+                ),
+                &mut |l| lines.push(l),
+            )
+            .await
+            .unwrap();
+        assert!(status.success());
+        let stdout: Vec<_> = lines
+            .iter()
+            .filter(|l| l.stream == Stream::Stdout)
+            .map(|l| l.line.clone())
+            .collect();
+        assert_eq!(
+            stdout,
+            ["one", "two", &format!("home={}", dir.path().display())]
+        );
+        assert!(lines.contains(&OutputLine {
+            stream: Stream::Stderr,
+            line: "oops".into()
+        }));
+        let written = std::fs::read_to_string(dir.path().join("out.txt")).unwrap();
+        assert_eq!(written.trim(), "job-1");
+    }
+
+    #[tokio::test]
+    async fn reports_a_non_zero_exit() {
+        let dir = tempfile::tempdir().unwrap();
+        let status = ProcessRuntime
+            .run(&request(dir.path(), "echo bye; exit 3"), &mut |_| {})
+            .await
+            .unwrap();
+        assert_eq!(status.code, Some(3));
+        assert!(!status.success());
+    }
+
+    #[tokio::test]
+    async fn the_worker_environment_does_not_leak() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut lines = Vec::new();
+        ProcessRuntime
+            .run(
+                &request(dir.path(), "echo \"token=${CKRV_WORKER_TOKEN:-none}\""),
+                &mut |l| lines.push(l.line),
+            )
+            .await
+            .unwrap();
+        assert_eq!(lines, ["token=none"]);
+    }
+}
