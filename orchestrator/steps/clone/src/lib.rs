@@ -28,8 +28,7 @@ impl Guest for Clone {
             LogLevel::Info,
             &format!("cloning {} at {}", ctx.repo_url, ctx.base_branch),
         );
-        git::clone_repo(&ctx.repo_url, &ctx.base_branch)
-            .map_err(|e| format!("clone failed: {e}"))?;
+        git::clone_repo(&ctx.repo_url, &ctx.base_branch)?;
         log::write(
             LogLevel::Info,
             &format!("creating branch {}", ctx.feature_branch),

@@ -34,7 +34,7 @@ impl Guest for Diff {
                 .map_err(|_| format!("param max_diff_bytes is not a number: {v}"))?,
             None => DEFAULT_MAX_DIFF_BYTES,
         };
-        let patch = git::diff(&ctx.base_branch).map_err(|e| format!("diff failed: {e}"))?;
+        let patch = git::diff(&ctx.base_branch)?;
         if patch.len() > max {
             return Err(format!(
                 "diff is {} bytes, above the policy limit max_diff_bytes = {max}",

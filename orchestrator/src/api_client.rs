@@ -1,0 +1,142 @@
+//! The worker endpoints of the API (docs/protocol.md, "Worker").
+
+use ckrv_wit::types::{JobCompletion, LogBatch, PhaseUpdate, WorkerJob};
+use reqwest::{Client, Method, Url};
+use serde::Serialize;
+
+/// Why a call to the API failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiClientError {
+    #[error("invalid API URL `{0}`")]
+    BadUrl(String),
+    #[error("request to {url} failed: {source}")]
+    Transport {
+        url: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("{url} returned {status}: {body}")]
+    Status {
+        url: String,
+        status: u16,
+        body: String,
+    },
+    #[error("unexpected response from {url}: {source}")]
+    Decode {
+        url: String,
+        #[source]
+        source: reqwest::Error,
+    },
+}
+
+/// One job's view of the API, authenticated with its worker token.
+#[derive(Clone)]
+pub struct ApiClient {
+    http: Client,
+    base: Url,
+    job_id: String,
+    token: String,
+}
+
+impl std::fmt::Debug for ApiClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The token is deliberately left out.
+        f.debug_struct("ApiClient")
+            .field("base", &self.base.as_str())
+            .field("job_id", &self.job_id)
+            .finish()
+    }
+}
+
+impl ApiClient {
+    pub fn new(api_url: &str, job_id: &str, token: &str) -> Result<Self, ApiClientError> {
+        let base = Url::parse(api_url.trim_end_matches('/'))
+            .map_err(|_| ApiClientError::BadUrl(api_url.to_string()))?;
+        if base.cannot_be_a_base() || !matches!(base.scheme(), "http" | "https") {
+            return Err(ApiClientError::BadUrl(api_url.to_string()));
+        }
+        let http = Client::builder()
+            .timeout(std::time::Duration::from_secs(60))
+            .build()
+            .map_err(|source| ApiClientError::Transport {
+                url: api_url.to_string(),
+                source,
+            })?;
+        Ok(Self {
+            http,
+            base,
+            job_id: job_id.to_string(),
+            token: token.to_string(),
+        })
+    }
+
+    /// The API's base URL, as steps see it.
+    pub fn base_url(&self) -> &str {
+        self.base.as_str().trim_end_matches('/')
+    }
+
+    pub fn job_id(&self) -> &str {
+        &self.job_id
+    }
+
+    fn url(&self, tail: &str) -> String {
+        format!("{}/v1/worker/jobs/{}{tail}", self.base_url(), self.job_id)
+    }
+
+    /// Reads the job and its spec; the API marks the job running.
+    pub async fn fetch_job(&self) -> Result<WorkerJob, ApiClientError> {
+        let url = self.url("");
+        let response = self.send(Method::GET, &url, None::<&()>).await?;
+        response
+            .json()
+            .await
+            .map_err(|source| ApiClientError::Decode { url, source })
+    }
+
+    pub async fn phase(&self, update: &PhaseUpdate) -> Result<(), ApiClientError> {
+        self.send(Method::POST, &self.url("/phase"), Some(update))
+            .await
+            .map(drop)
+    }
+
+    pub async fn logs(&self, batch: &LogBatch) -> Result<(), ApiClientError> {
+        self.send(Method::POST, &self.url("/logs"), Some(batch))
+            .await
+            .map(drop)
+    }
+
+    pub async fn complete(&self, completion: &JobCompletion) -> Result<(), ApiClientError> {
+        self.send(Method::POST, &self.url("/complete"), Some(completion))
+            .await
+            .map(drop)
+    }
+
+    async fn send<B: Serialize + ?Sized>(
+        &self,
+        method: Method,
+        url: &str,
+        body: Option<&B>,
+    ) -> Result<reqwest::Response, ApiClientError> {
+        let mut request = self.http.request(method, url).bearer_auth(&self.token);
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = request
+            .send()
+            .await
+            .map_err(|source| ApiClientError::Transport {
+                url: url.to_string(),
+                source,
+            })?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(response);
+        }
+        let body = response.text().await.unwrap_or_default();
+        Err(ApiClientError::Status {
+            url: url.to_string(),
+            status: status.as_u16(),
+            body,
+        })
+    }
+}

@@ -1,0 +1,16 @@
+//! The worker: runs one job as a pipeline of sandboxed WASM steps around the agent, reporting
+//! every phase and log line to the API.
+
+pub mod api_client;
+pub mod job;
+pub mod logs;
+pub mod pipeline;
+pub mod steps;
+
+/// RFC 3339 UTC timestamp of now, whole seconds, as the API's models use.
+pub fn now() -> String {
+    let now = time::OffsetDateTime::now_utc();
+    let now = now.replace_nanosecond(0).unwrap_or(now);
+    now.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| "1970-01-01T00:00:00Z".to_string())
+}

@@ -1,0 +1,314 @@
+//! The real built-in step components, run through the host against real git repositories.
+#![allow(clippy::unwrap_used)]
+
+use ckrv_orchestrator::logs::JobLog;
+use ckrv_orchestrator::pipeline::BuiltinStep;
+use ckrv_orchestrator::steps::{
+    ApiAccess, Limits, StepContext, StepEnv, StepError, StepOutput, StepRunner,
+};
+use ckrv_wit::types::{LogLine, ResultSummary};
+use std::io::{Read, Write};
+use std::path::Path;
+use std::process::Command;
+
+fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .args(["-c", "user.name=Test", "-c", "user.email=test@example.com"])
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// A repository with one commit on `main`.
+fn origin() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    git(dir.path(), &["init", "-q", "-b", "main"]);
+    std::fs::write(dir.path().join("README.md"), "one\ntwo\nthree\n").unwrap();
+    std::fs::write(dir.path().join("old.txt"), "gone\n").unwrap();
+    git(dir.path(), &["add", "-A"]);
+    git(dir.path(), &["commit", "-q", "-m", "initial"]);
+    dir
+}
+
+fn ctx(repo: &str, params: Vec<(String, String)>, inputs: Vec<(String, String)>) -> StepContext {
+    StepContext {
+        job_id: "job-1".into(),
+        repo_url: repo.into(),
+        base_branch: "main".into(),
+        feature_branch: "ckrv/job-1".into(),
+        api_url: "http://127.0.0.1:9".into(),
+        params,
+        inputs,
+    }
+}
+
+async fn run(
+    runner: &StepRunner,
+    step: BuiltinStep,
+    ctx: StepContext,
+    workspace: &Path,
+    api: &ApiAccess,
+) -> (Result<StepOutput, StepError>, Vec<LogLine>) {
+    let (log, mut rx) = JobLog::channel();
+    let result = runner
+        .run_builtin(
+            step,
+            ctx,
+            StepEnv {
+                name: step.name(),
+                workspace,
+                log: &log,
+                api,
+            },
+        )
+        .await;
+    drop(log);
+    let mut lines = Vec::new();
+    while let Some(line) = rx.recv().await {
+        lines.push(line);
+    }
+    (result, lines)
+}
+
+fn output<'a>(out: &'a StepOutput, key: &str) -> &'a str {
+    &out.outputs.iter().find(|(k, _)| k == key).unwrap().1
+}
+
+#[tokio::test]
+async fn clone_then_diff_produces_an_applicable_patch_and_a_summary() {
+    let origin = origin();
+    let repo = origin.path().to_str().unwrap();
+    let workspace = tempfile::tempdir().unwrap();
+    let runner = StepRunner::new(Limits::default()).unwrap();
+    let api = ApiAccess::new("http://127.0.0.1:9", "secret");
+
+    let (result, lines) = run(
+        &runner,
+        BuiltinStep::Clone,
+        ctx(repo, vec![], vec![]),
+        workspace.path(),
+        &api,
+    )
+    .await;
+    let out = result.unwrap();
+    assert_eq!(output(&out, "branch"), "ckrv/job-1");
+    assert!(lines.iter().all(|l| l.source == "clone"));
+    assert!(lines.iter().any(|l| l.message.contains("cloning")));
+    assert_eq!(
+        git(workspace.path(), &["rev-parse", "--abbrev-ref", "HEAD"]).trim(),
+        "ckrv/job-1"
+    );
+
+    // What an agent would do.
+    std::fs::write(
+        workspace.path().join("README.md"),
+        "one\nTWO\nthree\nfour\n",
+    )
+    .unwrap();
+    std::fs::write(workspace.path().join("new.txt"), "a\nb\n").unwrap();
+    std::fs::remove_file(workspace.path().join("old.txt")).unwrap();
+    std::fs::write(workspace.path().join("logo.bin"), [0u8, 1, 2, 255, 0, 7]).unwrap();
+
+    let (result, lines) = run(
+        &runner,
+        BuiltinStep::Diff,
+        ctx(repo, vec![], vec![]),
+        workspace.path(),
+        &api,
+    )
+    .await;
+    let out = result.unwrap();
+    assert!(lines.iter().any(|l| l.source == "diff"));
+    let summary: ResultSummary = serde_json::from_str(output(&out, "summary")).unwrap();
+    assert_eq!(summary.files_changed, 4);
+    assert_eq!(summary.insertions, 2 + 2);
+    assert_eq!(summary.deletions, 1 + 1);
+    let file = |p: &str| summary.files.iter().find(|f| f.path == p).unwrap();
+    assert_eq!(
+        (file("README.md").insertions, file("README.md").deletions),
+        (2, 1)
+    );
+    assert_eq!(
+        (file("new.txt").insertions, file("new.txt").deletions),
+        (2, 0)
+    );
+    assert_eq!(
+        (file("old.txt").insertions, file("old.txt").deletions),
+        (0, 1)
+    );
+    assert!(file("logo.bin").binary);
+
+    let patch = output(&out, "diff");
+    let fresh = tempfile::tempdir().unwrap();
+    git(fresh.path(), &["clone", "-q", repo, "."]);
+    std::fs::write(fresh.path().join("job.patch"), patch).unwrap();
+    git(fresh.path(), &["apply", "--check", "job.patch"]);
+    git(fresh.path(), &["apply", "job.patch"]);
+    assert_eq!(
+        std::fs::read(fresh.path().join("logo.bin")).unwrap(),
+        [0u8, 1, 2, 255, 0, 7]
+    );
+}
+
+#[tokio::test]
+async fn an_empty_diff_is_allowed_and_the_size_policy_is_enforced() {
+    let origin = origin();
+    let repo = origin.path().to_str().unwrap();
+    let workspace = tempfile::tempdir().unwrap();
+    let runner = StepRunner::new(Limits::default()).unwrap();
+    let api = ApiAccess::new("http://127.0.0.1:9", "secret");
+    let (result, _) = run(
+        &runner,
+        BuiltinStep::Clone,
+        ctx(repo, vec![], vec![]),
+        workspace.path(),
+        &api,
+    )
+    .await;
+    result.unwrap();
+
+    let (result, _) = run(
+        &runner,
+        BuiltinStep::Diff,
+        ctx(repo, vec![], vec![]),
+        workspace.path(),
+        &api,
+    )
+    .await;
+    let out = result.unwrap();
+    assert_eq!(output(&out, "diff"), "");
+    let summary: ResultSummary = serde_json::from_str(output(&out, "summary")).unwrap();
+    assert_eq!(summary.files_changed, 0);
+
+    std::fs::write(workspace.path().join("big.txt"), "x".repeat(1000)).unwrap();
+    let params = vec![("max_diff_bytes".to_string(), "100".to_string())];
+    let (result, _) = run(
+        &runner,
+        BuiltinStep::Diff,
+        ctx(repo, params, vec![]),
+        workspace.path(),
+        &api,
+    )
+    .await;
+    let err = result.unwrap_err().to_string();
+    assert!(err.contains("max_diff_bytes = 100"), "{err}");
+}
+
+#[tokio::test]
+async fn a_clone_failure_carries_git_s_message() {
+    let origin = origin();
+    let repo = origin.path().to_str().unwrap();
+    let workspace = tempfile::tempdir().unwrap();
+    let runner = StepRunner::new(Limits::default()).unwrap();
+    let api = ApiAccess::new("http://127.0.0.1:9", "secret");
+    let mut c = ctx(repo, vec![], vec![]);
+    c.base_branch = "no-such-branch".into();
+    let (result, _) = run(&runner, BuiltinStep::Clone, c, workspace.path(), &api).await;
+    let err = result.unwrap_err();
+    assert!(matches!(err, StepError::Failed(_)));
+    assert!(err.to_string().contains("no-such-branch"), "{err}");
+}
+
+fn inputs() -> Vec<(String, String)> {
+    vec![
+        ("diff".into(), "diff --git a/x b/x\n".into()),
+        ("summary".into(), "{\"files_changed\":1}".into()),
+    ]
+}
+
+#[tokio::test]
+async fn requests_outside_the_api_are_denied() {
+    let workspace = tempfile::tempdir().unwrap();
+    let runner = StepRunner::new(Limits::default()).unwrap();
+    let api = ApiAccess::new("http://127.0.0.1:9", "secret");
+    let mut c = ctx("unused", vec![], inputs());
+    c.api_url = "http://example.com".into();
+    let (result, _) = run(&runner, BuiltinStep::Upload, c, workspace.path(), &api).await;
+    let err = result.unwrap_err().to_string();
+    assert!(err.contains("denied"), "{err}");
+}
+
+/// Answers `n` requests with 204 and returns them as text.
+fn fake_api(n: usize) -> (String, std::thread::JoinHandle<Vec<String>>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let handle = std::thread::spawn(move || {
+        let mut seen = Vec::new();
+        for _ in 0..n {
+            let (mut stream, _) = listener.accept().unwrap();
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 4096];
+            loop {
+                let read = stream.read(&mut chunk).unwrap();
+                buf.extend_from_slice(&chunk[..read]);
+                let text = String::from_utf8_lossy(&buf).to_string();
+                if let Some(end) = text.find("\r\n\r\n") {
+                    let len = text
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("content-length:")
+                                .map(|v| v.trim().parse::<usize>().unwrap())
+                        })
+                        .unwrap_or(0);
+                    let chunked = text
+                        .to_ascii_lowercase()
+                        .contains("transfer-encoding: chunked");
+                    let done = if chunked {
+                        text.ends_with("0\r\n\r\n")
+                    } else {
+                        buf.len() >= end + 4 + len
+                    };
+                    if done || read == 0 {
+                        break;
+                    }
+                }
+                if read == 0 {
+                    break;
+                }
+            }
+            stream
+                .write_all(
+                    b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                )
+                .unwrap();
+            seen.push(String::from_utf8_lossy(&buf).to_string());
+        }
+        seen
+    });
+    (url, handle)
+}
+
+#[tokio::test]
+async fn upload_reaches_the_api_with_the_token_added_by_the_host() {
+    let (url, server) = fake_api(2);
+    let workspace = tempfile::tempdir().unwrap();
+    let runner = StepRunner::new(Limits::default()).unwrap();
+    let api = ApiAccess::new(&url, "secret-token");
+    let mut c = ctx("unused", vec![], inputs());
+    c.api_url = url;
+    let (result, _) = run(&runner, BuiltinStep::Upload, c, workspace.path(), &api).await;
+    result.unwrap();
+    let requests = server.join().unwrap();
+    assert!(requests[0].starts_with("PUT /v1/worker/jobs/job-1/artifacts/diff "));
+    assert!(requests[1].starts_with("POST /v1/worker/jobs/job-1/result "));
+    for r in &requests {
+        assert!(
+            r.to_ascii_lowercase()
+                .contains("authorization: bearer secret-token"),
+            "{r}"
+        );
+    }
+    assert!(
+        requests[1].contains("{\"files_changed\":1}"),
+        "{}",
+        requests[1]
+    );
+}
