@@ -4,6 +4,7 @@ use anyhow::Context;
 use ckrv_orchestrator::api_client::ApiClient;
 use ckrv_orchestrator::job::{JobOptions, run_job};
 use ckrv_orchestrator::pipeline::Pipeline;
+use ckrv_wit::types::{JobCompletion, JobStatus};
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
@@ -40,6 +41,8 @@ async fn main() -> anyhow::Result<()> {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        // The dispatcher sends stderr to a file.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let Command::Run {
         api_url,
@@ -50,11 +53,25 @@ async fn main() -> anyhow::Result<()> {
     // Read once and never logged: it only goes into the Authorization header.
     let token = std::env::var("CKRV_WORKER_TOKEN")
         .context("CKRV_WORKER_TOKEN is not set: the dispatcher passes the job's worker token")?;
-    let pipeline = match pipeline {
-        Some(path) => Pipeline::load(&path)?,
-        None => Pipeline::default_pipeline()?,
-    };
     let api = ApiClient::new(&api_url, &job_id, &token)?;
+    let pipeline = match pipeline {
+        Some(path) => Pipeline::load(&path),
+        None => Pipeline::default_pipeline(),
+    };
+    let pipeline = match pipeline {
+        Ok(p) => p,
+        Err(error) => {
+            // The job must not stay `running` because the worker was misconfigured.
+            let completion = JobCompletion {
+                status: JobStatus::Failed,
+                error: Some(error.to_string()),
+            };
+            if let Err(e) = api.complete(&completion).await {
+                tracing::error!(error = %e, "could not report the failure");
+            }
+            return Err(error.into());
+        }
+    };
     let outcome = run_job(
         api,
         JobOptions {
@@ -64,14 +81,11 @@ async fn main() -> anyhow::Result<()> {
         },
     )
     .await?;
+    // A failed job that was reported is a finished run: the exit status is non-zero only when
+    // the API could not be told, so the dispatcher knows to mark the job itself.
     match outcome {
-        Ok(()) => {
-            tracing::info!(job_id, "job succeeded");
-            Ok(())
-        }
-        Err(error) => {
-            tracing::warn!(job_id, %error, "job failed");
-            std::process::exit(1)
-        }
+        Ok(()) => tracing::info!(job_id, "job succeeded"),
+        Err(error) => tracing::warn!(job_id, %error, "job failed"),
     }
+    Ok(())
 }

@@ -1,0 +1,203 @@
+//! `run_job` against a fake API speaking docs/protocol.md: the whole flow, clone to complete.
+#![allow(clippy::unwrap_used)]
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use ckrv_orchestrator::api_client::ApiClient;
+use ckrv_orchestrator::job::{JobOptions, run_job};
+use ckrv_orchestrator::pipeline::Pipeline;
+use ckrv_wit::types::{JobCompletion, JobPhase, JobStatus, LogBatch, PhaseUpdate};
+use std::path::Path;
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+
+#[derive(Clone, Debug)]
+struct Call {
+    method: Method,
+    path: String,
+    auth: String,
+    body: Bytes,
+}
+
+#[derive(Clone)]
+struct Fake {
+    job: serde_json::Value,
+    calls: Arc<Mutex<Vec<Call>>>,
+}
+
+async fn handle(
+    State(fake): State<Fake>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let auth = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    fake.calls.lock().unwrap().push(Call {
+        method: method.clone(),
+        path: uri.path().to_string(),
+        auth: auth.clone(),
+        body,
+    });
+    if auth != "Bearer worker-token" {
+        return StatusCode::UNAUTHORIZED.into_response();
+    }
+    if method == Method::GET && uri.path() == "/v1/worker/jobs/job-1" {
+        return axum::Json(fake.job.clone()).into_response();
+    }
+    StatusCode::NO_CONTENT.into_response()
+}
+
+fn git(dir: &Path, args: &[&str]) {
+    let ok = Command::new("git")
+        .args(["-c", "user.name=Test", "-c", "user.email=test@example.com"])
+        .args(args)
+        .current_dir(dir)
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "git {args:?}");
+}
+
+async fn run(spec: &str) -> (Result<(), String>, Vec<Call>, tempfile::TempDir) {
+    let origin = tempfile::tempdir().unwrap();
+    git(origin.path(), &["init", "-q", "-b", "main"]);
+    std::fs::write(origin.path().join("README.md"), "hello\n").unwrap();
+    git(origin.path(), &["add", "-A"]);
+    git(origin.path(), &["commit", "-q", "-m", "initial"]);
+
+    let job = serde_json::json!({
+        "job": {
+            "id": "job-1", "status": "running", "phase": "queued", "agent": null,
+            "spec_path": "specs/x.md", "repo_url": origin.path().to_str().unwrap(),
+            "base_branch": "main", "feature_branch": "ckrv/job-1",
+            "created_at": "2026-11-22T12:00:00Z", "updated_at": "2026-11-22T12:00:00Z",
+            "started_at": null, "finished_at": null, "result": null, "error": null
+        },
+        "spec": spec,
+    });
+    let fake = Fake {
+        job,
+        calls: Arc::default(),
+    };
+    let app = Router::new().fallback(handle).with_state(fake.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let work_dir = tempfile::tempdir().unwrap();
+    let api = ApiClient::new(&url, "job-1", "worker-token").unwrap();
+    let outcome = run_job(
+        api,
+        JobOptions {
+            pipeline: Pipeline::default_pipeline().unwrap(),
+            work_dir: Some(work_dir.path().to_path_buf()),
+            token: "worker-token".into(),
+        },
+    )
+    .await
+    .unwrap();
+    let calls = fake.calls.lock().unwrap().clone();
+    (outcome, calls, work_dir)
+}
+
+fn bodies<T: serde::de::DeserializeOwned>(calls: &[Call], suffix: &str) -> Vec<T> {
+    calls
+        .iter()
+        .filter(|c| c.path.ends_with(suffix))
+        .map(|c| serde_json::from_slice(&c.body).unwrap())
+        .collect()
+}
+
+fn log_lines(calls: &[Call]) -> Vec<(String, String)> {
+    bodies::<LogBatch>(calls, "/logs")
+        .into_iter()
+        .flat_map(|b| b.lines)
+        .map(|l| (l.source, l.message))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_job_runs_from_clone_to_complete() {
+    let spec = "---\nagent: script\nrun: |\n  echo changing\n  echo world >> README.md\n  echo new > added.txt\n---\n# Add a file\n";
+    let (outcome, calls, work_dir) = run(spec).await;
+    assert_eq!(outcome, Ok(()));
+    assert!(calls.iter().all(|c| c.auth == "Bearer worker-token"));
+    assert_eq!(calls[0].method, Method::GET);
+
+    let phases: Vec<PhaseUpdate> = bodies(&calls, "/phase");
+    let phases: Vec<_> = phases.iter().map(|p| p.phase).collect();
+    assert_eq!(
+        phases,
+        [
+            JobPhase::Cloning,
+            JobPhase::Agent,
+            JobPhase::Diffing,
+            JobPhase::Uploading
+        ]
+    );
+
+    let lines = log_lines(&calls);
+    let has = |source: &str, message: &str| {
+        lines
+            .iter()
+            .any(|(s, m)| s == source && m.contains(message))
+    };
+    assert!(has("orchestrator", "Cloning repository..."), "{lines:?}");
+    assert!(has("orchestrator", "Starting agent: script"));
+    assert!(has("script", "changing"));
+    assert!(has("diff", "2 file(s) changed"));
+
+    let diff = calls
+        .iter()
+        .find(|c| c.method == Method::PUT && c.path == "/v1/worker/jobs/job-1/artifacts/diff")
+        .unwrap();
+    let diff = String::from_utf8(diff.body.to_vec()).unwrap();
+    assert!(
+        diff.contains("+world") && diff.contains("added.txt"),
+        "{diff}"
+    );
+    let results: Vec<ckrv_wit::types::ResultSummary> = bodies(&calls, "/result");
+    assert_eq!(results[0].files_changed, 2);
+
+    let last = calls.last().unwrap();
+    assert_eq!(last.path, "/v1/worker/jobs/job-1/complete");
+    let done: JobCompletion = serde_json::from_slice(&last.body).unwrap();
+    assert_eq!(done.status, JobStatus::Succeeded);
+    // The workspace is gone.
+    assert_eq!(std::fs::read_dir(work_dir.path()).unwrap().count(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failing_agent_fails_the_job_without_uploading() {
+    let spec = "---\nagent: script\nrun: echo trying; exit 1\n---\n";
+    let (outcome, calls, _work_dir) = run(spec).await;
+    assert_eq!(outcome, Err("agent exited with status 1".to_string()));
+    assert!(!calls.iter().any(|c| c.path.ends_with("/artifacts/diff")));
+    let lines = log_lines(&calls);
+    assert!(lines.iter().any(|(s, m)| s == "script" && m == "trying"));
+    assert!(
+        lines
+            .iter()
+            .any(|(s, m)| s == "orchestrator" && m.contains("agent exited with status 1"))
+    );
+    let done: JobCompletion = serde_json::from_slice(&calls.last().unwrap().body).unwrap();
+    assert_eq!(done.status, JobStatus::Failed);
+    assert_eq!(done.error.as_deref(), Some("agent exited with status 1"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_spec_without_front_matter_fails_clearly() {
+    let (outcome, calls, _work_dir) = run("# just a title\n").await;
+    let error = outcome.unwrap_err();
+    assert!(error.contains("front matter"), "{error}");
+    let done: JobCompletion = serde_json::from_slice(&calls.last().unwrap().body).unwrap();
+    assert_eq!(done.status, JobStatus::Failed);
+}
