@@ -42,7 +42,7 @@ pub fn send(
     let fields = Fields::new();
     for (name, value) in headers {
         fields
-            .append(name, &value.as_bytes().to_vec())
+            .append(name, value.as_bytes())
             .map_err(|e| Error::BadUrl(format!("header {name}: {e:?}")))?;
     }
     let request = OutgoingRequest::new(fields);
