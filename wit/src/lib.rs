@@ -56,6 +56,7 @@ pub struct UnknownCase {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::types::*;
 
