@@ -1,0 +1,207 @@
+//! Sessions: opaque random tokens handed out once and stored only as SHA-256 hashes, and the
+//! extractors that turn a bearer token into the account or job it speaks for.
+
+use std::time::Duration;
+
+use axum::extract::FromRequestParts;
+use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
+use ckrv_wit::types::{ErrorKind, TokenSet};
+use rand::Rng;
+use sha2::{Digest, Sha256};
+
+use crate::clock;
+use crate::error::AppError;
+use crate::state::AppState;
+use crate::store::{Store, StoreError, TokenKind, TokenOwner};
+
+pub const ACCESS_TOKEN_TTL: Duration = Duration::from_secs(60 * 60);
+pub const REFRESH_TOKEN_TTL: Duration = Duration::from_secs(30 * 24 * 60 * 60);
+
+/// A new secret: a readable kind prefix and 256 random bits.
+pub fn new_secret(prefix: &str) -> String {
+    let bytes: [u8; 32] = rand::rng().random();
+    format!("{prefix}_{}", hex::encode(bytes))
+}
+
+pub fn hash_secret(secret: &str) -> String {
+    hex::encode(Sha256::digest(secret.as_bytes()))
+}
+
+/// A device-flow user code such as `BCDF-2345`: letters without vowels (no words) and digits.
+pub fn new_user_code() -> String {
+    const LETTERS: &[u8] = b"BCDFGHJKLMNPQRSTVWXZ";
+    let mut rng = rand::rng();
+    let letters: String = (0..4)
+        .map(|_| char::from(LETTERS[rng.random_range(0..LETTERS.len())]))
+        .collect();
+    let digits: u16 = rng.random_range(0..10_000);
+    format!("{letters}-{digits:04}")
+}
+
+/// Issues a fresh access/refresh pair for an account.
+pub async fn issue_session(store: &Store, account_id: &str) -> Result<TokenSet, StoreError> {
+    let access = new_secret("ckrv_at");
+    let refresh = new_secret("ckrv_rt");
+    let now = clock::millis(clock::now());
+    let access_hash = hash_secret(&access);
+    let owner = TokenOwner::Account(account_id.to_string());
+    store
+        .insert_token(
+            &access_hash,
+            TokenKind::Access,
+            &owner,
+            None,
+            Some(now + duration_ms(ACCESS_TOKEN_TTL)),
+        )
+        .await?;
+    store
+        .insert_token(
+            &hash_secret(&refresh),
+            TokenKind::Refresh,
+            &owner,
+            Some(&access_hash),
+            Some(now + duration_ms(REFRESH_TOKEN_TTL)),
+        )
+        .await?;
+    Ok(TokenSet {
+        access_token: access,
+        refresh_token: refresh,
+        token_type: "Bearer".to_string(),
+        expires_in: u32::try_from(ACCESS_TOKEN_TTL.as_secs()).unwrap_or(u32::MAX),
+    })
+}
+
+/// Issues the token a worker uses to act on one job.
+pub async fn issue_worker_token(store: &Store, job_id: &str) -> Result<String, StoreError> {
+    let token = new_secret("ckrv_wt");
+    let owner = TokenOwner::Worker {
+        job_id: job_id.to_string(),
+    };
+    store
+        .insert_token(&hash_secret(&token), TokenKind::Worker, &owner, None, None)
+        .await?;
+    Ok(token)
+}
+
+pub fn duration_ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+fn bearer(parts: &Parts) -> Result<&str, AppError> {
+    let header = parts
+        .headers
+        .get(AUTHORIZATION)
+        .ok_or_else(|| AppError::new(ErrorKind::NotAuthenticated, "missing bearer token"))?;
+    header
+        .to_str()
+        .ok()
+        .and_then(|h| {
+            h.split_once(' ')
+                .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        })
+        .map(|(_, token)| token.trim())
+        .filter(|token| !token.is_empty())
+        .ok_or_else(|| {
+            AppError::new(
+                ErrorKind::NotAuthenticated,
+                "the Authorization header must be `Bearer <token>`",
+            )
+        })
+}
+
+/// The signed-in account of a user request.
+#[derive(Debug, Clone)]
+pub struct Session {
+    pub account_id: String,
+    /// Hash of the access token, so logout can revoke exactly this session.
+    pub access_hash: String,
+}
+
+impl FromRequestParts<AppState> for Session {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, AppError> {
+        let access_hash = hash_secret(bearer(parts)?);
+        let owner = state
+            .store
+            .token_owner(&access_hash, TokenKind::Access, clock::millis(clock::now()))
+            .await?;
+        match owner {
+            Some(TokenOwner::Account(account_id)) => Ok(Self {
+                account_id,
+                access_hash,
+            }),
+            _ => Err(AppError::new(
+                ErrorKind::NotAuthenticated,
+                "the access token is invalid or expired; refresh it or log in again",
+            )),
+        }
+    }
+}
+
+/// The job a worker request may act on.
+#[derive(Debug, Clone)]
+pub struct WorkerGrant {
+    pub job_id: String,
+}
+
+impl FromRequestParts<AppState> for WorkerGrant {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, AppError> {
+        let hash = hash_secret(bearer(parts)?);
+        let owner = state
+            .store
+            .token_owner(&hash, TokenKind::Worker, clock::millis(clock::now()))
+            .await?;
+        match owner {
+            Some(TokenOwner::Worker { job_id }) => Ok(Self { job_id }),
+            _ => Err(AppError::new(
+                ErrorKind::NotAuthenticated,
+                "the worker token is invalid",
+            )),
+        }
+    }
+}
+
+impl WorkerGrant {
+    /// A worker token acts on its own job only.
+    pub fn check(&self, job_id: &str) -> Result<(), AppError> {
+        if self.job_id == job_id {
+            Ok(())
+        } else {
+            Err(AppError::new(
+                ErrorKind::Forbidden,
+                "this worker token belongs to another job",
+            ))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_codes_have_the_documented_shape() {
+        for _ in 0..100 {
+            let code = new_user_code();
+            let (letters, digits) = code.split_once('-').expect("dash");
+            assert_eq!(letters.len(), 4, "{code}");
+            assert!(letters.bytes().all(|b| b.is_ascii_uppercase()), "{code}");
+            assert_eq!(digits.len(), 4, "{code}");
+            assert!(digits.bytes().all(|b| b.is_ascii_digit()), "{code}");
+        }
+    }
+
+    #[test]
+    fn secrets_are_unique_and_hashes_hide_them() {
+        let a = new_secret("ckrv_at");
+        let b = new_secret("ckrv_at");
+        assert_ne!(a, b);
+        assert!(a.starts_with("ckrv_at_"));
+        assert_eq!(hash_secret(&a).len(), 64);
+        assert!(!hash_secret(&a).contains(&a[8..]));
+    }
+}

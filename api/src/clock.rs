@@ -1,0 +1,33 @@
+//! Time as the API stores it (unix milliseconds) and shows it (RFC 3339, whole seconds, UTC).
+
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+pub fn now() -> OffsetDateTime {
+    OffsetDateTime::now_utc()
+}
+
+pub fn millis(at: OffsetDateTime) -> i64 {
+    i64::try_from(at.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
+}
+
+/// RFC 3339 in UTC without fractional seconds, so stored strings sort by time.
+pub fn rfc3339(at: OffsetDateTime) -> String {
+    at.to_offset(time::UtcOffset::UTC)
+        .replace_nanosecond(0)
+        .unwrap_or(at)
+        .format(&Rfc3339)
+        .unwrap_or_else(|_| at.unix_timestamp().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_are_whole_seconds_in_utc() {
+        let at = time::macros::datetime!(2026-11-22 12:34:56.789 +02:00);
+        assert_eq!(rfc3339(at), "2026-11-22T10:34:56Z");
+        assert_eq!(millis(at), 1_795_343_696_789);
+    }
+}

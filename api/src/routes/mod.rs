@@ -1,0 +1,53 @@
+//! The HTTP surface, one module per resource (see docs/protocol.md).
+
+mod activate;
+mod artifacts;
+mod auth;
+mod jobs;
+mod logs;
+mod users;
+mod worker;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post, put};
+use ckrv_wit::types::ErrorKind;
+
+use crate::error::AppError;
+use crate::state::AppState;
+
+/// The largest diff a worker may upload.
+const MAX_DIFF_BYTES: usize = 64 * 1024 * 1024;
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/v1/auth/device", post(auth::device))
+        .route("/v1/auth/token", post(auth::token))
+        .route("/v1/auth/refresh", post(auth::refresh))
+        .route("/v1/auth/logout", post(auth::logout))
+        .route("/activate", get(activate::page).post(activate::approve))
+        .route("/v1/users/me", get(users::me))
+        .route("/v1/jobs", post(jobs::create).get(jobs::list))
+        .route("/v1/jobs/{id}", get(jobs::get))
+        .route("/v1/jobs/{id}/cancel", post(jobs::cancel))
+        .route("/v1/jobs/{id}/logs", get(logs::read))
+        .route("/v1/jobs/{id}/artifacts/diff", get(artifacts::diff))
+        .route("/v1/worker/jobs/{id}", get(worker::job))
+        .route("/v1/worker/jobs/{id}/phase", post(worker::phase))
+        .route("/v1/worker/jobs/{id}/logs", post(worker::logs))
+        .route(
+            "/v1/worker/jobs/{id}/artifacts/diff",
+            put(worker::diff).layer(DefaultBodyLimit::max(MAX_DIFF_BYTES)),
+        )
+        .route("/v1/worker/jobs/{id}/result", post(worker::result))
+        .route("/v1/worker/jobs/{id}/complete", post(worker::complete))
+        .fallback(unknown_route)
+        .with_state(state)
+}
+
+async fn unknown_route(uri: axum::http::Uri) -> AppError {
+    AppError::new(
+        ErrorKind::NotFound,
+        format!("no such endpoint: {}", uri.path()),
+    )
+}
