@@ -27,6 +27,7 @@ pub fn build(package: &str) -> PathBuf {
         println!("cargo:rerun-if-changed={}", root.join(watched).display());
     }
 
+    ensure_target_installed(&root);
     let status = Command::new(cargo)
         .current_dir(&root)
         .args([
@@ -60,6 +61,31 @@ pub fn build(package: &str) -> PathBuf {
     std::fs::copy(&built, &dest)
         .unwrap_or_else(|e| panic!("copying {} to {}: {e}", built.display(), dest.display()));
     dest
+}
+
+/// rust-toolchain.toml declares the guest target, but rustup adds declared targets only when
+/// it installs the toolchain; an existing toolchain may lack it. Add it rather than fail.
+fn ensure_target_installed(root: &Path) {
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    let libdir = Command::new(&rustc)
+        .args(["--print", "target-libdir", "--target", GUEST_TARGET])
+        .output()
+        .ok()
+        .filter(|out| out.status.success())
+        .map(|out| PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()));
+    if libdir.is_some_and(|dir| dir.exists()) {
+        return;
+    }
+    println!("cargo:warning=installing the {GUEST_TARGET} target with rustup (declared in rust-toolchain.toml)");
+    let added = Command::new("rustup")
+        .current_dir(root)
+        .args(["target", "add", GUEST_TARGET])
+        .status();
+    if !added.is_ok_and(|status| status.success()) {
+        println!(
+            "cargo:warning=could not add {GUEST_TARGET}; run `rustup target add {GUEST_TARGET}`"
+        );
+    }
 }
 
 fn workspace_root() -> PathBuf {
