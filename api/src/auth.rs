@@ -110,6 +110,20 @@ fn bearer(parts: &Parts) -> Result<&str, AppError> {
         })
 }
 
+/// The bearer token's hash and, if it is a live token of `kind`, its owner.
+async fn owner_of_bearer(
+    parts: &Parts,
+    state: &AppState,
+    kind: TokenKind,
+) -> Result<(String, Option<TokenOwner>), AppError> {
+    let hash = hash_secret(bearer(parts)?);
+    let owner = state
+        .store
+        .token_owner(&hash, kind, clock::millis(clock::now()))
+        .await?;
+    Ok((hash, owner))
+}
+
 /// The signed-in account of a user request.
 #[derive(Debug, Clone)]
 pub struct Session {
@@ -122,11 +136,7 @@ impl FromRequestParts<AppState> for Session {
     type Rejection = AppError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, AppError> {
-        let access_hash = hash_secret(bearer(parts)?);
-        let owner = state
-            .store
-            .token_owner(&access_hash, TokenKind::Access, clock::millis(clock::now()))
-            .await?;
+        let (access_hash, owner) = owner_of_bearer(parts, state, TokenKind::Access).await?;
         match owner {
             Some(TokenOwner::Account(account_id)) => Ok(Self {
                 account_id,
@@ -150,12 +160,7 @@ impl FromRequestParts<AppState> for WorkerGrant {
     type Rejection = AppError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, AppError> {
-        let hash = hash_secret(bearer(parts)?);
-        let owner = state
-            .store
-            .token_owner(&hash, TokenKind::Worker, clock::millis(clock::now()))
-            .await?;
-        match owner {
+        match owner_of_bearer(parts, state, TokenKind::Worker).await?.1 {
             Some(TokenOwner::Worker { job_id }) => Ok(Self { job_id }),
             _ => Err(AppError::new(
                 ErrorKind::NotAuthenticated,

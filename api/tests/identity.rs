@@ -44,6 +44,22 @@ async fn the_device_flow_issues_a_session_once_the_code_is_approved() {
     let (status, page) = api.activate("ZZZZ-0000", "dev@example.com").await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(page.contains("unknown, expired or already used"), "{page}");
+    let response = api
+        .http
+        .post(format!("{}/activate", api.url))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("user_code=ABCD-1234")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    assert!(
+        response
+            .text()
+            .await
+            .unwrap()
+            .contains("needs both the code and your email")
+    );
     let (status, page) = api.activate(user_code, "not an email").await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(page.contains("not an email address"), "{page}");

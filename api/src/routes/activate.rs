@@ -1,6 +1,6 @@
 //! The page where a person approves a device code: a plain HTML form, no script.
 
-use axum::extract::rejection::QueryRejection;
+use axum::extract::rejection::{FormRejection, QueryRejection};
 use axum::extract::{Form, Query, State};
 use axum::http::StatusCode;
 use axum::response::Html;
@@ -44,8 +44,13 @@ pub struct Approval {
 
 pub async fn approve(
     State(state): State<AppState>,
-    Form(approval): Form<Approval>,
+    approval: Result<Form<Approval>, FormRejection>,
 ) -> Result<(StatusCode, Html<String>), AppError> {
+    let Ok(Form(approval)) = approval else {
+        return Ok(failure(
+            "The form needs both the code and your email. Go back and fill in both.",
+        ));
+    };
     let email = approval.email.trim().to_ascii_lowercase();
     if !plausible_email(&email) {
         return Ok(failure(&format!(
@@ -54,16 +59,27 @@ pub async fn approve(
         )));
     }
     let code = normalize_user_code(&approval.user_code);
+    let unknown = || {
+        failure(&format!(
+            "The code {} is unknown, expired or already used. Run <code>ckrv cloud login</code> again for a new one.",
+            escape(&code)
+        ))
+    };
+    // Check the code before creating an account, so a mistyped code leaves nothing behind.
+    if !state
+        .store
+        .user_code_pending(&code, clock::millis(clock::now()))
+        .await?
+    {
+        return Ok(unknown());
+    }
     let account = state.store.account_for_email(&email).await?;
     let approved = state
         .store
         .approve_user_code(&code, &account.id, clock::millis(clock::now()))
         .await?;
     if !approved {
-        return Ok(failure(&format!(
-            "The code {} is unknown, expired or already used. Run <code>ckrv cloud login</code> again for a new one.",
-            escape(&code)
-        )));
+        return Ok(unknown());
     }
     tracing::info!(account = %account.id, "device code approved");
     Ok((

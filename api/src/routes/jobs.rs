@@ -29,13 +29,7 @@ pub async fn create(
             ),
         ));
     }
-    let account = state
-        .store
-        .account(&session.account_id)
-        .await?
-        .ok_or_else(|| {
-            AppError::new(ErrorKind::NotAuthenticated, "the account no longer exists")
-        })?;
+    let account = super::users::account_of(&state, &session).await?;
     let now = clock::now();
     let (cycle_start, cycle_end) = quota::cycle(now);
     let limit = quota::monthly_limit(account.tier);

@@ -6,19 +6,23 @@ use ckrv_wit::types::{ErrorKind, Quota, User};
 use crate::auth::Session;
 use crate::error::{ApiJson, AppError};
 use crate::state::AppState;
+use crate::store::Account;
 use crate::{clock, quota};
+
+/// The session's account; a session can outlive nothing but its account's deletion.
+pub(super) async fn account_of(state: &AppState, session: &Session) -> Result<Account, AppError> {
+    state
+        .store
+        .account(&session.account_id)
+        .await?
+        .ok_or_else(|| AppError::new(ErrorKind::NotAuthenticated, "the account no longer exists"))
+}
 
 pub async fn me(
     State(state): State<AppState>,
     session: Session,
 ) -> Result<ApiJson<User>, AppError> {
-    let account = state
-        .store
-        .account(&session.account_id)
-        .await?
-        .ok_or_else(|| {
-            AppError::new(ErrorKind::NotAuthenticated, "the account no longer exists")
-        })?;
+    let account = account_of(&state, &session).await?;
     let (start, end) = quota::cycle(clock::now());
     let used = state
         .store

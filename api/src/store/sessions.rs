@@ -64,6 +64,23 @@ impl Store {
         Ok(())
     }
 
+    /// Whether `user_code` awaits approval.
+    pub async fn user_code_pending(
+        &self,
+        user_code: &str,
+        now_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let found: Option<i64> = sqlx::query_scalar(
+            "SELECT 1 FROM device_codes
+             WHERE user_code = ? AND account_id IS NULL AND consumed = 0 AND expires_ms > ?",
+        )
+        .bind(user_code)
+        .bind(now_ms)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(found.is_some())
+    }
+
     /// Approves a pending, unexpired user code for `account_id`; false when there is none.
     pub async fn approve_user_code(
         &self,
