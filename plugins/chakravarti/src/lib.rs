@@ -1,19 +1,7 @@
 //! The default provider plugin: maps each `provider` call onto the Chakravarti API's HTTP
 //! surface (docs/protocol.md). It holds no state; the host passes the API URL and token per call.
 
-wit_bindgen::generate!({
-    path: "../../wit",
-    world: "ckrv:cloud/provider-plugin",
-    with: {
-        "ckrv:cloud/types@0.1.0": ckrv_wit::types,
-        "wasi:http/types@0.2.12": ckrv_wit::guest::wasi::http::types,
-        "wasi:http/outgoing-handler@0.2.12": ckrv_wit::guest::wasi::http::outgoing_handler,
-        "wasi:io/poll@0.2.12": ckrv_wit::guest::wasi::io::poll,
-        "wasi:io/error@0.2.12": ckrv_wit::guest::wasi::io::error,
-        "wasi:io/streams@0.2.12": ckrv_wit::guest::wasi::io::streams,
-        "wasi:clocks/monotonic-clock@0.2.12": ckrv_wit::guest::wasi::clocks::monotonic_clock,
-    },
-});
+ckrv_wit::guest_bindings!("../../wit", "ckrv:cloud/provider-plugin");
 
 use ckrv_wit::guest::http;
 use ckrv_wit::types::{

@@ -1,20 +1,7 @@
 //! Worker step `upload`: sends the diff and its summary to the API. It holds no credential:
 //! the host adds the worker token to requests for the API's authority.
 
-wit_bindgen::generate!({
-    path: "../../../wit",
-    world: "ckrv:cloud/worker-step",
-    with: {
-        "ckrv:cloud/types@0.1.0": ckrv_wit::types,
-        "wasi:http/types@0.2.12": ckrv_wit::guest::wasi::http::types,
-        "wasi:http/outgoing-handler@0.2.12": ckrv_wit::guest::wasi::http::outgoing_handler,
-        "wasi:io/poll@0.2.12": ckrv_wit::guest::wasi::io::poll,
-        "wasi:io/error@0.2.12": ckrv_wit::guest::wasi::io::error,
-        "wasi:io/streams@0.2.12": ckrv_wit::guest::wasi::io::streams,
-        "wasi:clocks/monotonic-clock@0.2.12": ckrv_wit::guest::wasi::clocks::monotonic_clock,
-    },
-    generate_all,
-});
+ckrv_wit::guest_bindings!("../../../wit", "ckrv:cloud/worker-step", generate_all);
 
 use ckrv::cloud::log;
 use ckrv_wit::guest::http;
