@@ -77,26 +77,52 @@ async fn run(
     (result, lines)
 }
 
+/// A repository, a workspace and a runner: what every clone/diff test starts from.
+struct Bench {
+    origin: tempfile::TempDir,
+    workspace: tempfile::TempDir,
+    runner: StepRunner,
+    api: ApiAccess,
+}
+
+impl Bench {
+    fn new() -> Self {
+        Self {
+            origin: origin(),
+            workspace: tempfile::tempdir().unwrap(),
+            runner: StepRunner::new(Limits::default()).unwrap(),
+            api: ApiAccess::new("http://127.0.0.1:9", "secret"),
+        }
+    }
+
+    fn repo(&self) -> &str {
+        self.origin.path().to_str().unwrap()
+    }
+
+    fn ctx(&self, params: Vec<(String, String)>) -> StepContext {
+        ctx(self.repo(), params, vec![])
+    }
+
+    async fn step(
+        &self,
+        step: BuiltinStep,
+        ctx: StepContext,
+    ) -> (Result<StepOutput, StepError>, Vec<LogLine>) {
+        run(&self.runner, step, ctx, self.workspace.path(), &self.api).await
+    }
+}
+
 fn output<'a>(out: &'a StepOutput, key: &str) -> &'a str {
     &out.outputs.iter().find(|(k, _)| k == key).unwrap().1
 }
 
 #[tokio::test]
 async fn clone_then_diff_produces_an_applicable_patch_and_a_summary() {
-    let origin = origin();
-    let repo = origin.path().to_str().unwrap();
-    let workspace = tempfile::tempdir().unwrap();
-    let runner = StepRunner::new(Limits::default()).unwrap();
-    let api = ApiAccess::new("http://127.0.0.1:9", "secret");
+    let bench = Bench::new();
+    let repo = bench.repo();
+    let workspace = &bench.workspace;
 
-    let (result, lines) = run(
-        &runner,
-        BuiltinStep::Clone,
-        ctx(repo, vec![], vec![]),
-        workspace.path(),
-        &api,
-    )
-    .await;
+    let (result, lines) = bench.step(BuiltinStep::Clone, bench.ctx(vec![])).await;
     let out = result.unwrap();
     assert_eq!(output(&out, "branch"), "ckrv/job-1");
     assert!(lines.iter().all(|l| l.source == "clone"));
@@ -116,14 +142,7 @@ async fn clone_then_diff_produces_an_applicable_patch_and_a_summary() {
     std::fs::remove_file(workspace.path().join("old.txt")).unwrap();
     std::fs::write(workspace.path().join("logo.bin"), [0u8, 1, 2, 255, 0, 7]).unwrap();
 
-    let (result, lines) = run(
-        &runner,
-        BuiltinStep::Diff,
-        ctx(repo, vec![], vec![]),
-        workspace.path(),
-        &api,
-    )
-    .await;
+    let (result, lines) = bench.step(BuiltinStep::Diff, bench.ctx(vec![])).await;
     let out = result.unwrap();
     assert!(lines.iter().any(|l| l.source == "diff"));
     let summary: ResultSummary = serde_json::from_str(output(&out, "summary")).unwrap();
@@ -159,58 +178,29 @@ async fn clone_then_diff_produces_an_applicable_patch_and_a_summary() {
 
 #[tokio::test]
 async fn an_empty_diff_is_allowed_and_the_size_policy_is_enforced() {
-    let origin = origin();
-    let repo = origin.path().to_str().unwrap();
-    let workspace = tempfile::tempdir().unwrap();
-    let runner = StepRunner::new(Limits::default()).unwrap();
-    let api = ApiAccess::new("http://127.0.0.1:9", "secret");
-    let (result, _) = run(
-        &runner,
-        BuiltinStep::Clone,
-        ctx(repo, vec![], vec![]),
-        workspace.path(),
-        &api,
-    )
-    .await;
+    let bench = Bench::new();
+    let (result, _) = bench.step(BuiltinStep::Clone, bench.ctx(vec![])).await;
     result.unwrap();
 
-    let (result, _) = run(
-        &runner,
-        BuiltinStep::Diff,
-        ctx(repo, vec![], vec![]),
-        workspace.path(),
-        &api,
-    )
-    .await;
+    let (result, _) = bench.step(BuiltinStep::Diff, bench.ctx(vec![])).await;
     let out = result.unwrap();
     assert_eq!(output(&out, "diff"), "");
     let summary: ResultSummary = serde_json::from_str(output(&out, "summary")).unwrap();
     assert_eq!(summary.files_changed, 0);
 
-    std::fs::write(workspace.path().join("big.txt"), "x".repeat(1000)).unwrap();
+    std::fs::write(bench.workspace.path().join("big.txt"), "x".repeat(1000)).unwrap();
     let params = vec![("max_diff_bytes".to_string(), "100".to_string())];
-    let (result, _) = run(
-        &runner,
-        BuiltinStep::Diff,
-        ctx(repo, params, vec![]),
-        workspace.path(),
-        &api,
-    )
-    .await;
+    let (result, _) = bench.step(BuiltinStep::Diff, bench.ctx(params)).await;
     let err = result.unwrap_err().to_string();
     assert!(err.contains("max_diff_bytes = 100"), "{err}");
 }
 
 #[tokio::test]
 async fn a_clone_failure_carries_git_s_message() {
-    let origin = origin();
-    let repo = origin.path().to_str().unwrap();
-    let workspace = tempfile::tempdir().unwrap();
-    let runner = StepRunner::new(Limits::default()).unwrap();
-    let api = ApiAccess::new("http://127.0.0.1:9", "secret");
-    let mut c = ctx(repo, vec![], vec![]);
+    let bench = Bench::new();
+    let mut c = bench.ctx(vec![]);
     c.base_branch = "no-such-branch".into();
-    let (result, _) = run(&runner, BuiltinStep::Clone, c, workspace.path(), &api).await;
+    let (result, _) = bench.step(BuiltinStep::Clone, c).await;
     let err = result.unwrap_err();
     assert!(matches!(err, StepError::Failed(_)));
     assert!(err.to_string().contains("no-such-branch"), "{err}");
