@@ -1,32 +1,44 @@
-//! `ckrv`: the CLI. This build carries the provider-plugin bindings and the embedded default
-//! plugin; the commands (login, run, status, logs, pull) are the next step of issue #2.
+//! `ckrv`: the Chakravarti CLI. Cloud commands go through a provider plugin (a sandboxed
+//! WebAssembly component) so backends can be swapped; this build embeds `chakravarti`.
 
-/// Host bindings of the `provider-plugin` world, mapped onto the shared types.
-#[allow(dead_code)]
-mod bindings {
-    wasmtime::component::bindgen!({
-        path: "../wit",
-        world: "ckrv:cloud/provider-plugin",
-        imports: { default: async | trappable },
-        exports: { default: async },
-        with: {
-            "ckrv:cloud/types": ckrv_wit::types,
-            "wasi:http": wasmtime_wasi_http::p2::bindings::http,
-            "wasi:io": wasmtime_wasi::p2::bindings::io,
-            "wasi:clocks": wasmtime_wasi::p2::bindings::clocks,
-        },
-    });
-}
+mod cli;
+mod cloud;
+mod commands;
+mod config;
+mod git;
+mod output;
+mod plugin_host;
+mod session;
 
-/// The default provider plugin, built from `plugins/chakravarti` by build.rs.
-const CHAKRAVARTI_PLUGIN: &[u8] =
-    include_bytes!(concat!(env!("OUT_DIR"), "/ckrv_plugin_chakravarti.wasm"));
+use std::process::ExitCode;
 
-fn main() -> std::process::ExitCode {
-    eprintln!(
-        "error: the cloud commands are not available in this build yet \
-         (default provider plugin embedded: {} bytes)",
-        CHAKRAVARTI_PLUGIN.len()
-    );
-    std::process::ExitCode::from(2)
+use clap::Parser as _;
+
+fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: starting the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(commands::dispatch(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
 }

@@ -95,7 +95,6 @@ fn login(cli: &Cli, cwd: &Path, email: &str) {
 }
 
 #[test]
-#[ignore = "ckrv-api and the ckrv commands are not built yet (issue #2 in progress)"]
 fn a_job_runs_from_dispatch_to_applied_diff() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
@@ -220,7 +219,6 @@ fn a_job_runs_from_dispatch_to_applied_diff() {
 }
 
 #[test]
-#[ignore = "the ckrv commands are not built yet (issue #2 in progress)"]
 fn commands_name_the_api_url_when_it_is_not_running() {
     let tmp = tempfile::tempdir().unwrap();
     let port = std::net::TcpListener::bind("127.0.0.1:0")

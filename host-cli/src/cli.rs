@@ -1,0 +1,106 @@
+//! The command line.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "ckrv",
+    version,
+    about = "Chakravarti: spec-driven coding agents, in the cloud",
+    after_help = "Start with `ckrv cloud login`, then `ckrv run --cloud --spec FILE`."
+)]
+pub struct Cli {
+    /// The API to talk to [default: from config.toml, else http://127.0.0.1:8080]
+    #[arg(long, global = true, env = "CKRV_API_URL", value_name = "URL")]
+    pub api_url: Option<String>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a spec: dispatch it to a cloud worker and return at once
+    Run(RunArgs),
+    /// Show a job's status, phase and result
+    Status(JobArgs),
+    /// Print a job's log, or stream it with --follow
+    Logs(LogsArgs),
+    /// Download a finished job's diff and apply it to this worktree
+    Pull(JobArgs),
+    /// Sign in and out of the cloud and see your account
+    #[command(subcommand)]
+    Cloud(CloudCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Run in the cloud (the only mode of this build)
+    #[arg(long)]
+    pub cloud: bool,
+    /// The cloud provider plugin to use
+    #[arg(long, default_value = "chakravarti")]
+    pub provider: String,
+    /// The spec file; its front matter chooses the agent
+    #[arg(long, value_name = "FILE")]
+    pub spec: PathBuf,
+    /// The repository's clone URL [default: this worktree's `origin`]
+    #[arg(long, value_name = "URL")]
+    pub repo: Option<String>,
+    /// The branch to start from [default: the current branch]
+    #[arg(long, value_name = "BRANCH")]
+    pub base_branch: Option<String>,
+    /// A stored git credential for a private repository
+    #[arg(long, value_name = "NAME")]
+    pub credential: Option<String>,
+    /// Print the job as JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct JobArgs {
+    /// The job id, or its first characters (at least 4)
+    pub id: String,
+    /// Print JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// The job id, or its first characters (at least 4)
+    pub id: String,
+    /// Keep streaming until the job ends
+    #[arg(long, short)]
+    pub follow: bool,
+    /// Print one JSON log entry per line
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CloudCommand {
+    /// Sign in with a device code you approve in the browser
+    Login,
+    /// Sign out and forget the stored session
+    Logout,
+    /// Show the signed-in account and its quota
+    Whoami {
+        /// Print the account as JSON
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+}

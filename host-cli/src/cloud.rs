@@ -1,0 +1,140 @@
+//! A provider plugin plus the stored session: every cloud command calls through here, which
+//! adds the access token, refreshes it once when the API says it expired, and turns the API's
+//! errors into messages that say what to do.
+
+use ckrv_wit::types::{ApiError, ErrorKind};
+
+use crate::config::Config;
+use crate::plugin_host::{CHAKRAVARTI_PLUGIN, CallContext, CallResult, Provider};
+use crate::session::{Session, SessionStore};
+
+/// The provider plugins this build carries.
+pub const PROVIDERS: &[&str] = &["chakravarti"];
+
+pub struct Cloud {
+    pub provider: Provider,
+    pub api_url: String,
+    store: SessionStore,
+    session: Option<Session>,
+    /// Why there is no usable session, when there is none.
+    missing: String,
+}
+
+impl Cloud {
+    /// Loads the plugin and the session for the configured API (`CKRV_TOKEN` wins over the
+    /// stored one). Contacts nothing.
+    pub async fn connect(config: &Config) -> anyhow::Result<Self> {
+        let store = SessionStore::new(&config.config_dir);
+        let mut missing = "not authenticated: run `ckrv cloud login`".to_string();
+        let session = match std::env::var("CKRV_TOKEN").ok().filter(|t| !t.is_empty()) {
+            Some(token) => Some(Session {
+                api_url: config.api_url.clone(),
+                access_token: token,
+                refresh_token: None,
+            }),
+            None => match store.load()? {
+                Some(s) if s.api_url == config.api_url => Some(s),
+                Some(s) => {
+                    missing = format!(
+                        "not authenticated with {}: your session is for {}; run `ckrv cloud login`",
+                        config.api_url, s.api_url
+                    );
+                    None
+                }
+                None => None,
+            },
+        };
+        let provider =
+            Provider::load(CHAKRAVARTI_PLUGIN, &config.api_url, &config.cache_dir).await?;
+        Ok(Self {
+            provider,
+            api_url: config.api_url.clone(),
+            store,
+            session,
+            missing,
+        })
+    }
+
+    /// A context without a token, for the login calls.
+    pub fn anonymous(&self) -> CallContext {
+        CallContext {
+            api_url: self.api_url.clone(),
+            access_token: None,
+        }
+    }
+
+    pub fn save_session(&mut self, session: Session) -> anyhow::Result<()> {
+        self.store.save(&session)?;
+        self.session = Some(session);
+        Ok(())
+    }
+
+    /// Forgets the stored session; true if there was one.
+    pub fn forget_session(&mut self) -> anyhow::Result<bool> {
+        self.session = None;
+        self.store.delete()
+    }
+
+    pub fn has_session(&self) -> bool {
+        self.session.is_some()
+    }
+
+    /// Calls the plugin as the signed-in user.
+    pub async fn call<T>(
+        &mut self,
+        mut call: impl AsyncFnMut(&mut Provider, &CallContext) -> CallResult<T>,
+    ) -> anyhow::Result<T> {
+        let Some(session) = self.session.clone() else {
+            anyhow::bail!("{}", self.missing);
+        };
+        let ctx = CallContext {
+            api_url: self.api_url.clone(),
+            access_token: Some(session.access_token.clone()),
+        };
+        match call(&mut self.provider, &ctx).await? {
+            Ok(value) => return Ok(value),
+            Err(e) if e.error == ErrorKind::NotAuthenticated && session.refresh_token.is_some() => {
+                tracing::debug!("access token refused; refreshing");
+            }
+            Err(e) => return Err(describe(e)),
+        }
+        let refresh_token = session.refresh_token.unwrap_or_default();
+        let tokens = match self
+            .provider
+            .refresh(&self.anonymous(), &refresh_token)
+            .await?
+        {
+            Ok(tokens) => tokens,
+            Err(e) if e.error == ErrorKind::InvalidGrant => {
+                anyhow::bail!("your session has expired or was revoked: run `ckrv cloud login`")
+            }
+            Err(e) => return Err(describe(e)),
+        };
+        let renewed = Session {
+            api_url: self.api_url.clone(),
+            access_token: tokens.access_token,
+            refresh_token: Some(tokens.refresh_token),
+        };
+        let ctx = CallContext {
+            api_url: self.api_url.clone(),
+            access_token: Some(renewed.access_token.clone()),
+        };
+        self.save_session(renewed)?;
+        call(&mut self.provider, &ctx).await?.map_err(describe)
+    }
+}
+
+/// The API's error as a message for a person.
+pub fn describe(error: ApiError) -> anyhow::Error {
+    let description = error.error_description;
+    match error.error {
+        ErrorKind::NotAuthenticated => {
+            anyhow::anyhow!("not authenticated ({description}): run `ckrv cloud login`")
+        }
+        ErrorKind::QuotaExceeded => anyhow::anyhow!(
+            "quota exceeded: {description}\n  see your quota with `ckrv cloud whoami`"
+        ),
+        ErrorKind::Forbidden => anyhow::anyhow!("forbidden: {description}"),
+        _ => anyhow::anyhow!("{description}"),
+    }
+}

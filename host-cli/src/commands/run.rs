@@ -1,0 +1,67 @@
+//! `ckrv run --cloud`: send the spec, the repository and the base branch; print the job id.
+
+use std::path::Path;
+
+use anyhow::Context as _;
+use ckrv_wit::types::JobRequest;
+
+use crate::cli::RunArgs;
+use crate::cloud::{Cloud, PROVIDERS};
+use crate::config::Config;
+use crate::{git, output};
+
+pub async fn run(config: &Config, args: RunArgs) -> anyhow::Result<()> {
+    if !args.cloud {
+        anyhow::bail!("local runs are not part of this build: pass --cloud");
+    }
+    if !PROVIDERS.contains(&args.provider.as_str()) {
+        anyhow::bail!(
+            "unknown provider '{}': this build has {}",
+            args.provider,
+            PROVIDERS.join(", ")
+        );
+    }
+    let spec = read_spec(&args.spec)?;
+    let cwd = std::env::current_dir().context("reading the current directory")?;
+    let repo_url = match args.repo {
+        Some(url) => url,
+        None => git::origin_url(&cwd)?,
+    };
+    let base_branch = match args.base_branch {
+        Some(branch) => branch,
+        None => git::current_branch(&cwd)?,
+    };
+    let request = JobRequest {
+        spec,
+        spec_path: args.spec.to_string_lossy().into_owned(),
+        repo_url,
+        base_branch,
+        credential: args.credential,
+    };
+
+    let mut cloud = Cloud::connect(config).await?;
+    let job = cloud
+        .call(async |p, ctx| p.dispatch(ctx, &request).await)
+        .await?;
+    if args.json {
+        return output::json(&job);
+    }
+    let short = output::short_id(&job.id);
+    output::ok("Job Dispatched");
+    output::line(format!("Job ID: {}", job.id));
+    output::line(format!("Status: {}", job.status));
+    output::blank();
+    output::line(format!("Track progress:  ckrv status {short}"));
+    output::line(format!("Stream logs:     ckrv logs {short} --follow"));
+    output::line(format!("Pull results:    ckrv pull {short}"));
+    Ok(())
+}
+
+fn read_spec(path: &Path) -> anyhow::Result<String> {
+    let spec = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the spec {}", path.display()))?;
+    if spec.trim().is_empty() {
+        anyhow::bail!("the spec {} is empty", path.display());
+    }
+    Ok(spec)
+}

@@ -1,0 +1,132 @@
+//! The stored login: `<config dir>/credentials.json`, readable by the owner only.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use serde::{Deserialize, Serialize};
+
+/// Tokens of one API. Never printed: `Debug` hides them.
+#[derive(Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Session {
+    pub api_url: String,
+    pub access_token: String,
+    /// Absent when the access token came from `CKRV_TOKEN`.
+    pub refresh_token: Option<String>,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("api_url", &self.api_url)
+            .field("access_token", &"<redacted>")
+            .field(
+                "refresh_token",
+                &self.refresh_token.as_ref().map(|_| "<redacted>"),
+            )
+            .finish()
+    }
+}
+
+pub struct SessionStore {
+    path: PathBuf,
+}
+
+impl SessionStore {
+    pub fn new(config_dir: &Path) -> Self {
+        Self {
+            path: config_dir.join("credentials.json"),
+        }
+    }
+
+    pub fn load(&self) -> anyhow::Result<Option<Session>> {
+        match std::fs::read(&self.path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map(Some).with_context(|| {
+                format!(
+                    "{} is damaged; delete it and run `ckrv cloud login`",
+                    self.path.display()
+                )
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e).with_context(|| format!("reading {}", self.path.display())),
+        }
+    }
+
+    /// Writes a new file with mode 0600 and renames it into place, so a crash never leaves a
+    /// half-written session and the tokens are never readable by others, even briefly.
+    pub fn save(&self, session: &Session) -> anyhow::Result<()> {
+        let dir = self.path.parent().unwrap_or(Path::new("."));
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let tmp = self.path.with_extension("json.tmp");
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let mut file = options
+            .open(&tmp)
+            .with_context(|| format!("writing {}", tmp.display()))?;
+        file.write_all(&serde_json::to_vec_pretty(session)?)
+            .and_then(|()| file.sync_all())
+            .with_context(|| format!("writing {}", tmp.display()))?;
+        std::fs::rename(&tmp, &self.path)
+            .with_context(|| format!("writing {}", self.path.display()))
+    }
+
+    /// Removes the stored session; true if there was one.
+    pub fn delete(&self) -> anyhow::Result<bool> {
+        match std::fs::remove_file(&self.path) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(e).with_context(|| format!("removing {}", self.path.display())),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn session() -> Session {
+        Session {
+            api_url: "http://127.0.0.1:8080".into(),
+            access_token: "ckrv_at_secret".into(),
+            refresh_token: Some("ckrv_rt_secret".into()),
+        }
+    }
+
+    #[test]
+    fn a_session_round_trips_in_an_owner_only_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SessionStore::new(&dir.path().join("nested"));
+        assert_eq!(store.load().unwrap(), None);
+        store.save(&session()).unwrap();
+        assert_eq!(store.load().unwrap(), Some(session()));
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(dir.path().join("nested/credentials.json"))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        assert!(store.delete().unwrap());
+        assert!(!store.delete().unwrap());
+        assert_eq!(store.load().unwrap(), None);
+    }
+
+    #[test]
+    fn debug_output_hides_the_tokens() {
+        let shown = format!("{:?}", session());
+        assert!(!shown.contains("secret"), "{shown}");
+        assert!(shown.contains("127.0.0.1:8080"));
+    }
+
+    #[test]
+    fn a_damaged_file_says_what_to_do() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("credentials.json"), "{oops").unwrap();
+        let err = format!("{:#}", SessionStore::new(dir.path()).load().unwrap_err());
+        assert!(err.contains("ckrv cloud login"), "{err}");
+    }
+}
