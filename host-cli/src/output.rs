@@ -7,21 +7,35 @@ use time::format_description::well_known::Rfc3339;
 
 use crate::git::FileStat;
 
+/// Prints one line of stdout. When the reader has gone (`ckrv logs ID | head`), stop quietly
+/// as other Unix tools do instead of panicking.
+pub fn emit(text: impl std::fmt::Display) {
+    use std::io::Write as _;
+    let mut stdout = std::io::stdout().lock();
+    if let Err(e) = writeln!(stdout, "{text}").and_then(|()| stdout.flush()) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("error: writing to stdout: {e}");
+        std::process::exit(1);
+    }
+}
+
 pub fn line(text: impl std::fmt::Display) {
-    println!("▌ {text}");
+    emit(format_args!("▌ {text}"));
 }
 
 pub fn ok(text: impl std::fmt::Display) {
-    println!("▌ ✔ {text}");
+    emit(format_args!("▌ ✔ {text}"));
 }
 
 pub fn blank() {
-    println!("▌");
+    emit("▌");
 }
 
 /// Pretty JSON of a contract type, exactly as the API sends it.
 pub fn json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
-    println!("{}", serde_json::to_string_pretty(value)?);
+    emit(serde_json::to_string_pretty(value)?);
     Ok(())
 }
 

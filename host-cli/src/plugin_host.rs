@@ -297,6 +297,116 @@ fn write_cache(component: &Component, path: &Path) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ckrv_wit::types::ErrorKind;
+    use std::io::{Read as _, Write as _};
+
+    fn context(api_url: &str) -> CallContext {
+        CallContext {
+            api_url: api_url.to_string(),
+            access_token: Some("ckrv_at_test".into()),
+        }
+    }
+
+    /// Answers one request with 401 and returns what it received.
+    fn one_shot_api(listener: std::net::TcpListener) -> std::thread::JoinHandle<String> {
+        std::thread::spawn(move || {
+            let (mut stream, _) = listener.accept().unwrap();
+            let mut buf = [0u8; 4096];
+            let n = stream.read(&mut buf).unwrap();
+            let body = r#"{"error":"not_authenticated","error_description":"nope"}"#;
+            write!(
+                stream,
+                "HTTP/1.1 401 Unauthorized\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            )
+            .unwrap();
+            String::from_utf8_lossy(&buf[..n]).into_owned()
+        })
+    }
+
+    #[tokio::test]
+    async fn the_plugin_reaches_the_configured_api_and_nothing_else() {
+        let cache = tempfile::tempdir().unwrap();
+        let other = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        other.set_nonblocking(true).unwrap();
+        let other_url = format!("http://{}", other.local_addr().unwrap());
+
+        // Configured for another origin: the call never leaves the sandbox.
+        let mut provider = Provider::load(CHAKRAVARTI_PLUGIN, "http://127.0.0.1:1", cache.path())
+            .await
+            .unwrap();
+        let error = provider
+            .whoami(&context(&other_url))
+            .await
+            .unwrap()
+            .unwrap_err();
+        assert_eq!(
+            error.error,
+            ErrorKind::Unavailable,
+            "{}",
+            error.error_description
+        );
+        assert_eq!(
+            other.accept().map_err(|e| e.kind()).unwrap_err(),
+            std::io::ErrorKind::WouldBlock,
+            "the denied request must not connect"
+        );
+
+        // Configured for that origin: the request arrives, with the session's token.
+        other.set_nonblocking(false).unwrap();
+        let server = one_shot_api(other);
+        let mut provider = Provider::load(CHAKRAVARTI_PLUGIN, &other_url, cache.path())
+            .await
+            .unwrap();
+        let error = provider
+            .whoami(&context(&other_url))
+            .await
+            .unwrap()
+            .unwrap_err();
+        assert_eq!(error.error, ErrorKind::NotAuthenticated);
+        let request = server.join().unwrap();
+        assert!(request.starts_with("GET /v1/users/me "), "{request}");
+        assert!(
+            request
+                .to_ascii_lowercase()
+                .contains("authorization: bearer ckrv_at_test")
+        );
+    }
+
+    #[tokio::test]
+    async fn compiled_plugins_are_cached_and_a_damaged_cache_is_rebuilt() {
+        let cache = tempfile::tempdir().unwrap();
+        let cached = || {
+            std::fs::read_dir(cache.path().join("plugins"))
+                .map(|dir| dir.map(|e| e.unwrap().path()).collect::<Vec<_>>())
+                .unwrap_or_default()
+        };
+        assert!(cached().is_empty());
+        Provider::load(CHAKRAVARTI_PLUGIN, "http://127.0.0.1:1", cache.path())
+            .await
+            .unwrap();
+        let files = cached();
+        assert_eq!(files.len(), 1, "{files:?}");
+        assert!(files[0].extension().is_some_and(|e| e == "cwasm"));
+        let size = std::fs::metadata(&files[0]).unwrap().len();
+
+        std::fs::write(&files[0], b"not a compiled component").unwrap();
+        let mut provider = Provider::load(CHAKRAVARTI_PLUGIN, "http://127.0.0.1:1", cache.path())
+            .await
+            .unwrap();
+        assert_eq!(std::fs::metadata(&files[0]).unwrap().len(), size);
+        // The reloaded plugin works: it answers (here, that nothing listens on port 1).
+        let error = provider
+            .whoami(&context("http://127.0.0.1:1"))
+            .await
+            .unwrap()
+            .unwrap_err();
+        assert!(
+            error.error_description.contains("http://127.0.0.1:1"),
+            "{}",
+            error.error_description
+        );
+    }
 
     #[test]
     fn origins_fill_in_default_ports_and_ignore_case() {

@@ -17,9 +17,9 @@ pub async fn run(cloud: &mut Cloud, args: LogsArgs) -> anyhow::Result<()> {
             .await?;
         for entry in &page.entries {
             if args.json {
-                println!("{}", serde_json::to_string(entry)?);
+                output::emit(serde_json::to_string(entry)?);
             } else {
-                println!("{}", output::log_line(entry));
+                output::emit(output::log_line(entry));
             }
         }
         after = page.next_after;

@@ -76,7 +76,9 @@ fn ensure_target_installed(root: &Path) {
     if libdir.is_some_and(|dir| dir.exists()) {
         return;
     }
-    println!("cargo:warning=installing the {GUEST_TARGET} target with rustup (declared in rust-toolchain.toml)");
+    println!(
+        "cargo:warning=installing the {GUEST_TARGET} target with rustup (declared in rust-toolchain.toml)"
+    );
     let added = Command::new("rustup")
         .current_dir(root)
         .args(["target", "add", GUEST_TARGET])

@@ -1,0 +1,255 @@
+//! The `ckrv` commands as a user runs them, against a real API on loopback.
+
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use support::{Env, git, worktree};
+
+const DIFF: &str = "diff --git a/README.md b/README.md\n--- a/README.md\n+++ b/README.md\n@@ -1 +1 @@\n-Status: draft\n+Status: final\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_run_status_logs_and_pull_work_as_the_quickstart_says() {
+    let env = Env::start().await;
+    let work = worktree(env.home.path());
+
+    let login = env.login("dev@example.com").await;
+    assert!(login.contains("▌ ✔ Device Code Generated"), "{login}");
+    assert!(
+        login.contains(&format!("Visit: {}/activate", env.api_url)),
+        "{login}"
+    );
+    assert!(
+        login.contains("▌ ✔ Authenticated as dev@example.com"),
+        "{login}"
+    );
+    assert!(
+        login.contains("Subscription: Free (100 jobs remaining this month)"),
+        "{login}"
+    );
+    let whoami = env.ok(&work, &["cloud", "whoami"]).await;
+    assert!(whoami.contains("Logged in as dev@example.com"), "{whoami}");
+
+    // --repo and --base-branch default to origin and the current branch.
+    let out = env
+        .ok(&work, &["run", "--cloud", "--spec", "specs/spec.md"])
+        .await;
+    assert!(out.contains("▌ ✔ Job Dispatched"), "{out}");
+    let id = out
+        .lines()
+        .find_map(|l| l.strip_prefix("▌ Job ID: "))
+        .unwrap()
+        .to_string();
+    let short = &id[..8];
+    assert!(
+        out.contains(&format!("ckrv logs {short} --follow")),
+        "{out}"
+    );
+
+    let status: serde_json::Value =
+        serde_json::from_str(&env.ok(&work, &["status", short, "--json"]).await).unwrap();
+    assert_eq!(status["id"], id.as_str());
+    assert_eq!(status["repo_url"], "https://git.example.com/work.git");
+    assert_eq!(status["base_branch"], "main");
+    assert_eq!(status["spec_path"], "specs/spec.md");
+    assert_eq!(status["status"], "pending");
+
+    // Nothing to pull yet, and nothing in the log.
+    let err = env.fails(&work, &["pull", short]).await;
+    assert!(err.contains(&format!("job {short} is pending")), "{err}");
+    assert_eq!(env.ok(&work, &["logs", short]).await, "");
+
+    env.finish_with_diff(&id, DIFF).await;
+    let status = env.ok(&work, &["status", short]).await;
+    assert!(status.contains("▌ Status: succeeded"), "{status}");
+    assert!(status.contains(&format!("ckrv pull {short}")), "{status}");
+    let logs = env.ok(&work, &["logs", short, "--follow"]).await;
+    assert_eq!(logs, "[12:34:56] script: agent says hi\n");
+    let json_logs = env.ok(&work, &["logs", short, "--json"]).await;
+    let entry: serde_json::Value = serde_json::from_str(json_logs.trim()).unwrap();
+    assert_eq!(entry["sequence"], 1);
+
+    let pulled = env.ok(&work.join("specs"), &["pull", short]).await;
+    assert!(pulled.contains("▌   README.md | 2 +-"), "{pulled}");
+    assert!(pulled.contains("Review with: git diff HEAD"), "{pulled}");
+    assert_eq!(
+        std::fs::read_to_string(work.join("README.md")).unwrap(),
+        "Status: final\n"
+    );
+
+    // Pulling again does not apply twice: it refuses and changes nothing.
+    let err = env.fails(&work, &["pull", short]).await;
+    assert!(
+        err.contains("does not apply to your worktree (nothing was changed)"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(work.join("README.md")).unwrap(),
+        "Status: final\n"
+    );
+
+    let err = env.fails(&work, &["status", "ffffffff"]).await;
+    assert!(err.contains("job not found: ffffffff"), "{err}");
+
+    let out = env.ok(&work, &["cloud", "logout"]).await;
+    assert!(out.contains("Logged out"), "{out}");
+    let err = env.fails(&work, &["status", short]).await;
+    assert!(err.contains("run `ckrv cloud login`"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_access_token_is_refreshed_once_and_stored() {
+    let env = Env::start().await;
+    env.login("dev@example.com").await;
+    let path = env.config_dir().join("credentials.json");
+    let mut session: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    session["access_token"] = "ckrv_at_revoked".into();
+    std::fs::write(&path, session.to_string()).unwrap();
+
+    let whoami = env
+        .ok(env.home.path(), &["cloud", "whoami", "--json"])
+        .await;
+    assert!(whoami.contains("dev@example.com"));
+    let renewed: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    assert_ne!(renewed["access_token"], "ckrv_at_revoked");
+    assert_ne!(renewed["refresh_token"], session["refresh_token"]);
+
+    // With both tokens dead, the user is told to log in again.
+    let mut dead = renewed.clone();
+    dead["access_token"] = "ckrv_at_x".into();
+    dead["refresh_token"] = "ckrv_rt_x".into();
+    std::fs::write(&path, dead.to_string()).unwrap();
+    let err = env.fails(env.home.path(), &["cloud", "whoami"]).await;
+    assert!(
+        err.contains("session has expired or was revoked: run `ckrv cloud login`"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("ckrv_rt_x") && !err.contains("ckrv_at_x"),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_clear_errors_and_exit_status_1() {
+    let env = Env::start().await;
+    let work = worktree(env.home.path());
+    // No session: refused before anything is sent.
+    let err = env
+        .fails(&work, &["run", "--cloud", "--spec", "specs/spec.md"])
+        .await;
+    assert!(
+        err.contains("not authenticated: run `ckrv cloud login`"),
+        "{err}"
+    );
+
+    env.login("dev@example.com").await;
+    let cases: &[(&[&str], &str)] = &[
+        (&["run", "--spec", "specs/spec.md"], "pass --cloud"),
+        (
+            &[
+                "run",
+                "--cloud",
+                "--provider",
+                "acme",
+                "--spec",
+                "specs/spec.md",
+            ],
+            "unknown provider 'acme': this build has chakravarti",
+        ),
+        (
+            &["run", "--cloud", "--spec", "specs/missing.md"],
+            "cannot read the spec specs/missing.md",
+        ),
+        (
+            &[
+                "run",
+                "--cloud",
+                "--spec",
+                "specs/spec.md",
+                "--base-branch",
+                "a..b",
+            ],
+            "not a valid branch name",
+        ),
+        (
+            &[
+                "run",
+                "--cloud",
+                "--spec",
+                "specs/spec.md",
+                "--credential",
+                "github-work",
+            ],
+            "credential 'github-work' not found",
+        ),
+        (&["status", "abc"], "at least 4 characters"),
+    ];
+    for (args, message) in cases {
+        let err = env.fails(&work, args).await;
+        assert!(err.contains(message), "{args:?}: {err}");
+        assert!(err.starts_with("error: "), "{err}");
+    }
+    std::fs::write(work.join("specs/empty.md"), "\n").unwrap();
+    let err = env
+        .fails(&work, &["run", "--cloud", "--spec", "specs/empty.md"])
+        .await;
+    assert!(err.contains("is empty"), "{err}");
+
+    // Outside a worktree, defaults cannot be found and pull has nowhere to apply.
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::write(outside.path().join("spec.md"), "# x\n").unwrap();
+    let err = env
+        .fails(outside.path(), &["run", "--cloud", "--spec", "spec.md"])
+        .await;
+    assert!(err.contains("no --repo given"), "{err}");
+    let err = env.fails(outside.path(), &["pull", "abcd1234"]).await;
+    assert!(err.contains("not inside a git worktree"), "{err}");
+
+    // None of the refused runs created a job.
+    let whoami: serde_json::Value =
+        serde_json::from_str(&env.ok(&work, &["cloud", "whoami", "--json"]).await).unwrap();
+    assert_eq!(whoami["quota"]["used"], 0);
+    assert_eq!(
+        git(&work, &["status", "--porcelain", "--", "README.md"]),
+        ""
+    );
+}
+
+#[test]
+fn every_command_has_help() {
+    for args in [
+        vec!["--help"],
+        vec!["run", "--help"],
+        vec!["status", "--help"],
+        vec!["logs", "--help"],
+        vec!["pull", "--help"],
+        vec!["cloud", "--help"],
+        vec!["cloud", "login", "--help"],
+        vec!["cloud", "logout", "--help"],
+        vec!["cloud", "whoami", "--help"],
+    ] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_ckrv"))
+            .args(&args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{args:?}");
+        let text = String::from_utf8(out.stdout).unwrap();
+        assert!(text.contains("Usage: ckrv"), "{args:?}: {text}");
+    }
+    let top = std::process::Command::new(env!("CARGO_BIN_EXE_ckrv"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    let top = String::from_utf8(top.stdout).unwrap();
+    for command in ["run", "status", "logs", "pull", "cloud"] {
+        assert!(top.contains(&format!("  {command} ")), "{command}: {top}");
+    }
+    let usage = std::process::Command::new(env!("CARGO_BIN_EXE_ckrv"))
+        .arg("frobnicate")
+        .output()
+        .unwrap();
+    assert_eq!(usage.status.code(), Some(2));
+}
