@@ -6,7 +6,8 @@ mod support;
 
 use support::{Env, git, worktree};
 
-const DIFF: &str = "diff --git a/README.md b/README.md\n--- a/README.md\n+++ b/README.md\n@@ -1 +1 @@\n-Status: draft\n+Status: final\n";
+const DIFF: &str = "diff --git a/README.md b/README.md\n--- a/README.md\n+++ b/README.md\n@@ -1 +1 @@\n-Status: draft\n+Status: final\n\
+diff --git a/src/new.rs b/src/new.rs\nnew file mode 100644\n--- /dev/null\n+++ b/src/new.rs\n@@ -0,0 +1 @@\n+pub fn new() {}\n";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn login_run_status_logs_and_pull_work_as_the_quickstart_says() {
@@ -70,7 +71,12 @@ async fn login_run_status_logs_and_pull_work_as_the_quickstart_says() {
     assert_eq!(entry["sequence"], 1);
 
     let pulled = env.ok(&work.join("specs"), &["pull", short]).await;
-    assert!(pulled.contains("▌   README.md | 2 +-"), "{pulled}");
+    let stat = |file: &str, graph: &str| {
+        pulled
+            .lines()
+            .any(|l| l.starts_with(&format!("▌   {file} ")) && l.ends_with(&format!("| {graph}")))
+    };
+    assert!(stat("README.md", "2 +-"), "{pulled}");
     assert!(pulled.contains("Review with: git diff HEAD"), "{pulled}");
     assert_eq!(
         std::fs::read_to_string(work.join("README.md")).unwrap(),

@@ -34,7 +34,19 @@ pub async fn run(cloud: &mut Cloud, args: JobArgs) -> anyhow::Result<()> {
             anyhow::anyhow!("the diff does not apply to your worktree (nothing was changed): {e}")
         })?;
         let stats = git::parse_numstat(&git::git(&top, &["apply", "--numstat", "-"], Some(&diff))?);
+        let created: Vec<&str> = stats
+            .iter()
+            .map(|f| f.path.as_str())
+            .filter(|path| !top.join(path).exists())
+            .collect();
         git::git(&top, &["apply", "-"], Some(&diff)).context("applying the diff")?;
+        // Mark new files intent-to-add so `git diff HEAD` shows the whole change. (Not
+        // `git apply --intent-to-add`: git 2.47 drops the rest of the index with it.)
+        if !created.is_empty() {
+            let mut args = vec!["add", "--intent-to-add", "--"];
+            args.extend(&created);
+            git::git(&top, &args, None).context("marking the new files intent-to-add")?;
+        }
         stats
     };
     if args.json {

@@ -3,8 +3,8 @@
 
 ckrv_wit::guest_bindings!("../../../wit", "ckrv:cloud/worker-step", generate_all);
 
-use ckrv::cloud::{git, log};
-use ckrv_wit::types::{FileChange, LogLevel, ResultSummary};
+use ckrv::cloud::git;
+use ckrv_wit::types::{FileChange, ResultSummary};
 use exports::ckrv::cloud::step::{Guest, StepContext, StepOutput};
 
 /// Default `max_diff_bytes`: larger diffs are almost certainly generated or vendored files.
@@ -33,7 +33,7 @@ impl Guest for Diff {
             "{} file(s) changed, {} insertion(s), {} deletion(s)",
             summary.files_changed, summary.insertions, summary.deletions
         );
-        log::write(LogLevel::Info, &line);
+        // The host logs `summary` under this step's name; logging it here too would repeat it.
         let json = serde_json::to_string(&summary).map_err(|e| format!("summary: {e}"))?;
         Ok(StepOutput {
             outputs: vec![("diff".into(), patch), ("summary".into(), json)],
