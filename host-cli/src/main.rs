@@ -19,7 +19,11 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                // The plugin's failed connections reach the user as errors naming the URL;
+                // wasi-http's own warning about them would only repeat that.
+                .unwrap_or_else(|_| {
+                    tracing_subscriber::EnvFilter::new("warn,wasmtime_wasi_http=error")
+                }),
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))

@@ -3,8 +3,8 @@
 
 ckrv_wit::guest_bindings!("../../../wit", "ckrv:cloud/worker-step", generate_all);
 
-use ckrv::cloud::git;
-use ckrv_wit::types::{FileChange, ResultSummary};
+use ckrv::cloud::{git, log};
+use ckrv_wit::types::{FileChange, LogLevel, ResultSummary};
 use exports::ckrv::cloud::step::{Guest, StepContext, StepOutput};
 
 /// Default `max_diff_bytes`: larger diffs are almost certainly generated or vendored files.
@@ -21,6 +21,10 @@ impl Guest for Diff {
                 .map_err(|_| format!("param max_diff_bytes is not a number: {v}"))?,
             None => DEFAULT_MAX_DIFF_BYTES,
         };
+        log::write(
+            LogLevel::Info,
+            &format!("comparing the workspace with {}", ctx.base_branch),
+        );
         let patch = git::diff(&ctx.base_branch)?;
         if patch.len() > max {
             return Err(format!(
