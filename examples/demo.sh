@@ -24,8 +24,14 @@ git -C "$demo/sample-src" -c user.name=Demo -c user.email=demo@example.com commi
 git clone -q --bare "$demo/sample-src" "$demo/sample.git"
 repo="file://$demo/sample.git"
 
+say "Adding your account (ckrv-api users add; accounts are made by an administrator)"
+password="demo-$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+printf '%s' "$password" | "$bin/ckrv-api" users add you@example.com --admin --password-stdin \
+  --data-dir "$demo/api"
+
 say "Starting ckrv-api (SQLite + local artifacts + local workers in $demo/api)"
-"$bin/ckrv-api" serve --listen 127.0.0.1:0 --data-dir "$demo/api" \
+# --allow-local-repos: the demo's repository is a local file:// one.
+"$bin/ckrv-api" serve --listen 127.0.0.1:0 --data-dir "$demo/api" --allow-local-repos \
   --orchestrator "$bin/ckrv-orchestrator" > "$demo/api.out" 2> "$demo/api.log" &
 api_pid=$!
 for _ in $(seq 100); do grep -q '^listening on ' "$demo/api.out" 2>/dev/null && break; sleep 0.1; done
@@ -33,13 +39,19 @@ export CKRV_API_URL="$(sed -n 's/^listening on //p' "$demo/api.out")"
 [ -n "$CKRV_API_URL" ] || { echo "ckrv-api did not start:"; cat "$demo/api.log"; exit 1; }
 echo "API at $CKRV_API_URL"
 
-say "ckrv cloud login (the demo approves the code on /activate as you would in a browser)"
+say "ckrv cloud login (the demo signs in on /activate and approves, as you would in a browser)"
 "$bin/ckrv" cloud login > "$demo/login.out" 2>&1 &
 login_pid=$!
 for _ in $(seq 100); do grep -q 'Enter code:' "$demo/login.out" && break; sleep 0.1; done
 code="$(sed -n 's/.*Enter code: *//p' "$demo/login.out" | tr -d '[:space:]')"
-curl -fsS -o /dev/null --data-urlencode "user_code=$code" --data-urlencode "email=you@example.com" \
-  "$CKRV_API_URL/activate"
+jar="$demo/browser-cookies"
+field() { sed -n "s/.*name=\"$1\" value=\"\([^\"]*\)\".*/\1/p" | head -n 1; }
+nonce="$(curl -fsS -c "$jar" -b "$jar" "$CKRV_API_URL/signin" | field nonce)"
+curl -fsS -o /dev/null -c "$jar" -b "$jar" --data-urlencode "email=you@example.com" \
+  --data-urlencode "password=$password" --data-urlencode "nonce=$nonce" "$CKRV_API_URL/signin"
+csrf="$(curl -fsS -c "$jar" -b "$jar" "$CKRV_API_URL/activate?user_code=$code" | field csrf)"
+curl -fsS -o /dev/null -c "$jar" -b "$jar" --data-urlencode "csrf=$csrf" \
+  --data-urlencode "user_code=$code" --data-urlencode "decision=approve" "$CKRV_API_URL/activate"
 wait "$login_pid"
 cat "$demo/login.out"
 

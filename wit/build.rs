@@ -52,19 +52,32 @@ fn generate(wit_dir: &Path) -> Result<String> {
                 )?;
             }
             TypeDefKind::Record(record) => {
+                let ty = camel(name);
+                let secrets: Vec<&str> = record
+                    .fields
+                    .iter()
+                    .filter(|f| holds_secret(&resolve, &f.ty))
+                    .map(|f| f.name.as_str())
+                    .collect();
                 docs(&mut out, &def.docs, "");
-                out.push_str(
-                    "#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]\n",
-                );
+                out.push_str(if secrets.is_empty() {
+                    "#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]\n"
+                } else {
+                    "#[derive(Clone, PartialEq, serde::Serialize, serde::Deserialize)]\n"
+                });
                 out.push_str(
                     "#[cfg_attr(feature = \"wasmtime\", derive(wasmtime::component::ComponentType, wasmtime::component::Lift, wasmtime::component::Lower))]\n",
                 );
                 out.push_str("#[cfg_attr(feature = \"wasmtime\", component(record))]\n");
-                writeln!(out, "pub struct {} {{", camel(name))?;
+                writeln!(out, "pub struct {ty} {{")?;
                 for field in &record.fields {
                     docs(&mut out, &field.docs, "    ");
                     if is_option(&resolve, &field.ty) {
-                        out.push_str("    #[serde(default)]\n");
+                        // Absent, not `null`: valid whether a reader honours the contract's
+                        // OpenAPI 3.0-style `nullable` or reads it as strict 3.1.
+                        out.push_str(
+                            "    #[serde(default, skip_serializing_if = \"Option::is_none\")]\n",
+                        );
                     }
                     writeln!(
                         out,
@@ -79,6 +92,23 @@ fn generate(wit_dir: &Path) -> Result<String> {
                     )?;
                 }
                 out.push_str("}\n\n");
+
+                let fields: Vec<String> = record
+                    .fields
+                    .iter()
+                    .map(|f| format!("\"{}\"", snake(&f.name)))
+                    .collect();
+                writeln!(out, "impl {ty} {{")?;
+                writeln!(out, "    /// The JSON field names, in WIT order.")?;
+                writeln!(
+                    out,
+                    "    pub const JSON_FIELDS: [&'static str; {}] = [{}];\n}}\n",
+                    fields.len(),
+                    fields.join(", ")
+                )?;
+                if !secrets.is_empty() {
+                    debug_redacting(&mut out, &ty, record, &secrets)?;
+                }
             }
             TypeDefKind::Enum(en) => {
                 let ty = camel(name);
@@ -187,6 +217,44 @@ fn type_id(resolve: &Resolve, id: TypeId) -> Result<String> {
         TypeDefKind::Type(t) => rust_type(resolve, t)?,
         other => bail!("anonymous {other:?} is not supported in the shared types"),
     })
+}
+
+/// A `Debug` that prints `<redacted>` for the `secret` fields, so a secret cannot reach a log
+/// through `{:?}`.
+fn debug_redacting(
+    out: &mut String,
+    ty: &str,
+    record: &wit_parser::Record,
+    secrets: &[&str],
+) -> Result<()> {
+    writeln!(out, "impl std::fmt::Debug for {ty} {{")?;
+    out.push_str("    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {\n");
+    writeln!(out, "        f.debug_struct(\"{ty}\")")?;
+    for field in &record.fields {
+        let name = snake(&field.name);
+        if secrets.contains(&field.name.as_str()) {
+            writeln!(out, "            .field(\"{name}\", &\"<redacted>\")")?;
+        } else {
+            writeln!(out, "            .field(\"{name}\", &self.{name})")?;
+        }
+    }
+    out.push_str("            .finish()\n    }\n}\n\n");
+    Ok(())
+}
+
+/// Whether `ty` is the `secret` alias, or an option or list of it.
+fn holds_secret(resolve: &Resolve, ty: &Type) -> bool {
+    let Type::Id(id) = ty else {
+        return false;
+    };
+    let def = &resolve.types[*id];
+    if def.name.as_deref() == Some("secret") {
+        return true;
+    }
+    match &def.kind {
+        TypeDefKind::Option(t) | TypeDefKind::List(t) => holds_secret(resolve, t),
+        _ => false,
+    }
 }
 
 fn is_option(resolve: &Resolve, ty: &Type) -> bool {

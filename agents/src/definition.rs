@@ -12,6 +12,9 @@ pub struct AgentDefinition {
     pub command: Vec<String>,
     #[serde(default)]
     pub needs_run: bool,
+    /// The agent needs the network (a hosted model's API); without it, its sandbox has none.
+    #[serde(default)]
+    pub network: bool,
 }
 
 const SOURCES: &[&str] = &[include_str!("../definitions/script.toml")];

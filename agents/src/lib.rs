@@ -3,8 +3,10 @@
 
 mod definition;
 mod runtime;
+mod sandbox;
 mod spec;
 
 pub use definition::{AgentDefinition, agents, find_agent};
 pub use runtime::{AgentRuntime, ExitStatus, OutputLine, ProcessRuntime, RunRequest, Stream};
+pub use sandbox::{SandboxLimits, SandboxRuntime, SandboxUnavailable};
 pub use spec::{SpecError, SpecFrontMatter, parse_front_matter, resolve};

@@ -40,6 +40,8 @@ pub struct RunRequest {
     pub command: Vec<String>,
     pub workspace: PathBuf,
     pub job_id: String,
+    /// The agent's definition asks for network access.
+    pub network: bool,
 }
 
 /// Runs an agent; implementations decide the isolation (a process here, a container later).
@@ -69,35 +71,45 @@ impl AgentRuntime for ProcessRuntime {
             })?;
             let path = std::env::var("PATH")
                 .unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".to_string());
-            let mut child = Command::new(program)
+            let mut command = Command::new(program);
+            command
                 .args(args)
                 .current_dir(&request.workspace)
                 .env_clear()
                 .env("PATH", path)
                 .env("HOME", &request.workspace)
-                .env("CKRV_JOB_ID", &request.job_id)
-                .stdin(Stdio::null())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .kill_on_drop(true)
-                .spawn()?;
-            let (tx, mut rx) = mpsc::unbounded_channel();
-            if let Some(out) = child.stdout.take() {
-                tokio::spawn(pump(out, Stream::Stdout, tx.clone()));
-            }
-            if let Some(err) = child.stderr.take() {
-                tokio::spawn(pump(err, Stream::Stderr, tx.clone()));
-            }
-            drop(tx);
-            while let Some(line) = rx.recv().await {
-                on_line(line);
-            }
-            let status = child.wait().await?;
-            Ok(ExitStatus {
-                code: status.code(),
-            })
+                .env("CKRV_JOB_ID", &request.job_id);
+            run_streaming(command, on_line).await
         })
     }
+}
+
+/// Runs `command` with no input, calling `on_line` for each line it writes, in order read.
+pub(crate) async fn run_streaming(
+    mut command: Command,
+    on_line: &mut (dyn FnMut(OutputLine) + Send),
+) -> std::io::Result<ExitStatus> {
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()?;
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    if let Some(out) = child.stdout.take() {
+        tokio::spawn(pump(out, Stream::Stdout, tx.clone()));
+    }
+    if let Some(err) = child.stderr.take() {
+        tokio::spawn(pump(err, Stream::Stderr, tx.clone()));
+    }
+    drop(tx);
+    while let Some(line) = rx.recv().await {
+        on_line(line);
+    }
+    let status = child.wait().await?;
+    Ok(ExitStatus {
+        code: status.code(),
+    })
 }
 
 async fn pump<R: AsyncRead + Unpin>(
@@ -123,6 +135,7 @@ mod tests {
             command: vec!["sh".into(), "-c".into(), script.into()],
             workspace: dir.to_path_buf(),
             job_id: "job-1".into(),
+            network: false,
         }
     }
 

@@ -6,14 +6,15 @@ use std::time::Duration;
 use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
-use ckrv_wit::types::{ErrorKind, TokenSet};
+use ckrv_wit::protocol::BEARER;
+use ckrv_wit::types::{ErrorKind, TokenResponse};
 use rand::Rng;
 use sha2::{Digest, Sha256};
 
 use crate::clock;
 use crate::error::AppError;
 use crate::state::AppState;
-use crate::store::{Store, StoreError, TokenKind, TokenOwner};
+use crate::store::{NewToken, Store, StoreError, TokenKind, TokenOwner};
 
 pub const ACCESS_TOKEN_TTL: Duration = Duration::from_secs(60 * 60);
 pub const REFRESH_TOKEN_TTL: Duration = Duration::from_secs(30 * 24 * 60 * 60);
@@ -39,49 +40,78 @@ pub fn new_user_code() -> String {
     format!("{letters}-{digits:04}")
 }
 
-/// Issues a fresh access/refresh pair for an account.
-pub async fn issue_session(store: &Store, account_id: &str) -> Result<TokenSet, StoreError> {
+/// Issues an access/refresh pair for an account, in `family` when the client is refreshing
+/// (a new family at sign-in).
+pub async fn issue_session(
+    store: &Store,
+    account_id: &str,
+    family: Option<&str>,
+) -> Result<TokenResponse, StoreError> {
     let access = new_secret("ckrv_at");
     let refresh = new_secret("ckrv_rt");
     let now = clock::millis(clock::now());
     let access_hash = hash_secret(&access);
+    let family = family.map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_string);
     let owner = TokenOwner::Account(account_id.to_string());
+    let token = |hash, kind, pair_hash, ttl| NewToken {
+        hash,
+        kind,
+        owner: &owner,
+        pair_hash,
+        family: Some(&family),
+        id: None,
+        name: None,
+        created_ms: now,
+        expires_ms: Some(now + duration_ms(ttl)),
+    };
     store
-        .insert_token(
+        .insert_token(&token(
             &access_hash,
             TokenKind::Access,
-            &owner,
             None,
-            Some(now + duration_ms(ACCESS_TOKEN_TTL)),
-        )
+            ACCESS_TOKEN_TTL,
+        ))
         .await?;
     store
-        .insert_token(
+        .insert_token(&token(
             &hash_secret(&refresh),
             TokenKind::Refresh,
-            &owner,
             Some(&access_hash),
-            Some(now + duration_ms(REFRESH_TOKEN_TTL)),
-        )
+            REFRESH_TOKEN_TTL,
+        ))
         .await?;
-    Ok(TokenSet {
+    Ok(TokenResponse {
         access_token: access,
-        refresh_token: refresh,
-        token_type: "Bearer".to_string(),
+        refresh_token: Some(refresh),
+        token_type: BEARER.to_string(),
         expires_in: u32::try_from(ACCESS_TOKEN_TTL.as_secs()).unwrap_or(u32::MAX),
     })
 }
 
-/// Issues the token a worker uses to act on one job.
-pub async fn issue_worker_token(store: &Store, job_id: &str) -> Result<String, StoreError> {
-    let token = new_secret("ckrv_wt");
-    let owner = TokenOwner::Worker {
-        job_id: job_id.to_string(),
-    };
+/// A personal access token for CI, shown once. Its id (`pat_…`) names it in lists.
+pub async fn issue_personal_token(
+    store: &Store,
+    account_id: &str,
+    name: &str,
+    ttl: Option<Duration>,
+) -> Result<(String, String), StoreError> {
+    let token = new_secret("ckrv_pat");
+    let id = format!("pat_{}", &hash_secret(&token)[..12]);
+    let now = clock::millis(clock::now());
     store
-        .insert_token(&hash_secret(&token), TokenKind::Worker, &owner, None, None)
+        .insert_token(&NewToken {
+            hash: &hash_secret(&token),
+            kind: TokenKind::Personal,
+            owner: &TokenOwner::Account(account_id.to_string()),
+            pair_hash: None,
+            family: None,
+            id: Some(&id),
+            name: Some(name),
+            created_ms: now,
+            expires_ms: ttl.map(|ttl| now + duration_ms(ttl)),
+        })
         .await?;
-    Ok(token)
+    Ok((id, token))
 }
 
 pub fn duration_ms(d: Duration) -> i64 {
@@ -110,16 +140,16 @@ fn bearer(parts: &Parts) -> Result<&str, AppError> {
         })
 }
 
-/// The bearer token's hash and, if it is a live token of `kind`, its owner.
+/// The bearer token's hash and, if it is a live token of one of `kinds`, its owner.
 async fn owner_of_bearer(
     parts: &Parts,
     state: &AppState,
-    kind: TokenKind,
+    kinds: &[TokenKind],
 ) -> Result<(String, Option<TokenOwner>), AppError> {
     let hash = hash_secret(bearer(parts)?);
     let owner = state
         .store
-        .token_owner(&hash, kind, clock::millis(clock::now()))
+        .token_owner(&hash, kinds, clock::millis(clock::now()))
         .await?;
     Ok((hash, owner))
 }
@@ -136,7 +166,8 @@ impl FromRequestParts<AppState> for Session {
     type Rejection = AppError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, AppError> {
-        let (access_hash, owner) = owner_of_bearer(parts, state, TokenKind::Access).await?;
+        let kinds = [TokenKind::Access, TokenKind::Personal];
+        let (access_hash, owner) = owner_of_bearer(parts, state, &kinds).await?;
         match owner {
             Some(TokenOwner::Account(account_id)) => Ok(Self {
                 account_id,
@@ -144,7 +175,7 @@ impl FromRequestParts<AppState> for Session {
             }),
             _ => Err(AppError::new(
                 ErrorKind::NotAuthenticated,
-                "the access token is invalid or expired; refresh it or log in again",
+                "the access token is invalid, expired or revoked; refresh it or log in again",
             )),
         }
     }
@@ -154,14 +185,16 @@ impl FromRequestParts<AppState> for Session {
 #[derive(Debug, Clone)]
 pub struct WorkerGrant {
     pub job_id: String,
+    /// The claim the token was issued under.
+    pub generation: i64,
 }
 
 impl FromRequestParts<AppState> for WorkerGrant {
     type Rejection = AppError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, AppError> {
-        match owner_of_bearer(parts, state, TokenKind::Worker).await?.1 {
-            Some(TokenOwner::Worker { job_id }) => Ok(Self { job_id }),
+        match owner_of_bearer(parts, state, &[TokenKind::Worker]).await?.1 {
+            Some(TokenOwner::Worker { job_id, generation }) => Ok(Self { job_id, generation }),
             _ => Err(AppError::new(
                 ErrorKind::NotAuthenticated,
                 "the worker token is invalid",

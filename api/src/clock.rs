@@ -11,6 +11,12 @@ pub fn millis(at: OffsetDateTime) -> i64 {
     i64::try_from(at.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
 }
 
+/// The instant `millis` unix milliseconds name (the epoch for nonsense).
+pub fn from_millis(millis: i64) -> OffsetDateTime {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(millis) * 1_000_000)
+        .unwrap_or(OffsetDateTime::UNIX_EPOCH)
+}
+
 /// RFC 3339 in UTC without fractional seconds, so stored strings sort by time.
 pub fn rfc3339(at: OffsetDateTime) -> String {
     at.to_offset(time::UtcOffset::UTC)
@@ -29,5 +35,6 @@ mod tests {
         let at = time::macros::datetime!(2026-11-22 12:34:56.789 +02:00);
         assert_eq!(rfc3339(at), "2026-11-22T10:34:56Z");
         assert_eq!(millis(at), 1_795_343_696_789);
+        assert_eq!(millis(from_millis(1_795_343_696_789)), 1_795_343_696_789);
     }
 }

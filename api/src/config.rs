@@ -5,16 +5,51 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::dispatch::Dispatcher;
+use crate::engine::EngineSettings;
+use crate::store::Database;
 
 /// Runtime configuration of the service.
 #[derive(Debug, Clone)]
 pub struct Config {
     pub listen: SocketAddr,
-    /// Holds the SQLite database, the artifact directory and worker logs.
+    /// Holds the secrets key, the artifact directory, worker logs and (by default) the
+    /// SQLite database.
     pub data_dir: PathBuf,
+    /// Where the rows live: SQLite in the data directory unless a PostgreSQL URL was given.
+    pub database: Database,
     pub dispatcher: DispatcherConfig,
     /// The base URL people and CLIs use (for the activation link); defaults to the bound URL.
     pub public_url: Option<String>,
+    /// Where people upgrade their subscription; named in quota errors when set.
+    pub billing_url: Option<String>,
+    /// Let jobs clone local paths, `file://`, `http://` and loopback or private hosts: for
+    /// development on one machine only.
+    pub allow_local_repos: bool,
+    /// Run agents without their sandbox (the orchestrator says so in every job's log).
+    pub insecure_no_sandbox: bool,
+    /// Single sign-on through an OpenID Connect provider.
+    pub sso: Option<crate::identity::sso::SsoConfig>,
+    /// Worker leases and job deadlines.
+    pub engine: EngineSettings,
+}
+
+impl Config {
+    /// The embedded default's settings on `listen` and `data_dir`, workers started by
+    /// `dispatcher`; everything else off.
+    pub fn new(listen: SocketAddr, data_dir: PathBuf, dispatcher: DispatcherConfig) -> Self {
+        Self {
+            listen,
+            database: Database::Sqlite(data_dir.join(crate::data_dir::DATABASE)),
+            data_dir,
+            dispatcher,
+            public_url: None,
+            billing_url: None,
+            allow_local_repos: false,
+            insecure_no_sandbox: false,
+            sso: None,
+            engine: EngineSettings::default(),
+        }
+    }
 }
 
 /// Who runs the jobs.

@@ -6,12 +6,7 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 
-use ckrv_wit::types::JobStatus;
-use tokio::sync::oneshot;
-
-use crate::clock;
-use crate::events::JobEvents;
-use crate::store::Store;
+use tokio::sync::{mpsc, oneshot};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DispatchError {
@@ -27,38 +22,69 @@ pub enum DispatchError {
     },
 }
 
+/// The only `PATH` a local worker gets: system tools (git, bwrap), nothing of the operator's.
+const WORKER_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
+
+/// A claimed job to start a worker for.
+#[derive(Debug)]
+pub struct WorkerStart<'a> {
+    pub job_id: &'a str,
+    /// The claim the worker acts under.
+    pub generation: i64,
+    /// The job's worker token; it goes to the worker by a private channel only.
+    pub token: &'a str,
+}
+
+/// A local worker that ended without completing its job: the engine fails the job (if that
+/// claim is still current).
+#[derive(Debug)]
+pub struct WorkerExit {
+    pub job_id: String,
+    pub generation: i64,
+    pub reason: String,
+}
+
 /// Starts and stops workers.
 #[async_trait::async_trait]
 pub trait Dispatcher: Send + Sync {
-    /// Starts a worker for `job_id` that authenticates with `worker_token`. Returns once the
-    /// worker is started, not when it ends.
-    async fn start(&self, job_id: &str, worker_token: &str) -> Result<(), DispatchError>;
+    /// Starts a worker for a claimed job. Returns once the worker is started, not when it ends.
+    async fn start(&self, job: &WorkerStart<'_>) -> Result<(), DispatchError>;
     /// Stops the job's worker if it is still running.
     async fn stop(&self, job_id: &str);
+    /// Whether this API starts workers itself; if not, jobs wait for workers elsewhere to
+    /// claim them.
+    fn starts_workers(&self) -> bool {
+        true
+    }
 }
 
-/// Starts nothing: jobs stay pending until a worker started elsewhere asks for them.
+/// Starts nothing: jobs stay pending until a worker started elsewhere claims them.
 pub struct External;
 
 #[async_trait::async_trait]
 impl Dispatcher for External {
-    async fn start(&self, job_id: &str, _worker_token: &str) -> Result<(), DispatchError> {
-        tracing::info!(job_id, "job queued for an external worker");
+    async fn start(&self, job: &WorkerStart<'_>) -> Result<(), DispatchError> {
+        tracing::info!(job_id = job.job_id, "job left for an external worker");
         Ok(())
     }
 
     async fn stop(&self, _job_id: &str) {}
+
+    fn starts_workers(&self) -> bool {
+        false
+    }
 }
 
 /// Runs `ckrv-orchestrator run --api-url URL --job-id ID` per job, its output in
-/// `<workers dir>/<id>.log`. If the process ends without having completed its job, the job
-/// fails with a pointer to that log.
+/// `<workers dir>/<id>.log`. If the process ends without having completed its job, it is
+/// reported on `exits` with a pointer to that log.
 pub struct LocalProcess {
     orchestrator: PathBuf,
     api_url: String,
     log_dir: PathBuf,
-    store: Store,
-    events: JobEvents,
+    allow_local_repos: bool,
+    insecure_no_sandbox: bool,
+    exits: mpsc::UnboundedSender<WorkerExit>,
     running: Arc<Mutex<HashMap<String, oneshot::Sender<()>>>>,
 }
 
@@ -67,15 +93,17 @@ impl LocalProcess {
         orchestrator: PathBuf,
         api_url: String,
         log_dir: PathBuf,
-        store: Store,
-        events: JobEvents,
+        allow_local_repos: bool,
+        insecure_no_sandbox: bool,
+        exits: mpsc::UnboundedSender<WorkerExit>,
     ) -> Self {
         Self {
             orchestrator,
             api_url,
             log_dir,
-            store,
-            events,
+            allow_local_repos,
+            insecure_no_sandbox,
+            exits,
             running: Arc::default(),
         }
     }
@@ -83,7 +111,8 @@ impl LocalProcess {
 
 #[async_trait::async_trait]
 impl Dispatcher for LocalProcess {
-    async fn start(&self, job_id: &str, worker_token: &str) -> Result<(), DispatchError> {
+    async fn start(&self, job: &WorkerStart<'_>) -> Result<(), DispatchError> {
+        let job_id = job.job_id;
         let log_path = self.log_dir.join(format!("{job_id}.log"));
         let log_error = |source| DispatchError::Log {
             path: log_path.display().to_string(),
@@ -92,18 +121,41 @@ impl Dispatcher for LocalProcess {
         std::fs::create_dir_all(&self.log_dir).map_err(log_error)?;
         let log = std::fs::File::create(&log_path).map_err(log_error)?;
         let log_err = log.try_clone().map_err(log_error)?;
-        let mut child = tokio::process::Command::new(&self.orchestrator)
+        // Nothing of the API's environment reaches the worker: not its configuration, not
+        // whatever secrets an operator exported. The token travels on a pipe.
+        let mut command = tokio::process::Command::new(&self.orchestrator);
+        command
             .args(["run", "--api-url", &self.api_url, "--job-id", job_id])
-            .env("CKRV_WORKER_TOKEN", worker_token)
-            .stdin(Stdio::null())
+            .args(self.allow_local_repos.then_some("--allow-local-repos"))
+            .args(self.insecure_no_sandbox.then_some("--insecure-no-sandbox"))
+            .env_clear()
+            .env("PATH", WORKER_PATH)
+            .env("HOME", "/nonexistent")
+            .stdin(Stdio::piped())
             .stdout(log)
             .stderr(log_err)
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|source| DispatchError::Spawn {
-                program: self.orchestrator.display().to_string(),
-                source,
-            })?;
+            .kill_on_drop(true);
+        if let Ok(filter) = std::env::var("RUST_LOG") {
+            command.env("RUST_LOG", filter);
+        }
+        let spawn_error = |source| DispatchError::Spawn {
+            program: self.orchestrator.display().to_string(),
+            source,
+        };
+        let mut child = command.spawn().map_err(spawn_error)?;
+        if let Some(mut stdin) = child.stdin.take() {
+            use tokio::io::AsyncWriteExt as _;
+            let written = async {
+                stdin.write_all(job.token.as_bytes()).await?;
+                stdin.write_all(b"\n").await?;
+                stdin.shutdown().await
+            };
+            // A worker that died before reading its token is seen by the watcher below, which
+            // fails the job with a pointer to the worker's log.
+            if let Err(error) = written.await {
+                tracing::warn!(job_id, %error, "the worker did not take its token");
+            }
+        }
         tracing::info!(job_id, pid = child.id(), "worker started");
 
         let (stop_tx, stop_rx) = oneshot::channel();
@@ -112,8 +164,8 @@ impl Dispatcher for LocalProcess {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .insert(job_id.to_string(), stop_tx);
         let running = Arc::clone(&self.running);
-        let store = self.store.clone();
-        let events = self.events.clone();
+        let exits = self.exits.clone();
+        let generation = job.generation;
         let job_id = job_id.to_string();
         tokio::spawn(async move {
             let outcome = tokio::select! {
@@ -133,23 +185,17 @@ impl Dispatcher for LocalProcess {
                 Err(e) => format!("could not be waited for ({e})"),
             };
             tracing::info!(job_id, status = %described, "worker ended");
-            // A worker that ends without completing its job leaves it failed, never stuck.
-            let error = format!(
+            // A worker that ends without completing its job leaves it failed, never stuck; the
+            // engine ignores this when the job had already ended.
+            let reason = format!(
                 "the worker ended ({described}) without completing the job; see {}",
                 log_path.display()
             );
-            let now = clock::rfc3339(clock::now());
-            match store
-                .finish_job(&job_id, JobStatus::Failed, Some(&error), &now)
-                .await
-            {
-                Ok(true) => {
-                    tracing::warn!(job_id, "{error}");
-                    events.changed(&job_id);
-                }
-                Ok(false) => {}
-                Err(e) => tracing::error!(job_id, error = %e, "recording the worker's end"),
-            }
+            let _ = exits.send(WorkerExit {
+                job_id,
+                generation,
+                reason,
+            });
         });
         Ok(())
     }

@@ -1,36 +1,89 @@
 //! API errors: every failure becomes an `ApiError` JSON body with the status of its kind.
 
 use axum::Json;
-use axum::http::StatusCode;
+use axum::http::header::{RETRY_AFTER, WWW_AUTHENTICATE};
+use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use ckrv_wit::types::{ApiError, ErrorKind};
 
-/// An error returned by a handler.
+use crate::limits::RetryAfter;
+
+/// An error returned by a handler: the body it answers with.
 #[derive(Debug, thiserror::Error)]
-#[error("{kind:?}: {description}")]
+#[error("{}: {}", .body.error, .body.description())]
 pub struct AppError {
-    pub kind: ErrorKind,
-    pub description: String,
+    pub body: ApiError,
+    /// For a 429: how long to wait, as `Retry-After` says it.
+    pub retry_after: Option<RetryAfter>,
 }
 
 impl AppError {
     pub fn new(kind: ErrorKind, description: impl Into<String>) -> Self {
         Self {
-            kind,
-            description: description.into(),
+            body: ApiError::new(kind, description),
+            retry_after: None,
         }
+    }
+
+    /// The contract's `QuotaExceededError`: its `message` is the description, and it says when
+    /// the quota resets and, when the operator has one, where to upgrade.
+    pub fn quota_exceeded(
+        description: impl Into<String>,
+        resets_at: String,
+        upgrade_url: Option<String>,
+    ) -> Self {
+        let description = description.into();
+        Self {
+            body: ApiError {
+                error: ErrorKind::QuotaExceeded,
+                message: Some(description.clone()),
+                error_description: Some(description),
+                quota_resets_at: Some(resets_at),
+                upgrade_url,
+            },
+            retry_after: None,
+        }
+    }
+
+    /// A 429 for `what`, with how long to wait.
+    pub fn too_many(what: &str, wait: RetryAfter) -> Self {
+        Self {
+            body: ApiError::new(
+                ErrorKind::TooManyRequests,
+                format!("too many {what}; try again in {} s", wait.seconds()),
+            ),
+            retry_after: Some(wait),
+        }
+    }
+
+    pub fn kind(&self) -> ErrorKind {
+        self.body.error
+    }
+
+    pub fn description(&self) -> &str {
+        self.body.description()
     }
 }
 
 impl IntoResponse for AppError {
     fn into_response(self) -> Response {
-        let status = StatusCode::from_u16(self.kind.http_status())
-            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        let body = ApiError {
-            error: self.kind,
-            error_description: self.description,
-        };
-        (status, Json(body)).into_response()
+        let kind = self.body.error;
+        let status =
+            StatusCode::from_u16(kind.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let mut response = (status, Json(self.body)).into_response();
+        if kind == ErrorKind::NotAuthenticated {
+            // RFC 6750 §3: a 401 names the scheme the client should use.
+            response.headers_mut().insert(
+                WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"ckrv\""),
+            );
+        }
+        if let Some(wait) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(RETRY_AFTER, HeaderValue::from(wait.seconds()));
+        }
+        response
     }
 }
 
@@ -41,7 +94,12 @@ pub struct ApiJson<T>(pub T);
 
 impl From<axum::extract::rejection::JsonRejection> for AppError {
     fn from(rejection: axum::extract::rejection::JsonRejection) -> Self {
-        AppError::new(ErrorKind::InvalidRequest, rejection.body_text())
+        let kind = match rejection.status() {
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => ErrorKind::UnsupportedMediaType,
+            StatusCode::PAYLOAD_TOO_LARGE => ErrorKind::PayloadTooLarge,
+            _ => ErrorKind::InvalidRequest,
+        };
+        AppError::new(kind, rejection.body_text())
     }
 }
 

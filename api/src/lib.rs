@@ -5,17 +5,24 @@
 //! The embedded default needs nothing installed: a SQLite file, an artifact directory and local
 //! `ckrv-orchestrator` processes, all under one data directory.
 
+pub mod admin;
 pub mod artifacts;
 pub mod auth;
 pub mod clock;
 pub mod config;
+pub mod data_dir;
 pub mod dispatch;
+pub mod engine;
 pub mod error;
 pub mod events;
+pub mod identity;
+pub mod limits;
 pub mod quota;
 pub mod routes;
+pub mod secrets;
 pub mod state;
 pub mod store;
+pub mod web;
 
 pub use config::{Config, DispatcherConfig};
 
@@ -34,9 +41,8 @@ pub struct Server {
 impl Server {
     /// Opens the data directory (creating and migrating it if needed) and binds the listener.
     pub async fn bind(config: Config) -> anyhow::Result<Self> {
-        tokio::fs::create_dir_all(&config.data_dir)
-            .await
-            .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
+        data_dir::prepare(&config.data_dir)
+            .with_context(|| format!("preparing data directory {}", config.data_dir.display()))?;
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("binding {}", config.listen))?;
@@ -48,26 +54,57 @@ impl Server {
             .unwrap_or_else(|| url.clone())
             .trim_end_matches('/')
             .to_string();
-        let store = store::Store::open(&config.data_dir.join("ckrv.db")).await?;
+        let store = store::Store::open(&config.database).await?;
+        tracing::info!(database = %config.database.describe(), "database ready");
+        store.set_setting("public_url", &public_url).await?;
+        let key_file = config.data_dir.join("secrets.key");
+        let (secrets, created) = secrets::SecretKeys::load_or_create(&key_file)?;
+        if created {
+            tracing::warn!(
+                path = %key_file.display(),
+                "created a new key for secrets at rest; back it up: stored git credentials cannot be read without it"
+            );
+        }
         let artifacts = artifacts::ArtifactStore::local(&config.data_dir.join("artifacts"))?;
         let events = events::JobEvents::new();
+        let (exits_tx, exits) = tokio::sync::mpsc::unbounded_channel();
         let dispatcher: Arc<dyn dispatch::Dispatcher> = match &config.dispatcher {
             DispatcherConfig::Local { orchestrator } => Arc::new(dispatch::LocalProcess::new(
                 orchestrator.clone(),
                 url.clone(),
                 config.data_dir.join("workers"),
-                store.clone(),
-                events.clone(),
+                config.allow_local_repos,
+                config.insecure_no_sandbox,
+                exits_tx,
             )),
             DispatcherConfig::External => Arc::new(dispatch::External),
             DispatcherConfig::Custom(dispatcher) => Arc::clone(dispatcher),
         };
+        let sso = match &config.sso {
+            Some(sso) => Some(Arc::new(identity::sso::Sso::new(sso.clone(), &public_url)?)),
+            None => None,
+        };
+        let engine = engine::JobEngine::new(
+            store.clone(),
+            events.clone(),
+            dispatcher,
+            config.engine,
+            exits,
+        );
         let state = state::AppState {
             store,
             artifacts,
-            dispatcher,
+            engine,
             events,
+            cookie_key: axum_extra::extract::cookie::Key::from(
+                secrets.derive("ckrv web session cookies").as_slice(),
+            ),
+            secrets: Arc::new(secrets),
+            limits: Arc::new(limits::Limits::default()),
             public_url,
+            billing_url: config.billing_url.clone(),
+            allow_local_repos: config.allow_local_repos,
+            sso,
         };
         Ok(Self {
             listener,
@@ -86,16 +123,55 @@ impl Server {
         self.run_until(std::future::pending()).await
     }
 
+    /// With no administrator yet, a one-time link at which the first one signs up.
+    pub async fn first_admin_link(&self) -> anyhow::Result<Option<String>> {
+        if self.state.store.has_admin().await? {
+            return Ok(None);
+        }
+        Ok(Some(
+            identity::setup_link(&self.state.store, None, &self.state.public_url).await?,
+        ))
+    }
+
     /// Serves until `shutdown` resolves, then finishes the requests in flight.
     pub async fn run_until(
         self,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
+        // Dropped with this future (a JoinSet aborts its tasks), so a server that is dropped
+        // rather than shut down leaves no reaper behind to act on a database it no longer owns.
+        let mut background = tokio::task::JoinSet::new();
+        background.spawn(purge_expired(
+            self.state.store.clone(),
+            self.state.limits.clone(),
+        ));
+        background.spawn(engine::run_reaper(self.state.engine.clone()));
         let app = routes::router(self.state);
-        axum::serve(self.listener, app)
-            .with_graceful_shutdown(shutdown)
-            .await?;
-        Ok(())
+        let served = axum::serve(
+            self.listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown)
+        .await;
+        background.abort_all();
+        Ok(served?)
+    }
+}
+
+/// Deletes expired device codes, web sessions and setup links every minute, so a flood of
+/// device authorizations cannot grow the database without bound.
+async fn purge_expired(store: store::Store, limits: Arc<limits::Limits>) {
+    let mut every = tokio::time::interval(std::time::Duration::from_secs(60));
+    loop {
+        every.tick().await;
+        let now = clock::millis(clock::now());
+        if let Err(error) = store.purge_device_codes(now).await {
+            tracing::warn!(%error, "purging expired device codes");
+        }
+        if let Err(error) = store.purge_web(now).await {
+            tracing::warn!(%error, "purging expired web sessions");
+        }
+        limits.forget_idle();
     }
 }
 

@@ -1,9 +1,17 @@
-//! `ckrv-api`: the control plane's command line.
+//! `ckrv-api`: the control plane's command line: `serve`, and `users` for administrators.
 
+use std::io::{IsTerminal as _, Read as _};
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use anyhow::Context as _;
+use ckrv_api::admin;
+use ckrv_api::identity::NewUser;
+use ckrv_api::store::{Account, Database, Store};
+use ckrv_wit::types::SubscriptionTier;
+use clap::{Args, Parser, Subcommand};
+use zeroize::Zeroizing;
 
 #[derive(Parser)]
 #[command(name = "ckrv-api", version, about = "The Chakravarti control plane")]
@@ -19,9 +27,8 @@ enum Command {
         /// Address to listen on; port 0 picks a free port.
         #[arg(long, env = "CKRV_API_LISTEN", default_value = "127.0.0.1:8080")]
         listen: SocketAddr,
-        /// Directory for the SQLite database, artifacts and worker logs.
-        #[arg(long, env = "CKRV_API_DATA_DIR", default_value = "ckrv-data")]
-        data_dir: PathBuf,
+        #[command(flatten)]
+        data: DataDir,
         /// The `ckrv-orchestrator` binary started for each job.
         #[arg(long, env = "CKRV_ORCHESTRATOR", default_value = "ckrv-orchestrator")]
         orchestrator: PathBuf,
@@ -31,27 +38,286 @@ enum Command {
         /// Base URL people use to reach this API (for the activation link).
         #[arg(long, env = "CKRV_API_PUBLIC_URL")]
         public_url: Option<String>,
+        /// Where people upgrade their subscription; quota errors link to it.
+        #[arg(long, env = "CKRV_API_BILLING_URL", value_name = "URL")]
+        billing_url: Option<String>,
+        /// Let jobs clone local paths, file://, http:// and loopback or private hosts (for
+        /// development on one machine; never on a shared server)
+        #[arg(long)]
+        allow_local_repos: bool,
+        /// Run agents without their bubblewrap sandbox, with the worker's rights (every job's
+        /// log says so); only where no one else's job runs
+        #[arg(long)]
+        insecure_no_sandbox: bool,
+        /// A job running longer than this ends `timeout`, its processes killed and its
+        /// workspace removed (e.g. 30m, 2h)
+        #[arg(long, env = "CKRV_API_JOB_TIMEOUT", default_value = "1h", value_parser = duration)]
+        job_timeout: Duration,
+        /// A worker silent for this long is lost: its job fails, or waits for another worker
+        /// if it had not got past cloning
+        #[arg(long, env = "CKRV_API_WORKER_LEASE", default_value = "30s", value_parser = duration)]
+        worker_lease: Duration,
+        #[command(flatten)]
+        sso: SsoArgs,
     },
+    /// Manage accounts: add, list, change tier, disable, issue tokens for CI
+    #[command(subcommand)]
+    Users(UsersCommand),
+}
+
+/// Single sign-on through the team's OpenID Connect provider.
+#[derive(Args)]
+struct SsoArgs {
+    /// The provider's issuer URL (its discovery document lives below it)
+    #[arg(long, env = "CKRV_API_SSO_ISSUER", value_name = "URL")]
+    sso_issuer: Option<String>,
+    /// The client id this server is registered with at the provider
+    #[arg(long, env = "CKRV_API_SSO_CLIENT_ID", requires = "sso_issuer")]
+    sso_client_id: Option<String>,
+    /// A file (mode 0600) holding the client secret, for a confidential client
+    #[arg(long, env = "CKRV_API_SSO_CLIENT_SECRET_FILE", value_name = "FILE")]
+    sso_client_secret_file: Option<PathBuf>,
+    /// An email domain whose people get an account on first sign-on (repeat it); others need
+    /// an account an administrator added
+    #[arg(long = "sso-allow-domain", value_name = "DOMAIN")]
+    sso_allow_domains: Vec<String>,
+    /// What the sign-in page calls the provider
+    #[arg(long, default_value = "single sign-on")]
+    sso_name: String,
+}
+
+impl SsoArgs {
+    fn config(self) -> anyhow::Result<Option<ckrv_api::identity::sso::SsoConfig>> {
+        let Some(issuer) = self.sso_issuer else {
+            return Ok(None);
+        };
+        let client_id = self
+            .sso_client_id
+            .context("--sso-issuer needs --sso-client-id")?;
+        let client_secret = match self.sso_client_secret_file {
+            Some(path) => Some(read_secret_file(&path)?),
+            None => None,
+        };
+        Ok(Some(ckrv_api::identity::sso::SsoConfig {
+            name: self.sso_name,
+            issuer,
+            client_id,
+            client_secret,
+            allowed_domains: self.sso_allow_domains,
+        }))
+    }
+}
+
+/// A secret from a file only its owner can read, without its line end.
+fn read_secret_file(path: &std::path::Path) -> anyhow::Result<Zeroizing<String>> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(path)
+        .with_context(|| format!("reading {}", path.display()))?
+        .permissions()
+        .mode();
+    if mode & 0o077 != 0 {
+        anyhow::bail!(
+            "{} can be read by other users (mode {:o}); run `chmod 600 {}`",
+            path.display(),
+            mode & 0o777,
+            path.display()
+        );
+    }
+    let text = Zeroizing::new(
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?,
+    );
+    Ok(Zeroizing::new(
+        text.trim_end_matches(['\n', '\r']).to_string(),
+    ))
+}
+
+#[derive(Args)]
+struct DataDir {
+    /// Directory for the secrets key, artifacts, worker logs and the SQLite database
+    #[arg(long, env = "CKRV_API_DATA_DIR", default_value = "ckrv-data")]
+    data_dir: PathBuf,
+    /// The database: postgres://user:password@host/db to share one among replicas, or
+    /// sqlite:PATH [default: ckrv.db in the data directory]
+    #[arg(long, env = "DATABASE_URL", value_name = "URL", hide_env_values = true)]
+    database_url: Option<String>,
+}
+
+impl DataDir {
+    fn database(&self) -> anyhow::Result<Database> {
+        let Some(url) = &self.database_url else {
+            return Ok(Database::Sqlite(
+                self.data_dir.join(ckrv_api::data_dir::DATABASE),
+            ));
+        };
+        let database = Database::from_url(url)?;
+        let from_argv = std::env::var("DATABASE_URL").ok().as_ref() != Some(url);
+        if from_argv && database.has_password() {
+            tracing::warn!(
+                "the database password in --database-url is visible to every process list; \
+                 put it in PGPASSWORD, ~/.pgpass or DATABASE_URL instead"
+            );
+        }
+        Ok(database)
+    }
+}
+
+#[derive(Args)]
+struct LinkBase {
+    /// Base URL for the link printed [default: the one `serve` last recorded]
+    #[arg(long, env = "CKRV_API_PUBLIC_URL", value_name = "URL")]
+    public_url: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum UsersCommand {
+    /// Add an account; without --password-stdin it prints a one-time link to set a password
+    Add {
+        email: String,
+        /// How the person is addressed [default: the email's local part]
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long, default_value = "free", value_parser = tier)]
+        tier: SubscriptionTier,
+        /// May administer the service
+        #[arg(long)]
+        admin: bool,
+        /// Read the password from standard input (never pass it as an argument)
+        #[arg(long)]
+        password_stdin: bool,
+        #[command(flatten)]
+        link: LinkBase,
+        #[command(flatten)]
+        data: DataDir,
+    },
+    /// List every account
+    List {
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        data: DataDir,
+    },
+    /// Change an account's subscription tier (it sets the monthly quota)
+    SetTier {
+        email: String,
+        #[arg(value_parser = tier)]
+        tier: SubscriptionTier,
+        #[command(flatten)]
+        data: DataDir,
+    },
+    /// Disable an account: its tokens and web sessions stop working at once
+    Disable {
+        email: String,
+        #[command(flatten)]
+        data: DataDir,
+    },
+    /// Enable a disabled account again
+    Enable {
+        email: String,
+        #[command(flatten)]
+        data: DataDir,
+    },
+    /// Print a one-time link at which the account sets a new password
+    ResetPassword {
+        email: String,
+        #[command(flatten)]
+        link: LinkBase,
+        #[command(flatten)]
+        data: DataDir,
+    },
+    /// Issue a personal access token for CI; prints the token alone on standard output
+    Token {
+        email: String,
+        /// What the token is for
+        #[arg(long, default_value = "ci")]
+        name: String,
+        /// How long it lives, e.g. `90d`, `12h`, or `never`
+        #[arg(long, default_value = "90d", value_parser = lifetime)]
+        expires: Lifetime,
+        #[command(flatten)]
+        data: DataDir,
+    },
+    /// List an account's personal access tokens (never the secrets)
+    Tokens {
+        email: String,
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        data: DataDir,
+    },
+    /// Revoke a personal access token by its id (`pat_…`)
+    RevokeToken {
+        email: String,
+        id: String,
+        #[command(flatten)]
+        data: DataDir,
+    },
+}
+
+#[derive(Clone, Copy)]
+struct Lifetime(Option<Duration>);
+
+fn lifetime(text: &str) -> Result<Lifetime, String> {
+    if text == "never" {
+        return Ok(Lifetime(None));
+    }
+    humantime::parse_duration(text)
+        .map(|d| Lifetime(Some(d)))
+        .map_err(|e| format!("{e}; give a duration such as 90d or 12h, or `never`"))
+}
+
+/// A positive duration such as `90s`, `30m` or `2h`.
+fn duration(text: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(text) {
+        Ok(d) if d >= Duration::from_secs(1) => Ok(d),
+        Ok(_) => Err("give at least one second, e.g. 30s".to_string()),
+        Err(e) => Err(format!("{e}; give a duration such as 30s, 30m or 2h")),
+    }
+}
+
+fn tier(text: &str) -> Result<SubscriptionTier, String> {
+    text.parse().map_err(|_| {
+        let all: Vec<&str> = SubscriptionTier::ALL.map(SubscriptionTier::as_str).into();
+        format!("one of {}", all.join(", "))
+    })
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // Whatever this process creates (database, artifacts, worker logs) is its user's alone.
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     match Cli::parse().command {
         Command::Serve {
             listen,
-            data_dir,
+            data,
             orchestrator,
             external_workers,
             public_url,
+            billing_url,
+            allow_local_repos,
+            insecure_no_sandbox,
+            job_timeout,
+            worker_lease,
+            sso,
         } => {
+            let sso = sso.config()?;
+            if insecure_no_sandbox {
+                tracing::warn!("--insecure-no-sandbox: agents run with the worker's rights");
+            }
+            if allow_local_repos {
+                tracing::warn!(
+                    "--allow-local-repos: jobs may clone local paths and internal hosts"
+                );
+            }
             let dispatcher = if external_workers {
                 ckrv_api::DispatcherConfig::External
             } else {
@@ -59,17 +325,184 @@ async fn main() -> anyhow::Result<()> {
             };
             let server = ckrv_api::Server::bind(ckrv_api::Config {
                 listen,
-                data_dir,
+                database: data.database()?,
+                data_dir: data.data_dir,
                 dispatcher,
                 public_url,
+                billing_url,
+                allow_local_repos,
+                insecure_no_sandbox,
+                sso,
+                engine: ckrv_api::engine::EngineSettings {
+                    lease: worker_lease,
+                    job_timeout,
+                },
             })
             .await?;
             println!("listening on {}", server.url());
+            if let Some(link) = server.first_admin_link().await? {
+                println!("no administrator yet: create the first account at {link}");
+                println!("(or run `ckrv-api users add EMAIL --admin --password-stdin`)");
+            }
             server
                 .run_until(async {
                     let _ = tokio::signal::ctrl_c().await;
                 })
                 .await
         }
+        Command::Users(command) => users(command).await,
     }
+}
+
+async fn open(data: &DataDir) -> anyhow::Result<Store> {
+    ckrv_api::data_dir::prepare(&data.data_dir)
+        .with_context(|| format!("preparing data directory {}", data.data_dir.display()))?;
+    Ok(Store::open(&data.database()?).await?)
+}
+
+async fn users(command: UsersCommand) -> anyhow::Result<()> {
+    match command {
+        UsersCommand::Add {
+            email,
+            name,
+            tier,
+            admin,
+            password_stdin,
+            link,
+            data,
+        } => {
+            let password = password_stdin.then(read_password).transpose()?;
+            let user = NewUser {
+                email,
+                name,
+                tier,
+                admin,
+                password,
+            };
+            let store = open(&data).await?;
+            let (account, link) = admin::add_user(&store, user, link.public_url.as_deref()).await?;
+            println!("added {}", describe(&account));
+            if let Some(link) = link {
+                println!("the person sets a password at (once, within 7 days): {link}");
+            }
+        }
+        UsersCommand::List { json, data } => {
+            let accounts = open(&data).await?.accounts().await?;
+            if json {
+                let rows: Vec<serde_json::Value> = accounts.iter().map(account_json).collect();
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else {
+                println!(
+                    "{:<32} {:<16} {:<10} {:<6} {:<9} PASSWORD",
+                    "EMAIL", "NAME", "TIER", "ADMIN", "STATUS"
+                );
+                for a in &accounts {
+                    println!(
+                        "{:<32} {:<16} {:<10} {:<6} {:<9} {}",
+                        a.email,
+                        a.name,
+                        a.tier,
+                        if a.is_admin { "yes" } else { "no" },
+                        if a.disabled { "disabled" } else { "enabled" },
+                        if a.has_password { "set" } else { "not set" },
+                    );
+                }
+            }
+        }
+        UsersCommand::SetTier { email, tier, data } => {
+            let account = admin::set_tier(&open(&data).await?, &email, tier).await?;
+            println!("{}", describe(&account));
+        }
+        UsersCommand::Disable { email, data } => {
+            let account = admin::set_disabled(&open(&data).await?, &email, true).await?;
+            println!(
+                "disabled {}: its tokens and sessions no longer work",
+                account.email
+            );
+        }
+        UsersCommand::Enable { email, data } => {
+            let account = admin::set_disabled(&open(&data).await?, &email, false).await?;
+            println!("enabled {}", account.email);
+        }
+        UsersCommand::ResetPassword { email, link, data } => {
+            let link =
+                admin::reset_password(&open(&data).await?, &email, link.public_url.as_deref())
+                    .await?;
+            println!("{email} sets a new password at (once, within 7 days): {link}");
+        }
+        UsersCommand::Token {
+            email,
+            name,
+            expires,
+            data,
+        } => {
+            let (id, token) =
+                admin::issue_token(&open(&data).await?, &email, &name, expires.0).await?;
+            eprintln!("issued {id} for {email}; it is shown once:");
+            println!("{token}");
+        }
+        UsersCommand::Tokens { email, json, data } => {
+            let tokens = admin::tokens(&open(&data).await?, &email).await?;
+            let when = |ms: i64| ckrv_api::clock::rfc3339(ckrv_api::clock::from_millis(ms));
+            if json {
+                let rows: Vec<serde_json::Value> = tokens
+                    .iter()
+                    .map(|t| {
+                        serde_json::json!({"id": t.id, "name": t.name, "created_at": when(t.created_ms),
+                            "expires_at": t.expires_ms.map(when), "revoked": t.revoked})
+                    })
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else {
+                println!(
+                    "{:<18} {:<16} {:<21} {:<21} STATUS",
+                    "ID", "NAME", "CREATED", "EXPIRES"
+                );
+                for t in &tokens {
+                    println!(
+                        "{:<18} {:<16} {:<21} {:<21} {}",
+                        t.id,
+                        t.name,
+                        when(t.created_ms),
+                        t.expires_ms.map_or_else(|| "never".to_string(), when),
+                        if t.revoked { "revoked" } else { "active" }
+                    );
+                }
+            }
+        }
+        UsersCommand::RevokeToken { email, id, data } => {
+            admin::revoke_token(&open(&data).await?, &email, &id).await?;
+            println!("revoked {id}");
+        }
+    }
+    Ok(())
+}
+
+/// The password from standard input, without the line end a pipe or a terminal adds.
+fn read_password() -> anyhow::Result<Zeroizing<String>> {
+    let mut input = Zeroizing::new(String::new());
+    std::io::stdin()
+        .read_to_string(&mut input)
+        .context("reading the password from standard input")?;
+    let password = input.strip_suffix('\n').unwrap_or(&input);
+    let password = password.strip_suffix('\r').unwrap_or(password);
+    Ok(Zeroizing::new(password.to_string()))
+}
+
+fn describe(account: &Account) -> String {
+    format!(
+        "{} ({}, {}{})",
+        account.email,
+        account.name,
+        account.tier,
+        if account.is_admin { ", admin" } else { "" }
+    )
+}
+
+fn account_json(account: &Account) -> serde_json::Value {
+    serde_json::json!({
+        "id": account.id, "email": account.email, "name": account.name,
+        "subscription_tier": account.tier, "admin": account.is_admin,
+        "disabled": account.disabled, "password_set": account.has_password,
+    })
 }

@@ -1,14 +1,14 @@
 //! Monthly job quotas: each tier includes a number of jobs per calendar month (UTC).
 
-use ckrv_wit::types::Tier;
+use ckrv_wit::types::SubscriptionTier;
 use time::{Date, Month, OffsetDateTime, Time};
 
 /// Jobs a tier includes per cycle.
-pub const fn monthly_limit(tier: Tier) -> u32 {
+pub const fn monthly_limit(tier: SubscriptionTier) -> u32 {
     match tier {
-        Tier::Free => 100,
-        Tier::Pro => 1_000,
-        Tier::Team => 10_000,
+        SubscriptionTier::Free => 100,
+        SubscriptionTier::Pro => 1_000,
+        SubscriptionTier::Enterprise => 10_000,
     }
 }
 

@@ -3,16 +3,30 @@
 use std::sync::Arc;
 
 use crate::artifacts::ArtifactStore;
-use crate::dispatch::Dispatcher;
+use crate::engine::JobEngine;
 use crate::events::JobEvents;
+use crate::secrets::SecretKeys;
 use crate::store::Store;
 
 #[derive(Clone)]
 pub struct AppState {
     pub store: Store,
     pub artifacts: ArtifactStore,
-    pub dispatcher: Arc<dyn Dispatcher>,
+    /// Every change of a job's state goes through it.
+    pub engine: JobEngine,
     pub events: JobEvents,
+    /// Keys that seal git credentials at rest.
+    pub secrets: Arc<SecretKeys>,
+    /// Rate limits on device authorizations, user codes and sign-ins.
+    pub limits: Arc<crate::limits::Limits>,
+    /// Signs the web pages' cookies; derived from the secrets key.
+    pub cookie_key: axum_extra::extract::cookie::Key,
     /// Base URL for links shown to people, without a trailing slash.
     pub public_url: String,
+    /// Where a person whose quota is used up can upgrade, when the operator has such a page.
+    pub billing_url: Option<String>,
+    /// Jobs may name local and loopback repositories (development only).
+    pub allow_local_repos: bool,
+    /// The team's OpenID provider, when single sign-on is set up.
+    pub sso: Option<Arc<crate::identity::sso::Sso>>,
 }

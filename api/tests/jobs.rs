@@ -12,24 +12,34 @@ use ckrv_api::DispatcherConfig;
 use futures::StreamExt;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use support::{RecordingDispatcher, TestApi, access, job_request, line};
+use support::{RecordingDispatcher, TestApi, access, each, job_request, line};
 
 const DIFF: &str = "diff --git a/README.md b/README.md\n--- a/README.md\n+++ b/README.md\n@@ -1 +1 @@\n-draft\n+final\n";
 
 #[tokio::test]
 async fn a_job_goes_from_pending_to_succeeded_with_its_log_and_diff() {
-    let dir = tempfile::tempdir().unwrap();
-    let api = TestApi::start(dir.path()).await;
-    let user = api.login("dev@example.com").await;
-    let user = access(&user);
+    let (api, user) = TestApi::signed_in("dev@example.com").await;
+    let user = user.as_str();
 
     let (status, job) = api.create_job(user).await;
     assert_eq!(status, StatusCode::CREATED, "{job}");
     assert_eq!(job["status"], "pending");
+    assert_eq!(job["state"], "pending");
     assert_eq!(job["phase"], "queued");
     let id = job["id"].as_str().unwrap().to_string();
-    assert_eq!(job["feature_branch"], format!("ckrv/{}", &id[..8]));
-    assert_eq!(job["repo_url"], "https://git.example.com/sample.git");
+    assert_eq!(job["feature_branch_name"], format!("ckrv/{}", &id[..8]));
+    assert_eq!(job["git_repo_url"], "https://git.example.com/sample.git");
+    assert_eq!(job["git_base_branch"], "main");
+    assert_eq!(job["spec_path"], "specs/hi/spec.md");
+    // Absent values are left out rather than sent as null.
+    for absent in [
+        "started_at",
+        "completed_at",
+        "result_status",
+        "error_message",
+    ] {
+        assert!(job.get(absent).is_none(), "{absent}: {job}");
+    }
     let worker = api.dispatcher.token_for(&id);
     let wbase = format!("/v1/worker/jobs/{id}");
 
@@ -48,7 +58,12 @@ async fn a_job_goes_from_pending_to_succeeded_with_its_log_and_diff() {
 
     let (status, work) = api.get(&wbase, &worker).await;
     assert_eq!(status, StatusCode::OK, "{work}");
-    assert!(work["spec"].as_str().unwrap().contains("agent: script"));
+    assert!(
+        work["spec_content"]
+            .as_str()
+            .unwrap()
+            .contains("agent: script")
+    );
     assert_eq!(work["job"]["status"], "running");
     let (status, _) = api
         .post(
@@ -72,9 +87,12 @@ async fn a_job_goes_from_pending_to_succeeded_with_its_log_and_diff() {
     assert_eq!(job["agent"], "script");
     assert!(job["started_at"].is_string());
 
-    // Pages read on from a cursor with dense sequences.
+    // The contract's read is the whole log; pages read on from a cursor with dense sequences.
+    let (_, page) = api.get(&format!("/v1/jobs/{id}/logs"), user).await;
+    assert_eq!(page["logs"].as_array().unwrap().len(), 3, "{page}");
+    assert_eq!(page["logs"][0]["source"], "script");
     let (_, page) = api.get(&format!("/v1/jobs/{id}/logs?limit=2"), user).await;
-    let seqs: Vec<u64> = page["entries"]
+    let seqs: Vec<u64> = page["logs"]
         .as_array()
         .unwrap()
         .iter()
@@ -82,10 +100,13 @@ async fn a_job_goes_from_pending_to_succeeded_with_its_log_and_diff() {
         .collect();
     assert_eq!(seqs, [1, 2]);
     assert_eq!(page["next_after"], 2);
-    assert_eq!(page["job_status"], "running");
+    assert_eq!(page["job_state"], "running");
     let (_, page) = api.get(&format!("/v1/jobs/{id}/logs?after=2"), user).await;
-    assert_eq!(page["entries"][0]["message"], "three");
-    assert_eq!(page["entries"][0]["sequence"], 3);
+    assert_eq!(page["logs"][0]["message"], "three");
+    assert_eq!(page["logs"][0]["sequence"], 3);
+    let (_, page) = api.get(&format!("/v1/jobs/{id}/logs?tail=2"), user).await;
+    let messages = each(&page["logs"], "message");
+    assert_eq!(messages, ["two", "three"]);
 
     let response = api
         .http
@@ -104,16 +125,21 @@ async fn a_job_goes_from_pending_to_succeeded_with_its_log_and_diff() {
         .post(
             &format!("{wbase}/complete"),
             &worker,
-            json!({"status": "succeeded", "error": null}),
+            json!({"state": "succeeded"}),
         )
         .await;
     assert_eq!(status, StatusCode::NO_CONTENT);
 
     let (_, job) = api.get(&format!("/v1/jobs/{id}"), user).await;
     assert_eq!(job["status"], "succeeded");
+    assert_eq!(job["result_status"], "succeeded");
+    assert_eq!(
+        job["result_summary"],
+        "1 file changed, 1 insertion(+), 1 deletion(-)"
+    );
     assert_eq!(job["phase"], "finished");
-    assert_eq!(job["result"]["files"][0]["path"], "README.md");
-    assert!(job["finished_at"].is_string());
+    assert_eq!(job["diff_stats"]["files"][0]["path"], "README.md");
+    assert!(job["completed_at"].is_string());
     let diff = api
         .http
         .get(format!("{}/v1/jobs/{id}/artifacts/diff", api.url))
@@ -126,20 +152,21 @@ async fn a_job_goes_from_pending_to_succeeded_with_its_log_and_diff() {
         diff.headers()["content-type"]
             .to_str()
             .unwrap()
-            .starts_with("text/x-diff")
+            .starts_with("text/plain")
     );
     assert_eq!(diff.text().await.unwrap(), DIFF);
 
-    // An ended job takes no more results, but late log lines are kept.
+    // The job has ended, and its worker's token with it: no second completion, no late lines
+    // (a process left behind cannot rewrite the job).
     let (status, error) = api
         .post(
             &format!("{wbase}/complete"),
             &worker,
-            json!({"status": "failed", "error": "late"}),
+            json!({"state": "failed", "error_message": "late"}),
         )
         .await;
-    assert_eq!(status, StatusCode::CONFLICT);
-    assert_eq!(error["error"], "conflict");
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(error["error"], "not_authenticated");
     let (status, _) = api
         .post(
             &format!("{wbase}/logs"),
@@ -147,24 +174,72 @@ async fn a_job_goes_from_pending_to_succeeded_with_its_log_and_diff() {
             json!({"lines": [line("bye")]}),
         )
         .await;
-    assert_eq!(status, StatusCode::NO_CONTENT);
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
     let (_, page) = api.get(&format!("/v1/jobs/{id}/logs?after=3"), user).await;
-    assert_eq!(page["entries"][0]["sequence"], 4);
-    assert_eq!(page["job_status"], "succeeded");
+    assert_eq!(page["logs"].as_array().unwrap().len(), 0);
+    assert_eq!(page["job_state"], "succeeded");
 }
 
 #[tokio::test]
 async fn bad_job_requests_get_invalid_request_errors() {
-    let dir = tempfile::tempdir().unwrap();
-    let api = TestApi::start(dir.path()).await;
-    let user = api.login("dev@example.com").await;
-    let user = access(&user);
+    let (api, user) = TestApi::signed_in("dev@example.com").await;
+    let user = user.as_str();
     let cases = [
-        ("spec", json!("  "), "spec is empty"),
-        ("repo_url", json!(""), "repo_url is empty"),
-        ("repo_url", json!("--upload-pack=evil"), "not a clone URL"),
-        ("base_branch", json!(""), "base_branch is empty"),
-        ("base_branch", json!("a..b"), "not a valid branch name"),
+        ("spec_content", json!("  "), "spec_content is empty"),
+        ("git_repo_url", json!(""), "git_repo_url is empty"),
+        (
+            "git_repo_url",
+            json!("--upload-pack=evil"),
+            "is not a repository URL",
+        ),
+        ("git_repo_url", json!("R"), "is not a repository URL"),
+        (
+            "git_repo_url",
+            json!("mailto:dev@example.com"),
+            "is not a repository URL",
+        ),
+        (
+            "git_repo_url",
+            json!("file:///etc"),
+            "is not a repository URL",
+        ),
+        (
+            "git_repo_url",
+            json!("/srv/repos/app.git"),
+            "is not a repository URL",
+        ),
+        (
+            "git_repo_url",
+            json!("ext::sh -c id"),
+            "is not a repository URL",
+        ),
+        (
+            "git_repo_url",
+            json!("http://127.0.0.1/r.git"),
+            "is not a repository URL",
+        ),
+        (
+            "git_repo_url",
+            json!("https://127.0.0.1/r.git"),
+            "a loopback address",
+        ),
+        (
+            "git_repo_url",
+            json!("https://[::ffff:7f00:1]/r.git"),
+            "a loopback address",
+        ),
+        (
+            "git_repo_url",
+            json!("https://localhost/r.git"),
+            "a loopback name",
+        ),
+        (
+            "git_repo_url",
+            json!("https://x:ghp_token@127.0.0.1/r.git"),
+            "ckrv cloud credentials add",
+        ),
+        ("git_base_branch", json!(""), "git_base_branch is empty"),
+        ("git_base_branch", json!("a..b"), "not a valid branch name"),
     ];
     for (field, value, message) in cases {
         let mut request = job_request();
@@ -193,7 +268,9 @@ async fn bad_job_requests_get_invalid_request_errors() {
     assert_eq!(response.status(), StatusCode::BAD_REQUEST);
     let error: Value = response.json().await.unwrap();
     assert_eq!(error["error"], "invalid_request");
-    let (status, error) = api.post("/v1/jobs", user, json!({"spec": "x"})).await;
+    let (status, error) = api
+        .post("/v1/jobs", user, json!({"spec_content": "x"}))
+        .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(
         error["error_description"]
@@ -204,14 +281,14 @@ async fn bad_job_requests_get_invalid_request_errors() {
     );
 
     let mut request = job_request();
-    request["credential"] = json!("github-work");
+    request["git_credential_name"] = json!("github-work");
     let (status, error) = api.post("/v1/jobs", user, request).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
+    let description = error["error_description"].as_str().unwrap();
     assert!(
-        error["error_description"]
-            .as_str()
-            .unwrap()
-            .contains("credential 'github-work' not found")
+        description.contains("Credential not found: 'github-work'")
+            && description.contains("ckrv cloud credentials list"),
+        "{error}"
     );
 
     let (status, error) = api.get("/v1/jobs/abc", user).await;
@@ -232,8 +309,17 @@ async fn bad_job_requests_get_invalid_request_errors() {
                 .starts_with("job not found")
         );
     }
-    let (status, _) = api.get("/v1/jobs?limit=0", user).await;
-    assert_eq!(status, StatusCode::BAD_REQUEST);
+    for query in [
+        "limit=0",
+        "limit=-1",
+        "limit=101",
+        "status=cancelled",
+        "status=done",
+    ] {
+        let (status, error) = api.get(&format!("/v1/jobs?{query}"), user).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{query}");
+        assert_eq!(error["error"], "invalid_request", "{query}");
+    }
     let (status, _) = api.get("/v1/jobs?cursor=xyz", user).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     // Nothing was created by any of the above.
@@ -270,12 +356,7 @@ async fn tenants_and_workers_see_only_their_own_jobs() {
         .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     let (_, page) = api.get("/v1/jobs", access(&bob)).await;
-    let ids: Vec<&str> = page["jobs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|j| j["id"].as_str().unwrap())
-        .collect();
+    let ids = each(&page["jobs"], "id");
     assert_eq!(ids, [b_id]);
 
     // A worker token is for its own job; it is not a user session either.
@@ -293,10 +374,8 @@ async fn tenants_and_workers_see_only_their_own_jobs() {
 
 #[tokio::test]
 async fn jobs_list_newest_first_in_pages() {
-    let dir = tempfile::tempdir().unwrap();
-    let api = TestApi::start(dir.path()).await;
-    let user = api.login("dev@example.com").await;
-    let user = access(&user);
+    let (api, user) = TestApi::signed_in("dev@example.com").await;
+    let user = user.as_str();
     let mut created = Vec::new();
     for _ in 0..5 {
         let (_, job) = api.create_job(user).await;
@@ -327,42 +406,50 @@ async fn jobs_list_newest_first_in_pages() {
 
 #[tokio::test]
 async fn the_monthly_quota_stops_the_hundred_and_first_job() {
-    let dir = tempfile::tempdir().unwrap();
-    let api = TestApi::start(dir.path()).await;
-    let user = api.login("dev@example.com").await;
-    let user = access(&user);
+    let (api, user) = TestApi::signed_in("dev@example.com").await;
+    let user = user.as_str();
     for n in 0..100 {
         let (status, job) = api.create_job(user).await;
         assert_eq!(status, StatusCode::CREATED, "job {n}: {job}");
     }
     let (status, error) = api.create_job(user).await;
     assert_eq!(status, StatusCode::PAYMENT_REQUIRED);
+    // The contract's QuotaExceededError, plus the description every error has.
     assert_eq!(error["error"], "quota_exceeded");
     assert!(
-        error["error_description"]
-            .as_str()
-            .unwrap()
-            .contains("resets at")
+        error["message"].as_str().unwrap().contains("resets at"),
+        "{error}"
     );
+    assert_eq!(error["message"], error["error_description"]);
     let (_, me) = api.get("/v1/users/me", user).await;
-    assert_eq!(me["quota"]["used"], 100);
-    assert_eq!(me["quota"]["remaining"], 0);
+    assert_eq!(error["quota_resets_at"], me["billing_cycle_end"]);
+    // No billing page configured: no upgrade link rather than an invented one.
+    assert!(error.get("upgrade_url").is_none(), "{error}");
+    assert_eq!(me["job_quota_remaining"], 0);
+    assert_eq!(me["job_quota_limit"], 100);
     assert_eq!(api.dispatcher.started.lock().unwrap().len(), 100);
 }
 
 #[tokio::test]
 async fn cancelling_stops_the_worker_and_ends_the_job_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let api = TestApi::start(dir.path()).await;
-    let user = api.login("dev@example.com").await;
-    let user = access(&user);
+    let (api, user) = TestApi::signed_in("dev@example.com").await;
+    let user = user.as_str();
     let (_, job) = api.create_job(user).await;
     let id = job["id"].as_str().unwrap();
     let cancel = format!("/v1/jobs/{id}/cancel");
     let (status, job) = api.call(Method::POST, &cancel, Some(user), None).await;
     assert_eq!(status, StatusCode::OK, "{job}");
-    assert_eq!(job["status"], "cancelled");
+    // A contract client sees a failed job; the `state` extension says why.
+    assert_eq!(job["status"], "failed");
+    assert_eq!(job["result_status"], "failed");
+    assert_eq!(job["state"], "cancelled");
+    assert_eq!(job["error_message"], "cancelled by the user");
     assert_eq!(job["phase"], "finished");
+    // Filtering by the contract's `failed` finds it; `pending` no longer does.
+    let (_, failed) = api.get("/v1/jobs?status=failed", user).await;
+    assert_eq!(failed["jobs"][0]["id"], id);
+    let (_, pending) = api.get("/v1/jobs?status=pending", user).await;
+    assert_eq!(pending["jobs"].as_array().unwrap().len(), 0);
     assert_eq!(*api.dispatcher.stopped.lock().unwrap(), [id.to_string()]);
     let (status, error) = api.call(Method::POST, &cancel, Some(user), None).await;
     assert_eq!(status, StatusCode::CONFLICT);
@@ -372,10 +459,10 @@ async fn cancelling_stops_the_worker_and_ends_the_job_once() {
             .unwrap()
             .contains("cancelled")
     );
-    // The worker, arriving late, is told the job is over.
+    // The worker, arriving late, finds its token revoked with the job.
     let worker = api.dispatcher.token_for(id);
     let (status, _) = api.get(&format!("/v1/worker/jobs/{id}"), &worker).await;
-    assert_eq!(status, StatusCode::CONFLICT);
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
 }
 
 #[tokio::test]
@@ -432,7 +519,7 @@ async fn following_a_log_streams_lines_as_they_arrive_and_ends_with_the_job() {
     api.post(
         &format!("{wbase}/complete"),
         &worker,
-        json!({"status": "failed", "error": "agent exited 1"}),
+        json!({"state": "failed", "error_message": "agent exited 1"}),
     )
     .await;
     read_until("event: end", &mut text).await;
@@ -442,6 +529,24 @@ async fn following_a_log_streams_lines_as_they_arrive_and_ends_with_the_job() {
     );
     assert!(text.find("before") < text.find("during"));
     assert!(text.contains("event: end\ndata: failed"), "{text}");
+
+    // A client that reconnects with the last event id it saw resumes after it.
+    let resumed = api
+        .http
+        .get(format!("{}/v1/jobs/{id}/logs?follow=true", api.url))
+        .bearer_auth(&user)
+        .header("last-event-id", "1")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(!resumed.contains("before"), "{resumed}");
+    assert!(
+        resumed.contains("during") && resumed.contains("event: end"),
+        "{resumed}"
+    );
 }
 
 #[tokio::test]
@@ -461,13 +566,13 @@ async fn a_worker_that_dies_without_reporting_fails_its_job() {
     let mut job = job.clone();
     for _ in 0..100 {
         job = api.get(&format!("/v1/jobs/{id}"), user).await.1;
-        if job["status"] != "pending" {
+        if job["status"] != "pending" && job["status"] != "running" {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(job["status"], "failed", "{job}");
-    let error = job["error"].as_str().unwrap();
+    let error = job["error_message"].as_str().unwrap();
     assert!(error.contains("without completing the job"), "{error}");
     assert!(error.contains(&format!("workers/{id}.log")), "{error}");
     assert!(
@@ -500,4 +605,62 @@ async fn a_missing_orchestrator_is_reported_and_the_job_fails() {
     );
     let (_, page) = api.get("/v1/jobs", user).await;
     assert_eq!(page["jobs"][0]["status"], "failed");
+}
+
+#[tokio::test]
+async fn a_local_worker_gets_an_empty_environment_and_its_token_on_stdin() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let seen = dir.path().join("seen");
+    std::fs::create_dir(&seen).unwrap();
+    // A stand-in orchestrator that records what it was given, then exits without working.
+    let script = dir.path().join("orchestrator.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\nenv > {0}/env\nprintf '%s\\n' \"$@\" > {0}/args\nread token\nprintf '%s' \"$token\" > {0}/token\nexec sleep 30\n",
+            seen.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let config = DispatcherConfig::Local {
+        orchestrator: script,
+    };
+    let api = TestApi::start_with(
+        &dir.path().join("api"),
+        config,
+        Arc::new(RecordingDispatcher::default()),
+    )
+    .await;
+    let user = api.login("dev@example.com").await;
+    let (_, job) = api.create_job(access(&user)).await;
+    let id = job["id"].as_str().unwrap();
+    let token_file = seen.join("token");
+    for _ in 0..100 {
+        if token_file.exists() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let env = std::fs::read_to_string(seen.join("env")).unwrap();
+    let mut names: Vec<&str> = env
+        .lines()
+        .filter_map(|l| l.split_once('=').map(|(k, _)| k))
+        .filter(|k| !matches!(*k, "PWD" | "SHLVL" | "_"))
+        .collect();
+    names.sort_unstable();
+    assert_eq!(names, ["HOME", "PATH"], "{env}");
+    let args = std::fs::read_to_string(seen.join("args")).unwrap();
+    assert!(
+        !args.contains("ckrv_wt_"),
+        "the token is never an argument: {args}"
+    );
+    // What arrived on stdin is this job's worker token.
+    let token = std::fs::read_to_string(&token_file).unwrap();
+    assert!(token.starts_with("ckrv_wt_"), "{token}");
+    assert!(!env.contains(&token));
+    let (status, work) = api.get(&format!("/v1/worker/jobs/{id}"), &token).await;
+    assert_eq!(status, StatusCode::OK, "{work}");
+    assert_eq!(work["job"]["id"], id);
 }

@@ -28,7 +28,7 @@ pub enum Command {
     /// Print a job's log, or stream it with --follow
     Logs(LogsArgs),
     /// Download a finished job's diff and apply it to this worktree
-    Pull(JobArgs),
+    Pull(PullArgs),
     /// Sign in and out of the cloud and see your account
     #[command(subcommand)]
     Cloud(CloudCommand),
@@ -69,6 +69,19 @@ pub struct JobArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct PullArgs {
+    /// The job id, or its first characters (at least 4)
+    pub id: String,
+    /// Apply without asking even when the change adds links, executables, dotfiles or CI
+    /// configuration (without a terminal, `pull` refuses such a change unless given this)
+    #[arg(long, short)]
+    pub yes: bool,
+    /// Print JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
 pub struct LogsArgs {
     /// The job id, or its first characters (at least 4)
     pub id: String,
@@ -83,7 +96,12 @@ pub struct LogsArgs {
 #[derive(Debug, Subcommand)]
 pub enum CloudCommand {
     /// Sign in with a device code you approve in the browser
-    Login,
+    Login {
+        /// Read a personal access token (from `ckrv-api users token`) from standard input
+        /// instead, for CI; it is never taken from the command line
+        #[arg(long)]
+        with_token: bool,
+    },
     /// Sign out and forget the stored session
     Logout,
     /// Show the signed-in account and its quota

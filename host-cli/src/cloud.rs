@@ -75,6 +75,11 @@ impl Cloud {
         self.store.delete()
     }
 
+    /// Uses `session` for the calls that follow, without storing it.
+    pub fn use_session(&mut self, session: Session) {
+        self.session = Some(session);
+    }
+
     pub fn has_session(&self) -> bool {
         self.session.is_some()
     }
@@ -110,10 +115,11 @@ impl Cloud {
             }
             Err(e) => return Err(describe(e)),
         };
+        // RFC 6749 §6: a server that issues no new refresh token leaves the old one valid.
         let renewed = Session {
             api_url: self.api_url.clone(),
             access_token: tokens.access_token,
-            refresh_token: Some(tokens.refresh_token),
+            refresh_token: tokens.refresh_token.or(Some(refresh_token)),
         };
         let ctx = CallContext {
             api_url: self.api_url.clone(),
@@ -126,14 +132,22 @@ impl Cloud {
 
 /// The API's error as a message for a person.
 pub fn describe(error: ApiError) -> anyhow::Error {
-    let description = error.error_description;
+    let description = error.description();
     match error.error {
         ErrorKind::NotAuthenticated => {
             anyhow::anyhow!("not authenticated ({description}): run `ckrv cloud login`")
         }
-        ErrorKind::QuotaExceeded => anyhow::anyhow!(
-            "quota exceeded: {description}\n  see your quota with `ckrv cloud whoami`"
-        ),
+        ErrorKind::QuotaExceeded => {
+            let mut message = format!("quota exceeded: {description}");
+            if let Some(resets) = &error.quota_resets_at {
+                message.push_str(&format!("\n  wait for the quota to reset at {resets}"));
+            }
+            if let Some(url) = &error.upgrade_url {
+                message.push_str(&format!("\n  or upgrade your subscription at {url}"));
+            }
+            message.push_str("\n  see your quota with `ckrv cloud whoami`");
+            anyhow::anyhow!(message)
+        }
         ErrorKind::Forbidden => anyhow::anyhow!("forbidden: {description}"),
         _ => anyhow::anyhow!("{description}"),
     }

@@ -7,7 +7,9 @@ mod commands;
 mod config;
 mod git;
 mod output;
+mod plugin_cache;
 mod plugin_host;
+mod review;
 mod session;
 
 use std::process::ExitCode;
@@ -41,7 +43,8 @@ fn main() -> ExitCode {
     match runtime.block_on(commands::dispatch(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            // Errors may quote what a server or plugin said: never let it drive the terminal.
+            eprintln!("error: {}", output::printable(&format!("{e:#}")));
             ExitCode::FAILURE
         }
     }

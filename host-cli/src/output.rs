@@ -1,7 +1,7 @@
 //! How `ckrv` speaks: `▌`-prefixed blocks for people (the quickstart's style), JSON for
 //! programs.
 
-use ckrv_wit::types::{Job, JobStatus, LogEntry};
+use ckrv_wit::types::{Job, JobState, LogEntry};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
@@ -21,12 +21,36 @@ pub fn emit(text: impl std::fmt::Display) {
     }
 }
 
+/// One `▌` line for people. Its text may carry what a job wrote, so it is made printable.
 pub fn line(text: impl std::fmt::Display) {
-    emit(format_args!("▌ {text}"));
+    emit(format_args!("▌ {}", printable(&text.to_string())));
 }
 
 pub fn ok(text: impl std::fmt::Display) {
-    emit(format_args!("▌ ✔ {text}"));
+    emit(format_args!("▌ ✔ {}", printable(&text.to_string())));
+}
+
+/// Text a job, a server or a plugin wrote, made safe for a terminal: control characters (escape
+/// sequences, carriage returns, backspaces) and the invisible bidirectional overrides that can
+/// make text read differently from what it is are shown as `\x1b`-style escapes. Tabs and line
+/// breaks inside an error stay.
+pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
+    let unsafe_char = |c: char| {
+        (c.is_control() && c != '\t' && c != '\n')
+            || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    };
+    if !text.chars().any(unsafe_char) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            c if !unsafe_char(c) => out.push(c),
+            c if (c as u32) < 0x100 => out.push_str(&format!("\\x{:02x}", c as u32)),
+            c => out.push_str(&format!("\\u{{{:04x}}}", c as u32)),
+        }
+    }
+    std::borrow::Cow::Owned(out)
 }
 
 pub fn blank() {
@@ -69,44 +93,44 @@ pub fn title(word: &str) -> String {
         .unwrap_or_default()
 }
 
-/// The lines `ckrv status` prints.
+/// The lines `ckrv status` prints. Extensions a provider did not send are left out.
 pub fn job_lines(job: &Job, now: OffsetDateTime) -> Vec<String> {
-    let mut lines = vec![
-        format!("Job: {}", job.id),
-        format!("Status: {}", job.status),
-    ];
-    lines.push(match &job.agent {
-        Some(agent) => format!("Phase: {} (agent: {agent})", job.phase),
-        None => format!("Phase: {}", job.phase),
-    });
+    let state = job.lifecycle();
+    let mut lines = vec![format!("Job: {}", job.id), format!("Status: {state}")];
+    match (&job.phase, &job.agent) {
+        (Some(phase), Some(agent)) => lines.push(format!("Phase: {phase} (agent: {agent})")),
+        (Some(phase), None) => lines.push(format!("Phase: {phase}")),
+        (None, _) => {}
+    }
+    let branch = job
+        .feature_branch_name
+        .as_deref()
+        .map(|b| format!(" → {b}"))
+        .unwrap_or_default();
     lines.push(format!(
-        "Repository: {} ({} → {})",
-        job.repo_url, job.base_branch, job.feature_branch
+        "Repository: {} ({}{branch})",
+        job.git_repo_url, job.git_base_branch
     ));
-    lines.push(format!("Spec: {}", job.spec_path));
+    if let Some(spec) = &job.spec_path {
+        lines.push(format!("Spec: {spec}"));
+    }
     lines.push(format!("Created: {}", relative(&job.created_at, now)));
     if let Some(started) = &job.started_at {
         lines.push(format!("Started: {}", relative(started, now)));
     }
-    if let Some(finished) = &job.finished_at {
-        lines.push(format!("Finished: {}", relative(finished, now)));
+    if let Some(completed) = &job.completed_at {
+        lines.push(format!("Finished: {}", relative(completed, now)));
     }
-    if let Some(result) = &job.result {
-        lines.push(format!(
-            "Result: {} file{} changed, +{} -{}",
-            result.files_changed,
-            if result.files_changed == 1 { "" } else { "s" },
-            result.insertions,
-            result.deletions
-        ));
+    if let Some(summary) = &job.result_summary {
+        lines.push(format!("Result: {summary}"));
     }
-    if let Some(error) = &job.error {
+    if let Some(error) = &job.error_message {
         lines.push(format!("Error: {error}"));
     }
     let short = short_id(&job.id);
-    match job.status {
-        JobStatus::Succeeded => lines.push(format!("Pull results:    ckrv pull {short}")),
-        JobStatus::Pending | JobStatus::Running => {
+    match state {
+        JobState::Succeeded => lines.push(format!("Pull results:    ckrv pull {short}")),
+        JobState::Pending | JobState::Running => {
             lines.push(format!("Stream logs:     ckrv logs {short} --follow"));
         }
         _ => lines.push(format!("Read the log:    ckrv logs {short}")),
@@ -121,7 +145,9 @@ pub fn log_line(entry: &LogEntry) -> String {
         .get(11..19)
         .filter(|t| t.as_bytes().get(2) == Some(&b':'))
         .unwrap_or(&entry.timestamp);
-    format!("[{time}] {}: {}", entry.source, entry.message)
+    let line = format!("[{time}] {}: {}", entry.source, entry.message);
+    // A log line is one line: a job's embedded line breaks are shown, not obeyed.
+    printable(&line).replace('\n', "\\n")
 }
 
 /// A `git diff --stat`-like table: `path | 12 +++--`.
@@ -209,7 +235,7 @@ mod tests {
     #[test]
     fn log_lines_show_the_time_source_and_message() {
         let entry = LogEntry {
-            sequence: 1,
+            sequence: Some(1),
             timestamp: "2026-11-22T12:34:56Z".into(),
             level: ckrv_wit::types::LogLevel::Info,
             source: "orchestrator".into(),
@@ -219,6 +245,74 @@ mod tests {
             log_line(&entry),
             "[12:34:56] orchestrator: Cloning repository..."
         );
+    }
+
+    fn job(json: serde_json::Value) -> Job {
+        serde_json::from_value(json).unwrap()
+    }
+
+    #[test]
+    fn status_shows_our_extensions_and_copes_without_them() {
+        let now = datetime!(2026-11-22 12:10:00 UTC);
+        let full = job(serde_json::json!({
+            "id": "3f8a9b2c-1234", "status": "failed", "state": "cancelled",
+            "phase": "finished", "agent": "script", "spec_path": "specs/a/spec.md",
+            "git_repo_url": "https://git.example.com/r.git", "git_base_branch": "main",
+            "feature_branch_name": "ckrv/3f8a9b2c", "created_at": "2026-11-22T12:00:00Z",
+            "completed_at": "2026-11-22T12:05:00Z", "result_status": "failed",
+            "error_message": "cancelled by the user",
+        }));
+        let lines = job_lines(&full, now);
+        assert!(
+            lines.contains(&"Status: cancelled".to_string()),
+            "{lines:?}"
+        );
+        assert!(lines.contains(&"Phase: finished (agent: script)".to_string()));
+        assert!(lines.contains(
+            &"Repository: https://git.example.com/r.git (main → ckrv/3f8a9b2c)".to_string()
+        ));
+        assert!(lines.contains(&"Finished: 5 minutes ago".to_string()));
+        assert!(lines.contains(&"Error: cancelled by the user".to_string()));
+
+        // Only the contract's fields: no phase or spec line, the status as the contract says.
+        let plain = job(serde_json::json!({
+            "id": "3f8a9b2c-1234", "status": "succeeded",
+            "git_repo_url": "https://git.example.com/r.git", "git_base_branch": "main",
+            "created_at": "2026-11-22T12:00:00Z", "result_status": "succeeded",
+            "result_summary": "1 file changed, 2 insertions(+)",
+        }));
+        let lines = job_lines(&plain, now);
+        assert_eq!(lines[1], "Status: succeeded");
+        assert!(
+            !lines
+                .iter()
+                .any(|l| l.starts_with("Phase") || l.starts_with("Spec"))
+        );
+        assert!(lines.contains(&"Repository: https://git.example.com/r.git (main)".to_string()));
+        assert!(lines.contains(&"Result: 1 file changed, 2 insertions(+)".to_string()));
+        assert_eq!(lines.last().unwrap(), "Pull results:    ckrv pull 3f8a9b2c");
+    }
+
+    #[test]
+    fn job_output_cannot_drive_the_terminal() {
+        let entry = LogEntry {
+            sequence: Some(1),
+            timestamp: "2026-11-22T12:34:56Z".into(),
+            level: ckrv_wit::types::LogLevel::Info,
+            source: "agent\u{1b}]0;owned\u{7}".into(),
+            message: "\u{1b}[2J\u{1b}[31mred\rover\nnext\u{202e}txt.exe\tok".into(),
+        };
+        let shown = log_line(&entry);
+        assert!(
+            !shown.chars().any(|c| c.is_control() && c != '\t'),
+            "{shown:?}"
+        );
+        assert_eq!(
+            shown,
+            "[12:34:56] agent\\x1b]0;owned\\x07: \\x1b[2J\\x1b[31mred\\x0dover\\nnext\\u{202e}txt.exe\tok"
+        );
+        assert_eq!(printable("plain text"), "plain text");
+        assert!(matches!(printable("plain"), std::borrow::Cow::Borrowed(_)));
     }
 
     #[test]

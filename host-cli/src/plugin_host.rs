@@ -2,14 +2,14 @@
 //! configured API's origin and nothing else: no filesystem, environment, stdio or sockets.
 //! Compiled components are cached on disk, so a command starts in milliseconds after the first.
 
-use std::hash::{Hash as _, Hasher as _};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
-use ckrv_wit::types::{ApiError, DeviceAuthorization, Job, JobRequest, LogPage, TokenSet, User};
-use sha2::{Digest as _, Sha256};
-use wasmtime::component::{Component, Linker, ResourceTable};
-use wasmtime::{Engine, Store, StoreLimits, StoreLimitsBuilder};
+use ckrv_wit::types::{
+    ApiError, DeviceCodeResponse, Job, JobCreate, LogResponse, TokenResponse, User,
+};
+use wasmtime::component::{Linker, ResourceTable};
+use wasmtime::{Engine, Store, StoreLimits, StoreLimitsBuilder, Trap};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{
     Error as HttpError, RequestOptions, WasiBody, WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks,
@@ -41,6 +41,8 @@ pub const CHAKRAVARTI_PLUGIN: &[u8] =
 const MEMORY_LIMIT: usize = 256 * 1024 * 1024;
 /// Longest a single plugin call may take (it includes the HTTP round trip).
 const CALL_TIMEOUT: Duration = Duration::from_secs(120);
+/// How often the engine's epoch advances: the granularity of the CPU deadline.
+const EPOCH_TICK: Duration = Duration::from_millis(50);
 
 /// Why the host could not run a plugin call (as opposed to the API refusing it).
 #[derive(Debug, thiserror::Error)]
@@ -49,7 +51,7 @@ pub enum PluginError {
     Load(wasmtime::Error),
     #[error("the provider plugin crashed: {0:#}")]
     Trap(wasmtime::Error),
-    #[error("the provider plugin did not answer within {0:?}")]
+    #[error("the provider plugin did not answer within {0:?} and was stopped")]
     Timeout(Duration),
 }
 
@@ -73,6 +75,25 @@ fn origin_of(url: &str) -> Option<Origin> {
         uri.host()?.to_ascii_lowercase(),
         uri.port_u16().unwrap_or(default_port),
     ))
+}
+
+/// A wall-time deadline in epoch ticks (at least one; bounded so the engine's sum cannot
+/// overflow).
+fn deadline_ticks(deadline: Duration) -> u64 {
+    let ticks = deadline.as_millis() / EPOCH_TICK.as_millis();
+    u64::try_from(ticks).unwrap_or(u64::MAX).clamp(1, 1 << 40)
+}
+
+/// Advances the engine's epoch every tick for as long as the engine lives.
+fn spawn_epoch_ticker(engine: &Engine) {
+    let weak = engine.weak();
+    std::thread::spawn(move || {
+        while let Some(engine) = weak.upgrade() {
+            engine.increment_epoch();
+            drop(engine);
+            std::thread::sleep(EPOCH_TICK);
+        }
+    });
 }
 
 /// Denies every request outside the allowed origin.
@@ -141,14 +162,31 @@ impl ckrv_wit::types::Host for PluginState {}
 pub struct Provider {
     store: Store<PluginState>,
     instance: bindings::ProviderPlugin,
+    /// How long one call may run, in wall time, waiting included.
+    deadline: Duration,
 }
 
 impl Provider {
     /// Instantiates `bytes`, allowing HTTP only to `api_url`'s origin. Compiled code is cached
     /// under `cache_dir`.
     pub async fn load(bytes: &[u8], api_url: &str, cache_dir: &Path) -> Result<Self, PluginError> {
-        let engine = Engine::new(&wasmtime::Config::new()).map_err(PluginError::Load)?;
-        let component = cached_component(&engine, bytes, cache_dir)?;
+        Self::load_with_deadline(bytes, api_url, cache_dir, CALL_TIMEOUT).await
+    }
+
+    /// As [`Provider::load`], with each call stopped after `deadline`.
+    pub async fn load_with_deadline(
+        bytes: &[u8],
+        api_url: &str,
+        cache_dir: &Path,
+        deadline: Duration,
+    ) -> Result<Self, PluginError> {
+        let mut config = wasmtime::Config::new();
+        // A guest loop never yields to the async timeout; an epoch deadline stops it anyway.
+        config.epoch_interruption(true);
+        let engine = Engine::new(&config).map_err(PluginError::Load)?;
+        spawn_epoch_ticker(&engine);
+        let component = crate::plugin_cache::load_or_compile(&engine, bytes, cache_dir)
+            .map_err(PluginError::Load)?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(PluginError::Load)?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
@@ -157,17 +195,26 @@ impl Provider {
             wasi: WasiCtx::builder().build(),
             http: WasiHttpCtx::new(),
             table: ResourceTable::new(),
-            limits: StoreLimitsBuilder::new().memory_size(MEMORY_LIMIT).build(),
+            limits: StoreLimitsBuilder::new()
+                .memory_size(MEMORY_LIMIT)
+                .trap_on_grow_failure(true)
+                .build(),
             hooks: Allowlist {
                 origin: origin_of(api_url),
             },
         };
         let mut store = Store::new(&engine, state);
         store.limiter(|s| &mut s.limits);
+        store.epoch_deadline_trap();
+        store.set_epoch_deadline(deadline_ticks(deadline));
         let instance = bindings::ProviderPlugin::instantiate_async(&mut store, &component, &linker)
             .await
             .map_err(PluginError::Load)?;
-        Ok(Self { store, instance })
+        Ok(Self {
+            store,
+            instance,
+            deadline,
+        })
     }
 
     /// Runs one export call under the call timeout.
@@ -179,14 +226,18 @@ impl Provider {
         ) -> wasmtime::Result<Result<T, ApiError>>,
     ) -> CallResult<T> {
         let guest = self.instance.ckrv_cloud_provider();
-        match tokio::time::timeout(CALL_TIMEOUT, call(guest, &mut self.store)).await {
-            Err(_) => Err(PluginError::Timeout(CALL_TIMEOUT)),
+        self.store.set_epoch_deadline(deadline_ticks(self.deadline));
+        match tokio::time::timeout(self.deadline, call(guest, &mut self.store)).await {
+            Err(_) => Err(PluginError::Timeout(self.deadline)),
+            Ok(Err(trap)) if trap.downcast_ref::<Trap>() == Some(&Trap::Interrupt) => {
+                Err(PluginError::Timeout(self.deadline))
+            }
             Ok(Err(trap)) => Err(PluginError::Trap(trap)),
             Ok(Ok(answer)) => Ok(answer),
         }
     }
 
-    pub async fn login_start(&mut self, ctx: &CallContext) -> CallResult<DeviceAuthorization> {
+    pub async fn login_start(&mut self, ctx: &CallContext) -> CallResult<DeviceCodeResponse> {
         self.guarded(async |g, s| g.call_login_start(s, ctx).await)
             .await
     }
@@ -195,7 +246,7 @@ impl Provider {
         &mut self,
         ctx: &CallContext,
         device_code: &str,
-    ) -> CallResult<TokenSet> {
+    ) -> CallResult<TokenResponse> {
         self.guarded(async |g, s| g.call_login_poll(s, ctx, device_code).await)
             .await
     }
@@ -204,7 +255,7 @@ impl Provider {
         &mut self,
         ctx: &CallContext,
         refresh_token: &str,
-    ) -> CallResult<TokenSet> {
+    ) -> CallResult<TokenResponse> {
         self.guarded(async |g, s| g.call_refresh(s, ctx, refresh_token).await)
             .await
     }
@@ -217,7 +268,7 @@ impl Provider {
         self.guarded(async |g, s| g.call_whoami(s, ctx).await).await
     }
 
-    pub async fn dispatch(&mut self, ctx: &CallContext, request: &JobRequest) -> CallResult<Job> {
+    pub async fn dispatch(&mut self, ctx: &CallContext, request: &JobCreate) -> CallResult<Job> {
         self.guarded(async |g, s| g.call_dispatch(s, ctx, request).await)
             .await
     }
@@ -233,7 +284,7 @@ impl Provider {
         id: &str,
         after: u64,
         limit: u32,
-    ) -> CallResult<LogPage> {
+    ) -> CallResult<LogResponse> {
         self.guarded(async |g, s| g.call_read_logs(s, ctx, id, after, limit).await)
             .await
     }
@@ -242,56 +293,6 @@ impl Provider {
         self.guarded(async |g, s| g.call_fetch_diff(s, ctx, id).await)
             .await
     }
-}
-
-/// Loads the compiled component from the cache, compiling and caching it on a miss.
-fn cached_component(
-    engine: &Engine,
-    bytes: &[u8],
-    cache_dir: &Path,
-) -> Result<Component, PluginError> {
-    let path = cache_path(engine, bytes, cache_dir);
-    if path.exists() {
-        // SAFETY: the file is one this program wrote with `Component::serialize` from the same
-        // component bytes (the name is their hash) and for an engine with the same
-        // compatibility hash; wasmtime checks its header and version before using it.
-        match unsafe { Component::deserialize_file(engine, &path) } {
-            Ok(component) => return Ok(component),
-            Err(e) => tracing::warn!(path = %path.display(), error = %e, "recompiling the plugin"),
-        }
-    }
-    let component = Component::new(engine, bytes).map_err(PluginError::Load)?;
-    if let Err(e) = write_cache(&component, &path) {
-        // A cache that cannot be written only costs time.
-        tracing::warn!(path = %path.display(), error = %e, "could not cache the compiled plugin");
-    }
-    Ok(component)
-}
-
-/// `<cache>/plugins/<sha256 of the component>-<engine compatibility hash>.cwasm`
-pub fn cache_path(engine: &Engine, bytes: &[u8], cache_dir: &Path) -> PathBuf {
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    engine.precompile_compatibility_hash().hash(&mut hasher);
-    let name = format!(
-        "{}-{:016x}.cwasm",
-        hex::encode(Sha256::digest(bytes)),
-        hasher.finish()
-    );
-    cache_dir.join("plugins").join(name)
-}
-
-fn write_cache(component: &Component, path: &Path) -> anyhow::Result<()> {
-    let serialized = component
-        .serialize()
-        .map_err(|e| anyhow::anyhow!("{e:#}"))?;
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    // Write then rename, so a concurrent `ckrv` never reads a half-written file.
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    std::fs::write(&tmp, serialized)?;
-    std::fs::rename(&tmp, path)?;
-    Ok(())
 }
 
 #[cfg(test)]
@@ -344,7 +345,7 @@ mod tests {
             error.error,
             ErrorKind::Unavailable,
             "{}",
-            error.error_description
+            error.description()
         );
         assert_eq!(
             other.accept().map_err(|e| e.kind()).unwrap_err(),
@@ -373,28 +374,98 @@ mod tests {
         );
     }
 
-    #[tokio::test]
-    async fn compiled_plugins_are_cached_and_a_damaged_cache_is_rebuilt() {
-        let cache = tempfile::tempdir().unwrap();
-        let cached = || {
-            std::fs::read_dir(cache.path().join("plugins"))
-                .map(|dir| dir.map(|e| e.unwrap().path()).collect::<Vec<_>>())
-                .unwrap_or_default()
+    /// A stand-in for another team's service that implements only the contract: its jobs and
+    /// logs carry none of our extensions, and it ignores `after` and `limit`.
+    async fn contract_only_fake_server() -> String {
+        use axum::routing::get;
+        let job = serde_json::json!({
+            "id": "3f8a9b2c-1234-5678-abcd-ef0123456789", "status": "succeeded",
+            "git_repo_url": "https://git.example.com/r.git", "git_base_branch": "main",
+            "feature_branch_name": null, "created_at": "2026-11-22T12:00:00Z",
+            "completed_at": "2026-11-22T12:05:00Z", "result_status": "succeeded",
+            "result_summary": "1 file changed", "error_message": null,
+        });
+        let entry = |message: &str| {
+            serde_json::json!({"timestamp": "2026-11-22T12:00:00Z", "level": "info",
+                "source": "orchestrator", "message": message})
         };
-        assert!(cached().is_empty());
+        let logs = serde_json::json!({"logs": [entry("one"), entry("two"), entry("three")]});
+        let app = axum::Router::new()
+            .route("/v1/jobs/{id}", get(move || async move { axum::Json(job) }))
+            .route(
+                "/v1/jobs/{id}/logs",
+                get(move || async move { axum::Json(logs) }),
+            );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        url
+    }
+
+    #[tokio::test]
+    async fn logs_read_on_from_a_contract_only_fake_server() {
+        let cache = tempfile::tempdir().unwrap();
+        let url = contract_only_fake_server().await;
+        let mut provider = Provider::load(CHAKRAVARTI_PLUGIN, &url, cache.path())
+            .await
+            .unwrap();
+        let ctx = context(&url);
+        let job = provider.get_job(&ctx, "3f8a9b2c").await.unwrap().unwrap();
+        assert_eq!(job.state, None);
+        assert_eq!(job.result_summary.as_deref(), Some("1 file changed"));
+
+        let read = async |provider: &mut Provider, after: u64, limit: u32| {
+            provider
+                .read_logs(&ctx, "3f8a9b2c", after, limit)
+                .await
+                .unwrap()
+                .unwrap()
+        };
+        let page = read(&mut provider, 0, 2).await;
+        let messages: Vec<&str> = page.logs.iter().map(|e| e.message.as_str()).collect();
+        assert_eq!(messages, ["one", "two"]);
+        assert_eq!(page.next_after, Some(2));
+        assert_eq!(page.job_state, Some(ckrv_wit::types::JobState::Succeeded));
+        let page = read(&mut provider, 2, 500).await;
+        assert_eq!(page.logs.len(), 1);
+        assert_eq!(page.logs[0].message, "three");
+        assert_eq!(page.logs[0].sequence, Some(3));
+        let page = read(&mut provider, 3, 500).await;
+        assert!(page.logs.is_empty());
+        assert_eq!(page.next_after, Some(3));
+    }
+
+    #[tokio::test]
+    async fn compiled_plugins_are_cached_privately_and_a_tampered_cache_is_rebuilt() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let cache = tempfile::tempdir().unwrap();
+        let dir = cache.path().join("plugins");
+        let compiled = || {
+            std::fs::read_dir(&dir)
+                .map(|d| d.map(|e| e.unwrap().path()).collect::<Vec<_>>())
+                .unwrap_or_default()
+                .into_iter()
+                .find(|p| p.extension().is_some_and(|e| e == "cwasm"))
+        };
         Provider::load(CHAKRAVARTI_PLUGIN, "http://127.0.0.1:1", cache.path())
             .await
             .unwrap();
-        let files = cached();
-        assert_eq!(files.len(), 1, "{files:?}");
-        assert!(files[0].extension().is_some_and(|e| e == "cwasm"));
-        let size = std::fs::metadata(&files[0]).unwrap().len();
+        let file = compiled().expect("the compiled plugin is cached");
+        let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&dir), 0o700);
+        assert_eq!(mode(&file), 0o600);
+        let size = std::fs::metadata(&file).unwrap().len();
 
-        std::fs::write(&files[0], b"not a compiled component").unwrap();
+        // Bytes that do not match the recorded digest are never loaded; the cache is rebuilt.
+        let mut bytes = std::fs::read(&file).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0xff;
+        std::fs::write(&file, &bytes).unwrap();
         let mut provider = Provider::load(CHAKRAVARTI_PLUGIN, "http://127.0.0.1:1", cache.path())
             .await
             .unwrap();
-        assert_eq!(std::fs::metadata(&files[0]).unwrap().len(), size);
+        assert_eq!(std::fs::read(&file).unwrap().len() as u64, size);
+        assert_ne!(std::fs::read(&file).unwrap(), bytes);
         // The reloaded plugin works: it answers (here, that nothing listens on port 1).
         let error = provider
             .whoami(&context("http://127.0.0.1:1"))
@@ -402,12 +473,60 @@ mod tests {
             .unwrap()
             .unwrap_err();
         assert!(
-            error.error_description.contains("http://127.0.0.1:1"),
+            error.description().contains("http://127.0.0.1:1"),
             "{}",
-            error.error_description
+            error.description()
         );
+
+        // A cache directory others can write into is not used at all.
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+        std::fs::write(&file, b"planted native code").unwrap();
+        Provider::load(CHAKRAVARTI_PLUGIN, "http://127.0.0.1:1", cache.path())
+            .await
+            .unwrap();
+        assert_eq!(std::fs::read(&file).unwrap(), b"planted native code");
     }
 
+    /// Built from `plugins/hostile` by build.rs for these tests only.
+    const HOSTILE_PLUGIN: &[u8] =
+        include_bytes!(concat!(env!("OUT_DIR"), "/ckrv_plugin_hostile.wasm"));
+
+    #[tokio::test]
+    async fn a_looping_or_hoarding_plugin_is_stopped_with_a_clear_error() {
+        let cache = tempfile::tempdir().unwrap();
+        let url = "http://127.0.0.1:1";
+        let mut provider = Provider::load_with_deadline(
+            HOSTILE_PLUGIN,
+            url,
+            cache.path(),
+            Duration::from_millis(500),
+        )
+        .await
+        .unwrap();
+        // `whoami` spins without yielding; only the epoch deadline can stop it.
+        let error = provider.whoami(&context(url)).await.unwrap_err();
+        assert!(matches!(error, PluginError::Timeout(_)), "{error}");
+        assert!(error.to_string().contains("was stopped"), "{error}");
+        // `get-job` grows its memory until the limit (a trapped instance is not entered again,
+        // so this is a fresh one).
+        let mut provider = Provider::load_with_deadline(
+            HOSTILE_PLUGIN,
+            url,
+            cache.path(),
+            Duration::from_secs(60),
+        )
+        .await
+        .unwrap();
+        let error = provider
+            .get_job(&context(url), "x")
+            .await
+            .map(|_| ())
+            .unwrap_err();
+        assert!(
+            matches!(error, PluginError::Trap(_)) && format!("{error:#}").contains("memory"),
+            "{error:#}"
+        );
+    }
     #[test]
     fn origins_fill_in_default_ports_and_ignore_case() {
         assert_eq!(

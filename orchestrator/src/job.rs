@@ -1,12 +1,14 @@
 //! One job from start to finish: read it, run the pipeline's stages in its workspace, report.
 
-use crate::api_client::ApiClient;
+use crate::api_client::{ApiClient, ApiClientError};
+use crate::host_git::HostGit;
 use crate::logs::{self, JobLog};
 use crate::pipeline::{Pipeline, StageKind};
 use crate::steps::{ApiAccess, Limits, StepContext, StepEnv, StepError, StepRunner};
-use ckrv_agents::{AgentRuntime, ProcessRuntime, RunRequest, Stream};
-use ckrv_wit::types::{JobCompletion, JobStatus, LogLevel, PhaseUpdate, WorkerJob};
+use ckrv_agents::{AgentRuntime, ProcessRuntime, RunRequest, SandboxRuntime, Stream};
+use ckrv_wit::types::{JobCompletion, JobState, LogLevel, PhaseUpdate, WorkerJob};
 use std::path::PathBuf;
+use std::time::Duration;
 
 const SOURCE: &str = "orchestrator";
 
@@ -16,14 +18,35 @@ pub struct JobOptions {
     /// Parent of the temporary workspace; the system temp dir when absent.
     pub work_dir: Option<PathBuf>,
     pub token: String,
+    /// Local paths and internal hosts may be cloned (development only).
+    pub allow_local_repos: bool,
+    /// Run the agent in its sandbox; off only when the operator said so, insecurely.
+    pub sandbox: bool,
 }
 
 /// Runs the job and reports its end to the API. The outer error means the API could not be
-/// told; the inner one is why the job failed (already reported).
+/// told; the inner one is why the job failed (already reported), or why it stopped early
+/// (the job ended elsewhere: cancelled, timed out, or given to another worker).
 pub async fn run_job(api: ApiClient, options: JobOptions) -> anyhow::Result<Result<(), String>> {
     let (log, rx) = JobLog::channel();
     let shipper = tokio::spawn(logs::ship(rx, api.clone()));
-    let outcome = run_stages(&api, &options, &log).await;
+    let outcome = match api.fetch_job().await {
+        Ok(job) => {
+            let beat = Duration::from_millis(u64::from(job.heartbeat_ms.max(100)));
+            tokio::select! {
+                outcome = run_stages(&api, &options, &log, job) => outcome,
+                ended = heartbeat(&api, beat) => {
+                    // Dropping the stages kills the agent and removes the workspace; the job
+                    // has ended, so there is nothing to report.
+                    drop(log);
+                    let _ = shipper.await;
+                    tracing::warn!(reason = %ended, "stopping: the job ended elsewhere");
+                    return Ok(Err(ended));
+                }
+            }
+        }
+        Err(e) => Err(format!("reading the job failed: {e}")),
+    };
     if let Err(error) = &outcome {
         log.error(SOURCE, format!("Job failed: {error}"));
     } else {
@@ -36,37 +59,88 @@ pub async fn run_job(api: ApiClient, options: JobOptions) -> anyhow::Result<Resu
     }
     let completion = match &outcome {
         Ok(()) => JobCompletion {
-            status: JobStatus::Succeeded,
-            error: None,
+            state: JobState::Succeeded,
+            error_message: None,
         },
         Err(error) => JobCompletion {
-            status: JobStatus::Failed,
-            error: Some(error.clone()),
+            state: JobState::Failed,
+            error_message: Some(error.clone()),
         },
     };
     api.complete(&completion).await?;
     Ok(outcome)
 }
 
-async fn run_stages(api: &ApiClient, options: &JobOptions, log: &JobLog) -> Result<(), String> {
-    let WorkerJob { job, spec } = api
-        .fetch_job()
-        .await
-        .map_err(|e| format!("reading the job failed: {e}"))?;
-    let front = ckrv_agents::parse_front_matter(&spec).map_err(|e| e.to_string())?;
+/// Renews the job's lease every `beat` until the API says the job is no longer this worker's
+/// (409: cancelled, timed out, given to another; 401: its token revoked), and returns why.
+/// Failed attempts are retried: the API may be restarting.
+async fn heartbeat(api: &ApiClient, beat: Duration) -> String {
+    let mut ticks = tokio::time::interval(beat);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticks.tick().await;
+    loop {
+        ticks.tick().await;
+        match api.heartbeat().await {
+            Ok(()) => {}
+            Err(ApiClientError::Status {
+                status: 401 | 409,
+                body,
+                ..
+            }) => {
+                return body;
+            }
+            Err(e) => tracing::warn!(error = %e, "renewing the job's lease failed; retrying"),
+        }
+    }
+}
+
+async fn run_stages(
+    api: &ApiClient,
+    options: &JobOptions,
+    log: &JobLog,
+    job: WorkerJob,
+) -> Result<(), String> {
+    let WorkerJob {
+        job, spec_content, ..
+    } = job;
+    let feature_branch = job
+        .feature_branch_name
+        .clone()
+        .ok_or("the API named no feature branch for the job")?;
+    let front = ckrv_agents::parse_front_matter(&spec_content).map_err(|e| e.to_string())?;
     let (agent, command) = ckrv_agents::resolve(&front).map_err(|e| e.to_string())?;
     log.info(
         SOURCE,
-        format!("Job {} for {} ({})", job.id, job.repo_url, job.base_branch),
+        format!(
+            "Job {} for {} ({})",
+            job.id, job.git_repo_url, job.git_base_branch
+        ),
     );
 
+    // The job's directory: the workspace the agent and steps see, and beside it the host's
+    // private git state, which neither ever sees.
     let mut builder = tempfile::Builder::new();
     builder.prefix("ckrv-job-");
-    let workspace = match &options.work_dir {
+    let job_dir = match &options.work_dir {
         Some(dir) => builder.tempdir_in(dir),
         None => builder.tempdir(),
     }
-    .map_err(|e| format!("creating the workspace failed: {e}"))?;
+    .map_err(|e| format!("creating the job directory failed: {e}"))?;
+    // Others may pass through (the agent's unprivileged user reaches its workspace) but not
+    // list it, and the private git state inside stays 0700.
+    std::fs::set_permissions(
+        job_dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o711),
+    )
+    .map_err(|e| format!("preparing the job directory failed: {e}"))?;
+    let workspace = job_dir.path().join("workspace");
+    std::fs::create_dir(&workspace).map_err(|e| format!("creating the workspace failed: {e}"))?;
+    let git = HostGit::new(
+        &workspace,
+        &job_dir.path().join("git"),
+        options.allow_local_repos,
+    )
+    .map_err(|e| format!("preparing the job's git failed: {e}"))?;
     let runner = StepRunner::new(Limits::default()).map_err(|e| e.to_string())?;
     let access = ApiAccess::new(api.base_url(), &options.token);
     let mut outputs: Vec<(String, String)> = Vec::new();
@@ -82,8 +156,9 @@ async fn run_stages(api: &ApiClient, options: &JobOptions, log: &JobLog) -> Resu
             log.info(SOURCE, format!("Starting agent: {}", agent.name));
             let request = RunRequest {
                 command: command.clone(),
-                workspace: workspace.path().to_path_buf(),
+                workspace: workspace.clone(),
                 job_id: job.id.clone(),
+                network: agent.network,
             };
             let source = agent.name.clone();
             let mut on_line = |line: ckrv_agents::OutputLine| {
@@ -93,10 +168,18 @@ async fn run_stages(api: &ApiClient, options: &JobOptions, log: &JobLog) -> Resu
                 };
                 log.write(level, &source, line.line);
             };
-            let status = ProcessRuntime
-                .run(&request, &mut on_line)
-                .await
-                .map_err(|e| format!("starting agent {} failed: {e}", agent.name))?;
+            let status = if options.sandbox {
+                let sandbox = SandboxRuntime::default();
+                sandbox.probe().await.map_err(|e| e.to_string())?;
+                sandbox.run(&request, &mut on_line).await
+            } else {
+                log.warn(
+                    SOURCE,
+                    "WARNING: this agent runs without a sandbox, with the worker's rights: the server was started with --insecure-no-sandbox",
+                );
+                ProcessRuntime.run(&request, &mut on_line).await
+            }
+            .map_err(|e| format!("starting agent {} failed: {e}", agent.name))?;
             match status.code {
                 Some(0) => log.info(SOURCE, format!("Agent {} finished", agent.name)),
                 Some(code) => return Err(format!("agent exited with status {code}")),
@@ -107,16 +190,16 @@ async fn run_stages(api: &ApiClient, options: &JobOptions, log: &JobLog) -> Resu
         log.info(SOURCE, starting_message(&stage.name));
         let ctx = StepContext {
             job_id: job.id.clone(),
-            repo_url: job.repo_url.clone(),
-            base_branch: job.base_branch.clone(),
-            feature_branch: job.feature_branch.clone(),
+            git_repo_url: job.git_repo_url.clone(),
+            git_base_branch: job.git_base_branch.clone(),
+            feature_branch_name: feature_branch.clone(),
             api_url: api.base_url().to_string(),
             params: stage.params.clone(),
             inputs: outputs.clone(),
         };
         let env = StepEnv {
             name: &stage.name,
-            workspace: workspace.path(),
+            git: &git,
             log,
             api: &access,
         };
@@ -132,7 +215,7 @@ async fn run_stages(api: &ApiClient, options: &JobOptions, log: &JobLog) -> Resu
             outputs.push((key, value));
         }
     }
-    if let Err(e) = workspace.close() {
+    if let Err(e) = job_dir.close() {
         tracing::warn!(error = %e, "removing the workspace failed");
     }
     Ok(())

@@ -2,6 +2,7 @@
 //! every phase and log line to the API.
 
 pub mod api_client;
+pub mod host_git;
 pub mod job;
 pub mod logs;
 pub mod pipeline;

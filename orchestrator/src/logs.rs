@@ -41,6 +41,10 @@ impl JobLog {
         self.write(LogLevel::Info, source, message);
     }
 
+    pub fn warn(&self, source: &str, message: impl Into<String>) {
+        self.write(LogLevel::Warn, source, message);
+    }
+
     pub fn error(&self, source: &str, message: impl Into<String>) {
         self.write(LogLevel::Error, source, message);
     }

@@ -1,10 +1,11 @@
-//! `ckrv-orchestrator run --api-url URL --job-id ID`: runs one job (see docs/protocol.md).
+//! `ckrv-orchestrator run --api-url URL --job-id ID`: runs one job (see docs/protocol.md). The
+//! job's worker token is the first line of standard input.
 
 use anyhow::Context;
 use ckrv_orchestrator::api_client::ApiClient;
 use ckrv_orchestrator::job::{JobOptions, run_job};
 use ckrv_orchestrator::pipeline::Pipeline;
-use ckrv_wit::types::{JobCompletion, JobStatus};
+use ckrv_wit::types::{JobCompletion, JobState};
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
@@ -30,7 +31,30 @@ enum Command {
         /// Where the job's temporary workspace is created.
         #[arg(long)]
         work_dir: Option<PathBuf>,
+        /// Clone local paths and internal hosts too (development only; the API passes it when
+        /// it was started with the same flag).
+        #[arg(long)]
+        allow_local_repos: bool,
+        /// Run the agent without its sandbox, with this process's rights (every job's log
+        /// says so); never on a shared machine
+        #[arg(long)]
+        insecure_no_sandbox: bool,
     },
+}
+
+/// The worker token: the first line of standard input.
+fn read_token() -> anyhow::Result<String> {
+    let mut line = String::new();
+    std::io::stdin()
+        .read_line(&mut line)
+        .context("reading the worker token from standard input")?;
+    let token = line.trim().to_string();
+    if token.is_empty() {
+        anyhow::bail!(
+            "no worker token on standard input: the dispatcher writes the job's token there"
+        );
+    }
+    Ok(token)
 }
 
 #[tokio::main]
@@ -49,10 +73,12 @@ async fn main() -> anyhow::Result<()> {
         job_id,
         pipeline,
         work_dir,
+        allow_local_repos,
+        insecure_no_sandbox,
     } = Cli::parse().command;
-    // Read once and never logged: it only goes into the Authorization header.
-    let token = std::env::var("CKRV_WORKER_TOKEN")
-        .context("CKRV_WORKER_TOKEN is not set: the dispatcher passes the job's worker token")?;
+    // The token arrives on standard input, never in the environment or the arguments, where
+    // other processes of the same user could read it. Read once, never logged.
+    let token = read_token()?;
     let api = ApiClient::new(&api_url, &job_id, &token)?;
     let pipeline = match pipeline {
         Some(path) => Pipeline::load(&path),
@@ -63,8 +89,8 @@ async fn main() -> anyhow::Result<()> {
         Err(error) => {
             // The job must not stay `running` because the worker was misconfigured.
             let completion = JobCompletion {
-                status: JobStatus::Failed,
-                error: Some(error.to_string()),
+                state: JobState::Failed,
+                error_message: Some(error.to_string()),
             };
             if let Err(e) = api.complete(&completion).await {
                 tracing::error!(error = %e, "could not report the failure");
@@ -78,6 +104,8 @@ async fn main() -> anyhow::Result<()> {
             pipeline,
             work_dir,
             token,
+            allow_local_repos,
+            sandbox: !insecure_no_sandbox,
         },
     )
     .await?;

@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use ckrv_orchestrator::api_client::ApiClient;
 use ckrv_orchestrator::job::{JobOptions, run_job};
 use ckrv_orchestrator::pipeline::Pipeline;
-use ckrv_wit::types::{JobCompletion, JobPhase, JobStatus, LogBatch, PhaseUpdate};
+use ckrv_wit::types::{JobCompletion, JobPhase, JobState, LogBatch, PhaseUpdate};
 use std::path::Path;
 use std::process::Command;
 use std::sync::{Arc, Mutex};
@@ -26,6 +26,8 @@ struct Call {
 struct Fake {
     job: serde_json::Value,
     calls: Arc<Mutex<Vec<Call>>>,
+    /// Lease renewals the fake accepts before it says the job is no longer the worker's.
+    heartbeats: usize,
 }
 
 async fn handle(
@@ -52,6 +54,17 @@ async fn handle(
     if method == Method::GET && uri.path() == "/v1/worker/jobs/job-1" {
         return axum::Json(fake.job.clone()).into_response();
     }
+    if uri.path().ends_with("/heartbeat") {
+        let calls = fake.calls.lock().unwrap();
+        let beats = calls
+            .iter()
+            .filter(|c| c.path.ends_with("/heartbeat"))
+            .count();
+        if beats > fake.heartbeats {
+            let refusal = r#"{"error":"conflict","error_description":"the job was cancelled"}"#;
+            return (StatusCode::CONFLICT, refusal).into_response();
+        }
+    }
     StatusCode::NO_CONTENT.into_response()
 }
 
@@ -67,6 +80,14 @@ fn git(dir: &Path, args: &[&str]) {
 }
 
 async fn run(spec: &str) -> (Result<(), String>, Vec<Call>, tempfile::TempDir) {
+    run_renewing(spec, usize::MAX).await
+}
+
+/// Runs the job against a fake that accepts `heartbeats` lease renewals.
+async fn run_renewing(
+    spec: &str,
+    heartbeats: usize,
+) -> (Result<(), String>, Vec<Call>, tempfile::TempDir) {
     let origin = tempfile::tempdir().unwrap();
     git(origin.path(), &["init", "-q", "-b", "main"]);
     std::fs::write(origin.path().join("README.md"), "hello\n").unwrap();
@@ -75,17 +96,19 @@ async fn run(spec: &str) -> (Result<(), String>, Vec<Call>, tempfile::TempDir) {
 
     let job = serde_json::json!({
         "job": {
-            "id": "job-1", "status": "running", "phase": "queued", "agent": null,
-            "spec_path": "specs/x.md", "repo_url": origin.path().to_str().unwrap(),
-            "base_branch": "main", "feature_branch": "ckrv/job-1",
+            "id": "job-1", "status": "running", "state": "running", "phase": "queued",
+            "spec_path": "specs/x.md", "git_repo_url": origin.path().to_str().unwrap(),
+            "git_base_branch": "main", "feature_branch_name": "ckrv/job-1",
             "created_at": "2026-11-22T12:00:00Z", "updated_at": "2026-11-22T12:00:00Z",
-            "started_at": null, "finished_at": null, "result": null, "error": null
+            "started_at": "2026-11-22T12:00:00Z"
         },
-        "spec": spec,
+        "spec_content": spec,
+        "heartbeat_ms": 100,
     });
     let fake = Fake {
         job,
         calls: Arc::default(),
+        heartbeats,
     };
     let app = Router::new().fallback(handle).with_state(fake.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -100,6 +123,8 @@ async fn run(spec: &str) -> (Result<(), String>, Vec<Call>, tempfile::TempDir) {
             pipeline: Pipeline::default_pipeline().unwrap(),
             work_dir: Some(work_dir.path().to_path_buf()),
             token: "worker-token".into(),
+            allow_local_repos: true,
+            sandbox: true,
         },
     )
     .await
@@ -153,7 +178,7 @@ async fn a_job_runs_from_clone_to_complete() {
     assert!(has("orchestrator", "Cloning repository..."), "{lines:?}");
     assert!(has("orchestrator", "Starting agent: script"));
     assert!(has("script", "changing"));
-    assert!(has("diff", "2 file(s) changed"));
+    assert!(has("diff", "2 files changed"), "{lines:?}");
 
     let diff = calls
         .iter()
@@ -164,13 +189,13 @@ async fn a_job_runs_from_clone_to_complete() {
         diff.contains("+world") && diff.contains("added.txt"),
         "{diff}"
     );
-    let results: Vec<ckrv_wit::types::ResultSummary> = bodies(&calls, "/result");
+    let results: Vec<ckrv_wit::types::DiffStats> = bodies(&calls, "/result");
     assert_eq!(results[0].files_changed, 2);
 
     let last = calls.last().unwrap();
     assert_eq!(last.path, "/v1/worker/jobs/job-1/complete");
     let done: JobCompletion = serde_json::from_slice(&last.body).unwrap();
-    assert_eq!(done.status, JobStatus::Succeeded);
+    assert_eq!(done.state, JobState::Succeeded);
     // The workspace is gone.
     assert_eq!(std::fs::read_dir(work_dir.path()).unwrap().count(), 0);
 }
@@ -189,8 +214,11 @@ async fn a_failing_agent_fails_the_job_without_uploading() {
             .any(|(s, m)| s == "orchestrator" && m.contains("agent exited with status 1"))
     );
     let done: JobCompletion = serde_json::from_slice(&calls.last().unwrap().body).unwrap();
-    assert_eq!(done.status, JobStatus::Failed);
-    assert_eq!(done.error.as_deref(), Some("agent exited with status 1"));
+    assert_eq!(done.state, JobState::Failed);
+    assert_eq!(
+        done.error_message.as_deref(),
+        Some("agent exited with status 1")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -199,5 +227,30 @@ async fn a_spec_without_front_matter_fails_clearly() {
     let error = outcome.unwrap_err();
     assert!(error.contains("front matter"), "{error}");
     let done: JobCompletion = serde_json::from_slice(&calls.last().unwrap().body).unwrap();
-    assert_eq!(done.status, JobStatus::Failed);
+    assert_eq!(done.state, JobState::Failed);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_worker_whose_job_ended_elsewhere_stops_its_agent_and_reports_nothing() {
+    let spec = "---\nagent: script\nrun: |\n  echo started\n  sleep 60\n---\n# Wait\n";
+    let (outcome, calls, work_dir) = run_renewing(spec, 3).await;
+    // The API said the job is no longer this worker's: it stops, well before the agent's 60 s.
+    let error = outcome.unwrap_err();
+    assert!(error.contains("the job was cancelled"), "{error}");
+    let beats = calls
+        .iter()
+        .filter(|c| c.path.ends_with("/heartbeat"))
+        .count();
+    assert_eq!(beats, 4, "three renewals, then the refusal");
+    assert!(
+        !calls
+            .iter()
+            .any(|c| c.path.ends_with("/complete") || c.path.ends_with("/artifacts/diff")),
+        "a worker that lost its job reports nothing"
+    );
+    assert_eq!(
+        std::fs::read_dir(work_dir.path()).unwrap().count(),
+        0,
+        "the workspace is removed"
+    );
 }

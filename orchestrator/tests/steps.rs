@@ -1,12 +1,13 @@
 //! The real built-in step components, run through the host against real git repositories.
 #![allow(clippy::unwrap_used)]
 
+use ckrv_orchestrator::host_git::HostGit;
 use ckrv_orchestrator::logs::JobLog;
 use ckrv_orchestrator::pipeline::BuiltinStep;
 use ckrv_orchestrator::steps::{
     ApiAccess, Limits, StepContext, StepEnv, StepError, StepOutput, StepRunner,
 };
-use ckrv_wit::types::{LogLine, ResultSummary};
+use ckrv_wit::types::{DiffStats, LogLine};
 use std::io::{Read, Write};
 use std::path::Path;
 use std::process::Command;
@@ -40,9 +41,9 @@ fn origin() -> tempfile::TempDir {
 fn ctx(repo: &str, params: Vec<(String, String)>, inputs: Vec<(String, String)>) -> StepContext {
     StepContext {
         job_id: "job-1".into(),
-        repo_url: repo.into(),
-        base_branch: "main".into(),
-        feature_branch: "ckrv/job-1".into(),
+        git_repo_url: repo.into(),
+        git_base_branch: "main".into(),
+        feature_branch_name: "ckrv/job-1".into(),
         api_url: "http://127.0.0.1:9".into(),
         params,
         inputs,
@@ -53,7 +54,7 @@ async fn run(
     runner: &StepRunner,
     step: BuiltinStep,
     ctx: StepContext,
-    workspace: &Path,
+    git: &HostGit,
     api: &ApiAccess,
 ) -> (Result<StepOutput, StepError>, Vec<LogLine>) {
     let (log, mut rx) = JobLog::channel();
@@ -63,7 +64,7 @@ async fn run(
             ctx,
             StepEnv {
                 name: step.name(),
-                workspace,
+                git,
                 log: &log,
                 api,
             },
@@ -77,22 +78,39 @@ async fn run(
     (result, lines)
 }
 
+/// A job directory: its workspace, and the host's private git state beside it. Local
+/// repositories are allowed, as on a developer's machine.
+fn job_dir() -> (tempfile::TempDir, HostGit) {
+    let dir = tempfile::tempdir().unwrap();
+    let workspace = dir.path().join("workspace");
+    std::fs::create_dir(&workspace).unwrap();
+    let git = HostGit::new(&workspace, &dir.path().join("git"), true).unwrap();
+    (dir, git)
+}
+
 /// A repository, a workspace and a runner: what every clone/diff test starts from.
 struct Bench {
     origin: tempfile::TempDir,
-    workspace: tempfile::TempDir,
+    _job_dir: tempfile::TempDir,
+    git: HostGit,
     runner: StepRunner,
     api: ApiAccess,
 }
 
 impl Bench {
     fn new() -> Self {
+        let (job_dir, git) = job_dir();
         Self {
             origin: origin(),
-            workspace: tempfile::tempdir().unwrap(),
+            _job_dir: job_dir,
+            git,
             runner: StepRunner::new(Limits::default()).unwrap(),
             api: ApiAccess::new("http://127.0.0.1:9", "secret"),
         }
+    }
+
+    fn workspace(&self) -> &Path {
+        self.git.workspace()
     }
 
     fn repo(&self) -> &str {
@@ -108,7 +126,7 @@ impl Bench {
         step: BuiltinStep,
         ctx: StepContext,
     ) -> (Result<StepOutput, StepError>, Vec<LogLine>) {
-        run(&self.runner, step, ctx, self.workspace.path(), &self.api).await
+        run(&self.runner, step, ctx, &self.git, &self.api).await
     }
 }
 
@@ -120,7 +138,7 @@ fn output<'a>(out: &'a StepOutput, key: &str) -> &'a str {
 async fn clone_then_diff_produces_an_applicable_patch_and_a_summary() {
     let bench = Bench::new();
     let repo = bench.repo();
-    let workspace = &bench.workspace;
+    let workspace = bench.workspace();
 
     let (result, lines) = bench.step(BuiltinStep::Clone, bench.ctx(vec![])).await;
     let out = result.unwrap();
@@ -128,24 +146,20 @@ async fn clone_then_diff_produces_an_applicable_patch_and_a_summary() {
     assert!(lines.iter().all(|l| l.source == "clone"));
     assert!(lines.iter().any(|l| l.message.contains("cloning")));
     assert_eq!(
-        git(workspace.path(), &["rev-parse", "--abbrev-ref", "HEAD"]).trim(),
+        git(workspace, &["rev-parse", "--abbrev-ref", "HEAD"]).trim(),
         "ckrv/job-1"
     );
 
     // What an agent would do.
-    std::fs::write(
-        workspace.path().join("README.md"),
-        "one\nTWO\nthree\nfour\n",
-    )
-    .unwrap();
-    std::fs::write(workspace.path().join("new.txt"), "a\nb\n").unwrap();
-    std::fs::remove_file(workspace.path().join("old.txt")).unwrap();
-    std::fs::write(workspace.path().join("logo.bin"), [0u8, 1, 2, 255, 0, 7]).unwrap();
+    std::fs::write(workspace.join("README.md"), "one\nTWO\nthree\nfour\n").unwrap();
+    std::fs::write(workspace.join("new.txt"), "a\nb\n").unwrap();
+    std::fs::remove_file(workspace.join("old.txt")).unwrap();
+    std::fs::write(workspace.join("logo.bin"), [0u8, 1, 2, 255, 0, 7]).unwrap();
 
     let (result, lines) = bench.step(BuiltinStep::Diff, bench.ctx(vec![])).await;
     let out = result.unwrap();
     assert!(lines.iter().any(|l| l.source == "diff"));
-    let summary: ResultSummary = serde_json::from_str(output(&out, "summary")).unwrap();
+    let summary: DiffStats = serde_json::from_str(output(&out, "summary")).unwrap();
     assert_eq!(summary.files_changed, 4);
     assert_eq!(summary.insertions, 2 + 2);
     assert_eq!(summary.deletions, 1 + 1);
@@ -185,10 +199,10 @@ async fn an_empty_diff_is_allowed_and_the_size_policy_is_enforced() {
     let (result, _) = bench.step(BuiltinStep::Diff, bench.ctx(vec![])).await;
     let out = result.unwrap();
     assert_eq!(output(&out, "diff"), "");
-    let summary: ResultSummary = serde_json::from_str(output(&out, "summary")).unwrap();
+    let summary: DiffStats = serde_json::from_str(output(&out, "summary")).unwrap();
     assert_eq!(summary.files_changed, 0);
 
-    std::fs::write(bench.workspace.path().join("big.txt"), "x".repeat(1000)).unwrap();
+    std::fs::write(bench.workspace().join("big.txt"), "x".repeat(1000)).unwrap();
     let params = vec![("max_diff_bytes".to_string(), "100".to_string())];
     let (result, _) = bench.step(BuiltinStep::Diff, bench.ctx(params)).await;
     let err = result.unwrap_err().to_string();
@@ -199,7 +213,7 @@ async fn an_empty_diff_is_allowed_and_the_size_policy_is_enforced() {
 async fn a_clone_failure_carries_git_s_message() {
     let bench = Bench::new();
     let mut c = bench.ctx(vec![]);
-    c.base_branch = "no-such-branch".into();
+    c.git_base_branch = "no-such-branch".into();
     let (result, _) = bench.step(BuiltinStep::Clone, c).await;
     let err = result.unwrap_err();
     assert!(matches!(err, StepError::Failed(_)));
@@ -215,12 +229,12 @@ fn inputs() -> Vec<(String, String)> {
 
 #[tokio::test]
 async fn requests_outside_the_api_are_denied() {
-    let workspace = tempfile::tempdir().unwrap();
+    let (_job_dir, git) = job_dir();
     let runner = StepRunner::new(Limits::default()).unwrap();
     let api = ApiAccess::new("http://127.0.0.1:9", "secret");
     let mut c = ctx("unused", vec![], inputs());
     c.api_url = "http://example.com".into();
-    let (result, _) = run(&runner, BuiltinStep::Upload, c, workspace.path(), &api).await;
+    let (result, _) = run(&runner, BuiltinStep::Upload, c, &git, &api).await;
     let err = result.unwrap_err().to_string();
     assert!(err.contains("denied"), "{err}");
 }
@@ -279,12 +293,12 @@ fn fake_api(n: usize) -> (String, std::thread::JoinHandle<Vec<String>>) {
 #[tokio::test]
 async fn upload_reaches_the_api_with_the_token_added_by_the_host() {
     let (url, server) = fake_api(2);
-    let workspace = tempfile::tempdir().unwrap();
+    let (_job_dir, git) = job_dir();
     let runner = StepRunner::new(Limits::default()).unwrap();
     let api = ApiAccess::new(&url, "secret-token");
     let mut c = ctx("unused", vec![], inputs());
     c.api_url = url;
-    let (result, _) = run(&runner, BuiltinStep::Upload, c, workspace.path(), &api).await;
+    let (result, _) = run(&runner, BuiltinStep::Upload, c, &git, &api).await;
     result.unwrap();
     let requests = server.join().unwrap();
     assert!(requests[0].starts_with("PUT /v1/worker/jobs/job-1/artifacts/diff "));
@@ -301,4 +315,118 @@ async fn upload_reaches_the_api_with_the_token_added_by_the_host() {
         "{}",
         requests[1]
     );
+}
+
+#[tokio::test]
+async fn hostile_repository_urls_are_refused_before_anything_connects() {
+    // Something listening on loopback, which must never hear from the worker.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let origin = origin();
+    let dir = tempfile::tempdir().unwrap();
+    for (n, (url, reason)) in [
+        (
+            format!("http://127.0.0.1:{port}/repo.git"),
+            "is not a repository URL",
+        ),
+        (
+            format!("https://127.0.0.1:{port}/repo.git"),
+            "a loopback address",
+        ),
+        (
+            format!("https://localhost:{port}/repo.git"),
+            "a loopback name",
+        ),
+        (
+            format!("https://[::ffff:127.0.0.1]:{port}/repo.git"),
+            "a loopback address",
+        ),
+        (
+            format!("ssh://git@127.0.0.1:{port}/repo.git"),
+            "a loopback address",
+        ),
+        ("git@127.0.0.1:repo.git".to_string(), "a loopback address"),
+        (
+            format!("file://{}", origin.path().display()),
+            "is not a repository URL",
+        ),
+        (
+            origin.path().display().to_string(),
+            "is not a repository URL",
+        ),
+        (
+            "ext::sh -c touch% /tmp/ckrv-pwned".to_string(),
+            "is not a repository URL",
+        ),
+        (
+            format!("https://user:ghp_x@127.0.0.1:{port}/r.git"),
+            "carries credentials",
+        ),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let workspace = dir.path().join(format!("w{n}/workspace"));
+        std::fs::create_dir_all(&workspace).unwrap();
+        let git = HostGit::new(&workspace, &dir.path().join(format!("w{n}/git")), false).unwrap();
+        let err = git.clone_repo(&url, "main").await.unwrap_err();
+        assert!(err.contains(reason), "{url}: {err}");
+        assert_eq!(std::fs::read_dir(&workspace).unwrap().count(), 0, "{url}");
+    }
+    assert_eq!(
+        listener.accept().map_err(|e| e.kind()).unwrap_err(),
+        std::io::ErrorKind::WouldBlock,
+        "a refused URL must not connect"
+    );
+    assert!(!Path::new("/tmp/ckrv-pwned").exists());
+}
+
+#[tokio::test]
+async fn what_the_agent_writes_under_git_never_runs_on_the_host() {
+    let bench = Bench::new();
+    let (result, _) = bench.step(BuiltinStep::Clone, bench.ctx(vec![])).await;
+    result.unwrap();
+    let workspace = bench.workspace();
+    let marker = bench._job_dir.path().join("ran");
+    let touch = format!("touch {}", marker.display());
+    // A hostile agent: config that runs commands, a hook, attributes that call drivers.
+    let config = workspace.join(".git/config");
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str(&format!(
+        "[core]\n\tfsmonitor = \"{touch}\"\n\thooksPath = hooks\n[diff \"evil\"]\n\ttextconv = {touch}\n\tcommand = {touch}\n[filter \"evil\"]\n\tclean = {touch}\n\tsmudge = {touch}\n"
+    ));
+    std::fs::write(&config, text).unwrap();
+    std::fs::create_dir_all(workspace.join("hooks")).unwrap();
+    for hook in ["pre-commit", "post-index-change", "reference-transaction"] {
+        let path = workspace.join("hooks").join(hook);
+        std::fs::write(&path, format!("#!/bin/sh\n{touch}\n")).unwrap();
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+    }
+    std::fs::write(
+        workspace.join(".gitattributes"),
+        "* diff=evil filter=evil\n",
+    )
+    .unwrap();
+    std::fs::write(workspace.join("README.md"), "one\nTWO\nthree\n").unwrap();
+    std::fs::write(workspace.join(".git/planted"), "not part of the change").unwrap();
+
+    let (result, _) = bench.step(BuiltinStep::Diff, bench.ctx(vec![])).await;
+    let out = result.unwrap();
+    let patch = output(&out, "diff");
+    assert!(
+        !marker.exists(),
+        "the host ran something the agent configured"
+    );
+    assert!(
+        patch.contains("+TWO") && patch.contains(".gitattributes"),
+        "{patch}"
+    );
+    assert!(
+        !patch.contains("planted") && !patch.contains("fsmonitor"),
+        "{patch}"
+    );
+    // The hooks directory the agent added is an ordinary part of the change, nothing more.
+    assert!(patch.contains("hooks/pre-commit"), "{patch}");
 }

@@ -1,8 +1,30 @@
-//! Behaviour that belongs to the shared models themselves.
+//! Behaviour of the job models, defined once: which moves a job may make, how a state reads in
+//! the contract's terms, and how a diff is summed up in one line.
 
-use crate::types::{ErrorKind, JobStatus};
+use crate::types::{DiffStats, Job, JobPhase, JobState, JobStatus, ResultStatus};
 
-impl JobStatus {
+impl JobState {
+    /// Whether a job in this state may move to `next`. The API's job engine writes no state
+    /// change this refuses. A pending job is claimed by a worker, or ends before any worker ran
+    /// it (cancelled, past its deadline, or impossible to dispatch); a running job ends, or goes
+    /// back to waiting when its worker was lost before the job got anywhere. Terminal states
+    /// are final.
+    pub const fn can_become(self, next: Self) -> bool {
+        match self {
+            Self::Pending => matches!(
+                next,
+                Self::Running | Self::Failed | Self::Timeout | Self::Cancelled
+            ),
+            Self::Running => !matches!(next, Self::Running),
+            Self::Succeeded | Self::Failed | Self::Timeout | Self::Cancelled => false,
+        }
+    }
+
+    /// The states from which a job may move to `next`: the guard of the engine's update.
+    pub fn sources_of(next: Self) -> impl Iterator<Item = Self> {
+        Self::ALL.into_iter().filter(move |s| s.can_become(next))
+    }
+
     /// A terminal job never changes again.
     pub const fn is_terminal(self) -> bool {
         matches!(
@@ -10,25 +32,188 @@ impl JobStatus {
             Self::Succeeded | Self::Failed | Self::Timeout | Self::Cancelled
         )
     }
+
+    /// The contract's `status`, which has no `cancelled`: a cancelled job did not succeed and
+    /// never will, so a client that knows only the contract sees it `failed`.
+    pub const fn status(self) -> JobStatus {
+        match self {
+            Self::Pending => JobStatus::Pending,
+            Self::Running => JobStatus::Running,
+            Self::Succeeded => JobStatus::Succeeded,
+            Self::Failed | Self::Cancelled => JobStatus::Failed,
+            Self::Timeout => JobStatus::Timeout,
+        }
+    }
+
+    /// The contract's `result_status`: how the job ended, once it has.
+    pub const fn result_status(self) -> Option<ResultStatus> {
+        match self {
+            Self::Pending | Self::Running => None,
+            Self::Succeeded => Some(ResultStatus::Succeeded),
+            Self::Failed | Self::Cancelled => Some(ResultStatus::Failed),
+            Self::Timeout => Some(ResultStatus::Timeout),
+        }
+    }
+
+    /// The states a contract `status` filter selects.
+    pub fn with_status(status: JobStatus) -> impl Iterator<Item = Self> {
+        Self::ALL.into_iter().filter(move |s| s.status() == status)
+    }
 }
 
-impl ErrorKind {
-    /// The HTTP status the API answers with for this kind of error.
-    pub const fn http_status(self) -> u16 {
+impl JobPhase {
+    /// Where the phase falls in a job's life, for ordering.
+    const fn rank(self) -> u8 {
         match self {
-            Self::AuthorizationPending
-            | Self::SlowDown
-            | Self::ExpiredToken
-            | Self::AccessDenied
-            | Self::InvalidRequest
-            | Self::InvalidGrant => 400,
-            Self::NotAuthenticated => 401,
-            Self::QuotaExceeded => 402,
-            Self::Forbidden => 403,
-            Self::NotFound => 404,
-            Self::Conflict => 409,
-            Self::Unavailable => 503,
-            Self::Internal => 500,
+            Self::Queued => 0,
+            Self::Cloning => 1,
+            Self::Agent => 2,
+            Self::Diffing => 3,
+            Self::Uploading => 4,
+            Self::Finished => 5,
         }
+    }
+
+    /// Whether a running job's worker may report `next` after this phase: forward or the same
+    /// (a pipeline may run several steps in one phase), never back to `queued`, and never
+    /// `finished`, which only the job's end sets.
+    pub const fn can_become(self, next: Self) -> bool {
+        !matches!(next, Self::Queued | Self::Finished) && next.rank() >= self.rank()
+    }
+
+    /// Whether a worker lost in this phase may be replaced by another: nothing of the job's
+    /// result exists yet, so running it again changes nothing anyone saw.
+    pub const fn is_restartable(self) -> bool {
+        self.rank() <= Self::Cloning.rank()
+    }
+}
+
+impl JobStatus {
+    /// The state a contract status stands for, read from a server that sends no `state`
+    /// (`failed` may have been a cancellation; the contract cannot say).
+    pub const fn state(self) -> JobState {
+        match self {
+            Self::Pending => JobState::Pending,
+            Self::Running => JobState::Running,
+            Self::Succeeded => JobState::Succeeded,
+            Self::Failed => JobState::Failed,
+            Self::Timeout => JobState::Timeout,
+        }
+    }
+}
+
+impl Job {
+    /// The job's full state: the `state` extension when the server sent it, else what the
+    /// contract's `status` says.
+    pub fn lifecycle(&self) -> JobState {
+        self.state.unwrap_or_else(|| self.status.state())
+    }
+}
+
+impl DiffStats {
+    /// `2 files changed, 13 insertions(+), 1 deletion(-)`, as `git diff --shortstat` says it.
+    pub fn summary_line(&self) -> String {
+        let plural =
+            |n: u32, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
+        if self.files_changed == 0 {
+            return "no changes".to_string();
+        }
+        let mut line = plural(self.files_changed, "file changed", "files changed");
+        if self.insertions > 0 {
+            line.push_str(&format!(
+                ", {}",
+                plural(self.insertions, "insertion(+)", "insertions(+)")
+            ));
+        }
+        if self.deletions > 0 {
+            line.push_str(&format!(
+                ", {}",
+                plural(self.deletions, "deletion(-)", "deletions(-)")
+            ));
+        }
+        line
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_state_reads_as_a_contract_status_and_terminal_states_have_a_result() {
+        for state in JobState::ALL {
+            let status = state.status();
+            assert_eq!(
+                state.result_status().is_some(),
+                state.is_terminal(),
+                "{state}"
+            );
+            if state != JobState::Cancelled {
+                assert_eq!(status.state(), state, "{state} round-trips");
+                assert_eq!(status.as_str(), state.as_str());
+            }
+        }
+        assert_eq!(JobState::Cancelled.status(), JobStatus::Failed);
+        assert_eq!(
+            JobState::Cancelled.result_status(),
+            Some(ResultStatus::Failed)
+        );
+        let failed: Vec<JobState> = JobState::with_status(JobStatus::Failed).collect();
+        assert_eq!(failed, [JobState::Failed, JobState::Cancelled]);
+    }
+
+    #[test]
+    fn terminal_states_are_final_and_every_live_state_can_end() {
+        for state in JobState::ALL {
+            for next in JobState::ALL {
+                if state.is_terminal() {
+                    assert!(!state.can_become(next), "{state} -> {next}");
+                }
+            }
+            if !state.is_terminal() {
+                for end in [JobState::Failed, JobState::Timeout, JobState::Cancelled] {
+                    assert!(state.can_become(end), "{state} -> {end}");
+                }
+            }
+            assert!(!state.can_become(state), "{state} -> itself");
+        }
+        // Only a running job succeeds: success needs a worker.
+        let to_success: Vec<JobState> = JobState::sources_of(JobState::Succeeded).collect();
+        assert_eq!(to_success, [JobState::Running]);
+        assert!(JobState::Running.can_become(JobState::Pending));
+    }
+
+    #[test]
+    fn phases_only_move_forward_and_finished_is_set_by_the_end() {
+        assert!(JobPhase::Cloning.can_become(JobPhase::Agent));
+        assert!(JobPhase::Agent.can_become(JobPhase::Agent));
+        assert!(!JobPhase::Diffing.can_become(JobPhase::Cloning));
+        assert!(!JobPhase::Uploading.can_become(JobPhase::Finished));
+        assert!(!JobPhase::Cloning.can_become(JobPhase::Queued));
+        assert!(JobPhase::Queued.is_restartable() && JobPhase::Cloning.is_restartable());
+        assert!(!JobPhase::Agent.is_restartable());
+    }
+
+    #[test]
+    fn summary_lines_read_like_git_shortstat() {
+        let stats = |files, insertions, deletions| DiffStats {
+            files_changed: files,
+            insertions,
+            deletions,
+            files: Vec::new(),
+        };
+        assert_eq!(stats(0, 0, 0).summary_line(), "no changes");
+        assert_eq!(
+            stats(1, 1, 0).summary_line(),
+            "1 file changed, 1 insertion(+)"
+        );
+        assert_eq!(
+            stats(3, 241, 2).summary_line(),
+            "3 files changed, 241 insertions(+), 2 deletions(-)"
+        );
+        assert_eq!(
+            stats(1, 0, 1).summary_line(),
+            "1 file changed, 1 deletion(-)"
+        );
     }
 }

@@ -37,7 +37,7 @@ mod host_link {
         for<'a> D::Data<'a>: Host,
         T: 'static,
     {
-        linker.instance("ckrv:cloud/types@0.1.0")?;
+        linker.instance("ckrv:cloud/types@0.2.0")?;
         Ok(())
     }
 }
@@ -45,7 +45,10 @@ mod host_link {
 #[cfg(feature = "guest")]
 pub mod guest;
 
+mod error;
 mod job;
+pub mod protocol;
+pub mod repo_url;
 
 /// A string that names no case of a WIT enum.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -67,41 +70,89 @@ mod tests {
             "\"succeeded\""
         );
         assert_eq!(
-            serde_json::to_string(&ErrorKind::AuthorizationPending).unwrap(),
-            "\"authorization_pending\""
+            serde_json::to_string(&CredentialType::DeployKey).unwrap(),
+            "\"deploy_key\""
         );
         assert_eq!(
             "quota_exceeded".parse::<ErrorKind>(),
             Ok(ErrorKind::QuotaExceeded)
         );
         assert!("Succeeded".parse::<JobStatus>().is_err());
+        assert!("cancelled".parse::<JobStatus>().is_err());
+        assert_eq!("cancelled".parse::<JobState>(), Ok(JobState::Cancelled));
     }
 
     #[test]
-    fn records_use_snake_case_fields_and_null_for_absent_options() {
+    fn absent_options_are_left_out_and_read_back_from_absent_or_null() {
         let entry = LogEntry {
-            sequence: 3,
+            sequence: None,
             timestamp: "2026-11-22T12:00:00Z".into(),
             level: LogLevel::Info,
             source: "agent".into(),
             message: "hi".into(),
         };
         let json = serde_json::to_value(&entry).unwrap();
-        assert_eq!(json["sequence"], 3);
         assert_eq!(json["level"], "info");
+        assert!(json.get("sequence").is_none(), "{json}");
 
-        let req: JobRequest = serde_json::from_str(
-            r#"{"spec":"s","spec_path":"specs/a.md","repo_url":"u","base_branch":"main"}"#,
+        let create: JobCreate = serde_json::from_str(
+            r#"{"spec_content":"s","git_repo_url":"u","git_credential_name":null}"#,
         )
         .unwrap();
-        assert_eq!(req.credential, None);
-        assert_eq!(req.spec_path, "specs/a.md");
+        assert_eq!(create.git_base_branch, None);
+        assert_eq!(create.git_credential_name, None);
+        assert_eq!(JobCreate::JSON_FIELDS[0], "spec_content");
     }
 
     #[test]
-    fn the_oauth_error_shape_round_trips() {
+    fn a_job_from_a_server_that_knows_only_the_contract_reads() {
+        let job: Job = serde_json::from_str(
+            r#"{"id":"3f8a9b2c-1234-5678-abcd-ef0123456789","status":"failed",
+                "git_repo_url":"https://git.example.com/r.git","git_base_branch":"main",
+                "feature_branch_name":null,"created_at":"2026-11-22T12:00:00Z",
+                "started_at":null,"completed_at":"2026-11-22T12:05:00Z",
+                "result_status":"failed","result_summary":null,"error_message":"boom"}"#,
+        )
+        .unwrap();
+        assert_eq!(job.state, None);
+        assert_eq!(job.lifecycle(), JobState::Failed);
+        assert_eq!(job.error_message.as_deref(), Some("boom"));
+    }
+
+    #[test]
+    fn both_error_shapes_of_the_contract_read() {
         let err: ApiError =
             serde_json::from_str(r#"{"error":"slow_down","error_description":"wait"}"#).unwrap();
         assert_eq!(err.error, ErrorKind::SlowDown);
+        assert_eq!(err.description(), "wait");
+        let quota: ApiError = serde_json::from_str(
+            r#"{"error":"quota_exceeded","message":"all used","quota_resets_at":"2026-12-01T00:00:00Z"}"#,
+        )
+        .unwrap();
+        assert_eq!(quota.description(), "all used");
+        assert_eq!(
+            ApiError::new(ErrorKind::NotFound, "gone").description(),
+            "gone"
+        );
+    }
+
+    #[test]
+    fn secrets_never_print_in_debug() {
+        let tokens = TokenResponse {
+            access_token: "ckrv_at_s3cret".into(),
+            refresh_token: Some("ckrv_rt_s3cret".into()),
+            token_type: "Bearer".into(),
+            expires_in: 3600,
+        };
+        let shown = format!("{tokens:?}");
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(shown.contains("expires_in: 3600"), "{shown}");
+        let credential = CredentialCreate {
+            name: "github-work".into(),
+            provider: GitProvider::Github,
+            credential_type: CredentialType::Pat,
+            value: "ghp_s3cret".into(),
+        };
+        assert!(!format!("{credential:?}").contains("s3cret"));
     }
 }

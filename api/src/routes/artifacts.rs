@@ -3,7 +3,7 @@
 use axum::extract::{Path, State};
 use axum::http::header::CONTENT_TYPE;
 use axum::response::IntoResponse;
-use ckrv_wit::types::{ErrorKind, JobStatus};
+use ckrv_wit::types::{ErrorKind, JobState};
 
 use super::jobs::resolve;
 use crate::auth::Session;
@@ -17,10 +17,10 @@ pub async fn diff(
 ) -> Result<impl IntoResponse, AppError> {
     let row = resolve(&state, &session, &id).await?;
     let job = &row.job;
-    if job.status != JobStatus::Succeeded || !row.has_diff {
-        let why = match job.status {
-            JobStatus::Pending | JobStatus::Running => "it has not finished yet".to_string(),
-            JobStatus::Succeeded => "it uploaded none".to_string(),
+    if row.state != JobState::Succeeded || !row.has_diff {
+        let why = match row.state {
+            JobState::Pending | JobState::Running => "it has not finished yet".to_string(),
+            JobState::Succeeded => "it uploaded none".to_string(),
             other => format!("it ended {other}"),
         };
         return Err(AppError::new(
@@ -29,5 +29,6 @@ pub async fn diff(
         ));
     }
     let bytes = state.artifacts.get_diff(&job.id).await?;
-    Ok(([(CONTENT_TYPE, "text/x-diff; charset=utf-8")], bytes))
+    // The contract serves the diff as text/plain; it is what `git apply` reads.
+    Ok(([(CONTENT_TYPE, "text/plain; charset=utf-8")], bytes))
 }

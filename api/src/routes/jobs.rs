@@ -2,10 +2,10 @@
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use ckrv_wit::types::{ErrorKind, Job, JobPage, JobRequest, JobStatus};
+use ckrv_wit::types::{ErrorKind, Job, JobCreate, JobListResponse, JobStatus};
 use serde::Deserialize;
 
-use crate::auth::{self, Session};
+use crate::auth::Session;
 use crate::error::{ApiJson, ApiQuery, AppError, invalid};
 use crate::state::AppState;
 use crate::store::{JobLookup, JobRow, NewJob};
@@ -13,21 +13,25 @@ use crate::{clock, quota};
 
 /// Specs are prose plus front matter; anything larger is a mistake.
 const MAX_SPEC_BYTES: usize = 1024 * 1024;
+/// The contract's default base branch.
+const DEFAULT_BASE_BRANCH: &str = "main";
 const MIN_PREFIX: usize = 4;
+/// The contract's page size: 20 unless asked, at most 100.
+const DEFAULT_PAGE: i64 = 20;
+const MAX_PAGE: i64 = 100;
 
 pub async fn create(
     State(state): State<AppState>,
     session: Session,
-    ApiJson(request): ApiJson<JobRequest>,
+    ApiJson(request): ApiJson<JobCreate>,
 ) -> Result<(StatusCode, ApiJson<Job>), AppError> {
-    validate(&request)?;
-    if let Some(name) = &request.credential {
-        return Err(AppError::new(
-            ErrorKind::NotFound,
-            format!(
-                "credential '{name}' not found (stored git credentials are not available on this server yet)"
-            ),
-        ));
+    let base_branch = request
+        .git_base_branch
+        .as_deref()
+        .map_or(DEFAULT_BASE_BRANCH, str::trim);
+    validate(&request, base_branch, state.allow_local_repos)?;
+    if let Some(name) = &request.git_credential_name {
+        return Err(credential_refusal(&state, &session, name).await);
     }
     let account = super::users::account_of(&state, &session).await?;
     let now = clock::now();
@@ -39,77 +43,97 @@ pub async fn create(
     let new = NewJob {
         id: &id,
         account_id: &account.id,
-        spec: &request.spec,
-        spec_path: request.spec_path.trim(),
-        repo_url: request.repo_url.trim(),
-        base_branch: request.base_branch.trim(),
-        credential: None,
-        feature_branch: &feature_branch,
+        spec: &request.spec_content,
+        spec_path: request
+            .spec_path
+            .as_deref()
+            .map(str::trim)
+            .filter(|p| !p.is_empty()),
+        git_repo_url: request.git_repo_url.trim(),
+        git_base_branch: base_branch,
+        git_credential_name: None,
+        feature_branch_name: &feature_branch,
         created_ms: clock::millis(now),
         created_at: &created_at,
     };
-    let row = state
+    let Some(row) = state
         .store
         .insert_job_within_quota(&new, limit, clock::millis(cycle_start))
         .await?
-        .ok_or_else(|| {
-            AppError::new(
-                ErrorKind::QuotaExceeded,
-                format!(
-                    "all {limit} jobs of this month's {} quota are used; it resets at {}",
-                    account.tier,
-                    clock::rfc3339(cycle_end)
-                ),
-            )
-        })?;
+    else {
+        return Err(AppError::quota_exceeded(
+            format!(
+                "all {limit} jobs of this month's {} quota are used; it resets at {}",
+                account.tier,
+                clock::rfc3339(cycle_end)
+            ),
+            clock::rfc3339(cycle_end),
+            state.billing_url.clone(),
+        ));
+    };
 
-    let token = auth::issue_worker_token(&state.store, &id).await?;
-    if let Err(e) = state.dispatcher.start(&id, &token).await {
-        tracing::error!(job_id = %id, error = %e, "dispatch failed");
-        let reason = format!("could not start a worker: {e}");
-        state
-            .store
-            .finish_job(
-                &id,
-                JobStatus::Failed,
-                Some(&reason),
-                &clock::rfc3339(clock::now()),
-            )
-            .await?;
+    if let Err(reason) = state.engine.dispatch(&id).await? {
         return Err(AppError::new(ErrorKind::Unavailable, reason));
     }
     tracing::info!(job_id = %id, account = %account.id, "job created");
     Ok((StatusCode::CREATED, ApiJson(row.job)))
 }
 
-fn validate(request: &JobRequest) -> Result<(), AppError> {
-    if request.spec.trim().is_empty() {
-        return Err(invalid("spec is empty: send the spec file's contents"));
+/// Why a job naming a stored credential is refused: the name is unknown (the seed's
+/// "Credential not found"), or workers cannot receive stored credentials yet.
+async fn credential_refusal(state: &AppState, session: &Session, name: &str) -> AppError {
+    match state
+        .store
+        .credential_exists(&session.account_id, name)
+        .await
+    {
+        Ok(true) => invalid(format!(
+            "credential '{name}' exists, but this server cannot pass stored credentials to \
+             workers yet; public repositories need no credential"
+        )),
+        Ok(false) => AppError::new(
+            ErrorKind::NotFound,
+            format!(
+                "Credential not found: '{name}'; see your credentials with `ckrv cloud credentials list`"
+            ),
+        ),
+        Err(e) => e.into(),
     }
-    if request.spec.len() > MAX_SPEC_BYTES {
+}
+
+fn validate(
+    request: &JobCreate,
+    base_branch: &str,
+    allow_local_repos: bool,
+) -> Result<(), AppError> {
+    if request.spec_content.trim().is_empty() {
+        return Err(invalid(
+            "spec_content is empty: send the spec file's contents",
+        ));
+    }
+    if request.spec_content.len() > MAX_SPEC_BYTES {
         return Err(invalid(format!(
-            "spec is {} bytes; the limit is {MAX_SPEC_BYTES}",
-            request.spec.len()
+            "spec_content is {} bytes; the limit is {MAX_SPEC_BYTES}",
+            request.spec_content.len()
         )));
     }
-    let repo = request.repo_url.trim();
+    let repo = request.git_repo_url.trim();
     if repo.is_empty() {
         return Err(invalid(
-            "repo_url is empty: give the repository's clone URL",
+            "git_repo_url is empty: give the repository's clone URL",
         ));
     }
-    if repo.chars().any(char::is_whitespace) || repo.starts_with('-') {
-        return Err(invalid(format!("repo_url {repo:?} is not a clone URL")));
-    }
-    let branch = request.base_branch.trim();
-    if branch.is_empty() {
+    // The worker checks again, against the addresses the host resolves to, when it connects.
+    ckrv_wit::repo_url::check(repo, allow_local_repos)
+        .map_err(|e| invalid(format!("git_repo_url: {e}")))?;
+    if base_branch.is_empty() {
         return Err(invalid(
-            "base_branch is empty: name the branch to start from",
+            "git_base_branch is empty: name the branch to start from",
         ));
     }
-    if !valid_branch(branch) {
+    if !valid_branch(base_branch) {
         return Err(invalid(format!(
-            "base_branch {branch:?} is not a valid branch name"
+            "git_base_branch {base_branch:?} is not a valid branch name"
         )));
     }
     Ok(())
@@ -167,19 +191,20 @@ pub async fn get(
 
 #[derive(Deserialize)]
 pub struct ListQuery {
+    status: Option<JobStatus>,
+    limit: Option<i64>,
     cursor: Option<String>,
-    limit: Option<u32>,
 }
 
 pub async fn list(
     State(state): State<AppState>,
     session: Session,
     ApiQuery(query): ApiQuery<ListQuery>,
-) -> Result<ApiJson<JobPage>, AppError> {
-    let limit = query.limit.unwrap_or(20);
-    if !(1..=100).contains(&limit) {
-        return Err(invalid("limit must be between 1 and 100"));
-    }
+) -> Result<ApiJson<JobListResponse>, AppError> {
+    let limit = match query.limit.unwrap_or(DEFAULT_PAGE) {
+        limit @ 1..=MAX_PAGE => limit as u32,
+        _ => return Err(invalid(format!("limit must be between 1 and {MAX_PAGE}"))),
+    };
     let before = match query.cursor.as_deref().filter(|c| !c.is_empty()) {
         None => None,
         Some(cursor) => Some(
@@ -190,12 +215,12 @@ pub async fn list(
     };
     let rows = state
         .store
-        .list_jobs(&session.account_id, before, limit)
+        .list_jobs(&session.account_id, query.status, before, limit)
         .await?;
     let next_cursor = (rows.len() == limit as usize)
         .then(|| rows.last().map(|r| r.seq.to_string()))
         .flatten();
-    Ok(ApiJson(JobPage {
+    Ok(ApiJson(JobListResponse {
         jobs: rows.into_iter().map(|r| r.job).collect(),
         next_cursor,
     }))
@@ -207,24 +232,12 @@ pub async fn cancel(
     Path(id): Path<String>,
 ) -> Result<ApiJson<Job>, AppError> {
     let row = resolve(&state, &session, &id).await?;
-    let now = clock::rfc3339(clock::now());
-    let cancelled = state
-        .store
-        .finish_job(
-            &row.job.id,
-            JobStatus::Cancelled,
-            Some("cancelled by the user"),
-            &now,
-        )
-        .await?;
-    if !cancelled {
+    if !state.engine.cancel(&row.job.id).await? {
         return Err(AppError::new(
             ErrorKind::Conflict,
-            format!("job {} already ended: it is {}", row.job.id, row.job.status),
+            format!("job {} already ended: it is {}", row.job.id, row.state),
         ));
     }
-    state.dispatcher.stop(&row.job.id).await;
-    state.events.changed(&row.job.id);
     let job = state
         .store
         .job(&row.job.id)

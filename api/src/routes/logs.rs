@@ -5,9 +5,10 @@ use std::convert::Infallible;
 use std::time::Duration;
 
 use axum::extract::{Path, State};
+use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use ckrv_wit::types::{LogEntry, LogPage};
+use ckrv_wit::types::{ErrorKind, LogEntry, LogResponse};
 use futures::Stream;
 use serde::Deserialize;
 use tokio::sync::broadcast;
@@ -17,17 +18,24 @@ use crate::auth::Session;
 use crate::error::{ApiJson, ApiQuery, AppError, invalid};
 use crate::state::AppState;
 
-const DEFAULT_LIMIT: u32 = 500;
-const MAX_LIMIT: u32 = 1000;
+/// Entries per response. A contract client reads one response as the whole log, so the default
+/// is the most a response holds.
+const MAX_LIMIT: u32 = 10_000;
+/// Entries per read while following.
+const FOLLOW_BATCH: u32 = 500;
 /// Followers re-check this often even without a wake-up.
 const RECHECK: Duration = Duration::from_secs(1);
 
 #[derive(Deserialize)]
 pub struct LogQuery {
-    after: Option<u64>,
-    limit: Option<u32>,
     #[serde(default)]
     follow: bool,
+    /// Extension: only entries with a sequence above this.
+    after: Option<u64>,
+    /// Extension: only the last this many entries (of those after `after`).
+    tail: Option<u64>,
+    /// Extension: at most this many entries.
+    limit: Option<u32>,
 }
 
 pub async fn read(
@@ -35,13 +43,23 @@ pub async fn read(
     session: Session,
     Path(id): Path<String>,
     ApiQuery(query): ApiQuery<LogQuery>,
+    headers: HeaderMap,
 ) -> Result<Response, AppError> {
-    let limit = query.limit.unwrap_or(DEFAULT_LIMIT);
+    let limit = query.limit.unwrap_or(MAX_LIMIT);
     if !(1..=MAX_LIMIT).contains(&limit) {
         return Err(invalid(format!("limit must be between 1 and {MAX_LIMIT}")));
     }
     let job_id = resolve(&state, &session, &id).await?.job.id;
-    let after = query.after.unwrap_or(0);
+    // An SSE client reconnecting says where it was (the event id is the sequence).
+    let resumed = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    let mut after = query.after.max(resumed).unwrap_or(0);
+    if let Some(tail) = query.tail {
+        let last = state.store.last_log_sequence(&job_id).await?;
+        after = after.max(last.saturating_sub(tail));
+    }
     if query.follow {
         return Ok(Sse::new(follow(state, job_id, after))
             .keep_alive(KeepAlive::default())
@@ -50,20 +68,25 @@ pub async fn read(
     Ok(ApiJson(page(&state, &job_id, after, limit).await?).into_response())
 }
 
-/// Reads the status before the entries: a terminal status then guarantees the page saw every
+/// Reads the state before the entries: a terminal state then guarantees the page saw every
 /// line the worker wrote before it completed the job.
-async fn page(state: &AppState, job_id: &str, after: u64, limit: u32) -> Result<LogPage, AppError> {
-    let status = state
+async fn page(
+    state: &AppState,
+    job_id: &str,
+    after: u64,
+    limit: u32,
+) -> Result<LogResponse, AppError> {
+    let job_state = state
         .store
         .job(job_id)
         .await?
-        .map(|row| row.job.status)
-        .ok_or_else(|| AppError::new(ckrv_wit::types::ErrorKind::NotFound, "job not found"))?;
-    let entries = state.store.read_logs(job_id, after, limit).await?;
-    Ok(LogPage {
-        next_after: entries.last().map_or(after, |e| e.sequence),
-        entries,
-        job_status: status,
+        .map(|row| row.state)
+        .ok_or_else(|| AppError::new(ErrorKind::NotFound, "job not found"))?;
+    let logs = state.store.read_logs(job_id, after, limit).await?;
+    Ok(LogResponse {
+        next_after: Some(logs.last().and_then(|e| e.sequence).unwrap_or(after)),
+        logs,
+        job_state: Some(job_state),
     })
 }
 
@@ -94,9 +117,11 @@ fn follow(
     futures::stream::unfold(follower, |mut f| async move {
         loop {
             if let Some(entry) = f.pending.pop_front() {
-                let event = Event::default()
-                    .event("log")
-                    .id(entry.sequence.to_string())
+                let mut event = Event::default().event("log");
+                if let Some(sequence) = entry.sequence {
+                    event = event.id(sequence.to_string());
+                }
+                let event = event
                     .json_data(&entry)
                     .unwrap_or_else(|_| Event::default().event("log").data(entry.message.clone()));
                 return Some((Ok(event), f));
@@ -104,22 +129,25 @@ fn follow(
             if f.ended {
                 return None;
             }
-            match page(&f.state, &f.job_id, f.after, DEFAULT_LIMIT).await {
-                Ok(page) if !page.entries.is_empty() => {
-                    f.after = page.next_after;
-                    f.pending.extend(page.entries);
+            match page(&f.state, &f.job_id, f.after, FOLLOW_BATCH).await {
+                Ok(page) if !page.logs.is_empty() => {
+                    f.after = page.next_after.unwrap_or(f.after);
+                    f.pending.extend(page.logs);
                     continue;
                 }
-                Ok(page) if page.job_status.is_terminal() => {
+                Ok(LogResponse {
+                    job_state: Some(job_state),
+                    ..
+                }) if job_state.is_terminal() => {
                     f.ended = true;
-                    let end = Event::default().event("end").data(page.job_status.as_str());
+                    let end = Event::default().event("end").data(job_state.as_str());
                     return Some((Ok(end), f));
                 }
                 Ok(_) => {}
                 Err(e) => {
                     tracing::warn!(job_id = %f.job_id, error = %e, "log stream read failed");
                     f.ended = true;
-                    let end = Event::default().event("error").data(e.description);
+                    let end = Event::default().event("error").data(e.description());
                     return Some((Ok(end), f));
                 }
             }

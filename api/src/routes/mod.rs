@@ -1,8 +1,8 @@
 //! The HTTP surface, one module per resource (see docs/protocol.md).
 
-mod activate;
 mod artifacts;
 mod auth;
+mod credentials;
 mod jobs;
 mod logs;
 mod users;
@@ -10,7 +10,7 @@ mod worker;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post, put};
+use axum::routing::{delete, get, post, put};
 use ckrv_wit::types::ErrorKind;
 
 use crate::error::AppError;
@@ -25,14 +25,19 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/auth/token", post(auth::token))
         .route("/v1/auth/refresh", post(auth::refresh))
         .route("/v1/auth/logout", post(auth::logout))
-        .route("/activate", get(activate::page).post(activate::approve))
         .route("/v1/users/me", get(users::me))
+        .route(
+            "/v1/credentials",
+            post(credentials::add).get(credentials::list),
+        )
+        .route("/v1/credentials/{name}", delete(credentials::remove))
         .route("/v1/jobs", post(jobs::create).get(jobs::list))
         .route("/v1/jobs/{id}", get(jobs::get))
         .route("/v1/jobs/{id}/cancel", post(jobs::cancel))
         .route("/v1/jobs/{id}/logs", get(logs::read))
         .route("/v1/jobs/{id}/artifacts/diff", get(artifacts::diff))
         .route("/v1/worker/jobs/{id}", get(worker::job))
+        .route("/v1/worker/jobs/{id}/heartbeat", post(worker::heartbeat))
         .route("/v1/worker/jobs/{id}/phase", post(worker::phase))
         .route("/v1/worker/jobs/{id}/logs", post(worker::logs))
         .route(
@@ -41,8 +46,18 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/worker/jobs/{id}/result", post(worker::result))
         .route("/v1/worker/jobs/{id}/complete", post(worker::complete))
+        .merge(crate::web::router())
         .fallback(unknown_route)
+        .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
+}
+
+/// axum adds the `Allow` header naming the methods the path has.
+async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> AppError {
+    AppError::new(
+        ErrorKind::MethodNotAllowed,
+        format!("{} does not take {method}", uri.path()),
+    )
 }
 
 async fn unknown_route(uri: axum::http::Uri) -> AppError {

@@ -1,7 +1,7 @@
 //! The signed-in user and their quota.
 
 use axum::extract::State;
-use ckrv_wit::types::{ErrorKind, Quota, User};
+use ckrv_wit::types::{ErrorKind, User};
 
 use crate::auth::Session;
 use crate::error::{ApiJson, AppError};
@@ -15,7 +15,13 @@ pub(super) async fn account_of(state: &AppState, session: &Session) -> Result<Ac
         .store
         .account(&session.account_id)
         .await?
-        .ok_or_else(|| AppError::new(ErrorKind::NotAuthenticated, "the account no longer exists"))
+        .filter(|account| !account.disabled)
+        .ok_or_else(|| {
+            AppError::new(
+                ErrorKind::NotAuthenticated,
+                "the account is disabled or no longer exists",
+            )
+        })
 }
 
 pub async fn me(
@@ -32,12 +38,10 @@ pub async fn me(
     Ok(ApiJson(User {
         id: account.id,
         email: account.email,
-        tier: account.tier,
-        quota: Quota {
-            limit,
-            used,
-            remaining: limit.saturating_sub(used),
-            cycle_end: clock::rfc3339(end),
-        },
+        name: account.name,
+        subscription_tier: account.tier,
+        job_quota_remaining: limit.saturating_sub(used),
+        billing_cycle_end: clock::rfc3339(end),
+        job_quota_limit: Some(limit),
     }))
 }

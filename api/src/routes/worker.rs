@@ -1,12 +1,17 @@
-//! What a job's worker calls, authenticated by the job's own worker token.
+//! What a job's worker calls, authenticated by the job's own worker token. The token carries
+//! the claim (generation) it was issued under, so a worker that lost its job to another writes
+//! nothing: every change goes through the engine, fenced by that generation.
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use bytes::Bytes;
-use ckrv_wit::types::{ErrorKind, JobCompletion, LogBatch, PhaseUpdate, ResultSummary, WorkerJob};
+use ckrv_wit::types::{
+    DiffStats, ErrorKind, JobCompletion, JobState, LogBatch, PhaseUpdate, WorkerJob,
+};
 
-use crate::auth::WorkerGrant;
-use crate::clock;
+use sha2::{Digest as _, Sha256};
+
+use crate::auth::{WorkerGrant, duration_ms};
 use crate::error::{ApiJson, AppError, invalid};
 use crate::state::AppState;
 use crate::store::JobRow;
@@ -23,11 +28,31 @@ async fn granted_job(state: &AppState, grant: &WorkerGrant, id: &str) -> Result<
         .ok_or_else(|| AppError::new(ErrorKind::NotFound, format!("job not found: {id}")))
 }
 
-fn ended(row: &JobRow) -> AppError {
-    AppError::new(
-        ErrorKind::Conflict,
-        format!("job {} already ended: it is {}", row.job.id, row.job.status),
-    )
+/// Why a worker's write changed nothing: the job ended, or it runs under a newer claim.
+async fn refused(state: &AppState, grant: &WorkerGrant, id: &str) -> AppError {
+    match granted_job(state, grant, id).await {
+        Ok(row) if row.state.is_terminal() => AppError::new(
+            ErrorKind::Conflict,
+            format!("job {} already ended: it is {}", row.job.id, row.state),
+        ),
+        Ok(row) if row.generation != grant.generation => AppError::new(
+            ErrorKind::Conflict,
+            format!(
+                "job {} was given to another worker; this worker's claim ended",
+                row.job.id
+            ),
+        ),
+        Ok(row) => AppError::new(
+            ErrorKind::Conflict,
+            format!(
+                "job {} is {} ({}); the change does not apply",
+                row.job.id,
+                row.state,
+                row.job.phase.map_or("", |p| p.as_str())
+            ),
+        ),
+        Err(e) => e,
+    }
 }
 
 pub async fn job(
@@ -36,19 +61,30 @@ pub async fn job(
     Path(id): Path<String>,
 ) -> Result<ApiJson<WorkerJob>, AppError> {
     let row = granted_job(&state, &grant, &id).await?;
-    if row.job.status.is_terminal() {
-        return Err(ended(&row));
+    if row.state != JobState::Running || row.generation != grant.generation {
+        return Err(refused(&state, &grant, &id).await);
     }
-    state
-        .store
-        .start_job(&id, &clock::rfc3339(clock::now()))
-        .await?;
-    state.events.changed(&id);
-    let row = granted_job(&state, &grant, &id).await?;
+    let heartbeat = state.engine.settings().heartbeat();
     Ok(ApiJson(WorkerJob {
         job: row.job,
-        spec: row.spec,
+        spec_content: row.spec,
+        heartbeat_ms: u32::try_from(duration_ms(heartbeat)).unwrap_or(u32::MAX),
     }))
+}
+
+/// Renews the worker's lease. 409 tells the worker its job ended (cancelled, timed out) or went
+/// to another worker: it stops.
+pub async fn heartbeat(
+    State(state): State<AppState>,
+    grant: WorkerGrant,
+    Path(id): Path<String>,
+) -> Result<StatusCode, AppError> {
+    grant.check(&id)?;
+    if state.engine.heartbeat(&id, grant.generation).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(refused(&state, &grant, &id).await)
+    }
 }
 
 pub async fn phase(
@@ -57,20 +93,20 @@ pub async fn phase(
     Path(id): Path<String>,
     ApiJson(update): ApiJson<PhaseUpdate>,
 ) -> Result<StatusCode, AppError> {
-    let row = granted_job(&state, &grant, &id).await?;
-    let now = clock::rfc3339(clock::now());
-    if !state
-        .store
-        .set_phase(&id, update.phase, update.agent.as_deref(), &now)
+    grant.check(&id)?;
+    if state
+        .engine
+        .phase(&id, grant.generation, update.phase, update.agent.as_deref())
         .await?
     {
-        return Err(ended(&row));
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(refused(&state, &grant, &id).await)
     }
-    state.events.changed(&id);
-    Ok(StatusCode::NO_CONTENT)
 }
 
-/// Accepted even after the job ended, so the worker's last lines are never lost.
+/// The worker sends every line before it completes the job; once the job has ended its token
+/// is revoked, so nothing can be added to its log afterwards.
 pub async fn logs(
     State(state): State<AppState>,
     grant: WorkerGrant,
@@ -96,36 +132,38 @@ pub async fn diff(
     body: Bytes,
 ) -> Result<StatusCode, AppError> {
     let row = granted_job(&state, &grant, &id).await?;
-    if row.job.status.is_terminal() {
-        return Err(ended(&row));
+    if row.state != JobState::Running || row.generation != grant.generation {
+        return Err(refused(&state, &grant, &id).await);
     }
+    let sha256 = hex::encode(Sha256::digest(&body));
     state.artifacts.put_diff(&id, body).await?;
-    if !state
-        .store
-        .set_has_diff(&id, &clock::rfc3339(clock::now()))
+    if state
+        .engine
+        .attach_diff(&id, grant.generation, &sha256)
         .await?
     {
-        return Err(ended(&row));
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(refused(&state, &grant, &id).await)
     }
-    Ok(StatusCode::NO_CONTENT)
 }
 
 pub async fn result(
     State(state): State<AppState>,
     grant: WorkerGrant,
     Path(id): Path<String>,
-    ApiJson(summary): ApiJson<ResultSummary>,
+    ApiJson(stats): ApiJson<DiffStats>,
 ) -> Result<StatusCode, AppError> {
-    let row = granted_job(&state, &grant, &id).await?;
-    if !state
-        .store
-        .set_result(&id, &summary, &clock::rfc3339(clock::now()))
+    grant.check(&id)?;
+    if state
+        .engine
+        .attach_result(&id, grant.generation, &stats)
         .await?
     {
-        return Err(ended(&row));
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(refused(&state, &grant, &id).await)
     }
-    state.events.changed(&id);
-    Ok(StatusCode::NO_CONTENT)
 }
 
 pub async fn complete(
@@ -134,22 +172,25 @@ pub async fn complete(
     Path(id): Path<String>,
     ApiJson(completion): ApiJson<JobCompletion>,
 ) -> Result<StatusCode, AppError> {
-    let row = granted_job(&state, &grant, &id).await?;
-    if !completion.status.is_terminal() {
+    grant.check(&id)?;
+    if !matches!(completion.state, JobState::Succeeded | JobState::Failed) {
         return Err(invalid(format!(
-            "a job completes with a terminal status, not {}",
-            completion.status
+            "a worker completes a job as succeeded or failed, not {}",
+            completion.state
         )));
     }
-    let now = clock::rfc3339(clock::now());
-    if !state
-        .store
-        .finish_job(&id, completion.status, completion.error.as_deref(), &now)
+    if state
+        .engine
+        .complete(
+            &id,
+            grant.generation,
+            completion.state,
+            completion.error_message.as_deref(),
+        )
         .await?
     {
-        return Err(ended(&row));
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(refused(&state, &grant, &id).await)
     }
-    tracing::info!(job_id = %id, status = %completion.status, "job completed");
-    state.events.changed(&id);
-    Ok(StatusCode::NO_CONTENT)
 }

@@ -1,25 +1,28 @@
 //! Jobs: created by a user within their quota, advanced by their worker.
 
-use ckrv_wit::types::{Job, JobPhase, JobStatus, ResultSummary};
+use ckrv_wit::types::{DiffStats, Job, JobState, JobStatus};
 use sqlx::Row;
 
 use super::{Store, StoreError, parse_enum};
 
-/// SQL condition true while a job can still change.
-const LIVE: &str = "status NOT IN ('succeeded', 'failed', 'timeout', 'cancelled')";
-
-const COLUMNS: &str = "seq, id, account_id, spec, spec_path, repo_url, base_branch, status, \
-     phase, agent, feature_branch, result_json, error, has_diff, created_at, updated_at, \
-     started_at, finished_at";
+const COLUMNS: &str = "seq, id, account_id, spec, spec_path, git_repo_url, git_base_branch, \
+     state, phase, agent, feature_branch_name, diff_stats_json, error_message, has_diff, diff_sha256, \
+     created_at, updated_at, started_at, completed_at, lease_generation, started_ms";
 
 /// A job with what only the API sees.
 #[derive(Debug, Clone)]
 pub struct JobRow {
     pub job: Job,
+    /// The full state (the job's `status` is its contract reading).
+    pub state: JobState,
     pub seq: i64,
     pub account_id: String,
     pub spec: String,
     pub has_diff: bool,
+    /// The current worker's claim: writes from an older one are refused.
+    pub generation: i64,
+    /// When a worker first started the job (deadlines count from it).
+    pub started_ms: Option<i64>,
 }
 
 /// A job about to be created.
@@ -28,11 +31,11 @@ pub struct NewJob<'a> {
     pub id: &'a str,
     pub account_id: &'a str,
     pub spec: &'a str,
-    pub spec_path: &'a str,
-    pub repo_url: &'a str,
-    pub base_branch: &'a str,
-    pub credential: Option<&'a str>,
-    pub feature_branch: &'a str,
+    pub spec_path: Option<&'a str>,
+    pub git_repo_url: &'a str,
+    pub git_base_branch: &'a str,
+    pub git_credential_name: Option<&'a str>,
+    pub feature_branch_name: &'a str,
     pub created_ms: i64,
     pub created_at: &'a str,
 }
@@ -57,19 +60,20 @@ impl Store {
         cycle_start_ms: i64,
     ) -> Result<Option<JobRow>, StoreError> {
         let inserted = sqlx::query(
-            "INSERT INTO jobs (id, account_id, spec, spec_path, repo_url, base_branch, credential,
-                               status, phase, feature_branch, created_ms, created_at, updated_at)
-             SELECT ?, ?, ?, ?, ?, ?, ?, 'pending', 'queued', ?, ?, ?, ?
-             WHERE (SELECT COUNT(*) FROM jobs WHERE account_id = ? AND created_ms >= ?) < ?",
+            "INSERT INTO jobs (id, account_id, spec, spec_path, git_repo_url, git_base_branch,
+                               git_credential_name, state, phase, feature_branch_name,
+                               created_ms, created_at, updated_at)
+             SELECT $1, $2, $3, $4, $5, $6, $7, 'pending', 'queued', $8, $9, $10, $11
+             WHERE (SELECT COUNT(*) FROM jobs WHERE account_id = $12 AND created_ms >= $13) < $14",
         )
         .bind(new.id)
         .bind(new.account_id)
         .bind(new.spec)
         .bind(new.spec_path)
-        .bind(new.repo_url)
-        .bind(new.base_branch)
-        .bind(new.credential)
-        .bind(new.feature_branch)
+        .bind(new.git_repo_url)
+        .bind(new.git_base_branch)
+        .bind(new.git_credential_name)
+        .bind(new.feature_branch_name)
         .bind(new.created_ms)
         .bind(new.created_at)
         .bind(new.created_at)
@@ -90,7 +94,7 @@ impl Store {
         since_ms: i64,
     ) -> Result<u32, StoreError> {
         let count: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM jobs WHERE account_id = ? AND created_ms >= ?",
+            "SELECT COUNT(*) FROM jobs WHERE account_id = $1 AND created_ms >= $2",
         )
         .bind(account_id)
         .bind(since_ms)
@@ -101,7 +105,7 @@ impl Store {
 
     /// A job by its full id, whoever owns it.
     pub async fn job(&self, id: &str) -> Result<Option<JobRow>, StoreError> {
-        let row = sqlx::query(&format!("SELECT {COLUMNS} FROM jobs WHERE id = ?"))
+        let row = sqlx::query(&format!("SELECT {COLUMNS} FROM jobs WHERE id = $1"))
             .bind(id)
             .fetch_optional(&self.pool)
             .await?;
@@ -112,7 +116,7 @@ impl Store {
     /// characters (the caller checks), so it cannot carry LIKE wildcards.
     pub async fn find_job(&self, account_id: &str, prefix: &str) -> Result<JobLookup, StoreError> {
         let rows = sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM jobs WHERE account_id = ? AND id LIKE ? || '%' LIMIT 2"
+            "SELECT {COLUMNS} FROM jobs WHERE account_id = $1 AND id LIKE $2 || '%' LIMIT 2"
         ))
         .bind(account_id)
         .bind(prefix)
@@ -125,145 +129,81 @@ impl Store {
         })
     }
 
-    /// The account's jobs, newest first, older than `before_seq` when given.
+    /// The account's jobs, newest first, older than `before_seq` when given, only those whose
+    /// contract status is `status` when given.
     pub async fn list_jobs(
         &self,
         account_id: &str,
+        status: Option<JobStatus>,
         before_seq: Option<i64>,
         limit: u32,
     ) -> Result<Vec<JobRow>, StoreError> {
-        let rows = sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM jobs WHERE account_id = ? AND seq < ?
-             ORDER BY seq DESC LIMIT ?"
-        ))
-        .bind(account_id)
-        .bind(before_seq.unwrap_or(i64::MAX))
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await?;
+        // The states the status stands for, one placeholder each.
+        let states: Vec<JobState> = status.map_or_else(
+            || JobState::ALL.to_vec(),
+            |status| JobState::with_status(status).collect(),
+        );
+        let placeholders: Vec<String> = (0..states.len()).map(|i| format!("${}", i + 3)).collect();
+        let sql = format!(
+            "SELECT {COLUMNS} FROM jobs
+             WHERE account_id = $1 AND seq < $2 AND state IN ({})
+             ORDER BY seq DESC LIMIT ${}",
+            placeholders.join(", "),
+            states.len() + 3
+        );
+        let mut query = sqlx::query(&sql)
+            .bind(account_id)
+            .bind(before_seq.unwrap_or(i64::MAX));
+        for state in states {
+            query = query.bind(state.as_str());
+        }
+        let rows = query.bind(i64::from(limit)).fetch_all(&self.pool).await?;
         rows.iter().map(job_from_row).collect()
-    }
-
-    /// Marks a pending job running (the worker has picked it up).
-    pub async fn start_job(&self, id: &str, now: &str) -> Result<(), StoreError> {
-        sqlx::query(
-            "UPDATE jobs SET status = 'running', started_at = ?, updated_at = ?
-             WHERE id = ? AND status = 'pending'",
-        )
-        .bind(now)
-        .bind(now)
-        .bind(id)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
-    }
-
-    /// Records the phase of a live job; false if the job is already terminal.
-    pub async fn set_phase(
-        &self,
-        id: &str,
-        phase: JobPhase,
-        agent: Option<&str>,
-        now: &str,
-    ) -> Result<bool, StoreError> {
-        let done = sqlx::query(&format!(
-            "UPDATE jobs SET phase = ?, agent = COALESCE(?, agent), updated_at = ?
-             WHERE id = ? AND {LIVE}"
-        ))
-        .bind(phase.as_str())
-        .bind(agent)
-        .bind(now)
-        .bind(id)
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected() == 1)
-    }
-
-    /// Records the result summary of a live job; false if the job is already terminal.
-    pub async fn set_result(
-        &self,
-        id: &str,
-        summary: &ResultSummary,
-        now: &str,
-    ) -> Result<bool, StoreError> {
-        let json = serde_json::to_string(summary)
-            .map_err(|e| StoreError::Corrupt(format!("result summary: {e}")))?;
-        let done = sqlx::query(&format!(
-            "UPDATE jobs SET result_json = ?, updated_at = ? WHERE id = ? AND {LIVE}"
-        ))
-        .bind(json)
-        .bind(now)
-        .bind(id)
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected() == 1)
-    }
-
-    /// Notes that the job's diff is in the artifact store.
-    pub async fn set_has_diff(&self, id: &str, now: &str) -> Result<bool, StoreError> {
-        let done = sqlx::query(&format!(
-            "UPDATE jobs SET has_diff = 1, updated_at = ? WHERE id = ? AND {LIVE}"
-        ))
-        .bind(now)
-        .bind(id)
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected() == 1)
-    }
-
-    /// Ends a live job with a terminal `status`; false if it had already ended.
-    pub async fn finish_job(
-        &self,
-        id: &str,
-        status: JobStatus,
-        error: Option<&str>,
-        now: &str,
-    ) -> Result<bool, StoreError> {
-        let done = sqlx::query(&format!(
-            "UPDATE jobs SET status = ?, phase = 'finished', error = ?, finished_at = ?,
-                             updated_at = ?
-             WHERE id = ? AND {LIVE}"
-        ))
-        .bind(status.as_str())
-        .bind(error)
-        .bind(now)
-        .bind(now)
-        .bind(id)
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected() == 1)
     }
 }
 
-fn job_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<JobRow, StoreError> {
-    let result_json: Option<String> = row.try_get("result_json")?;
-    let result = result_json
+fn job_from_row(row: &sqlx::any::AnyRow) -> Result<JobRow, StoreError> {
+    let stats_json: Option<String> = row.try_get("diff_stats_json")?;
+    let diff_stats = stats_json
         .map(|json| {
-            serde_json::from_str::<ResultSummary>(&json)
-                .map_err(|e| StoreError::Corrupt(format!("result_json: {e}")))
+            serde_json::from_str::<DiffStats>(&json)
+                .map_err(|e| StoreError::Corrupt(format!("diff_stats_json: {e}")))
         })
         .transpose()?;
     let has_diff: i64 = row.try_get("has_diff")?;
+    let state: JobState = parse_enum("state", row.try_get("state")?)?;
+    // The one-line summary is the contract's; it describes a job that succeeded.
+    let result_summary = diff_stats
+        .as_ref()
+        .filter(|_| state == JobState::Succeeded)
+        .map(DiffStats::summary_line);
     Ok(JobRow {
         seq: row.try_get("seq")?,
         account_id: row.try_get("account_id")?,
         spec: row.try_get("spec")?,
         has_diff: has_diff != 0,
+        generation: row.try_get("lease_generation")?,
+        started_ms: row.try_get("started_ms")?,
+        state,
         job: Job {
             id: row.try_get("id")?,
-            status: parse_enum("status", row.try_get("status")?)?,
-            phase: parse_enum("phase", row.try_get("phase")?)?,
+            status: state.status(),
+            git_repo_url: row.try_get("git_repo_url")?,
+            git_base_branch: row.try_get("git_base_branch")?,
+            feature_branch_name: row.try_get("feature_branch_name")?,
+            created_at: row.try_get("created_at")?,
+            started_at: row.try_get("started_at")?,
+            completed_at: row.try_get("completed_at")?,
+            result_status: state.result_status(),
+            result_summary,
+            error_message: row.try_get("error_message")?,
+            state: Some(state),
+            phase: Some(parse_enum("phase", row.try_get("phase")?)?),
             agent: row.try_get("agent")?,
             spec_path: row.try_get("spec_path")?,
-            repo_url: row.try_get("repo_url")?,
-            base_branch: row.try_get("base_branch")?,
-            feature_branch: row.try_get("feature_branch")?,
-            created_at: row.try_get("created_at")?,
             updated_at: row.try_get("updated_at")?,
-            started_at: row.try_get("started_at")?,
-            finished_at: row.try_get("finished_at")?,
-            result,
-            error: row.try_get("error")?,
+            diff_stats,
+            diff_sha256: row.try_get("diff_sha256")?,
         },
     })
 }

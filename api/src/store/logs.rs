@@ -13,7 +13,7 @@ impl Store {
         for line in lines {
             sqlx::query(
                 "INSERT INTO logs (job_id, sequence, timestamp, level, source, message)
-                 SELECT ?, COALESCE(MAX(sequence), 0) + 1, ?, ?, ?, ? FROM logs WHERE job_id = ?",
+                 SELECT $1, COALESCE(MAX(sequence), 0) + 1, $2, $3, $4, $5 FROM logs WHERE job_id = $6",
             )
             .bind(job_id)
             .bind(&line.timestamp)
@@ -37,7 +37,7 @@ impl Store {
     ) -> Result<Vec<LogEntry>, StoreError> {
         let rows = sqlx::query(
             "SELECT sequence, timestamp, level, source, message FROM logs
-             WHERE job_id = ? AND sequence > ? ORDER BY sequence LIMIT ?",
+             WHERE job_id = $1 AND sequence > $2 ORDER BY sequence LIMIT $3",
         )
         .bind(job_id)
         .bind(i64::try_from(after).unwrap_or(i64::MAX))
@@ -48,7 +48,7 @@ impl Store {
             .map(|row| {
                 let sequence: i64 = row.try_get("sequence")?;
                 Ok(LogEntry {
-                    sequence: u64::try_from(sequence).unwrap_or_default(),
+                    sequence: Some(u64::try_from(sequence).unwrap_or_default()),
                     timestamp: row.try_get("timestamp")?,
                     level: parse_enum("level", row.try_get("level")?)?,
                     source: row.try_get("source")?,
@@ -56,5 +56,15 @@ impl Store {
                 })
             })
             .collect()
+    }
+
+    /// The job's last sequence; 0 while it has no log.
+    pub async fn last_log_sequence(&self, job_id: &str) -> Result<u64, StoreError> {
+        let last: Option<i64> =
+            sqlx::query_scalar("SELECT MAX(sequence) FROM logs WHERE job_id = $1")
+                .bind(job_id)
+                .fetch_one(&self.pool)
+                .await?;
+        Ok(last.and_then(|n| u64::try_from(n).ok()).unwrap_or(0))
     }
 }

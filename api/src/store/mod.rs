@@ -1,20 +1,30 @@
-//! Persistence. One SQLite file on the embedded default; every query is plain SQL so the
-//! PostgreSQL backend of the roadmap can follow the same statements.
+//! Persistence. The embedded default keeps one SQLite file in the data directory; a platform
+//! team points every replica at one PostgreSQL server instead. Every statement is written once,
+//! with numbered parameters (`$1`), integers for flags and no dialect-only functions, and runs
+//! on both through sqlx's `Any` driver; the few places that must differ ask [`Store::backend`].
 
 mod accounts;
+mod credentials;
+mod database;
+mod device_codes;
 mod jobs;
+mod lifecycle;
 mod logs;
-mod sessions;
+mod tokens;
+mod web;
 
-pub use accounts::Account;
+pub use accounts::{Account, NewAccount};
+pub use credentials::NewCredential;
+pub use database::{Backend, Database};
+pub use device_codes::{DevicePoll, NewDeviceCode, PendingRequest};
 pub use jobs::{JobLookup, JobRow, NewJob};
-pub use sessions::{DevicePoll, TokenKind, TokenOwner};
+pub use lifecycle::{Claimed, Lease, NewClaim, Transition};
+pub use tokens::{NewToken, PersonalToken, RefreshUse, TokenKind, TokenOwner};
+pub use web::{SsoLogin, WebSession};
 
-use std::path::Path;
 use std::str::FromStr;
-use std::time::Duration;
 
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
+use sqlx::AnyPool;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -25,28 +35,34 @@ pub enum StoreError {
     /// A stored value this build cannot read (e.g. an unknown enum case).
     #[error("corrupt row: {0}")]
     Corrupt(String),
+    /// The database URL names no database this build can use.
+    #[error("{0}")]
+    Location(String),
 }
 
 #[derive(Clone)]
 pub struct Store {
-    pool: SqlitePool,
+    pool: AnyPool,
+    backend: Backend,
 }
 
 impl Store {
-    /// Opens (creating if needed) and migrates the database at `path`.
-    pub async fn open(path: &Path) -> Result<Self, StoreError> {
-        let options = SqliteConnectOptions::new()
-            .filename(path)
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(10));
-        let pool = SqlitePoolOptions::new()
-            .max_connections(8)
-            .connect_with(options)
-            .await?;
-        sqlx::migrate!("./migrations").run(&pool).await?;
-        Ok(Self { pool })
+    /// Connects to (creating, for SQLite) and migrates the database.
+    pub async fn open(database: &Database) -> Result<Self, StoreError> {
+        let pool = database.connect().await?;
+        match database.backend() {
+            Backend::Sqlite => sqlx::migrate!("./migrations/sqlite").run(&pool).await?,
+            Backend::Postgres => sqlx::migrate!("./migrations/postgres").run(&pool).await?,
+        }
+        Ok(Self {
+            pool,
+            backend: database.backend(),
+        })
+    }
+
+    /// Which database this store runs on.
+    pub fn backend(&self) -> Backend {
+        self.backend
     }
 }
 
@@ -55,4 +71,75 @@ fn parse_enum<T: FromStr>(column: &str, value: &str) -> Result<T, StoreError> {
     value
         .parse()
         .map_err(|_| StoreError::Corrupt(format!("{column} = {value:?}")))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use ckrv_wit::types::{JobState, JobStatus, SubscriptionTier};
+    use sqlx::sqlite::{SqliteConnectOptions, SqlitePool};
+
+    /// A data directory of the walking skeleton (only the first migration applied) opens with
+    /// the contract's names and keeps its accounts and jobs.
+    #[tokio::test]
+    async fn a_skeleton_database_migrates_to_the_contract_shapes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ckrv.db");
+        {
+            let pool = SqlitePool::connect_with(
+                SqliteConnectOptions::new()
+                    .filename(&path)
+                    .create_if_missing(true),
+            )
+            .await
+            .unwrap();
+            let mut first = sqlx::migrate!("./migrations/sqlite");
+            first.migrations = std::borrow::Cow::Owned(first.migrations[..1].to_vec());
+            first.run(&pool).await.unwrap();
+            sqlx::query(
+                "INSERT INTO accounts (id, email, tier, created_at)
+                 VALUES ('a1', 'lead@example.com', 'team', '2026-11-01T00:00:00Z')",
+            )
+            .execute(&pool)
+            .await
+            .unwrap();
+            for (id, spec_path, status) in
+                [("j1", "specs/x.md", "cancelled"), ("j2", "", "pending")]
+            {
+                sqlx::query(
+                    "INSERT INTO jobs (id, account_id, spec, spec_path, repo_url, base_branch,
+                                       status, phase, feature_branch, error, created_ms,
+                                       created_at, updated_at, finished_at)
+                     VALUES ($1, 'a1', 'spec', $2, 'https://git.example.com/r.git', 'main', $3,
+                             'finished', 'ckrv/j', 'stopped', 1, '2026-11-01T00:00:00Z',
+                             '2026-11-01T00:00:00Z', '2026-11-01T00:01:00Z')",
+                )
+                .bind(id)
+                .bind(spec_path)
+                .bind(status)
+                .execute(&pool)
+                .await
+                .unwrap();
+            }
+            pool.close().await;
+        }
+
+        let store = Store::open(&Database::Sqlite(path.clone())).await.unwrap();
+        let account = store.account("a1").await.unwrap().unwrap();
+        assert_eq!(account.tier, SubscriptionTier::Enterprise);
+        assert_eq!(account.name, "lead");
+        let row = store.job("j1").await.unwrap().unwrap();
+        assert_eq!(row.state, JobState::Cancelled);
+        assert_eq!(row.job.status, JobStatus::Failed);
+        assert_eq!(row.job.git_repo_url, "https://git.example.com/r.git");
+        assert_eq!(row.job.feature_branch_name.as_deref(), Some("ckrv/j"));
+        assert_eq!(row.job.error_message.as_deref(), Some("stopped"));
+        assert_eq!(
+            row.job.completed_at.as_deref(),
+            Some("2026-11-01T00:01:00Z")
+        );
+        assert_eq!(row.job.spec_path.as_deref(), Some("specs/x.md"));
+        assert_eq!(store.job("j2").await.unwrap().unwrap().job.spec_path, None);
+    }
 }

@@ -5,10 +5,16 @@
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use ckrv_api::dispatch::{DispatchError, Dispatcher};
+use ckrv_api::admin;
+use ckrv_api::dispatch::{DispatchError, Dispatcher, WorkerStart};
+use ckrv_api::identity::NewUser;
+use ckrv_api::store::{Database, Store};
 use ckrv_api::{Config, DispatcherConfig, Server};
+use ckrv_test_support::TestDatabase;
+use ckrv_wit::types::SubscriptionTier;
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
+use zeroize::Zeroizing;
 
 /// Records what a real dispatcher would receive, so a test can play the worker.
 #[derive(Default)]
@@ -19,11 +25,11 @@ pub struct RecordingDispatcher {
 
 #[async_trait::async_trait]
 impl Dispatcher for RecordingDispatcher {
-    async fn start(&self, job_id: &str, worker_token: &str) -> Result<(), DispatchError> {
+    async fn start(&self, job: &WorkerStart<'_>) -> Result<(), DispatchError> {
         self.started
             .lock()
             .unwrap()
-            .push((job_id.to_string(), worker_token.to_string()));
+            .push((job.job_id.to_string(), job.token.to_string()));
         Ok(())
     }
 
@@ -33,11 +39,23 @@ impl Dispatcher for RecordingDispatcher {
 }
 
 impl RecordingDispatcher {
+    /// How many workers were started for the job.
+    pub fn starts_of(&self, job_id: &str) -> usize {
+        self.started
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(id, _)| id == job_id)
+            .count()
+    }
+
+    /// The token of the job's latest worker.
     pub fn token_for(&self, job_id: &str) -> String {
         self.started
             .lock()
             .unwrap()
             .iter()
+            .rev()
             .find(|(id, _)| id == job_id)
             .map(|(_, token)| token.clone())
             .expect("the job was dispatched")
@@ -49,6 +67,10 @@ pub struct TestApi {
     pub dispatcher: Arc<RecordingDispatcher>,
     pub http: reqwest::Client,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    /// The data directory, when the API made its own.
+    own_dir: Option<tempfile::TempDir>,
+    data: std::path::PathBuf,
+    database: Arc<TestDatabase>,
 }
 
 impl Drop for TestApi {
@@ -58,6 +80,34 @@ impl Drop for TestApi {
 }
 
 impl TestApi {
+    /// An API in a data directory of its own, and a signed-in user's access token.
+    pub async fn signed_in(email: &str) -> (Self, String) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut api = Self::start(dir.path()).await;
+        api.own_dir = Some(dir);
+        let tokens = api.login(email).await;
+        (api, access(&tokens).to_string())
+    }
+
+    /// The data directory of an API made by [`TestApi::signed_in`].
+    pub fn data_dir(&self) -> &Path {
+        self.own_dir
+            .as_ref()
+            .expect("the API has its own data dir")
+            .path()
+    }
+
+    /// The database of this test: what a restarted API opens again.
+    pub fn database(&self) -> Arc<TestDatabase> {
+        Arc::clone(&self.database)
+    }
+
+    /// An API on `data_dir` and the database an earlier one left.
+    pub async fn restart(data_dir: &Path, database: Arc<TestDatabase>) -> Self {
+        let dispatcher = Arc::new(RecordingDispatcher::default());
+        Self::start_on(data_dir, database, dispatcher, |_| ()).await
+    }
+
     pub async fn start(data_dir: &Path) -> Self {
         let dispatcher = Arc::new(RecordingDispatcher::default());
         Self::start_with(
@@ -73,14 +123,39 @@ impl TestApi {
         config: DispatcherConfig,
         dispatcher: Arc<RecordingDispatcher>,
     ) -> Self {
-        let server = Server::bind(Config {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            data_dir: data_dir.to_path_buf(),
-            dispatcher: config,
-            public_url: None,
-        })
-        .await
-        .unwrap();
+        Self::start_configured(data_dir, dispatcher, |c| c.dispatcher = config).await
+    }
+
+    /// An API on `data_dir` whose configuration `configure` adjusts.
+    pub async fn start_configured(
+        data_dir: &Path,
+        dispatcher: Arc<RecordingDispatcher>,
+        configure: impl FnOnce(&mut Config),
+    ) -> Self {
+        let database = TestDatabase::new(data_dir).await;
+        Self::start_on(data_dir, database, dispatcher, configure).await
+    }
+
+    /// An API on `data_dir` and the database an earlier one left, configured by `configure`.
+    pub async fn start_configured_on(
+        data_dir: &Path,
+        database: Arc<TestDatabase>,
+        dispatcher: Arc<RecordingDispatcher>,
+        configure: impl FnOnce(&mut Config),
+    ) -> Self {
+        Self::start_on(data_dir, database, dispatcher, configure).await
+    }
+
+    async fn start_on(
+        data_dir: &Path,
+        database: Arc<TestDatabase>,
+        dispatcher: Arc<RecordingDispatcher>,
+        configure: impl FnOnce(&mut Config),
+    ) -> Self {
+        let mut config = test_config(data_dir, &database);
+        config.dispatcher = DispatcherConfig::Custom(dispatcher.clone());
+        configure(&mut config);
+        let server = Server::bind(config).await.unwrap();
         let url = server.url();
         let task = tokio::spawn(server.run());
         Self {
@@ -88,6 +163,9 @@ impl TestApi {
             dispatcher,
             http: reqwest::Client::new(),
             task,
+            own_dir: None,
+            data: data_dir.to_path_buf(),
+            database,
         }
     }
 
@@ -126,30 +204,63 @@ impl TestApi {
         self.call(Method::POST, path, Some(token), Some(body)).await
     }
 
-    /// Approves a user code on the activation page, as a person would.
-    pub async fn activate(&self, user_code: &str, email: &str) -> (StatusCode, String) {
-        let body = format!(
-            "user_code={}&email={}",
-            user_code,
-            email.replace('@', "%40")
-        );
-        let response = self
-            .http
-            .post(format!("{}/activate", self.url))
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body(body)
-            .send()
+    /// The store under the API, as the `ckrv-api users` commands open it.
+    pub async fn store(&self) -> Store {
+        Store::open(&Database::from_url(self.database.url()).unwrap())
             .await
-            .unwrap();
-        (response.status(), response.text().await.unwrap())
+            .unwrap()
     }
 
-    /// Runs the whole device flow for `email`; returns the token set.
-    pub async fn login(&self, email: &str) -> Value {
-        let (status, device) = self.call(Method::POST, "/v1/auth/device", None, None).await;
+    /// Runs `statement` on the API's database: how a test makes time pass for stored rows.
+    pub async fn sql(&self, statement: &str) {
+        sqlx::any::install_default_drivers();
+        let pool = sqlx::AnyPool::connect(self.database.url()).await.unwrap();
+        sqlx::query(statement).execute(&pool).await.unwrap();
+        pool.close().await;
+    }
+
+    /// Adds an account with a password, as `ckrv-api users add --password-stdin` does.
+    pub async fn add_user(&self, email: &str, password: &str) {
+        let user = NewUser {
+            email: email.to_string(),
+            name: None,
+            tier: SubscriptionTier::Free,
+            admin: false,
+            password: Some(Zeroizing::new(password.to_string())),
+        };
+        admin::add_user(&self.store().await, user, None)
+            .await
+            .unwrap();
+    }
+
+    /// A browser of its own: cookies, redirects, no session yet.
+    pub fn browser(&self) -> Browser {
+        Browser::new(&self.url)
+    }
+
+    /// Starts a device authorization as the CLI does.
+    pub async fn start_device(&self) -> Value {
+        let (status, device) = self
+            .call(
+                Method::POST,
+                "/v1/auth/device",
+                None,
+                Some(serde_json::json!({"client_id": CLIENT_ID})),
+            )
+            .await;
         assert_eq!(status, StatusCode::OK, "{device}");
-        let (status, page) = self
-            .activate(device["user_code"].as_str().unwrap(), email)
+        device
+    }
+
+    /// The whole device flow for a new account `email`: added by an administrator, signed in
+    /// on the web, request approved; returns the token set.
+    pub async fn login(&self, email: &str) -> Value {
+        self.add_user(email, PASSWORD).await;
+        let device = self.start_device().await;
+        let browser = self.browser();
+        browser.sign_in(email, PASSWORD).await;
+        let (status, page) = browser
+            .decide(device["user_code"].as_str().unwrap(), "approve")
             .await;
         assert_eq!(status, StatusCode::OK, "{page}");
         let (status, tokens) = self.poll(device["device_code"].as_str().unwrap()).await;
@@ -163,6 +274,7 @@ impl TestApi {
             "/v1/auth/token",
             None,
             Some(serde_json::json!({
+                "client_id": CLIENT_ID,
                 "grant_type": "urn:ietf:params:oauth:grant-type:device_code",
                 "device_code": device_code,
             })),
@@ -175,14 +287,76 @@ impl TestApi {
     }
 }
 
+pub use ckrv_test_support::{Browser, PASSWORD};
+
+/// The client id the tests' device flows use.
+pub const CLIENT_ID: &str = "ckrv-cli";
+
+/// A contract `JobCreate` with our `spec_path` extension; the base branch is the default.
 pub fn job_request() -> Value {
     serde_json::json!({
-        "spec": "---\nagent: script\nrun: echo hi\n---\n# Hi\n",
+        "spec_content": "---\nagent: script\nrun: echo hi\n---\n# Hi\n",
         "spec_path": "specs/hi/spec.md",
-        "repo_url": "https://git.example.com/sample.git",
-        "base_branch": "main",
-        "credential": null,
+        "git_repo_url": "https://git.example.com/sample.git",
+        "git_credential_name": null,
     })
+}
+
+impl TestApi {
+    /// Plays a job's worker from start to end: picks it up, logs `lines`, uploads `diff` with
+    /// its stats when given, and completes it in `state` (`None` leaves it running).
+    pub async fn work_job(
+        &self,
+        id: &str,
+        lines: &[&str],
+        diff: Option<(&str, Value)>,
+        end: Option<Value>,
+    ) {
+        let worker = self.dispatcher.token_for(id);
+        let base = format!("/v1/worker/jobs/{id}");
+        let (status, body) = self.get(&base, &worker).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        if !lines.is_empty() {
+            let lines: Vec<Value> = lines.iter().map(|m| line(m)).collect();
+            let (status, body) = self
+                .post(
+                    &format!("{base}/logs"),
+                    &worker,
+                    serde_json::json!({"lines": lines}),
+                )
+                .await;
+            assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+        }
+        if let Some((patch, stats)) = diff {
+            let response = self
+                .http
+                .put(format!("{}{base}/artifacts/diff", self.url))
+                .bearer_auth(&worker)
+                .body(patch.to_string())
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), StatusCode::NO_CONTENT);
+            let (status, body) = self.post(&format!("{base}/result"), &worker, stats).await;
+            assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+        }
+        if let Some(completion) = end {
+            let (status, body) = self
+                .post(&format!("{base}/complete"), &worker, completion)
+                .await;
+            assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+        }
+    }
+}
+
+/// The `key` string of each item of a JSON array: ids of a job list, messages of a log.
+pub fn each<'a>(items: &'a Value, key: &str) -> Vec<&'a str> {
+    items
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|item| item[key].as_str().unwrap())
+        .collect()
 }
 
 pub fn access(tokens: &Value) -> &str {
@@ -197,4 +371,15 @@ pub fn line(message: &str) -> Value {
         "source": "script",
         "message": message,
     })
+}
+
+/// The settings of a test API on `data_dir` and `database`; workers are the test's business.
+pub fn test_config(data_dir: &Path, database: &TestDatabase) -> Config {
+    let mut config = Config::new(
+        "127.0.0.1:0".parse().unwrap(),
+        data_dir.to_path_buf(),
+        DispatcherConfig::External,
+    );
+    config.database = Database::from_url(database.url()).unwrap();
+    config
 }

@@ -1,6 +1,9 @@
 //! `ckrv cloud login`: the RFC 8628 device flow.
 
+use std::io::Read as _;
 use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
 
 use ckrv_wit::types::ErrorKind;
 
@@ -51,14 +54,45 @@ pub async fn run(cloud: &mut Cloud) -> anyhow::Result<()> {
     cloud.save_session(Session {
         api_url: cloud.api_url.clone(),
         access_token: tokens.access_token,
-        refresh_token: Some(tokens.refresh_token),
+        refresh_token: tokens.refresh_token,
     })?;
+    report(cloud, "").await
+}
+
+/// `--with-token`: a personal access token from standard input, checked before it is stored.
+pub async fn with_token(cloud: &mut Cloud) -> anyhow::Result<()> {
+    let mut input = String::new();
+    std::io::stdin()
+        .read_to_string(&mut input)
+        .context("reading the token from standard input")?;
+    let token = input.trim();
+    if token.is_empty() || token.chars().any(char::is_whitespace) {
+        anyhow::bail!(
+            "no token on standard input: pipe one in, e.g. `ckrv-api users token you@example.com | ckrv cloud login --with-token`"
+        );
+    }
+    let session = Session {
+        api_url: cloud.api_url.clone(),
+        access_token: token.to_string(),
+        refresh_token: None,
+    };
+    // Tried before it is stored: a bad token replaces nothing that worked.
+    cloud.use_session(session.clone());
+    cloud
+        .call(async |p, ctx| p.whoami(ctx).await)
+        .await
+        .context("the token was not accepted; nothing was stored")?;
+    cloud.save_session(session)?;
+    report(cloud, " (personal access token)").await
+}
+
+async fn report(cloud: &mut Cloud, how: &str) -> anyhow::Result<()> {
     let user = cloud.call(async |p, ctx| p.whoami(ctx).await).await?;
-    output::ok(format!("Authenticated as {}", user.email));
+    output::ok(format!("Authenticated as {}{how}", user.email));
     output::line(format!(
         "Subscription: {} ({} jobs remaining this month)",
-        output::title(user.tier.as_str()),
-        user.quota.remaining
+        output::title(user.subscription_tier.as_str()),
+        user.job_quota_remaining
     ));
     Ok(())
 }

@@ -15,22 +15,32 @@ pub async fn run(cloud: &mut Cloud, args: LogsArgs) -> anyhow::Result<()> {
         let page = cloud
             .call(async |p, ctx| p.read_logs(ctx, &args.id, after, PAGE).await)
             .await?;
-        for entry in &page.entries {
+        for entry in &page.logs {
             if args.json {
                 output::emit(serde_json::to_string(entry)?);
             } else {
                 output::emit(output::log_line(entry));
             }
         }
-        after = page.next_after;
-        if !page.entries.is_empty() {
+        after = page
+            .next_after
+            .or_else(|| page.logs.last().and_then(|e| e.sequence))
+            .unwrap_or(after);
+        if !page.logs.is_empty() {
             continue;
         }
-        // The status was read before the entries, so a terminal status here means the log
-        // is complete.
-        if !args.follow || page.job_status.is_terminal() {
+        // The state was read before the entries, so a terminal state here means the log is
+        // complete. A provider that reports none is asked for the job.
+        let state = match page.job_state {
+            Some(state) => state,
+            None => cloud
+                .call(async |p, ctx| p.get_job(ctx, &args.id).await)
+                .await?
+                .lifecycle(),
+        };
+        if !args.follow || state.is_terminal() {
             if args.follow && !args.json {
-                eprintln!("▌ Job {}", page.job_status);
+                eprintln!("▌ Job {state}");
             }
             return Ok(());
         }

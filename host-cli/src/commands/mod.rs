@@ -19,8 +19,13 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Status(args) => status::run(&mut Cloud::connect(&config).await?, args).await,
         Command::Logs(args) => logs::run(&mut Cloud::connect(&config).await?, args).await,
         Command::Pull(args) => pull::run(&mut Cloud::connect(&config).await?, args).await,
-        Command::Cloud(CloudCommand::Login) => {
-            login::run(&mut Cloud::connect(&config).await?).await
+        Command::Cloud(CloudCommand::Login { with_token }) => {
+            let mut cloud = Cloud::connect(&config).await?;
+            if with_token {
+                login::with_token(&mut cloud).await
+            } else {
+                login::run(&mut cloud).await
+            }
         }
         Command::Cloud(CloudCommand::Logout) => {
             logout::run(&mut Cloud::connect(&config).await?).await

@@ -1,24 +1,28 @@
-//! `ckrv pull ID`: fetch a succeeded job's diff and apply it to this worktree, or change
-//! nothing if it does not apply cleanly.
+//! `ckrv pull ID`: fetch a succeeded job's diff, check it is the one its worker uploaded, show
+//! what it does beyond editing files, and apply it to this worktree, or change nothing.
+
+use std::io::IsTerminal as _;
 
 use anyhow::Context as _;
-use ckrv_wit::types::JobStatus;
+use ckrv_wit::types::JobState;
+use sha2::{Digest as _, Sha256};
 
-use crate::cli::JobArgs;
+use crate::cli::PullArgs;
 use crate::cloud::Cloud;
+use crate::review::{self, Risk};
 use crate::{git, output};
 
-pub async fn run(cloud: &mut Cloud, args: JobArgs) -> anyhow::Result<()> {
+pub async fn run(cloud: &mut Cloud, args: PullArgs) -> anyhow::Result<()> {
     let cwd = std::env::current_dir().context("reading the current directory")?;
     let top = git::toplevel(&cwd)?;
     let job = cloud
         .call(async |p, ctx| p.get_job(ctx, &args.id).await)
         .await?;
     let short = output::short_id(&job.id).to_string();
-    if job.status != JobStatus::Succeeded {
+    let state = job.lifecycle();
+    if state != JobState::Succeeded {
         anyhow::bail!(
-            "job {short} is {}, so there is nothing to pull; see `ckrv status {short}`",
-            job.status
+            "job {short} is {state}, so there is nothing to pull; see `ckrv status {short}`"
         );
     }
     if !args.json {
@@ -27,14 +31,34 @@ pub async fn run(cloud: &mut Cloud, args: JobArgs) -> anyhow::Result<()> {
     let diff = cloud
         .call(async |p, ctx| p.fetch_diff(ctx, &job.id).await)
         .await?;
-    let files = if diff.is_empty() {
-        Vec::new()
+    let sha256 = hex::encode(Sha256::digest(&diff));
+    match &job.diff_sha256 {
+        Some(recorded) if !recorded.eq_ignore_ascii_case(&sha256) => anyhow::bail!(
+            "the diff of job {short} is not the one its worker uploaded (SHA-256 {sha256}, \
+             recorded {recorded}): it was changed in storage or on the way; nothing was changed"
+        ),
+        Some(_) => {}
+        None if !args.json => {
+            output::line("(the provider records no digest for this diff: it cannot be verified)")
+        }
+        None => {}
+    }
+    let (files, risks) = if diff.is_empty() {
+        (Vec::new(), Vec::new())
     } else {
         git::git(&top, &["apply", "--check", "-"], Some(&diff)).map_err(|e| {
             anyhow::anyhow!("the diff does not apply to your worktree (nothing was changed): {e}")
         })?;
-        let stats = git::parse_numstat(&git::git(&top, &["apply", "--numstat", "-"], Some(&diff))?);
-        let created: Vec<&str> = stats
+        let files = git::parse_numstat(&git::git(&top, &["apply", "--numstat", "-"], Some(&diff))?);
+        let summary = git::git(&top, &["apply", "--summary", "-"], Some(&diff))?;
+        let risks = review::risks(&files, &summary);
+        (files, risks)
+    };
+    if !risks.is_empty() && !args.yes {
+        confirm(&short, &risks, args.json)?;
+    }
+    if !files.is_empty() {
+        let created: Vec<&str> = files
             .iter()
             .map(|f| f.path.as_str())
             .filter(|path| !top.join(path).exists())
@@ -47,13 +71,14 @@ pub async fn run(cloud: &mut Cloud, args: JobArgs) -> anyhow::Result<()> {
             args.extend(&created);
             git::git(&top, &args, None).context("marking the new files intent-to-add")?;
         }
-        stats
-    };
+    }
     if args.json {
         return output::json(&serde_json::json!({
             "job": job,
             "applied": !files.is_empty(),
             "files": files,
+            "sha256": sha256,
+            "risks": risks,
         }));
     }
     if files.is_empty() {
@@ -70,9 +95,41 @@ pub async fn run(cloud: &mut Cloud, args: JobArgs) -> anyhow::Result<()> {
     output::line("Review with: git diff HEAD");
     output::line(format!(
         "Commit with: git add -A && git commit -m \"{}\"",
-        commit_subject(&job.spec_path)
+        commit_subject(job.spec_path.as_deref().unwrap_or_default())
     ));
     Ok(())
+}
+
+/// Shows what the change does beyond editing files and asks before going on; without a
+/// terminal to ask on, refuses unless `--yes` was given.
+fn confirm(short: &str, risks: &[Risk], json: bool) -> anyhow::Result<()> {
+    let listed: Vec<String> = risks
+        .iter()
+        .map(|r| format!("{}: {}", output::printable(&r.path), r.why))
+        .collect();
+    let interactive = !json && std::io::stdin().is_terminal() && std::io::stderr().is_terminal();
+    if !interactive {
+        anyhow::bail!(
+            "job {short}'s change needs a look before it is applied (nothing was changed):\n  {}\n  \
+             read it with `ckrv pull {short} --json` or in the job's log, then run `ckrv pull {short} --yes`",
+            listed.join("\n  ")
+        );
+    }
+    output::blank();
+    output::line("This change does more than edit files:");
+    for line in &listed {
+        output::line(format!("  {line}"));
+    }
+    eprint!("Apply it? [y/N] ");
+    let mut answer = String::new();
+    std::io::stdin()
+        .read_line(&mut answer)
+        .context("reading the answer")?;
+    if matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes") {
+        Ok(())
+    } else {
+        anyhow::bail!("not applied; nothing was changed")
+    }
 }
 
 /// A commit subject from the spec's path: `specs/greeting/spec.md` → "Feature: greeting".

@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use anyhow::Context as _;
-use ckrv_wit::types::JobRequest;
+use ckrv_wit::types::JobCreate;
 
 use crate::cli::RunArgs;
 use crate::cloud::{Cloud, PROVIDERS};
@@ -27,16 +27,25 @@ pub async fn run(config: &Config, args: RunArgs) -> anyhow::Result<()> {
         Some(url) => url,
         None => git::origin_url(&cwd)?,
     };
+    // A token in the URL would be stored and shown with the job: never send one.
+    if let Err(ckrv_wit::repo_url::RepoUrlError::Credentials) =
+        ckrv_wit::repo_url::check(&repo_url, true)
+    {
+        anyhow::bail!(
+            "the repository URL carries credentials, which are never sent: give the URL without them \
+             (--repo https://host/org/repo.git) and a stored credential (`ckrv cloud credentials add`, then --credential NAME)"
+        );
+    }
     let base_branch = match args.base_branch {
         Some(branch) => branch,
         None => git::current_branch(&cwd)?,
     };
-    let request = JobRequest {
-        spec,
-        spec_path: args.spec.to_string_lossy().into_owned(),
-        repo_url,
-        base_branch,
-        credential: args.credential,
+    let request = JobCreate {
+        spec_content: spec,
+        git_repo_url: repo_url,
+        git_base_branch: Some(base_branch),
+        git_credential_name: args.credential,
+        spec_path: Some(args.spec.to_string_lossy().into_owned()),
     };
 
     let mut cloud = Cloud::connect(config).await?;

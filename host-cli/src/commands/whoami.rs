@@ -9,13 +9,15 @@ pub async fn run(cloud: &mut Cloud, json: bool) -> anyhow::Result<()> {
         return output::json(&user);
     }
     output::ok(format!("Logged in as {}", user.email));
+    let remaining = match user.job_quota_limit {
+        Some(limit) => format!("{} of {limit}", user.job_quota_remaining),
+        None => user.job_quota_remaining.to_string(),
+    };
     output::line(format!(
-        "Subscription: {} ({} of {} jobs remaining this month)",
-        output::title(user.tier.as_str()),
-        user.quota.remaining,
-        user.quota.limit
+        "Subscription: {} ({remaining} jobs remaining this month)",
+        output::title(user.subscription_tier.as_str()),
     ));
-    output::line(format!("Quota resets: {}", user.quota.cycle_end));
+    output::line(format!("Quota resets: {}", user.billing_cycle_end));
     output::line(format!("API: {}", cloud.api_url));
     Ok(())
 }

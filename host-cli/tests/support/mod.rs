@@ -8,8 +8,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 
-use ckrv_api::dispatch::{DispatchError, Dispatcher};
-use ckrv_api::{Config, DispatcherConfig, Server};
+use ckrv_api::dispatch::{DispatchError, Dispatcher, WorkerStart};
+use ckrv_api::identity::NewUser;
+use ckrv_api::store::{Database, Store};
+use ckrv_api::{Config, DispatcherConfig, Server, admin};
+use ckrv_test_support::{Browser, PASSWORD};
+use ckrv_wit::types::SubscriptionTier;
+use zeroize::Zeroizing;
 
 /// Hands each job's worker token to the test instead of starting a process.
 #[derive(Default)]
@@ -19,11 +24,11 @@ pub struct TestWorkers {
 
 #[async_trait::async_trait]
 impl Dispatcher for TestWorkers {
-    async fn start(&self, job_id: &str, token: &str) -> Result<(), DispatchError> {
+    async fn start(&self, job: &WorkerStart<'_>) -> Result<(), DispatchError> {
         self.tokens
             .lock()
             .unwrap()
-            .push((job_id.to_string(), token.to_string()));
+            .push((job.job_id.to_string(), job.token.to_string()));
         Ok(())
     }
 
@@ -48,12 +53,11 @@ impl Env {
     pub async fn start() -> Self {
         let home = tempfile::tempdir().unwrap();
         let workers = Arc::new(TestWorkers::default());
-        let server = Server::bind(Config {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            data_dir: home.path().join("api"),
-            dispatcher: DispatcherConfig::Custom(workers.clone()),
-            public_url: None,
-        })
+        let server = Server::bind(Config::new(
+            "127.0.0.1:0".parse().unwrap(),
+            home.path().join("api"),
+            DispatcherConfig::Custom(workers.clone()),
+        ))
         .await
         .unwrap();
         let api_url = server.url();
@@ -64,6 +68,25 @@ impl Env {
             http: reqwest::Client::new(),
             server: tokio::spawn(server.run()),
         }
+    }
+
+    /// The API's store, as the `ckrv-api users` commands open it.
+    pub async fn store(&self) -> Store {
+        let path = self.home.path().join("api/ckrv.db");
+        Store::open(&Database::Sqlite(path)).await.unwrap()
+    }
+
+    /// Adds an account, as `ckrv-api users add --password-stdin` does.
+    pub async fn add_user(&self, email: &str) {
+        let store = self.store().await;
+        let user = NewUser {
+            email: email.to_string(),
+            name: None,
+            tier: SubscriptionTier::Free,
+            admin: false,
+            password: Some(Zeroizing::new(PASSWORD.to_string())),
+        };
+        admin::add_user(&store, user, None).await.unwrap();
     }
 
     pub fn config_dir(&self) -> PathBuf {
@@ -88,6 +111,26 @@ impl Env {
         tokio::task::spawn_blocking(move || cmd.output().unwrap())
             .await
             .unwrap()
+    }
+
+    /// Runs `ckrv` with `input` on its standard input.
+    pub async fn run_with_stdin(&self, cwd: &Path, args: &[&str], input: &str) -> Output {
+        let mut cmd = self.ckrv(cwd, args);
+        let input = input.to_string();
+        tokio::task::spawn_blocking(move || {
+            let mut child = cmd
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap();
+            let mut stdin = child.stdin.take().unwrap();
+            std::io::Write::write_all(&mut stdin, input.as_bytes()).unwrap();
+            drop(stdin);
+            child.wait_with_output().unwrap()
+        })
+        .await
+        .unwrap()
     }
 
     /// Runs `ckrv` and insists on success; returns stdout.
@@ -116,6 +159,18 @@ impl Env {
 
     /// `ckrv cloud login`, approved on the activation page as a person would.
     pub async fn login(&self, email: &str) -> String {
+        let (out, lines) = self.login_decided(email, "approve").await;
+        assert!(
+            out.status.success(),
+            "{lines}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        lines
+    }
+
+    /// `ckrv cloud login` for a new account `email`, which signs in on the activation page and
+    /// presses `decision`; returns how the command ended and what it printed.
+    pub async fn login_decided(&self, email: &str, decision: &str) -> (Output, String) {
         let mut child = self
             .ckrv(self.home.path(), &["cloud", "login"])
             .stdout(Stdio::piped())
@@ -137,18 +192,12 @@ impl Env {
         })
         .await
         .unwrap();
-        let approved = self
-            .http
-            .post(format!("{}/activate", self.api_url))
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body(format!(
-                "user_code={code}&email={}",
-                email.replace('@', "%40")
-            ))
-            .send()
-            .await
-            .unwrap();
-        assert!(approved.status().is_success());
+        // The person has an account an administrator made, signs in and approves.
+        self.add_user(email).await;
+        let browser = Browser::new(&self.api_url);
+        browser.sign_in(email, PASSWORD).await;
+        let (status, page) = browser.decide(&code, decision).await;
+        assert!(status.is_success(), "{page}");
         let (rest, out) = tokio::task::spawn_blocking(move || {
             let rest: Vec<String> = rest.map(Result::unwrap).collect();
             (rest, child.wait_with_output().unwrap())
@@ -156,12 +205,7 @@ impl Env {
         .await
         .unwrap();
         lines.extend(rest);
-        assert!(
-            out.status.success(),
-            "{lines:?}\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        lines.join("\n")
+        (out, lines.join("\n"))
     }
 
     pub fn worker_token(&self, job_id: &str) -> String {
@@ -203,7 +247,7 @@ impl Env {
         send(
             self.http
                 .post(format!("{base}/complete"))
-                .json(&serde_json::json!({"status": "succeeded", "error": null})),
+                .json(&serde_json::json!({"state": "succeeded"})),
         )
         .await;
     }

@@ -2,11 +2,11 @@
 //! policy.
 
 use super::bindings::ckrv::cloud::{git, log};
+use crate::host_git::HostGit;
 use crate::logs::JobLog;
 use ckrv_wit::types::LogLevel;
 use reqwest::Url;
 use reqwest::header::{AUTHORIZATION, HeaderValue};
-use std::path::PathBuf;
 use wasmtime::StoreLimits;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
@@ -106,7 +106,7 @@ pub struct StepState {
     pub(super) table: ResourceTable,
     pub(super) limits: StoreLimits,
     pub(super) hooks: ApiHooks,
-    pub(super) workspace: PathBuf,
+    pub(super) git: HostGit,
     pub(super) step: String,
     pub(super) log: JobLog,
 }
@@ -132,65 +132,21 @@ impl WasiHttpView for StepState {
 
 impl ckrv_wit::types::Host for StepState {}
 
-/// Runs git in the workspace; the error is git's stderr.
-async fn run_git(workspace: PathBuf, args: &[&str]) -> Result<String, String> {
-    let output = tokio::process::Command::new("git")
-        .args(args)
-        .current_dir(&workspace)
-        .env("GIT_TERMINAL_PROMPT", "0")
-        .stdin(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .output()
-        .await
-        .map_err(|e| format!("could not run git: {e}"))?;
-    if !output.status.success() {
-        let stderr = String::from_utf8_lossy(&output.stderr).trim().to_string();
-        return Err(if stderr.is_empty() {
-            format!("git {} exited with {}", args.join(" "), output.status)
-        } else {
-            stderr
-        });
-    }
-    String::from_utf8(output.stdout).map_err(|_| "git output is not valid UTF-8".to_string())
-}
-
 impl git::Host for StepState {
     async fn clone_repo(
         &mut self,
         url: String,
         branch: String,
     ) -> wasmtime::Result<Result<(), String>> {
-        Ok(run_git(
-            self.workspace.clone(),
-            &[
-                "clone",
-                "--branch",
-                &branch,
-                "--single-branch",
-                "--",
-                &url,
-                ".",
-            ],
-        )
-        .await
-        .map(drop))
+        Ok(self.git.clone_repo(&url, &branch).await)
     }
 
     async fn create_branch(&mut self, name: String) -> wasmtime::Result<Result<(), String>> {
-        Ok(run_git(self.workspace.clone(), &["checkout", "-b", &name])
-            .await
-            .map(drop))
+        Ok(self.git.create_branch(&name).await)
     }
 
     async fn diff(&mut self, base: String) -> wasmtime::Result<Result<String, String>> {
-        if let Err(e) = run_git(self.workspace.clone(), &["add", "-A"]).await {
-            return Ok(Err(e));
-        }
-        Ok(run_git(
-            self.workspace.clone(),
-            &["diff", "--cached", "--binary", &base, "--"],
-        )
-        .await)
+        Ok(self.git.diff(&base).await)
     }
 }
 

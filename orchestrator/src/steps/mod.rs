@@ -4,6 +4,7 @@
 
 mod host;
 
+use crate::host_git::HostGit;
 use crate::logs::JobLog;
 use crate::pipeline::BuiltinStep;
 use std::collections::HashMap;
@@ -157,7 +158,7 @@ impl StepRunner {
         env: StepEnv<'_>,
     ) -> Result<StepOutput, StepError> {
         let wasi = WasiCtxBuilder::new()
-            .preopened_dir(env.workspace, "/workspace", FsPerms::ReadWrite)
+            .preopened_dir(env.git.workspace(), "/workspace", FsPerms::ReadWrite)
             .map_err(StepError::Load)?
             .build();
         let state = StepState {
@@ -168,7 +169,7 @@ impl StepRunner {
                 .memory_size(self.limits.memory_bytes)
                 .build(),
             hooks: host::ApiHooks::new(env.api.clone()),
-            workspace: env.workspace.to_path_buf(),
+            git: env.git.clone(),
             step: env.name.to_string(),
             log: env.log.clone(),
         };
@@ -202,7 +203,8 @@ impl StepRunner {
 pub struct StepEnv<'a> {
     /// Names the step in the job log.
     pub name: &'a str,
-    pub workspace: &'a Path,
+    /// The job's workspace and the host's git for it.
+    pub git: &'a HostGit,
     pub log: &'a JobLog,
     pub api: &'a ApiAccess,
 }

@@ -4,30 +4,55 @@
 ckrv_wit::guest_bindings!("../../wit", "ckrv:cloud/provider-plugin");
 
 use ckrv_wit::guest::http;
+use ckrv_wit::protocol::{CLI_CLIENT_ID, DEVICE_CODE_GRANT, REFRESH_TOKEN_GRANT};
 use ckrv_wit::types::{
-    ApiError, CredentialInput, CredentialSummary, DeviceAuthorization, ErrorKind, Job, JobPage,
-    JobRequest, LogPage, TokenSet, User,
+    ApiError, CredentialCreate, CredentialList, CredentialSummary, DeviceCodeRequest,
+    DeviceCodeResponse, DeviceTokenRequest, ErrorKind, Job, JobCreate, JobListResponse, JobState,
+    JobStatus, LogEntry, LogResponse, RefreshRequest, TokenResponse, User,
 };
 use exports::ckrv::cloud::provider::{CallContext, Guest};
 use serde::de::DeserializeOwned;
 
-const DEVICE_GRANT: &str = "urn:ietf:params:oauth:grant-type:device_code";
-
 struct Chakravarti;
 
 impl Guest for Chakravarti {
-    fn login_start(ctx: CallContext) -> Result<DeviceAuthorization, ApiError> {
-        json(call(&ctx, "POST", "/v1/auth/device", None)?)
+    fn login_start(ctx: CallContext) -> Result<DeviceCodeResponse, ApiError> {
+        let body = DeviceCodeRequest {
+            client_id: CLI_CLIENT_ID.to_string(),
+        };
+        json(call(
+            &ctx,
+            "POST",
+            "/v1/auth/device",
+            Some(&to_value(&body)?),
+        )?)
     }
 
-    fn login_poll(ctx: CallContext, device_code: String) -> Result<TokenSet, ApiError> {
-        let body = serde_json::json!({ "grant_type": DEVICE_GRANT, "device_code": device_code });
-        json(call(&ctx, "POST", "/v1/auth/token", Some(&body))?)
+    fn login_poll(ctx: CallContext, device_code: String) -> Result<TokenResponse, ApiError> {
+        let body = DeviceTokenRequest {
+            client_id: CLI_CLIENT_ID.to_string(),
+            device_code,
+            grant_type: DEVICE_CODE_GRANT.to_string(),
+        };
+        json(call(
+            &ctx,
+            "POST",
+            "/v1/auth/token",
+            Some(&to_value(&body)?),
+        )?)
     }
 
-    fn refresh(ctx: CallContext, refresh_token: String) -> Result<TokenSet, ApiError> {
-        let body = serde_json::json!({ "refresh_token": refresh_token });
-        json(call(&ctx, "POST", "/v1/auth/refresh", Some(&body))?)
+    fn refresh(ctx: CallContext, refresh_token: String) -> Result<TokenResponse, ApiError> {
+        let body = RefreshRequest {
+            refresh_token,
+            grant_type: REFRESH_TOKEN_GRANT.to_string(),
+        };
+        json(call(
+            &ctx,
+            "POST",
+            "/v1/auth/refresh",
+            Some(&to_value(&body)?),
+        )?)
     }
 
     fn logout(ctx: CallContext) -> Result<(), ApiError> {
@@ -40,14 +65,15 @@ impl Guest for Chakravarti {
 
     fn credentials_add(
         ctx: CallContext,
-        credential: CredentialInput,
+        credential: CredentialCreate,
     ) -> Result<CredentialSummary, ApiError> {
         let body = to_value(&credential)?;
         json(call(&ctx, "POST", "/v1/credentials", Some(&body))?)
     }
 
     fn credentials_list(ctx: CallContext) -> Result<Vec<CredentialSummary>, ApiError> {
-        json(call(&ctx, "GET", "/v1/credentials", None)?)
+        json::<CredentialList>(call(&ctx, "GET", "/v1/credentials", None)?)
+            .map(|list| list.credentials)
     }
 
     fn credentials_remove(ctx: CallContext, name: String) -> Result<(), ApiError> {
@@ -55,7 +81,7 @@ impl Guest for Chakravarti {
         call(&ctx, "DELETE", &path, None).map(drop)
     }
 
-    fn dispatch(ctx: CallContext, request: JobRequest) -> Result<Job, ApiError> {
+    fn dispatch(ctx: CallContext, request: JobCreate) -> Result<Job, ApiError> {
         let body = to_value(&request)?;
         json(call(&ctx, "POST", "/v1/jobs", Some(&body))?)
     }
@@ -71,10 +97,15 @@ impl Guest for Chakravarti {
 
     fn list_jobs(
         ctx: CallContext,
+        status: Option<JobStatus>,
         cursor: Option<String>,
         limit: u32,
-    ) -> Result<JobPage, ApiError> {
+    ) -> Result<JobListResponse, ApiError> {
         let mut path = format!("/v1/jobs?limit={limit}");
+        if let Some(status) = status {
+            path.push_str("&status=");
+            path.push_str(status.as_str());
+        }
         if let Some(cursor) = cursor {
             path.push_str("&cursor=");
             path.push_str(&query_value(&cursor));
@@ -92,12 +123,23 @@ impl Guest for Chakravarti {
         id: String,
         after: u64,
         limit: u32,
-    ) -> Result<LogPage, ApiError> {
-        let path = format!(
-            "/v1/jobs/{}/logs?after={after}&limit={limit}",
-            segment(&id)?
-        );
-        json(call(&ctx, "GET", &path, None)?)
+    ) -> Result<LogResponse, ApiError> {
+        let logs = format!("/v1/jobs/{}/logs", segment(&id)?);
+        let page: LogResponse = json(call(
+            &ctx,
+            "GET",
+            &format!("{logs}?after={after}&limit={limit}"),
+            None,
+        )?)?;
+        if page.next_after.is_some() && page.job_state.is_some() {
+            return Ok(page);
+        }
+        // A server that speaks only the contract ignores `after` and sends neither cursor nor
+        // state: read the job's state first (so a terminal state means the log read after it
+        // is complete), then the whole log, and number its entries by position.
+        let job: Job = Self::get_job(ctx.clone(), id)?;
+        let whole: LogResponse = json(call(&ctx, "GET", &logs, None)?)?;
+        Ok(emulate_cursor(whole.logs, job.lifecycle(), after, limit))
     }
 
     fn fetch_diff(ctx: CallContext, id: String) -> Result<Vec<u8>, ApiError> {
@@ -111,6 +153,25 @@ impl Guest for Chakravarti {
 }
 
 export!(Chakravarti);
+
+/// The entries after `after`, numbered by their position in the whole log.
+fn emulate_cursor(whole: Vec<LogEntry>, state: JobState, after: u64, limit: u32) -> LogResponse {
+    let logs: Vec<LogEntry> = whole
+        .into_iter()
+        .zip(1u64..)
+        .map(|(mut entry, position)| {
+            entry.sequence = Some(position);
+            entry
+        })
+        .skip(usize::try_from(after).unwrap_or(usize::MAX))
+        .take(usize::try_from(limit).unwrap_or(usize::MAX))
+        .collect();
+    LogResponse {
+        next_after: Some(logs.last().and_then(|e| e.sequence).unwrap_or(after)),
+        logs,
+        job_state: Some(state),
+    }
+}
 
 /// Sends one request; a non-2xx answer becomes the API's own error, or a described one.
 fn call(
@@ -139,6 +200,8 @@ fn call(
     if (200..300).contains(&response.status) {
         return Ok(response.body);
     }
+    // Either of the contract's error bodies: `{error, error_description}` or the quota's
+    // `{error, message, ...}`.
     Err(
         serde_json::from_slice::<ApiError>(&response.body).unwrap_or_else(|_| {
             let snippet: String = String::from_utf8_lossy(&response.body)
@@ -196,8 +259,5 @@ fn query_value(value: &str) -> String {
 }
 
 fn error(kind: ErrorKind, description: impl Into<String>) -> ApiError {
-    ApiError {
-        error: kind,
-        error_description: description.into(),
-    }
+    ApiError::new(kind, description)
 }

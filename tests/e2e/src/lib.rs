@@ -1,3 +1,298 @@
-//! End-to-end tests of the cloud-execution path live in `tests/`: they run the real `ckrv`,
-//! `ckrv-api` and `ckrv-orchestrator` binaries against a git repository served over HTTP on
-//! loopback. This library is intentionally empty.
+//! The stage for end-to-end tests and benchmarks: the real `ckrv`, `ckrv-api` and
+//! `ckrv-orchestrator` binaries, a git repository served over HTTP on loopback, a running API.
+//! It panics with a message on anything unexpected, as a test harness should.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// A built binary of this workspace, from the same `target/<profile>` as the running executable
+/// (a test in `target/<profile>/deps`, or the benchmark next to the binaries). `cargo test`
+/// builds every default member's binaries before running tests.
+pub fn binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("executable path");
+    let mut dir = exe.parent().expect("executable lives in a directory");
+    if dir.ends_with("deps") {
+        dir = dir.parent().expect("deps lives in target/<profile>");
+    }
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is not built; run `cargo build` (or `cargo test` for the whole workspace) first",
+        path.display()
+    );
+    path
+}
+
+/// A spec for the `script` agent that runs `script` in the workspace.
+pub fn script_spec(title: &str, script: &str) -> String {
+    let indented: String = script.lines().map(|l| format!("  {l}\n")).collect();
+    format!("---\nagent: script\nrun: |\n{indented}---\n# {title}\n")
+}
+
+pub fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .current_dir(dir)
+        .args(["-c", "user.name=Test", "-c", "user.email=test@example.com"])
+        .args([
+            "-c",
+            "init.defaultBranch=main",
+            "-c",
+            "advice.detachedHead=false",
+        ])
+        .args(args)
+        .output()
+        .expect("git runs");
+    assert!(
+        out.status.success(),
+        "git {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Serves `root` as static files on loopback: git's "dumb" HTTP protocol needs nothing more.
+pub struct StaticServer {
+    pub addr: SocketAddr,
+    _runtime: tokio::runtime::Runtime,
+}
+
+impl StaticServer {
+    pub fn start(root: &Path) -> Self {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("tokio runtime");
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .expect("bind loopback");
+        let addr = listener.local_addr().expect("local addr");
+        let app = axum::Router::new().fallback_service(tower_http::services::ServeDir::new(root));
+        runtime.spawn(async move { axum::serve(listener, app).await });
+        Self {
+            addr,
+            _runtime: runtime,
+        }
+    }
+}
+
+/// A bare repository at `<root>/<name>.git` with one commit on `main`, ready for dumb HTTP.
+pub fn create_served_repo(root: &Path, name: &str, files: &[(&str, &str)]) -> PathBuf {
+    let src = root.join(format!("{name}-src"));
+    std::fs::create_dir_all(&src).expect("mkdir");
+    git(&src, &["init", "-q", "-b", "main"]);
+    for (path, content) in files {
+        let file = src.join(path);
+        std::fs::create_dir_all(file.parent().expect("parent")).expect("mkdir");
+        std::fs::write(file, content).expect("write");
+    }
+    git(&src, &["add", "-A"]);
+    git(&src, &["commit", "-q", "-m", "initial"]);
+    let bare = root.join(format!("{name}.git"));
+    git(
+        root,
+        &[
+            "clone",
+            "-q",
+            "--bare",
+            src.to_str().expect("utf8"),
+            bare.to_str().expect("utf8"),
+        ],
+    );
+    git(&bare, &["update-server-info"]);
+    bare
+}
+
+/// A running `ckrv-api serve` on an ephemeral loopback port; killed on drop.
+pub struct Api {
+    pub url: String,
+    pub data_dir: PathBuf,
+    child: Child,
+}
+
+impl Api {
+    /// `ckrv-api users token EMAIL`: a personal access token, printed alone on stdout.
+    pub fn token(&self, email: &str) -> String {
+        let out = Command::new(binary("ckrv-api"))
+            .args(["users", "token", email, "--data-dir"])
+            .arg(&self.data_dir)
+            .output()
+            .expect("ckrv-api users token runs");
+        assert!(
+            out.status.success(),
+            "users token: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// `ckrv-api users add EMAIL --password-stdin`, as an administrator runs it.
+    pub fn add_user(&self, email: &str, password: &str) {
+        let mut child = Command::new(binary("ckrv-api"))
+            .args(["users", "add", email, "--password-stdin", "--data-dir"])
+            .arg(&self.data_dir)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("ckrv-api users add starts");
+        let mut stdin = child.stdin.take().expect("piped stdin");
+        std::io::Write::write_all(&mut stdin, password.as_bytes()).expect("password sent");
+        drop(stdin);
+        let out = child.wait_with_output().expect("ckrv-api users add ends");
+        assert!(
+            out.status.success(),
+            "users add: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// The API as a developer runs it on one machine: the test's repositories are served on
+    /// loopback, so local repositories are allowed.
+    pub fn start(data_dir: &Path) -> Self {
+        Self::start_with(data_dir, &["--allow-local-repos"])
+    }
+
+    /// The API as a shared service runs it: only public repositories.
+    pub fn start_strict(data_dir: &Path) -> Self {
+        Self::start_with(data_dir, &[])
+    }
+
+    /// `ckrv-api serve` with extra flags.
+    pub fn start_with(data_dir: &Path, flags: &[&str]) -> Self {
+        let mut child = Command::new(binary("ckrv-api"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir)
+            .arg("--orchestrator")
+            .arg(binary("ckrv-orchestrator"))
+            .args(flags)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("ckrv-api starts");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let url = loop {
+            match lines.next() {
+                Some(Ok(line)) => {
+                    if let Some(url) = line.trim().strip_prefix("listening on ") {
+                        break url.to_string();
+                    }
+                }
+                _ => panic!("ckrv-api exited before printing `listening on <url>`"),
+            }
+        };
+        // Keep draining stdout so the API never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines.by_ref() {});
+        Self {
+            url,
+            data_dir: data_dir.to_path_buf(),
+            child,
+        }
+    }
+}
+
+impl Drop for Api {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `ckrv` with its own config and cache directories, pointed at `api_url`.
+pub struct Cli {
+    pub api_url: String,
+    pub home: PathBuf,
+}
+
+impl Cli {
+    pub fn command(&self, cwd: &Path, args: &[&str]) -> Command {
+        let mut cmd = Command::new(binary("ckrv"));
+        cmd.current_dir(cwd)
+            .args(args)
+            .env("CKRV_API_URL", &self.api_url)
+            .env("CKRV_CONFIG_DIR", self.home.join("config"))
+            .env("CKRV_CACHE_DIR", self.home.join("cache"))
+            .env_remove("CKRV_TOKEN");
+        cmd
+    }
+
+    pub fn run(&self, cwd: &Path, args: &[&str]) -> Output {
+        self.command(cwd, args).output().expect("ckrv runs")
+    }
+
+    /// `ckrv cloud login --with-token`, the token on standard input.
+    pub fn login_with_token(&self, cwd: &Path, token: &str) {
+        let mut child = self
+            .command(cwd, &["cloud", "login", "--with-token"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("ckrv runs");
+        let mut stdin = child.stdin.take().expect("piped stdin");
+        std::io::Write::write_all(&mut stdin, token.as_bytes()).expect("token sent");
+        drop(stdin);
+        let out = child.wait_with_output().expect("ckrv ends");
+        assert!(
+            out.status.success(),
+            "login --with-token: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Runs and insists on failure, returning stderr.
+    pub fn fails(&self, cwd: &Path, args: &[&str]) -> String {
+        let out = self.run(cwd, args);
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "ckrv {args:?} should fail:\n{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+
+    /// Waits until the job has ended and returns it as `ckrv status --json` shows it.
+    pub fn finished(&self, cwd: &Path, id: &str) -> serde_json::Value {
+        wait_for(
+            &format!("job {id} to end"),
+            Duration::from_secs(120),
+            || {
+                let job: serde_json::Value =
+                    serde_json::from_str(&self.ok(cwd, &["status", id, "--json"])).ok()?;
+                let state = job["state"].as_str()?.to_string();
+                (!matches!(state.as_str(), "pending" | "running")).then_some(job)
+            },
+        )
+    }
+
+    /// Runs and insists on success, returning stdout.
+    pub fn ok(&self, cwd: &Path, args: &[&str]) -> String {
+        let out = self.run(cwd, args);
+        assert!(
+            out.status.success(),
+            "ckrv {args:?} failed ({}):\nstdout: {}\nstderr: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+/// Polls `check` until it returns `Some`, failing after `limit`.
+pub fn wait_for<T>(what: &str, limit: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(start.elapsed() < limit, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}

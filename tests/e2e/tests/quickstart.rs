@@ -3,15 +3,14 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod support;
-
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::Stdio;
 use std::sync::mpsc;
 use std::time::Duration;
 
-use support::{Api, Cli, StaticServer, create_served_repo, git, wait_for};
+use ckrv_e2e::{Api, Cli, StaticServer, create_served_repo, git, script_spec, wait_for};
+use ckrv_test_support::{Browser, PASSWORD};
 
 const AGENT_SCRIPT: &str = r#"echo "agent: reading the spec"
 mkdir -p src
@@ -21,11 +20,11 @@ echo "agent: done editing"
 "#;
 
 fn spec() -> String {
-    let indented: String = AGENT_SCRIPT.lines().map(|l| format!("  {l}\n")).collect();
-    format!("---\nagent: script\nrun: |\n{indented}---\n# Greeting\n\nAdd a greeting.\n")
+    script_spec("Greeting", AGENT_SCRIPT) + "\nAdd a greeting.\n"
 }
 
-/// Logs in by answering the device flow as the person would on the `/activate` page.
+/// Logs in by answering the device flow as the person would: signed in on the `/activate`
+/// page with the password their administrator set, approving the request.
 fn login(cli: &Cli, cwd: &Path, email: &str) {
     let mut child = cli
         .command(cwd, &["cloud", "login"])
@@ -66,19 +65,12 @@ fn login(cli: &Cli, cwd: &Path, email: &str) {
         .enable_all()
         .build()
         .unwrap();
-    let page = runtime.block_on(async {
-        reqwest::Client::new()
-            .post(format!("{}/activate", cli.api_url))
-            .form(&[("user_code", code.as_str()), ("email", email)])
-            .send()
-            .await
-            .unwrap()
+    let (status, page) = runtime.block_on(async {
+        let browser = Browser::new(&cli.api_url);
+        browser.sign_in(email, PASSWORD).await;
+        browser.decide(&code, "approve").await
     });
-    assert!(
-        page.status().is_success(),
-        "approving the code: {}",
-        page.status()
-    );
+    assert!(status.is_success(), "approving the code: {page}");
 
     let status = child.wait().unwrap();
     for reader in readers {
@@ -130,6 +122,7 @@ fn a_job_runs_from_dispatch_to_applied_diff() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("ckrv cloud login"));
 
+    api.add_user("dev@example.com", PASSWORD);
     login(&cli, &work, "dev@example.com");
     let whoami = cli.ok(&work, &["cloud", "whoami", "--json"]);
     let user: serde_json::Value = serde_json::from_str(&whoami).unwrap();
@@ -168,7 +161,15 @@ fn a_job_runs_from_dispatch_to_applied_diff() {
     );
     assert_eq!(finished["phase"], "finished");
     assert_eq!(finished["agent"], "script");
-    assert_eq!(finished["result"]["files_changed"], 2);
+    assert_eq!(finished["diff_stats"]["files_changed"], 2);
+    assert_eq!(finished["result_status"], "succeeded");
+    assert!(
+        finished["result_summary"]
+            .as_str()
+            .unwrap()
+            .starts_with("2 files changed"),
+        "{finished}"
+    );
 
     // The job's log holds the agent's own output, in order.
     let first = logs
@@ -216,6 +217,20 @@ fn a_job_runs_from_dispatch_to_applied_diff() {
     let out = cli.run(&work, &["status", "ffffffff"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("job not found"));
+
+    // Nothing the API wrote (database, key, artifacts, worker logs) is open to other users.
+    let mut open_to_others = Vec::new();
+    let mut pending = vec![root.join("api")];
+    while let Some(path) = pending.pop() {
+        let meta = std::fs::symlink_metadata(&path).unwrap();
+        if std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o077 != 0 {
+            open_to_others.push(path.clone());
+        }
+        if meta.is_dir() {
+            pending.extend(std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()));
+        }
+    }
+    assert!(open_to_others.is_empty(), "{open_to_others:?}");
 }
 
 #[test]

@@ -13,20 +13,20 @@ impl Guest for Clone {
     fn run(ctx: StepContext) -> Result<StepOutput, String> {
         log::write(
             LogLevel::Info,
-            &format!("cloning {} at {}", ctx.repo_url, ctx.base_branch),
+            &format!("cloning {} at {}", ctx.git_repo_url, ctx.git_base_branch),
         );
-        git::clone_repo(&ctx.repo_url, &ctx.base_branch)?;
+        git::clone_repo(&ctx.git_repo_url, &ctx.git_base_branch)?;
         log::write(
             LogLevel::Info,
-            &format!("creating branch {}", ctx.feature_branch),
+            &format!("creating branch {}", ctx.feature_branch_name),
         );
-        git::create_branch(&ctx.feature_branch)
-            .map_err(|e| format!("creating branch {} failed: {e}", ctx.feature_branch))?;
+        git::create_branch(&ctx.feature_branch_name)
+            .map_err(|e| format!("creating branch {} failed: {e}", ctx.feature_branch_name))?;
         Ok(StepOutput {
-            outputs: vec![("branch".into(), ctx.feature_branch.clone())],
+            outputs: vec![("branch".into(), ctx.feature_branch_name.clone())],
             summary: format!(
                 "cloned {} ({}) onto branch {}",
-                ctx.repo_url, ctx.base_branch, ctx.feature_branch
+                ctx.git_repo_url, ctx.git_base_branch, ctx.feature_branch_name
             ),
         })
     }

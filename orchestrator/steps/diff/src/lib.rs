@@ -4,7 +4,7 @@
 ckrv_wit::guest_bindings!("../../../wit", "ckrv:cloud/worker-step", generate_all);
 
 use ckrv::cloud::{git, log};
-use ckrv_wit::types::{FileChange, LogLevel, ResultSummary};
+use ckrv_wit::types::{DiffStats, FileChange, LogLevel};
 use exports::ckrv::cloud::step::{Guest, StepContext, StepOutput};
 
 /// Default `max_diff_bytes`: larger diffs are almost certainly generated or vendored files.
@@ -23,25 +23,21 @@ impl Guest for Diff {
         };
         log::write(
             LogLevel::Info,
-            &format!("comparing the workspace with {}", ctx.base_branch),
+            &format!("comparing the workspace with {}", ctx.git_base_branch),
         );
-        let patch = git::diff(&ctx.base_branch)?;
+        let patch = git::diff(&ctx.git_base_branch)?;
         if patch.len() > max {
             return Err(format!(
                 "diff is {} bytes, above the policy limit max_diff_bytes = {max}",
                 patch.len()
             ));
         }
-        let summary = summarize(&patch);
-        let line = format!(
-            "{} file(s) changed, {} insertion(s), {} deletion(s)",
-            summary.files_changed, summary.insertions, summary.deletions
-        );
+        let stats = summarize(&patch);
         // The host logs `summary` under this step's name; logging it here too would repeat it.
-        let json = serde_json::to_string(&summary).map_err(|e| format!("summary: {e}"))?;
+        let json = serde_json::to_string(&stats).map_err(|e| format!("summary: {e}"))?;
         Ok(StepOutput {
             outputs: vec![("diff".into(), patch), ("summary".into(), json)],
-            summary: line,
+            summary: stats.summary_line(),
         })
     }
 }
@@ -54,7 +50,7 @@ fn param<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
 }
 
 /// Counts insertions and deletions per file of a `git diff` unified patch.
-fn summarize(patch: &str) -> ResultSummary {
+fn summarize(patch: &str) -> DiffStats {
     let mut files: Vec<FileChange> = Vec::new();
     let mut in_hunk = false;
     for line in patch.lines() {
@@ -84,7 +80,7 @@ fn summarize(patch: &str) -> ResultSummary {
             file.path = p.to_string();
         }
     }
-    ResultSummary {
+    DiffStats {
         files_changed: u32::try_from(files.len()).unwrap_or(u32::MAX),
         insertions: files.iter().map(|f| f.insertions).sum(),
         deletions: files.iter().map(|f| f.deletions).sum(),

@@ -1,0 +1,324 @@
+//! The agent's sandbox on the local dispatcher: bubblewrap, under an unprivileged user, with
+//! resource limits.
+//!
+//! Inside, the agent sees the job's workspace (read-write, at `/workspace`), a read-only system
+//! (`/usr` and its links, `/etc` with password hashes, SSH host keys and TLS private keys
+//! masked), its own `/proc`, `/dev` and an empty `/tmp`, and nothing else: not the API's data
+//! directory, not other workspaces, not the orchestrator. It has its own PID namespace, so every
+//! process it starts dies when it ends, no network unless its definition asks for one, no
+//! capabilities, a non-root user, and limits on CPU time, memory, processes, file size and open
+//! files (per process, from `prlimit`; the Kubernetes dispatcher adds cgroup limits).
+
+use std::os::unix::fs::MetadataExt as _;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::time::Duration;
+
+use tokio::process::Command;
+
+use crate::runtime::{AgentRuntime, ExitStatus, OutputLine, RunRequest, run_streaming};
+
+/// Resource limits of one agent run (each applies per process).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SandboxLimits {
+    pub cpu_seconds: u64,
+    pub memory_bytes: u64,
+    pub processes: u64,
+    pub file_bytes: u64,
+    pub open_files: u64,
+}
+
+impl Default for SandboxLimits {
+    fn default() -> Self {
+        Self {
+            cpu_seconds: 60 * 60,
+            memory_bytes: 8 * 1024 * 1024 * 1024,
+            processes: 512,
+            file_bytes: 1024 * 1024 * 1024,
+            open_files: 4096,
+        }
+    }
+}
+
+/// Runs agents in bubblewrap.
+#[derive(Debug, Clone)]
+pub struct SandboxRuntime {
+    pub limits: SandboxLimits,
+    /// The bubblewrap program.
+    pub bwrap: PathBuf,
+}
+
+impl Default for SandboxRuntime {
+    fn default() -> Self {
+        Self::new(SandboxLimits::default())
+    }
+}
+
+/// Why the sandbox could not be made.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "cannot create the agent's sandbox ({0}); install bubblewrap (`apt-get install bubblewrap`), or start ckrv-api with --insecure-no-sandbox, which runs agents with the worker's rights"
+)]
+pub struct SandboxUnavailable(pub String);
+
+/// Where the host's system directories live, to bind or link them the same way inside.
+const SYSTEM_LINKS: &[&str] = &["/bin", "/sbin", "/lib", "/lib64", "/lib32"];
+/// Secrets under `/etc` the agent never reads.
+const MASKED_FILES: &[&str] = &[
+    "/etc/shadow",
+    "/etc/shadow-",
+    "/etc/gshadow",
+    "/etc/gshadow-",
+    "/etc/sudoers",
+    "/etc/krb5.keytab",
+];
+const MASKED_DIRS: &[&str] = &["/etc/ssh", "/etc/ssl/private", "/etc/sudoers.d"];
+
+impl SandboxRuntime {
+    pub fn new(limits: SandboxLimits) -> Self {
+        Self {
+            limits,
+            bwrap: "bwrap".into(),
+        }
+    }
+
+    /// Checks that a sandbox can be created here, by creating one that runs `true`.
+    pub async fn probe(&self) -> Result<(), SandboxUnavailable> {
+        let dir = std::env::temp_dir();
+        let probe = RunRequest {
+            command: vec!["true".into()],
+            workspace: dir,
+            job_id: "probe".into(),
+            network: false,
+        };
+        let output = tokio::time::timeout(
+            PROBE_TIMEOUT,
+            self.command(&probe, None)
+                .stdin(std::process::Stdio::null())
+                .kill_on_drop(true)
+                .output(),
+        )
+        .await
+        .map_err(|_| SandboxUnavailable("bwrap did not start in time".into()))?
+        .map_err(|e| SandboxUnavailable(format!("bwrap: {e}")))?;
+        if output.status.success() {
+            return Ok(());
+        }
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        Err(SandboxUnavailable(
+            stderr
+                .lines()
+                .last()
+                .unwrap_or("bwrap failed")
+                .trim()
+                .to_string(),
+        ))
+    }
+
+    /// The full command: limits, then (as root) an unprivileged user, then bubblewrap, then the
+    /// agent. `uid` is the user to run as when the worker is root.
+    fn command(&self, request: &RunRequest, uid: Option<u32>) -> Command {
+        let l = self.limits;
+        let mut command = Command::new("prlimit");
+        command.args([
+            format!("--cpu={}", l.cpu_seconds),
+            format!("--as={}", l.memory_bytes),
+            format!("--nproc={}", l.processes),
+            format!("--fsize={}", l.file_bytes),
+            format!("--nofile={}", l.open_files),
+            "--".into(),
+        ]);
+        if let Some(uid) = uid {
+            command.args([
+                "setpriv".to_string(),
+                format!("--reuid={uid}"),
+                format!("--regid={uid}"),
+                "--clear-groups".into(),
+                "--".into(),
+            ]);
+        }
+        command
+            .arg(&self.bwrap)
+            .args(bwrap_args(request))
+            .arg("--")
+            .args(&request.command)
+            .env_clear()
+            .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+            .current_dir("/");
+        command
+    }
+}
+
+/// bubblewrap's arguments for `request`.
+fn bwrap_args(request: &RunRequest) -> Vec<String> {
+    let mut args: Vec<String> = [
+        "--unshare-all",
+        "--unshare-user",
+        "--die-with-parent",
+        "--new-session",
+        "--cap-drop",
+        "ALL",
+        "--hostname",
+        "ckrv-agent",
+        "--ro-bind",
+        "/usr",
+        "/usr",
+    ]
+    .map(String::from)
+    .to_vec();
+    if request.network {
+        args.push("--share-net".into());
+    }
+    for dir in SYSTEM_LINKS {
+        let path = Path::new(dir);
+        match std::fs::read_link(path) {
+            Ok(target) => args.extend([
+                "--symlink".into(),
+                target.display().to_string(),
+                (*dir).into(),
+            ]),
+            Err(_) if path.is_dir() => {
+                args.extend(["--ro-bind".into(), (*dir).into(), (*dir).into()])
+            }
+            Err(_) => {}
+        }
+    }
+    args.extend(["--ro-bind", "/etc", "/etc"].map(String::from));
+    for file in MASKED_FILES {
+        if Path::new(file).exists() {
+            args.extend(["--ro-bind".into(), "/dev/null".into(), (*file).into()]);
+        }
+    }
+    for dir in MASKED_DIRS {
+        if Path::new(dir).is_dir() {
+            args.extend(["--tmpfs".into(), (*dir).into()]);
+        }
+    }
+    args.extend(
+        [
+            "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--bind",
+        ]
+        .map(String::from),
+    );
+    args.push(request.workspace.display().to_string());
+    args.extend(
+        [
+            "/workspace",
+            "--chdir",
+            "/workspace",
+            "--uid",
+            "1000",
+            "--gid",
+            "1000",
+            "--clearenv",
+            "--setenv",
+            "PATH",
+            "/usr/local/bin:/usr/bin:/bin",
+            "--setenv",
+            "HOME",
+            "/workspace",
+            "--setenv",
+            "TMPDIR",
+            "/tmp",
+            "--setenv",
+            "CKRV_JOB_ID",
+        ]
+        .map(String::from),
+    );
+    args.push(request.job_id.clone());
+    args
+}
+
+/// As root, the unprivileged user a job's agent runs as: one per job (so one job's processes
+/// cannot use up another's process limit), never root.
+fn job_uid(job_id: &str) -> u32 {
+    // FNV-1a: stable across runs and platforms.
+    let hash = job_id.bytes().fold(0x811c_9dc5_u32, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    });
+    100_000 + hash % 60_000
+}
+
+/// Gives `dir` and everything in it to `uid`, so the unprivileged agent can edit its workspace.
+fn hand_over(dir: &Path, uid: u32) -> std::io::Result<()> {
+    let mut pending: Vec<PathBuf> = vec![dir.to_path_buf()];
+    while let Some(path) = pending.pop() {
+        let meta = std::fs::symlink_metadata(&path)?;
+        if meta.uid() != uid {
+            std::os::unix::fs::lchown(&path, Some(uid), Some(uid))?;
+        }
+        if meta.is_dir() {
+            for entry in std::fs::read_dir(&path)? {
+                pending.push(entry?.path());
+            }
+        }
+    }
+    Ok(())
+}
+
+impl AgentRuntime for SandboxRuntime {
+    fn run<'a>(
+        &'a self,
+        request: &'a RunRequest,
+        on_line: &'a mut (dyn FnMut(OutputLine) + Send),
+    ) -> Pin<Box<dyn std::future::Future<Output = std::io::Result<ExitStatus>> + Send + 'a>> {
+        Box::pin(async move {
+            if request.command.is_empty() {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    "empty agent command",
+                ));
+            }
+            let uid = (rustix::process::geteuid().is_root()).then(|| job_uid(&request.job_id));
+            if let Some(uid) = uid {
+                let workspace = request.workspace.clone();
+                tokio::task::spawn_blocking(move || hand_over(&workspace, uid))
+                    .await
+                    .map_err(std::io::Error::other)??;
+            }
+            run_streaming(self.command(request, uid), on_line).await
+        })
+    }
+}
+
+/// How long a probe may take before it counts as a failure.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn job_users_are_unprivileged_and_stable() {
+        let a = job_uid("3f8a9b2c-1234");
+        assert_eq!(a, job_uid("3f8a9b2c-1234"));
+        assert!((100_000..160_000).contains(&a));
+        assert_ne!(a, job_uid("3f8a9b2c-1235"));
+    }
+
+    #[test]
+    fn the_agent_sees_its_workspace_and_a_masked_system_only() {
+        let request = RunRequest {
+            command: vec!["sh".into()],
+            workspace: "/tmp/ckrv-job-x/workspace".into(),
+            job_id: "job-1".into(),
+            network: false,
+        };
+        let args = bwrap_args(&request).join(" ");
+        assert!(
+            args.contains("--bind /tmp/ckrv-job-x/workspace /workspace"),
+            "{args}"
+        );
+        assert!(
+            args.contains("--unshare-all") && !args.contains("--share-net"),
+            "{args}"
+        );
+        assert!(args.contains("--cap-drop ALL") && args.contains("--die-with-parent"));
+        assert!(args.contains("--ro-bind /etc /etc"));
+        let with_net = bwrap_args(&RunRequest {
+            network: true,
+            ..request
+        });
+        assert!(with_net.contains(&"--share-net".to_string()));
+    }
+}

@@ -1,0 +1,198 @@
+//! The agent sandbox, tried as a hostile agent would: with real bubblewrap, on this machine.
+
+#![allow(clippy::unwrap_used)]
+
+use std::io::Read as _;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use ckrv_agents::{AgentRuntime, RunRequest, SandboxLimits, SandboxRuntime, Stream};
+
+/// A job directory: the workspace the agent gets, and beside it what it must not see.
+fn job_dir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("workspace")).unwrap();
+    std::fs::write(dir.path().join("workspace/README.md"), "hello\n").unwrap();
+    std::fs::create_dir(dir.path().join("api-data")).unwrap();
+    std::fs::write(dir.path().join("api-data/ckrv.db"), "other users' jobs").unwrap();
+    // The job directory is traversable (the sandbox user must reach its workspace) but not
+    // listable, as the orchestrator makes it.
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o711),
+    )
+    .unwrap();
+    dir
+}
+
+async fn run(
+    runtime: &SandboxRuntime,
+    workspace: &Path,
+    script: &str,
+    network: bool,
+) -> (Option<i32>, Vec<String>) {
+    let request = RunRequest {
+        command: vec!["sh".into(), "-c".into(), script.into()],
+        workspace: workspace.to_path_buf(),
+        job_id: "job-sandbox-test".into(),
+        network,
+    };
+    let mut lines = Vec::new();
+    let status = runtime
+        .run(&request, &mut |l| {
+            let prefix = if l.stream == Stream::Stderr {
+                "err: "
+            } else {
+                ""
+            };
+            lines.push(format!("{prefix}{}", l.line));
+        })
+        .await
+        .unwrap();
+    (status.code, lines)
+}
+
+#[tokio::test]
+async fn an_agent_edits_its_workspace_and_sees_nothing_else_of_the_host() {
+    let runtime = SandboxRuntime::default();
+    runtime
+        .probe()
+        .await
+        .expect("bubblewrap works here (CI installs it)");
+    let dir = job_dir();
+    let workspace = dir.path().join("workspace");
+    let secret = dir.path().join("api-data/ckrv.db");
+    let script = format!(
+        "echo changed >> README.md; echo uid=$(id -u); \
+         cat {secret} 2>/dev/null || echo no-secret; \
+         echo procs=$(ls /proc | grep -c '^[0-9]'); \
+         echo shadow=$(cat /etc/shadow 2>/dev/null | wc -c); \
+         ls /root >/dev/null 2>&1 || echo no-root; \
+         ls /var >/dev/null 2>&1 || echo no-var; \
+         echo token=${{CKRV_WORKER_TOKEN:-none}} home=$HOME pwd=$(pwd); \
+         echo x > /usr/planted 2>/dev/null || echo usr-read-only",
+        secret = secret.display()
+    );
+    let (code, lines) = run(&runtime, &workspace, &script, false).await;
+    assert_eq!(code, Some(0), "{lines:?}");
+    assert_eq!(
+        std::fs::read_to_string(workspace.join("README.md")).unwrap(),
+        "hello\nchanged\n"
+    );
+    let has = |line: &str| lines.iter().any(|l| l == line);
+    assert!(
+        !lines.iter().any(|l| l == "uid=0"),
+        "the agent is not root: {lines:?}"
+    );
+    assert!(has("no-secret"), "{lines:?}");
+    assert!(has("shadow=0"), "{lines:?}");
+    assert!(has("no-root") && has("no-var"), "{lines:?}");
+    assert!(
+        has("token=none home=/workspace pwd=/workspace"),
+        "{lines:?}"
+    );
+    assert!(has("usr-read-only"), "{lines:?}");
+    let procs: u32 = lines
+        .iter()
+        .find_map(|l| l.strip_prefix("procs="))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        procs < 10,
+        "the agent sees only its own processes, not {procs}"
+    );
+}
+
+#[tokio::test]
+async fn an_agent_without_network_in_its_definition_reaches_nothing() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let heard = Arc::new(AtomicBool::new(false));
+    let flag = heard.clone();
+    std::thread::spawn(move || {
+        if let Ok((mut stream, _)) = listener.accept() {
+            flag.store(true, Ordering::SeqCst);
+            let _ = stream.read(&mut [0u8; 16]);
+        }
+    });
+    let runtime = SandboxRuntime::default();
+    let dir = job_dir();
+    let script = format!(
+        "if bash -c 'echo hi > /dev/tcp/127.0.0.1/{port}' 2>/dev/null; then echo connected; else echo refused; fi"
+    );
+    let (_, lines) = run(&runtime, &dir.path().join("workspace"), &script, false).await;
+    assert!(lines.contains(&"refused".to_string()), "{lines:?}");
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert!(
+        !heard.load(Ordering::SeqCst),
+        "the sandbox reached the host's loopback"
+    );
+}
+
+#[tokio::test]
+async fn nothing_an_agent_starts_outlives_it() {
+    let runtime = SandboxRuntime::default();
+    let dir = job_dir();
+    let (code, lines) = run(
+        &runtime,
+        &dir.path().join("workspace"),
+        "sleep 31337 & nohup sleep 31338 >/dev/null 2>&1 & setsid sleep 31339 & echo started",
+        false,
+    )
+    .await;
+    assert_eq!(code, Some(0), "{lines:?}");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let survivors: Vec<String> = std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| std::fs::read(e.unwrap().path().join("cmdline")).ok())
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .filter(|c| c.contains("sleep 3133"))
+        .collect();
+    assert!(survivors.is_empty(), "left running: {survivors:?}");
+}
+
+#[tokio::test]
+async fn without_bubblewrap_the_job_is_told_why_and_what_to_do() {
+    let runtime = SandboxRuntime {
+        bwrap: "/nonexistent/bwrap".into(),
+        ..SandboxRuntime::default()
+    };
+    let err = runtime.probe().await.unwrap_err().to_string();
+    assert!(err.contains("cannot create the agent's sandbox"), "{err}");
+    assert!(
+        err.contains("apt-get install bubblewrap") && err.contains("--insecure-no-sandbox"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn runaway_agents_hit_their_limits() {
+    let runtime = SandboxRuntime::new(SandboxLimits {
+        cpu_seconds: 1,
+        processes: 16,
+        ..SandboxLimits::default()
+    });
+    let dir = job_dir();
+    let workspace = dir.path().join("workspace");
+    // A fork flood stops at the process limit.
+    let (_, lines) = run(
+        &runtime,
+        &workspace,
+        "n=0; while [ $n -lt 64 ]; do sleep 5 & n=$((n+1)); done 2>&1 | head -n 1; echo done",
+        false,
+    )
+    .await;
+    assert!(
+        lines.iter().any(|l| l.contains("fork")
+            || l.contains("Resource temporarily unavailable")
+            || l.contains("Cannot fork")),
+        "{lines:?}"
+    );
+    // A busy loop is stopped after its CPU time.
+    let started = std::time::Instant::now();
+    let (code, _) = run(&runtime, &workspace, "while :; do :; done", false).await;
+    assert_ne!(code, Some(0));
+    assert!(started.elapsed() < std::time::Duration::from_secs(30));
+}

@@ -1,0 +1,115 @@
+//! `ckrv-api users …`: what an administrator does to accounts, on the same data directory as
+//! `serve` (SQLite takes the two at once).
+
+use std::time::Duration;
+
+use ckrv_wit::types::SubscriptionTier;
+
+use crate::auth;
+use crate::identity::{self, IdentityError, NewUser};
+use crate::store::{Account, PersonalToken, Store};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error("no token {id} of {email}: see them with `ckrv-api users tokens {email}`")]
+    NoSuchToken { email: String, id: String },
+    #[error(
+        "the server's public URL is unknown: start `ckrv-api serve` once, or pass --public-url"
+    )]
+    NoPublicUrl,
+}
+
+/// The URL links are made with: the one given, else the one `serve` last recorded.
+pub async fn public_url(store: &Store, given: Option<&str>) -> Result<String, AdminError> {
+    match given {
+        Some(url) => Ok(url.trim_end_matches('/').to_string()),
+        None => store
+            .setting("public_url")
+            .await?
+            .ok_or(AdminError::NoPublicUrl),
+    }
+}
+
+/// Adds an account; without a password, also returns the link at which the person sets one.
+pub async fn add_user(
+    store: &Store,
+    user: NewUser,
+    public_url: Option<&str>,
+) -> Result<(Account, Option<String>), AdminError> {
+    // Known before anything is written, so a missing URL leaves no half-made account.
+    let link_base = match user.password {
+        Some(_) => None,
+        None => Some(self::public_url(store, public_url).await?),
+    };
+    let account = identity::add_user(store, user).await?;
+    let link = match link_base {
+        Some(base) => Some(identity::setup_link(store, Some(&account.id), &base).await?),
+        None => None,
+    };
+    Ok((account, link))
+}
+
+/// A new one-time link at which the account sets a new password.
+pub async fn reset_password(
+    store: &Store,
+    email: &str,
+    public_url: Option<&str>,
+) -> Result<String, AdminError> {
+    let account = identity::find_account(store, email).await?;
+    let base = self::public_url(store, public_url).await?;
+    Ok(identity::setup_link(store, Some(&account.id), &base).await?)
+}
+
+pub async fn set_tier(
+    store: &Store,
+    email: &str,
+    tier: SubscriptionTier,
+) -> Result<Account, AdminError> {
+    let account = identity::find_account(store, email).await?;
+    store.set_tier(&account.id, tier).await?;
+    Ok(identity::find_account(store, email).await?)
+}
+
+/// Disables (or enables again) an account; a disabled account's tokens and sessions stop
+/// working at once.
+pub async fn set_disabled(
+    store: &Store,
+    email: &str,
+    disabled: bool,
+) -> Result<Account, AdminError> {
+    let account = identity::find_account(store, email).await?;
+    store.set_disabled(&account.id, disabled).await?;
+    Ok(identity::find_account(store, email).await?)
+}
+
+/// A personal access token for CI: its id and the secret, shown once.
+pub async fn issue_token(
+    store: &Store,
+    email: &str,
+    name: &str,
+    ttl: Option<Duration>,
+) -> Result<(String, String), AdminError> {
+    let account = identity::find_account(store, email).await?;
+    Ok(auth::issue_personal_token(store, &account.id, name, ttl).await?)
+}
+
+pub async fn tokens(store: &Store, email: &str) -> Result<Vec<PersonalToken>, AdminError> {
+    let account = identity::find_account(store, email).await?;
+    Ok(store.personal_tokens(&account.id).await?)
+}
+
+pub async fn revoke_token(store: &Store, email: &str, id: &str) -> Result<(), AdminError> {
+    let account = identity::find_account(store, email).await?;
+    if store.revoke_personal_token(&account.id, id).await? {
+        Ok(())
+    } else {
+        Err(AdminError::NoSuchToken {
+            email: account.email,
+            id: id.to_string(),
+        })
+    }
+}

@@ -1,0 +1,306 @@
+//! The job engine: the one place that moves jobs through their lives. Handlers, dispatchers and
+//! the background reaper ask it to create, claim, advance, complete, cancel, fail, time out or
+//! re-queue a job; it checks the move against the rules of the contract crate
+//! (`JobState::can_become`), writes it with a guarded update (`store::lifecycle`), stops the
+//! worker of a job that ended, and wakes the job's followers. Nothing else writes job state.
+
+mod reaper;
+
+pub use reaper::run_reaper;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ckrv_wit::types::{DiffStats, JobPhase, JobState};
+use tokio::sync::mpsc;
+
+use crate::auth::{duration_ms, hash_secret, new_secret};
+use crate::clock;
+use crate::dispatch::{Dispatcher, WorkerExit, WorkerStart};
+use crate::events::JobEvents;
+use crate::store::{Claimed, NewClaim, Store, StoreError, Transition};
+
+/// How long workers hold jobs and how long jobs may run.
+#[derive(Debug, Clone, Copy)]
+pub struct EngineSettings {
+    /// A worker that has not renewed its lease for this long is lost.
+    pub lease: Duration,
+    /// A job running longer than this (from its first start) ends `timeout`.
+    pub job_timeout: Duration,
+}
+
+impl Default for EngineSettings {
+    fn default() -> Self {
+        Self {
+            lease: Duration::from_secs(30),
+            job_timeout: Duration::from_secs(60 * 60),
+        }
+    }
+}
+
+impl EngineSettings {
+    /// How often a worker renews its lease: three chances before it lapses.
+    pub fn heartbeat(&self) -> Duration {
+        (self.lease / 3).max(Duration::from_millis(100))
+    }
+}
+
+/// A job a worker may now run: its claim and the token that proves it.
+#[derive(Debug)]
+pub struct Claim {
+    pub generation: i64,
+    pub token: String,
+}
+
+#[derive(Clone)]
+pub struct JobEngine {
+    store: Store,
+    events: JobEvents,
+    dispatcher: Arc<dyn Dispatcher>,
+    settings: EngineSettings,
+}
+
+impl JobEngine {
+    /// The engine, and the task that fails jobs whose local worker ended without finishing
+    /// them (reported on `exits`).
+    pub fn new(
+        store: Store,
+        events: JobEvents,
+        dispatcher: Arc<dyn Dispatcher>,
+        settings: EngineSettings,
+        exits: mpsc::UnboundedReceiver<WorkerExit>,
+    ) -> Self {
+        let engine = Self {
+            store,
+            events,
+            dispatcher,
+            settings,
+        };
+        tokio::spawn(engine.clone().watch_exits(exits));
+        engine
+    }
+
+    pub fn settings(&self) -> EngineSettings {
+        self.settings
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Claims the job for `worker` under a new generation, with a token that acts on it until
+    /// the job's deadline has long passed; `None` when it is no longer pending.
+    pub async fn claim(&self, job_id: &str, worker: &str) -> Result<Option<Claim>, StoreError> {
+        let now = clock::now();
+        let now_ms = clock::millis(now);
+        let token = new_secret("ckrv_wt");
+        let token_expires_ms = now_ms + duration_ms(self.settings.job_timeout * 2);
+        let claimed = self
+            .store
+            .claim(&NewClaim {
+                job_id,
+                worker,
+                token_hash: &hash_secret(&token),
+                token_expires_ms,
+                lease_until_ms: now_ms + duration_ms(self.settings.lease),
+                now_ms,
+                now: &clock::rfc3339(now),
+            })
+            .await?;
+        let Some(Claimed { generation }) = claimed else {
+            return Ok(None);
+        };
+        tracing::info!(job_id, generation, worker, "job claimed");
+        self.events.changed(job_id);
+        Ok(Some(Claim { generation, token }))
+    }
+
+    /// Claims the job and starts a worker for it through the dispatcher. A job that cannot be
+    /// started fails with the reason, which is also returned.
+    pub async fn dispatch(&self, job_id: &str) -> Result<Result<(), String>, StoreError> {
+        let Some(claim) = self.claim(job_id, "local").await? else {
+            return Ok(Ok(()));
+        };
+        let start = WorkerStart {
+            job_id,
+            generation: claim.generation,
+            token: &claim.token,
+        };
+        match self.dispatcher.start(&start).await {
+            Ok(()) => Ok(Ok(())),
+            Err(e) => {
+                let reason = format!("could not start a worker: {e}");
+                tracing::error!(job_id, error = %e, "dispatch failed");
+                self.fail(job_id, Some(claim.generation), &reason).await?;
+                Ok(Err(reason))
+            }
+        }
+    }
+
+    /// Renews the worker's lease; false when the job no longer runs under its claim (it was
+    /// cancelled, timed out, or given to another worker), which tells the worker to stop.
+    pub async fn heartbeat(&self, job_id: &str, generation: i64) -> Result<bool, StoreError> {
+        let until = clock::millis(clock::now()) + duration_ms(self.settings.lease);
+        self.store.renew_lease(job_id, generation, until).await
+    }
+
+    /// Records the phase the worker reports; false when the job does not run under its claim
+    /// or the phase would go backwards.
+    pub async fn phase(
+        &self,
+        job_id: &str,
+        generation: i64,
+        phase: JobPhase,
+        agent: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        let now = clock::rfc3339(clock::now());
+        let changed = self
+            .store
+            .set_phase(job_id, generation, phase, agent, &now)
+            .await?;
+        if changed {
+            self.events.changed(job_id);
+        }
+        Ok(changed)
+    }
+
+    /// Notes the uploaded diff's digest; false unless the job runs under the worker's claim.
+    pub async fn attach_diff(
+        &self,
+        job_id: &str,
+        generation: i64,
+        sha256: &str,
+    ) -> Result<bool, StoreError> {
+        let now = clock::rfc3339(clock::now());
+        self.store.set_diff(job_id, generation, sha256, &now).await
+    }
+
+    /// Records what the job changed; false unless the job runs under the worker's claim.
+    pub async fn attach_result(
+        &self,
+        job_id: &str,
+        generation: i64,
+        stats: &DiffStats,
+    ) -> Result<bool, StoreError> {
+        let now = clock::rfc3339(clock::now());
+        let changed = self
+            .store
+            .set_diff_stats(job_id, generation, stats, &now)
+            .await?;
+        if changed {
+            self.events.changed(job_id);
+        }
+        Ok(changed)
+    }
+
+    /// The worker's report of how the job ended (`succeeded` or `failed`).
+    pub async fn complete(
+        &self,
+        job_id: &str,
+        generation: i64,
+        state: JobState,
+        error_message: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        debug_assert!(matches!(state, JobState::Succeeded | JobState::Failed));
+        self.end(job_id, Some(generation), state, error_message)
+            .await
+    }
+
+    /// The owner cancels the job, whatever it is doing.
+    pub async fn cancel(&self, job_id: &str) -> Result<bool, StoreError> {
+        self.end(
+            job_id,
+            None,
+            JobState::Cancelled,
+            Some("cancelled by the user"),
+        )
+        .await
+    }
+
+    /// The job cannot go on: its worker could not start, died, or was lost. With a generation,
+    /// only if that claim is still the current one.
+    pub async fn fail(
+        &self,
+        job_id: &str,
+        generation: Option<i64>,
+        reason: &str,
+    ) -> Result<bool, StoreError> {
+        self.end(job_id, generation, JobState::Failed, Some(reason))
+            .await
+    }
+
+    /// The job ran past its deadline.
+    pub async fn time_out(&self, job_id: &str) -> Result<bool, StoreError> {
+        let reason = format!(
+            "the job ran longer than its {} deadline",
+            humantime::format_duration(self.settings.job_timeout)
+        );
+        self.end(job_id, None, JobState::Timeout, Some(&reason))
+            .await
+    }
+
+    /// The worker holding `generation` was lost before the job got anywhere: the job waits for
+    /// another worker, and is dispatched again.
+    pub async fn requeue(&self, job_id: &str, generation: i64) -> Result<bool, StoreError> {
+        let now = clock::now();
+        let changed = self
+            .store
+            .transition(&Transition {
+                job_id,
+                to: JobState::Pending,
+                generation: Some(generation),
+                error_message: None,
+                now_ms: clock::millis(now),
+                now: &clock::rfc3339(now),
+            })
+            .await?;
+        if changed {
+            tracing::warn!(job_id, generation, "worker lost early; job queued again");
+            self.dispatcher.stop(job_id).await;
+            self.events.changed(job_id);
+        }
+        Ok(changed)
+    }
+
+    async fn end(
+        &self,
+        job_id: &str,
+        generation: Option<i64>,
+        state: JobState,
+        error_message: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        let now = clock::now();
+        let changed = self
+            .store
+            .transition(&Transition {
+                job_id,
+                to: state,
+                generation,
+                error_message,
+                now_ms: clock::millis(now),
+                now: &clock::rfc3339(now),
+            })
+            .await?;
+        if changed {
+            tracing::info!(job_id, %state, error = error_message, "job ended");
+            self.dispatcher.stop(job_id).await;
+            self.events.changed(job_id);
+        }
+        Ok(changed)
+    }
+
+    async fn watch_exits(self, mut exits: mpsc::UnboundedReceiver<WorkerExit>) {
+        while let Some(exit) = exits.recv().await {
+            match self
+                .fail(&exit.job_id, Some(exit.generation), &exit.reason)
+                .await
+            {
+                Ok(true) => tracing::warn!(job_id = exit.job_id, "{}", exit.reason),
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::error!(job_id = exit.job_id, error = %e, "recording the worker's end");
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,84 @@
+//! What the engine does on its own: on start, give surviving workers time to check in and
+//! dispatch what waits; then, every fraction of a lease, end or re-queue jobs whose worker
+//! stopped renewing its lease and time out jobs past their deadline.
+
+use std::time::Duration;
+
+use super::JobEngine;
+use crate::auth::duration_ms;
+use crate::clock;
+use crate::store::StoreError;
+
+/// At most this many lost early workers per job before it fails instead of waiting again.
+const MAX_ATTEMPTS: i64 = 2;
+
+impl JobEngine {
+    /// After a start: running jobs get a full lease (their workers could not renew while this
+    /// API was down), and pending jobs are dispatched.
+    pub async fn reconcile(&self) -> Result<(), StoreError> {
+        let until = clock::millis(clock::now()) + duration_ms(self.settings.lease);
+        let extended = self.store.extend_all_leases(until).await?;
+        if extended > 0 {
+            tracing::info!(
+                jobs = extended,
+                "waiting one lease for running jobs' workers"
+            );
+        }
+        self.dispatch_pending().await
+    }
+
+    /// Starts workers for waiting jobs when this API starts them itself.
+    pub async fn dispatch_pending(&self) -> Result<(), StoreError> {
+        if !self.dispatcher.starts_workers() {
+            return Ok(());
+        }
+        for job_id in self.store.pending_jobs().await? {
+            self.dispatch(&job_id).await?.ok();
+        }
+        Ok(())
+    }
+
+    /// One pass: lapsed leases, then deadlines.
+    pub async fn reap(&self) -> Result<(), StoreError> {
+        let now_ms = clock::millis(clock::now());
+        let mut requeued = false;
+        for lease in self.store.lapsed_leases(now_ms).await? {
+            if lease.phase.is_restartable() && lease.attempts < MAX_ATTEMPTS {
+                requeued |= self.requeue(&lease.job_id, lease.generation).await?;
+            } else {
+                let reason = format!(
+                    "worker lost: no heartbeat for {} while {}",
+                    humantime::format_duration(self.settings.lease),
+                    lease.phase
+                );
+                self.fail(&lease.job_id, Some(lease.generation), &reason)
+                    .await?;
+            }
+        }
+        let deadline = now_ms - duration_ms(self.settings.job_timeout);
+        for job_id in self.store.overdue_jobs(deadline).await? {
+            self.time_out(&job_id).await?;
+        }
+        if requeued {
+            self.dispatch_pending().await?;
+        }
+        Ok(())
+    }
+}
+
+/// Reconciles once, then reaps every quarter lease until dropped.
+pub async fn run_reaper(engine: JobEngine) {
+    if let Err(e) = engine.reconcile().await {
+        tracing::error!(error = %e, "reconciling jobs after start");
+    }
+    let period =
+        (engine.settings.lease / 4).clamp(Duration::from_millis(50), Duration::from_secs(5));
+    let mut ticks = tokio::time::interval(period);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        if let Err(e) = engine.reap().await {
+            tracing::error!(error = %e, "reaping jobs");
+        }
+    }
+}

@@ -1,0 +1,97 @@
+//! Git credentials: per account, unique by name, the value stored only sealed.
+
+use ckrv_wit::types::{CredentialSummary, CredentialType, GitProvider};
+use sqlx::Row;
+
+use super::{Store, StoreError, parse_enum};
+use crate::secrets::Sealed;
+
+/// A credential about to be stored.
+#[derive(Debug)]
+pub struct NewCredential<'a> {
+    pub account_id: &'a str,
+    pub name: &'a str,
+    pub provider: GitProvider,
+    pub credential_type: CredentialType,
+    pub sealed: &'a Sealed,
+    pub created_at: &'a str,
+}
+
+impl Store {
+    /// Stores the credential unless the account already has one of that name; false then.
+    pub async fn insert_credential(&self, new: &NewCredential<'_>) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "INSERT INTO credentials (account_id, name, provider, credential_type, key_id, nonce,
+                                      ciphertext, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+             ON CONFLICT (account_id, name) DO NOTHING",
+        )
+        .bind(new.account_id)
+        .bind(new.name)
+        .bind(new.provider.as_str())
+        .bind(new.credential_type.as_str())
+        .bind(&new.sealed.key_id)
+        .bind(&new.sealed.nonce)
+        .bind(&new.sealed.ciphertext)
+        .bind(new.created_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// The account's credentials by name, without their values.
+    pub async fn credentials(
+        &self,
+        account_id: &str,
+    ) -> Result<Vec<CredentialSummary>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT name, provider, credential_type, created_at, last_used_at FROM credentials
+             WHERE account_id = $1 ORDER BY name",
+        )
+        .bind(account_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(CredentialSummary {
+                    name: row.try_get("name")?,
+                    provider: parse_enum("provider", row.try_get("provider")?)?,
+                    credential_type: parse_enum(
+                        "credential_type",
+                        row.try_get("credential_type")?,
+                    )?,
+                    created_at: row.try_get("created_at")?,
+                    last_used_at: row.try_get("last_used_at")?,
+                })
+            })
+            .collect()
+    }
+
+    pub async fn credential_exists(
+        &self,
+        account_id: &str,
+        name: &str,
+    ) -> Result<bool, StoreError> {
+        let found: Option<i64> =
+            sqlx::query_scalar("SELECT 1 FROM credentials WHERE account_id = $1 AND name = $2")
+                .bind(account_id)
+                .bind(name)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(found.is_some())
+    }
+
+    /// Deletes the credential; false when the account has none of that name.
+    pub async fn delete_credential(
+        &self,
+        account_id: &str,
+        name: &str,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query("DELETE FROM credentials WHERE account_id = $1 AND name = $2")
+            .bind(account_id)
+            .bind(name)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+}

@@ -1,0 +1,119 @@
+//! Browser sessions: a random id in a signed cookie, only its hash in the store, and one CSRF
+//! token per session that every form carries back.
+
+use std::time::Duration;
+
+use axum::extract::FromRef;
+use axum_extra::extract::cookie::{Cookie, Key, SameSite, SignedCookieJar};
+
+use crate::auth::{duration_ms, hash_secret, new_secret};
+use crate::clock;
+use crate::error::AppError;
+use crate::state::AppState;
+use crate::store::Account;
+
+pub const SESSION_COOKIE: &str = "ckrv_session";
+/// A browser stays signed in for a working day.
+pub const SESSION_TTL: Duration = Duration::from_secs(12 * 60 * 60);
+
+impl FromRef<AppState> for Key {
+    fn from_ref(state: &AppState) -> Key {
+        state.cookie_key.clone()
+    }
+}
+
+/// The signed-in person behind a browser request.
+#[derive(Debug, Clone)]
+pub struct WebUser {
+    pub account: Account,
+    pub csrf_token: String,
+    id_hash: String,
+}
+
+impl WebUser {
+    /// The session the request's cookie names, if it is live and its account enabled.
+    pub async fn from_jar(
+        state: &AppState,
+        jar: &SignedCookieJar,
+    ) -> Result<Option<Self>, AppError> {
+        let Some(cookie) = jar.get(SESSION_COOKIE) else {
+            return Ok(None);
+        };
+        let id_hash = hash_secret(cookie.value());
+        let Some(session) = state
+            .store
+            .web_session(&id_hash, clock::millis(clock::now()))
+            .await?
+        else {
+            return Ok(None);
+        };
+        let Some(account) = state.store.account(&session.account_id).await? else {
+            return Ok(None);
+        };
+        Ok(Some(Self {
+            account,
+            csrf_token: session.csrf_token,
+            id_hash,
+        }))
+    }
+
+    /// Whether a form's token is this session's (compared through hashes, so the comparison
+    /// does not leak the token's prefix through its timing).
+    pub fn csrf_ok(&self, presented: &str) -> bool {
+        tokens_match(&self.csrf_token, presented)
+    }
+
+    /// Ends the session here and in the store.
+    pub async fn sign_out(
+        self,
+        state: &AppState,
+        jar: SignedCookieJar,
+    ) -> Result<SignedCookieJar, AppError> {
+        state.store.delete_web_session(&self.id_hash).await?;
+        Ok(jar.remove(Cookie::build(SESSION_COOKIE).path("/")))
+    }
+}
+
+/// Starts a session for `account_id` and sets its cookie.
+pub async fn sign_in(
+    state: &AppState,
+    jar: SignedCookieJar,
+    account_id: &str,
+) -> Result<SignedCookieJar, AppError> {
+    let id = new_secret("ckrv_ws");
+    let now = clock::millis(clock::now());
+    state
+        .store
+        .create_web_session(
+            &hash_secret(&id),
+            account_id,
+            &new_secret("csrf"),
+            now,
+            now + duration_ms(SESSION_TTL),
+        )
+        .await?;
+    Ok(jar.add(cookie(state, SESSION_COOKIE, id, SESSION_TTL)))
+}
+
+/// A cookie scripts cannot read, not sent along cross-site subrequests, and over HTTPS only
+/// when the service is served over HTTPS.
+pub fn cookie(
+    state: &AppState,
+    name: &'static str,
+    value: String,
+    ttl: Duration,
+) -> Cookie<'static> {
+    Cookie::build((name, value))
+        .path("/")
+        .http_only(true)
+        .same_site(SameSite::Lax)
+        .secure(state.public_url.starts_with("https://"))
+        .max_age(time::Duration::seconds(
+            i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX),
+        ))
+        .build()
+}
+
+pub fn tokens_match(expected: &str, presented: &str) -> bool {
+    !expected.is_empty() && hash_secret(expected) == hash_secret(presented)
+}

@@ -1,0 +1,119 @@
+//! The compiled-plugin cache. Loading compiled code is loading native code, so the cache is
+//! used only where no one else can write: a directory of this user's with mode 0700, files of
+//! this user's with mode 0600, each beside the SHA-256 of its bytes, checked before the bytes
+//! are handed to wasmtime (from memory, so the file cannot change between check and use).
+//! Anything else is compiled afresh, which costs time and nothing else.
+
+use std::hash::{Hash as _, Hasher as _};
+use std::io::Write as _;
+use std::os::unix::fs::{DirBuilderExt as _, MetadataExt as _, OpenOptionsExt as _};
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest as _, Sha256};
+use wasmtime::Engine;
+use wasmtime::component::Component;
+
+/// The compiled `bytes`, from the cache when it holds a verified copy, else compiled (and
+/// cached when the cache is private).
+pub fn load_or_compile(
+    engine: &Engine,
+    bytes: &[u8],
+    cache_dir: &Path,
+) -> wasmtime::Result<Component> {
+    let dir = cache_dir.join("plugins");
+    let private = match private_dir(&dir) {
+        Ok(private) => private,
+        Err(e) => {
+            tracing::warn!(dir = %dir.display(), error = %e, "not caching the compiled plugin");
+            false
+        }
+    };
+    if !private {
+        tracing::warn!(dir = %dir.display(), "the plugin cache is not private to this user; compiling in memory");
+        return Component::new(engine, bytes);
+    }
+    let path = dir.join(file_name(engine, bytes));
+    if let Some(compiled) = verified(&path) {
+        // SAFETY: the bytes are what this program wrote with `Component::serialize` for the same
+        // component (the file is named by its hash) and an engine with the same compatibility
+        // hash, in a directory and file only this user can write, and they match the digest
+        // recorded beside them; wasmtime checks the header and version as well.
+        match unsafe { Component::deserialize(engine, &compiled) } {
+            Ok(component) => return Ok(component),
+            Err(e) => tracing::warn!(path = %path.display(), error = %e, "recompiling the plugin"),
+        }
+    }
+    let component = Component::new(engine, bytes)?;
+    if let Err(e) = store(&component, &path) {
+        tracing::warn!(path = %path.display(), error = %e, "could not cache the compiled plugin");
+    }
+    Ok(component)
+}
+
+/// `<sha256 of the component>-<engine compatibility hash>.cwasm`
+pub fn file_name(engine: &Engine, bytes: &[u8]) -> String {
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    engine.precompile_compatibility_hash().hash(&mut hasher);
+    format!(
+        "{}-{:016x}.cwasm",
+        hex::encode(Sha256::digest(bytes)),
+        hasher.finish()
+    )
+}
+
+fn digest_path(path: &Path) -> PathBuf {
+    path.with_extension("cwasm.sha256")
+}
+
+/// Creates the directory (0700) if needed; true if it is this user's and no one else can write
+/// into it.
+fn private_dir(dir: &Path) -> std::io::Result<bool> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    let meta = std::fs::metadata(dir)?;
+    Ok(meta.is_dir() && mine_and_closed(&meta, 0o077))
+}
+
+/// Owned by this user, with none of `forbidden` mode bits.
+fn mine_and_closed(meta: &std::fs::Metadata, forbidden: u32) -> bool {
+    meta.uid() == rustix::process::geteuid().as_raw() && meta.mode() & forbidden == 0
+}
+
+/// The cached bytes, if the file is this user's, private, and matches its recorded digest.
+fn verified(path: &Path) -> Option<Vec<u8>> {
+    let meta = std::fs::symlink_metadata(path).ok()?;
+    if !meta.is_file() || !mine_and_closed(&meta, 0o077) {
+        return None;
+    }
+    let recorded = std::fs::read_to_string(digest_path(path)).ok()?;
+    let compiled = std::fs::read(path).ok()?;
+    (hex::encode(Sha256::digest(&compiled)) == recorded.trim()).then_some(compiled)
+}
+
+fn store(component: &Component, path: &Path) -> anyhow::Result<()> {
+    let compiled = component
+        .serialize()
+        .map_err(|e| anyhow::anyhow!("{e:#}"))?;
+    write_private(path, &compiled)?;
+    write_private(
+        &digest_path(path),
+        hex::encode(Sha256::digest(&compiled)).as_bytes(),
+    )?;
+    Ok(())
+}
+
+/// Writes a 0600 file by renaming a new one into place, so no reader sees half of it.
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, path)
+}

@@ -1,0 +1,351 @@
+//! Git on the host, as steps ask for it. It trusts nothing the job controls:
+//!
+//! - the repository URL passes the policy again, and the host is resolved here and every
+//!   address checked, then git is pinned to the checked address (curl's resolve list for HTTP,
+//!   the address itself with `HostKeyAlias` for SSH), so a name cannot resolve elsewhere later;
+//! - no system or global config, no hooks, no fsmonitor, no credential helpers, no redirects,
+//!   only the allowed transports, no submodules;
+//! - the base is fetched into a bare repository outside the workspace, and the diff is taken
+//!   with that repository and a private index against the workspace's files, so nothing the
+//!   agent wrote under `.git` (config, hooks, attributes drivers) is read.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use ckrv_wit::repo_url::{self, RepoUrl, Transport};
+
+/// One job's host-side git.
+#[derive(Debug, Clone)]
+pub struct HostGit {
+    workspace: PathBuf,
+    /// Host-only: `base.git`, the private index, an empty `HOME`, SSH's known hosts.
+    private: PathBuf,
+    allow_local: bool,
+}
+
+impl HostGit {
+    /// `private` must be outside the workspace and never shown to the agent.
+    pub fn new(workspace: &Path, private: &Path, allow_local: bool) -> std::io::Result<Self> {
+        std::fs::create_dir_all(private.join("home"))?;
+        Ok(Self {
+            workspace: workspace.to_path_buf(),
+            private: private.to_path_buf(),
+            allow_local,
+        })
+    }
+
+    /// The directory the agent and the steps work in.
+    pub fn workspace(&self) -> &Path {
+        &self.workspace
+    }
+
+    fn base_repo(&self) -> PathBuf {
+        self.private.join("base.git")
+    }
+
+    /// Clones `url` at `branch`: into the private base repository (the only network access),
+    /// then from there into the workspace.
+    pub async fn clone_repo(&self, url: &str, branch: &str) -> Result<(), String> {
+        let repo = repo_url::check(url, self.allow_local).map_err(|e| e.to_string())?;
+        let pin = self.pin(url, &repo).await?;
+        let mut args: Vec<String> = pin.config;
+        args.extend(
+            [
+                "clone",
+                "--bare",
+                "--single-branch",
+                "--no-tags",
+                "--branch",
+                branch,
+                "--",
+            ]
+            .map(String::from),
+        );
+        args.push(pin.url.unwrap_or_else(|| url.to_string()));
+        args.push(self.base_repo().display().to_string());
+        let mut network = vec!["https", "ssh"];
+        if self.allow_local {
+            network.extend(["http", "file"]);
+        }
+        let ssh = pin.ssh_command;
+        self.git(&self.private, &args, &network, ssh.as_deref())
+            .await?;
+        let base = self.base_repo().display().to_string();
+        let local = [
+            "clone",
+            "--no-hardlinks",
+            "--branch",
+            branch,
+            "--",
+            &base,
+            ".",
+        ];
+        self.git(&self.workspace, &local, &["file"], None).await?;
+        // The agent sees the repository's real address, not the host's private copy.
+        self.git(
+            &self.workspace,
+            &["remote", "set-url", "origin", url],
+            &[],
+            None,
+        )
+        .await
+        .map(drop)
+    }
+
+    /// Creates and checks out `name` in the workspace (before the agent runs).
+    pub async fn create_branch(&self, name: &str) -> Result<(), String> {
+        self.git(&self.workspace, &["checkout", "-b", name], &[], None)
+            .await
+            .map(drop)
+    }
+
+    /// The binary-safe diff of the workspace's files against `base`, taken with the private
+    /// base repository and a private index.
+    pub async fn diff(&self, base: &str) -> Result<String, String> {
+        let git_dir = format!("--git-dir={}", self.base_repo().display());
+        let work_tree = format!("--work-tree={}", self.workspace.display());
+        let with = |rest: &[&str]| {
+            let mut args = vec![git_dir.clone(), work_tree.clone()];
+            args.extend(rest.iter().map(|s| s.to_string()));
+            args
+        };
+        self.git(&self.workspace, &with(&["read-tree", base]), &[], None)
+            .await?;
+        self.git(&self.workspace, &with(&["add", "-A"]), &[], None)
+            .await?;
+        self.git(
+            &self.workspace,
+            &with(&[
+                "diff",
+                "--cached",
+                "--binary",
+                "--no-ext-diff",
+                "--no-textconv",
+                base,
+                "--",
+            ]),
+            &[],
+            None,
+        )
+        .await
+    }
+
+    /// Resolves the repository's host and checks every address, unless local repositories are
+    /// allowed; returns how to make git connect to the checked address only.
+    async fn pin(&self, url: &str, repo: &RepoUrl) -> Result<Pin, String> {
+        let Some(host) = &repo.host else {
+            return Ok(Pin::default());
+        };
+        let addresses: Vec<IpAddr> = tokio::net::lookup_host((host.as_str(), repo.port))
+            .await
+            .map_err(|e| format!("cannot resolve the repository host {host}: {e}"))?
+            .map(|a| a.ip())
+            .collect();
+        let ip = checked_address(host, &addresses, self.allow_local)?;
+        Ok(match repo.transport {
+            Transport::Https | Transport::Http => Pin {
+                config: vec![
+                    "-c".into(),
+                    format!("http.curloptResolve={host}:{}:{}", repo.port, bracketed(ip)),
+                ],
+                ..Pin::default()
+            },
+            // SSH connects to the address itself; the host key is still checked under the name.
+            Transport::Ssh => Pin {
+                ssh_command: Some(format!(
+                    "ssh -o BatchMode=yes -o ProxyCommand=none -o ProxyJump=none \
+                     -o HostKeyAlias={host} -o StrictHostKeyChecking=accept-new \
+                     -o UserKnownHostsFile={}",
+                    self.private.join("known_hosts").display()
+                )),
+                url: Some(with_address(url, repo, ip)?),
+                config: Vec::new(),
+            },
+            Transport::Local => Pin::default(),
+        })
+    }
+
+    /// Runs hardened git in `dir`, allowing only `protocols` (none: no transport at all); the
+    /// error is the last line git wrote (its own message, never a remote's page).
+    async fn git<S: AsRef<str>>(
+        &self,
+        dir: &Path,
+        args: &[S],
+        protocols: &[&str],
+        ssh_command: Option<&str>,
+    ) -> Result<String, String> {
+        let mut command = tokio::process::Command::new("git");
+        command
+            .args(HARDENING)
+            .args(args.iter().map(AsRef::as_ref))
+            .current_dir(dir)
+            .env_clear()
+            .env(
+                "PATH",
+                std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into()),
+            )
+            .env("HOME", self.private.join("home"))
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .env("GIT_TERMINAL_PROMPT", "0")
+            .env("GIT_ALLOW_PROTOCOL", protocols.join(":"))
+            .env("GIT_PROTOCOL_FROM_USER", "0")
+            .env("GIT_INDEX_FILE", self.private.join("index"))
+            .env("LC_ALL", "C")
+            .stdin(std::process::Stdio::null())
+            .kill_on_drop(true);
+        if let Some(ssh) = ssh_command {
+            command.env("GIT_SSH_COMMAND", ssh);
+        }
+        // The private index is only for the diff against the private base; the workspace's
+        // own commands keep the workspace's index.
+        if !args.iter().any(|a| a.as_ref().starts_with("--git-dir=")) {
+            command.env_remove("GIT_INDEX_FILE");
+        }
+        let output = command
+            .output()
+            .await
+            .map_err(|e| format!("could not run git: {e}"))?;
+        if !output.status.success() {
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            let last = stderr
+                .lines()
+                .rev()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("");
+            return Err(if last.is_empty() {
+                format!("git exited with {}", output.status)
+            } else {
+                last.trim().chars().take(500).collect()
+            });
+        }
+        String::from_utf8(output.stdout).map_err(|_| "git output is not valid UTF-8".to_string())
+    }
+}
+
+/// Config every host git command runs with, overriding whatever a repository says.
+const HARDENING: &[&str] = &[
+    "-c",
+    "core.hooksPath=/dev/null",
+    "-c",
+    "core.fsmonitor=false",
+    "-c",
+    "core.sshCommand=",
+    "-c",
+    "core.askPass=",
+    "-c",
+    "credential.helper=",
+    "-c",
+    "http.followRedirects=false",
+    "-c",
+    "submodule.recurse=false",
+    "-c",
+    "diff.external=",
+];
+
+/// How to make git reach only the checked address.
+#[derive(Debug, Default)]
+struct Pin {
+    /// `-c` options for git.
+    config: Vec<String>,
+    /// A rewritten URL, when the address replaces the host.
+    url: Option<String>,
+    ssh_command: Option<String>,
+}
+
+/// The address to connect to: the first the host resolved to, when none of them is a loopback,
+/// private, link-local or otherwise internal address (a name that resolves to any of those is
+/// refused, not just skipped) or local repositories are allowed.
+pub fn checked_address(
+    host: &str,
+    addresses: &[IpAddr],
+    allow_local: bool,
+) -> Result<IpAddr, String> {
+    let internal = addresses
+        .iter()
+        .find_map(|ip| repo_url::address_kind(*ip).map(|kind| (ip, kind)));
+    if let (false, Some((ip, kind))) = (allow_local, internal) {
+        return Err(format!(
+            "the repository host {host} resolves to {ip}, {kind}; only public hosts can be cloned"
+        ));
+    }
+    addresses
+        .first()
+        .copied()
+        .ok_or_else(|| format!("the repository host {host} has no address"))
+}
+
+/// `url` with its host replaced by `ip`, in the same syntax.
+fn with_address(url: &str, repo: &RepoUrl, ip: IpAddr) -> Result<String, String> {
+    if repo.scp_like {
+        let (user, rest) = url.split_once('@').ok_or("not an scp-like URL")?;
+        let (_, path) = rest.split_once(':').ok_or("not an scp-like URL")?;
+        return Ok(format!("{user}@{}:{path}", bracketed(ip)));
+    }
+    let mut parsed = url::Url::parse(url).map_err(|e| e.to_string())?;
+    parsed
+        .set_ip_host(ip)
+        .map_err(|()| format!("cannot point {url} at {ip}"))?;
+    Ok(parsed.to_string())
+}
+
+fn bracketed(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V6(v6) => format!("[{v6}]"),
+        IpAddr::V4(v4) => v4.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_name_resolving_to_any_internal_address_is_refused() {
+        let public: IpAddr = "93.184.216.34"
+            .parse()
+            .unwrap_or(IpAddr::from([0, 0, 0, 0]));
+        let metadata: IpAddr = "169.254.169.254".parse().unwrap_or(public);
+        let loopback: IpAddr = "127.0.0.1".parse().unwrap_or(public);
+        assert_eq!(
+            checked_address("git.example.com", &[public], false),
+            Ok(public)
+        );
+        let err = checked_address("rebind.example.com", &[public, metadata], false).unwrap_err();
+        assert!(
+            err.contains("169.254.169.254") && err.contains("link-local"),
+            "{err}"
+        );
+        assert!(checked_address("rebind.example.com", &[loopback], false).is_err());
+        assert_eq!(
+            checked_address("dev.example.com", &[loopback], true),
+            Ok(loopback)
+        );
+        assert!(checked_address("none.example.com", &[], false).is_err());
+    }
+
+    #[test]
+    fn ssh_urls_are_pointed_at_the_checked_address() {
+        let ip: IpAddr = "93.184.216.34"
+            .parse()
+            .unwrap_or(IpAddr::from([0, 0, 0, 0]));
+        let scp = repo_url::check("git@github.com:org/repo.git", false);
+        let scp = scp.as_ref().map_err(ToString::to_string);
+        assert_eq!(
+            scp.and_then(|r| with_address("git@github.com:org/repo.git", r, ip)),
+            Ok("git@93.184.216.34:org/repo.git".to_string())
+        );
+        let url = "ssh://git@github.com:2222/org/repo.git";
+        let ssh = repo_url::check(url, false).map_err(|e| e.to_string());
+        assert_eq!(
+            ssh.and_then(|r| with_address(url, &r, ip)),
+            Ok("ssh://git@93.184.216.34:2222/org/repo.git".to_string())
+        );
+        let v6: IpAddr = "2606:2800:220:1::1".parse().unwrap_or(ip);
+        let scp = repo_url::check("git@github.com:org/repo.git", false).map_err(|e| e.to_string());
+        assert_eq!(
+            scp.and_then(|r| with_address("git@github.com:org/repo.git", &r, v6)),
+            Ok("git@[2606:2800:220:1::1]:org/repo.git".to_string())
+        );
+    }
+}

@@ -1,0 +1,286 @@
+//! `ckrv-bench`: measures the cloud-execution path through the real binaries on loopback and
+//! prints a Markdown table for `docs/benchmarks.md`.
+//!
+//! ```text
+//! cargo build --release --bins && target/release/ckrv-bench [--jobs N] [--requests N]
+//! ```
+//!
+//! It uses the `ckrv`, `ckrv-api` and `ckrv-orchestrator` binaries next to it, so build them in
+//! the same profile first.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use ckrv_e2e::{Api, Cli, StaticServer, create_served_repo, git, script_spec};
+use clap::Parser;
+
+const EMAIL: &str = "bench@example.com";
+
+#[derive(Parser)]
+#[command(about = "Measure the cloud-execution path through the real binaries on loopback")]
+struct Args {
+    /// Jobs to run one after another in each sandbox mode.
+    #[arg(long, default_value_t = 10)]
+    jobs: usize,
+    /// Requests for the API read measurements.
+    #[arg(long, default_value_t = 2000)]
+    requests: usize,
+    /// Clients sending requests at once for the throughput measurement.
+    #[arg(long, default_value_t = 8)]
+    clients: usize,
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    if args.jobs == 0 || args.requests == 0 || args.clients == 0 {
+        bail!("--jobs, --requests and --clients must be at least 1");
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let tmp = tempfile::tempdir()?;
+    let root = tmp.path();
+    let served = root.join("served");
+    std::fs::create_dir_all(&served)?;
+    create_served_repo(&served, "bench", &[("README.md", "draft\n")]);
+    let server = StaticServer::start(&served);
+    let repo_url = format!("http://{}/bench.git", server.addr);
+
+    let mut table = Table::default();
+    for (mode, flags) in [
+        ("sandboxed (bubblewrap)", &[][..]),
+        ("--insecure-no-sandbox", &["--insecure-no-sandbox"][..]),
+    ] {
+        let stage = Stage::new(&root.join(mode.replace([' ', '(', ')', '-'], "")), flags)?;
+        let mut dispatch = Vec::new();
+        let mut whole = Vec::new();
+        let mut last = String::new();
+        for _ in 0..args.jobs {
+            let (id, to_id, to_end) = stage.job(&repo_url, &runtime)?;
+            dispatch.push(to_id);
+            whole.push(to_end);
+            last = id;
+        }
+        table.row(&format!("`ckrv run --cloud` returns, {mode}"), &dispatch);
+        table.row(&format!("job, dispatch to end, {mode}"), &whole);
+        if flags.is_empty() {
+            stage.reads(&last, &args, &runtime, &mut table)?;
+            stage.status_command(&last, &mut table)?;
+        }
+    }
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    println!("{} · {cores} cores\n\n{}", machine(), table.render());
+    Ok(())
+}
+
+/// One API, one account with a token, one logged-in CLI and its worktree.
+struct Stage {
+    api: Api,
+    cli: Cli,
+    work: PathBuf,
+    token: String,
+    http: reqwest::Client,
+}
+
+impl Stage {
+    fn new(root: &Path, serve_flags: &[&str]) -> Result<Self> {
+        let mut flags = vec!["--allow-local-repos"];
+        flags.extend_from_slice(serve_flags);
+        let api = Api::start_with(&root.join("api"), &flags);
+        api.add_user(EMAIL, "bench-password-long-enough");
+        let token = api.token(EMAIL);
+        let cli = Cli {
+            api_url: api.url.clone(),
+            home: root.join("home"),
+        };
+        let work = root.join("work");
+        std::fs::create_dir_all(work.join("specs"))?;
+        git(&work, &["init", "-q", "-b", "main"]);
+        std::fs::write(
+            work.join("specs/bench.md"),
+            script_spec("Bench", "echo final > README.md"),
+        )?;
+        cli.login_with_token(&work, &token);
+        Ok(Self {
+            api,
+            cli,
+            work,
+            token,
+            http: reqwest::Client::new(),
+        })
+    }
+
+    /// Dispatches one job; returns its id, how long `ckrv run` took, and how long until the
+    /// job ended (polled every 10 ms).
+    fn job(
+        &self,
+        repo_url: &str,
+        runtime: &tokio::runtime::Runtime,
+    ) -> Result<(String, Duration, Duration)> {
+        let start = Instant::now();
+        let out = self.cli.run(
+            &self.work,
+            &[
+                "run",
+                "--cloud",
+                "--spec",
+                "specs/bench.md",
+                "--repo",
+                repo_url,
+                "--base-branch",
+                "main",
+                "--json",
+            ],
+        );
+        let to_id = start.elapsed();
+        if !out.status.success() {
+            bail!("ckrv run failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        let job: serde_json::Value =
+            serde_json::from_slice(&out.stdout).context("ckrv run --json prints the job")?;
+        let id = job["id"].as_str().context("the job has an id")?.to_string();
+        let url = format!("{}/v1/jobs/{id}", self.api.url);
+        let state = runtime.block_on(async {
+            loop {
+                let job: serde_json::Value = self
+                    .http
+                    .get(&url)
+                    .bearer_auth(&self.token)
+                    .send()
+                    .await?
+                    .json()
+                    .await?;
+                let state = job["state"].as_str().unwrap_or_default().to_string();
+                if !matches!(state.as_str(), "pending" | "running") {
+                    return anyhow::Ok(state);
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })?;
+        let to_end = start.elapsed();
+        if state != "succeeded" {
+            bail!("job {id} ended {state}; see `ckrv logs {id}`");
+        }
+        Ok((id, to_id, to_end))
+    }
+
+    /// `GET /v1/jobs/{id}` one at a time, then from several clients at once.
+    fn reads(
+        &self,
+        id: &str,
+        args: &Args,
+        runtime: &tokio::runtime::Runtime,
+        table: &mut Table,
+    ) -> Result<()> {
+        let url = format!("{}/v1/jobs/{id}", self.api.url);
+        let one = |http: reqwest::Client, url: String, token: String| async move {
+            let start = Instant::now();
+            let response = http.get(&url).bearer_auth(&token).send().await?;
+            if !response.status().is_success() {
+                bail!("GET {url}: {}", response.status());
+            }
+            response.bytes().await?;
+            anyhow::Ok(start.elapsed())
+        };
+        let sequential = runtime.block_on(async {
+            let mut times = Vec::with_capacity(args.requests);
+            for _ in 0..args.requests {
+                times.push(one(self.http.clone(), url.clone(), self.token.clone()).await?);
+            }
+            anyhow::Ok(times)
+        })?;
+        table.row("`GET /v1/jobs/{id}`, one client", &sequential);
+
+        let per_client = args.requests.div_ceil(args.clients);
+        let (times, elapsed) = runtime.block_on(async {
+            let start = Instant::now();
+            let mut clients = Vec::new();
+            for _ in 0..args.clients {
+                let (http, url, token) = (self.http.clone(), url.clone(), self.token.clone());
+                clients.push(tokio::spawn(async move {
+                    let mut times = Vec::with_capacity(per_client);
+                    for _ in 0..per_client {
+                        times.push(one(http.clone(), url.clone(), token.clone()).await?);
+                    }
+                    anyhow::Ok(times)
+                }));
+            }
+            let mut times = Vec::new();
+            for client in clients {
+                times.extend(client.await??);
+            }
+            anyhow::Ok((times, start.elapsed()))
+        })?;
+        table.row(
+            &format!(
+                "`GET /v1/jobs/{{id}}`, {} clients ({:.0} requests/s)",
+                args.clients,
+                times.len() as f64 / elapsed.as_secs_f64()
+            ),
+            &times,
+        );
+        Ok(())
+    }
+
+    /// `ckrv status ID --json` as a process: first with no compiled plugin cached, then warm.
+    fn status_command(&self, id: &str, table: &mut Table) -> Result<()> {
+        let status = || -> Result<Duration> {
+            let start = Instant::now();
+            let out = self.cli.run(&self.work, &["status", id, "--json"]);
+            if !out.status.success() {
+                bail!("ckrv status: {}", String::from_utf8_lossy(&out.stderr));
+            }
+            Ok(start.elapsed())
+        };
+        let mut cold = Vec::new();
+        for _ in 0..3 {
+            let cache = self.cli.home.join("cache");
+            if cache.exists() {
+                std::fs::remove_dir_all(&cache)?;
+            }
+            cold.push(status()?);
+        }
+        table.row("`ckrv status`, plugin compiled (no cache)", &cold);
+        let warm = (0..10).map(|_| status()).collect::<Result<Vec<_>>>()?;
+        table.row("`ckrv status`, plugin from cache", &warm);
+        Ok(())
+    }
+}
+
+/// Rows of "what, n, min, median, p95" in milliseconds.
+#[derive(Default)]
+struct Table {
+    rows: Vec<String>,
+}
+
+impl Table {
+    fn row(&mut self, what: &str, times: &[Duration]) {
+        let mut ms: Vec<f64> = times.iter().map(|t| t.as_secs_f64() * 1000.0).collect();
+        ms.sort_by(f64::total_cmp);
+        // Nearest rank: the smallest value with at least p of the samples at or below it.
+        let rank = |p: f64| ms[((p * ms.len() as f64).ceil() as usize).clamp(1, ms.len()) - 1];
+        self.rows.push(format!(
+            "| {what} | {} | {:.1} | {:.1} | {:.1} |",
+            ms.len(),
+            ms[0],
+            rank(0.5),
+            rank(0.95)
+        ));
+    }
+
+    fn render(&self) -> String {
+        let head = "| measurement | n | min ms | median ms | p95 ms |\n|---|---:|---:|---:|---:|";
+        format!("{head}\n{}", self.rows.join("\n"))
+    }
+}
+
+/// Which machine the figures come from, for the top of the results.
+fn machine() -> String {
+    Command::new("uname")
+        .arg("-srm")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
+}

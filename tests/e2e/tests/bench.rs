@@ -1,0 +1,38 @@
+//! The benchmark harness (`ckrv-bench`) keeps working: a tiny run prints every measurement.
+
+#![allow(clippy::unwrap_used)]
+
+use std::process::Command;
+
+use ckrv_e2e::binary;
+
+#[test]
+fn the_benchmark_measures_every_path_and_says_so_in_a_table() {
+    let out = Command::new(binary("ckrv-bench"))
+        .args(["--jobs", "1", "--requests", "8", "--clients", "2"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: Vec<&str> = stdout.lines().filter(|l| l.starts_with("| ")).collect();
+    // The header and eight measurements, each with a sample count and three figures.
+    assert_eq!(rows.len(), 9, "{stdout}");
+    for row in &rows[1..] {
+        let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+        assert!(cells[2].parse::<usize>().unwrap() >= 1, "{row}");
+        for figure in &cells[3..6] {
+            assert!(figure.parse::<f64>().unwrap() > 0.0, "{row}");
+        }
+    }
+
+    let bad = Command::new(binary("ckrv-bench"))
+        .args(["--jobs", "0"])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--jobs"));
+}

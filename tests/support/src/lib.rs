@@ -1,0 +1,9 @@
+//! What the test suites of several crates share. Test code: it panics on anything unexpected.
+
+#![allow(clippy::unwrap_used)]
+
+mod browser;
+mod database;
+
+pub use browser::{Browser, PASSWORD, form_value};
+pub use database::{POSTGRES_ENV, TestDatabase};
