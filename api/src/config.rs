@@ -27,6 +27,9 @@ pub struct Config {
     pub allow_local_repos: bool,
     /// Run agents without their sandbox (the orchestrator says so in every job's log).
     pub insecure_no_sandbox: bool,
+    /// Where local workers make their jobs' workspaces; the system's temporary directory when
+    /// `None`.
+    pub work_dir: Option<PathBuf>,
     /// Single sign-on through an OpenID Connect provider.
     pub sso: Option<crate::identity::sso::SsoConfig>,
     /// Worker leases and job deadlines.
@@ -46,6 +49,7 @@ impl Config {
             billing_url: None,
             allow_local_repos: false,
             insecure_no_sandbox: false,
+            work_dir: None,
             sso: None,
             engine: EngineSettings::default(),
         }

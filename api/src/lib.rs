@@ -69,14 +69,18 @@ impl Server {
         let events = events::JobEvents::new();
         let (exits_tx, exits) = tokio::sync::mpsc::unbounded_channel();
         let dispatcher: Arc<dyn dispatch::Dispatcher> = match &config.dispatcher {
-            DispatcherConfig::Local { orchestrator } => Arc::new(dispatch::LocalProcess::new(
-                orchestrator.clone(),
-                url.clone(),
-                config.data_dir.join("workers"),
-                config.allow_local_repos,
-                config.insecure_no_sandbox,
-                exits_tx,
-            )),
+            DispatcherConfig::Local { orchestrator } => {
+                let workers = dispatch::LocalWorkers {
+                    orchestrator: orchestrator.clone(),
+                    api_url: url.clone(),
+                    log_dir: config.data_dir.join("workers"),
+                    work_root: config.work_dir.clone(),
+                    allow_local_repos: config.allow_local_repos,
+                    insecure_no_sandbox: config.insecure_no_sandbox,
+                };
+                workers.check()?;
+                Arc::new(dispatch::LocalProcess::new(workers, exits_tx))
+            }
             DispatcherConfig::External => Arc::new(dispatch::External),
             DispatcherConfig::Custom(dispatcher) => Arc::clone(dispatcher),
         };

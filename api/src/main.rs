@@ -23,46 +23,53 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Serve the HTTP API (prints `listening on URL` once ready).
-    Serve {
-        /// Address to listen on; port 0 picks a free port.
-        #[arg(long, env = "CKRV_API_LISTEN", default_value = "127.0.0.1:8080")]
-        listen: SocketAddr,
-        #[command(flatten)]
-        data: DataDir,
-        /// The `ckrv-orchestrator` binary started for each job.
-        #[arg(long, env = "CKRV_ORCHESTRATOR", default_value = "ckrv-orchestrator")]
-        orchestrator: PathBuf,
-        /// Start no workers: jobs wait for workers started elsewhere.
-        #[arg(long, conflicts_with = "orchestrator")]
-        external_workers: bool,
-        /// Base URL people use to reach this API (for the activation link).
-        #[arg(long, env = "CKRV_API_PUBLIC_URL")]
-        public_url: Option<String>,
-        /// Where people upgrade their subscription; quota errors link to it.
-        #[arg(long, env = "CKRV_API_BILLING_URL", value_name = "URL")]
-        billing_url: Option<String>,
-        /// Let jobs clone local paths, file://, http:// and loopback or private hosts (for
-        /// development on one machine; never on a shared server)
-        #[arg(long)]
-        allow_local_repos: bool,
-        /// Run agents without their bubblewrap sandbox, with the worker's rights (every job's
-        /// log says so); only where no one else's job runs
-        #[arg(long)]
-        insecure_no_sandbox: bool,
-        /// A job running longer than this ends `timeout`, its processes killed and its
-        /// workspace removed (e.g. 30m, 2h)
-        #[arg(long, env = "CKRV_API_JOB_TIMEOUT", default_value = "1h", value_parser = duration)]
-        job_timeout: Duration,
-        /// A worker silent for this long is lost: its job fails, or waits for another worker
-        /// if it had not got past cloning
-        #[arg(long, env = "CKRV_API_WORKER_LEASE", default_value = "30s", value_parser = duration)]
-        worker_lease: Duration,
-        #[command(flatten)]
-        sso: SsoArgs,
-    },
+    Serve(Box<ServeArgs>),
     /// Manage accounts: add, list, change tier, disable, issue tokens for CI
     #[command(subcommand)]
     Users(UsersCommand),
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// Address to listen on; port 0 picks a free port.
+    #[arg(long, env = "CKRV_API_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    #[command(flatten)]
+    data: DataDir,
+    /// The `ckrv-orchestrator` binary started for each job.
+    #[arg(long, env = "CKRV_ORCHESTRATOR", default_value = "ckrv-orchestrator")]
+    orchestrator: PathBuf,
+    /// Start no workers: jobs wait for workers started elsewhere.
+    #[arg(long, conflicts_with = "orchestrator")]
+    external_workers: bool,
+    /// Base URL people use to reach this API (for the activation link).
+    #[arg(long, env = "CKRV_API_PUBLIC_URL")]
+    public_url: Option<String>,
+    /// Where people upgrade their subscription; quota errors link to it.
+    #[arg(long, env = "CKRV_API_BILLING_URL", value_name = "URL")]
+    billing_url: Option<String>,
+    /// Let jobs clone local paths, file://, http:// and loopback or private hosts (for
+    /// development on one machine; never on a shared server)
+    #[arg(long)]
+    allow_local_repos: bool,
+    /// Run agents without their bubblewrap sandbox, with the worker's rights (every job's
+    /// log says so); only where no one else's job runs
+    #[arg(long)]
+    insecure_no_sandbox: bool,
+    /// A job running longer than this ends `timeout`, its processes killed and its
+    /// workspace removed (e.g. 30m, 2h)
+    #[arg(long, env = "CKRV_API_JOB_TIMEOUT", default_value = "1h", value_parser = duration)]
+    job_timeout: Duration,
+    /// A worker silent for this long is lost: its job fails, or waits for another worker
+    /// if it had not got past cloning
+    #[arg(long, env = "CKRV_API_WORKER_LEASE", default_value = "30s", value_parser = duration)]
+    worker_lease: Duration,
+    /// Where local workers make their jobs' workspaces, one directory each, removed when
+    /// the worker ends [default: the system's temporary directory]
+    #[arg(long, env = "CKRV_API_WORK_DIR", value_name = "DIR")]
+    work_dir: Option<PathBuf>,
+    #[command(flatten)]
+    sso: SsoArgs,
 }
 
 /// Single sign-on through the team's OpenID Connect provider.
@@ -296,62 +303,65 @@ async fn main() -> anyhow::Result<()> {
         .with_ansi(std::io::stderr().is_terminal())
         .init();
     match Cli::parse().command {
-        Command::Serve {
-            listen,
-            data,
-            orchestrator,
-            external_workers,
-            public_url,
-            billing_url,
-            allow_local_repos,
-            insecure_no_sandbox,
-            job_timeout,
-            worker_lease,
-            sso,
-        } => {
-            let sso = sso.config()?;
-            if insecure_no_sandbox {
-                tracing::warn!("--insecure-no-sandbox: agents run with the worker's rights");
-            }
-            if allow_local_repos {
-                tracing::warn!(
-                    "--allow-local-repos: jobs may clone local paths and internal hosts"
-                );
-            }
-            let dispatcher = if external_workers {
-                ckrv_api::DispatcherConfig::External
-            } else {
-                ckrv_api::DispatcherConfig::Local { orchestrator }
-            };
-            let server = ckrv_api::Server::bind(ckrv_api::Config {
-                listen,
-                database: data.database()?,
-                data_dir: data.data_dir,
-                dispatcher,
-                public_url,
-                billing_url,
-                allow_local_repos,
-                insecure_no_sandbox,
-                sso,
-                engine: ckrv_api::engine::EngineSettings {
-                    lease: worker_lease,
-                    job_timeout,
-                },
-            })
-            .await?;
-            println!("listening on {}", server.url());
-            if let Some(link) = server.first_admin_link().await? {
-                println!("no administrator yet: create the first account at {link}");
-                println!("(or run `ckrv-api users add EMAIL --admin --password-stdin`)");
-            }
-            server
-                .run_until(async {
-                    let _ = tokio::signal::ctrl_c().await;
-                })
-                .await
-        }
+        Command::Serve(args) => serve(*args).await,
         Command::Users(command) => users(command).await,
     }
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let ServeArgs {
+        listen,
+        data,
+        orchestrator,
+        external_workers,
+        public_url,
+        billing_url,
+        allow_local_repos,
+        insecure_no_sandbox,
+        job_timeout,
+        worker_lease,
+        work_dir,
+        sso,
+    } = args;
+    let sso = sso.config()?;
+    if insecure_no_sandbox {
+        tracing::warn!("--insecure-no-sandbox: agents run with the worker's rights");
+    }
+    if allow_local_repos {
+        tracing::warn!("--allow-local-repos: jobs may clone local paths and internal hosts");
+    }
+    let dispatcher = if external_workers {
+        ckrv_api::DispatcherConfig::External
+    } else {
+        ckrv_api::DispatcherConfig::Local { orchestrator }
+    };
+    let server = ckrv_api::Server::bind(ckrv_api::Config {
+        listen,
+        database: data.database()?,
+        data_dir: data.data_dir,
+        dispatcher,
+        public_url,
+        billing_url,
+        allow_local_repos,
+        insecure_no_sandbox,
+        work_dir,
+        sso,
+        engine: ckrv_api::engine::EngineSettings {
+            lease: worker_lease,
+            job_timeout,
+        },
+    })
+    .await?;
+    println!("listening on {}", server.url());
+    if let Some(link) = server.first_admin_link().await? {
+        println!("no administrator yet: create the first account at {link}");
+        println!("(or run `ckrv-api users add EMAIL --admin --password-stdin`)");
+    }
+    server
+        .run_until(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await
 }
 
 async fn open(data: &DataDir) -> anyhow::Result<Store> {

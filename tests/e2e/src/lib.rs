@@ -129,6 +129,24 @@ impl Api {
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
 
+    /// `POST /v1/jobs/{id}/cancel` as the holder of `token`; returns the HTTP status.
+    pub fn cancel(&self, token: &str, id: &str) -> u16 {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime for one request");
+        runtime.block_on(async {
+            reqwest::Client::new()
+                .post(format!("{}/v1/jobs/{id}/cancel", self.url))
+                .bearer_auth(token)
+                .send()
+                .await
+                .expect("the API answers")
+                .status()
+                .as_u16()
+        })
+    }
+
     /// `ckrv-api users add EMAIL --password-stdin`, as an administrator runs it.
     pub fn add_user(&self, email: &str, password: &str) {
         let mut child = Command::new(binary("ckrv-api"))
@@ -283,6 +301,44 @@ impl Cli {
         );
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
+}
+
+/// Writes a spec running `script` into the developer's clone `work` and dispatches it with
+/// `ckrv run --cloud` against `repo_url`; returns the job id.
+pub fn dispatch_script(cli: &Cli, work: &Path, repo_url: &str, script: &str) -> String {
+    std::fs::create_dir_all(work.join("specs")).expect("specs directory");
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or_default();
+    let name = format!("specs/{}.md", std::process::id() ^ nanos);
+    std::fs::write(work.join(&name), script_spec("Task", script)).expect("spec written");
+    let out = cli.ok(
+        work,
+        &[
+            "run",
+            "--cloud",
+            "--spec",
+            &name,
+            "--repo",
+            repo_url,
+            "--base-branch",
+            "main",
+            "--json",
+        ],
+    );
+    let job: serde_json::Value = serde_json::from_str(&out).expect("run --json prints the job");
+    job["id"].as_str().expect("the job has an id").to_string()
+}
+
+/// The command lines of this machine's processes that contain `needle`.
+pub fn processes_matching(needle: &str) -> Vec<String> {
+    std::fs::read_dir("/proc")
+        .expect("/proc is readable")
+        .filter_map(|e| std::fs::read(e.ok()?.path().join("cmdline")).ok())
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .filter(|c| c.contains(needle))
+        .collect()
 }
 
 /// Polls `check` until it returns `Some`, failing after `limit`.

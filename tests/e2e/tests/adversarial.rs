@@ -7,7 +7,10 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use ckrv_e2e::{Api, Cli, StaticServer, create_served_repo, git, script_spec};
+use ckrv_e2e::{
+    Api, Cli, StaticServer, create_served_repo, dispatch_script, git, processes_matching,
+    script_spec,
+};
 use ckrv_test_support::{Browser, PASSWORD};
 use serde_json::Value;
 
@@ -60,47 +63,12 @@ impl Stage {
 
     /// Dispatches a job running `script` as `who`; returns its id.
     fn dispatch(&self, who: &(Cli, PathBuf), script: &str) -> String {
-        let (cli, work) = who;
-        std::fs::create_dir_all(work.join("specs")).unwrap();
-        let name = format!("specs/{}.md", std::process::id() ^ rand_suffix());
-        std::fs::write(work.join(&name), script_spec("Task", script)).unwrap();
-        let out = cli.ok(
-            work,
-            &[
-                "run",
-                "--cloud",
-                "--spec",
-                &name,
-                "--repo",
-                &self.repo_url,
-                "--base-branch",
-                "main",
-                "--json",
-            ],
-        );
-        let job: Value = serde_json::from_str(&out).unwrap();
-        job["id"].as_str().unwrap().to_string()
+        dispatch_script(&who.0, &who.1, &self.repo_url, script)
     }
 
     fn log(&self, who: &(Cli, PathBuf), id: &str) -> String {
         who.0.ok(&who.1, &["logs", id])
     }
-}
-
-fn rand_suffix() -> u32 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or_default()
-}
-
-fn processes_matching(needle: &str) -> Vec<String> {
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(|e| std::fs::read(e.unwrap().path().join("cmdline")).ok())
-        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
-        .filter(|c| c.contains(needle))
-        .collect()
 }
 
 #[test]

@@ -1,0 +1,202 @@
+//! Ending a job ends everything it started: cancelling it or letting it pass its deadline kills
+//! the agent's whole process tree (what it forked and detached too) and removes the job's
+//! workspace from the API's machine, with the real binaries and the real sandbox.
+#![allow(clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ckrv_e2e::{
+    Api, Cli, StaticServer, create_served_repo, dispatch_script, git, processes_matching, wait_for,
+};
+use ckrv_test_support::PASSWORD;
+
+/// An API whose workers make their workspaces in `work/`, one developer logged in to it, and a
+/// repository they work on.
+struct Stage {
+    api: Api,
+    cli: Cli,
+    clone: PathBuf,
+    repo_url: String,
+    token: String,
+    work: PathBuf,
+    _repos: StaticServer,
+    _tmp: tempfile::TempDir,
+}
+
+impl Stage {
+    fn new(flags: &[&str]) -> Self {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        // The sandboxed agent's own user passes through to its workspace under `work/`.
+        std::fs::set_permissions(root, std::os::unix::fs::PermissionsExt::from_mode(0o711))
+            .unwrap();
+        let served = root.join("served");
+        std::fs::create_dir_all(&served).unwrap();
+        create_served_repo(&served, "app", &[("README.md", "# App\n")]);
+        let repos = StaticServer::start(&served);
+        let repo_url = format!("http://{}/app.git", repos.addr);
+        let work = root.join("work");
+        let mut args = vec!["--allow-local-repos", "--work-dir", work.to_str().unwrap()];
+        args.extend_from_slice(flags);
+        let api = Api::start_with(&root.join("api"), &args);
+        api.add_user("dev@example.com", PASSWORD);
+        let token = api.token("dev@example.com");
+        let cli = Cli {
+            api_url: api.url.clone(),
+            home: root.join("dev"),
+        };
+        let clone = root.join("clone");
+        git(root, &["clone", "-q", &repo_url, clone.to_str().unwrap()]);
+        cli.login_with_token(&clone, &token);
+        Self {
+            api,
+            cli,
+            clone,
+            repo_url,
+            token,
+            work,
+            _repos: repos,
+            _tmp: tmp,
+        }
+    }
+
+    fn dispatch(&self, script: &str) -> String {
+        dispatch_script(&self.cli, &self.clone, &self.repo_url, script)
+    }
+
+    /// Waits until the agent printed `started` and `marker`'s processes run.
+    fn wait_until_running(&self, id: &str, marker: &str) {
+        wait_for("the agent to start", Duration::from_secs(60), || {
+            let log = self.cli.ok(&self.clone, &["logs", id]);
+            assert!(!log.contains("Job failed"), "the job failed:\n{log}");
+            (log.contains("started") && !processes_matching(marker).is_empty()).then_some(())
+        });
+    }
+
+    /// Waits until nothing of `marker` runs and the work directory is empty.
+    fn wait_until_gone(&self, marker: &str) {
+        wait_for(
+            "the job's processes and workspace to go",
+            Duration::from_secs(30),
+            || (processes_matching(marker).is_empty() && is_empty(&self.work)).then_some(()),
+        );
+    }
+}
+
+fn is_empty(dir: &Path) -> bool {
+    std::fs::read_dir(dir).map_or(true, |mut entries| entries.next().is_none())
+}
+
+/// An agent that forks, detaches (a new session, ignoring hangups) and waits: every way a
+/// process tries to outlive its job. Each `sleep` carries `marker` so the test finds it.
+fn lingering_agent(marker: u32) -> String {
+    format!(
+        "setsid sleep {marker}1 > /dev/null 2>&1 &\n\
+         nohup sleep {marker}2 > /dev/null 2>&1 &\n\
+         sleep {marker}3 &\n\
+         echo started\n\
+         sleep {marker}4\n"
+    )
+}
+
+fn marker() -> u32 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    100_000 + (std::process::id() ^ nanos) % 800_000
+}
+
+#[test]
+fn cancelling_a_job_kills_its_agents_whole_tree_and_removes_its_workspace() {
+    let stage = Stage::new(&[]);
+    let marker = marker();
+    let id = stage.dispatch(&lingering_agent(marker));
+    let marker = format!("sleep {marker}");
+    stage.wait_until_running(&id, &marker);
+    assert!(
+        !is_empty(&stage.work),
+        "the job's workspace is in --work-dir"
+    );
+
+    assert_eq!(stage.api.cancel(&stage.token, &id), 200);
+    stage.wait_until_gone(&marker);
+    let job = stage.cli.finished(&stage.clone, &id);
+    assert_eq!(job["state"], "cancelled", "{job}");
+}
+
+#[test]
+fn a_job_past_its_deadline_ends_timeout_with_nothing_left_behind() {
+    let stage = Stage::new(&["--job-timeout", "3s"]);
+    let marker = marker();
+    let id = stage.dispatch(&lingering_agent(marker));
+    let marker = format!("sleep {marker}");
+    stage.wait_until_running(&id, &marker);
+
+    let job = stage.cli.finished(&stage.clone, &id);
+    assert_eq!(job["state"], "timeout", "{job}");
+    assert!(
+        job["error_message"]
+            .as_str()
+            .unwrap()
+            .contains("3s deadline"),
+        "{job}"
+    );
+    stage.wait_until_gone(&marker);
+}
+
+#[test]
+fn without_the_sandbox_a_cancelled_agents_process_group_still_goes() {
+    // No PID namespace here: what the agent forked in its group goes with the worker's group.
+    // (A process that makes a session of its own escapes a group; only the sandbox catches it.)
+    let stage = Stage::new(&["--insecure-no-sandbox"]);
+    let marker = marker();
+    let script = format!(
+        "sleep {marker}1 &\nnohup sleep {marker}2 > /dev/null 2>&1 &\necho started\nsleep {marker}3\n"
+    );
+    let id = stage.dispatch(&script);
+    let marker = format!("sleep {marker}");
+    stage.wait_until_running(&id, &marker);
+
+    assert_eq!(stage.api.cancel(&stage.token, &id), 200);
+    stage.wait_until_gone(&marker);
+}
+
+#[test]
+fn a_work_dir_the_sandboxed_agent_cannot_reach_is_refused_at_start() {
+    if !runs_as_root() {
+        // Not root: agents run as this user, who reaches the directory.
+        eprintln!("skipped: the sandbox changes users only when run by root");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let closed = tmp.path().join("closed");
+    std::fs::create_dir(&closed).unwrap();
+    std::fs::set_permissions(&closed, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    let mut api = std::process::Command::new(ckrv_e2e::binary("ckrv-api"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(tmp.path().join("api"))
+        .arg("--work-dir")
+        .arg(closed.join("work"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let ended = wait_for("ckrv-api to refuse", Duration::from_secs(30), || {
+        api.try_wait().unwrap()
+    });
+    assert!(!ended.success());
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut api.stderr.take().unwrap(), &mut stderr).unwrap();
+    let closed = closed.display().to_string();
+    assert!(
+        stderr.contains(&format!("{closed} is not searchable by other users"))
+            && stderr.contains(&format!("chmod o+x {closed}")),
+        "{stderr}"
+    );
+}
+
+fn runs_as_root() -> bool {
+    std::fs::metadata("/proc/self").is_ok_and(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
+}
