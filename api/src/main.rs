@@ -64,6 +64,15 @@ struct ServeArgs {
     /// if it had not got past cloning
     #[arg(long, env = "CKRV_API_WORKER_LEASE", default_value = "30s", value_parser = duration)]
     worker_lease: Duration,
+    /// At most this many jobs run at once; more wait `pending` (phase `queued`) and start in
+    /// the order they came as jobs end [default: the number of CPU cores]
+    #[arg(long, env = "CKRV_API_MAX_RUNNING", value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..))]
+    max_running: Option<u32>,
+    /// At most this many of one account's jobs run at once [default: --max-running]
+    #[arg(long, env = "CKRV_API_MAX_RUNNING_PER_ACCOUNT", value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..))]
+    max_running_per_account: Option<u32>,
     /// Where local workers make their jobs' workspaces, one directory each, removed when
     /// the worker ends [default: the system's temporary directory]
     #[arg(long, env = "CKRV_API_WORK_DIR", value_name = "DIR")]
@@ -320,9 +329,17 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         insecure_no_sandbox,
         job_timeout,
         worker_lease,
+        max_running,
+        max_running_per_account,
         work_dir,
         sso,
     } = args;
+    let defaults = ckrv_api::engine::EngineSettings::default();
+    let max_running = max_running.unwrap_or(defaults.admission.max_running);
+    let admission = ckrv_api::store::Admission {
+        max_running,
+        max_running_per_account: max_running_per_account.unwrap_or(max_running),
+    };
     let sso = sso.config()?;
     if insecure_no_sandbox {
         tracing::warn!("--insecure-no-sandbox: agents run with the worker's rights");
@@ -349,6 +366,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         engine: ckrv_api::engine::EngineSettings {
             lease: worker_lease,
             job_timeout,
+            admission,
         },
     })
     .await?;

@@ -3,6 +3,8 @@
 //! "worker lost"; a superseded worker's writes are refused; deadlines end jobs `timeout`; and a
 //! restarted API gives running jobs' workers a lease to check in again.
 
+#![allow(clippy::unwrap_used)]
+
 mod support;
 
 use std::sync::Arc;
@@ -279,4 +281,132 @@ async fn after_a_restart_running_jobs_keep_their_workers_if_they_check_in() {
     assert_eq!(status, StatusCode::NO_CONTENT);
     // Neither was started again: both already had workers.
     assert_eq!(api.dispatcher.started.lock().unwrap().len(), 0);
+}
+
+/// An API that runs at most `max` jobs at once, `per_account` of one account's.
+async fn admitting(dir: &std::path::Path, max: u32, per_account: u32) -> TestApi {
+    let dispatcher = Arc::new(RecordingDispatcher::default());
+    TestApi::start_configured(dir, dispatcher, |config| {
+        config.engine.admission.max_running = max;
+        config.engine.admission.max_running_per_account = per_account;
+    })
+    .await
+}
+
+async fn create(api: &TestApi, user: &str) -> String {
+    let (status, job) = api.create_job(user).await;
+    assert_eq!(status, StatusCode::CREATED, "{job}");
+    job["id"].as_str().unwrap().to_owned()
+}
+
+/// Waits until the job got its worker.
+async fn wait_started(api: &TestApi, id: &str) {
+    for _ in 0..1200 {
+        if api.dispatcher.starts_of(id) > 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("job {id} never started");
+}
+
+async fn state_of(api: &TestApi, user: &str, id: &str) -> (String, String) {
+    let (_, job) = api.get(&format!("/v1/jobs/{id}"), user).await;
+    let text = |key: &str| job[key].as_str().unwrap_or_default().to_owned();
+    (text("state"), text("phase"))
+}
+
+#[tokio::test]
+async fn jobs_beyond_the_limit_wait_queued_and_start_in_order_as_slots_free() {
+    let dir = tempfile::tempdir().unwrap();
+    let api = admitting(dir.path(), 2, 2).await;
+    let user = api.login("dev@example.com").await;
+    let user = access(&user);
+    let mut ids = Vec::new();
+    for _ in 0..4 {
+        ids.push(create(&api, user).await);
+    }
+    let [a, b, c, d] = [&ids[0], &ids[1], &ids[2], &ids[3]];
+    for id in [a, b] {
+        assert_eq!(state_of(&api, user, id).await.0, "running");
+    }
+    for id in [c, d] {
+        assert_eq!(
+            state_of(&api, user, id).await,
+            ("pending".into(), "queued".into())
+        );
+        assert_eq!(api.dispatcher.starts_of(id), 0);
+    }
+
+    // The second job ends: the oldest waiting one takes its slot, the other still waits.
+    api.work_job(b, &[], None, Some(json!({"state": "succeeded"})))
+        .await;
+    wait_started(&api, c).await;
+    assert_eq!(state_of(&api, user, c).await.0, "running");
+    assert_eq!(api.dispatcher.starts_of(d), 0);
+
+    // Cancelling frees a slot too.
+    let (status, _) = api
+        .post(&format!("/v1/jobs/{a}/cancel"), user, Value::Null)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    wait_started(&api, d).await;
+    assert_eq!(state_of(&api, user, d).await.0, "running");
+}
+
+#[tokio::test]
+async fn one_account_cannot_take_every_slot_and_the_queue_stays_first_come_first_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let api = admitting(dir.path(), 3, 2).await;
+    let alice = api.login("alice@example.com").await;
+    let alice = access(&alice);
+    let bob = api.login("bob@example.com").await;
+    let bob = access(&bob);
+    let a1 = create(&api, alice).await;
+    let a2 = create(&api, alice).await;
+    let a3 = create(&api, alice).await;
+    // Alice has her two; her third waits although a slot is free.
+    assert_eq!(state_of(&api, alice, &a3).await.0, "pending");
+    let b1 = create(&api, bob).await;
+    assert_eq!(
+        state_of(&api, bob, &b1).await.0,
+        "running",
+        "bob takes the free slot"
+    );
+    let b2 = create(&api, bob).await;
+    assert_eq!(
+        state_of(&api, bob, &b2).await.0,
+        "pending",
+        "every slot is taken"
+    );
+
+    // A slot frees: alice's waiting job came first and she is below her share.
+    api.work_job(&a1, &[], None, Some(json!({"state": "failed"})))
+        .await;
+    wait_started(&api, &a3).await;
+    assert_eq!(api.dispatcher.starts_of(&b2), 0);
+    // Another: bob's turn.
+    api.work_job(&a2, &[], None, Some(json!({"state": "succeeded"})))
+        .await;
+    wait_started(&api, &b2).await;
+}
+
+#[tokio::test]
+async fn many_jobs_created_at_once_never_run_more_than_the_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let api = admitting(dir.path(), 3, 3).await;
+    let user = api.login("dev@example.com").await;
+    let user = access(&user);
+    let creates = (0..20).map(|_| api.create_job(user));
+    let created = futures::future::join_all(creates).await;
+    assert!(
+        created
+            .iter()
+            .all(|(status, _)| *status == StatusCode::CREATED)
+    );
+    let (_, running) = api.get("/v1/jobs?status=running&limit=100", user).await;
+    assert_eq!(running["jobs"].as_array().unwrap().len(), 3, "{running}");
+    assert_eq!(api.dispatcher.started.lock().unwrap().len(), 3);
+    let (_, pending) = api.get("/v1/jobs?status=pending&limit=100", user).await;
+    assert_eq!(pending["jobs"].as_array().unwrap().len(), 17);
 }

@@ -12,28 +12,36 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ckrv_wit::types::{DiffStats, JobPhase, JobState};
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 
 use crate::auth::{duration_ms, hash_secret, new_secret};
 use crate::clock;
 use crate::dispatch::{Dispatcher, WorkerExit, WorkerStart};
 use crate::events::JobEvents;
-use crate::store::{Claimed, NewClaim, Store, StoreError, Transition};
+use crate::store::{Admission, Claimed, NewClaim, Pick, Store, StoreError, Transition};
 
-/// How long workers hold jobs and how long jobs may run.
+/// How long workers hold jobs, how long jobs may run, and how many run at once.
 #[derive(Debug, Clone, Copy)]
 pub struct EngineSettings {
     /// A worker that has not renewed its lease for this long is lost.
     pub lease: Duration,
     /// A job running longer than this (from its first start) ends `timeout`.
     pub job_timeout: Duration,
+    /// Jobs beyond these limits wait `pending` (phase `queued`), first come first served.
+    pub admission: Admission,
 }
 
 impl Default for EngineSettings {
     fn default() -> Self {
+        let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+        let cores = u32::try_from(cores).unwrap_or(u32::MAX);
         Self {
             lease: Duration::from_secs(30),
             job_timeout: Duration::from_secs(60 * 60),
+            admission: Admission {
+                max_running: cores,
+                max_running_per_account: cores,
+            },
         }
     }
 }
@@ -48,6 +56,7 @@ impl EngineSettings {
 /// A job a worker may now run: its claim and the token that proves it.
 #[derive(Debug)]
 pub struct Claim {
+    pub job_id: String,
     pub generation: i64,
     pub token: String,
 }
@@ -58,6 +67,8 @@ pub struct JobEngine {
     events: JobEvents,
     dispatcher: Arc<dyn Dispatcher>,
     settings: EngineSettings,
+    /// Rung when a job ends and its slot may start another.
+    slot_freed: Arc<Notify>,
 }
 
 impl JobEngine {
@@ -75,6 +86,7 @@ impl JobEngine {
             events,
             dispatcher,
             settings,
+            slot_freed: Arc::new(Notify::new()),
         };
         tokio::spawn(engine.clone().watch_exits(exits));
         engine
@@ -88,41 +100,60 @@ impl JobEngine {
         &self.store
     }
 
-    /// Claims the job for `worker` under a new generation, with a token that acts on it until
-    /// the job's deadline has long passed; `None` when it is no longer pending.
-    pub async fn claim(&self, job_id: &str, worker: &str) -> Result<Option<Claim>, StoreError> {
+    /// Claims for `worker`, under a new generation, the job `pick` names, with a token that
+    /// acts on it until the job's deadline has long passed; `None` when there is none to claim.
+    pub async fn claim(&self, pick: Pick<'_>, worker: &str) -> Result<Option<Claim>, StoreError> {
         let now = clock::now();
         let now_ms = clock::millis(now);
         let token = new_secret("ckrv_wt");
         let token_expires_ms = now_ms + duration_ms(self.settings.job_timeout * 2);
         let claimed = self
             .store
-            .claim(&NewClaim {
-                job_id,
-                worker,
-                token_hash: &hash_secret(&token),
-                token_expires_ms,
-                lease_until_ms: now_ms + duration_ms(self.settings.lease),
-                now_ms,
-                now: &clock::rfc3339(now),
-            })
+            .claim(
+                pick,
+                &NewClaim {
+                    worker,
+                    token_hash: &hash_secret(&token),
+                    token_expires_ms,
+                    lease_until_ms: now_ms + duration_ms(self.settings.lease),
+                    now_ms,
+                    now: &clock::rfc3339(now),
+                },
+            )
             .await?;
-        let Some(Claimed { generation }) = claimed else {
+        let Some(Claimed { job_id, generation }) = claimed else {
             return Ok(None);
         };
         tracing::info!(job_id, generation, worker, "job claimed");
-        self.events.changed(job_id);
-        Ok(Some(Claim { generation, token }))
+        self.events.changed(&job_id);
+        Ok(Some(Claim {
+            job_id,
+            generation,
+            token,
+        }))
     }
 
-    /// Claims the job and starts a worker for it through the dispatcher. A job that cannot be
-    /// started fails with the reason, which is also returned.
-    pub async fn dispatch(&self, job_id: &str) -> Result<Result<(), String>, StoreError> {
-        let Some(claim) = self.claim(job_id, "local").await? else {
-            return Ok(Ok(()));
-        };
+    /// Starts workers for waiting jobs, oldest first, as long as the admission limits let
+    /// them start; returns each job started, with the reason if its worker could not start
+    /// (that job has then failed). Nothing when workers elsewhere claim jobs themselves.
+    pub async fn schedule(&self) -> Result<Vec<(String, Result<(), String>)>, StoreError> {
+        let mut started = Vec::new();
+        if !self.dispatcher.starts_workers() {
+            return Ok(started);
+        }
+        let next = Pick::Next(self.settings.admission);
+        while let Some(claim) = self.claim(next, "local").await? {
+            let outcome = self.start_worker(&claim).await?;
+            started.push((claim.job_id, outcome));
+        }
+        Ok(started)
+    }
+
+    /// Hands a claimed job to the dispatcher; a job that cannot be started fails with the
+    /// reason, which is also returned.
+    async fn start_worker(&self, claim: &Claim) -> Result<Result<(), String>, StoreError> {
         let start = WorkerStart {
-            job_id,
+            job_id: &claim.job_id,
             generation: claim.generation,
             token: &claim.token,
         };
@@ -130,9 +161,20 @@ impl JobEngine {
             Ok(()) => Ok(Ok(())),
             Err(e) => {
                 let reason = format!("could not start a worker: {e}");
-                tracing::error!(job_id, error = %e, "dispatch failed");
-                self.fail(job_id, Some(claim.generation), &reason).await?;
+                tracing::error!(job_id = claim.job_id, error = %e, "dispatch failed");
+                self.fail(&claim.job_id, Some(claim.generation), &reason)
+                    .await?;
                 Ok(Err(reason))
+            }
+        }
+    }
+
+    /// Schedules each time a job ends (and so may free a slot), until dropped.
+    pub async fn run_scheduler(self) {
+        loop {
+            self.slot_freed.notified().await;
+            if let Err(e) = self.schedule().await {
+                tracing::error!(error = %e, "starting waiting jobs");
             }
         }
     }
@@ -258,6 +300,7 @@ impl JobEngine {
             tracing::warn!(job_id, generation, "worker lost early; job queued again");
             self.dispatcher.stop(job_id).await;
             self.events.changed(job_id);
+            self.slot_freed.notify_one();
         }
         Ok(changed)
     }
@@ -285,6 +328,7 @@ impl JobEngine {
             tracing::info!(job_id, %state, error = error_message, "job ended");
             self.dispatcher.stop(job_id).await;
             self.events.changed(job_id);
+            self.slot_freed.notify_one();
         }
         Ok(changed)
     }

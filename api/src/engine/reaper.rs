@@ -24,27 +24,16 @@ impl JobEngine {
                 "waiting one lease for running jobs' workers"
             );
         }
-        self.dispatch_pending().await
+        self.schedule().await.map(drop)
     }
 
-    /// Starts workers for waiting jobs when this API starts them itself.
-    pub async fn dispatch_pending(&self) -> Result<(), StoreError> {
-        if !self.dispatcher.starts_workers() {
-            return Ok(());
-        }
-        for job_id in self.store.pending_jobs().await? {
-            self.dispatch(&job_id).await?.ok();
-        }
-        Ok(())
-    }
-
-    /// One pass: lapsed leases, then deadlines.
+    /// One pass: lapsed leases, then deadlines, then whatever waits and may now start (jobs
+    /// created on another replica, slots freed there).
     pub async fn reap(&self) -> Result<(), StoreError> {
         let now_ms = clock::millis(clock::now());
-        let mut requeued = false;
         for lease in self.store.lapsed_leases(now_ms).await? {
             if lease.phase.is_restartable() && lease.attempts < MAX_ATTEMPTS {
-                requeued |= self.requeue(&lease.job_id, lease.generation).await?;
+                self.requeue(&lease.job_id, lease.generation).await?;
             } else {
                 let reason = format!(
                     "worker lost: no heartbeat for {} while {}",
@@ -59,26 +48,27 @@ impl JobEngine {
         for job_id in self.store.overdue_jobs(deadline).await? {
             self.time_out(&job_id).await?;
         }
-        if requeued {
-            self.dispatch_pending().await?;
-        }
-        Ok(())
+        self.schedule().await.map(drop)
     }
 }
 
-/// Reconciles once, then reaps every quarter lease until dropped.
+/// Reconciles once, then reaps every quarter lease (at most every 5 s) and starts waiting jobs
+/// as slots free, until dropped.
 pub async fn run_reaper(engine: JobEngine) {
     if let Err(e) = engine.reconcile().await {
         tracing::error!(error = %e, "reconciling jobs after start");
     }
     let period =
         (engine.settings.lease / 4).clamp(Duration::from_millis(50), Duration::from_secs(5));
-    let mut ticks = tokio::time::interval(period);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        ticks.tick().await;
-        if let Err(e) = engine.reap().await {
-            tracing::error!(error = %e, "reaping jobs");
+    let reaping = async {
+        let mut ticks = tokio::time::interval(period);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            if let Err(e) = engine.reap().await {
+                tracing::error!(error = %e, "reaping jobs");
+            }
         }
-    }
+    };
+    tokio::join!(engine.clone().run_scheduler(), reaping);
 }

@@ -72,7 +72,9 @@ pub async fn create(
         ));
     };
 
-    if let Err(reason) = state.engine.dispatch(&id).await? {
+    // Starts this job now if the limits let it, and whatever else waits before it.
+    let started = state.engine.schedule().await?;
+    if let Some((_, Err(reason))) = started.into_iter().find(|(job, _)| *job == id) {
         return Err(AppError::new(ErrorKind::Unavailable, reason));
     }
     tracing::info!(job_id = %id, account = %account.id, "job created");

@@ -7,7 +7,7 @@
 use ckrv_wit::types::{DiffStats, JobPhase, JobState};
 use sqlx::Row;
 
-use super::{Store, StoreError};
+use super::{Backend, Store, StoreError};
 
 /// A state change of a job.
 #[derive(Debug, Clone)]
@@ -31,10 +31,29 @@ pub struct Lease {
     pub attempts: i64,
 }
 
+/// The key of the PostgreSQL advisory lock that serializes admission claims.
+const ADMISSION_LOCK: i64 = 0x0063_6b72_7661_646d; // "ckrvadm"
+
+/// How many jobs may run at once: in all, and for one account.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Admission {
+    pub max_running: u32,
+    pub max_running_per_account: u32,
+}
+
+/// Which job a claim takes.
+#[derive(Debug, Clone, Copy)]
+pub enum Pick<'a> {
+    /// This job, if it is pending.
+    Job(&'a str),
+    /// The oldest pending job the limits admit: first come, first served, but no account
+    /// takes more than its share.
+    Next(Admission),
+}
+
 /// A worker's claim on a pending job, about to be made.
 #[derive(Debug, Clone)]
 pub struct NewClaim<'a> {
-    pub job_id: &'a str,
     /// Which worker holds it (`local` for the API's own).
     pub worker: &'a str,
     /// The hash of the token the worker will act with.
@@ -45,9 +64,10 @@ pub struct NewClaim<'a> {
     pub now: &'a str,
 }
 
-/// A claim just made: the generation the worker acts under.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A claim just made: the job, and the generation the worker acts under.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Claimed {
+    pub job_id: String,
     pub generation: i64,
 }
 
@@ -117,48 +137,82 @@ impl Store {
         Ok(changed)
     }
 
-    /// Claims a pending job for `worker`: it turns running under a new generation with a lease
-    /// until `lease_until_ms`, and the worker's token (by its hash) is stored with that
-    /// generation, all at once. `None` when the job was not pending (someone else claimed it,
-    /// or it ended).
-    pub async fn claim(&self, c: &NewClaim<'_>) -> Result<Option<Claimed>, StoreError> {
-        let (guard, states) = from_states(JobState::Running, 7);
+    /// Claims a pending job for `worker`: the one `pick` names, or the oldest the admission
+    /// limits let start. It turns running under a new generation with a lease until
+    /// `lease_until_ms`, and the worker's token (by its hash) is stored with that generation,
+    /// all at once. `None` when there is no such job (claimed by someone else, ended, or
+    /// nothing admitted).
+    pub async fn claim(
+        &self,
+        pick: Pick<'_>,
+        c: &NewClaim<'_>,
+    ) -> Result<Option<Claimed>, StoreError> {
+        let (target, first_guard) = match pick {
+            Pick::Job(_) => ("id = $6".to_owned(), 7),
+            // One statement picks and claims, so that on SQLite (one writer at a time) no two
+            // claims can both see the last free slot.
+            Pick::Next(_) => (
+                "id = (SELECT j.id FROM jobs j
+                       WHERE j.state = 'pending'
+                         AND (SELECT COUNT(*) FROM jobs r WHERE r.state = 'running') < $6
+                         AND (SELECT COUNT(*) FROM jobs r
+                              WHERE r.state = 'running' AND r.account_id = j.account_id) < $7
+                       ORDER BY j.seq LIMIT 1)"
+                    .to_owned(),
+                8,
+            ),
+        };
+        let (guard, states) = from_states(JobState::Running, first_guard);
         let sql = format!(
             "UPDATE jobs SET state = 'running', lease_generation = lease_generation + 1,
                              lease_expires_ms = $1, attempts = attempts + 1, worker = $2,
                              started_ms = COALESCE(started_ms, $3),
                              started_at = COALESCE(started_at, $4), updated_at = $5
-             WHERE id = $6 AND {guard}
-             RETURNING lease_generation"
+             WHERE {target} AND {guard}
+             RETURNING id, lease_generation"
         );
         let mut query = sqlx::query(&sql)
             .bind(c.lease_until_ms)
             .bind(c.worker)
             .bind(c.now_ms)
             .bind(c.now)
-            .bind(c.now)
-            .bind(c.job_id);
+            .bind(c.now);
+        query = match pick {
+            Pick::Job(job_id) => query.bind(job_id),
+            Pick::Next(limits) => query
+                .bind(i64::from(limits.max_running))
+                .bind(i64::from(limits.max_running_per_account)),
+        };
         for state in states {
             query = query.bind(state);
         }
         let mut tx = self.pool.begin().await?;
+        if matches!(pick, Pick::Next(_)) && self.backend == Backend::Postgres {
+            // PostgreSQL runs claims side by side, each counting the running jobs in its own
+            // snapshot: one lock, held to commit, puts admission claims in a line.
+            sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                .bind(ADMISSION_LOCK)
+                .execute(&mut *tx)
+                .await?;
+        }
         let Some(row) = query.fetch_optional(&mut *tx).await? else {
             return Ok(None);
         };
+        let job_id: String = row.try_get("id")?;
         let generation: i64 = row.try_get("lease_generation")?;
         sqlx::query(
             "INSERT INTO tokens (token_hash, kind, job_id, lease_generation, created_ms, expires_ms)
              VALUES ($1, 'worker', $2, $3, $4, $5)",
         )
         .bind(c.token_hash)
-        .bind(c.job_id)
+        .bind(&job_id)
         .bind(generation)
         .bind(c.now_ms)
         .bind(c.token_expires_ms)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
-        Ok(Some(Claimed { generation }))
+        Ok(Some(Claimed { job_id, generation }))
     }
 
     /// Extends the lease of a running job held under `generation`; false when the job is no
@@ -436,15 +490,17 @@ mod tests {
                 Op::Claim => {
                     let token = format!("{job_id}-{step}");
                     let claimed = store
-                        .claim(&NewClaim {
-                            job_id: &job_id,
-                            worker: "w",
-                            token_hash: &token,
-                            token_expires_ms: i64::MAX,
-                            lease_until_ms: 10_000,
-                            now_ms: 1,
-                            now,
-                        })
+                        .claim(
+                            Pick::Job(&job_id),
+                            &NewClaim {
+                                worker: "w",
+                                token_hash: &token,
+                                token_expires_ms: i64::MAX,
+                                lease_until_ms: 10_000,
+                                now_ms: 1,
+                                now,
+                            },
+                        )
                         .await
                         .unwrap();
                     let expected = model.state.can_become(JobState::Running);
@@ -452,11 +508,11 @@ mod tests {
                         model.generation += 1;
                         model.state = JobState::Running;
                         model.tokens.push((token, model.generation));
-                        if claimed
-                            != Some(Claimed {
-                                generation: model.generation,
-                            })
-                        {
+                        let made = Claimed {
+                            job_id: job_id.clone(),
+                            generation: model.generation,
+                        };
+                        if claimed != Some(made) {
                             return Err(format!("{op:?}: claimed {claimed:?}"));
                         }
                     } else if claimed.is_some() {

@@ -18,7 +18,7 @@ pub use credentials::NewCredential;
 pub use database::{Backend, Database};
 pub use device_codes::{DevicePoll, NewDeviceCode, PendingRequest};
 pub use jobs::{JobLookup, JobRow, NewJob};
-pub use lifecycle::{Claimed, Lease, NewClaim, Transition};
+pub use lifecycle::{Admission, Claimed, Lease, NewClaim, Pick, Transition};
 pub use tokens::{NewToken, PersonalToken, RefreshUse, TokenKind, TokenOwner};
 pub use web::{SsoLogin, WebSession};
 

@@ -381,5 +381,8 @@ pub fn test_config(data_dir: &Path, database: &TestDatabase) -> Config {
         DispatcherConfig::External,
     );
     config.database = Database::from_url(database.url()).unwrap();
+    // Tests hold many jobs running at once; the admission tests set their own limits.
+    config.engine.admission.max_running = 1000;
+    config.engine.admission.max_running_per_account = 1000;
     config
 }

@@ -53,13 +53,15 @@ impl Env {
     pub async fn start() -> Self {
         let home = tempfile::tempdir().unwrap();
         let workers = Arc::new(TestWorkers::default());
-        let server = Server::bind(Config::new(
+        let mut config = Config::new(
             "127.0.0.1:0".parse().unwrap(),
             home.path().join("api"),
             DispatcherConfig::Custom(workers.clone()),
-        ))
-        .await
-        .unwrap();
+        );
+        // The commands' tests hold several jobs running; admission has tests of its own.
+        config.engine.admission.max_running = 1000;
+        config.engine.admission.max_running_per_account = 1000;
+        let server = Server::bind(config).await.unwrap();
         let api_url = server.url();
         Self {
             api_url,
