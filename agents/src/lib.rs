@@ -2,11 +2,15 @@
 //! job's workspace.
 
 mod definition;
+mod output;
 mod runtime;
 mod sandbox;
 mod spec;
 
 pub use definition::{AgentDefinition, agents, find_agent};
-pub use runtime::{AgentRuntime, ExitStatus, OutputLine, ProcessRuntime, RunRequest, Stream};
+pub use output::MAX_LINE_BYTES;
+pub use runtime::{
+    AgentRuntime, ExitStatus, OutputLine, ProcessRuntime, RunRequest, Stream, run_collecting,
+};
 pub use sandbox::{SandboxLimits, SandboxRuntime, SandboxUnavailable};
 pub use spec::{SpecError, SpecFrontMatter, parse_front_matter, resolve};

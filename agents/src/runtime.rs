@@ -4,9 +4,10 @@ use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::process::Stdio;
-use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::Command;
 use tokio::sync::mpsc;
+
+use crate::output::pump;
 
 /// Which output stream a line came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,12 +47,31 @@ pub struct RunRequest {
 
 /// Runs an agent; implementations decide the isolation (a process here, a container later).
 pub trait AgentRuntime: Send + Sync {
-    /// Runs to completion, calling `on_line` for every output line in the order it was read.
+    /// Runs to completion, sending every output line to `lines` in the order it was read; a
+    /// full channel makes the agent wait.
     fn run<'a>(
         &'a self,
         request: &'a RunRequest,
-        on_line: &'a mut (dyn FnMut(OutputLine) + Send),
+        lines: mpsc::Sender<OutputLine>,
     ) -> Pin<Box<dyn Future<Output = std::io::Result<ExitStatus>> + Send + 'a>>;
+}
+
+/// Runs the agent and gathers its whole output: for tests and small tools, where the output is
+/// known to be small.
+pub async fn run_collecting(
+    runtime: &dyn AgentRuntime,
+    request: &RunRequest,
+) -> std::io::Result<(ExitStatus, Vec<OutputLine>)> {
+    let (tx, mut rx) = mpsc::channel(64);
+    let collect = async {
+        let mut lines = Vec::new();
+        while let Some(line) = rx.recv().await {
+            lines.push(line);
+        }
+        lines
+    };
+    let (status, lines) = tokio::join!(runtime.run(request, tx), collect);
+    Ok((status?, lines))
 }
 
 /// Runs the agent as a child process with a minimal environment, so the worker's own secrets
@@ -63,7 +83,7 @@ impl AgentRuntime for ProcessRuntime {
     fn run<'a>(
         &'a self,
         request: &'a RunRequest,
-        on_line: &'a mut (dyn FnMut(OutputLine) + Send),
+        lines: mpsc::Sender<OutputLine>,
     ) -> Pin<Box<dyn Future<Output = std::io::Result<ExitStatus>> + Send + 'a>> {
         Box::pin(async move {
             let (program, args) = request.command.split_first().ok_or_else(|| {
@@ -79,15 +99,15 @@ impl AgentRuntime for ProcessRuntime {
                 .env("PATH", path)
                 .env("HOME", &request.workspace)
                 .env("CKRV_JOB_ID", &request.job_id);
-            run_streaming(command, on_line).await
+            run_streaming(command, lines).await
         })
     }
 }
 
-/// Runs `command` with no input, calling `on_line` for each line it writes, in order read.
+/// Runs `command` with no input, sending each line it writes to `lines`, in order read.
 pub(crate) async fn run_streaming(
     mut command: Command,
-    on_line: &mut (dyn FnMut(OutputLine) + Send),
+    lines: mpsc::Sender<OutputLine>,
 ) -> std::io::Result<ExitStatus> {
     let mut child = command
         .stdin(Stdio::null())
@@ -95,34 +115,22 @@ pub(crate) async fn run_streaming(
         .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()?;
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    if let Some(out) = child.stdout.take() {
-        tokio::spawn(pump(out, Stream::Stdout, tx.clone()));
-    }
-    if let Some(err) = child.stderr.take() {
-        tokio::spawn(pump(err, Stream::Stderr, tx.clone()));
-    }
-    drop(tx);
-    while let Some(line) = rx.recv().await {
-        on_line(line);
+    let out = child
+        .stdout
+        .take()
+        .map(|out| tokio::spawn(pump(out, Stream::Stdout, lines.clone())));
+    let err = child
+        .stderr
+        .take()
+        .map(|err| tokio::spawn(pump(err, Stream::Stderr, lines)));
+    // Every line is sent before the exit is reported.
+    for reader in [out, err].into_iter().flatten() {
+        reader.await.map_err(std::io::Error::other)?;
     }
     let status = child.wait().await?;
     Ok(ExitStatus {
         code: status.code(),
     })
-}
-
-async fn pump<R: AsyncRead + Unpin>(
-    reader: R,
-    stream: Stream,
-    tx: mpsc::UnboundedSender<OutputLine>,
-) {
-    let mut lines = BufReader::new(reader).lines();
-    while let Ok(Some(line)) = lines.next_line().await {
-        if tx.send(OutputLine { stream, line }).is_err() {
-            break;
-        }
-    }
 }
 
 #[cfg(test)]
@@ -142,17 +150,15 @@ mod tests {
     #[tokio::test]
     async fn runs_a_script_in_the_workspace_and_captures_lines_in_order() {
         let dir = tempfile::tempdir().unwrap();
-        let mut lines = Vec::new();
-        let status = ProcessRuntime
-            .run(
-                &request(
-                    dir.path(),
-                    "echo one; echo two; echo \"$CKRV_JOB_ID\" > out.txt; echo \"home=$HOME\"; echo oops >&2",
-                ),
-                &mut |l| lines.push(l),
-            )
-            .await
-            .unwrap();
+        let (status, lines) = run_collecting(
+            &ProcessRuntime,
+            &request(
+                dir.path(),
+                "echo one; echo two; echo \"$CKRV_JOB_ID\" > out.txt; echo \"home=$HOME\"; echo oops >&2",
+            ),
+        )
+        .await
+        .unwrap();
         assert!(status.success());
         let stdout: Vec<_> = lines
             .iter()
@@ -174,8 +180,7 @@ mod tests {
     #[tokio::test]
     async fn reports_a_non_zero_exit() {
         let dir = tempfile::tempdir().unwrap();
-        let status = ProcessRuntime
-            .run(&request(dir.path(), "echo bye; exit 3"), &mut |_| {})
+        let (status, _) = run_collecting(&ProcessRuntime, &request(dir.path(), "echo bye; exit 3"))
             .await
             .unwrap();
         assert_eq!(status.code, Some(3));
@@ -185,14 +190,11 @@ mod tests {
     #[tokio::test]
     async fn the_worker_environment_does_not_leak() {
         let dir = tempfile::tempdir().unwrap();
-        let mut lines = Vec::new();
-        ProcessRuntime
-            .run(
-                &request(dir.path(), "echo \"token=${CKRV_WORKER_TOKEN:-none}\""),
-                &mut |l| lines.push(l.line),
-            )
+        let script = "echo \"token=${CKRV_WORKER_TOKEN:-none}\"";
+        let (_, lines) = run_collecting(&ProcessRuntime, &request(dir.path(), script))
             .await
             .unwrap();
+        let lines: Vec<String> = lines.into_iter().map(|l| l.line).collect();
         assert_eq!(lines, ["token=none"]);
     }
 }

@@ -260,7 +260,7 @@ impl AgentRuntime for SandboxRuntime {
     fn run<'a>(
         &'a self,
         request: &'a RunRequest,
-        on_line: &'a mut (dyn FnMut(OutputLine) + Send),
+        lines: tokio::sync::mpsc::Sender<OutputLine>,
     ) -> Pin<Box<dyn std::future::Future<Output = std::io::Result<ExitStatus>> + Send + 'a>> {
         Box::pin(async move {
             if request.command.is_empty() {
@@ -276,7 +276,7 @@ impl AgentRuntime for SandboxRuntime {
                     .await
                     .map_err(std::io::Error::other)??;
             }
-            run_streaming(self.command(request, uid), on_line).await
+            run_streaming(self.command(request, uid), lines).await
         })
     }
 }

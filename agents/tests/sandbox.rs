@@ -7,7 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use ckrv_agents::{AgentRuntime, RunRequest, SandboxLimits, SandboxRuntime, Stream};
+use ckrv_agents::{RunRequest, SandboxLimits, SandboxRuntime, Stream, run_collecting};
 
 /// A job directory: the workspace the agent gets, and beside it what it must not see.
 fn job_dir() -> tempfile::TempDir {
@@ -38,18 +38,18 @@ async fn run(
         job_id: "job-sandbox-test".into(),
         network,
     };
-    let mut lines = Vec::new();
-    let status = runtime
-        .run(&request, &mut |l| {
+    let (status, output) = run_collecting(runtime, &request).await.unwrap();
+    let lines = output
+        .into_iter()
+        .map(|l| {
             let prefix = if l.stream == Stream::Stderr {
                 "err: "
             } else {
                 ""
             };
-            lines.push(format!("{prefix}{}", l.line));
+            format!("{prefix}{}", l.line)
         })
-        .await
-        .unwrap();
+        .collect();
     (status.code, lines)
 }
 

@@ -73,6 +73,10 @@ struct ServeArgs {
     #[arg(long, env = "CKRV_API_MAX_RUNNING_PER_ACCOUNT", value_name = "N",
           value_parser = clap::value_parser!(u32).range(1..))]
     max_running_per_account: Option<u32>,
+    /// A job's log keeps this many lines; later ones are dropped and the log says so
+    #[arg(long, env = "CKRV_API_MAX_LOG_LINES", value_name = "N", default_value_t = 100_000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    max_log_lines: u64,
     /// Where local workers make their jobs' workspaces, one directory each, removed when
     /// the worker ends [default: the system's temporary directory]
     #[arg(long, env = "CKRV_API_WORK_DIR", value_name = "DIR")]
@@ -331,6 +335,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         worker_lease,
         max_running,
         max_running_per_account,
+        max_log_lines,
         work_dir,
         sso,
     } = args;
@@ -367,6 +372,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             lease: worker_lease,
             job_timeout,
             admission,
+            max_log_lines,
         },
     })
     .await?;

@@ -410,3 +410,57 @@ async fn many_jobs_created_at_once_never_run_more_than_the_limit() {
     let (_, pending) = api.get("/v1/jobs?status=pending&limit=100", user).await;
     assert_eq!(pending["jobs"].as_array().unwrap().len(), 17);
 }
+
+#[tokio::test]
+async fn a_log_stops_at_its_cap_with_a_notice_and_a_long_line_costs_only_its_tail() {
+    let dir = tempfile::tempdir().unwrap();
+    let dispatcher = Arc::new(RecordingDispatcher::default());
+    let api = TestApi::start_configured(dir.path(), dispatcher, |config| {
+        config.engine.max_log_lines = 5;
+    })
+    .await;
+    let user = api.login("dev@example.com").await;
+    let user = access(&user);
+    let id = create(&api, user).await;
+    let worker = api.dispatcher.token_for(&id);
+    let logs = format!("/v1/worker/jobs/{id}/logs");
+    let long = "y".repeat(100 * 1024);
+    let send = |first: u64, messages: Vec<&str>| {
+        let lines: Vec<Value> = messages.into_iter().map(support::line).collect();
+        api.post(
+            &logs,
+            &worker,
+            json!({"first_sequence": first, "lines": lines}),
+        )
+    };
+    assert_eq!(
+        send(1, vec!["one", &long, "three"]).await.0,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        send(4, vec!["four", "five", "six", "seven"]).await.0,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(send(8, vec!["eight"]).await.0, StatusCode::NO_CONTENT);
+
+    let (_, page) = api.get(&format!("/v1/jobs/{id}/logs"), user).await;
+    let entries = page["logs"].as_array().unwrap();
+    let messages: Vec<&str> = entries
+        .iter()
+        .map(|e| e["message"].as_str().unwrap())
+        .collect();
+    assert_eq!(messages.len(), 6, "five lines and the notice");
+    assert_eq!(messages[..1], ["one"]);
+    assert!(messages[1].starts_with(&"y".repeat(64 * 1024)));
+    assert!(messages[1].ends_with("[… line truncated: 36864 more bytes]"));
+    assert_eq!(messages[2..5], ["three", "four", "five"]);
+    assert!(messages[5].starts_with("log truncated"), "{}", messages[5]);
+    assert!(messages[5].contains("limit of 5 lines"));
+    assert_eq!(entries[5]["level"], "warn");
+
+    // A request larger than any batch should be is refused whole, in the error shape.
+    let huge = "z".repeat(3 * 1024 * 1024);
+    let (status, error) = send(9, vec![&huge]).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{error}");
+    assert!(error["error_description"].as_str().is_some(), "{error}");
+}

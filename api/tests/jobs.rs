@@ -73,11 +73,16 @@ async fn a_job_goes_from_pending_to_succeeded_with_its_log_and_diff() {
         )
         .await;
     assert_eq!(status, StatusCode::NO_CONTENT);
-    for batch in [vec!["one", "two"], vec!["three"]] {
+    assert_eq!(work["log_sequence"], 0);
+    // The second batch is sent twice, as a worker retrying a lost answer would: stored once.
+    for (first, batch) in [
+        (1, vec!["one", "two"]),
+        (3, vec!["three"]),
+        (3, vec!["three"]),
+    ] {
         let lines: Vec<Value> = batch.into_iter().map(line).collect();
-        let (status, body) = api
-            .post(&format!("{wbase}/logs"), &worker, json!({"lines": lines}))
-            .await;
+        let body = json!({"first_sequence": first, "lines": lines});
+        let (status, body) = api.post(&format!("{wbase}/logs"), &worker, body).await;
         assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
     }
     let (status, job) = api.get(&format!("/v1/jobs/{}", &id[..6]), user).await;
@@ -171,7 +176,7 @@ async fn a_job_goes_from_pending_to_succeeded_with_its_log_and_diff() {
         .post(
             &format!("{wbase}/logs"),
             &worker,
-            json!({"lines": [line("bye")]}),
+            json!({"first_sequence": 4, "lines": [line("bye")]}),
         )
         .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
@@ -478,7 +483,7 @@ async fn following_a_log_streams_lines_as_they_arrive_and_ends_with_the_job() {
     api.post(
         &format!("{wbase}/logs"),
         &worker,
-        json!({"lines": [line("before")]}),
+        json!({"first_sequence": 1, "lines": [line("before")]}),
     )
     .await;
 
@@ -512,7 +517,7 @@ async fn following_a_log_streams_lines_as_they_arrive_and_ends_with_the_job() {
     api.post(
         &format!("{wbase}/logs"),
         &worker,
-        json!({"lines": [line("during")]}),
+        json!({"first_sequence": 2, "lines": [line("during")]}),
     )
     .await;
     read_until("during", &mut text).await;

@@ -28,24 +28,31 @@ pub struct JobOptions {
 /// told; the inner one is why the job failed (already reported), or why it stopped early
 /// (the job ended elsewhere: cancelled, timed out, or given to another worker).
 pub async fn run_job(api: ApiClient, options: JobOptions) -> anyhow::Result<Result<(), String>> {
-    let (log, rx) = JobLog::channel();
-    let shipper = tokio::spawn(logs::ship(rx, api.clone()));
-    let outcome = match api.fetch_job().await {
-        Ok(job) => {
-            let beat = Duration::from_millis(u64::from(job.heartbeat_ms.max(100)));
-            tokio::select! {
-                outcome = run_stages(&api, &options, &log, job) => outcome,
-                ended = heartbeat(&api, beat) => {
-                    // Dropping the stages kills the agent and removes the workspace; the job
-                    // has ended, so there is nothing to report.
-                    drop(log);
-                    let _ = shipper.await;
-                    tracing::warn!(reason = %ended, "stopping: the job ended elsewhere");
-                    return Ok(Err(ended));
-                }
-            }
+    let job = match api.fetch_job().await {
+        Ok(job) => job,
+        Err(e) => {
+            let error = format!("reading the job failed: {e}");
+            api.complete(&JobCompletion {
+                state: JobState::Failed,
+                error_message: Some(error.clone()),
+            })
+            .await?;
+            return Ok(Err(error));
         }
-        Err(e) => Err(format!("reading the job failed: {e}")),
+    };
+    let (log, rx) = JobLog::channel();
+    let shipper = tokio::spawn(logs::ship(rx, api.clone(), job.log_sequence + 1));
+    let beat = Duration::from_millis(u64::from(job.heartbeat_ms.max(100)));
+    let outcome = tokio::select! {
+        outcome = run_stages(&api, &options, &log, job) => outcome,
+        ended = heartbeat(&api, beat) => {
+            // Dropping the stages kills the agent and removes the workspace; the job has
+            // ended, so there is nothing to report.
+            drop(log);
+            let _ = shipper.await;
+            tracing::warn!(reason = %ended, "stopping: the job ended elsewhere");
+            return Ok(Err(ended));
+        }
     };
     if let Err(error) = &outcome {
         log.error(SOURCE, format!("Job failed: {error}"));
@@ -160,26 +167,36 @@ async fn run_stages(
                 job_id: job.id.clone(),
                 network: agent.network,
             };
-            let source = agent.name.clone();
-            let mut on_line = |line: ckrv_agents::OutputLine| {
-                let level = match line.stream {
-                    Stream::Stdout => LogLevel::Info,
-                    Stream::Stderr => LogLevel::Warn,
-                };
-                log.write(level, &source, line.line);
+            let (lines, mut agent_output) =
+                tokio::sync::mpsc::channel::<ckrv_agents::OutputLine>(256);
+            let forward = async {
+                while let Some(line) = agent_output.recv().await {
+                    let level = match line.stream {
+                        Stream::Stdout => LogLevel::Info,
+                        Stream::Stderr => LogLevel::Warn,
+                    };
+                    log.send(level, &agent.name, line.line).await;
+                }
             };
-            let status = if options.sandbox {
-                let sandbox = SandboxRuntime::default();
+            let sandbox = SandboxRuntime::default();
+            if options.sandbox {
                 sandbox.probe().await.map_err(|e| e.to_string())?;
-                sandbox.run(&request, &mut on_line).await
             } else {
                 log.warn(
                     SOURCE,
                     "WARNING: this agent runs without a sandbox, with the worker's rights: the server was started with --insecure-no-sandbox",
                 );
-                ProcessRuntime.run(&request, &mut on_line).await
             }
-            .map_err(|e| format!("starting agent {} failed: {e}", agent.name))?;
+            let run = async {
+                if options.sandbox {
+                    sandbox.run(&request, lines).await
+                } else {
+                    ProcessRuntime.run(&request, lines).await
+                }
+            };
+            let (status, ()) = tokio::join!(run, forward);
+            let status =
+                status.map_err(|e| format!("starting agent {} failed: {e}", agent.name))?;
             match status.code {
                 Some(0) => log.info(SOURCE, format!("Agent {} finished", agent.name)),
                 Some(code) => return Err(format!("agent exited with status {code}")),

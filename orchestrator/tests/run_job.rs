@@ -104,6 +104,7 @@ async fn run_renewing(
         },
         "spec_content": spec,
         "heartbeat_ms": 100,
+        "log_sequence": 7,
     });
     let fake = Fake {
         job,
@@ -179,6 +180,9 @@ async fn a_job_runs_from_clone_to_complete() {
     assert!(has("orchestrator", "Starting agent: script"));
     assert!(has("script", "changing"));
     assert!(has("diff", "2 files changed"), "{lines:?}");
+    // The API had stored 7 lines of an earlier worker: this one numbers its own from 8.
+    let batches: Vec<LogBatch> = bodies(&calls, "/logs");
+    assert_eq!(batches[0].first_sequence, 8);
 
     let diff = calls
         .iter()

@@ -73,7 +73,7 @@ async fn run(
     drop(log);
     let mut lines = Vec::new();
     while let Some(line) = rx.recv().await {
-        lines.push(line);
+        lines.push(line.into_line());
     }
     (result, lines)
 }

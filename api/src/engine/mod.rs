@@ -29,6 +29,8 @@ pub struct EngineSettings {
     pub job_timeout: Duration,
     /// Jobs beyond these limits wait `pending` (phase `queued`), first come first served.
     pub admission: Admission,
+    /// A job's log keeps this many lines, then says it was truncated.
+    pub max_log_lines: u64,
 }
 
 impl Default for EngineSettings {
@@ -42,6 +44,7 @@ impl Default for EngineSettings {
                 max_running: cores,
                 max_running_per_account: cores,
             },
+            max_log_lines: 100_000,
         }
     }
 }

@@ -18,6 +18,8 @@ use crate::store::JobRow;
 
 /// Lines per batch; the orchestrator sends far fewer.
 const MAX_BATCH_LINES: usize = 10_000;
+/// The longest log message stored whole (the orchestrator already cuts agent lines at 16 KiB).
+const MAX_MESSAGE_BYTES: usize = 64 * 1024;
 
 async fn granted_job(state: &AppState, grant: &WorkerGrant, id: &str) -> Result<JobRow, AppError> {
     grant.check(id)?;
@@ -65,10 +67,12 @@ pub async fn job(
         return Err(refused(&state, &grant, &id).await);
     }
     let heartbeat = state.engine.settings().heartbeat();
+    let log_sequence = state.store.last_log_sequence(&id).await?;
     Ok(ApiJson(WorkerJob {
         job: row.job,
         spec_content: row.spec,
         heartbeat_ms: u32::try_from(duration_ms(heartbeat)).unwrap_or(u32::MAX),
+        log_sequence,
     }))
 }
 
@@ -113,16 +117,47 @@ pub async fn logs(
     Path(id): Path<String>,
     ApiJson(batch): ApiJson<LogBatch>,
 ) -> Result<StatusCode, AppError> {
-    granted_job(&state, &grant, &id).await?;
+    let row = granted_job(&state, &grant, &id).await?;
+    if row.state != JobState::Running || row.generation != grant.generation {
+        return Err(refused(&state, &grant, &id).await);
+    }
     if batch.lines.len() > MAX_BATCH_LINES {
         return Err(invalid(format!(
             "a batch holds at most {MAX_BATCH_LINES} lines; send {} in several",
             batch.lines.len()
         )));
     }
-    state.store.append_logs(&id, &batch.lines).await?;
-    state.events.changed(&id);
+    if batch.first_sequence == 0 {
+        return Err(invalid("log sequences start at 1".to_string()));
+    }
+    let mut lines = batch.lines;
+    for line in &mut lines {
+        cap_message(&mut line.message);
+    }
+    let cap = state.engine.settings().max_log_lines;
+    if state
+        .store
+        .append_logs(&id, batch.first_sequence, &lines, cap)
+        .await?
+    {
+        state.events.changed(&id);
+    }
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Cuts a message longer than [`MAX_MESSAGE_BYTES`] (at a character boundary) and says so: one
+/// long line costs its tail, never its batch.
+fn cap_message(message: &mut String) {
+    if message.len() <= MAX_MESSAGE_BYTES {
+        return;
+    }
+    let mut end = MAX_MESSAGE_BYTES;
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    let dropped = message.len() - end;
+    message.truncate(end);
+    message.push_str(&format!(" [… line truncated: {dropped} more bytes]"));
 }
 
 pub async fn diff(

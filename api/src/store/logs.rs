@@ -1,31 +1,65 @@
-//! Job logs with dense per-job sequences from 1.
+//! Job logs: per-job sequences from 1, numbered by the worker so that a resent line is stored
+//! once.
 
-use ckrv_wit::types::{LogEntry, LogLine};
+use ckrv_wit::types::{LogEntry, LogLevel, LogLine};
 use sqlx::Row;
 
 use super::{Store, StoreError, parse_enum};
 
+/// One line under its number, unless that number is taken.
+async fn insert(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    job_id: &str,
+    sequence: u64,
+    line: &LogLine,
+) -> Result<bool, StoreError> {
+    let done = sqlx::query(
+        "INSERT INTO logs (job_id, sequence, timestamp, level, source, message)
+         VALUES ($1, $2, $3, $4, $5, $6)
+         ON CONFLICT (job_id, sequence) DO NOTHING",
+    )
+    .bind(job_id)
+    .bind(i64::try_from(sequence).unwrap_or(i64::MAX))
+    .bind(&line.timestamp)
+    .bind(line.level.as_str())
+    .bind(&line.source)
+    .bind(&line.message)
+    .execute(&mut **tx)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
 impl Store {
-    /// Appends lines in order. Each insert takes the next sequence in the same statement, and
-    /// SQLite runs one writer at a time, so sequences stay dense under concurrent batches.
-    pub async fn append_logs(&self, job_id: &str, lines: &[LogLine]) -> Result<(), StoreError> {
+    /// Stores the worker's lines, numbered from `first_sequence`; a line already stored under
+    /// its number (a batch sent again) is kept as it was. Lines past `cap` are dropped, and the
+    /// first batch to reach it adds one entry saying so. True when anything was added.
+    pub async fn append_logs(
+        &self,
+        job_id: &str,
+        first_sequence: u64,
+        lines: &[LogLine],
+        cap: u64,
+    ) -> Result<bool, StoreError> {
+        let mut added = false;
         let mut tx = self.pool.begin().await?;
-        for line in lines {
-            sqlx::query(
-                "INSERT INTO logs (job_id, sequence, timestamp, level, source, message)
-                 SELECT $1, COALESCE(MAX(sequence), 0) + 1, $2, $3, $4, $5 FROM logs WHERE job_id = $6",
-            )
-            .bind(job_id)
-            .bind(&line.timestamp)
-            .bind(line.level.as_str())
-            .bind(&line.source)
-            .bind(&line.message)
-            .bind(job_id)
-            .execute(&mut *tx)
-            .await?;
+        for (sequence, line) in (first_sequence..).zip(lines) {
+            if sequence > cap {
+                let notice = LogLine {
+                    timestamp: line.timestamp.clone(),
+                    level: LogLevel::Warn,
+                    source: "ckrv".to_string(),
+                    message: format!(
+                        "log truncated: this job's log reached its limit of {cap} lines; \
+                         later lines were dropped"
+                    ),
+                };
+                added |= insert(&mut tx, job_id, cap + 1, &notice).await?;
+                break;
+            }
+            added |= insert(&mut tx, job_id, sequence, line).await?;
         }
         tx.commit().await?;
-        Ok(())
+        Ok(added)
     }
 
     /// Up to `limit` entries with a sequence above `after`, in order.

@@ -314,15 +314,16 @@ impl TestApi {
     ) {
         let worker = self.dispatcher.token_for(id);
         let base = format!("/v1/worker/jobs/{id}");
-        let (status, body) = self.get(&base, &worker).await;
-        assert_eq!(status, StatusCode::OK, "{body}");
+        let (status, work) = self.get(&base, &worker).await;
+        assert_eq!(status, StatusCode::OK, "{work}");
         if !lines.is_empty() {
             let lines: Vec<Value> = lines.iter().map(|m| line(m)).collect();
+            let first = work["log_sequence"].as_u64().unwrap() + 1;
             let (status, body) = self
                 .post(
                     &format!("{base}/logs"),
                     &worker,
-                    serde_json::json!({"lines": lines}),
+                    serde_json::json!({"first_sequence": first, "lines": lines}),
                 )
                 .await;
             assert_eq!(status, StatusCode::NO_CONTENT, "{body}");

@@ -235,7 +235,7 @@ impl Env {
         };
         send(self.http.get(&base)).await;
         send(
-            self.http.post(format!("{base}/logs")).json(&serde_json::json!({"lines": [
+            self.http.post(format!("{base}/logs")).json(&serde_json::json!({"first_sequence": 1, "lines": [
                 {"timestamp": "2026-11-22T12:34:56Z", "level": "info", "source": "script", "message": "agent says hi"}
             ]})),
         )
