@@ -32,6 +32,9 @@ use std::sync::Arc;
 use anyhow::Context as _;
 
 /// A bound, ready-to-serve API.
+/// How long requests in flight may take to finish once the server is asked to stop.
+pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
 pub struct Server {
     listener: tokio::net::TcpListener,
     url: String,
@@ -137,7 +140,10 @@ impl Server {
         ))
     }
 
-    /// Serves until `shutdown` resolves, then finishes the requests in flight.
+    /// Serves until `shutdown` resolves, then ends log streams and finishes the requests in
+    /// flight, for at most [`SHUTDOWN_GRACE`]. Jobs need nothing: their state is in the
+    /// database, and a worker that stops with this process loses its lease and its job is
+    /// re-queued or failed "worker lost" by the next start.
     pub async fn run_until(
         self,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
@@ -150,15 +156,38 @@ impl Server {
             self.state.limits.clone(),
         ));
         background.spawn(engine::run_reaper(self.state.engine.clone()));
+        let events = self.state.events.clone();
+        let stopping = Arc::new(tokio::sync::Notify::new());
+        let signal = {
+            let stopping = Arc::clone(&stopping);
+            async move {
+                shutdown.await;
+                tracing::info!("stopping: no new connections; ending log streams");
+                events.stop();
+                stopping.notify_one();
+            }
+        };
         let app = routes::router(self.state);
         let served = axum::serve(
             self.listener,
             app.into_make_service_with_connect_info::<SocketAddr>(),
         )
-        .with_graceful_shutdown(shutdown)
-        .await;
+        .with_graceful_shutdown(signal);
+        let outcome = tokio::select! {
+            served = served => served,
+            () = async {
+                stopping.notified().await;
+                tokio::time::sleep(SHUTDOWN_GRACE).await;
+            } => {
+                tracing::warn!(
+                    grace = ?SHUTDOWN_GRACE,
+                    "requests still in flight after the grace period; stopping anyway"
+                );
+                Ok(())
+            }
+        };
         background.abort_all();
-        Ok(served?)
+        Ok(outcome?)
     }
 }
 

@@ -381,11 +381,20 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         println!("no administrator yet: create the first account at {link}");
         println!("(or run `ckrv-api users add EMAIL --admin --password-stdin`)");
     }
-    server
-        .run_until(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
-        .await
+    server.run_until(stop_signal()?).await
+}
+
+/// Resolves on SIGTERM (how service managers and Kubernetes stop a process) or SIGINT (^C).
+fn stop_signal() -> anyhow::Result<impl std::future::Future<Output = ()> + Send + 'static> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("listening for SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("listening for SIGINT")?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM received"),
+            _ = int.recv() => tracing::info!("SIGINT received"),
+        }
+    })
 }
 
 async fn open(data: &DataDir) -> anyhow::Result<Store> {

@@ -151,7 +151,18 @@ fn follow(
                     return Some((Ok(end), f));
                 }
             }
-            wait_for_change(&mut f.wake, &f.job_id).await;
+            tokio::select! {
+                () = wait_for_change(&mut f.wake, &f.job_id) => {}
+                () = f.state.events.stopping() => {
+                    // The server is stopping: end cleanly; the client resumes elsewhere or
+                    // later from the last event id.
+                    f.ended = true;
+                    let bye = Event::default()
+                        .event("shutdown")
+                        .data("the server is stopping; reconnect with Last-Event-ID to resume");
+                    return Some((Ok(bye), f));
+                }
+            }
         }
     })
 }

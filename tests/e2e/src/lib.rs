@@ -147,6 +147,18 @@ impl Api {
         })
     }
 
+    /// Sends `signal` (`TERM`, `INT`) to the API and waits (at most 60 s) for it to exit.
+    pub fn stop_with(&mut self, signal: &str) -> std::process::ExitStatus {
+        let sent = Command::new("kill")
+            .args(["-s", signal, &self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(sent.success(), "kill -s {signal}");
+        wait_for("ckrv-api to exit", Duration::from_secs(60), || {
+            self.child.try_wait().expect("ckrv-api can be waited for")
+        })
+    }
+
     /// `ckrv-api users add EMAIL --password-stdin`, as an administrator runs it.
     pub fn add_user(&self, email: &str, password: &str) {
         let mut child = Command::new(binary("ckrv-api"))

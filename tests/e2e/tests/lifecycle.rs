@@ -200,3 +200,68 @@ fn a_work_dir_the_sandboxed_agent_cannot_reach_is_refused_at_start() {
 fn runs_as_root() -> bool {
     std::fs::metadata("/proc/self").is_ok_and(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
 }
+
+/// Follows the job's log over SSE until `stop` says so; returns what was read.
+async fn follow(
+    url: String,
+    token: String,
+    id: String,
+    mut stop: impl FnMut(&str) -> bool,
+) -> String {
+    use futures::StreamExt as _;
+    let response = reqwest::Client::new()
+        .get(format!("{url}/v1/jobs/{id}/logs?follow=true"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    let mut body = response.bytes_stream();
+    let mut text = String::new();
+    while let Some(Ok(chunk)) = body.next().await {
+        text.push_str(&String::from_utf8_lossy(&chunk));
+        if stop(&text) {
+            break;
+        }
+    }
+    text
+}
+
+fn stops_cleanly_on(signal: &str) {
+    let mut stage = Stage::new(&[]);
+    let id = stage.dispatch("echo started\nsleep 600\n");
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let stream = runtime.spawn(follow(
+        stage.api.url.clone(),
+        stage.token.clone(),
+        id.clone(),
+        |_| false,
+    ));
+    wait_for("the agent to start", Duration::from_secs(60), || {
+        let log = stage.cli.ok(&stage.clone, &["logs", &id]);
+        log.contains("started").then_some(())
+    });
+
+    let status = stage.api.stop_with(signal);
+    assert!(
+        status.success(),
+        "ckrv-api exits 0 on SIG{signal}: {status}"
+    );
+    // The open log stream was ended by the server, with a word on why.
+    let text = runtime.block_on(stream).unwrap();
+    assert!(text.contains("started"), "{text}");
+    assert!(text.contains("event: shutdown"), "{text}");
+    // Nothing of the job runs on without the API.
+    wait_for("the job's worker to stop", Duration::from_secs(30), || {
+        processes_matching(&id).is_empty().then_some(())
+    });
+}
+
+#[test]
+fn sigterm_ends_log_streams_and_exits_cleanly() {
+    stops_cleanly_on("TERM");
+}
+
+#[test]
+fn sigint_with_a_follower_open_does_not_hang() {
+    stops_cleanly_on("INT");
+}
