@@ -204,6 +204,10 @@ async fn purge_expired(store: store::Store, limits: Arc<limits::Limits>) {
         if let Err(error) = store.purge_web(now).await {
             tracing::warn!(%error, "purging expired web sessions");
         }
+        let day_ago = now - routes::jobs::IDEMPOTENCY_WINDOW_MS;
+        if let Err(error) = store.purge_idempotency_keys(day_ago).await {
+            tracing::warn!(%error, "purging old idempotency keys");
+        }
         limits.forget_idle();
     }
 }

@@ -268,8 +268,13 @@ impl Provider {
         self.guarded(async |g, s| g.call_whoami(s, ctx).await).await
     }
 
-    pub async fn dispatch(&mut self, ctx: &CallContext, request: &JobCreate) -> CallResult<Job> {
-        self.guarded(async |g, s| g.call_dispatch(s, ctx, request).await)
+    pub async fn dispatch(
+        &mut self,
+        ctx: &CallContext,
+        request: &JobCreate,
+        idempotency_key: &str,
+    ) -> CallResult<Job> {
+        self.guarded(async |g, s| g.call_dispatch(s, ctx, request, idempotency_key).await)
             .await
     }
 

@@ -414,3 +414,102 @@ async fn pull_refuses_a_diff_changed_after_its_worker_uploaded_it() {
         "Status: draft\n"
     );
 }
+
+/// A proxy in front of the API that loses the answer to the first `POST /v1/jobs` (the job is
+/// made, the client hears 503), and notes every `Idempotency-Key` it sees there.
+async fn lossy_proxy(api: String) -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use axum::body::Bytes;
+    use axum::http::{HeaderMap, Method, StatusCode, Uri};
+    use axum::response::IntoResponse;
+    let keys = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let seen = keys.clone();
+    let client = reqwest::Client::new();
+    let handler = move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
+        let (client, api, keys) = (client.clone(), api.clone(), seen.clone());
+        async move {
+            let mut request = client.request(method.clone(), format!("{api}{uri}"));
+            for name in ["authorization", "content-type", "accept", "idempotency-key"] {
+                if let Some(value) = headers.get(name) {
+                    request = request.header(name, value.as_bytes());
+                }
+            }
+            let response = request.body(body).send().await.unwrap();
+            let creating = method == Method::POST && uri.path() == "/v1/jobs";
+            if creating {
+                let key = headers
+                    .get("idempotency-key")
+                    .map(|k| k.to_str().unwrap().to_owned());
+                let mut keys = keys.lock().unwrap();
+                keys.push(key.unwrap_or_default());
+                if keys.len() == 1 {
+                    let lost = r#"{"error":"unavailable","error_description":"connection lost"}"#;
+                    return (StatusCode::SERVICE_UNAVAILABLE, lost.to_string()).into_response();
+                }
+            }
+            let status = StatusCode::from_u16(response.status().as_u16()).unwrap();
+            (status, response.text().await.unwrap()).into_response()
+        }
+    };
+    let app = axum::Router::new().fallback(handler);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, keys)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dispatch_whose_answer_was_lost_is_retried_into_the_same_job() {
+    let mut env = Env::start().await;
+    let work = worktree(env.home.path());
+    env.add_user("dev@example.com").await;
+    let store = env.store().await;
+    let (_, token) = ckrv_api::admin::issue_token(&store, "dev@example.com", "ci", None)
+        .await
+        .unwrap();
+    // The CLI reaches the API through the proxy.
+    let (proxy, keys) = lossy_proxy(env.api_url.clone()).await;
+    env.api_url = proxy;
+    let out = env
+        .run_with_stdin(
+            &work,
+            &["cloud", "login", "--with-token"],
+            &format!("{token}\n"),
+        )
+        .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::write(
+        work.join("specs/spec.md"),
+        "---\nagent: script\nrun: echo hi\n---\n# Hi\n",
+    )
+    .unwrap();
+
+    let id = dispatched(&env, &work).await;
+    let keys = keys.lock().unwrap().clone();
+    assert_eq!(keys.len(), 2, "one lost answer, one retry: {keys:?}");
+    assert!(
+        !keys[0].is_empty() && keys[0] == keys[1],
+        "one key per dispatch: {keys:?}"
+    );
+    let list: serde_json::Value =
+        serde_json::from_str(&env.ok(&work, &["status", &id, "--json"]).await).unwrap();
+    assert_eq!(list["id"], id.as_str());
+    let store = env.store().await;
+    let account = store
+        .account_by_email("dev@example.com")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        store.jobs_created_since(&account.id, 0).await.unwrap(),
+        1,
+        "the retry made no second job"
+    );
+
+    // The next dispatch is a new job, under a new key.
+    let second = dispatched(&env, &work).await;
+    assert_ne!(second, id);
+}

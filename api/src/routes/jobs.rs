@@ -1,14 +1,16 @@
 //! Creating, reading, listing and cancelling a user's jobs.
 
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
 use ckrv_wit::types::{ErrorKind, Job, JobCreate, JobListResponse, JobStatus};
 use serde::Deserialize;
+use sha2::{Digest, Sha256};
 
 use crate::auth::Session;
 use crate::error::{ApiJson, ApiQuery, AppError, invalid};
 use crate::state::AppState;
-use crate::store::{JobLookup, JobRow, NewJob};
+use crate::store::{JobLookup, JobRow, KeyUse, NewJob};
 use crate::{clock, quota};
 
 /// Specs are prose plus front matter; anything larger is a mistake.
@@ -23,8 +25,9 @@ const MAX_PAGE: i64 = 100;
 pub async fn create(
     State(state): State<AppState>,
     session: Session,
+    headers: HeaderMap,
     ApiJson(request): ApiJson<JobCreate>,
-) -> Result<(StatusCode, ApiJson<Job>), AppError> {
+) -> Result<Response, AppError> {
     let base_branch = request
         .git_base_branch
         .as_deref()
@@ -33,7 +36,103 @@ pub async fn create(
     if let Some(name) = &request.git_credential_name {
         return Err(credential_refusal(&state, &session, name).await);
     }
-    let account = super::users::account_of(&state, &session).await?;
+    let Some(key) = idempotency_key(&headers)? else {
+        let job = make(&state, &session, &request, base_branch).await?;
+        return Ok(created(job, false));
+    };
+    let digest = hex::encode(Sha256::digest(
+        serde_json::to_vec(&request).map_err(|e| invalid(e.to_string()))?,
+    ));
+    let account = &session.account_id;
+    let now_ms = clock::millis(clock::now());
+    match state
+        .store
+        .use_idempotency_key(account, key, &digest, now_ms)
+        .await?
+    {
+        KeyUse::Claimed => match make(&state, &session, &request, base_branch).await {
+            Ok(job) => {
+                state
+                    .store
+                    .keep_idempotency_key(account, key, &job.id)
+                    .await?;
+                Ok(created(job, false))
+            }
+            Err(refused) => {
+                state.store.release_idempotency_key(account, key).await?;
+                Err(refused)
+            }
+        },
+        KeyUse::InFlight {
+            same_request: false,
+        }
+        | KeyUse::Made {
+            same_request: false,
+            ..
+        } => Err(AppError::new(
+            ErrorKind::UnprocessableRequest,
+            format!(
+                "Idempotency-Key '{key}' was used for a different request; use a new key for a \
+                 new job"
+            ),
+        )),
+        KeyUse::InFlight { .. } => Err(AppError::new(
+            ErrorKind::Conflict,
+            format!(
+                "a request with Idempotency-Key '{key}' is still being served; retry in a moment"
+            ),
+        )),
+        KeyUse::Made { job_id, .. } => {
+            let row = state
+                .store
+                .job(&job_id)
+                .await?
+                .ok_or_else(|| AppError::new(ErrorKind::Internal, "the key's job is gone"))?;
+            Ok(created(row.job, true))
+        }
+    }
+}
+
+/// How long an idempotency key stands for its job.
+pub const IDEMPOTENCY_WINDOW_MS: i64 = 24 * 60 * 60 * 1000;
+const MAX_KEY_LEN: usize = 255;
+
+/// The request's `Idempotency-Key`, if it sent one: 1 to 255 visible ASCII characters.
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<&str>, AppError> {
+    let Some(value) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let key = value
+        .to_str()
+        .ok()
+        .filter(|k| !k.is_empty() && k.len() <= MAX_KEY_LEN && k.bytes().all(|b| b.is_ascii_graphic()))
+        .ok_or_else(|| {
+            invalid(format!(
+                "Idempotency-Key must be 1 to {MAX_KEY_LEN} visible ASCII characters (a UUID is usual)"
+            ))
+        })?;
+    Ok(Some(key))
+}
+
+/// 201 with the job; a replay of an earlier request says so in `Idempotent-Replayed`.
+fn created(job: Job, replayed: bool) -> Response {
+    let mut response = (StatusCode::CREATED, ApiJson(job)).into_response();
+    if replayed {
+        response
+            .headers_mut()
+            .insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    response
+}
+
+/// Makes the job within the account's quota and starts it if the limits let it.
+async fn make(
+    state: &AppState,
+    session: &Session,
+    request: &JobCreate,
+    base_branch: &str,
+) -> Result<Job, AppError> {
+    let account = super::users::account_of(state, session).await?;
     let now = clock::now();
     let (cycle_start, cycle_end) = quota::cycle(now);
     let limit = quota::monthly_limit(account.tier);
@@ -78,7 +177,7 @@ pub async fn create(
         return Err(AppError::new(ErrorKind::Unavailable, reason));
     }
     tracing::info!(job_id = %id, account = %account.id, "job created");
-    Ok((StatusCode::CREATED, ApiJson(row.job)))
+    Ok(row.job)
 }
 
 /// Why a job naming a stored credential is refused: the name is unknown (the seed's

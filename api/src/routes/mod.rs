@@ -3,7 +3,7 @@
 mod artifacts;
 mod auth;
 mod credentials;
-mod jobs;
+pub(crate) mod jobs;
 mod logs;
 mod users;
 mod worker;

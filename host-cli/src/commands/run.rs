@@ -49,8 +49,11 @@ pub async fn run(config: &Config, args: RunArgs) -> anyhow::Result<()> {
     };
 
     let mut cloud = Cloud::connect(config).await?;
+    // One key for every try of this dispatch: a retry after a lost answer finds the job the
+    // first try made instead of making another.
+    let key = uuid::Uuid::new_v4().to_string();
     let job = cloud
-        .call(async |p, ctx| p.dispatch(ctx, &request).await)
+        .call(async |p, ctx| p.dispatch(ctx, &request, &key).await)
         .await?;
     if args.json {
         return output::json(&job);

@@ -4,6 +4,7 @@
 ckrv_wit::guest_bindings!("../../wit", "ckrv:cloud/provider-plugin");
 
 use ckrv_wit::guest::http;
+use ckrv_wit::guest::wasi::clocks::monotonic_clock;
 use ckrv_wit::protocol::{CLI_CLIENT_ID, DEVICE_CODE_GRANT, REFRESH_TOKEN_GRANT};
 use ckrv_wit::types::{
     ApiError, CredentialCreate, CredentialList, CredentialSummary, DeviceCodeRequest,
@@ -12,6 +13,7 @@ use ckrv_wit::types::{
 };
 use exports::ckrv::cloud::provider::{CallContext, Guest};
 use serde::de::DeserializeOwned;
+use std::time::Duration;
 
 struct Chakravarti;
 
@@ -81,9 +83,30 @@ impl Guest for Chakravarti {
         call(&ctx, "DELETE", &path, None).map(drop)
     }
 
-    fn dispatch(ctx: CallContext, request: JobCreate) -> Result<Job, ApiError> {
+    fn dispatch(
+        ctx: CallContext,
+        request: JobCreate,
+        idempotency_key: String,
+    ) -> Result<Job, ApiError> {
         let body = to_value(&request)?;
-        json(call(&ctx, "POST", "/v1/jobs", Some(&body))?)
+        let headers = [("idempotency-key", idempotency_key.as_str())];
+        // Safe to repeat under one key: a try whose answer was lost made at most one job.
+        let mut wait = Duration::from_millis(250);
+        for _ in 1..DISPATCH_TRIES {
+            match send(&ctx, "POST", "/v1/jobs", Some(&body), &headers) {
+                Err(e)
+                    if matches!(
+                        e.error,
+                        ErrorKind::Unavailable | ErrorKind::Internal | ErrorKind::Conflict
+                    ) =>
+                {
+                    monotonic_clock::subscribe_duration(duration_ns(wait)).block();
+                    wait *= 2;
+                }
+                answer => return json(answer?),
+            }
+        }
+        json(send(&ctx, "POST", "/v1/jobs", Some(&body), &headers)?)
     }
 
     fn get_job(ctx: CallContext, id: String) -> Result<Job, ApiError> {
@@ -173,6 +196,13 @@ fn emulate_cursor(whole: Vec<LogEntry>, state: JobState, after: u64, limit: u32)
     }
 }
 
+/// How many times `dispatch` tries before it gives the last error.
+const DISPATCH_TRIES: u32 = 4;
+
+fn duration_ns(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
 /// Sends one request; a non-2xx answer becomes the API's own error, or a described one.
 fn call(
     ctx: &CallContext,
@@ -180,9 +210,21 @@ fn call(
     path: &str,
     body: Option<&serde_json::Value>,
 ) -> Result<Vec<u8>, ApiError> {
+    send(ctx, method, path, body, &[])
+}
+
+/// [`call`] with headers of the caller's.
+fn send(
+    ctx: &CallContext,
+    method: &str,
+    path: &str,
+    body: Option<&serde_json::Value>,
+    extra: &[(&str, &str)],
+) -> Result<Vec<u8>, ApiError> {
     let url = format!("{}{}", ctx.api_url.trim_end_matches('/'), path);
     let bearer = ctx.access_token.as_ref().map(|t| format!("Bearer {t}"));
     let mut headers = vec![("accept", "application/json")];
+    headers.extend_from_slice(extra);
     if let Some(bearer) = &bearer {
         headers.push(("authorization", bearer.as_str()));
     }

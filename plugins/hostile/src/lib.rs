@@ -53,7 +53,7 @@ impl Guest for Hostile {
         Err(refuse())
     }
 
-    fn dispatch(_: CallContext, _: JobCreate) -> Result<Job, ApiError> {
+    fn dispatch(_: CallContext, _: JobCreate, _: String) -> Result<Job, ApiError> {
         Err(refuse())
     }
 
