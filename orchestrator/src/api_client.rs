@@ -3,6 +3,8 @@
 use ckrv_wit::types::{JobCompletion, LogBatch, PhaseUpdate, WorkerJob};
 use reqwest::{Client, Method, Url};
 use serde::Serialize;
+use std::time::Duration;
+use tokio::time::Instant;
 
 /// Why a call to the API failed.
 #[derive(Debug, thiserror::Error)]
@@ -28,6 +30,22 @@ pub enum ApiClientError {
         source: reqwest::Error,
     },
 }
+
+impl ApiClientError {
+    /// Whether trying again later may succeed: the API was unreachable, restarting or busy.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Transport { .. } => true,
+            Self::Status { status, .. } => *status >= 500 || matches!(status, 408 | 429),
+            Self::BadUrl(_) | Self::Decode { .. } => false,
+        }
+    }
+}
+
+/// How long a request is retried while the API is unreachable (it may be restarting): every
+/// write of the worker's is safe to repeat.
+const RETRY_FOR: Duration = Duration::from_secs(120);
+const MAX_RETRY_WAIT: Duration = Duration::from_secs(5);
 
 /// One job's view of the API, authenticated with its worker token.
 #[derive(Clone)]
@@ -119,7 +137,29 @@ impl ApiClient {
             .map(drop)
     }
 
+    /// Sends the request, again and again with growing pauses while the failure is transient,
+    /// for at most [`RETRY_FOR`].
     async fn send<B: Serialize + ?Sized>(
+        &self,
+        method: Method,
+        url: &str,
+        body: Option<&B>,
+    ) -> Result<reqwest::Response, ApiClientError> {
+        let give_up = Instant::now() + RETRY_FOR;
+        let mut wait = Duration::from_millis(250);
+        loop {
+            match self.send_once(method.clone(), url, body).await {
+                Err(e) if e.is_transient() && Instant::now() + wait < give_up => {
+                    tracing::warn!(error = %e, retry_in = ?wait, "the API did not answer; retrying");
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(MAX_RETRY_WAIT);
+                }
+                answer => return answer,
+            }
+        }
+    }
+
+    async fn send_once<B: Serialize + ?Sized>(
         &self,
         method: Method,
         url: &str,

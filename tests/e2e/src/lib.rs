@@ -131,20 +131,43 @@ impl Api {
 
     /// `POST /v1/jobs/{id}/cancel` as the holder of `token`; returns the HTTP status.
     pub fn cancel(&self, token: &str, id: &str) -> u16 {
+        self.call("POST", token, &format!("/v1/jobs/{id}/cancel")).0
+    }
+
+    /// One request to the API as the holder of `token`: the status and the JSON body (`Null`
+    /// when there is none).
+    pub fn call(&self, method: &str, token: &str, path: &str) -> (u16, serde_json::Value) {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .expect("a runtime for one request");
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("an HTTP method");
         runtime.block_on(async {
-            reqwest::Client::new()
-                .post(format!("{}/v1/jobs/{id}/cancel", self.url))
+            let response = reqwest::Client::new()
+                .request(method, format!("{}{path}", self.url))
                 .bearer_auth(token)
                 .send()
                 .await
-                .expect("the API answers")
-                .status()
-                .as_u16()
+                .expect("the API answers");
+            let status = response.status().as_u16();
+            let body = response.json().await.unwrap_or(serde_json::Value::Null);
+            (status, body)
         })
+    }
+
+    /// Kills the API at once (SIGKILL): nothing of it gets to clean up.
+    pub fn kill(&mut self) {
+        self.child.kill().expect("ckrv-api can be killed");
+        self.child.wait().expect("ckrv-api can be waited for");
+    }
+
+    /// The port it listens on.
+    pub fn port(&self) -> u16 {
+        self.url
+            .rsplit(':')
+            .next()
+            .and_then(|port| port.parse().ok())
+            .expect("the API's URL ends in its port")
     }
 
     /// Sends `signal` (`TERM`, `INT`) to the API and waits (at most 60 s) for it to exit.
@@ -193,8 +216,14 @@ impl Api {
 
     /// `ckrv-api serve` with extra flags.
     pub fn start_with(data_dir: &Path, flags: &[&str]) -> Self {
+        Self::start_on(data_dir, "127.0.0.1:0", flags)
+    }
+
+    /// `ckrv-api serve --listen LISTEN` with extra flags: how a restart comes back on the port
+    /// its workers know.
+    pub fn start_on(data_dir: &Path, listen: &str, flags: &[&str]) -> Self {
         let mut child = Command::new(binary("ckrv-api"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .args(["serve", "--listen", listen, "--data-dir"])
             .arg(data_dir)
             .arg("--orchestrator")
             .arg(binary("ckrv-orchestrator"))

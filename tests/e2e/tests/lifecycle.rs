@@ -15,6 +15,7 @@ use ckrv_test_support::PASSWORD;
 /// repository they work on.
 struct Stage {
     api: Api,
+    flags: Vec<String>,
     cli: Cli,
     clone: PathBuf,
     repo_url: String,
@@ -40,6 +41,7 @@ impl Stage {
         let mut args = vec!["--allow-local-repos", "--work-dir", work.to_str().unwrap()];
         args.extend_from_slice(flags);
         let api = Api::start_with(&root.join("api"), &args);
+        let flags = args.iter().map(ToString::to_string).collect();
         api.add_user("dev@example.com", PASSWORD);
         let token = api.token("dev@example.com");
         let cli = Cli {
@@ -51,6 +53,7 @@ impl Stage {
         cli.login_with_token(&clone, &token);
         Self {
             api,
+            flags,
             cli,
             clone,
             repo_url,
@@ -264,4 +267,92 @@ fn sigterm_ends_log_streams_and_exits_cleanly() {
 #[test]
 fn sigint_with_a_follower_open_does_not_hang() {
     stops_cleanly_on("INT");
+}
+
+#[test]
+fn twenty_jobs_against_max_running_two_all_finish_never_more_than_two_at_once() {
+    let stage = Stage::new(&["--max-running", "2"]);
+    let ids: Vec<String> = (0..20)
+        .map(|n| stage.dispatch(&format!("echo job {n}\nsleep 0.3\n")))
+        .collect();
+    let mut most = 0;
+    wait_for("all twenty jobs to end", Duration::from_secs(300), || {
+        let (_, running) = stage
+            .api
+            .call("GET", &stage.token, "/v1/jobs?status=running&limit=100");
+        most = most.max(running["jobs"].as_array().unwrap().len());
+        let (_, ended) = stage
+            .api
+            .call("GET", &stage.token, "/v1/jobs?status=succeeded&limit=100");
+        (ended["jobs"].as_array().unwrap().len() == 20).then_some(())
+    });
+    assert!(most <= 2, "{most} jobs ran at once");
+    assert!(most >= 1);
+    // They started in the order they came: each job's log has its own line.
+    for (n, id) in ids.iter().enumerate() {
+        let log = stage.cli.ok(&stage.clone, &["logs", id]);
+        assert!(log.contains(&format!("job {n}")), "{log}");
+    }
+}
+
+#[test]
+fn a_killed_orchestrator_fails_its_job_with_a_pointer_to_its_log() {
+    let stage = Stage::new(&[]);
+    let marker = marker();
+    let id = stage.dispatch(&format!("echo started\nsleep {marker}\n"));
+    stage.wait_until_running(&id, &format!("sleep {marker}"));
+    let orchestrators = processes_matching(&format!("--job-id {id}"));
+    assert_eq!(orchestrators.len(), 1, "{orchestrators:?}");
+    let killed = std::process::Command::new("pkill")
+        .args([
+            "-KILL",
+            "-f",
+            &format!("ckrv-orchestrator run .*--job-id {id}"),
+        ])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+
+    let job = stage.cli.finished(&stage.clone, &id);
+    assert_eq!(job["state"], "failed", "{job}");
+    let error = job["error_message"].as_str().unwrap();
+    assert!(
+        error.contains("the worker ended") && error.contains("signal: 9"),
+        "{error}"
+    );
+    assert!(error.contains(&format!("workers/{id}.log")), "{error}");
+    stage.wait_until_gone(&format!("sleep {marker}"));
+}
+
+#[test]
+fn the_api_killed_mid_job_and_restarted_loses_no_line_and_the_job_completes() {
+    let mut stage = Stage::new(&[]);
+    // The agent ends while the API is down: its last lines and the job's completion must wait
+    // for the API to come back.
+    let id = stage.dispatch("for i in $(seq 1 12); do echo line $i; sleep 0.15; done\n");
+    wait_for("the job to log", Duration::from_secs(60), || {
+        let log = stage.cli.ok(&stage.clone, &["logs", &id]);
+        log.contains("line 5").then_some(())
+    });
+
+    // kill -9: no shutdown, no goodbye. The worker keeps running and keeps trying.
+    let port = stage.api.port();
+    stage.api.kill();
+    std::thread::sleep(Duration::from_millis(3000));
+    let flags: Vec<&str> = stage.flags.iter().map(String::as_str).collect();
+    stage.api = Api::start_on(
+        &stage.api.data_dir.clone(),
+        &format!("127.0.0.1:{port}"),
+        &flags,
+    );
+
+    let job = stage.cli.finished(&stage.clone, &id);
+    assert_eq!(job["state"], "succeeded", "{job}");
+    let log = stage.cli.ok(&stage.clone, &["logs", &id]);
+    let lines: Vec<&str> = log
+        .lines()
+        .filter_map(|l| l.split_once("] script: ").map(|(_, m)| m))
+        .collect();
+    let expected: Vec<String> = (1..=12).map(|i| format!("line {i}")).collect();
+    assert_eq!(lines, expected, "every line exactly once, in order:\n{log}");
 }
