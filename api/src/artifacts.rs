@@ -48,6 +48,19 @@ impl ArtifactStore {
     pub async fn get_diff(&self, job_id: &str) -> Result<Bytes, ArtifactError> {
         Ok(self.inner.get(&diff_path(job_id)).await?.bytes().await?)
     }
+
+    /// Whether the store answers: a look-up of an object that is not there succeeds as "not
+    /// found".
+    pub async fn check(&self) -> Result<(), ArtifactError> {
+        match self
+            .inner
+            .head(&ObjectPath::from("ckrv-readiness-probe"))
+            .await
+        {
+            Ok(_) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
 }
 
 /// Job ids are UUIDs the API generated, so they are safe path segments.

@@ -22,6 +22,11 @@ impl JobEvents {
         self.stopping.send_replace(true);
     }
 
+    /// Whether the server has begun to stop.
+    pub fn is_stopping(&self) -> bool {
+        *self.stopping.borrow()
+    }
+
     /// Resolves once the server begins to stop.
     pub fn stopping(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
         let mut stopping = self.stopping.subscribe();

@@ -17,6 +17,7 @@ pub mod error;
 pub mod events;
 pub mod identity;
 pub mod limits;
+pub mod metrics;
 pub mod quota;
 pub mod routes;
 pub mod secrets;
@@ -112,6 +113,7 @@ impl Server {
             billing_url: config.billing_url.clone(),
             allow_local_repos: config.allow_local_repos,
             sso,
+            metrics: Arc::default(),
         };
         Ok(Self {
             listener,

@@ -29,4 +29,5 @@ pub struct AppState {
     pub allow_local_repos: bool,
     /// The team's OpenID provider, when single sign-on is set up.
     pub sso: Option<Arc<crate::identity::sso::Sso>>,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }

@@ -5,6 +5,7 @@ mod auth;
 mod credentials;
 pub(crate) mod jobs;
 mod logs;
+mod ops;
 mod users;
 mod worker;
 
@@ -46,9 +47,16 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/worker/jobs/{id}/result", post(worker::result))
         .route("/v1/worker/jobs/{id}/complete", post(worker::complete))
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(ops::metrics))
         .merge(crate::web::router())
         .fallback(unknown_route)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            ops::request_context,
+        ))
         .with_state(state)
 }
 

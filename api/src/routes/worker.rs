@@ -140,6 +140,7 @@ pub async fn logs(
         .append_logs(&id, batch.first_sequence, &lines, cap)
         .await?
     {
+        state.metrics.log_lines_ingested(lines.len() as u64);
         state.events.changed(&id);
     }
     Ok(StatusCode::NO_CONTENT)
