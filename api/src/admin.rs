@@ -21,6 +21,12 @@ pub enum AdminError {
         "the server's public URL is unknown: start `ckrv-api serve` once, or pass --public-url"
     )]
     NoPublicUrl,
+    #[error("worker name {0:?}: use 1 to 64 letters, digits, '-', '_' or '.' (e.g. build-host-1)")]
+    BadWorkerName(String),
+    #[error("a worker named {0} exists; remove it first or choose another name")]
+    WorkerExists(String),
+    #[error("no worker named {0}: see them with `ckrv-api workers list`")]
+    NoSuchWorker(String),
 }
 
 /// The URL links are made with: the one given, else the one `serve` last recorded.
@@ -111,5 +117,36 @@ pub async fn revoke_token(store: &Store, email: &str, id: &str) -> Result<(), Ad
             email: account.email,
             id: id.to_string(),
         })
+    }
+}
+
+/// Issues a credential for an external worker called `name`; returns the secret, shown once.
+pub async fn add_worker(store: &Store, name: &str) -> Result<String, AdminError> {
+    let valid = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
+    if !valid {
+        return Err(AdminError::BadWorkerName(name.to_string()));
+    }
+    let secret = auth::new_secret(auth::WORKER_CREDENTIAL_PREFIX);
+    let now = crate::clock::millis(crate::clock::now());
+    if store
+        .add_worker_credential(name, &auth::hash_secret(&secret), now)
+        .await?
+    {
+        Ok(secret)
+    } else {
+        Err(AdminError::WorkerExists(name.to_string()))
+    }
+}
+
+/// Revokes an external worker's credential at once (the job it holds is lost with its lease).
+pub async fn remove_worker(store: &Store, name: &str) -> Result<(), AdminError> {
+    if store.remove_worker_credential(name).await? {
+        Ok(())
+    } else {
+        Err(AdminError::NoSuchWorker(name.to_string()))
     }
 }

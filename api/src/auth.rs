@@ -181,6 +181,32 @@ impl FromRequestParts<AppState> for Session {
     }
 }
 
+/// An external worker, proven by the credential an operator issued it.
+#[derive(Debug, Clone)]
+pub struct ExternalWorker {
+    pub name: String,
+}
+
+/// The prefix of worker credentials, so that one pasted in the wrong place is recognisable.
+pub const WORKER_CREDENTIAL_PREFIX: &str = "ckrv_wk";
+
+impl FromRequestParts<AppState> for ExternalWorker {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, AppError> {
+        let hash = hash_secret(bearer(parts)?);
+        let now = clock::millis(clock::now());
+        match state.store.worker_by_credential(&hash, now).await? {
+            Some(name) => Ok(Self { name }),
+            None => Err(AppError::new(
+                ErrorKind::NotAuthenticated,
+                "the worker credential is not known; an operator issues one with \
+                 `ckrv-api workers add NAME`",
+            )),
+        }
+    }
+}
+
 /// The job a worker request may act on.
 #[derive(Debug, Clone)]
 pub struct WorkerGrant {

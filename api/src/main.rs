@@ -27,6 +27,33 @@ enum Command {
     /// Manage accounts: add, list, change tier, disable, issue tokens for CI
     #[command(subcommand)]
     Users(UsersCommand),
+    /// Manage the credentials of external workers (`ckrv-orchestrator work` on other machines)
+    #[command(subcommand)]
+    Workers(WorkersCommand),
+}
+
+#[derive(Subcommand)]
+enum WorkersCommand {
+    /// Issue a credential for a worker; it is printed once, alone on stdout
+    Add {
+        /// What to call the worker (letters, digits, '-', '_', '.')
+        name: String,
+        #[command(flatten)]
+        data: DataDir,
+    },
+    /// List the workers' credentials: name, when issued, when last used to claim
+    List {
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        data: DataDir,
+    },
+    /// Revoke a worker's credential at once
+    Remove {
+        name: String,
+        #[command(flatten)]
+        data: DataDir,
+    },
 }
 
 #[derive(Args)]
@@ -318,6 +345,7 @@ async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Serve(args) => serve(*args).await,
         Command::Users(command) => users(command).await,
+        Command::Workers(command) => workers(command).await,
     }
 }
 
@@ -401,6 +429,56 @@ async fn open(data: &DataDir) -> anyhow::Result<Store> {
     ckrv_api::data_dir::prepare(&data.data_dir)
         .with_context(|| format!("preparing data directory {}", data.data_dir.display()))?;
     Ok(Store::open(&data.database()?).await?)
+}
+
+async fn workers(command: WorkersCommand) -> anyhow::Result<()> {
+    match command {
+        WorkersCommand::Add { name, data } => {
+            let secret = admin::add_worker(&open(&data).await?, &name).await?;
+            eprintln!(
+                "issued a credential for worker {name}; it is shown only now. Give it to the \
+                 worker on its standard input: ckrv-orchestrator work --api-url URL < FILE"
+            );
+            println!("{secret}");
+        }
+        WorkersCommand::List { json, data } => {
+            let workers = open(&data).await?.worker_credentials().await?;
+            let when = |ms: Option<i64>| {
+                ms.and_then(|ms| {
+                    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).ok()
+                })
+                .map_or_else(|| "never".to_owned(), ckrv_api::clock::rfc3339)
+            };
+            if json {
+                let rows: Vec<serde_json::Value> = workers
+                    .iter()
+                    .map(|w| {
+                        serde_json::json!({
+                            "name": w.name,
+                            "created_at": when(Some(w.created_ms)),
+                            "last_claim_at": w.last_claim_ms.map(|ms| when(Some(ms))),
+                        })
+                    })
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else {
+                println!("{:<32} {:<22} LAST CLAIM", "NAME", "ISSUED");
+                for w in &workers {
+                    println!(
+                        "{:<32} {:<22} {}",
+                        w.name,
+                        when(Some(w.created_ms)),
+                        when(w.last_claim_ms)
+                    );
+                }
+            }
+        }
+        WorkersCommand::Remove { name, data } => {
+            admin::remove_worker(&open(&data).await?, &name).await?;
+            println!("removed worker {name}; its credential no longer claims jobs");
+        }
+    }
+    Ok(())
 }
 
 async fn users(command: UsersCommand) -> anyhow::Result<()> {

@@ -1,6 +1,6 @@
 //! The worker endpoints of the API (docs/protocol.md, "Worker").
 
-use ckrv_wit::types::{JobCompletion, LogBatch, PhaseUpdate, WorkerJob};
+use ckrv_wit::types::{JobCompletion, LogBatch, PhaseUpdate, WorkerClaim, WorkerJob};
 use reqwest::{Client, Method, Url};
 use serde::Serialize;
 use std::time::Duration;
@@ -109,6 +109,21 @@ impl ApiClient {
         response
             .json()
             .await
+            .map_err(|source| ApiClientError::Decode { url, source })
+    }
+
+    /// As an external worker (this client made with its credential and no job): claims the
+    /// next job the API admits, or `None` when nothing waits.
+    pub async fn claim(&self) -> Result<Option<WorkerClaim>, ApiClientError> {
+        let url = format!("{}/v1/worker/claim", self.base_url());
+        let response = self.send(Method::POST, &url, None::<&()>).await?;
+        if response.status() == reqwest::StatusCode::NO_CONTENT {
+            return Ok(None);
+        }
+        response
+            .json()
+            .await
+            .map(Some)
             .map_err(|source| ApiClientError::Decode { url, source })
     }
 

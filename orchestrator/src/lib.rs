@@ -7,6 +7,7 @@ pub mod job;
 pub mod logs;
 pub mod pipeline;
 pub mod steps;
+pub mod work;
 
 /// RFC 3339 UTC timestamp of now, whole seconds, as the API's models use.
 pub fn now() -> String {

@@ -1,10 +1,12 @@
-//! `ckrv-orchestrator run --api-url URL --job-id ID`: runs one job (see docs/protocol.md). The
-//! job's worker token is the first line of standard input.
+//! `ckrv-orchestrator run --api-url URL --job-id ID`: runs one job (see docs/protocol.md); the
+//! job's worker token is the first line of standard input. `ckrv-orchestrator work --api-url
+//! URL`: an external worker that claims and runs jobs, its credential on standard input.
 
 use anyhow::Context;
 use ckrv_orchestrator::api_client::ApiClient;
 use ckrv_orchestrator::job::{JobOptions, run_job};
 use ckrv_orchestrator::pipeline::Pipeline;
+use ckrv_orchestrator::work::{WorkOptions, work};
 use ckrv_wit::types::{JobCompletion, JobState};
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -25,36 +27,64 @@ enum Command {
         api_url: String,
         #[arg(long)]
         job_id: String,
-        /// Pipeline definition (TOML); the built-in default when absent.
+        #[command(flatten)]
+        how: JobArgs,
+    },
+    /// Works for the API from another machine: claims jobs with the credential an operator
+    /// issued (`ckrv-api workers add NAME`, given on standard input) and runs them one after
+    /// another, until stopped or the credential is revoked.
+    Work {
+        /// Base URL of the ckrv API.
         #[arg(long)]
-        pipeline: Option<PathBuf>,
-        /// Where the job's temporary workspace is created.
-        #[arg(long)]
-        work_dir: Option<PathBuf>,
-        /// Clone local paths and internal hosts too (development only; the API passes it when
-        /// it was started with the same flag).
-        #[arg(long)]
-        allow_local_repos: bool,
-        /// Run the agent without its sandbox, with this process's rights (every job's log
-        /// says so); never on a shared machine
-        #[arg(long)]
-        insecure_no_sandbox: bool,
+        api_url: String,
+        /// How long to wait before asking again when no job waits (e.g. 2s, 500ms)
+        #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+        poll: std::time::Duration,
+        #[command(flatten)]
+        how: JobArgs,
     },
 }
 
-/// The worker token: the first line of standard input.
-fn read_token() -> anyhow::Result<String> {
+/// How jobs are run, for both commands.
+#[derive(clap::Args)]
+struct JobArgs {
+    /// Pipeline definition (TOML); the built-in default when absent.
+    #[arg(long)]
+    pipeline: Option<PathBuf>,
+    /// Where the job's temporary workspace is created.
+    #[arg(long)]
+    work_dir: Option<PathBuf>,
+    /// Clone local paths and internal hosts too (development only; the API passes it when
+    /// it was started with the same flag).
+    #[arg(long)]
+    allow_local_repos: bool,
+    /// Run the agent without its sandbox, with this process's rights (every job's log
+    /// says so); never on a shared machine
+    #[arg(long)]
+    insecure_no_sandbox: bool,
+}
+
+/// A secret from the first line of standard input: never from the environment or the
+/// arguments, where other processes of the same user could read it. Read once, never logged.
+fn read_secret(what: &str, hint: &str) -> anyhow::Result<String> {
     let mut line = String::new();
     std::io::stdin()
         .read_line(&mut line)
-        .context("reading the worker token from standard input")?;
-    let token = line.trim().to_string();
-    if token.is_empty() {
-        anyhow::bail!(
-            "no worker token on standard input: the dispatcher writes the job's token there"
-        );
+        .with_context(|| format!("reading the {what} from standard input"))?;
+    let secret = line.trim().to_string();
+    if secret.is_empty() {
+        anyhow::bail!("no {what} on standard input: {hint}");
     }
-    Ok(token)
+    Ok(secret)
+}
+
+fn load_pipeline(
+    path: Option<&PathBuf>,
+) -> Result<Pipeline, ckrv_orchestrator::pipeline::PipelineError> {
+    match path {
+        Some(path) => Pipeline::load(path),
+        None => Pipeline::default_pipeline(),
+    }
 }
 
 #[tokio::main]
@@ -68,23 +98,40 @@ async fn main() -> anyhow::Result<()> {
         // The dispatcher sends stderr to a file.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let Command::Run {
-        api_url,
-        job_id,
+    let (api_url, job_id, how) = match Cli::parse().command {
+        Command::Run {
+            api_url,
+            job_id,
+            how,
+        } => (api_url, job_id, how),
+        Command::Work { api_url, poll, how } => {
+            let credential = read_secret(
+                "worker credential",
+                "pass the one `ckrv-api workers add NAME` printed",
+            )?;
+            let options = WorkOptions {
+                pipeline: load_pipeline(how.pipeline.as_ref())?,
+                work_dir: how.work_dir,
+                allow_local_repos: how.allow_local_repos,
+                sandbox: !how.insecure_no_sandbox,
+                poll,
+            };
+            tracing::info!(api_url, "working: claiming jobs");
+            return Ok(work(&api_url, &credential, &options).await?);
+        }
+    };
+    let JobArgs {
         pipeline,
         work_dir,
         allow_local_repos,
         insecure_no_sandbox,
-    } = Cli::parse().command;
-    // The token arrives on standard input, never in the environment or the arguments, where
-    // other processes of the same user could read it. Read once, never logged.
-    let token = read_token()?;
+    } = how;
+    let token = read_secret(
+        "worker token",
+        "the dispatcher writes the job's token there",
+    )?;
     let api = ApiClient::new(&api_url, &job_id, &token)?;
-    let pipeline = match pipeline {
-        Some(path) => Pipeline::load(&path),
-        None => Pipeline::default_pipeline(),
-    };
-    let pipeline = match pipeline {
+    let pipeline = match load_pipeline(pipeline.as_ref()) {
         Ok(p) => p,
         Err(error) => {
             // The job must not stay `running` because the worker was misconfigured.

@@ -37,6 +37,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/jobs/{id}/cancel", post(jobs::cancel))
         .route("/v1/jobs/{id}/logs", get(logs::read))
         .route("/v1/jobs/{id}/artifacts/diff", get(artifacts::diff))
+        .route("/v1/worker/claim", post(worker::claim))
         .route("/v1/worker/jobs/{id}", get(worker::job))
         .route("/v1/worker/jobs/{id}/heartbeat", post(worker::heartbeat))
         .route("/v1/worker/jobs/{id}/phase", post(worker::phase))

@@ -1,20 +1,22 @@
 //! What a job's worker calls, authenticated by the job's own worker token. The token carries
 //! the claim (generation) it was issued under, so a worker that lost its job to another writes
-//! nothing: every change goes through the engine, fenced by that generation.
+//! nothing: every change goes through the engine, fenced by that generation. An external
+//! worker first claims a job with its operator-issued credential.
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
+use axum::response::{IntoResponse as _, Response};
 use bytes::Bytes;
 use ckrv_wit::types::{
-    DiffStats, ErrorKind, JobCompletion, JobState, LogBatch, PhaseUpdate, WorkerJob,
+    DiffStats, ErrorKind, JobCompletion, JobState, LogBatch, PhaseUpdate, WorkerClaim, WorkerJob,
 };
 
 use sha2::{Digest as _, Sha256};
 
-use crate::auth::{WorkerGrant, duration_ms};
+use crate::auth::{ExternalWorker, WorkerGrant, duration_ms};
 use crate::error::{ApiJson, AppError, invalid};
 use crate::state::AppState;
-use crate::store::JobRow;
+use crate::store::{JobRow, Pick};
 
 /// Lines per batch; the orchestrator sends far fewer.
 const MAX_BATCH_LINES: usize = 10_000;
@@ -54,6 +56,23 @@ async fn refused(state: &AppState, grant: &WorkerGrant, id: &str) -> AppError {
             ),
         ),
         Err(e) => e,
+    }
+}
+
+/// An external worker asks for the next job the limits admit: 200 with the job and its own
+/// token, or 204 when nothing waits.
+pub async fn claim(
+    State(state): State<AppState>,
+    worker: ExternalWorker,
+) -> Result<Response, AppError> {
+    let next = Pick::Next(state.engine.settings().admission);
+    match state.engine.claim(next, &worker.name).await? {
+        Some(claim) => Ok(ApiJson(WorkerClaim {
+            job_id: claim.job_id,
+            token: claim.token,
+        })
+        .into_response()),
+        None => Ok(StatusCode::NO_CONTENT.into_response()),
     }
 }
 

@@ -13,6 +13,7 @@ mod lifecycle;
 mod logs;
 mod tokens;
 mod web;
+mod workers;
 
 pub use accounts::{Account, NewAccount};
 pub use credentials::NewCredential;
@@ -23,6 +24,7 @@ pub use jobs::{JobLookup, JobRow, NewJob};
 pub use lifecycle::{Admission, Claimed, Lease, NewClaim, Pick, Transition};
 pub use tokens::{NewToken, PersonalToken, RefreshUse, TokenKind, TokenOwner};
 pub use web::{SsoLogin, WebSession};
+pub use workers::WorkerCredential;
 
 use std::str::FromStr;
 

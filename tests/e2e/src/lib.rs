@@ -222,11 +222,17 @@ impl Api {
     /// `ckrv-api serve --listen LISTEN` with extra flags: how a restart comes back on the port
     /// its workers know.
     pub fn start_on(data_dir: &Path, listen: &str, flags: &[&str]) -> Self {
-        let mut child = Command::new(binary("ckrv-api"))
+        let mut command = Command::new(binary("ckrv-api"));
+        command
             .args(["serve", "--listen", listen, "--data-dir"])
-            .arg(data_dir)
-            .arg("--orchestrator")
-            .arg(binary("ckrv-orchestrator"))
+            .arg(data_dir);
+        // Local workers unless the test runs its own.
+        if !flags.contains(&"--external-workers") {
+            command
+                .arg("--orchestrator")
+                .arg(binary("ckrv-orchestrator"));
+        }
+        let mut child = command
             .args(flags)
             .env("RUST_LOG", "info")
             .stdout(Stdio::piped())
