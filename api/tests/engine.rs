@@ -24,6 +24,14 @@ async fn short_leases(dir: &std::path::Path, timeout: Duration) -> TestApi {
     .await
 }
 
+/// A signed-in user's token on an API of [`short_leases`].
+async fn signed_in(dir: &std::path::Path, timeout: Duration) -> (TestApi, String) {
+    let api = short_leases(dir, timeout).await;
+    let tokens = api.login("dev@example.com").await;
+    let user = access(&tokens).to_owned();
+    (api, user)
+}
+
 /// Polls the job until `done` says so (at most a minute: the engine promises a bounded time,
 /// far shorter; this only stops a broken engine from hanging the suite).
 async fn wait_for(api: &TestApi, user: &str, id: &str, done: impl Fn(&Value) -> bool) -> Value {
@@ -36,6 +44,18 @@ async fn wait_for(api: &TestApi, user: &str, id: &str, done: impl Fn(&Value) -> 
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     panic!("the job never got there: {job}");
+}
+
+/// A new job whose worker has reported `phase`: its id and the worker's token.
+async fn job_in_phase(api: &TestApi, user: &str, phase: &str) -> (String, String) {
+    let (_, job) = api.create_job(user).await;
+    let id = job["id"].as_str().unwrap().to_owned();
+    let worker = api.dispatcher.token_for(&id);
+    assert_eq!(
+        post_phase(api, &id, &worker, phase).await,
+        StatusCode::NO_CONTENT
+    );
+    (id, worker)
 }
 
 async fn post_phase(api: &TestApi, id: &str, worker: &str, phase: &str) -> StatusCode {
@@ -51,9 +71,8 @@ async fn heartbeat(api: &TestApi, id: &str, worker: &str) -> StatusCode {
 #[tokio::test]
 async fn a_worker_that_stops_renewing_its_lease_mid_agent_fails_the_job_as_lost() {
     let dir = tempfile::tempdir().unwrap();
-    let api = short_leases(dir.path(), Duration::from_secs(3600)).await;
-    let user = api.login("dev@example.com").await;
-    let user = access(&user);
+    let (api, user) = signed_in(dir.path(), Duration::from_secs(3600)).await;
+    let user = user.as_str();
     let (_, job) = api.create_job(user).await;
     let id = job["id"].as_str().unwrap();
     // Claimed at dispatch: running before any worker spoke.
@@ -75,29 +94,17 @@ async fn a_worker_that_stops_renewing_its_lease_mid_agent_fails_the_job_as_lost(
     assert!(error.contains("agent"), "{error}");
     // Lost while the agent ran: its work may have shown; never re-run behind the user's back.
     assert_eq!(api.dispatcher.starts_of(id), 1);
-    assert!(
-        api.dispatcher
-            .stopped
-            .lock()
-            .unwrap()
-            .contains(&id.to_string())
-    );
+    assert!(api.dispatcher.was_stopped(id));
     assert_eq!(heartbeat(&api, id, &worker).await, StatusCode::UNAUTHORIZED);
 }
 
 #[tokio::test]
 async fn a_worker_lost_while_cloning_is_replaced_once_and_the_first_is_fenced_out() {
     let dir = tempfile::tempdir().unwrap();
-    let api = short_leases(dir.path(), Duration::from_secs(3600)).await;
-    let user = api.login("dev@example.com").await;
-    let user = access(&user);
-    let (_, job) = api.create_job(user).await;
-    let id = job["id"].as_str().unwrap();
-    let first = api.dispatcher.token_for(id);
-    assert_eq!(
-        post_phase(&api, id, &first, "cloning").await,
-        StatusCode::NO_CONTENT
-    );
+    let (api, user) = signed_in(dir.path(), Duration::from_secs(3600)).await;
+    let user = user.as_str();
+    let (id, first) = job_in_phase(&api, user, "cloning").await;
+    let id = id.as_str();
 
     // The first worker goes silent; a second is started for the same job.
     for _ in 0..1200 {
@@ -154,16 +161,10 @@ async fn a_worker_lost_while_cloning_is_replaced_once_and_the_first_is_fenced_ou
 #[tokio::test]
 async fn heartbeats_hold_the_job_and_stop_working_once_it_is_cancelled() {
     let dir = tempfile::tempdir().unwrap();
-    let api = short_leases(dir.path(), Duration::from_secs(3600)).await;
-    let user = api.login("dev@example.com").await;
-    let user = access(&user);
-    let (_, job) = api.create_job(user).await;
-    let id = job["id"].as_str().unwrap();
-    let worker = api.dispatcher.token_for(id);
-    assert_eq!(
-        post_phase(&api, id, &worker, "agent").await,
-        StatusCode::NO_CONTENT
-    );
+    let (api, user) = signed_in(dir.path(), Duration::from_secs(3600)).await;
+    let user = user.as_str();
+    let (id, worker) = job_in_phase(&api, user, "agent").await;
+    let id = id.as_str();
     // Three leases' worth of renewals: the job is still the worker's.
     for _ in 0..10 {
         assert_eq!(heartbeat(&api, id, &worker).await, StatusCode::NO_CONTENT);
@@ -184,16 +185,10 @@ async fn heartbeats_hold_the_job_and_stop_working_once_it_is_cancelled() {
 #[tokio::test]
 async fn a_job_past_its_deadline_ends_timeout_and_its_worker_is_stopped() {
     let dir = tempfile::tempdir().unwrap();
-    let api = short_leases(dir.path(), Duration::from_secs(1)).await;
-    let user = api.login("dev@example.com").await;
-    let user = access(&user);
-    let (_, job) = api.create_job(user).await;
-    let id = job["id"].as_str().unwrap();
-    let worker = api.dispatcher.token_for(id);
-    assert_eq!(
-        post_phase(&api, id, &worker, "agent").await,
-        StatusCode::NO_CONTENT
-    );
+    let (api, user) = signed_in(dir.path(), Duration::from_secs(1)).await;
+    let user = user.as_str();
+    let (id, worker) = job_in_phase(&api, user, "agent").await;
+    let id = id.as_str();
     // The worker is alive and well; the deadline ends the job all the same.
     let job = loop {
         let (_, job) = api.get(&format!("/v1/jobs/{id}"), user).await;
@@ -208,22 +203,15 @@ async fn a_job_past_its_deadline_ends_timeout_and_its_worker_is_stopped() {
     assert!(job["completed_at"].is_string());
     let error = job["error_message"].as_str().unwrap();
     assert!(error.contains("1s deadline"), "{error}");
-    assert!(
-        api.dispatcher
-            .stopped
-            .lock()
-            .unwrap()
-            .contains(&id.to_string())
-    );
+    assert!(api.dispatcher.was_stopped(id));
     assert_eq!(heartbeat(&api, id, &worker).await, StatusCode::UNAUTHORIZED);
 }
 
 #[tokio::test]
 async fn after_a_restart_running_jobs_keep_their_workers_if_they_check_in() {
     let dir = tempfile::tempdir().unwrap();
-    let api = short_leases(dir.path(), Duration::from_secs(3600)).await;
-    let user = api.login("dev@example.com").await;
-    let user = access(&user);
+    let (api, user) = signed_in(dir.path(), Duration::from_secs(3600)).await;
+    let user = user.as_str();
     let (alive, silent) = {
         let (_, a) = api.create_job(user).await;
         let (_, b) = api.create_job(user).await;

@@ -338,17 +338,8 @@ impl Store {
     ) -> Result<bool, StoreError> {
         let json = serde_json::to_string(stats)
             .map_err(|e| StoreError::Corrupt(format!("diff stats: {e}")))?;
-        let done = sqlx::query(
-            "UPDATE jobs SET diff_stats_json = $1, updated_at = $2
-             WHERE id = $3 AND state = 'running' AND lease_generation = $4",
-        )
-        .bind(json)
-        .bind(now)
-        .bind(job_id)
-        .bind(generation)
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected() == 1)
+        self.update_claimed("diff_stats_json = $1", &json, job_id, generation, now)
+            .await
     }
 
     /// Notes that the job's diff, of this SHA-256, is in the artifact store; false unless the
@@ -360,16 +351,37 @@ impl Store {
         sha256: &str,
         now: &str,
     ) -> Result<bool, StoreError> {
-        let done = sqlx::query(
-            "UPDATE jobs SET has_diff = 1, diff_sha256 = $1, updated_at = $2
-             WHERE id = $3 AND state = 'running' AND lease_generation = $4",
+        self.update_claimed(
+            "has_diff = 1, diff_sha256 = $1",
+            sha256,
+            job_id,
+            generation,
+            now,
         )
-        .bind(sha256)
-        .bind(now)
-        .bind(job_id)
-        .bind(generation)
-        .execute(&self.pool)
-        .await?;
+        .await
+    }
+
+    /// Applies `assignments` (which take `value` as `$1`) to a job that runs under the
+    /// worker's claim; false otherwise.
+    async fn update_claimed(
+        &self,
+        assignments: &'static str,
+        value: &str,
+        job_id: &str,
+        generation: i64,
+        now: &str,
+    ) -> Result<bool, StoreError> {
+        let sql = format!(
+            "UPDATE jobs SET {assignments}, updated_at = $2
+             WHERE id = $3 AND state = 'running' AND lease_generation = $4"
+        );
+        let done = sqlx::query(&sql)
+            .bind(value)
+            .bind(now)
+            .bind(job_id)
+            .bind(generation)
+            .execute(&self.pool)
+            .await?;
         Ok(done.rows_affected() == 1)
     }
 }

@@ -39,6 +39,11 @@ impl Dispatcher for RecordingDispatcher {
 }
 
 impl RecordingDispatcher {
+    /// Whether the job's worker was told to stop.
+    pub fn was_stopped(&self, job_id: &str) -> bool {
+        self.stopped.lock().unwrap().iter().any(|id| id == job_id)
+    }
+
     /// How many workers were started for the job.
     pub fn starts_of(&self, job_id: &str) -> usize {
         self.started

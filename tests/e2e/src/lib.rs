@@ -350,6 +350,36 @@ impl Cli {
     }
 }
 
+/// Someone with an account on the API, a clone of the repository, and `ckrv` logged in with a
+/// personal access token.
+pub struct Developer {
+    pub cli: Cli,
+    pub clone: PathBuf,
+    pub token: String,
+}
+
+impl Developer {
+    /// Adds `email`'s account and sets up its `ckrv` under `root/<local part>`.
+    pub fn new(api: &Api, root: &Path, email: &str, repo_url: &str) -> Self {
+        let name = email.split('@').next().unwrap_or(email);
+        api.add_user(email, ckrv_test_support::PASSWORD);
+        let token = api.token(email);
+        let cli = Cli {
+            api_url: api.url.clone(),
+            home: root.join(name),
+        };
+        let clone = root.join(format!("{name}-clone"));
+        git(root, &["clone", "-q", repo_url, &clone.to_string_lossy()]);
+        cli.login_with_token(&clone, &token);
+        Self { cli, clone, token }
+    }
+
+    /// Dispatches a job running `script` on `repo_url`; returns its id.
+    pub fn dispatch(&self, repo_url: &str, script: &str) -> String {
+        dispatch_script(&self.cli, &self.clone, repo_url, script)
+    }
+}
+
 /// Writes a spec running `script` into the developer's clone `work` and dispatches it with
 /// `ckrv run --cloud` against `repo_url`; returns the job id.
 pub fn dispatch_script(cli: &Cli, work: &Path, repo_url: &str, script: &str) -> String {

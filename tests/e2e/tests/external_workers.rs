@@ -9,10 +9,7 @@ use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
-use ckrv_e2e::{
-    Api, Cli, StaticServer, binary, create_served_repo, dispatch_script, git, wait_for,
-};
-use ckrv_test_support::PASSWORD;
+use ckrv_e2e::{Api, Developer, StaticServer, binary, create_served_repo, wait_for};
 
 fn admin(api: &Api, args: &[&str]) -> Output {
     Command::new(binary("ckrv-api"))
@@ -69,19 +66,12 @@ fn an_external_worker_claims_and_runs_jobs_until_its_credential_is_revoked() {
         &root.join("api"),
         &["--external-workers", "--allow-local-repos"],
     );
-    api.add_user("dev@example.com", PASSWORD);
-    let token = api.token("dev@example.com");
-    let cli = Cli {
-        api_url: api.url.clone(),
-        home: root.join("dev"),
-    };
-    let clone = root.join("clone");
-    git(root, &["clone", "-q", &repo_url, clone.to_str().unwrap()]);
-    cli.login_with_token(&clone, &token);
+    let dev = Developer::new(&api, root, "dev@example.com", &repo_url);
+    let (cli, clone, token) = (&dev.cli, &dev.clone, &dev.token);
 
     // A job dispatched with no worker about waits, queued.
-    let first = dispatch_script(&cli, &clone, &repo_url, "echo first > first.txt\n");
-    let (_, job) = api.call("GET", &token, &format!("/v1/jobs/{first}"));
+    let first = dev.dispatch(&repo_url, "echo first > first.txt\n");
+    let (_, job) = api.call("GET", token, &format!("/v1/jobs/{first}"));
     assert_eq!(
         (job["state"].as_str(), job["phase"].as_str()),
         (Some("pending"), Some("queued"))
@@ -116,10 +106,10 @@ fn an_external_worker_claims_and_runs_jobs_until_its_credential_is_revoked() {
     assert!(stderr_of(impostor).contains("ckrv-api workers add"));
 
     let mut builder = worker(&api, &work_dir, &credential);
-    let job = cli.finished(&clone, &first);
+    let job = cli.finished(clone, &first);
     assert_eq!(job["state"], "succeeded", "{job}");
-    let second = dispatch_script(&cli, &clone, &repo_url, "echo second > second.txt\n");
-    let job = cli.finished(&clone, &second);
+    let second = dev.dispatch(&repo_url, "echo second > second.txt\n");
+    let job = cli.finished(clone, &second);
     assert_eq!(job["state"], "succeeded", "{job}");
 
     let listed = admin(&api, &["workers", "list", "--json"]);

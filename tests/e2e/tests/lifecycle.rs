@@ -7,9 +7,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use ckrv_e2e::{
-    Api, Cli, StaticServer, create_served_repo, dispatch_script, git, processes_matching, wait_for,
+    Api, Cli, Developer, StaticServer, create_served_repo, dispatch_script, processes_matching,
+    wait_for,
 };
-use ckrv_test_support::PASSWORD;
 
 /// An API whose workers make their workspaces in `work/`, one developer logged in to it, and a
 /// repository they work on.
@@ -42,15 +42,8 @@ impl Stage {
         args.extend_from_slice(flags);
         let api = Api::start_with(&root.join("api"), &args);
         let flags = args.iter().map(ToString::to_string).collect();
-        api.add_user("dev@example.com", PASSWORD);
-        let token = api.token("dev@example.com");
-        let cli = Cli {
-            api_url: api.url.clone(),
-            home: root.join("dev"),
-        };
-        let clone = root.join("clone");
-        git(root, &["clone", "-q", &repo_url, clone.to_str().unwrap()]);
-        cli.login_with_token(&clone, &token);
+        let Developer { cli, clone, token } =
+            Developer::new(&api, root, "dev@example.com", &repo_url);
         Self {
             api,
             flags,
