@@ -27,6 +27,8 @@ pub struct Config {
     pub allow_local_repos: bool,
     /// Run agents without their sandbox (the orchestrator says so in every job's log).
     pub insecure_no_sandbox: bool,
+    /// How often a log follower re-reads when nothing woke it.
+    pub follow_recheck: std::time::Duration,
     /// Where local workers make their jobs' workspaces; the system's temporary directory when
     /// `None`.
     pub work_dir: Option<PathBuf>,
@@ -50,6 +52,7 @@ impl Config {
             allow_local_repos: false,
             insecure_no_sandbox: false,
             work_dir: None,
+            follow_recheck: crate::events::DEFAULT_RECHECK,
             sso: None,
             engine: EngineSettings::default(),
         }

@@ -32,14 +32,16 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 
-/// A bound, ready-to-serve API.
 /// How long requests in flight may take to finish once the server is asked to stop.
 pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 
+/// A bound, ready-to-serve API.
 pub struct Server {
     listener: tokio::net::TcpListener,
     url: String,
     state: state::AppState,
+    /// On PostgreSQL: where to listen for other replicas, and this one's changes to announce.
+    relay: Option<(url::Url, tokio::sync::mpsc::UnboundedReceiver<String>)>,
 }
 
 impl Server {
@@ -70,7 +72,13 @@ impl Server {
             );
         }
         let artifacts = artifacts::ArtifactStore::local(&config.data_dir.join("artifacts"))?;
-        let events = events::JobEvents::new();
+        let (events, relay) = match &config.database {
+            store::Database::Postgres(url) => {
+                let (events, outbox) = events::JobEvents::with_outbox(config.follow_recheck);
+                (events, Some((url.clone(), outbox)))
+            }
+            store::Database::Sqlite(_) => (events::JobEvents::new(config.follow_recheck), None),
+        };
         let (exits_tx, exits) = tokio::sync::mpsc::unbounded_channel();
         let dispatcher: Arc<dyn dispatch::Dispatcher> = match &config.dispatcher {
             DispatcherConfig::Local { orchestrator } => {
@@ -119,6 +127,7 @@ impl Server {
             listener,
             url,
             state,
+            relay,
         })
     }
 
@@ -158,6 +167,14 @@ impl Server {
             self.state.limits.clone(),
         ));
         background.spawn(engine::run_reaper(self.state.engine.clone()));
+        if let Some((url, outbox)) = self.relay {
+            background.spawn(events::postgres::relay(
+                url,
+                self.state.store.clone(),
+                self.state.events.clone(),
+                outbox,
+            ));
+        }
         let events = self.state.events.clone();
         let stopping = Arc::new(tokio::sync::Notify::new());
         let signal = {

@@ -395,6 +395,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         allow_local_repos,
         insecure_no_sandbox,
         work_dir,
+        follow_recheck: ckrv_api::events::DEFAULT_RECHECK,
         sso,
         engine: ckrv_api::engine::EngineSettings {
             lease: worker_lease,

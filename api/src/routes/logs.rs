@@ -23,8 +23,6 @@ use crate::state::AppState;
 const MAX_LIMIT: u32 = 10_000;
 /// Entries per read while following.
 const FOLLOW_BATCH: u32 = 500;
-/// Followers re-check this often even without a wake-up.
-const RECHECK: Duration = Duration::from_secs(1);
 
 #[derive(Deserialize)]
 pub struct LogQuery {
@@ -151,8 +149,9 @@ fn follow(
                     return Some((Ok(end), f));
                 }
             }
+            let recheck = f.state.events.recheck();
             tokio::select! {
-                () = wait_for_change(&mut f.wake, &f.job_id) => {}
+                () = wait_for_change(&mut f.wake, &f.job_id, recheck) => {}
                 () = f.state.events.stopping() => {
                     // The server is stopping: end cleanly; the client resumes elsewhere or
                     // later from the last event id.
@@ -167,8 +166,8 @@ fn follow(
     })
 }
 
-async fn wait_for_change(wake: &mut broadcast::Receiver<String>, job_id: &str) {
-    let _ = tokio::time::timeout(RECHECK, async {
+async fn wait_for_change(wake: &mut broadcast::Receiver<String>, job_id: &str, recheck: Duration) {
+    let _ = tokio::time::timeout(recheck, async {
         loop {
             match wake.recv().await {
                 Ok(changed) if changed == job_id => return,
