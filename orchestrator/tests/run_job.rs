@@ -10,8 +10,6 @@ use ckrv_orchestrator::api_client::ApiClient;
 use ckrv_orchestrator::job::{JobOptions, run_job};
 use ckrv_orchestrator::pipeline::Pipeline;
 use ckrv_wit::types::{JobCompletion, JobPhase, JobState, LogBatch, PhaseUpdate};
-use std::path::Path;
-use std::process::Command;
 use std::sync::{Arc, Mutex};
 
 #[derive(Clone, Debug)]
@@ -68,16 +66,7 @@ async fn handle(
     StatusCode::NO_CONTENT.into_response()
 }
 
-fn git(dir: &Path, args: &[&str]) {
-    let ok = Command::new("git")
-        .args(["-c", "user.name=Test", "-c", "user.email=test@example.com"])
-        .args(args)
-        .current_dir(dir)
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "git {args:?}");
-}
+use ckrv_test_support::git;
 
 async fn run(spec: &str) -> (Result<(), String>, Vec<Call>, tempfile::TempDir) {
     run_renewing(spec, usize::MAX).await

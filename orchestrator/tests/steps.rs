@@ -10,22 +10,8 @@ use ckrv_orchestrator::steps::{
 use ckrv_wit::types::{DiffStats, LogLine};
 use std::io::{Read, Write};
 use std::path::Path;
-use std::process::Command;
 
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .args(["-c", "user.name=Test", "-c", "user.email=test@example.com"])
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
+use ckrv_test_support::git;
 
 /// A repository with one commit on `main`.
 fn origin() -> tempfile::TempDir {

@@ -255,20 +255,7 @@ impl Env {
     }
 }
 
-pub fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .current_dir(dir)
-        .args(["-c", "user.name=Test", "-c", "user.email=test@example.com"])
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
+pub use ckrv_test_support::git;
 
 /// A worktree on `main` with an `origin`, a README and a spec.
 pub fn worktree(root: &Path) -> PathBuf {

@@ -3,10 +3,11 @@
 //! It panics with a message on anything unexpected, as a test harness should.
 
 use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
+
+pub use ckrv_test_support::{StaticServer, create_served_repo, git};
 
 /// A built binary of this workspace, from the same `target/<profile>` as the running executable
 /// (a test in `target/<profile>/deps`, or the benchmark next to the binaries). `cargo test`
@@ -30,80 +31,6 @@ pub fn binary(name: &str) -> PathBuf {
 pub fn script_spec(title: &str, script: &str) -> String {
     let indented: String = script.lines().map(|l| format!("  {l}\n")).collect();
     format!("---\nagent: script\nrun: |\n{indented}---\n# {title}\n")
-}
-
-pub fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .current_dir(dir)
-        .args(["-c", "user.name=Test", "-c", "user.email=test@example.com"])
-        .args([
-            "-c",
-            "init.defaultBranch=main",
-            "-c",
-            "advice.detachedHead=false",
-        ])
-        .args(args)
-        .output()
-        .expect("git runs");
-    assert!(
-        out.status.success(),
-        "git {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// Serves `root` as static files on loopback: git's "dumb" HTTP protocol needs nothing more.
-pub struct StaticServer {
-    pub addr: SocketAddr,
-    _runtime: tokio::runtime::Runtime,
-}
-
-impl StaticServer {
-    pub fn start(root: &Path) -> Self {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .expect("tokio runtime");
-        let listener = runtime
-            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-            .expect("bind loopback");
-        let addr = listener.local_addr().expect("local addr");
-        let app = axum::Router::new().fallback_service(tower_http::services::ServeDir::new(root));
-        runtime.spawn(async move { axum::serve(listener, app).await });
-        Self {
-            addr,
-            _runtime: runtime,
-        }
-    }
-}
-
-/// A bare repository at `<root>/<name>.git` with one commit on `main`, ready for dumb HTTP.
-pub fn create_served_repo(root: &Path, name: &str, files: &[(&str, &str)]) -> PathBuf {
-    let src = root.join(format!("{name}-src"));
-    std::fs::create_dir_all(&src).expect("mkdir");
-    git(&src, &["init", "-q", "-b", "main"]);
-    for (path, content) in files {
-        let file = src.join(path);
-        std::fs::create_dir_all(file.parent().expect("parent")).expect("mkdir");
-        std::fs::write(file, content).expect("write");
-    }
-    git(&src, &["add", "-A"]);
-    git(&src, &["commit", "-q", "-m", "initial"]);
-    let bare = root.join(format!("{name}.git"));
-    git(
-        root,
-        &[
-            "clone",
-            "-q",
-            "--bare",
-            src.to_str().expect("utf8"),
-            bare.to_str().expect("utf8"),
-        ],
-    );
-    git(&bare, &["update-server-info"]);
-    bare
 }
 
 /// A running `ckrv-api serve` on an ephemeral loopback port; killed on drop.

@@ -4,6 +4,8 @@
 
 mod browser;
 mod database;
+mod git;
 
 pub use browser::{Browser, PASSWORD, form_value};
 pub use database::{POSTGRES_ENV, TestDatabase};
+pub use git::{StaticServer, create_served_repo, git};
