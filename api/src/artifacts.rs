@@ -49,6 +49,14 @@ impl ArtifactStore {
         Ok(self.inner.get(&diff_path(job_id)).await?.bytes().await?)
     }
 
+    /// Removes the job's diff; one already gone is fine.
+    pub async fn delete_diff(&self, job_id: &str) -> Result<(), ArtifactError> {
+        match self.inner.delete(&diff_path(job_id)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Whether the store answers: a look-up of an object that is not there succeeds as "not
     /// found".
     pub async fn check(&self) -> Result<(), ArtifactError> {

@@ -27,6 +27,8 @@ pub struct Config {
     pub allow_local_repos: bool,
     /// Run agents without their sandbox (the orchestrator says so in every job's log).
     pub insecure_no_sandbox: bool,
+    /// How long a finished job's diff and log are kept.
+    pub retention: std::time::Duration,
     /// How often a log follower re-reads when nothing woke it.
     pub follow_recheck: std::time::Duration,
     /// Where local workers make their jobs' workspaces; the system's temporary directory when
@@ -37,6 +39,10 @@ pub struct Config {
     /// Worker leases and job deadlines.
     pub engine: EngineSettings,
 }
+
+/// How long results are kept unless the operator says otherwise: 30 days.
+pub const DEFAULT_RETENTION: std::time::Duration =
+    std::time::Duration::from_secs(30 * 24 * 60 * 60);
 
 impl Config {
     /// The embedded default's settings on `listen` and `data_dir`, workers started by
@@ -53,6 +59,7 @@ impl Config {
             insecure_no_sandbox: false,
             work_dir: None,
             follow_recheck: crate::events::DEFAULT_RECHECK,
+            retention: DEFAULT_RETENTION,
             sso: None,
             engine: EngineSettings::default(),
         }

@@ -19,6 +19,7 @@ pub mod identity;
 pub mod limits;
 pub mod metrics;
 pub mod quota;
+pub mod retention;
 pub mod routes;
 pub mod secrets;
 pub mod state;
@@ -42,6 +43,8 @@ pub struct Server {
     state: state::AppState,
     /// On PostgreSQL: where to listen for other replicas, and this one's changes to announce.
     relay: Option<(url::Url, tokio::sync::mpsc::UnboundedReceiver<String>)>,
+    /// How long finished jobs' results are kept.
+    retention: std::time::Duration,
 }
 
 impl Server {
@@ -128,6 +131,7 @@ impl Server {
             url,
             state,
             relay,
+            retention: config.retention,
         })
     }
 
@@ -167,6 +171,11 @@ impl Server {
             self.state.limits.clone(),
         ));
         background.spawn(engine::run_reaper(self.state.engine.clone()));
+        background.spawn(retention::run(
+            self.state.store.clone(),
+            self.state.artifacts.clone(),
+            self.retention,
+        ));
         if let Some((url, outbox)) = self.relay {
             background.spawn(events::postgres::relay(
                 url,

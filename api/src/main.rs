@@ -100,6 +100,10 @@ struct ServeArgs {
     #[arg(long, env = "CKRV_API_MAX_RUNNING_PER_ACCOUNT", value_name = "N",
           value_parser = clap::value_parser!(u32).range(1..))]
     max_running_per_account: Option<u32>,
+    /// A finished job's diff and log are removed this long after it ended (the job stays
+    /// listed, and asking for them says they expired)
+    #[arg(long, env = "CKRV_API_RETENTION", default_value = "30d", value_parser = duration)]
+    retention: Duration,
     /// A job's log keeps this many lines; later ones are dropped and the log says so
     #[arg(long, env = "CKRV_API_MAX_LOG_LINES", value_name = "N", default_value_t = 100_000,
           value_parser = clap::value_parser!(u64).range(1..))]
@@ -364,6 +368,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         max_running,
         max_running_per_account,
         max_log_lines,
+        retention,
         work_dir,
         sso,
     } = args;
@@ -396,6 +401,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         insecure_no_sandbox,
         work_dir,
         follow_recheck: ckrv_api::events::DEFAULT_RECHECK,
+        retention,
         sso,
         engine: ckrv_api::engine::EngineSettings {
             lease: worker_lease,

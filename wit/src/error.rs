@@ -21,6 +21,7 @@ impl ErrorKind {
             Self::MethodNotAllowed => 405,
             Self::Conflict => 409,
             Self::UnprocessableRequest => 422,
+            Self::Gone => 410,
             Self::PayloadTooLarge => 413,
             Self::UnsupportedMediaType => 415,
             Self::TooManyRequests => 429,

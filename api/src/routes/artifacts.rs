@@ -17,6 +17,9 @@ pub async fn diff(
 ) -> Result<impl IntoResponse, AppError> {
     let row = resolve(&state, &session, &id).await?;
     let job = &row.job;
+    if let Some(when) = &row.expired_at {
+        return Err(super::expired(&job.id, when));
+    }
     if row.state != JobState::Succeeded || !row.has_diff {
         let why = match row.state {
             JobState::Pending | JobState::Running => "it has not finished yet".to_string(),

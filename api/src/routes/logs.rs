@@ -47,7 +47,11 @@ pub async fn read(
     if !(1..=MAX_LIMIT).contains(&limit) {
         return Err(invalid(format!("limit must be between 1 and {MAX_LIMIT}")));
     }
-    let job_id = resolve(&state, &session, &id).await?.job.id;
+    let row = resolve(&state, &session, &id).await?;
+    if let Some(when) = &row.expired_at {
+        return Err(super::expired(&row.job.id, when));
+    }
+    let job_id = row.job.id;
     // An SSE client reconnecting says where it was (the event id is the sequence).
     let resumed = headers
         .get("last-event-id")

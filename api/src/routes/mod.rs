@@ -69,6 +69,17 @@ async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) ->
     )
 }
 
+/// 410 for a job whose diff and log were removed under the retention rule.
+fn expired(job_id: &str, when: &str) -> AppError {
+    AppError::new(
+        ErrorKind::Gone,
+        format!(
+            "job {job_id}'s diff and log expired at {when} under this server's retention; the \
+             job itself is still listed"
+        ),
+    )
+}
+
 async fn unknown_route(uri: axum::http::Uri) -> AppError {
     AppError::new(
         ErrorKind::NotFound,

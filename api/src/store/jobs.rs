@@ -7,7 +7,7 @@ use super::{Store, StoreError, parse_enum};
 
 const COLUMNS: &str = "seq, id, account_id, spec, spec_path, git_repo_url, git_base_branch, \
      state, phase, agent, feature_branch_name, diff_stats_json, error_message, has_diff, diff_sha256, \
-     created_at, updated_at, started_at, completed_at, lease_generation, started_ms";
+     created_at, updated_at, started_at, completed_at, lease_generation, started_ms, expired_at";
 
 /// A job with what only the API sees.
 #[derive(Debug, Clone)]
@@ -23,6 +23,8 @@ pub struct JobRow {
     pub generation: i64,
     /// When a worker first started the job (deadlines count from it).
     pub started_ms: Option<i64>,
+    /// When its diff and log were removed under the retention rule.
+    pub expired_at: Option<String>,
 }
 
 /// A job about to be created.
@@ -101,6 +103,42 @@ impl Store {
         .fetch_one(&self.pool)
         .await?;
         Ok(u32::try_from(count).unwrap_or(u32::MAX))
+    }
+
+    /// Up to `limit` ended jobs completed before `completed_before` whose results are still
+    /// kept.
+    pub async fn expirable_jobs(
+        &self,
+        completed_before: &str,
+        limit: i64,
+    ) -> Result<Vec<String>, StoreError> {
+        // completed_at is always `clock::rfc3339`: UTC, whole seconds, so text order is time order.
+        let ids = sqlx::query_scalar(
+            "SELECT id FROM jobs
+             WHERE completed_at IS NOT NULL AND completed_at < $1 AND expired_at IS NULL
+             ORDER BY seq LIMIT $2",
+        )
+        .bind(completed_before)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(ids)
+    }
+
+    /// Removes the job's log and notes that its results expired.
+    pub async fn expire_job(&self, job_id: &str, now: &str) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM logs WHERE job_id = $1")
+            .bind(job_id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("UPDATE jobs SET expired_at = $1 WHERE id = $2")
+            .bind(now)
+            .bind(job_id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     /// How many jobs are in each state, for `/metrics`.
@@ -215,6 +253,7 @@ fn job_from_row(row: &sqlx::any::AnyRow) -> Result<JobRow, StoreError> {
         has_diff: has_diff != 0,
         generation: row.try_get("lease_generation")?,
         started_ms: row.try_get("started_ms")?,
+        expired_at: row.try_get("expired_at")?,
         state,
         job: Job {
             id: row.try_get("id")?,

@@ -1,0 +1,48 @@
+//! Retention: a finished job's diff and log are kept for the configured time after it ended,
+//! then removed; the job stays listed, and asking for its results says they expired.
+
+use std::time::Duration;
+
+use crate::artifacts::ArtifactStore;
+use crate::clock;
+use crate::store::Store;
+
+/// Jobs expired per statement, so one pass never holds the database long.
+const BATCH: i64 = 100;
+
+/// Expires what is older than `retention`, every so often, until dropped.
+pub async fn run(store: Store, artifacts: ArtifactStore, retention: Duration) {
+    let period = (retention / 2).clamp(Duration::from_millis(100), Duration::from_secs(60));
+    let mut ticks = tokio::time::interval(period);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        if let Err(error) = expire(&store, &artifacts, retention).await {
+            tracing::warn!(%error, "expiring old jobs' results");
+        }
+    }
+}
+
+/// One pass: every job that ended more than `retention` ago loses its diff and its log.
+pub async fn expire(
+    store: &Store,
+    artifacts: &ArtifactStore,
+    retention: Duration,
+) -> anyhow::Result<usize> {
+    let now = clock::now();
+    let cutoff = clock::rfc3339(now - retention);
+    let mut expired = 0;
+    loop {
+        let ids = store.expirable_jobs(&cutoff, BATCH).await?;
+        if ids.is_empty() {
+            return Ok(expired);
+        }
+        for id in &ids {
+            // The diff goes first: a job marked expired never points at a diff that stayed.
+            artifacts.delete_diff(id).await?;
+            store.expire_job(id, &clock::rfc3339(now)).await?;
+            tracing::info!(job_id = id, "job's diff and log expired");
+        }
+        expired += ids.len();
+    }
+}
