@@ -300,6 +300,8 @@ fn bracketed(ip: IpAddr) -> String {
 mod tests {
     use super::*;
 
+    /// `checked_address` judges addresses already resolved; nothing here resolves or
+    /// connects, so the metadata and public addresses are data, never reached.
     #[test]
     fn a_name_resolving_to_any_internal_address_is_refused() {
         let public: IpAddr = "93.184.216.34"

@@ -127,32 +127,17 @@ pub async fn ship(mut rx: LogLines, mut sink: impl BatchSink, first_sequence: u6
             lines: lines.iter().map(|q| q.line.clone()).collect(),
         };
         next += batch.lines.len() as u64;
-        send_with_retry(&mut sink, batch).await;
+        // The API client retries what may succeed later (its requests are safe to repeat); a
+        // batch it gives up on is lost, and said so.
+        let count = batch.lines.len();
+        if let Err(error) = sink.send(batch).await {
+            tracing::error!(lines = count, %error, "dropping log lines the API would not take");
+        }
         drop(lines);
         if closed {
             break;
         }
     }
-}
-
-/// Sends the batch, retrying with backoff for about half a minute: the batch is numbered, so
-/// one that did arrive before its answer was lost is not stored twice.
-async fn send_with_retry(sink: &mut impl BatchSink, batch: LogBatch) {
-    let mut wait = Duration::from_millis(200);
-    for attempt in 1..=8u32 {
-        match sink.send(batch.clone()).await {
-            Ok(()) => return,
-            Err(error) => {
-                tracing::warn!(attempt, %error, "sending log lines failed");
-                tokio::time::sleep(wait).await;
-                wait = (wait * 2).min(Duration::from_secs(8));
-            }
-        }
-    }
-    tracing::error!(
-        lines = batch.lines.len(),
-        "dropping log lines the API would not take"
-    );
 }
 
 #[cfg(test)]

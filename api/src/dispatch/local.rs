@@ -36,13 +36,8 @@ impl LocalWorkers {
         self.work_root.clone().unwrap_or_else(std::env::temp_dir)
     }
 
-    /// Checks, before any job runs, that a sandboxed agent will reach its workspace: run by
-    /// root, the sandbox gives the agent a user of its own, which must be able to pass through
-    /// every directory above the work root.
-    pub fn check(&self) -> Result<(), DispatchError> {
-        if self.insecure_no_sandbox || !rustix::process::geteuid().is_root() {
-            return Ok(());
-        }
+    /// The work root, made (0711: passable, not listable) if it is not there yet.
+    fn prepare_root(&self) -> Result<PathBuf, DispatchError> {
         let root = self.work_root();
         if !root.exists() {
             let error = |source| DispatchError::WorkDir {
@@ -53,6 +48,17 @@ impl LocalWorkers {
             std::fs::set_permissions(&root, std::os::unix::fs::PermissionsExt::from_mode(0o711))
                 .map_err(error)?;
         }
+        Ok(root)
+    }
+
+    /// Checks, before any job runs, that a sandboxed agent will reach its workspace: run by
+    /// root, the sandbox gives the agent a user of its own, which must be able to pass through
+    /// every directory above the work root.
+    pub fn check(&self) -> Result<(), DispatchError> {
+        if self.insecure_no_sandbox || !rustix::process::geteuid().is_root() {
+            return Ok(());
+        }
+        let root = self.prepare_root()?;
         let root = root.canonicalize().unwrap_or(root);
         for dir in root.ancestors() {
             let mode = std::fs::metadata(dir).map_or(0, |m| {
@@ -95,12 +101,11 @@ impl LocalProcess {
     /// A fresh directory for one worker: others may pass through it (the sandboxed agent's
     /// user reaches its workspace inside) but not list it.
     fn work_dir(&self) -> Result<tempfile::TempDir, DispatchError> {
-        let root = self.settings.work_root();
+        let root = self.settings.prepare_root()?;
         let error = |source| DispatchError::WorkDir {
             path: root.display().to_string(),
             source,
         };
-        std::fs::create_dir_all(&root).map_err(error)?;
         let dir = tempfile::Builder::new()
             .prefix("ckrv-worker-")
             .tempdir_in(&root)

@@ -99,10 +99,6 @@ impl JobEngine {
         self.settings
     }
 
-    pub fn store(&self) -> &Store {
-        &self.store
-    }
-
     /// Claims for `worker`, under a new generation, the job `pick` names, with a token that
     /// acts on it until the job's deadline has long passed; `None` when there is none to claim.
     pub async fn claim(&self, pick: Pick<'_>, worker: &str) -> Result<Option<Claim>, StoreError> {

@@ -283,14 +283,6 @@ impl Store {
         Ok(ids)
     }
 
-    /// Jobs waiting for a worker, oldest first.
-    pub async fn pending_jobs(&self) -> Result<Vec<String>, StoreError> {
-        let ids = sqlx::query_scalar("SELECT id FROM jobs WHERE state = 'pending' ORDER BY seq")
-            .fetch_all(&self.pool)
-            .await?;
-        Ok(ids)
-    }
-
     /// Records the phase a worker reports, if the job runs under its claim and the phase may
     /// follow the current one; false otherwise.
     pub async fn set_phase(
