@@ -17,6 +17,8 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Where the rows live: SQLite in the data directory unless a PostgreSQL URL was given.
     pub database: Database,
+    /// Where diffs and archived logs go: `<data dir>/artifacts` unless set.
+    pub artifacts: Option<crate::artifacts::ArtifactLocation>,
     pub dispatcher: DispatcherConfig,
     /// The base URL people and CLIs use (for the activation link); defaults to the bound URL.
     pub public_url: Option<String>,
@@ -29,6 +31,8 @@ pub struct Config {
     pub insecure_no_sandbox: bool,
     /// How long a finished job's diff and log are kept.
     pub retention: std::time::Duration,
+    /// When finished jobs' logs move to the artifact store.
+    pub log_archive: crate::log_archive::ArchiveSettings,
     /// How often a log follower re-reads when nothing woke it.
     pub follow_recheck: std::time::Duration,
     /// Where local workers make their jobs' workspaces; the system's temporary directory when
@@ -52,6 +56,7 @@ impl Config {
             listen,
             database: Database::Sqlite(data_dir.join(crate::data_dir::DATABASE)),
             data_dir,
+            artifacts: None,
             dispatcher,
             public_url: None,
             billing_url: None,
@@ -60,6 +65,7 @@ impl Config {
             work_dir: None,
             follow_recheck: crate::events::DEFAULT_RECHECK,
             retention: DEFAULT_RETENTION,
+            log_archive: crate::log_archive::ArchiveSettings::default(),
             sso: None,
             engine: EngineSettings::default(),
         }

@@ -119,7 +119,23 @@ impl From<crate::store::StoreError> for AppError {
 impl From<crate::artifacts::ArtifactError> for AppError {
     fn from(error: crate::artifacts::ArtifactError) -> Self {
         tracing::error!(%error, "artifact store failure");
-        AppError::new(ErrorKind::Internal, "internal error; see the API's log")
+        AppError::new(
+            ErrorKind::Unavailable,
+            "the artifact store did not answer; try again shortly",
+        )
+    }
+}
+
+impl From<crate::log_archive::ArchiveError> for AppError {
+    fn from(error: crate::log_archive::ArchiveError) -> Self {
+        match error {
+            crate::log_archive::ArchiveError::Artifacts(e) => e.into(),
+            crate::log_archive::ArchiveError::Store(e) => e.into(),
+            other => {
+                tracing::error!(error = %other, "archived log failure");
+                AppError::new(ErrorKind::Internal, "internal error; see the API's log")
+            }
+        }
     }
 }
 

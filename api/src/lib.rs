@@ -17,6 +17,7 @@ pub mod error;
 pub mod events;
 pub mod identity;
 pub mod limits;
+pub mod log_archive;
 pub mod metrics;
 pub mod quota;
 pub mod retention;
@@ -45,6 +46,7 @@ pub struct Server {
     relay: Option<(url::Url, tokio::sync::mpsc::UnboundedReceiver<String>)>,
     /// How long finished jobs' results are kept.
     retention: std::time::Duration,
+    log_archive: log_archive::ArchiveSettings,
 }
 
 impl Server {
@@ -74,7 +76,18 @@ impl Server {
                 "created a new key for secrets at rest; back it up: stored git credentials cannot be read without it"
             );
         }
-        let artifacts = artifacts::ArtifactStore::local(&config.data_dir.join("artifacts"))?;
+        let location = config.artifacts.clone().unwrap_or_else(|| {
+            artifacts::ArtifactLocation::Directory(config.data_dir.join("artifacts"))
+        });
+        let artifacts = artifacts::ArtifactStore::open(&location)?;
+        match artifacts.check().await {
+            Ok(()) => tracing::info!(artifacts = %location.describe(), "artifact store ready"),
+            // Started anyway: /readyz says not ready until the store answers.
+            Err(error) => tracing::error!(
+                artifacts = %location.describe(), %error,
+                "the artifact store does not answer; /readyz reports not ready until it does"
+            ),
+        }
         let (events, relay) = match &config.database {
             store::Database::Postgres(url) => {
                 let (events, outbox) = events::JobEvents::with_outbox(config.follow_recheck);
@@ -132,6 +145,7 @@ impl Server {
             state,
             relay,
             retention: config.retention,
+            log_archive: config.log_archive,
         })
     }
 
@@ -171,6 +185,11 @@ impl Server {
             self.state.limits.clone(),
         ));
         background.spawn(engine::run_reaper(self.state.engine.clone()));
+        background.spawn(log_archive::run(
+            self.state.store.clone(),
+            self.state.artifacts.clone(),
+            self.log_archive,
+        ));
         background.spawn(retention::run(
             self.state.store.clone(),
             self.state.artifacts.clone(),

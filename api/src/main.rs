@@ -63,6 +63,18 @@ struct ServeArgs {
     listen: SocketAddr,
     #[command(flatten)]
     data: DataDir,
+    /// Where diffs and archived logs go: s3://BUCKET/PREFIX (credentials and region from the
+    /// standard AWS_* environment variables) or a directory [default: DATA_DIR/artifacts]
+    #[arg(long, env = "CKRV_API_ARTIFACTS", value_name = "LOCATION")]
+    artifacts: Option<String>,
+    /// An S3-compatible server other than AWS (MinIO, Ceph, R2 …) for s3:// artifacts
+    #[arg(
+        long,
+        env = "AWS_ENDPOINT_URL",
+        value_name = "URL",
+        requires = "artifacts"
+    )]
+    artifacts_endpoint: Option<String>,
     /// The `ckrv-orchestrator` binary started for each job.
     #[arg(long, env = "CKRV_ORCHESTRATOR", default_value = "ckrv-orchestrator")]
     orchestrator: PathBuf,
@@ -357,6 +369,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let ServeArgs {
         listen,
         data,
+        artifacts,
+        artifacts_endpoint,
         orchestrator,
         external_workers,
         public_url,
@@ -379,6 +393,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         max_running_per_account: max_running_per_account.unwrap_or(max_running),
     };
     let sso = sso.config()?;
+    let artifacts = artifacts
+        .map(|value| ckrv_api::artifacts::ArtifactLocation::parse(&value, artifacts_endpoint))
+        .transpose()?;
     if insecure_no_sandbox {
         tracing::warn!("--insecure-no-sandbox: agents run with the worker's rights");
     }
@@ -394,6 +411,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         listen,
         database: data.database()?,
         data_dir: data.data_dir,
+        artifacts,
         dispatcher,
         public_url,
         billing_url,
@@ -402,6 +420,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         work_dir,
         follow_recheck: ckrv_api::events::DEFAULT_RECHECK,
         retention,
+        log_archive: ckrv_api::log_archive::ArchiveSettings::default(),
         sso,
         engine: ckrv_api::engine::EngineSettings {
             lease: worker_lease,

@@ -38,8 +38,8 @@ pub async fn expire(
             return Ok(expired);
         }
         for id in &ids {
-            // The diff goes first: a job marked expired never points at a diff that stayed.
-            artifacts.delete_diff(id).await?;
+            // The artifacts go first: a job marked expired never points at one that stayed.
+            artifacts.delete_job(id).await?;
             store.expire_job(id, &clock::rfc3339(now)).await?;
             tracing::info!(job_id = id, "job's diff and log expired");
         }

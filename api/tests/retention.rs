@@ -20,6 +20,7 @@ async fn an_old_jobs_diff_and_log_expire_and_the_api_says_so() {
     let api =
         TestApi::start_configured(dir.path(), Arc::new(RecordingDispatcher::default()), |c| {
             c.retention = Duration::from_secs(1);
+            c.log_archive.period = Duration::from_millis(20);
         })
         .await;
     let user = api.login("dev@example.com").await;
@@ -44,6 +45,14 @@ async fn an_old_jobs_diff_and_log_expire_and_the_api_says_so() {
         .join(&done)
         .join("diff.patch");
     assert!(diff_file.exists());
+    let log_file = diff_file.with_file_name("log.jsonl");
+    for _ in 0..100 {
+        if log_file.exists() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(log_file.exists(), "the finished job's log is archived");
 
     // Just finished: all there. Past the retention: gone, and said so.
     let (status, _) = api.get(&format!("/v1/jobs/{done}/logs"), user).await;
@@ -75,6 +84,7 @@ async fn an_old_jobs_diff_and_log_expire_and_the_api_says_so() {
         !diff_file.exists(),
         "the diff is removed from the artifact store"
     );
+    assert!(!log_file.exists(), "so is the archived log");
     let (status, job) = api.get(&format!("/v1/jobs/{done}"), user).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(job["status"], "succeeded", "the job itself stays");

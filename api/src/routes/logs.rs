@@ -16,6 +16,7 @@ use tokio::sync::broadcast;
 use super::jobs::resolve;
 use crate::auth::Session;
 use crate::error::{ApiJson, ApiQuery, AppError, invalid};
+use crate::log_archive;
 use crate::state::AppState;
 
 /// Entries per response. A contract client reads one response as the whole log, so the default
@@ -59,7 +60,10 @@ pub async fn read(
         .and_then(|v| v.trim().parse::<u64>().ok());
     let mut after = query.after.max(resumed).unwrap_or(0);
     if let Some(tail) = query.tail {
-        let last = state.store.last_log_sequence(&job_id).await?;
+        let last = match row.logs_archived_at {
+            Some(_) => log_archive::last_sequence(&state.artifacts, &job_id).await?,
+            None => state.store.last_log_sequence(&job_id).await?,
+        };
         after = after.max(last.saturating_sub(tail));
     }
     if query.follow {
@@ -71,24 +75,27 @@ pub async fn read(
 }
 
 /// Reads the state before the entries: a terminal state then guarantees the page saw every
-/// line the worker wrote before it completed the job.
+/// line the worker wrote before it completed the job. An archived log is read from the
+/// artifact store; its rows stay in the database long after readers have switched.
 async fn page(
     state: &AppState,
     job_id: &str,
     after: u64,
     limit: u32,
 ) -> Result<LogResponse, AppError> {
-    let job_state = state
+    let row = state
         .store
         .job(job_id)
         .await?
-        .map(|row| row.state)
         .ok_or_else(|| AppError::new(ErrorKind::NotFound, "job not found"))?;
-    let logs = state.store.read_logs(job_id, after, limit).await?;
+    let logs = match row.logs_archived_at {
+        Some(_) => log_archive::read(&state.artifacts, job_id, after, limit).await?,
+        None => state.store.read_logs(job_id, after, limit).await?,
+    };
     Ok(LogResponse {
         next_after: Some(logs.last().and_then(|e| e.sequence).unwrap_or(after)),
         logs,
-        job_state: Some(job_state),
+        job_state: Some(row.state),
     })
 }
 

@@ -7,7 +7,7 @@ use super::{Store, StoreError, parse_enum};
 
 const COLUMNS: &str = "seq, id, account_id, spec, spec_path, git_repo_url, git_base_branch, \
      state, phase, agent, feature_branch_name, diff_stats_json, error_message, has_diff, diff_sha256, \
-     created_at, updated_at, started_at, completed_at, lease_generation, started_ms, expired_at";
+     created_at, updated_at, started_at, completed_at, lease_generation, started_ms, expired_at, logs_archived_at";
 
 /// A job with what only the API sees.
 #[derive(Debug, Clone)]
@@ -25,6 +25,8 @@ pub struct JobRow {
     pub started_ms: Option<i64>,
     /// When its diff and log were removed under the retention rule.
     pub expired_at: Option<String>,
+    /// When its log was archived to the artifact store, which readers then use.
+    pub logs_archived_at: Option<String>,
 }
 
 /// A job about to be created.
@@ -127,12 +129,72 @@ impl Store {
 
     /// Removes the job's log and notes that its results expired.
     pub async fn expire_job(&self, job_id: &str, now: &str) -> Result<(), StoreError> {
+        self.delete_log_rows(job_id, "expired_at", now).await
+    }
+
+    /// Finished jobs whose log is still only in the database, oldest first.
+    pub async fn logs_to_archive(&self, limit: i64) -> Result<Vec<String>, StoreError> {
+        let ids = sqlx::query_scalar(
+            "SELECT id FROM jobs
+             WHERE completed_at IS NOT NULL AND logs_archived_at IS NULL AND expired_at IS NULL
+             ORDER BY seq LIMIT $1",
+        )
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(ids)
+    }
+
+    /// From now on the job's log is read from its archive.
+    pub async fn mark_logs_archived(&self, job_id: &str, now: &str) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE jobs SET logs_archived_at = $1 WHERE id = $2 AND logs_archived_at IS NULL",
+        )
+        .bind(now)
+        .bind(job_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Jobs archived before `archived_before` whose rows are still here.
+    pub async fn log_rows_to_purge(
+        &self,
+        archived_before: &str,
+        limit: i64,
+    ) -> Result<Vec<String>, StoreError> {
+        let ids = sqlx::query_scalar(
+            "SELECT id FROM jobs
+             WHERE logs_archived_at IS NOT NULL AND log_rows_purged_at IS NULL
+               AND logs_archived_at < $1
+             ORDER BY logs_archived_at LIMIT $2",
+        )
+        .bind(archived_before)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(ids)
+    }
+
+    /// Drops an archived job's rows: its archive holds the log now.
+    pub async fn purge_log_rows(&self, job_id: &str, now: &str) -> Result<(), StoreError> {
+        self.delete_log_rows(job_id, "log_rows_purged_at", now)
+            .await
+    }
+
+    /// Deletes the job's log rows and stamps `column` in the same transaction.
+    async fn delete_log_rows(
+        &self,
+        job_id: &str,
+        column: &'static str,
+        now: &str,
+    ) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
         sqlx::query("DELETE FROM logs WHERE job_id = $1")
             .bind(job_id)
             .execute(&mut *tx)
             .await?;
-        sqlx::query("UPDATE jobs SET expired_at = $1 WHERE id = $2")
+        sqlx::query(&format!("UPDATE jobs SET {column} = $1 WHERE id = $2"))
             .bind(now)
             .bind(job_id)
             .execute(&mut *tx)
@@ -254,6 +316,7 @@ fn job_from_row(row: &sqlx::any::AnyRow) -> Result<JobRow, StoreError> {
         generation: row.try_get("lease_generation")?,
         started_ms: row.try_get("started_ms")?,
         expired_at: row.try_get("expired_at")?,
+        logs_archived_at: row.try_get("logs_archived_at")?,
         state,
         job: Job {
             id: row.try_get("id")?,

@@ -149,7 +149,18 @@ impl Api {
     /// `ckrv-api serve --listen LISTEN` with extra flags: how a restart comes back on the port
     /// its workers know.
     pub fn start_on(data_dir: &Path, listen: &str, flags: &[&str]) -> Self {
+        Self::start_in_env(data_dir, listen, flags, &[])
+    }
+
+    /// `ckrv-api serve` with extra flags and environment variables (e.g. `AWS_*`).
+    pub fn start_in_env(
+        data_dir: &Path,
+        listen: &str,
+        flags: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
         let mut command = Command::new(binary("ckrv-api"));
+        command.envs(env.iter().copied());
         command
             .args(["serve", "--listen", listen, "--data-dir"])
             .arg(data_dir);

@@ -1,0 +1,206 @@
+//! Finished jobs' logs move out of the database into the artifact store, one JSON entry per
+//! line (`jobs/ID/log.jsonl`). Readers switch to the archive as soon as it is written; the
+//! rows stay for [`ArchiveSettings::keep_rows`] more, so a reader that looked just before the
+//! switch still finds them, then go.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use ckrv_wit::types::LogEntry;
+use futures::StreamExt;
+use tokio::io::AsyncWriteExt;
+
+use crate::artifacts::{ArtifactError, ArtifactStore};
+use crate::clock;
+use crate::store::{Store, StoreError};
+
+/// Jobs handled per query, so one pass never holds the database long.
+const BATCH: i64 = 100;
+/// Rows read per query while archiving.
+const PAGE: u32 = 5_000;
+
+#[derive(Debug, Clone, Copy)]
+pub struct ArchiveSettings {
+    /// How often finished jobs are looked for.
+    pub period: Duration,
+    /// How long an archived job's rows stay for readers that started before the switch.
+    pub keep_rows: Duration,
+}
+
+impl Default for ArchiveSettings {
+    fn default() -> Self {
+        Self {
+            period: Duration::from_secs(5),
+            keep_rows: Duration::from_secs(10 * 60),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ArchiveError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Artifacts(#[from] ArtifactError),
+    #[error("writing the archived log of job {job_id}: {source}")]
+    Write {
+        job_id: String,
+        source: std::io::Error,
+    },
+    #[error("the archived log of job {job_id} is unreadable at line {line}: {reason}")]
+    Corrupt {
+        job_id: String,
+        line: usize,
+        reason: String,
+    },
+}
+
+/// Archives and purges every so often, until dropped.
+pub async fn run(store: Store, artifacts: ArtifactStore, settings: ArchiveSettings) {
+    let mut ticks = tokio::time::interval(settings.period);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        if let Err(error) = pass(&store, &artifacts, settings).await {
+            tracing::warn!(%error, "archiving finished jobs' logs");
+        }
+    }
+}
+
+/// One pass: archives every finished job's log, then drops the rows of those archived more
+/// than `keep_rows` ago. Returns how many of each.
+pub async fn pass(
+    store: &Store,
+    artifacts: &ArtifactStore,
+    settings: ArchiveSettings,
+) -> Result<(usize, usize), ArchiveError> {
+    let mut archived = 0;
+    loop {
+        let ids = store.logs_to_archive(BATCH).await?;
+        if ids.is_empty() {
+            break;
+        }
+        for id in &ids {
+            archive(store, artifacts, id).await?;
+        }
+        archived += ids.len();
+    }
+    let now = clock::now();
+    let cutoff = clock::rfc3339(now - settings.keep_rows);
+    let mut purged = 0;
+    loop {
+        let ids = store.log_rows_to_purge(&cutoff, BATCH).await?;
+        if ids.is_empty() {
+            break;
+        }
+        for id in &ids {
+            store.purge_log_rows(id, &clock::rfc3339(now)).await?;
+        }
+        purged += ids.len();
+    }
+    Ok((archived, purged))
+}
+
+/// Writes the job's whole log as JSON lines, then points readers at it. Writing it twice (two
+/// replicas at once) writes the same bytes: the rows do not change once the job has ended.
+async fn archive(
+    store: &Store,
+    artifacts: &ArtifactStore,
+    job_id: &str,
+) -> Result<(), ArchiveError> {
+    let write_error = |source| ArchiveError::Write {
+        job_id: job_id.to_string(),
+        source,
+    };
+    let mut writer = artifacts.log_writer(job_id);
+    let mut after = 0;
+    let mut lines = 0usize;
+    loop {
+        let page = store.read_logs(job_id, after, PAGE).await?;
+        let Some(last) = page.last().and_then(|e| e.sequence) else {
+            break;
+        };
+        let mut chunk = Vec::new();
+        for entry in &page {
+            // A LogEntry always serializes.
+            serde_json::to_writer(&mut chunk, entry)
+                .map_err(std::io::Error::from)
+                .map_err(write_error)?;
+            chunk.push(b'\n');
+        }
+        writer.write_all(&chunk).await.map_err(write_error)?;
+        lines += page.len();
+        after = last;
+    }
+    writer.shutdown().await.map_err(write_error)?;
+    store
+        .mark_logs_archived(job_id, &clock::rfc3339(clock::now()))
+        .await?;
+    tracing::debug!(job_id, lines, "job's log archived");
+    Ok(())
+}
+
+/// Up to `limit` archived entries with a sequence above `after`, in order.
+pub async fn read(
+    artifacts: &ArtifactStore,
+    job_id: &str,
+    after: u64,
+    limit: u32,
+) -> Result<Vec<LogEntry>, ArchiveError> {
+    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+    let mut entries = Vec::new();
+    scan(artifacts, job_id, |entry| {
+        if entry.sequence.unwrap_or_default() > after {
+            entries.push(entry);
+        }
+        entries.len() < limit
+    })
+    .await?;
+    Ok(entries)
+}
+
+/// The archived log's last sequence; 0 when it is empty.
+pub async fn last_sequence(artifacts: &ArtifactStore, job_id: &str) -> Result<u64, ArchiveError> {
+    let mut last = 0;
+    scan(artifacts, job_id, |entry| {
+        last = entry.sequence.unwrap_or(last);
+        true
+    })
+    .await?;
+    Ok(last)
+}
+
+/// Feeds the archive's entries to `visit` in order while it returns true; reads only as far
+/// as needed.
+async fn scan(
+    artifacts: &ArtifactStore,
+    job_id: &str,
+    mut visit: impl FnMut(LogEntry) -> bool,
+) -> Result<(), ArchiveError> {
+    let mut chunks = artifacts.log_reader(job_id).await?;
+    let mut pending: VecDeque<u8> = VecDeque::new();
+    let mut line_number = 0;
+    let parse = |line: &[u8], line_number: usize| {
+        serde_json::from_slice::<LogEntry>(line).map_err(|e| ArchiveError::Corrupt {
+            job_id: job_id.to_string(),
+            line: line_number,
+            reason: e.to_string(),
+        })
+    };
+    while let Some(chunk) = chunks.next().await {
+        let chunk = chunk.map_err(ArtifactError::from)?;
+        pending.extend(chunk.iter());
+        while let Some(end) = pending.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = pending.drain(..=end).collect();
+            line_number += 1;
+            if !visit(parse(&line[..end], line_number)?) {
+                return Ok(());
+            }
+        }
+    }
+    if !pending.is_empty() {
+        let line: Vec<u8> = pending.into_iter().collect();
+        visit(parse(&line, line_number + 1)?);
+    }
+    Ok(())
+}

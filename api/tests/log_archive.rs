@@ -1,0 +1,147 @@
+//! A finished job's log moves to the artifact store as JSON lines and reads the same from there:
+//! pages, cursors, `tail`, the SSE stream. The database keeps no rows of it afterwards; a
+//! running job's log stays in the database.
+
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ckrv_api::log_archive::ArchiveSettings;
+use reqwest::StatusCode;
+use serde_json::json;
+use support::{RecordingDispatcher, TestApi, access, each};
+
+async fn archiving_api(dir: &std::path::Path) -> TestApi {
+    TestApi::start_configured(dir, Arc::new(RecordingDispatcher::default()), |c| {
+        c.log_archive = ArchiveSettings {
+            period: Duration::from_millis(50),
+            keep_rows: Duration::ZERO,
+        };
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_finished_jobs_log_is_archived_and_reads_the_same() {
+    let dir = tempfile::tempdir().unwrap();
+    let api = archiving_api(dir.path()).await;
+    let user = api.login("dev@example.com").await;
+    let user = access(&user);
+    let messages: Vec<String> = (1..=25).map(|n| format!("line {n} ünïcode")).collect();
+    let lines: Vec<&str> = messages.iter().map(String::as_str).collect();
+    let (_, done) = api.create_job(user).await;
+    let done = done["id"].as_str().unwrap().to_owned();
+    let (_, before) = api.get(&format!("/v1/jobs/{done}/logs"), user).await;
+    api.work_job(
+        &done,
+        &lines,
+        None,
+        Some(json!({"state": "failed", "error_message": "x"})),
+    )
+    .await;
+    let (_, running) = api.create_job(user).await;
+    let running = running["id"].as_str().unwrap().to_owned();
+    api.work_job(&running, &["still going"], None, None).await;
+    let (_, from_rows) = api.get(&format!("/v1/jobs/{done}/logs"), user).await;
+    assert_eq!(before["logs"], json!([]));
+
+    let archive = dir
+        .path()
+        .join("artifacts/jobs")
+        .join(&done)
+        .join("log.jsonl");
+    let store = api.store().await;
+    for _ in 0..200 {
+        if archive.exists() && store.last_log_sequence(&done).await.unwrap() == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        store.last_log_sequence(&done).await.unwrap(),
+        0,
+        "the database keeps no rows of an archived log"
+    );
+    let text = std::fs::read_to_string(&archive).unwrap();
+    assert_eq!(text.lines().count(), 25);
+    let first: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    assert_eq!(first["sequence"], 1);
+    assert_eq!(first["message"], "line 1 ünïcode");
+
+    // The same answers as from the rows.
+    let (status, page) = api.get(&format!("/v1/jobs/{done}/logs"), user).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert_eq!(page, from_rows);
+    assert_eq!(each(&page["logs"], "message"), lines);
+    assert_eq!(page["job_state"], "failed");
+    let (_, page) = api
+        .get(&format!("/v1/jobs/{done}/logs?after=20&limit=3"), user)
+        .await;
+    assert_eq!(each(&page["logs"], "message"), &lines[20..23]);
+    assert_eq!(page["next_after"], 23);
+    let (_, page) = api.get(&format!("/v1/jobs/{done}/logs?tail=2"), user).await;
+    assert_eq!(each(&page["logs"], "message"), &lines[23..]);
+
+    // Followed: every line, then the end.
+    let response = api
+        .http
+        .get(format!("{}/v1/jobs/{done}/logs?follow=true", api.url))
+        .bearer_auth(user)
+        .send()
+        .await
+        .unwrap();
+    // The stream ends after its `end` event.
+    let body = tokio::time::timeout(Duration::from_secs(10), response.text())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(body.matches("event: log").count(), 25, "{body}");
+    assert!(body.contains("id: 25\n"), "{body}");
+    assert!(body.contains("event: end\ndata: failed"), "{body}");
+
+    // A running job's log stays where it is.
+    assert_eq!(store.last_log_sequence(&running).await.unwrap(), 1);
+    assert!(
+        !dir.path()
+            .join("artifacts/jobs")
+            .join(&running)
+            .join("log.jsonl")
+            .exists()
+    );
+}
+
+#[tokio::test]
+async fn a_damaged_archive_is_an_error_that_names_nothing_inside() {
+    let dir = tempfile::tempdir().unwrap();
+    let api = archiving_api(dir.path()).await;
+    let user = api.login("dev@example.com").await;
+    let user = access(&user);
+    let (_, job) = api.create_job(user).await;
+    let id = job["id"].as_str().unwrap().to_owned();
+    api.work_job(
+        &id,
+        &["secret-ish line"],
+        None,
+        Some(json!({"state": "succeeded"})),
+    )
+    .await;
+    let archive = dir
+        .path()
+        .join("artifacts/jobs")
+        .join(&id)
+        .join("log.jsonl");
+    for _ in 0..200 {
+        if archive.exists() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    std::fs::write(&archive, b"{\"sequence\": 1, not json\n").unwrap();
+    let (status, error) = api.get(&format!("/v1/jobs/{id}/logs"), user).await;
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR, "{error}");
+    assert_eq!(error["error"], "internal");
+    assert!(!error.to_string().contains("not json"), "{error}");
+}
