@@ -1,6 +1,7 @@
 //! The worker endpoints of the API (docs/protocol.md, "Worker").
 
-use ckrv_wit::types::{JobCompletion, LogBatch, PhaseUpdate, WorkerClaim, WorkerJob};
+use crate::outbox::{Delivery, Report, ReportSink};
+use ckrv_wit::types::{JobCompletion, WorkerClaim, WorkerJob};
 use reqwest::{Client, Method, Url};
 use serde::Serialize;
 use std::time::Duration;
@@ -134,22 +135,27 @@ impl ApiClient {
             .map(drop)
     }
 
-    pub async fn phase(&self, update: &PhaseUpdate) -> Result<(), ApiClientError> {
-        self.send(Method::POST, &self.url("/phase"), Some(update))
-            .await
-            .map(drop)
-    }
-
-    pub async fn logs(&self, batch: &LogBatch) -> Result<(), ApiClientError> {
-        self.send(Method::POST, &self.url("/logs"), Some(batch))
-            .await
-            .map(drop)
-    }
-
     pub async fn complete(&self, completion: &JobCompletion) -> Result<(), ApiClientError> {
         self.send(Method::POST, &self.url("/complete"), Some(completion))
             .await
             .map(drop)
+    }
+
+    /// One attempt at a report: the outbox keeps it on disk and retries while the API is away.
+    pub async fn report_once(&self, report: &Report) -> Result<(), ApiClientError> {
+        let post = Method::POST;
+        match report {
+            Report::Logs(batch) => self.send_once(post, &self.url("/logs"), Some(batch)).await,
+            Report::Phase(update) => {
+                self.send_once(post, &self.url("/phase"), Some(update))
+                    .await
+            }
+            Report::Complete(completion) => {
+                self.send_once(post, &self.url("/complete"), Some(completion))
+                    .await
+            }
+        }
+        .map(drop)
     }
 
     /// Sends the request, again and again with growing pauses while the failure is transient,
@@ -201,5 +207,15 @@ impl ApiClient {
             status: status.as_u16(),
             body,
         })
+    }
+}
+
+impl ReportSink for ApiClient {
+    async fn deliver(&mut self, report: &Report) -> Delivery {
+        match self.report_once(report).await {
+            Ok(()) => Delivery::Taken,
+            Err(e) if e.is_transient() => Delivery::Unreachable(e.to_string()),
+            Err(e) => Delivery::Refused(e.to_string()),
+        }
     }
 }

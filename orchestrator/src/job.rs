@@ -3,11 +3,12 @@
 use crate::api_client::{ApiClient, ApiClientError};
 use crate::host_git::HostGit;
 use crate::logs::{self, JobLog};
+use crate::outbox::{self, Outgoing, Report};
 use crate::pipeline::{Pipeline, StageKind};
 use crate::steps::{ApiAccess, Limits, StepContext, StepEnv, StepError, StepRunner};
 use ckrv_agents::{AgentRuntime, ProcessRuntime, RunRequest, SandboxRuntime, Stream};
 use ckrv_wit::types::{JobCompletion, JobState, LogLevel, PhaseUpdate, WorkerJob};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 const SOURCE: &str = "orchestrator";
@@ -40,16 +41,26 @@ pub async fn run_job(api: ApiClient, options: JobOptions) -> anyhow::Result<Resu
             return Ok(Err(error));
         }
     };
+    // Reports wait on disk while the API is away, in a directory of the worker's alone.
+    let spool_dir = work_tempdir(options.work_dir.as_deref(), "ckrv-reports-")
+        .map_err(|e| anyhow::anyhow!("creating the report spool failed: {e}"))?;
+    let (reports, outbox_rx) = tokio::sync::mpsc::channel(outbox::BUFFER);
+    let delivery = {
+        let (api, spool) = (api.clone(), spool_dir.path().join("reports.jsonl"));
+        tokio::spawn(async move { outbox::deliver(outbox_rx, api, &spool).await })
+    };
     let (log, rx) = JobLog::channel();
-    let shipper = tokio::spawn(logs::ship(rx, api.clone(), job.log_sequence + 1));
+    let shipper = tokio::spawn(logs::ship(rx, reports.clone(), job.log_sequence + 1));
     let beat = Duration::from_millis(u64::from(job.heartbeat_ms.max(100)));
     let outcome = tokio::select! {
         outcome = run_stages(&api, &options, &log, job) => outcome,
         ended = heartbeat(&api, beat) => {
             // Dropping the stages kills the agent and removes the workspace; the job has
-            // ended, so there is nothing to report.
+            // ended, so what is left to report goes only as far as the API refusing it.
             drop(log);
             let _ = shipper.await;
+            drop(reports);
+            let _ = delivery.await;
             tracing::warn!(reason = %ended, "stopping: the job ended elsewhere");
             return Ok(Err(ended));
         }
@@ -59,7 +70,7 @@ pub async fn run_job(api: ApiClient, options: JobOptions) -> anyhow::Result<Resu
     } else {
         log.info(SOURCE, "Job succeeded");
     }
-    // Every line reaches the API before the job turns terminal, so followers see them all.
+    // Every line goes before the completion, so followers see them all before the end.
     drop(log);
     if let Err(e) = shipper.await {
         tracing::error!(error = %e, "log shipper panicked");
@@ -74,8 +85,35 @@ pub async fn run_job(api: ApiClient, options: JobOptions) -> anyhow::Result<Resu
             error_message: Some(error.clone()),
         },
     };
-    api.complete(&completion).await?;
+    // Delivery ends when everything is delivered, including the completion; meanwhile the
+    // lease is kept, so a long outage does not lose the job.
+    let _ = reports
+        .send(Outgoing::Report(Report::Complete(completion)))
+        .await;
+    drop(reports);
+    let delivered = tokio::select! {
+        delivered = delivery => delivered?,
+        ended = heartbeat(&api, beat) => {
+            tracing::warn!(reason = %ended, "the job ended elsewhere before its reports were delivered");
+            return Ok(Err(ended));
+        }
+    };
+    let delivered = delivered?;
+    if delivered.refused > 0 {
+        tracing::warn!(refused = delivered.refused, "the API refused some reports");
+    }
     Ok(outcome)
+}
+
+/// A fresh directory under `work_dir` (the system's temporary directory when `None`), the
+/// worker's alone (0700), removed when dropped.
+fn work_tempdir(work_dir: Option<&Path>, prefix: &str) -> std::io::Result<tempfile::TempDir> {
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(prefix);
+    match work_dir {
+        Some(dir) => builder.tempdir_in(dir),
+        None => builder.tempdir(),
+    }
 }
 
 /// Renews the job's lease every `beat` until the API says the job is no longer this worker's
@@ -126,13 +164,8 @@ async fn run_stages(
 
     // The job's directory: the workspace the agent and steps see, and beside it the host's
     // private git state, which neither ever sees.
-    let mut builder = tempfile::Builder::new();
-    builder.prefix("ckrv-job-");
-    let job_dir = match &options.work_dir {
-        Some(dir) => builder.tempdir_in(dir),
-        None => builder.tempdir(),
-    }
-    .map_err(|e| format!("creating the job directory failed: {e}"))?;
+    let job_dir = work_tempdir(options.work_dir.as_deref(), "ckrv-job-")
+        .map_err(|e| format!("creating the job directory failed: {e}"))?;
     // Others may pass through (the agent's unprivileged user reaches its workspace) but not
     // list it, and the private git state inside stays 0700.
     std::fs::set_permissions(
@@ -153,12 +186,15 @@ async fn run_stages(
     let mut outputs: Vec<(String, String)> = Vec::new();
 
     for stage in &options.pipeline.stages {
-        api.phase(&PhaseUpdate {
+        log.phase(PhaseUpdate {
             phase: stage.phase,
             agent: Some(agent.name.clone()),
-        })
-        .await
-        .map_err(|e| format!("reporting phase {} failed: {e}", stage.phase))?;
+        });
+        // A step may talk to the API (upload does): it starts once the API has everything
+        // before it, after an outage of any length. The agent needs no API and runs on.
+        if stage.kind != StageKind::Agent && !log.delivered().await {
+            return Err("the API did not come back".to_string());
+        }
         if stage.kind == StageKind::Agent {
             log.info(SOURCE, format!("Starting agent: {}", agent.name));
             let request = RunRequest {

@@ -5,6 +5,7 @@ pub mod api_client;
 pub mod host_git;
 pub mod job;
 pub mod logs;
+pub mod outbox;
 pub mod pipeline;
 pub mod steps;
 pub mod work;

@@ -1,14 +1,14 @@
-//! The job log: lines from the orchestrator, steps and agent go through one ordered channel and
-//! are shipped to the API in batches, so a chatty agent costs few requests yet a reader following
-//! the log sees each line within a quarter second. The agent's lines take a place among at most
-//! [`MAX_IN_FLIGHT`] unshipped ones, so an agent faster than the API waits instead of filling
-//! memory.
+//! The job log: lines from the orchestrator, steps and agent, and the job's phases between them,
+//! go through one ordered channel and are shipped to the outbox, lines in batches, so a chatty
+//! agent costs few requests yet a reader following the log sees each line within a quarter
+//! second. The agent's lines take a place among at most [`MAX_IN_FLIGHT`] unshipped ones, so an
+//! agent faster than the outbox waits instead of filling memory.
 
-use ckrv_wit::types::{LogBatch, LogLevel, LogLine};
-use std::future::Future;
+use crate::outbox::{Outgoing, Report};
+use ckrv_wit::types::{LogBatch, LogLevel, LogLine, PhaseUpdate};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 
 /// Longest a line waits before it is sent.
 pub const FLUSH_INTERVAL: Duration = Duration::from_millis(250);
@@ -17,17 +17,25 @@ pub const MAX_BATCH: usize = 500;
 /// Most agent lines written but not yet shipped.
 pub const MAX_IN_FLIGHT: usize = 10_000;
 
-/// A line on its way, holding its place among the agent's unshipped lines.
+/// A line on its way, holding its place among the agent's unshipped lines; a phase; or a
+/// barrier (see [`JobLog::delivered`]).
 #[derive(Debug)]
-pub struct Queued {
-    line: LogLine,
-    _place: Option<OwnedSemaphorePermit>,
+pub enum Queued {
+    Line {
+        line: LogLine,
+        _place: Option<OwnedSemaphorePermit>,
+    },
+    Phase(PhaseUpdate),
+    Barrier(oneshot::Sender<()>),
 }
 
 impl Queued {
-    /// The line, giving up its place.
-    pub fn into_line(self) -> LogLine {
-        self.line
+    /// The line, giving up its place; `None` for a phase.
+    pub fn into_line(self) -> Option<LogLine> {
+        match self {
+            Self::Line { line, .. } => Some(line),
+            Self::Phase(_) | Self::Barrier(_) => None,
+        }
     }
 }
 
@@ -65,10 +73,22 @@ impl JobLog {
     fn queue(&self, line: LogLine, place: Option<OwnedSemaphorePermit>) {
         tracing::debug!(source = line.source, level = %line.level, message = line.message, "job log");
         // A closed channel means the job is over; late lines have nowhere to go.
-        let _ = self.tx.send(Queued {
+        let _ = self.tx.send(Queued::Line {
             line,
             _place: place,
         });
+    }
+
+    /// Reports the job's new phase after the lines written before it.
+    pub fn phase(&self, update: PhaseUpdate) {
+        let _ = self.tx.send(Queued::Phase(update));
+    }
+
+    /// Waits until the API has taken every line and phase written so far, however long it is
+    /// away; false if it never will (the outbox gave up).
+    pub async fn delivered(&self) -> bool {
+        let (barrier, opened) = oneshot::channel();
+        self.tx.send(Queued::Barrier(barrier)).is_ok() && opened.await.is_ok()
     }
 
     pub fn info(&self, source: &str, message: impl Into<String>) {
@@ -84,17 +104,6 @@ impl JobLog {
     }
 }
 
-/// Where batches go: the API, or a test's vector.
-pub trait BatchSink: Send + 'static {
-    fn send(&mut self, batch: LogBatch) -> impl Future<Output = Result<(), String>> + Send;
-}
-
-impl BatchSink for crate::api_client::ApiClient {
-    async fn send(&mut self, batch: LogBatch) -> Result<(), String> {
-        self.logs(&batch).await.map_err(|e| e.to_string())
-    }
-}
-
 fn line(level: LogLevel, source: &str, message: String) -> LogLine {
     LogLine {
         timestamp: crate::now(),
@@ -104,38 +113,53 @@ fn line(level: LogLevel, source: &str, message: String) -> LogLine {
     }
 }
 
-/// Ships lines until every [`JobLog`] handle is dropped, then flushes the rest and returns.
-/// A batch's lines keep their places until it is sent.
-pub async fn ship(mut rx: LogLines, mut sink: impl BatchSink, first_sequence: u64) {
+/// Ships lines and phases to the outbox until every [`JobLog`] handle is dropped, then flushes
+/// the rest and returns.
+pub async fn ship(mut rx: LogLines, outbox: mpsc::Sender<Outgoing>, first_sequence: u64) {
     let mut next = first_sequence;
-    while let Some(first) = rx.recv().await {
-        let mut lines = vec![first];
+    let mut lines: Vec<Queued> = Vec::new();
+    let mut closed = false;
+    while !closed {
+        let Some(first) = rx.recv().await else { break };
+        // What ends this batch early: a phase or a barrier, sent after the lines before it.
+        let mut after = None;
+        match first {
+            Queued::Line { .. } => lines.push(first),
+            other => after = Some(other),
+        }
         let deadline = tokio::time::Instant::now() + FLUSH_INTERVAL;
-        let mut closed = false;
-        while lines.len() < MAX_BATCH {
+        while after.is_none() && !lines.is_empty() && lines.len() < MAX_BATCH {
             match tokio::time::timeout_at(deadline, rx.recv()).await {
-                Ok(Some(line)) => lines.push(line),
-                Ok(None) => {
-                    closed = true;
-                    break;
-                }
+                Ok(Some(line @ Queued::Line { .. })) => lines.push(line),
+                Ok(Some(other)) => after = Some(other),
+                Ok(None) => closed = true,
                 Err(_) => break,
             }
+            if closed {
+                break;
+            }
         }
-        let batch = LogBatch {
-            first_sequence: next,
-            lines: lines.iter().map(|q| q.line.clone()).collect(),
+        if !lines.is_empty() {
+            let batch = LogBatch {
+                first_sequence: next,
+                lines: lines.drain(..).filter_map(Queued::into_line).collect(),
+            };
+            next += batch.lines.len() as u64;
+            if outbox
+                .send(Outgoing::Report(Report::Logs(batch)))
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+        let after = match after {
+            Some(Queued::Phase(update)) => Outgoing::Report(Report::Phase(update)),
+            Some(Queued::Barrier(barrier)) => Outgoing::Barrier(barrier),
+            _ => continue,
         };
-        next += batch.lines.len() as u64;
-        // The API client retries what may succeed later (its requests are safe to repeat); a
-        // batch it gives up on is lost, and said so.
-        let count = batch.lines.len();
-        if let Err(error) = sink.send(batch).await {
-            tracing::error!(lines = count, %error, "dropping log lines the API would not take");
-        }
-        drop(lines);
-        if closed {
-            break;
+        if outbox.send(after).await.is_err() {
+            return;
         }
     }
 }
@@ -144,33 +168,45 @@ pub async fn ship(mut rx: LogLines, mut sink: impl BatchSink, first_sequence: u6
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-    use std::sync::{Arc, Mutex};
+    use ckrv_wit::types::JobPhase;
 
-    #[derive(Clone, Default)]
-    struct VecSink(Arc<Mutex<Vec<LogBatch>>>);
-
-    impl BatchSink for VecSink {
-        async fn send(&mut self, batch: LogBatch) -> Result<(), String> {
-            self.0.lock().unwrap().push(batch);
-            Ok(())
+    /// Everything shipped, once the log is closed.
+    async fn shipped(log: JobLog, rx: LogLines) -> Vec<Report> {
+        let (tx, mut reports) = mpsc::channel(4);
+        let shipper = tokio::spawn(ship(rx, tx, 1));
+        drop(log);
+        let mut all = Vec::new();
+        while let Some(item) = reports.recv().await {
+            if let Outgoing::Report(report) = item {
+                all.push(report);
+            }
         }
+        shipper.await.unwrap();
+        all
+    }
+
+    fn batches(reports: &[Report]) -> Vec<&LogBatch> {
+        reports
+            .iter()
+            .filter_map(|r| match r {
+                Report::Logs(batch) => Some(batch),
+                _ => None,
+            })
+            .collect()
     }
 
     #[tokio::test]
     async fn lines_arrive_in_order_and_are_flushed_at_the_end() {
         let (log, rx) = JobLog::channel();
-        let sink = VecSink::default();
-        let shipper = tokio::spawn(ship(rx, sink.clone(), 1));
         for i in 0..1200 {
             log.info("test", format!("line {i}"));
         }
-        drop(log);
-        shipper.await.unwrap();
-        let batches = sink.0.lock().unwrap();
+        let reports = shipped(log, rx).await;
+        let batches = batches(&reports);
         assert!(batches.len() >= 3, "batches of at most {MAX_BATCH}");
         // Numbered from the first sequence on, without gaps or overlaps.
         let mut next = 1;
-        for batch in batches.iter() {
+        for batch in &batches {
             assert_eq!(batch.first_sequence, next);
             next += batch.lines.len() as u64;
         }
@@ -183,13 +219,37 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_phase_goes_out_between_the_lines_written_before_and_after_it() {
+        let (log, rx) = JobLog::channel();
+        log.info("test", "cloning…");
+        log.phase(PhaseUpdate {
+            phase: JobPhase::Agent,
+            agent: Some("script".into()),
+        });
+        log.info("test", "agent says hi");
+        let reports = shipped(log, rx).await;
+        let kinds: Vec<String> = reports
+            .iter()
+            .map(|r| match r {
+                Report::Logs(b) => format!("{}:{}", b.first_sequence, b.lines[0].message),
+                Report::Phase(p) => format!("phase {}", p.phase),
+                Report::Complete(_) => "complete".into(),
+            })
+            .collect();
+        assert_eq!(kinds, ["1:cloning…", "phase agent", "2:agent says hi"]);
+    }
+
+    #[tokio::test]
     async fn a_quiet_log_is_still_flushed_promptly() {
         let (log, rx) = JobLog::channel();
-        let sink = VecSink::default();
-        let shipper = tokio::spawn(ship(rx, sink.clone(), 1));
+        let (tx, mut reports) = mpsc::channel(4);
+        let shipper = tokio::spawn(ship(rx, tx, 1));
         log.info("test", "hello");
-        tokio::time::sleep(FLUSH_INTERVAL * 3).await;
-        assert_eq!(sink.0.lock().unwrap().len(), 1);
+        let first = tokio::time::timeout(FLUSH_INTERVAL * 3, reports.recv()).await;
+        assert!(
+            matches!(first, Ok(Some(Outgoing::Report(Report::Logs(_))))),
+            "{first:?}"
+        );
         drop(log);
         shipper.await.unwrap();
     }

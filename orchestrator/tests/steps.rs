@@ -59,7 +59,7 @@ async fn run(
     drop(log);
     let mut lines = Vec::new();
     while let Some(line) = rx.recv().await {
-        lines.push(line.into_line());
+        lines.extend(line.into_line());
     }
     (result, lines)
 }

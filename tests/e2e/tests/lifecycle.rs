@@ -320,8 +320,8 @@ fn a_killed_orchestrator_fails_its_job_with_a_pointer_to_its_log() {
 #[test]
 fn the_api_killed_mid_job_and_restarted_loses_no_line_and_the_job_completes() {
     let mut stage = Stage::new(&[]);
-    // The agent ends while the API is down: its last lines and the job's completion must wait
-    // for the API to come back.
+    // The agent ends while the API is down: its last lines wait on disk for the API to come
+    // back, and the steps after it (upload talks to the API) wait for them to be delivered.
     let id = stage.dispatch("for i in $(seq 1 12); do echo line $i; sleep 0.15; done\n");
     wait_for("the job to log", Duration::from_secs(60), || {
         let log = stage.cli.ok(&stage.clone, &["logs", &id]);
@@ -331,7 +331,13 @@ fn the_api_killed_mid_job_and_restarted_loses_no_line_and_the_job_completes() {
     // kill -9: no shutdown, no goodbye. The worker keeps running and keeps trying.
     let port = stage.api.port();
     stage.api.kill();
-    std::thread::sleep(Duration::from_millis(3000));
+    // What the worker could not deliver waits on disk, in the worker's own directory.
+    let spooled = wait_for("reports kept on disk", Duration::from_secs(30), || {
+        let spool = spool_files(&stage.work).into_iter().next()?;
+        let text = std::fs::read_to_string(spool).ok()?;
+        text.contains("line 12").then_some(text)
+    });
+    assert!(spooled.contains("\"report\":\"phase\""), "{spooled}");
     let flags: Vec<&str> = stage.flags.iter().map(String::as_str).collect();
     stage.api = Api::start_on(
         &stage.api.data_dir.clone(),
@@ -348,4 +354,25 @@ fn the_api_killed_mid_job_and_restarted_loses_no_line_and_the_job_completes() {
         .collect();
     let expected: Vec<String> = (1..=12).map(|i| format!("line {i}")).collect();
     assert_eq!(lines, expected, "every line exactly once, in order:\n{log}");
+    wait_for("the spool removed", Duration::from_secs(10), || {
+        spool_files(&stage.work).is_empty().then_some(())
+    });
+}
+
+/// The workers' report spools: one per job, in its worker's directory under `work`.
+fn spool_files(work: &Path) -> Vec<PathBuf> {
+    let entries = |dir: &Path| {
+        std::fs::read_dir(dir)
+            .map(|d| d.flatten().map(|e| e.path()).collect::<Vec<_>>())
+            .unwrap_or_default()
+    };
+    entries(work)
+        .iter()
+        .flat_map(|worker| entries(worker))
+        .filter(|dir| {
+            dir.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("ckrv-reports-"))
+        })
+        .map(|dir| dir.join("reports.jsonl"))
+        .collect()
 }
