@@ -19,6 +19,7 @@ pub mod identity;
 pub mod limits;
 pub mod log_archive;
 pub mod metrics;
+pub mod openapi;
 pub mod quota;
 pub mod retention;
 pub mod routes;

@@ -325,29 +325,99 @@ async fn schemathesis_finds_nothing_against_the_seed_contract() {
     let Some((contract_path, contract)) = contract() else {
         return;
     };
-    let Some(schemathesis) = schemathesis() else {
+    let Some(schemathesis) = schemathesis_or_skip() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let api = TestApi::start(&dir.path().join("api")).await;
+    let schema = contract_path.to_string_lossy().into_owned();
+    let url = format!("{}/v1", api.url);
+    let report = fuzz(
+        &schemathesis,
+        &api,
+        dir.path(),
+        &[&schema, "--url", &url],
+        include_str!("schemathesis/schemathesis.toml"),
+        "job_id",
+    )
+    .await;
+    // Every operation of the contract was exercised.
+    for (method, path) in operations(&contract) {
+        let case = format!("<testcase name=\"{method} {path}\"");
+        assert!(
+            report.contains(&case),
+            "{method} {path} was not tested:\n{report}"
+        );
+    }
+}
+
+/// The API's own document, served by the API, fuzzed in full: every status it answers is
+/// documented there, so schemathesis checks each one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schemathesis_finds_nothing_against_the_apis_own_openapi_document() {
+    let Some(schemathesis) = schemathesis_or_skip() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let api = TestApi::start(&dir.path().join("api")).await;
+    let schema = format!("{}/v1/openapi.json", api.url);
+    let report = fuzz(
+        &schemathesis,
+        &api,
+        dir.path(),
+        &[&schema],
+        include_str!("schemathesis/openapi.toml"),
+        "id",
+    )
+    .await;
+    for operation in ckrv_api::openapi::OPERATIONS {
+        // Left out: logout (openapi.toml says why), and the document itself, which
+        // schemathesis reads rather than tests.
+        if matches!(operation.path, "/v1/auth/logout" | "/v1/openapi.json") {
+            continue;
+        }
+        let case = format!(
+            "<testcase name=\"{} {}\"",
+            operation.method.to_uppercase(),
+            operation.path
+        );
+        assert!(report.contains(&case), "{case} was not tested:\n{report}");
+    }
+}
+
+fn schemathesis_or_skip() -> Option<PathBuf> {
+    let found = schemathesis();
+    if found.is_none() {
         let reason = "skipped: schemathesis is not installed (pip install schemathesis, or set CKRV_SCHEMATHESIS)";
         assert!(!required(), "{reason}");
         eprintln!("{reason}");
-        return;
-    };
-    // No worker ever starts (the recording dispatcher runs nothing, as --external-workers):
-    // the repository URLs schemathesis invents are never cloned.
-    let dir = tempfile::tempdir().unwrap();
-    let api = TestApi::start(&dir.path().join("api")).await;
-    let (token, job_ids) = seed(&api).await;
+    }
+    found
+}
 
-    let run_dir = dir.path().join("schemathesis");
+/// Seeds `api` (see [`seed`]) and runs schemathesis with `target` (the schema and its options)
+/// and `config`, the job ids offered for the path parameter `job_param`. No worker ever starts
+/// (the recording dispatcher runs nothing, as --external-workers), so the repository URLs
+/// schemathesis invents are never cloned. Asserts it found nothing; returns its JUnit report.
+async fn fuzz(
+    schemathesis: &Path,
+    api: &TestApi,
+    dir: &Path,
+    target: &[&str],
+    config: &str,
+    job_param: &str,
+) -> String {
+    let (token, job_ids) = seed(api).await;
+    let run_dir = dir.join("schemathesis");
     std::fs::create_dir_all(&run_dir).unwrap();
     let ids: Vec<String> = job_ids.iter().map(|id| format!("\"{id}\"")).collect();
     let config = format!(
-        "headers = {{ Authorization = \"Bearer ${{CKRV_SCHEMATHESIS_TOKEN}}\" }}\n\n{}\n\
+        "headers = {{ Authorization = \"Bearer ${{CKRV_SCHEMATHESIS_TOKEN}}\" }}\n\n{config}\n\
          [dictionaries.jobs]\nvalues = [{}]\n\n\
          [dictionaries.credentials]\nvalues = [\"github-work\"]\n\n\
          [parameters]\n\
-         \"path.job_id\" = {{ dictionary = \"jobs\", probability = 0.5 }}\n\
+         \"path.{job_param}\" = {{ dictionary = \"jobs\", probability = 0.5 }}\n\
          \"path.name\" = {{ dictionary = \"credentials\", probability = 0.5 }}\n",
-        include_str!("schemathesis/schemathesis.toml"),
         ids.join(", ")
     );
     let config_path = run_dir.join("schemathesis.toml");
@@ -355,7 +425,7 @@ async fn schemathesis_finds_nothing_against_the_seed_contract() {
     let junit = run_dir.join("junit.xml");
     let seed = std::env::var("CKRV_SCHEMATHESIS_SEED").unwrap_or_else(|_| "1".into());
     let examples = std::env::var("CKRV_SCHEMATHESIS_EXAMPLES").unwrap_or_else(|_| "100".into());
-    let output = tokio::process::Command::new(&schemathesis)
+    let output = tokio::process::Command::new(schemathesis)
         .current_dir(&run_dir)
         .env("CKRV_SCHEMATHESIS_TOKEN", &token)
         .env(
@@ -366,8 +436,7 @@ async fn schemathesis_finds_nothing_against_the_seed_contract() {
         .arg("--config-file")
         .arg(&config_path)
         .arg("run")
-        .arg(&contract_path)
-        .args(["--url", &format!("{}/v1", api.url)])
+        .args(target)
         .args(["--seed", &seed, "--max-examples", &examples])
         .args(["--report", "junit", "--report-junit-path"])
         .arg(&junit)
@@ -384,15 +453,7 @@ async fn schemathesis_finds_nothing_against_the_seed_contract() {
         output.status.success(),
         "schemathesis found problems (seed {seed}):\n{stdout}\n{stderr}"
     );
-    // Every operation of the contract was exercised, and none failed.
     let report = std::fs::read_to_string(&junit).unwrap();
-    for (method, path) in operations(&contract) {
-        let case = format!("<testcase name=\"{method} {path}\"");
-        assert!(
-            report.contains(&case),
-            "{method} {path} was not tested:\n{report}"
-        );
-    }
     assert!(
         report.contains("failures=\"0\"") && report.contains("errors=\"0\""),
         "{report}"
@@ -405,4 +466,5 @@ async fn schemathesis_finds_nothing_against_the_seed_contract() {
             .collect::<Vec<_>>()
             .join("\n")
     );
+    report
 }

@@ -8,6 +8,10 @@
 /// The directory holding the WIT package and its `deps/`.
 pub const WIT_DIR: &str = env!("CARGO_MANIFEST_DIR");
 
+/// A JSON Schema of every type in [`types`], keyed by its Rust name (`Job`, `LogEntry` …),
+/// generated with it: the API's OpenAPI document takes its `components.schemas` from here.
+pub const JSON_SCHEMAS: &str = include_str!(concat!(env!("OUT_DIR"), "/schemas.json"));
+
 /// Shared models of the `ckrv:cloud/types` interface.
 #[allow(clippy::all, missing_docs)]
 pub mod types {

@@ -11,7 +11,7 @@ mod worker;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{delete, get, post, put};
+use axum::routing::{MethodRouter, delete, get, post, put};
 use ckrv_wit::types::ErrorKind;
 
 use crate::error::AppError;
@@ -20,37 +20,61 @@ use crate::state::AppState;
 /// The largest diff a worker may upload.
 const MAX_DIFF_BYTES: usize = 64 * 1024 * 1024;
 
-pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/v1/auth/device", post(auth::device))
-        .route("/v1/auth/token", post(auth::token))
-        .route("/v1/auth/refresh", post(auth::refresh))
-        .route("/v1/auth/logout", post(auth::logout))
-        .route("/v1/users/me", get(users::me))
-        .route(
-            "/v1/credentials",
-            post(credentials::add).get(credentials::list),
-        )
-        .route("/v1/credentials/{name}", delete(credentials::remove))
-        .route("/v1/jobs", post(jobs::create).get(jobs::list))
-        .route("/v1/jobs/{id}", get(jobs::get))
-        .route("/v1/jobs/{id}/cancel", post(jobs::cancel))
-        .route("/v1/jobs/{id}/logs", get(logs::read))
-        .route("/v1/jobs/{id}/artifacts/diff", get(artifacts::diff))
-        .route("/v1/worker/claim", post(worker::claim))
-        .route("/v1/worker/jobs/{id}", get(worker::job))
-        .route("/v1/worker/jobs/{id}/heartbeat", post(worker::heartbeat))
-        .route("/v1/worker/jobs/{id}/phase", post(worker::phase))
-        .route("/v1/worker/jobs/{id}/logs", post(worker::logs))
-        .route(
+/// Every API route: method, path, handler. `crate::openapi::OPERATIONS` describes each one
+/// (a test checks the two lists match, so a route cannot go undocumented).
+fn api_routes() -> Vec<(&'static str, &'static str, MethodRouter<AppState>)> {
+    vec![
+        ("post", "/v1/auth/device", post(auth::device)),
+        ("post", "/v1/auth/token", post(auth::token)),
+        ("post", "/v1/auth/refresh", post(auth::refresh)),
+        ("post", "/v1/auth/logout", post(auth::logout)),
+        ("get", "/v1/users/me", get(users::me)),
+        ("post", "/v1/credentials", post(credentials::add)),
+        ("get", "/v1/credentials", get(credentials::list)),
+        (
+            "delete",
+            "/v1/credentials/{name}",
+            delete(credentials::remove),
+        ),
+        ("post", "/v1/jobs", post(jobs::create)),
+        ("get", "/v1/jobs", get(jobs::list)),
+        ("get", "/v1/jobs/{id}", get(jobs::get)),
+        ("post", "/v1/jobs/{id}/cancel", post(jobs::cancel)),
+        ("get", "/v1/jobs/{id}/logs", get(logs::read)),
+        ("get", "/v1/jobs/{id}/artifacts/diff", get(artifacts::diff)),
+        ("post", "/v1/worker/claim", post(worker::claim)),
+        ("get", "/v1/worker/jobs/{id}", get(worker::job)),
+        (
+            "post",
+            "/v1/worker/jobs/{id}/heartbeat",
+            post(worker::heartbeat),
+        ),
+        ("post", "/v1/worker/jobs/{id}/phase", post(worker::phase)),
+        ("post", "/v1/worker/jobs/{id}/logs", post(worker::logs)),
+        (
+            "put",
             "/v1/worker/jobs/{id}/artifacts/diff",
             put(worker::diff).layer(DefaultBodyLimit::max(MAX_DIFF_BYTES)),
-        )
-        .route("/v1/worker/jobs/{id}/result", post(worker::result))
-        .route("/v1/worker/jobs/{id}/complete", post(worker::complete))
-        .route("/healthz", get(ops::healthz))
-        .route("/readyz", get(ops::readyz))
-        .route("/metrics", get(ops::metrics))
+        ),
+        ("post", "/v1/worker/jobs/{id}/result", post(worker::result)),
+        (
+            "post",
+            "/v1/worker/jobs/{id}/complete",
+            post(worker::complete),
+        ),
+        ("get", "/healthz", get(ops::healthz)),
+        ("get", "/readyz", get(ops::readyz)),
+        ("get", "/metrics", get(ops::metrics)),
+        ("get", "/v1/openapi.json", get(ops::openapi)),
+    ]
+}
+
+pub fn router(state: AppState) -> Router {
+    api_routes()
+        .into_iter()
+        .fold(Router::new(), |router, (_, path, handler)| {
+            router.route(path, handler)
+        })
         .merge(crate::web::router())
         .fallback(unknown_route)
         .method_not_allowed_fallback(method_not_allowed)
@@ -85,4 +109,22 @@ async fn unknown_route(uri: axum::http::Uri) -> AppError {
         ErrorKind::NotFound,
         format!("no such endpoint: {}", uri.path()),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_openapi_document_describes_every_route_and_nothing_else() {
+        let mut routed: Vec<(&str, &str)> = super::api_routes()
+            .into_iter()
+            .map(|(method, path, _)| (method, path))
+            .collect();
+        let mut documented: Vec<(&str, &str)> = crate::openapi::OPERATIONS
+            .iter()
+            .map(|o| (o.method, o.path))
+            .collect();
+        routed.sort_unstable();
+        documented.sort_unstable();
+        assert_eq!(routed, documented);
+    }
 }

@@ -16,6 +16,11 @@ use crate::state::AppState;
 /// The header a request id travels in, both ways.
 pub const REQUEST_ID: &str = "x-request-id";
 
+/// The OpenAPI document of this API (see `crate::openapi`).
+pub async fn openapi() -> axum::Json<&'static serde_json::Value> {
+    axum::Json(crate::openapi::document())
+}
+
 pub async fn healthz() -> &'static str {
     "ok\n"
 }
