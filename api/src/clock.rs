@@ -26,6 +26,24 @@ pub fn rfc3339(at: OffsetDateTime) -> String {
         .unwrap_or_else(|_| at.unix_timestamp().to_string())
 }
 
+/// Runs `pass` every `period` (the first at once) until dropped. A pass that fails is logged
+/// as `what` and the next one comes on time: background chores must outlive a database blip.
+pub async fn every<F, Fut, T, E>(period: std::time::Duration, what: &'static str, mut pass: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+    E: std::fmt::Display,
+{
+    let mut ticks = tokio::time::interval(period);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        if let Err(error) = pass().await {
+            tracing::warn!(%error, "{what}");
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -57,14 +57,10 @@ pub enum ArchiveError {
 
 /// Archives and purges every so often, until dropped.
 pub async fn run(store: Store, artifacts: ArtifactStore, settings: ArchiveSettings) {
-    let mut ticks = tokio::time::interval(settings.period);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        ticks.tick().await;
-        if let Err(error) = pass(&store, &artifacts, settings).await {
-            tracing::warn!(%error, "archiving finished jobs' logs");
-        }
-    }
+    clock::every(settings.period, "archiving finished jobs' logs", || {
+        pass(&store, &artifacts, settings)
+    })
+    .await;
 }
 
 /// One pass: archives every finished job's log, then drops the rows of those archived more

@@ -13,14 +13,10 @@ const BATCH: i64 = 100;
 /// Expires what is older than `retention`, every so often, until dropped.
 pub async fn run(store: Store, artifacts: ArtifactStore, retention: Duration) {
     let period = (retention / 2).clamp(Duration::from_millis(100), Duration::from_secs(60));
-    let mut ticks = tokio::time::interval(period);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        ticks.tick().await;
-        if let Err(error) = expire(&store, &artifacts, retention).await {
-            tracing::warn!(%error, "expiring old jobs' results");
-        }
-    }
+    clock::every(period, "expiring old jobs' results", || {
+        expire(&store, &artifacts, retention)
+    })
+    .await;
 }
 
 /// One pass: every job that ended more than `retention` ago loses its diff and its log.

@@ -416,45 +416,33 @@ async fn pull_refuses_a_diff_changed_after_its_worker_uploaded_it() {
 }
 
 /// A proxy in front of the API that loses the answer to the first `POST /v1/jobs` (the job is
-/// made, the client hears 503), and notes every `Idempotency-Key` it sees there.
-async fn lossy_proxy(api: String) -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
-    use axum::body::Bytes;
-    use axum::http::{HeaderMap, Method, StatusCode, Uri};
+/// made, the client hears 503); it records what it forwarded.
+async fn lossy_proxy(api: String) -> ckrv_test_support::FakeEndpoint {
+    use axum::http::{Method, StatusCode};
     use axum::response::IntoResponse;
-    let keys = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
-    let seen = keys.clone();
     let client = reqwest::Client::new();
-    let handler = move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
-        let (client, api, keys) = (client.clone(), api.clone(), seen.clone());
+    let creates = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    ckrv_test_support::FakeEndpoint::start(move |request: ckrv_test_support::Recorded| {
+        let (client, api, creates) = (client.clone(), api.clone(), creates.clone());
         async move {
-            let mut request = client.request(method.clone(), format!("{api}{uri}"));
+            let mut forward =
+                client.request(request.method.clone(), format!("{api}{}", request.uri));
             for name in ["authorization", "content-type", "accept", "idempotency-key"] {
-                if let Some(value) = headers.get(name) {
-                    request = request.header(name, value.as_bytes());
+                if let Some(value) = request.headers.get(name) {
+                    forward = forward.header(name, value.as_bytes());
                 }
             }
-            let response = request.body(body).send().await.unwrap();
-            let creating = method == Method::POST && uri.path() == "/v1/jobs";
-            if creating {
-                let key = headers
-                    .get("idempotency-key")
-                    .map(|k| k.to_str().unwrap().to_owned());
-                let mut keys = keys.lock().unwrap();
-                keys.push(key.unwrap_or_default());
-                if keys.len() == 1 {
-                    let lost = r#"{"error":"unavailable","error_description":"connection lost"}"#;
-                    return (StatusCode::SERVICE_UNAVAILABLE, lost.to_string()).into_response();
-                }
+            let response = forward.body(request.body.clone()).send().await.unwrap();
+            let creating = request.method == Method::POST && request.path() == "/v1/jobs";
+            if creating && creates.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
+                let lost = r#"{"error":"unavailable","error_description":"connection lost"}"#;
+                return (StatusCode::SERVICE_UNAVAILABLE, lost.to_string()).into_response();
             }
             let status = StatusCode::from_u16(response.status().as_u16()).unwrap();
             (status, response.text().await.unwrap()).into_response()
         }
-    };
-    let app = axum::Router::new().fallback(handler);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    (url, keys)
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -467,8 +455,8 @@ async fn a_dispatch_whose_answer_was_lost_is_retried_into_the_same_job() {
         .await
         .unwrap();
     // The CLI reaches the API through the proxy.
-    let (proxy, keys) = lossy_proxy(env.api_url.clone()).await;
-    env.api_url = proxy;
+    let proxy = lossy_proxy(env.api_url.clone()).await;
+    env.api_url = proxy.url.clone();
     let out = env
         .run_with_stdin(
             &work,
@@ -488,7 +476,12 @@ async fn a_dispatch_whose_answer_was_lost_is_retried_into_the_same_job() {
     .unwrap();
 
     let id = dispatched(&env, &work).await;
-    let keys = keys.lock().unwrap().clone();
+    let keys: Vec<String> = proxy
+        .requests()
+        .iter()
+        .filter(|r| r.method == axum::http::Method::POST && r.path() == "/v1/jobs")
+        .map(|r| r.header("idempotency-key").to_owned())
+        .collect();
     assert_eq!(keys.len(), 2, "one lost answer, one retry: {keys:?}");
     assert!(
         !keys[0].is_empty() && keys[0] == keys[1],

@@ -1,72 +1,38 @@
 //! `run_job` against a fake API speaking docs/protocol.md: the whole flow, clone to complete.
 #![allow(clippy::unwrap_used)]
 
-use axum::Router;
-use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use ckrv_orchestrator::api_client::ApiClient;
 use ckrv_orchestrator::job::{JobOptions, run_job};
 use ckrv_orchestrator::pipeline::Pipeline;
+use ckrv_test_support::{FakeEndpoint, Recorded as Call, git};
 use ckrv_wit::types::{JobCompletion, JobPhase, JobState, LogBatch, PhaseUpdate};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
-#[derive(Clone, Debug)]
-struct Call {
-    method: Method,
-    path: String,
-    auth: String,
-    body: Bytes,
-}
-
-#[derive(Clone)]
-struct Fake {
+/// The fake API's answer to the worker: the job, its heartbeats accepted until `heartbeats`
+/// have come (then the job is someone else's), everything else taken.
+fn answer(
     job: serde_json::Value,
-    calls: Arc<Mutex<Vec<Call>>>,
-    /// Lease renewals the fake accepts before it says the job is no longer the worker's.
     heartbeats: usize,
-}
-
-async fn handle(
-    State(fake): State<Fake>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let auth = headers
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string();
-    fake.calls.lock().unwrap().push(Call {
-        method: method.clone(),
-        path: uri.path().to_string(),
-        auth: auth.clone(),
-        body,
-    });
-    if auth != "Bearer worker-token" {
-        return StatusCode::UNAUTHORIZED.into_response();
-    }
-    if method == Method::GET && uri.path() == "/v1/worker/jobs/job-1" {
-        return axum::Json(fake.job.clone()).into_response();
-    }
-    if uri.path().ends_with("/heartbeat") {
-        let calls = fake.calls.lock().unwrap();
-        let beats = calls
-            .iter()
-            .filter(|c| c.path.ends_with("/heartbeat"))
-            .count();
-        if beats > fake.heartbeats {
+) -> impl Fn(Call) -> std::future::Ready<Response> + Clone + Send + Sync + 'static {
+    let beats = Arc::new(AtomicUsize::new(0));
+    move |call: Call| {
+        std::future::ready(if call.header("authorization") != "Bearer worker-token" {
+            StatusCode::UNAUTHORIZED.into_response()
+        } else if call.method == Method::GET && call.path() == "/v1/worker/jobs/job-1" {
+            axum::Json(job.clone()).into_response()
+        } else if call.path().ends_with("/heartbeat")
+            && beats.fetch_add(1, Ordering::SeqCst) >= heartbeats
+        {
             let refusal = r#"{"error":"conflict","error_description":"the job was cancelled"}"#;
-            return (StatusCode::CONFLICT, refusal).into_response();
-        }
+            (StatusCode::CONFLICT, refusal).into_response()
+        } else {
+            StatusCode::NO_CONTENT.into_response()
+        })
     }
-    StatusCode::NO_CONTENT.into_response()
 }
-
-use ckrv_test_support::git;
 
 async fn run(spec: &str) -> (Result<(), String>, Vec<Call>, tempfile::TempDir) {
     run_renewing(spec, usize::MAX).await
@@ -95,18 +61,10 @@ async fn run_renewing(
         "heartbeat_ms": 100,
         "log_sequence": 7,
     });
-    let fake = Fake {
-        job,
-        calls: Arc::default(),
-        heartbeats,
-    };
-    let app = Router::new().fallback(handle).with_state(fake.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let fake = FakeEndpoint::start(answer(job, heartbeats)).await;
 
     let work_dir = tempfile::tempdir().unwrap();
-    let api = ApiClient::new(&url, "job-1", "worker-token").unwrap();
+    let api = ApiClient::new(&fake.url, "job-1", "worker-token").unwrap();
     let outcome = run_job(
         api,
         JobOptions {
@@ -119,14 +77,13 @@ async fn run_renewing(
     )
     .await
     .unwrap();
-    let calls = fake.calls.lock().unwrap().clone();
-    (outcome, calls, work_dir)
+    (outcome, fake.requests(), work_dir)
 }
 
 fn bodies<T: serde::de::DeserializeOwned>(calls: &[Call], suffix: &str) -> Vec<T> {
     calls
         .iter()
-        .filter(|c| c.path.ends_with(suffix))
+        .filter(|c| c.path().ends_with(suffix))
         .map(|c| serde_json::from_slice(&c.body).unwrap())
         .collect()
 }
@@ -144,7 +101,11 @@ async fn a_job_runs_from_clone_to_complete() {
     let spec = "---\nagent: script\nrun: |\n  echo changing\n  echo world >> README.md\n  echo new > added.txt\n---\n# Add a file\n";
     let (outcome, calls, work_dir) = run(spec).await;
     assert_eq!(outcome, Ok(()));
-    assert!(calls.iter().all(|c| c.auth == "Bearer worker-token"));
+    assert!(
+        calls
+            .iter()
+            .all(|c| c.header("authorization") == "Bearer worker-token")
+    );
     assert_eq!(calls[0].method, Method::GET);
 
     let phases: Vec<PhaseUpdate> = bodies(&calls, "/phase");
@@ -175,7 +136,7 @@ async fn a_job_runs_from_clone_to_complete() {
 
     let diff = calls
         .iter()
-        .find(|c| c.method == Method::PUT && c.path == "/v1/worker/jobs/job-1/artifacts/diff")
+        .find(|c| c.method == Method::PUT && c.path() == "/v1/worker/jobs/job-1/artifacts/diff")
         .unwrap();
     let diff = String::from_utf8(diff.body.to_vec()).unwrap();
     assert!(
@@ -186,7 +147,7 @@ async fn a_job_runs_from_clone_to_complete() {
     assert_eq!(results[0].files_changed, 2);
 
     let last = calls.last().unwrap();
-    assert_eq!(last.path, "/v1/worker/jobs/job-1/complete");
+    assert_eq!(last.path(), "/v1/worker/jobs/job-1/complete");
     let done: JobCompletion = serde_json::from_slice(&last.body).unwrap();
     assert_eq!(done.state, JobState::Succeeded);
     // The workspace is gone.
@@ -198,7 +159,7 @@ async fn a_failing_agent_fails_the_job_without_uploading() {
     let spec = "---\nagent: script\nrun: echo trying; exit 1\n---\n";
     let (outcome, calls, _work_dir) = run(spec).await;
     assert_eq!(outcome, Err("agent exited with status 1".to_string()));
-    assert!(!calls.iter().any(|c| c.path.ends_with("/artifacts/diff")));
+    assert!(!calls.iter().any(|c| c.path().ends_with("/artifacts/diff")));
     let lines = log_lines(&calls);
     assert!(lines.iter().any(|(s, m)| s == "script" && m == "trying"));
     assert!(
@@ -232,13 +193,13 @@ async fn a_worker_whose_job_ended_elsewhere_stops_its_agent_and_reports_nothing(
     assert!(error.contains("the job was cancelled"), "{error}");
     let beats = calls
         .iter()
-        .filter(|c| c.path.ends_with("/heartbeat"))
+        .filter(|c| c.path().ends_with("/heartbeat"))
         .count();
     assert_eq!(beats, 4, "three renewals, then the refusal");
     assert!(
         !calls
             .iter()
-            .any(|c| c.path.ends_with("/complete") || c.path.ends_with("/artifacts/diff")),
+            .any(|c| c.path().ends_with("/complete") || c.path().ends_with("/artifacts/diff")),
         "a worker that lost its job reports nothing"
     );
     assert_eq!(

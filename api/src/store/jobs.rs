@@ -9,6 +9,9 @@ const COLUMNS: &str = "seq, id, account_id, spec, spec_path, git_repo_url, git_b
      state, phase, agent, feature_branch_name, diff_stats_json, error_message, has_diff, diff_sha256, \
      created_at, updated_at, started_at, completed_at, lease_generation, started_ms, expired_at, logs_archived_at";
 
+/// A job id's length: a UUID in its hyphenated form.
+const FULL_ID_LEN: usize = 36;
+
 /// A job with what only the API sees.
 #[derive(Debug, Clone)]
 pub struct JobRow {
@@ -246,13 +249,18 @@ impl Store {
     /// One of the account's jobs by id or unique id prefix. `prefix` must hold only id
     /// characters (the caller checks), so it cannot carry LIKE wildcards.
     pub async fn find_job(&self, account_id: &str, prefix: &str) -> Result<JobLookup, StoreError> {
-        let rows = sqlx::query(&format!(
+        // A whole id is one look-up in the id index; a prefix (a person typing `ckrv status
+        // 3f2a`) is matched among the account's jobs.
+        let lookup = if prefix.len() == FULL_ID_LEN {
+            "SELECT {COLUMNS} FROM jobs WHERE id = $2 AND account_id = $1"
+        } else {
             "SELECT {COLUMNS} FROM jobs WHERE account_id = $1 AND id LIKE $2 || '%' LIMIT 2"
-        ))
-        .bind(account_id)
-        .bind(prefix)
-        .fetch_all(&self.pool)
-        .await?;
+        };
+        let rows = sqlx::query(&lookup.replace("{COLUMNS}", COLUMNS))
+            .bind(account_id)
+            .bind(prefix)
+            .fetch_all(&self.pool)
+            .await?;
         Ok(match rows.as_slice() {
             [] => JobLookup::NotFound,
             [row] => JobLookup::Found(Box::new(job_from_row(row)?)),

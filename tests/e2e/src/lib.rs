@@ -56,6 +56,16 @@ impl Api {
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
 
+    /// `ckrv-api ARGS --data-dir DIR`, an operator's command against this API's data.
+    pub fn admin(&self, args: &[&str]) -> Output {
+        Command::new(binary("ckrv-api"))
+            .args(args)
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .output()
+            .expect("ckrv-api runs")
+    }
+
     /// `POST /v1/jobs/{id}/cancel` as the holder of `token`; returns the HTTP status.
     pub fn cancel(&self, token: &str, id: &str) -> u16 {
         self.call("POST", token, &format!("/v1/jobs/{id}/cancel")).0

@@ -10,6 +10,15 @@ use ckrv_e2e::binary;
 fn the_benchmark_measures_every_path_and_says_so_in_a_table() {
     let out = Command::new(binary("ckrv-bench"))
         .args(["--jobs", "1", "--requests", "8", "--clients", "2"])
+        .args([
+            "--followers",
+            "20",
+            "--follow-lines",
+            "3",
+            "--log-lines",
+            "1000",
+        ])
+        .args(["--creates", "20", "--stored", "50,500"])
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -19,12 +28,13 @@ fn the_benchmark_measures_every_path_and_says_so_in_a_table() {
         String::from_utf8_lossy(&out.stderr)
     );
     let rows: Vec<&str> = stdout.lines().filter(|l| l.starts_with("| ")).collect();
-    // The header and eight measurements, each with a sample count and three figures.
-    assert_eq!(rows.len(), 9, "{stdout}");
+    // The header, eight measurements of the job's path and seven of the engine, each with a
+    // sample count and four figures.
+    assert_eq!(rows.len(), 16, "{stdout}");
     for row in &rows[1..] {
         let cells: Vec<&str> = row.split('|').map(str::trim).collect();
         assert!(cells[2].parse::<usize>().unwrap() >= 1, "{row}");
-        for figure in &cells[3..6] {
+        for figure in &cells[3..7] {
             assert!(figure.parse::<f64>().unwrap() > 0.0, "{row}");
         }
     }
@@ -35,4 +45,10 @@ fn the_benchmark_measures_every_path_and_says_so_in_a_table() {
         .unwrap();
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("--jobs"));
+    // Every follower got every probe line, and reads were measured at each table size.
+    assert!(
+        stdout.contains("| log line to each of 20 SSE followers of one job | 60 |"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("with 500 jobs stored | 8 |"), "{stdout}");
 }

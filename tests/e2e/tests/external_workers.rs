@@ -12,12 +12,7 @@ use std::time::Duration;
 use ckrv_e2e::{Api, Developer, StaticServer, binary, create_served_repo, wait_for};
 
 fn admin(api: &Api, args: &[&str]) -> Output {
-    Command::new(binary("ckrv-api"))
-        .args(args)
-        .arg("--data-dir")
-        .arg(&api.data_dir)
-        .output()
-        .unwrap()
+    api.admin(args)
 }
 
 /// `ckrv-orchestrator work` with `credential` on its standard input.

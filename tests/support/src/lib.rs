@@ -4,10 +4,12 @@
 
 mod browser;
 mod database;
+mod fake_endpoint;
 mod git;
 mod s3;
 
 pub use browser::{Browser, PASSWORD, form_value};
 pub use database::{POSTGRES_ENV, TestDatabase};
+pub use fake_endpoint::{FakeEndpoint, Recorded};
 pub use git::{StaticServer, create_served_repo, git};
 pub use s3::{S3_ACCESS_KEY, S3_SECRET_KEY, S3_SERVER_ENV, S3Server};

@@ -2,11 +2,17 @@
 //! prints a Markdown table for `docs/benchmarks.md`.
 //!
 //! ```text
-//! cargo build --release --bins && target/release/ckrv-bench [--jobs N] [--requests N]
+//! cargo build --release --bins && target/release/ckrv-bench [--jobs N] [--requests N] …
 //! ```
+//!
+//! Two parts: the path of one job from `ckrv run` to its end, and the job engine under load
+//! (`engine.rs`).
 //!
 //! It uses the `ckrv`, `ckrv-api` and `ckrv-orchestrator` binaries next to it, so build them in
 //! the same profile first.
+
+mod engine;
+mod table;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -15,6 +21,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use ckrv_e2e::{Api, Cli, StaticServer, create_served_repo, git, script_spec};
 use clap::Parser;
+use table::Table;
 
 const EMAIL: &str = "bench@example.com";
 
@@ -27,15 +34,43 @@ struct Args {
     /// Requests for the API read measurements.
     #[arg(long, default_value_t = 2000)]
     requests: usize,
-    /// Clients sending requests at once for the throughput measurement.
+    /// Clients sending requests at once for the throughput measurements.
     #[arg(long, default_value_t = 8)]
     clients: usize,
+    /// Log followers of one job, each receiving every probe line.
+    #[arg(long, default_value_t = 1000)]
+    followers: usize,
+    /// Probe lines sent to the followers, 200 ms apart.
+    #[arg(long, default_value_t = 20)]
+    follow_lines: usize,
+    /// Log lines stored for one job, in batches of 500.
+    #[arg(long, default_value_t = 100_000)]
+    log_lines: usize,
+    /// Jobs created for the creation rate.
+    #[arg(long, default_value_t = 2000)]
+    creates: usize,
+    /// Job table sizes at which reads are measured, smallest first.
+    #[arg(long, value_delimiter = ',', default_value = "1000,1000000")]
+    stored: Vec<usize>,
 }
 
 fn main() -> Result<()> {
     let args = Args::parse();
-    if args.jobs == 0 || args.requests == 0 || args.clients == 0 {
-        bail!("--jobs, --requests and --clients must be at least 1");
+    if [
+        args.jobs,
+        args.requests,
+        args.clients,
+        args.followers,
+        args.follow_lines,
+    ]
+    .contains(&0)
+        || args.log_lines == 0
+        || args.creates == 0
+    {
+        bail!(
+            "--jobs, --requests, --clients, --followers, --follow-lines, --log-lines and \
+             --creates must be at least 1"
+        );
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -70,6 +105,20 @@ fn main() -> Result<()> {
             stage.status_command(&last, &mut table)?;
         }
     }
+    engine::run(
+        root,
+        &engine::Load {
+            followers: args.followers,
+            follow_lines: args.follow_lines,
+            log_lines: args.log_lines,
+            creates: args.creates,
+            clients: args.clients,
+            requests: args.requests,
+            stored: args.stored.clone(),
+        },
+        &runtime,
+        &mut table,
+    )?;
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     println!("{} · {cores} cores\n\n{}", machine(), table.render());
     Ok(())
@@ -246,33 +295,6 @@ impl Stage {
         let warm = (0..10).map(|_| status()).collect::<Result<Vec<_>>>()?;
         table.row("`ckrv status`, plugin from cache", &warm);
         Ok(())
-    }
-}
-
-/// Rows of "what, n, min, median, p95" in milliseconds.
-#[derive(Default)]
-struct Table {
-    rows: Vec<String>,
-}
-
-impl Table {
-    fn row(&mut self, what: &str, times: &[Duration]) {
-        let mut ms: Vec<f64> = times.iter().map(|t| t.as_secs_f64() * 1000.0).collect();
-        ms.sort_by(f64::total_cmp);
-        // Nearest rank: the smallest value with at least p of the samples at or below it.
-        let rank = |p: f64| ms[((p * ms.len() as f64).ceil() as usize).clamp(1, ms.len()) - 1];
-        self.rows.push(format!(
-            "| {what} | {} | {:.1} | {:.1} | {:.1} |",
-            ms.len(),
-            ms[0],
-            rank(0.5),
-            rank(0.95)
-        ));
-    }
-
-    fn render(&self) -> String {
-        let head = "| measurement | n | min ms | median ms | p95 ms |\n|---|---:|---:|---:|---:|";
-        format!("{head}\n{}", self.rows.join("\n"))
     }
 }
 
