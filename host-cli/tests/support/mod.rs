@@ -6,89 +6,39 @@
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::{Arc, Mutex};
 
-use ckrv_api::dispatch::{DispatchError, Dispatcher, WorkerStart};
-use ckrv_api::identity::NewUser;
-use ckrv_api::store::{Database, Store};
-use ckrv_api::{Config, DispatcherConfig, Server, admin};
+use ckrv_api::store::Store;
+use ckrv_test_support::api::TestApi;
 use ckrv_test_support::{Browser, PASSWORD};
-use ckrv_wit::types::SubscriptionTier;
-use zeroize::Zeroizing;
-
-/// Hands each job's worker token to the test instead of starting a process.
-#[derive(Default)]
-pub struct TestWorkers {
-    tokens: Mutex<Vec<(String, String)>>,
-}
-
-#[async_trait::async_trait]
-impl Dispatcher for TestWorkers {
-    async fn start(&self, job: &WorkerStart<'_>) -> Result<(), DispatchError> {
-        self.tokens
-            .lock()
-            .unwrap()
-            .push((job.job_id.to_string(), job.token.to_string()));
-        Ok(())
-    }
-
-    async fn stop(&self, _job_id: &str) {}
-}
 
 pub struct Env {
     pub api_url: String,
     pub home: tempfile::TempDir,
-    pub workers: Arc<TestWorkers>,
+    /// The in-process API; its recording dispatcher hands the test each job's worker token.
+    pub api: TestApi,
     pub http: reqwest::Client,
-    server: tokio::task::JoinHandle<anyhow::Result<()>>,
-}
-
-impl Drop for Env {
-    fn drop(&mut self) {
-        self.server.abort();
-    }
 }
 
 impl Env {
     pub async fn start() -> Self {
         let home = tempfile::tempdir().unwrap();
-        let workers = Arc::new(TestWorkers::default());
-        let mut config = Config::new(
-            "127.0.0.1:0".parse().unwrap(),
-            home.path().join("api"),
-            DispatcherConfig::Custom(workers.clone()),
-        );
-        // The commands' tests hold several jobs running; admission has tests of its own.
-        config.engine.admission.max_running = 1000;
-        config.engine.admission.max_running_per_account = 1000;
-        let server = Server::bind(config).await.unwrap();
-        let api_url = server.url();
+        let api = TestApi::start(&home.path().join("api")).await;
         Self {
-            api_url,
+            api_url: api.url.clone(),
             home,
-            workers,
+            api,
             http: reqwest::Client::new(),
-            server: tokio::spawn(server.run()),
         }
     }
 
     /// The API's store, as the `ckrv-api users` commands open it.
     pub async fn store(&self) -> Store {
-        let path = self.home.path().join("api/ckrv.db");
-        Store::open(&Database::Sqlite(path)).await.unwrap()
+        self.api.store().await
     }
 
     /// Adds an account, as `ckrv-api users add --password-stdin` does.
     pub async fn add_user(&self, email: &str) {
-        let store = self.store().await;
-        let user = NewUser {
-            email: email.to_string(),
-            name: None,
-            tier: SubscriptionTier::Free,
-            admin: false,
-            password: Some(Zeroizing::new(PASSWORD.to_string())),
-        };
-        admin::add_user(&store, user, None).await.unwrap();
+        self.api.add_user(email, PASSWORD).await;
     }
 
     pub fn config_dir(&self) -> PathBuf {
@@ -211,14 +161,7 @@ impl Env {
     }
 
     pub fn worker_token(&self, job_id: &str) -> String {
-        self.workers
-            .tokens
-            .lock()
-            .unwrap()
-            .iter()
-            .find(|(id, _)| id == job_id)
-            .map(|(_, t)| t.clone())
-            .unwrap()
+        self.api.dispatcher.token_for(job_id)
     }
 
     /// Plays the worker: finishes `job_id` as succeeded with `diff` as its result.

@@ -2,6 +2,8 @@
 
 #![allow(clippy::unwrap_used)]
 
+#[cfg(feature = "api")]
+pub mod api;
 mod browser;
 mod database;
 mod fake_endpoint;
