@@ -45,11 +45,11 @@ pub(crate) async fn pump<R: AsyncRead + Unpin>(
     }
 }
 
-/// The line as text: invalid UTF-8 replaced, a carriage return before the newline dropped, and
-/// how much was cut said at the end.
+/// The line as text: invalid UTF-8 and NUL (which the API refuses: PostgreSQL cannot store it)
+/// replaced, a carriage return before the newline dropped, and how much was cut said at the end.
 fn finish(stream: Stream, bytes: &[u8], dropped: usize) -> OutputLine {
     let bytes = bytes.strip_suffix(b"\r").unwrap_or(bytes);
-    let mut line = String::from_utf8_lossy(bytes).into_owned();
+    let mut line = String::from_utf8_lossy(bytes).replace('\0', "\u{fffd}");
     if dropped > 0 {
         line.push_str(&format!(" [… line truncated: {dropped} more bytes]"));
     }
@@ -74,15 +74,15 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn invalid_utf8_is_replaced_and_the_lines_after_it_still_arrive() {
+    async fn invalid_utf8_and_nul_are_replaced_and_the_lines_after_it_still_arrive() {
         let mut input = b"before\n".to_vec();
-        input.extend_from_slice(b"bad \xff\xfe byte\r\n");
+        input.extend_from_slice(b"bad \xff\xfe byte\0\r\n");
         for i in 0..2000 {
             input.extend_from_slice(format!("after {i}\n").as_bytes());
         }
         let lines = read(&input).await;
         assert_eq!(lines.len(), 2002);
-        assert_eq!(lines[1], "bad \u{fffd}\u{fffd} byte");
+        assert_eq!(lines[1], "bad \u{fffd}\u{fffd} byte\u{fffd}");
         assert_eq!(lines[2001], "after 1999");
     }
 

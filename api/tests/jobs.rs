@@ -245,6 +245,9 @@ async fn bad_job_requests_get_invalid_request_errors() {
         ),
         ("git_base_branch", json!(""), "git_base_branch is empty"),
         ("git_base_branch", json!("a..b"), "not a valid branch name"),
+        // PostgreSQL text cannot hold a NUL: refused on both databases alike.
+        ("spec_content", json!("a\u{0}b"), "NUL character"),
+        ("spec_path", json!("specs/\u{0}.md"), "NUL character"),
     ];
     for (field, value, message) in cases {
         let mut request = job_request();
@@ -668,4 +671,25 @@ async fn a_local_worker_gets_an_empty_environment_and_its_token_on_stdin() {
     let (status, work) = api.get(&format!("/v1/worker/jobs/{id}"), &token).await;
     assert_eq!(status, StatusCode::OK, "{work}");
     assert_eq!(work["job"]["id"], id);
+}
+
+#[tokio::test]
+async fn a_nul_reaches_no_database_from_a_worker_or_a_path() {
+    let (api, user) = TestApi::signed_in("dev@example.com").await;
+    let (_, job) = api.create_job(&user).await;
+    let id = job["id"].as_str().unwrap();
+    let worker = api.dispatcher.token_for(id);
+    let (status, error) = api
+        .post(
+            &format!("/v1/worker/jobs/{id}/logs"),
+            &worker,
+            json!({"first_sequence": 1, "lines": [line("bad\u{0}line")]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{error}");
+    assert!(error.to_string().contains("NUL character"), "{error}");
+    let (status, error) = api
+        .call(Method::DELETE, "/v1/credentials/a%00b", Some(&user), None)
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{error}");
 }

@@ -87,10 +87,12 @@ pub async fn remove(
     session: Session,
     Path(name): Path<String>,
 ) -> Result<StatusCode, AppError> {
-    if state
-        .store
-        .delete_credential(&session.account_id, &name)
-        .await?
+    // A name no credential can have is not looked up (a NUL would not even reach PostgreSQL).
+    if valid_name(&name)
+        && state
+            .store
+            .delete_credential(&session.account_id, &name)
+            .await?
     {
         tracing::info!(account = %session.account_id, %name, "credential removed");
         Ok(StatusCode::NO_CONTENT)
