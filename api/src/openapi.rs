@@ -94,8 +94,8 @@ const LIMIT_10K: &str = r#"{"type": "integer", "minimum": 1, "maximum": 10000}"#
 const SEQUENCE: &str = r#"{"type": "integer", "minimum": 0}"#;
 
 const READY: &str = r#"{"type": "object", "required": ["ready", "database", "artifacts", "stopping"],
-  "properties": {"ready": {"type": "boolean"}, "database": {"type": "string"},
-  "artifacts": {"type": "string"}, "stopping": {"type": "boolean"}}}"#;
+  "properties": {"ready": {"type": "boolean"}, "database": {"enum": ["ok", "unavailable"]},
+  "artifacts": {"enum": ["ok", "unavailable"]}, "stopping": {"type": "boolean"}}}"#;
 
 /// Every route of the API (the web pages under `/activate` and `/account` are not API).
 pub const OPERATIONS: &[Operation] = &[

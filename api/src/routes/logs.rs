@@ -22,7 +22,7 @@ use crate::state::AppState;
 /// Entries per response. A contract client reads one response as the whole log, so the default
 /// is the most a response holds.
 const MAX_LIMIT: u32 = 10_000;
-/// Entries per read while following.
+/// Entries per read while following the database's rows.
 const FOLLOW_BATCH: u32 = 500;
 
 #[derive(Deserialize)]
@@ -83,20 +83,33 @@ async fn page(
     after: u64,
     limit: u32,
 ) -> Result<LogResponse, AppError> {
+    Ok(read_page(state, job_id, after, limit).await?.0)
+}
+
+/// A page, and whether it came from the archive.
+async fn read_page(
+    state: &AppState,
+    job_id: &str,
+    after: u64,
+    limit: u32,
+) -> Result<(LogResponse, bool), AppError> {
     let row = state
         .store
         .job(job_id)
         .await?
         .ok_or_else(|| AppError::new(ErrorKind::NotFound, "job not found"))?;
-    let logs = match row.logs_archived_at {
-        Some(_) => log_archive::read(&state.artifacts, job_id, after, limit).await?,
-        None => state.store.read_logs(job_id, after, limit).await?,
+    let archived = row.logs_archived_at.is_some();
+    let logs = if archived {
+        log_archive::read(&state.artifacts, job_id, after, limit).await?
+    } else {
+        state.store.read_logs(job_id, after, limit).await?
     };
-    Ok(LogResponse {
+    let page = LogResponse {
         next_after: Some(logs.last().and_then(|e| e.sequence).unwrap_or(after)),
         logs,
         job_state: Some(row.state),
-    })
+    };
+    Ok((page, archived))
 }
 
 struct Follower {
@@ -106,6 +119,8 @@ struct Follower {
     pending: VecDeque<LogEntry>,
     wake: broadcast::Receiver<String>,
     ended: bool,
+    /// Entries per read: the archive is read from its start each time, so in large pages.
+    batch: u32,
 }
 
 /// `log` events in order, then one `end` event (data: the final status) when the job is over.
@@ -122,6 +137,7 @@ fn follow(
         pending: VecDeque::new(),
         wake,
         ended: false,
+        batch: FOLLOW_BATCH,
     };
     futures::stream::unfold(follower, |mut f| async move {
         loop {
@@ -138,7 +154,11 @@ fn follow(
             if f.ended {
                 return None;
             }
-            match page(&f.state, &f.job_id, f.after, FOLLOW_BATCH).await {
+            let read = read_page(&f.state, &f.job_id, f.after, f.batch).await;
+            if let Ok((_, true)) = &read {
+                f.batch = MAX_LIMIT;
+            }
+            match read.map(|(page, _)| page) {
                 Ok(page) if !page.logs.is_empty() => {
                     f.after = page.next_after.unwrap_or(f.after);
                     f.pending.extend(page.logs);
