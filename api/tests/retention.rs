@@ -19,7 +19,8 @@ async fn an_old_jobs_diff_and_log_expire_and_the_api_says_so() {
     let dir = tempfile::tempdir().unwrap();
     let api =
         TestApi::start_configured(dir.path(), Arc::new(RecordingDispatcher::default()), |c| {
-            c.retention = Duration::from_secs(1);
+            // Long enough that the log is archived (every 20 ms) well before it expires.
+            c.retention = Duration::from_secs(3);
             c.log_archive.period = Duration::from_millis(20);
         })
         .await;
@@ -46,7 +47,7 @@ async fn an_old_jobs_diff_and_log_expire_and_the_api_says_so() {
         .join("diff.patch");
     assert!(diff_file.exists());
     let log_file = diff_file.with_file_name("log.jsonl");
-    for _ in 0..100 {
+    for _ in 0..190 {
         if log_file.exists() {
             break;
         }
