@@ -106,11 +106,7 @@ where
         let bytes = axum::body::Bytes::from_request(head, state)
             .await
             .map_err(|rejection| {
-                let kind = match rejection.status() {
-                    StatusCode::PAYLOAD_TOO_LARGE => ErrorKind::PayloadTooLarge,
-                    _ => ErrorKind::InvalidRequest,
-                };
-                AppError::new(kind, rejection.body_text())
+                AppError::new(rejection_kind(rejection.status()), rejection.body_text())
             })?;
         let spelled_nul = escapes_nul(&bytes);
         let request = axum::extract::Request::from_parts(parts, axum::body::Body::from(bytes));
@@ -142,12 +138,16 @@ fn escapes_nul(json: &[u8]) -> bool {
 
 impl From<axum::extract::rejection::JsonRejection> for AppError {
     fn from(rejection: axum::extract::rejection::JsonRejection) -> Self {
-        let kind = match rejection.status() {
-            StatusCode::UNSUPPORTED_MEDIA_TYPE => ErrorKind::UnsupportedMediaType,
-            StatusCode::PAYLOAD_TOO_LARGE => ErrorKind::PayloadTooLarge,
-            _ => ErrorKind::InvalidRequest,
-        };
-        AppError::new(kind, rejection.body_text())
+        AppError::new(rejection_kind(rejection.status()), rejection.body_text())
+    }
+}
+
+/// The error kind for a body axum refused, by the status it would have answered.
+fn rejection_kind(status: StatusCode) -> ErrorKind {
+    match status {
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => ErrorKind::UnsupportedMediaType,
+        StatusCode::PAYLOAD_TOO_LARGE => ErrorKind::PayloadTooLarge,
+        _ => ErrorKind::InvalidRequest,
     }
 }
 

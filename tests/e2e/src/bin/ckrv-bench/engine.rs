@@ -35,9 +35,11 @@ pub fn run(
 ) -> Result<()> {
     let api = Api::start_with(
         &root.join("engine-api"),
-        // The bench plays the worker without renewing leases: a long lease keeps its jobs.
+        // The bench plays the worker without renewing leases: a long lease keeps its jobs. Its
+        // jobs name a loopback repository that nothing ever clones (no worker runs).
         &[
             "--external-workers",
+            "--allow-local-repos",
             "--max-log-lines",
             "100000000",
             "--worker-lease",
@@ -93,7 +95,7 @@ impl Engine {
             .bearer_auth(&self.token)
             .json(&json!({
                 "spec_content": "---\nagent: script\nrun: echo hi\n---\n# Bench\n",
-                "git_repo_url": "https://git.example.com/bench.git",
+                "git_repo_url": "http://127.0.0.1:9/bench.git",
             }))
             .send()
             .await?;
