@@ -1,23 +1,83 @@
-//! Built-in agent definitions, embedded from `definitions/*.toml`.
+//! Built-in agent definitions, embedded from `definitions/*.toml`: how each agent is run,
+//! how the spec reaches it, what it needs (secrets, network), and which options a spec may set.
 
 use serde::Deserialize;
+use std::collections::BTreeMap;
 use std::sync::OnceLock;
 
 /// How an agent is run.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct AgentDefinition {
     pub name: String,
     pub description: String,
-    /// Program and leading arguments; the spec's `run` text is appended when `needs_run`.
+    /// Program and arguments; `{prompt}` and `{prompt_file}` are replaced (see [`PromptMode`]),
+    /// and the arguments of the options the spec set go where `{options}` stands, or at the end.
     pub command: Vec<String>,
-    #[serde(default)]
-    pub needs_run: bool,
+    pub prompt: PromptMode,
     /// The agent needs the network (a hosted model's API); without it, its sandbox has none.
     #[serde(default)]
     pub network: bool,
+    /// Environment variables it may receive from the operator's agent secrets; an agent that
+    /// lists any needs at least one of them configured.
+    #[serde(default)]
+    pub secrets: Vec<String>,
+    /// The container image it runs in on Kubernetes (built from `agents/<name>/Containerfile`).
+    pub image: String,
+    /// Paths the agent writes for itself (caches), left out of the change (gitignore patterns).
+    #[serde(default)]
+    pub exclude: Vec<String>,
+    /// Fixed, non-secret environment (turning off update checks and the like).
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// What a spec's front matter may set, by key.
+    #[serde(default)]
+    pub options: BTreeMap<String, AgentOption>,
 }
 
-const SOURCES: &[&str] = &[include_str!("../definitions/script.toml")];
+/// How the spec's text (its body after the front matter) reaches the agent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PromptMode {
+    /// On standard input.
+    Stdin,
+    /// As the `{prompt}` argument.
+    Argument,
+    /// In a read-only file, named by the `{prompt_file}` argument.
+    File,
+    /// Not at all (the `script` agent runs its `run` option).
+    None,
+}
+
+/// An option a spec may set, and the arguments it becomes.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentOption {
+    pub description: String,
+    #[serde(rename = "type")]
+    pub kind: OptionKind,
+    /// Appended to the command, `{value}` replaced by the option's value.
+    pub args: Vec<String>,
+    #[serde(default)]
+    pub required: bool,
+    pub min: Option<i64>,
+    pub max: Option<i64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OptionKind {
+    String,
+    Integer,
+}
+
+const SOURCES: &[&str] = &[
+    include_str!("../definitions/script.toml"),
+    include_str!("../definitions/claude-code.toml"),
+    include_str!("../definitions/codex.toml"),
+    include_str!("../definitions/gemini-cli.toml"),
+    include_str!("../definitions/aider.toml"),
+];
 
 /// Every built-in agent.
 pub fn agents() -> &'static [AgentDefinition] {
@@ -36,15 +96,50 @@ pub fn find_agent(name: &str) -> Option<&'static AgentDefinition> {
     agents().iter().find(|a| a.name == name)
 }
 
+/// The names of every built-in agent, comma-separated.
+pub fn agent_names() -> String {
+    agents()
+        .iter()
+        .map(|a| a.name.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
 
     #[test]
-    fn every_definition_parses() {
+    fn every_definition_parses_and_is_consistent() {
+        for source in SOURCES {
+            let agent: AgentDefinition = toml::from_str(source).unwrap();
+            let placeholders = |p: &str| agent.command.iter().filter(|a| a.contains(p)).count();
+            let (prompt, file) = (placeholders("{prompt}"), placeholders("{prompt_file}"));
+            match agent.prompt {
+                PromptMode::Argument => assert_eq!((prompt, file), (1, 0), "{}", agent.name),
+                PromptMode::File => assert_eq!((prompt, file), (0, 1), "{}", agent.name),
+                PromptMode::Stdin | PromptMode::None => {
+                    assert_eq!((prompt, file), (0, 0), "{}", agent.name)
+                }
+            }
+            assert!(!agent.network || !agent.secrets.is_empty() || agent.name == "script");
+            for (key, option) in &agent.options {
+                assert!(
+                    option.args.iter().any(|a| a.contains("{value}")),
+                    "{}.{key}",
+                    agent.name
+                );
+                if option.kind == OptionKind::String {
+                    assert!(option.min.is_none() && option.max.is_none());
+                }
+            }
+            assert!(agent.image.contains(&agent.name), "{}", agent.name);
+        }
         assert_eq!(agents().len(), SOURCES.len());
-        let script = find_agent("script").expect("script agent");
-        assert_eq!(script.command, ["sh", "-c"]);
-        assert!(script.needs_run);
+        assert_eq!(
+            agent_names(),
+            "script, claude-code, codex, gemini-cli, aider"
+        );
     }
 }

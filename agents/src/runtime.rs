@@ -8,6 +8,7 @@ use tokio::process::Command;
 use tokio::sync::mpsc;
 
 use crate::output::pump;
+use crate::spec::{PROMPT_FILE, Prompt};
 
 /// Which output stream a line came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,13 +37,79 @@ impl ExitStatus {
 }
 
 /// What to run and where.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct RunRequest {
     pub command: Vec<String>,
     pub workspace: PathBuf,
+    /// A directory of the worker's beside the workspace (never inside it, so nothing here
+    /// becomes part of the change) for the agent's home and its prompt file.
+    pub scratch: PathBuf,
     pub job_id: String,
     /// The agent's definition asks for network access.
     pub network: bool,
+    /// Extra environment: the definition's fixed variables, then the secrets it declared.
+    pub env: Vec<(String, String)>,
+    pub prompt: Prompt,
+    /// A directory of agent programs installed outside the system's (`--agent-bin`), searched
+    /// first.
+    pub agent_bin: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for RunRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The environment holds secrets: only its names are shown.
+        f.debug_struct("RunRequest")
+            .field("command", &self.command)
+            .field("workspace", &self.workspace)
+            .field("job_id", &self.job_id)
+            .field("network", &self.network)
+            .field("env", &self.env.iter().map(|(k, _)| k).collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+impl RunRequest {
+    /// A request with no extra environment and no prompt (the `script` agent, tests).
+    pub fn new(command: Vec<String>, workspace: PathBuf, scratch: PathBuf, job_id: &str) -> Self {
+        Self {
+            command,
+            workspace,
+            scratch,
+            job_id: job_id.to_string(),
+            network: false,
+            env: Vec::new(),
+            prompt: Prompt::None,
+            agent_bin: None,
+        }
+    }
+
+    /// The command with `{prompt_file}` replaced by `path`.
+    pub(crate) fn command_with_prompt_file(&self, path: &str) -> Vec<String> {
+        self.command
+            .iter()
+            .map(|a| a.replace(PROMPT_FILE, path))
+            .collect()
+    }
+
+    /// Writes a file prompt into the scratch directory, readable by the agent's user, and
+    /// returns its path there.
+    pub(crate) fn write_prompt_file(&self) -> std::io::Result<Option<PathBuf>> {
+        let Prompt::File(text) = &self.prompt else {
+            return Ok(None);
+        };
+        let path = self.scratch.join("prompt.md");
+        std::fs::write(&path, text)?;
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o644))?;
+        Ok(Some(path))
+    }
+
+    /// What the agent reads on standard input.
+    pub(crate) fn stdin(&self) -> Option<String> {
+        match &self.prompt {
+            Prompt::Stdin(text) => Some(text.clone()),
+            _ => None,
+        }
+    }
 }
 
 /// Runs an agent; implementations decide the isolation (a process here, a container later).
@@ -86,35 +153,63 @@ impl AgentRuntime for ProcessRuntime {
         lines: mpsc::Sender<OutputLine>,
     ) -> Pin<Box<dyn Future<Output = std::io::Result<ExitStatus>> + Send + 'a>> {
         Box::pin(async move {
-            let (program, args) = request.command.split_first().ok_or_else(|| {
+            let prompt_file = request.write_prompt_file()?;
+            let argv = request.command_with_prompt_file(
+                &prompt_file
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default(),
+            );
+            let (program, args) = argv.split_first().ok_or_else(|| {
                 std::io::Error::new(std::io::ErrorKind::InvalidInput, "empty agent command")
             })?;
-            let path = std::env::var("PATH")
+            let system = std::env::var("PATH")
                 .unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".to_string());
+            let path = match &request.agent_bin {
+                Some(bin) => format!("{}:{system}", bin.display()),
+                None => system,
+            };
+            let home = request.scratch.join("home");
+            std::fs::create_dir_all(&home)?;
             let mut command = Command::new(program);
             command
                 .args(args)
                 .current_dir(&request.workspace)
                 .env_clear()
                 .env("PATH", path)
-                .env("HOME", &request.workspace)
-                .env("CKRV_JOB_ID", &request.job_id);
-            run_streaming(command, lines).await
+                .env("HOME", &home)
+                .env("CKRV_JOB_ID", &request.job_id)
+                .envs(request.env.iter().map(|(k, v)| (k, v)));
+            run_streaming(command, request.stdin(), lines).await
         })
     }
 }
 
-/// Runs `command` with no input, sending each line it writes to `lines`, in order read.
+/// Runs `command` with `stdin` as its input (none: nothing), sending each line it writes to
+/// `lines`, in order read.
 pub(crate) async fn run_streaming(
     mut command: Command,
+    stdin: Option<String>,
     lines: mpsc::Sender<OutputLine>,
 ) -> std::io::Result<ExitStatus> {
     let mut child = command
-        .stdin(Stdio::null())
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()?;
+    if let (Some(text), Some(mut input)) = (stdin, child.stdin.take()) {
+        // Written beside the reading, so a large prompt cannot block on a full pipe; an agent
+        // that stops reading early is its own business.
+        tokio::spawn(async move {
+            use tokio::io::AsyncWriteExt as _;
+            let _ = input.write_all(text.as_bytes()).await;
+            let _ = input.shutdown().await;
+        });
+    }
     let out = child
         .stdout
         .take()
@@ -139,12 +234,12 @@ mod tests {
     use super::*;
 
     fn request(dir: &std::path::Path, script: &str) -> RunRequest {
-        RunRequest {
-            command: vec!["sh".into(), "-c".into(), script.into()],
-            workspace: dir.to_path_buf(),
-            job_id: "job-1".into(),
-            network: false,
-        }
+        RunRequest::new(
+            vec!["sh".into(), "-c".into(), script.into()],
+            dir.to_path_buf(),
+            dir.join(".scratch"),
+            "job-1",
+        )
     }
 
     #[tokio::test]
@@ -167,7 +262,11 @@ mod tests {
             .collect();
         assert_eq!(
             stdout,
-            ["one", "two", &format!("home={}", dir.path().display())]
+            [
+                "one",
+                "two",
+                &format!("home={}", dir.path().join(".scratch/home").display())
+            ]
         );
         assert!(lines.contains(&OutputLine {
             stream: Stream::Stderr,

@@ -85,15 +85,10 @@ impl SandboxRuntime {
     /// Checks that a sandbox can be created here, by creating one that runs `true`.
     pub async fn probe(&self) -> Result<(), SandboxUnavailable> {
         let dir = std::env::temp_dir();
-        let probe = RunRequest {
-            command: vec!["true".into()],
-            workspace: dir,
-            job_id: "probe".into(),
-            network: false,
-        };
+        let probe = RunRequest::new(vec!["true".into()], dir.clone(), dir, "probe");
         let output = tokio::time::timeout(
             PROBE_TIMEOUT,
-            self.command(&probe, None)
+            self.command(&probe, None, None)
                 .stdin(std::process::Stdio::null())
                 .kill_on_drop(true)
                 .output(),
@@ -116,8 +111,15 @@ impl SandboxRuntime {
     }
 
     /// The full command: limits, then (as root) an unprivileged user, then bubblewrap, then the
-    /// agent. `uid` is the user to run as when the worker is root.
-    fn command(&self, request: &RunRequest, uid: Option<u32>) -> Command {
+    /// agent. `uid` is the user to run as when the worker is root; `prompt_file` is bound
+    /// read-only at [`PROMPT_PATH`]. The environment passes through each program's own
+    /// environment, never its arguments, where any process could read the secrets in it.
+    fn command(
+        &self,
+        request: &RunRequest,
+        uid: Option<u32>,
+        prompt_file: Option<&Path>,
+    ) -> Command {
         let l = self.limits;
         let mut command = Command::new("prlimit");
         command.args([
@@ -137,20 +139,35 @@ impl SandboxRuntime {
                 "--".into(),
             ]);
         }
+        let path = match &request.agent_bin {
+            Some(_) => format!("{AGENT_BIN}:{SYSTEM_PATH}"),
+            None => SYSTEM_PATH.to_string(),
+        };
         command
             .arg(&self.bwrap)
-            .args(bwrap_args(request))
+            .args(bwrap_args(request, prompt_file))
             .arg("--")
-            .args(&request.command)
+            .args(request.command_with_prompt_file(PROMPT_PATH))
             .env_clear()
-            .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+            .env("PATH", path)
+            .env("HOME", "/tmp")
+            .env("TMPDIR", "/tmp")
+            .env("CKRV_JOB_ID", &request.job_id)
+            .envs(request.env.iter().map(|(k, v)| (k, v)))
             .current_dir("/");
         command
     }
 }
 
+/// Where the agent finds a file prompt.
+const PROMPT_PATH: &str = "/run/ckrv/prompt.md";
+/// Where `--agent-bin` appears inside the sandbox, read-only, first on `PATH`.
+const AGENT_BIN: &str = "/opt/ckrv/bin";
+/// The system's programs, inside the sandbox as outside.
+const SYSTEM_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
+
 /// bubblewrap's arguments for `request`.
-fn bwrap_args(request: &RunRequest) -> Vec<String> {
+fn bwrap_args(request: &RunRequest, prompt_file: Option<&Path>) -> Vec<String> {
     let mut args: Vec<String> = [
         "--unshare-all",
         "--unshare-user",
@@ -201,31 +218,24 @@ fn bwrap_args(request: &RunRequest) -> Vec<String> {
         .map(String::from),
     );
     args.push(request.workspace.display().to_string());
-    args.extend(
-        [
-            "/workspace",
-            "--chdir",
-            "/workspace",
-            "--uid",
-            "1000",
-            "--gid",
-            "1000",
-            "--clearenv",
-            "--setenv",
-            "PATH",
-            "/usr/local/bin:/usr/bin:/bin",
-            "--setenv",
-            "HOME",
-            "/workspace",
-            "--setenv",
-            "TMPDIR",
-            "/tmp",
-            "--setenv",
-            "CKRV_JOB_ID",
-        ]
-        .map(String::from),
-    );
-    args.push(request.job_id.clone());
+    args.push("/workspace".into());
+    if let Some(bin) = &request.agent_bin {
+        args.extend([
+            "--ro-bind".into(),
+            bin.display().to_string(),
+            AGENT_BIN.into(),
+        ]);
+    }
+    if let Some(file) = prompt_file {
+        args.extend([
+            "--ro-bind".into(),
+            file.display().to_string(),
+            PROMPT_PATH.into(),
+        ]);
+    }
+    // The agent's home is the sandbox's own /tmp, so what it writes there (settings, caches)
+    // never becomes part of the change.
+    args.extend(["--chdir", "/workspace", "--uid", "1000", "--gid", "1000"].map(String::from));
     args
 }
 
@@ -276,7 +286,9 @@ impl AgentRuntime for SandboxRuntime {
                     .await
                     .map_err(std::io::Error::other)??;
             }
-            run_streaming(self.command(request, uid), lines).await
+            let prompt_file = request.write_prompt_file()?;
+            let command = self.command(request, uid, prompt_file.as_deref());
+            run_streaming(command, request.stdin(), lines).await
         })
     }
 }
@@ -298,13 +310,15 @@ mod tests {
 
     #[test]
     fn the_agent_sees_its_workspace_and_a_masked_system_only() {
-        let request = RunRequest {
-            command: vec!["sh".into()],
-            workspace: "/tmp/ckrv-job-x/workspace".into(),
-            job_id: "job-1".into(),
-            network: false,
-        };
-        let args = bwrap_args(&request).join(" ");
+        let mut request = RunRequest::new(
+            vec!["sh".into()],
+            "/tmp/ckrv-job-x/workspace".into(),
+            "/tmp/ckrv-job-x/scratch".into(),
+            "job-1",
+        );
+        request.env = vec![("API_KEY".into(), "sk-secret-value".into())];
+        let args = bwrap_args(&request, None).join(" ");
+        assert!(!args.contains("sk-secret-value"), "{args}");
         assert!(
             args.contains("--bind /tmp/ckrv-job-x/workspace /workspace"),
             "{args}"
@@ -315,10 +329,13 @@ mod tests {
         );
         assert!(args.contains("--cap-drop ALL") && args.contains("--die-with-parent"));
         assert!(args.contains("--ro-bind /etc /etc"));
-        let with_net = bwrap_args(&RunRequest {
-            network: true,
-            ..request
-        });
+        request.network = true;
+        let with_net = bwrap_args(&request, Some(Path::new("/tmp/p.md")));
         assert!(with_net.contains(&"--share-net".to_string()));
+        assert!(
+            with_net
+                .join(" ")
+                .contains("--ro-bind /tmp/p.md /run/ckrv/prompt.md")
+        );
     }
 }

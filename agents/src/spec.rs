@@ -1,14 +1,25 @@
-//! The spec's YAML front matter: which agent runs it and with what.
+//! The spec: its YAML front matter (which agent runs it, with which options) and its body (the
+//! prompt), turned into the exact invocation of the agent.
 
-use crate::definition::{AgentDefinition, agents, find_agent};
+use crate::definition::{AgentDefinition, OptionKind, PromptMode, agent_names, find_agent};
 use serde::Deserialize;
+use std::collections::BTreeMap;
 
-/// The fields of a spec's front matter that the worker uses.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+/// A spec's front matter: the agent, and the options for it.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct SpecFrontMatter {
     pub agent: String,
-    #[serde(default)]
-    pub run: Option<String>,
+    /// Every other key: options of the agent's definition.
+    #[serde(flatten)]
+    pub options: BTreeMap<String, serde_yaml_ng::Value>,
+}
+
+/// A spec split into its front matter and its body.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Spec {
+    pub front: SpecFrontMatter,
+    /// The text after the front matter: what the agent is asked to do.
+    pub body: String,
 }
 
 /// Why a spec cannot be run.
@@ -22,12 +33,26 @@ pub enum SpecError {
     Yaml(String),
     #[error("unknown agent `{name}`; known agents: {known}")]
     UnknownAgent { name: String, known: String },
-    #[error("agent `{0}` needs a `run` field in the spec's front matter")]
-    MissingRun(String),
+    #[error("unknown front-matter key `{key}` for agent `{agent}`; it accepts: {accepted}")]
+    UnknownOption {
+        key: String,
+        agent: String,
+        accepted: String,
+    },
+    #[error("agent `{agent}` needs `{key}` in the spec's front matter ({description})")]
+    MissingOption {
+        key: String,
+        agent: String,
+        description: String,
+    },
+    #[error("front-matter key `{key}`: {problem}")]
+    BadOption { key: String, problem: String },
+    #[error("the spec has no text after its front matter for agent `{0}` to work on")]
+    EmptyPrompt(String),
 }
 
-/// Parses the YAML between the leading `---` lines.
-pub fn parse_front_matter(spec: &str) -> Result<SpecFrontMatter, SpecError> {
+/// Splits the spec at its leading `---` lines and parses the YAML between them.
+pub fn parse_spec(spec: &str) -> Result<Spec, SpecError> {
     let spec = spec.strip_prefix('\u{feff}').unwrap_or(spec);
     let mut lines = spec.split_inclusive('\n');
     match lines.next() {
@@ -35,88 +60,252 @@ pub fn parse_front_matter(spec: &str) -> Result<SpecFrontMatter, SpecError> {
         _ => return Err(SpecError::NoFrontMatter),
     }
     let mut yaml = String::new();
+    let mut consumed = spec.split_inclusive('\n').next().map_or(0, str::len);
     for line in lines {
+        consumed += line.len();
         if line.trim_end() == "---" {
-            return serde_yaml_ng::from_str(&yaml).map_err(|e| SpecError::Yaml(e.to_string()));
+            let front =
+                serde_yaml_ng::from_str(&yaml).map_err(|e| SpecError::Yaml(e.to_string()))?;
+            return Ok(Spec {
+                front,
+                body: spec[consumed..].trim().to_string(),
+            });
         }
         yaml.push_str(line);
     }
     Err(SpecError::Unterminated)
 }
 
-/// Checks the front matter against the known agents and returns the agent and its command line.
-pub fn resolve(
-    front: &SpecFrontMatter,
-) -> Result<(&'static AgentDefinition, Vec<String>), SpecError> {
-    let agent = find_agent(&front.agent).ok_or_else(|| SpecError::UnknownAgent {
-        name: front.agent.clone(),
-        known: agents()
-            .iter()
-            .map(|a| a.name.as_str())
-            .collect::<Vec<_>>()
-            .join(", "),
+/// Parses only the front matter.
+pub fn parse_front_matter(spec: &str) -> Result<SpecFrontMatter, SpecError> {
+    parse_spec(spec).map(|s| s.front)
+}
+
+/// The prompt, as the agent's definition says it is given.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Prompt {
+    None,
+    Stdin(String),
+    /// The runtime writes it to a read-only file and replaces `{prompt_file}` with its path.
+    File(String),
+}
+
+/// Exactly how an agent is run for a spec.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invocation {
+    pub agent: &'static AgentDefinition,
+    /// Program and arguments; `{prompt_file}` is left for the runtime when the prompt is a file.
+    pub command: Vec<String>,
+    pub prompt: Prompt,
+}
+
+/// Placeholder the runtime replaces with the prompt file's path.
+pub const PROMPT_FILE: &str = "{prompt_file}";
+/// Where the options' arguments go in a command (at the end when it has none), for CLIs that
+/// take no flags after a positional argument.
+const OPTIONS: &str = "{options}";
+
+/// Checks the spec against the agent's definition and builds the invocation.
+pub fn resolve(spec: &Spec) -> Result<Invocation, SpecError> {
+    let agent = find_agent(&spec.front.agent).ok_or_else(|| SpecError::UnknownAgent {
+        name: spec.front.agent.clone(),
+        known: agent_names(),
     })?;
-    let mut command = agent.command.clone();
-    if agent.needs_run {
-        match front.run.as_deref() {
-            Some(run) if !run.trim().is_empty() => command.push(run.to_string()),
-            _ => return Err(SpecError::MissingRun(agent.name.clone())),
+    let options = option_args(agent, &spec.front.options)?;
+    let mut command: Vec<String> = Vec::with_capacity(agent.command.len() + options.len());
+    for arg in &agent.command {
+        match arg.as_str() {
+            OPTIONS => command.extend(options.iter().cloned()),
+            _ if agent.prompt == PromptMode::Argument => {
+                command.push(arg.replace("{prompt}", &spec.body))
+            }
+            _ => command.push(arg.clone()),
         }
     }
-    Ok((agent, command))
+    if !agent.command.iter().any(|a| a == OPTIONS) {
+        command.extend(options);
+    }
+    let prompt = match agent.prompt {
+        PromptMode::None | PromptMode::Argument => Prompt::None,
+        // As a text file ends: with a newline.
+        PromptMode::Stdin => Prompt::Stdin(format!("{}\n", spec.body)),
+        PromptMode::File => Prompt::File(format!("{}\n", spec.body)),
+    };
+    if agent.prompt != PromptMode::None && spec.body.is_empty() {
+        return Err(SpecError::EmptyPrompt(agent.name.clone()));
+    }
+    Ok(Invocation {
+        agent,
+        command,
+        prompt,
+    })
+}
+
+/// The arguments the spec's options add, each checked against the definition.
+fn option_args(
+    agent: &AgentDefinition,
+    given: &BTreeMap<String, serde_yaml_ng::Value>,
+) -> Result<Vec<String>, SpecError> {
+    if let Some(key) = given.keys().find(|k| !agent.options.contains_key(*k)) {
+        let mut accepted: Vec<&str> = agent.options.keys().map(String::as_str).collect();
+        accepted.insert(0, "agent");
+        return Err(SpecError::UnknownOption {
+            key: key.clone(),
+            agent: agent.name.clone(),
+            accepted: accepted.join(", "),
+        });
+    }
+    let mut args = Vec::new();
+    for (key, option) in &agent.options {
+        let Some(value) = given.get(key) else {
+            if option.required {
+                return Err(SpecError::MissingOption {
+                    key: key.clone(),
+                    agent: agent.name.clone(),
+                    description: option.description.clone(),
+                });
+            }
+            continue;
+        };
+        let bad = |problem: String| SpecError::BadOption {
+            key: key.clone(),
+            problem,
+        };
+        let value = match option.kind {
+            OptionKind::String => match value {
+                serde_yaml_ng::Value::String(s) if !s.trim().is_empty() => s.clone(),
+                _ => return Err(bad("must be non-empty text".into())),
+            },
+            OptionKind::Integer => {
+                let n = value
+                    .as_i64()
+                    .ok_or_else(|| bad("must be a whole number".into()))?;
+                let (min, max) = (
+                    option.min.unwrap_or(i64::MIN),
+                    option.max.unwrap_or(i64::MAX),
+                );
+                if !(min..=max).contains(&n) {
+                    return Err(bad(format!("is {n}; it must be between {min} and {max}")));
+                }
+                n.to_string()
+            }
+        };
+        // A value that starts with `-` would be read as another flag of the agent's.
+        if option.kind == OptionKind::String
+            && option.args.first().is_some_and(|a| a != "{value}")
+            && value.starts_with('-')
+        {
+            return Err(bad("must not start with `-`".into()));
+        }
+        args.extend(option.args.iter().map(|a| a.replace("{value}", &value)));
+    }
+    Ok(args)
 }
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
 
+    fn invocation(spec: &str) -> Result<Invocation, SpecError> {
+        resolve(&parse_spec(spec)?)
+    }
+
     #[test]
-    fn parses_agent_and_run() {
-        let spec = "---\nagent: script\nrun: |\n  echo hi\n  touch x\n---\n# Title\n";
-        let front = parse_front_matter(spec).expect("front matter");
-        assert_eq!(front.agent, "script");
-        assert_eq!(front.run.as_deref(), Some("echo hi\ntouch x\n"));
-        let (agent, command) = resolve(&front).expect("resolves");
-        assert_eq!(agent.name, "script");
-        assert_eq!(command, ["sh", "-c", "echo hi\ntouch x\n"]);
+    fn parses_agent_run_and_body() {
+        let spec = "---\nagent: script\nrun: |\n  echo hi\n  touch x\n---\n# Title\n\nDo it.\n";
+        let parsed = parse_spec(spec).unwrap();
+        assert_eq!(parsed.front.agent, "script");
+        assert_eq!(parsed.body, "# Title\n\nDo it.");
+        let inv = resolve(&parsed).unwrap();
+        assert_eq!(inv.agent.name, "script");
+        assert_eq!(inv.command, ["sh", "-c", "echo hi\ntouch x\n"]);
+        assert_eq!(inv.prompt, Prompt::None);
     }
 
     #[test]
     fn rejects_bad_specs() {
         assert_eq!(
-            parse_front_matter("# no front matter\n"),
+            parse_spec("# no front matter\n"),
             Err(SpecError::NoFrontMatter)
         );
         assert_eq!(
-            parse_front_matter("---\nagent: script\n"),
+            parse_spec("---\nagent: script\n"),
             Err(SpecError::Unterminated)
         );
         assert!(matches!(
-            parse_front_matter("---\nagent: [unclosed\n---\n"),
+            parse_spec("---\nagent: [unclosed\n---\n"),
             Err(SpecError::Yaml(_))
         ));
         assert!(matches!(
-            parse_front_matter("---\nrun: x\n---\n"),
+            parse_spec("---\nrun: x\n---\n"),
             Err(SpecError::Yaml(_))
         ));
     }
 
     #[test]
-    fn unknown_agent_names_the_known_ones() {
-        let front = parse_front_matter("---\nagent: nope\n---\n").expect("parses");
-        let err = resolve(&front).expect_err("unknown");
+    fn unknown_agents_and_keys_are_named() {
+        let err = invocation("---\nagent: nope\n---\n").unwrap_err();
         assert_eq!(
             err.to_string(),
-            "unknown agent `nope`; known agents: script"
+            "unknown agent `nope`; known agents: script, claude-code, codex, gemini-cli, aider"
+        );
+        let err = invocation("---\nagent: claude-code\nmodle: x\n---\nDo it.\n").unwrap_err();
+        assert!(
+            err.to_string().starts_with(
+                "unknown front-matter key `modle` for agent `claude-code`; it accepts: agent, "
+            ),
+            "{err}"
+        );
+        let err = invocation("---\nagent: script\nrun: x\nmodel: y\n---\n").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "unknown front-matter key `model` for agent `script`; it accepts: agent, run"
         );
     }
 
     #[test]
-    fn script_agent_needs_run() {
-        let front = parse_front_matter("---\nagent: script\n---\n").expect("parses");
+    fn options_are_checked_and_become_arguments() {
+        let inv = invocation("---\nagent: claude-code\nmodel: sonnet\nmax_turns: 7\n---\nDo it.\n")
+            .unwrap();
+        let cmd = inv.command.join(" ");
+        assert!(cmd.contains("--model sonnet"), "{cmd}");
+        assert!(cmd.contains("--max-turns 7"), "{cmd}");
+        for (spec, problem) in [
+            (
+                "max_turns: 0",
+                "front-matter key `max_turns`: is 0; it must be between",
+            ),
+            (
+                "max_turns: many",
+                "front-matter key `max_turns`: must be a whole number",
+            ),
+            (
+                "model: 3",
+                "front-matter key `model`: must be non-empty text",
+            ),
+            (
+                "model: --dangerous",
+                "front-matter key `model`: must not start with `-`",
+            ),
+        ] {
+            let err =
+                invocation(&format!("---\nagent: claude-code\n{spec}\n---\nDo it.\n")).unwrap_err();
+            assert!(err.to_string().starts_with(problem), "{spec}: {err}");
+        }
         assert_eq!(
-            resolve(&front).expect_err("no run"),
-            SpecError::MissingRun("script".into())
+            invocation("---\nagent: script\n---\n").unwrap_err(),
+            SpecError::MissingOption {
+                key: "run".into(),
+                agent: "script".into(),
+                description: crate::find_agent("script").unwrap().options["run"]
+                    .description
+                    .clone(),
+            }
+        );
+        assert_eq!(
+            invocation("---\nagent: codex\n---\n\n").unwrap_err(),
+            SpecError::EmptyPrompt("codex".into())
         );
     }
 }

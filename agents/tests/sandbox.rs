@@ -32,12 +32,15 @@ async fn run(
     script: &str,
     network: bool,
 ) -> (Option<i32>, Vec<String>) {
-    let request = RunRequest {
-        command: vec!["sh".into(), "-c".into(), script.into()],
-        workspace: workspace.to_path_buf(),
-        job_id: "job-sandbox-test".into(),
-        network,
-    };
+    let scratch = workspace.with_file_name("scratch");
+    std::fs::create_dir_all(&scratch).unwrap();
+    let mut request = RunRequest::new(
+        vec!["sh".into(), "-c".into(), script.into()],
+        workspace.to_path_buf(),
+        scratch,
+        "job-sandbox-test",
+    );
+    request.network = network;
     let (status, output) = run_collecting(runtime, &request).await.unwrap();
     let lines = output
         .into_iter()
@@ -88,10 +91,7 @@ async fn an_agent_edits_its_workspace_and_sees_nothing_else_of_the_host() {
     assert!(has("no-secret"), "{lines:?}");
     assert!(has("shadow=0"), "{lines:?}");
     assert!(has("no-root") && has("no-var"), "{lines:?}");
-    assert!(
-        has("token=none home=/workspace pwd=/workspace"),
-        "{lines:?}"
-    );
+    assert!(has("token=none home=/tmp pwd=/workspace"), "{lines:?}");
     assert!(has("usr-read-only"), "{lines:?}");
     let procs: u32 = lines
         .iter()

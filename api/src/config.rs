@@ -29,6 +29,8 @@ pub struct Config {
     pub allow_local_repos: bool,
     /// Run agents without their sandbox (the orchestrator says so in every job's log).
     pub insecure_no_sandbox: bool,
+    /// Agent programs installed outside /usr, for local workers.
+    pub agent_bin: Option<PathBuf>,
     /// How long a finished job's diff and log are kept.
     pub retention: std::time::Duration,
     /// When finished jobs' logs move to the artifact store.
@@ -42,6 +44,8 @@ pub struct Config {
     pub sso: Option<crate::identity::sso::SsoConfig>,
     /// Worker leases and job deadlines.
     pub engine: EngineSettings,
+    /// The pipeline, agents and agent secrets handed to workers.
+    pub workers: Arc<crate::worker_setup::WorkerSetup>,
 }
 
 /// How long results are kept unless the operator says otherwise: 30 days.
@@ -62,12 +66,14 @@ impl Config {
             billing_url: None,
             allow_local_repos: false,
             insecure_no_sandbox: false,
+            agent_bin: None,
             work_dir: None,
             follow_recheck: crate::events::DEFAULT_RECHECK,
             retention: DEFAULT_RETENTION,
             log_archive: crate::log_archive::ArchiveSettings::default(),
             sso: None,
             engine: EngineSettings::default(),
+            workers: Arc::default(),
         }
     }
 }

@@ -27,6 +27,7 @@ pub mod secrets;
 pub mod state;
 pub mod store;
 pub mod web;
+pub mod worker_setup;
 
 pub use config::{Config, DispatcherConfig};
 
@@ -106,6 +107,7 @@ impl Server {
                     work_root: config.work_dir.clone(),
                     allow_local_repos: config.allow_local_repos,
                     insecure_no_sandbox: config.insecure_no_sandbox,
+                    agent_bin: config.agent_bin.clone(),
                 };
                 workers.check()?;
                 Arc::new(dispatch::LocalProcess::new(workers, exits_tx))
@@ -139,6 +141,7 @@ impl Server {
             allow_local_repos: config.allow_local_repos,
             sso,
             metrics: Arc::default(),
+            workers: Arc::clone(&config.workers),
         };
         Ok(Self {
             listener,

@@ -124,6 +124,28 @@ struct ServeArgs {
     /// the worker ends [default: the system's temporary directory]
     #[arg(long, env = "CKRV_API_WORK_DIR", value_name = "DIR")]
     work_dir: Option<PathBuf>,
+    /// The job pipeline every worker runs (TOML; see docs/steps.md): checked at start, its
+    /// component files handed to workers by digest [default: clone, agent, diff, upload]
+    #[arg(long, env = "CKRV_API_PIPELINE", value_name = "FILE")]
+    pipeline: Option<PathBuf>,
+    /// The only agents jobs may ask for, comma-separated (e.g. claude-code,script); a spec
+    /// naming another is refused when it is submitted [default: every built-in agent]
+    #[arg(
+        long,
+        env = "CKRV_API_AGENTS",
+        value_name = "NAMES",
+        value_delimiter = ','
+    )]
+    agents: Option<Vec<String>>,
+    /// The agents' API keys: a file of NAME=value lines, or a directory with one file per
+    /// secret (a mounted Kubernetes Secret); readable by this user only. Each agent gets only
+    /// the ones its definition declares
+    #[arg(long, env = "CKRV_API_AGENT_SECRETS", value_name = "FILE|DIR")]
+    agent_secrets: Option<PathBuf>,
+    /// A directory of agent programs installed outside /usr (e.g. /opt/agents/bin), searched
+    /// first by local workers' agents, read-only in their sandbox
+    #[arg(long, env = "CKRV_API_AGENT_BIN", value_name = "DIR")]
+    agent_bin: Option<PathBuf>,
     #[command(flatten)]
     sso: SsoArgs,
 }
@@ -384,8 +406,23 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         max_log_lines,
         retention,
         work_dir,
+        pipeline,
+        agents,
+        agent_secrets,
+        agent_bin,
         sso,
     } = args;
+    let workers = ckrv_api::worker_setup::WorkerSetup::load(
+        pipeline.as_deref(),
+        agents.as_deref(),
+        agent_secrets.as_deref(),
+    )?;
+    for agent in workers.agents_missing_secrets() {
+        tracing::warn!(
+            agent,
+            "agent enabled without any of its secrets: its jobs will be refused (--agent-secrets)"
+        );
+    }
     let defaults = ckrv_api::engine::EngineSettings::default();
     let max_running = max_running.unwrap_or(defaults.admission.max_running);
     let admission = ckrv_api::store::Admission {
@@ -417,6 +454,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         billing_url,
         allow_local_repos,
         insecure_no_sandbox,
+        agent_bin,
         work_dir,
         follow_recheck: ckrv_api::events::DEFAULT_RECHECK,
         retention,
@@ -428,6 +466,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             admission,
             max_log_lines,
         },
+        workers: std::sync::Arc::new(workers),
     })
     .await?;
     println!("listening on {}", server.url());

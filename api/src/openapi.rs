@@ -312,6 +312,16 @@ pub const OPERATIONS: &[Operation] = &[
         ),
         &[(200, Content::Json("WorkerJob"))],
     ),
+    answering(
+        op(
+            "get",
+            "/v1/worker/jobs/{id}/components/{digest}",
+            "getPipelineComponent",
+            "A step component of the pipeline, by its SHA-256",
+            Auth::Worker,
+        ),
+        &[(200, Content::Text("application/wasm"))],
+    ),
     op(
         "post",
         "/v1/worker/jobs/{id}/heartbeat",

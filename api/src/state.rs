@@ -30,4 +30,6 @@ pub struct AppState {
     /// The team's OpenID provider, when single sign-on is set up.
     pub sso: Option<Arc<crate::identity::sso::Sso>>,
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// The pipeline, agents and agent secrets handed to workers.
+    pub workers: Arc<crate::worker_setup::WorkerSetup>,
 }

@@ -7,7 +7,6 @@ mod commands;
 mod config;
 mod git;
 mod output;
-mod plugin_cache;
 mod plugin_host;
 mod review;
 mod session;

@@ -5,16 +5,14 @@
 use std::path::Path;
 use std::time::Duration;
 
+use ckrv_wasm_host::{
+    CompileCache, HostError, HostState, Limits, Origin, OriginPolicy, WasmHost, run_limited,
+};
 use ckrv_wit::types::{
     ApiError, DeviceCodeResponse, Job, JobCreate, LogResponse, TokenResponse, User,
 };
-use wasmtime::component::{Linker, ResourceTable};
-use wasmtime::{Engine, Store, StoreLimits, StoreLimitsBuilder, Trap};
-use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
-use wasmtime_wasi_http::{
-    Error as HttpError, RequestOptions, WasiBody, WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks,
-    WasiHttpView,
-};
+use wasmtime::Store;
+use wasmtime_wasi::WasiCtx;
 
 mod bindings {
     wasmtime::component::bindgen!({
@@ -41,129 +39,23 @@ pub const CHAKRAVARTI_PLUGIN: &[u8] =
 const MEMORY_LIMIT: usize = 256 * 1024 * 1024;
 /// Longest a single plugin call may take (it includes the HTTP round trip).
 const CALL_TIMEOUT: Duration = Duration::from_secs(120);
-/// How often the engine's epoch advances: the granularity of the CPU deadline.
-const EPOCH_TICK: Duration = Duration::from_millis(50);
 
 /// Why the host could not run a plugin call (as opposed to the API refusing it).
 #[derive(Debug, thiserror::Error)]
-pub enum PluginError {
-    #[error("loading the provider plugin: {0:#}")]
-    Load(wasmtime::Error),
-    #[error("the provider plugin crashed: {0:#}")]
-    Trap(wasmtime::Error),
-    #[error("the provider plugin did not answer within {0:?} and was stopped")]
-    Timeout(Duration),
-}
+#[error("the provider plugin {0}")]
+pub struct PluginError(#[from] pub HostError);
 
 /// A plugin call's outcome: the host failed, or the plugin answered (the API's `Ok` or error).
 pub type CallResult<T> = Result<Result<T, ApiError>, PluginError>;
 
-/// (scheme, lower-case host, port with the scheme's default filled in).
-type Origin = (String, String, u16);
-
-/// The only origin a plugin may call.
-fn origin_of(url: &str) -> Option<Origin> {
-    let uri: http::Uri = url.parse().ok()?;
-    let scheme = uri.scheme_str()?.to_ascii_lowercase();
-    let default_port = match scheme.as_str() {
-        "http" => 80,
-        "https" => 443,
-        _ => return None,
-    };
-    Some((
-        scheme,
-        uri.host()?.to_ascii_lowercase(),
-        uri.port_u16().unwrap_or(default_port),
-    ))
-}
-
-/// A wall-time deadline in epoch ticks (at least one; bounded so the engine's sum cannot
-/// overflow).
-fn deadline_ticks(deadline: Duration) -> u64 {
-    let ticks = deadline.as_millis() / EPOCH_TICK.as_millis();
-    u64::try_from(ticks).unwrap_or(u64::MAX).clamp(1, 1 << 40)
-}
-
-/// Advances the engine's epoch every tick for as long as the engine lives.
-fn spawn_epoch_ticker(engine: &Engine) {
-    let weak = engine.weak();
-    std::thread::spawn(move || {
-        while let Some(engine) = weak.upgrade() {
-            engine.increment_epoch();
-            drop(engine);
-            std::thread::sleep(EPOCH_TICK);
-        }
-    });
-}
-
-/// Denies every request outside the allowed origin.
-struct Allowlist {
-    origin: Option<Origin>,
-}
-
-type ResponseFuture = Box<
-    dyn std::future::Future<
-            Output = Result<
-                (
-                    http::Response<WasiBody>,
-                    Box<dyn std::future::Future<Output = Result<(), HttpError>> + Send>,
-                ),
-                HttpError,
-            >,
-        > + Send,
->;
-
-impl WasiHttpHooks for Allowlist {
-    fn send_request(
-        &mut self,
-        request: http::Request<WasiBody>,
-        options: Option<RequestOptions>,
-        fut: Box<dyn std::future::Future<Output = Result<(), HttpError>> + Send>,
-    ) -> ResponseFuture {
-        let url = request.uri().to_string();
-        if self.origin.is_none() || origin_of(&url) != self.origin {
-            tracing::warn!(url, "denied a plugin request outside the configured API");
-            return Box::new(async { Err(HttpError::HttpRequestDenied) });
-        }
-        wasmtime_wasi_http::default_hooks().send_request(request, options, fut)
-    }
-}
-
-struct PluginState {
-    wasi: WasiCtx,
-    http: WasiHttpCtx,
-    table: ResourceTable,
-    limits: StoreLimits,
-    hooks: Allowlist,
-}
-
-impl WasiView for PluginState {
-    fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView {
-            ctx: &mut self.wasi,
-            table: &mut self.table,
-        }
-    }
-}
-
-impl WasiHttpView for PluginState {
-    fn http(&mut self) -> WasiHttpCtxView<'_> {
-        WasiHttpCtxView {
-            ctx: &mut self.http,
-            table: &mut self.table,
-            hooks: &mut self.hooks,
-        }
-    }
-}
-
-impl ckrv_wit::types::Host for PluginState {}
+/// The plugin's store holds nothing of the CLI's own: it imports only HTTP.
+type PluginState = HostState<()>;
 
 /// One instantiated provider plugin.
 pub struct Provider {
     store: Store<PluginState>,
     instance: bindings::ProviderPlugin,
-    /// How long one call may run, in wall time, waiting included.
-    deadline: Duration,
+    limits: Limits,
 }
 
 impl Provider {
@@ -180,44 +72,34 @@ impl Provider {
         cache_dir: &Path,
         deadline: Duration,
     ) -> Result<Self, PluginError> {
-        let mut config = wasmtime::Config::new();
-        // A guest loop never yields to the async timeout; an epoch deadline stops it anyway.
-        config.epoch_interruption(true);
-        let engine = Engine::new(&config).map_err(PluginError::Load)?;
-        spawn_epoch_ticker(&engine);
-        let component = crate::plugin_cache::load_or_compile(&engine, bytes, cache_dir)
-            .map_err(PluginError::Load)?;
-        let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(PluginError::Load)?;
-        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
-            .map_err(PluginError::Load)?;
-        let state = PluginState {
-            wasi: WasiCtx::builder().build(),
-            http: WasiHttpCtx::new(),
-            table: ResourceTable::new(),
-            limits: StoreLimitsBuilder::new()
-                .memory_size(MEMORY_LIMIT)
-                .trap_on_grow_failure(true)
-                .build(),
-            hooks: Allowlist {
-                origin: origin_of(api_url),
-            },
+        let host = WasmHost::new(CompileCache::disk(cache_dir.join("plugins")))?;
+        let component = host.component(bytes)?;
+        let linker = host.linker::<()>()?;
+        // A URL that is not one allows nothing: every call then says the API is unreachable.
+        let policy = match Origin::of_url(api_url) {
+            Ok(origin) => OriginPolicy::deny_all().allow(origin),
+            Err(_) => OriginPolicy::deny_all(),
         };
-        let mut store = Store::new(&engine, state);
-        store.limiter(|s| &mut s.limits);
-        store.epoch_deadline_trap();
-        store.set_epoch_deadline(deadline_ticks(deadline));
-        let instance = bindings::ProviderPlugin::instantiate_async(&mut store, &component, &linker)
-            .await
-            .map_err(PluginError::Load)?;
+        let limits = Limits {
+            memory_bytes: MEMORY_LIMIT,
+            timeout: deadline,
+        };
+        let mut store = host.store(
+            HostState::new(WasiCtx::builder().build(), policy, ()),
+            limits,
+        );
+        let instance = run_limited(&mut store, limits, async |store| {
+            bindings::ProviderPlugin::instantiate_async(store, &component, &linker).await
+        })
+        .await?;
         Ok(Self {
             store,
             instance,
-            deadline,
+            limits,
         })
     }
 
-    /// Runs one export call under the call timeout.
+    /// Runs one export call under the plugin's limits.
     async fn guarded<T>(
         &mut self,
         call: impl AsyncFnOnce(
@@ -226,15 +108,10 @@ impl Provider {
         ) -> wasmtime::Result<Result<T, ApiError>>,
     ) -> CallResult<T> {
         let guest = self.instance.ckrv_cloud_provider();
-        self.store.set_epoch_deadline(deadline_ticks(self.deadline));
-        match tokio::time::timeout(self.deadline, call(guest, &mut self.store)).await {
-            Err(_) => Err(PluginError::Timeout(self.deadline)),
-            Ok(Err(trap)) if trap.downcast_ref::<Trap>() == Some(&Trap::Interrupt) => {
-                Err(PluginError::Timeout(self.deadline))
-            }
-            Ok(Err(trap)) => Err(PluginError::Trap(trap)),
-            Ok(Ok(answer)) => Ok(answer),
-        }
+        Ok(run_limited(&mut self.store, self.limits, async |store| {
+            call(guest, store).await
+        })
+        .await?)
     }
 
     pub async fn login_start(&mut self, ctx: &CallContext) -> CallResult<DeviceCodeResponse> {
@@ -510,7 +387,7 @@ mod tests {
         .unwrap();
         // `whoami` spins without yielding; only the epoch deadline can stop it.
         let error = provider.whoami(&context(url)).await.unwrap_err();
-        assert!(matches!(error, PluginError::Timeout(_)), "{error}");
+        assert!(matches!(error.0, HostError::Timeout(_)), "{error}");
         assert!(error.to_string().contains("was stopped"), "{error}");
         // `get-job` grows its memory until the limit (a trapped instance is not entered again,
         // so this is a fresh one).
@@ -528,26 +405,10 @@ mod tests {
             .map(|_| ())
             .unwrap_err();
         assert!(
-            matches!(error, PluginError::Trap(_)) && format!("{error:#}").contains("memory"),
+            matches!(error.0, HostError::Memory(_))
+                && error.to_string()
+                    == "the provider plugin was stopped at its memory limit of 256 MiB",
             "{error:#}"
         );
-    }
-    #[test]
-    fn origins_fill_in_default_ports_and_ignore_case() {
-        assert_eq!(
-            origin_of("http://API.example.com/v1/jobs"),
-            Some(("http".into(), "api.example.com".into(), 80))
-        );
-        assert_eq!(
-            origin_of("https://api.example.com:443/x"),
-            origin_of("https://api.example.com")
-        );
-        assert_ne!(
-            origin_of("http://127.0.0.1:8080"),
-            origin_of("http://127.0.0.1:8081")
-        );
-        assert_ne!(origin_of("http://h"), origin_of("https://h"));
-        assert_eq!(origin_of("ftp://h"), None);
-        assert_eq!(origin_of("not a url"), None);
     }
 }

@@ -113,6 +113,28 @@ impl ApiClient {
             .map_err(|source| ApiClientError::Decode { url, source })
     }
 
+    /// The bytes of the pipeline's component with SHA-256 `digest`, checked against it.
+    pub async fn fetch_component(&self, digest: &str) -> Result<Vec<u8>, ApiClientError> {
+        use sha2::Digest as _;
+        let url = self.url(&format!("/components/{digest}"));
+        let response = self.send(Method::GET, &url, None::<&()>).await?;
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|source| ApiClientError::Decode {
+                url: url.clone(),
+                source,
+            })?;
+        if hex::encode(sha2::Sha256::digest(&bytes)) != digest {
+            return Err(ApiClientError::Status {
+                url,
+                status: 200,
+                body: "the component's bytes do not match its digest".into(),
+            });
+        }
+        Ok(bytes.to_vec())
+    }
+
     /// As an external worker (this client made with its credential and no job): claims the
     /// next job the API admits, or `None` when nothing waits.
     pub async fn claim(&self) -> Result<Option<WorkerClaim>, ApiClientError> {

@@ -92,6 +92,41 @@ impl HostGit {
         .map(drop)
     }
 
+    /// For the step harness: the workspace's own repository (the author's, trusted) becomes
+    /// the base the diff compares with.
+    pub async fn adopt_workspace_repository(&self) -> Result<(), String> {
+        let base = self.base_repo().display().to_string();
+        let workspace = self.workspace.display().to_string();
+        let args = [
+            "clone",
+            "--bare",
+            "--no-hardlinks",
+            "-q",
+            "--",
+            &workspace,
+            &base,
+        ];
+        self.git(&self.private, &args, &["file"], None)
+            .await
+            .map(drop)
+    }
+
+    /// Leaves `patterns` (gitignore syntax) out of the diff: what an agent writes for itself.
+    pub fn exclude(&self, patterns: &[String]) -> Result<(), String> {
+        if patterns.is_empty() {
+            return Ok(());
+        }
+        let info = self.base_repo().join("info");
+        std::fs::create_dir_all(&info).map_err(|e| format!("excluding agent files: {e}"))?;
+        let mut text = std::fs::read_to_string(info.join("exclude")).unwrap_or_default();
+        for pattern in patterns {
+            text.push_str(pattern);
+            text.push('\n');
+        }
+        std::fs::write(info.join("exclude"), text)
+            .map_err(|e| format!("excluding agent files: {e}"))
+    }
+
     /// Creates and checks out `name` in the workspace (before the agent runs).
     pub async fn create_branch(&self, name: &str) -> Result<(), String> {
         self.git(&self.workspace, &["checkout", "-b", name], &[], None)

@@ -2,20 +2,27 @@
 
 use crate::api_client::{ApiClient, ApiClientError};
 use crate::host_git::HostGit;
-use crate::logs::{self, JobLog};
+use crate::logs::{self, JobLog, Scrubber};
 use crate::outbox::{self, Outgoing, Report};
-use crate::pipeline::{Pipeline, StageKind};
-use crate::steps::{ApiAccess, Limits, StepContext, StepEnv, StepError, StepRunner};
-use ckrv_agents::{AgentRuntime, ProcessRuntime, RunRequest, SandboxRuntime, Stream};
-use ckrv_wit::types::{JobCompletion, JobState, LogLevel, PhaseUpdate, WorkerJob};
+use crate::steps::{DEFAULT_LIMITS, StepContext, StepEnv, StepRunner, builtin_component};
+use ckrv_agents::{
+    AgentDefinition, AgentRuntime, ProcessRuntime, RunRequest, SandboxRuntime, Stream,
+};
+use ckrv_wasm_host::{Limits, Origin, OriginPolicy};
+use ckrv_wit::types::{
+    JobCompletion, JobState, LogLevel, PhaseUpdate, PipelineStage, StageKind, WorkerJob,
+};
+use std::borrow::Cow;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 const SOURCE: &str = "orchestrator";
 
 /// How to run the job.
 pub struct JobOptions {
-    pub pipeline: Pipeline,
+    /// Runs the pipeline's steps; shared by a worker's jobs, so each component compiles once.
+    pub steps: Arc<StepRunner>,
     /// Parent of the temporary workspace; the system temp dir when absent.
     pub work_dir: Option<PathBuf>,
     pub token: String,
@@ -23,6 +30,8 @@ pub struct JobOptions {
     pub allow_local_repos: bool,
     /// Run the agent in its sandbox; off only when the operator said so, insecurely.
     pub sandbox: bool,
+    /// Agent programs installed outside the system's directories.
+    pub agent_bin: Option<PathBuf>,
 }
 
 /// Runs the job and reports its end to the API. The outer error means the API could not be
@@ -49,7 +58,8 @@ pub async fn run_job(api: ApiClient, options: JobOptions) -> anyhow::Result<Resu
         let (api, spool) = (api.clone(), spool_dir.path().join("reports.jsonl"));
         tokio::spawn(async move { outbox::deliver(outbox_rx, api, &spool).await })
     };
-    let (log, rx) = JobLog::channel();
+    let scrubber = Scrubber::new(job.agent_secrets.iter().map(|s| s.value.clone()).collect());
+    let (log, rx) = JobLog::scrubbing(scrubber.clone());
     let shipper = tokio::spawn(logs::ship(rx, reports.clone(), job.log_sequence + 1));
     let beat = Duration::from_millis(u64::from(job.heartbeat_ms.max(100)));
     let outcome = tokio::select! {
@@ -70,8 +80,10 @@ pub async fn run_job(api: ApiClient, options: JobOptions) -> anyhow::Result<Resu
     } else {
         log.info(SOURCE, "Job succeeded");
     }
+
     // Every line goes before the completion, so followers see them all before the end.
     drop(log);
+
     if let Err(e) = shipper.await {
         tracing::error!(error = %e, "log shipper panicked");
     }
@@ -82,7 +94,7 @@ pub async fn run_job(api: ApiClient, options: JobOptions) -> anyhow::Result<Resu
         },
         Err(error) => JobCompletion {
             state: JobState::Failed,
-            error_message: Some(error.clone()),
+            error_message: Some(scrubber.scrub(error)),
         },
     };
     // Delivery ends when everything is delivered, including the completion; meanwhile the
@@ -146,14 +158,19 @@ async fn run_stages(
     job: WorkerJob,
 ) -> Result<(), String> {
     let WorkerJob {
-        job, spec_content, ..
+        job,
+        spec_content,
+        pipeline,
+        agent_secrets,
+        ..
     } = job;
     let feature_branch = job
         .feature_branch_name
         .clone()
         .ok_or("the API named no feature branch for the job")?;
-    let front = ckrv_agents::parse_front_matter(&spec_content).map_err(|e| e.to_string())?;
-    let (agent, command) = ckrv_agents::resolve(&front).map_err(|e| e.to_string())?;
+    let spec = ckrv_agents::parse_spec(&spec_content).map_err(|e| e.to_string())?;
+    let invocation = ckrv_agents::resolve(&spec).map_err(|e| e.to_string())?;
+    let agent = invocation.agent;
     log.info(
         SOURCE,
         format!(
@@ -175,17 +192,26 @@ async fn run_stages(
     .map_err(|e| format!("preparing the job directory failed: {e}"))?;
     let workspace = job_dir.path().join("workspace");
     std::fs::create_dir(&workspace).map_err(|e| format!("creating the workspace failed: {e}"))?;
+    let scratch = job_dir.path().join("agent");
+    std::fs::create_dir(&scratch).map_err(|e| format!("creating the workspace failed: {e}"))?;
+    std::fs::set_permissions(
+        &scratch,
+        std::os::unix::fs::PermissionsExt::from_mode(0o711),
+    )
+    .map_err(|e| format!("preparing the job directory failed: {e}"))?;
     let git = HostGit::new(
         &workspace,
         &job_dir.path().join("git"),
         options.allow_local_repos,
     )
     .map_err(|e| format!("preparing the job's git failed: {e}"))?;
-    let runner = StepRunner::new(Limits::default()).map_err(|e| e.to_string())?;
-    let access = ApiAccess::new(api.base_url(), &options.token);
+    let api_origin = Origin::of_url(api.base_url()).map_err(|e| e.to_string())?;
     let mut outputs: Vec<(String, String)> = Vec::new();
+    if pipeline.is_empty() {
+        return Err("the API sent no pipeline stages".to_string());
+    }
 
-    for stage in &options.pipeline.stages {
+    for stage in &pipeline {
         log.phase(PhaseUpdate {
             phase: stage.phase,
             agent: Some(agent.name.clone()),
@@ -196,72 +222,58 @@ async fn run_stages(
             return Err("the API did not come back".to_string());
         }
         if stage.kind == StageKind::Agent {
-            log.info(SOURCE, format!("Starting agent: {}", agent.name));
+            let mut env: Vec<(String, String)> = agent
+                .env
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            env.extend(
+                agent_secrets
+                    .iter()
+                    .filter(|s| agent.secrets.contains(&s.name))
+                    .map(|s| (s.name.clone(), s.value.clone())),
+            );
             let request = RunRequest {
-                command: command.clone(),
+                command: invocation.command.clone(),
                 workspace: workspace.clone(),
+                scratch: scratch.clone(),
                 job_id: job.id.clone(),
                 network: agent.network,
+                env,
+                prompt: invocation.prompt.clone(),
+                agent_bin: options.agent_bin.clone(),
             };
-            let (lines, mut agent_output) =
-                tokio::sync::mpsc::channel::<ckrv_agents::OutputLine>(256);
-            let forward = async {
-                while let Some(line) = agent_output.recv().await {
-                    let level = match line.stream {
-                        Stream::Stdout => LogLevel::Info,
-                        Stream::Stderr => LogLevel::Warn,
-                    };
-                    log.send(level, &agent.name, line.line).await;
-                }
-            };
-            let sandbox = SandboxRuntime::default();
-            if options.sandbox {
-                sandbox.probe().await.map_err(|e| e.to_string())?;
-            } else {
-                log.warn(
-                    SOURCE,
-                    "WARNING: this agent runs without a sandbox, with the worker's rights: the server was started with --insecure-no-sandbox",
-                );
-            }
-            let run = async {
-                if options.sandbox {
-                    sandbox.run(&request, lines).await
-                } else {
-                    ProcessRuntime.run(&request, lines).await
-                }
-            };
-            let (status, ()) = tokio::join!(run, forward);
-            let status =
-                status.map_err(|e| format!("starting agent {} failed: {e}", agent.name))?;
-            match status.code {
-                Some(0) => log.info(SOURCE, format!("Agent {} finished", agent.name)),
-                Some(code) => return Err(format!("agent exited with status {code}")),
-                None => return Err("agent was killed by a signal".to_string()),
-            }
+            run_agent(options, log, agent, &request).await?;
+            git.exclude(&agent.exclude)?;
             continue;
         }
         log.info(SOURCE, starting_message(&stage.name));
+        let bytes = component_of(api, stage).await?;
         let ctx = StepContext {
             job_id: job.id.clone(),
             git_repo_url: job.git_repo_url.clone(),
             git_base_branch: job.git_base_branch.clone(),
             feature_branch_name: feature_branch.clone(),
             api_url: api.base_url().to_string(),
-            params: stage.params.clone(),
+            params: stage
+                .params
+                .iter()
+                .map(|p| (p.name.clone(), p.value.clone()))
+                .collect(),
             inputs: outputs.clone(),
         };
         let env = StepEnv {
             name: &stage.name,
             git: &git,
             log,
-            api: &access,
+            policy: stage_policy(stage, &api_origin, &options.token)?,
+            limits: stage_limits(stage),
         };
-        let result = match &stage.kind {
-            StageKind::Builtin(step) => runner.run_builtin(*step, ctx, env).await,
-            StageKind::Component(path) => runner.run_file(path, ctx, env).await,
-            StageKind::Agent => continue,
-        };
-        let output = result.map_err(|e| stage_error(&stage.name, &e))?;
+        let output = options
+            .steps
+            .run(&bytes, ctx, env)
+            .await
+            .into_result(&stage.name)?;
         log.info(&stage.name, output.summary);
         for (key, value) in output.outputs {
             outputs.retain(|(k, _)| *k != key);
@@ -274,6 +286,52 @@ async fn run_stages(
     Ok(())
 }
 
+/// Runs the agent to its end, its output streamed to the job log under its name.
+async fn run_agent(
+    options: &JobOptions,
+    log: &JobLog,
+    agent: &AgentDefinition,
+    request: &RunRequest,
+) -> Result<(), String> {
+    log.info(SOURCE, format!("Starting agent: {}", agent.name));
+    let (lines, mut agent_output) = tokio::sync::mpsc::channel::<ckrv_agents::OutputLine>(256);
+    let forward = async {
+        while let Some(line) = agent_output.recv().await {
+            let level = match line.stream {
+                Stream::Stdout => LogLevel::Info,
+                Stream::Stderr => LogLevel::Warn,
+            };
+            log.send(level, &agent.name, line.line).await;
+        }
+    };
+    let sandbox = SandboxRuntime::default();
+    if options.sandbox {
+        sandbox.probe().await.map_err(|e| e.to_string())?;
+    } else {
+        log.warn(
+            SOURCE,
+            "WARNING: this agent runs without a sandbox, with the worker's rights: the server was started with --insecure-no-sandbox",
+        );
+    }
+    let run = async {
+        if options.sandbox {
+            sandbox.run(request, lines).await
+        } else {
+            ProcessRuntime.run(request, lines).await
+        }
+    };
+    let (status, ()) = tokio::join!(run, forward);
+    let status = status.map_err(|e| format!("starting agent {} failed: {e}", agent.name))?;
+    match status.code {
+        Some(0) => {
+            log.info(SOURCE, format!("Agent {} finished", agent.name));
+            Ok(())
+        }
+        Some(code) => Err(format!("agent exited with status {code}")),
+        None => Err("agent was killed by a signal".to_string()),
+    }
+}
+
 fn starting_message(stage: &str) -> String {
     match stage {
         "clone" => "Cloning repository...".to_string(),
@@ -283,6 +341,48 @@ fn starting_message(stage: &str) -> String {
     }
 }
 
-fn stage_error(stage: &str, error: &StepError) -> String {
-    format!("{stage} failed: {error}")
+/// The stage's component: built in, or the operator's, read from the API by digest.
+async fn component_of(
+    api: &ApiClient,
+    stage: &PipelineStage,
+) -> Result<Cow<'static, [u8]>, String> {
+    let source = stage.source.as_deref().unwrap_or_default();
+    match stage.kind {
+        StageKind::Builtin => builtin_component(source).map(Cow::Borrowed).ok_or_else(|| {
+            format!(
+                "stage {}: this worker has no built-in step `{source}`",
+                stage.name
+            )
+        }),
+        StageKind::Component => api
+            .fetch_component(source)
+            .await
+            .map(Cow::Owned)
+            .map_err(|e| format!("stage {}: reading its component failed: {e}", stage.name)),
+        StageKind::Agent => Err(format!("stage {} is the agent, not a step", stage.name)),
+    }
+}
+
+/// Where the stage's step may connect: the API (the host adds the job's token) and the
+/// stage's allowed hosts.
+fn stage_policy(stage: &PipelineStage, api: &Origin, token: &str) -> Result<OriginPolicy, String> {
+    let mut policy = OriginPolicy::deny_all().allow_with_bearer(api.clone(), token);
+    for host in &stage.allowed_hosts {
+        let origin =
+            Origin::parse(host).map_err(|e| format!("stage {}: allowed_hosts: {e}", stage.name))?;
+        policy = policy.allow(origin);
+    }
+    Ok(policy)
+}
+
+/// The stage's bounds: its own, else the worker's defaults.
+fn stage_limits(stage: &PipelineStage) -> Limits {
+    Limits {
+        memory_bytes: stage
+            .memory_mb
+            .map_or(DEFAULT_LIMITS.memory_bytes, |mb| mb as usize * 1024 * 1024),
+        timeout: stage.timeout_s.map_or(DEFAULT_LIMITS.timeout, |s| {
+            Duration::from_secs(u64::from(s))
+        }),
+    }
 }

@@ -6,7 +6,6 @@ pub mod host_git;
 pub mod job;
 pub mod logs;
 pub mod outbox;
-pub mod pipeline;
 pub mod steps;
 pub mod work;
 

@@ -47,14 +47,51 @@ pub type LogLines = mpsc::UnboundedReceiver<Queued>;
 pub struct JobLog {
     tx: mpsc::UnboundedSender<Queued>,
     room: Arc<Semaphore>,
+    scrubber: Scrubber,
+}
+
+/// What a secret's value becomes in a log line.
+pub const REDACTED: &str = "[redacted]";
+
+/// Replaces known secret values (the agent's secrets) in text bound for the API.
+#[derive(Clone, Debug, Default)]
+pub struct Scrubber {
+    /// Longest first, so a secret that contains another is replaced whole.
+    secrets: Arc<[String]>,
+}
+
+impl Scrubber {
+    pub fn new(secrets: Vec<String>) -> Self {
+        let mut secrets: Vec<String> = secrets.into_iter().filter(|s| !s.is_empty()).collect();
+        secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        Self {
+            secrets: secrets.into(),
+        }
+    }
+
+    /// `text` with every secret value replaced.
+    pub fn scrub(&self, text: &str) -> String {
+        let mut text = text.to_string();
+        for secret in self.secrets.iter() {
+            if text.contains(secret.as_str()) {
+                text = text.replace(secret.as_str(), REDACTED);
+            }
+        }
+        text
+    }
 }
 
 impl JobLog {
     /// A log and the receiving end its lines arrive at, in order.
     pub fn channel() -> (Self, LogLines) {
+        Self::scrubbing(Scrubber::default())
+    }
+
+    /// As [`JobLog::channel`], replacing each of `secrets` with [`REDACTED`] in every line.
+    pub fn scrubbing(scrubber: Scrubber) -> (Self, LogLines) {
         let (tx, rx) = mpsc::unbounded_channel();
         let room = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
-        (Self { tx, room }, rx)
+        (Self { tx, room, scrubber }, rx)
     }
 
     /// Writes a line of the orchestrator's or a step's own (a few per job).
@@ -70,7 +107,8 @@ impl JobLog {
         self.queue(line(level, source, message), Some(place));
     }
 
-    fn queue(&self, line: LogLine, place: Option<OwnedSemaphorePermit>) {
+    fn queue(&self, mut line: LogLine, place: Option<OwnedSemaphorePermit>) {
+        line.message = self.scrubber.scrub(&line.message);
         tracing::debug!(source = line.source, level = %line.level, message = line.message, "job log");
         // A closed channel means the job is over; late lines have nowhere to go.
         let _ = self.tx.send(Queued::Line {

@@ -1,15 +1,20 @@
 //! `ckrv-orchestrator run --api-url URL --job-id ID`: runs one job (see docs/protocol.md); the
 //! job's worker token is the first line of standard input. `ckrv-orchestrator work --api-url
 //! URL`: an external worker that claims and runs jobs, its credential on standard input.
+//! `ckrv-orchestrator step run STEP.wasm --workspace DIR`: runs one step against a directory,
+//! without an API, for step authors.
 
 use anyhow::Context;
 use ckrv_orchestrator::api_client::ApiClient;
 use ckrv_orchestrator::job::{JobOptions, run_job};
-use ckrv_orchestrator::pipeline::Pipeline;
+use ckrv_orchestrator::steps::StepRunner;
 use ckrv_orchestrator::work::{WorkOptions, work};
 use ckrv_wit::types::{JobCompletion, JobState};
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
+use std::sync::Arc;
+
+mod step_cli;
 
 #[derive(Parser)]
 #[command(name = "ckrv-orchestrator", version, about = "Runs one ckrv job")]
@@ -43,14 +48,14 @@ enum Command {
         #[command(flatten)]
         how: JobArgs,
     },
+    /// Step authors' tools.
+    #[command(subcommand)]
+    Step(step_cli::StepCommand),
 }
 
 /// How jobs are run, for both commands.
 #[derive(clap::Args)]
 struct JobArgs {
-    /// Pipeline definition (TOML); the built-in default when absent.
-    #[arg(long)]
-    pipeline: Option<PathBuf>,
     /// Where the job's temporary workspace is created.
     #[arg(long)]
     work_dir: Option<PathBuf>,
@@ -62,6 +67,10 @@ struct JobArgs {
     /// says so); never on a shared machine
     #[arg(long)]
     insecure_no_sandbox: bool,
+    /// A directory of agent programs installed outside /usr (searched first; read-only in
+    /// the agent's sandbox)
+    #[arg(long, value_name = "DIR")]
+    agent_bin: Option<PathBuf>,
 }
 
 /// A secret from the first line of standard input: never from the environment or the
@@ -76,15 +85,6 @@ fn read_secret(what: &str, hint: &str) -> anyhow::Result<String> {
         anyhow::bail!("no {what} on standard input: {hint}");
     }
     Ok(secret)
-}
-
-fn load_pipeline(
-    path: Option<&PathBuf>,
-) -> Result<Pipeline, ckrv_orchestrator::pipeline::PipelineError> {
-    match path {
-        Some(path) => Pipeline::load(path),
-        None => Pipeline::default_pipeline(),
-    }
 }
 
 #[tokio::main]
@@ -104,16 +104,18 @@ async fn main() -> anyhow::Result<()> {
             job_id,
             how,
         } => (api_url, job_id, how),
+        Command::Step(command) => return step_cli::run(command).await,
         Command::Work { api_url, poll, how } => {
             let credential = read_secret(
                 "worker credential",
                 "pass the one `ckrv-api workers add NAME` printed",
             )?;
             let options = WorkOptions {
-                pipeline: load_pipeline(how.pipeline.as_ref())?,
+                steps: Arc::new(StepRunner::new()?),
                 work_dir: how.work_dir,
                 allow_local_repos: how.allow_local_repos,
                 sandbox: !how.insecure_no_sandbox,
+                agent_bin: how.agent_bin,
                 poll,
             };
             tracing::info!(api_url, "working: claiming jobs");
@@ -121,23 +123,23 @@ async fn main() -> anyhow::Result<()> {
         }
     };
     let JobArgs {
-        pipeline,
         work_dir,
         allow_local_repos,
         insecure_no_sandbox,
+        agent_bin,
     } = how;
     let token = read_secret(
         "worker token",
         "the dispatcher writes the job's token there",
     )?;
     let api = ApiClient::new(&api_url, &job_id, &token)?;
-    let pipeline = match load_pipeline(pipeline.as_ref()) {
-        Ok(p) => p,
+    let steps = match StepRunner::new() {
+        Ok(steps) => Arc::new(steps),
         Err(error) => {
-            // The job must not stay `running` because the worker was misconfigured.
+            // The job must not stay `running` because the worker cannot run steps.
             let completion = JobCompletion {
                 state: JobState::Failed,
-                error_message: Some(error.to_string()),
+                error_message: Some(format!("the worker cannot run steps: {error}")),
             };
             if let Err(e) = api.complete(&completion).await {
                 tracing::error!(error = %e, "could not report the failure");
@@ -148,11 +150,12 @@ async fn main() -> anyhow::Result<()> {
     let outcome = run_job(
         api,
         JobOptions {
-            pipeline,
+            steps,
             work_dir,
             token,
             allow_local_repos,
             sandbox: !insecure_no_sandbox,
+            agent_bin,
         },
     )
     .await?;

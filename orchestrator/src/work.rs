@@ -5,14 +5,16 @@ use std::time::Duration;
 
 use crate::api_client::{ApiClient, ApiClientError};
 use crate::job::{JobOptions, run_job};
-use crate::pipeline::Pipeline;
+use crate::steps::StepRunner;
 
 /// How the jobs a worker claims are run.
 pub struct WorkOptions {
-    pub pipeline: Pipeline,
+    /// Shared by every job, so each step component is compiled once.
+    pub steps: std::sync::Arc<StepRunner>,
     pub work_dir: Option<std::path::PathBuf>,
     pub allow_local_repos: bool,
     pub sandbox: bool,
+    pub agent_bin: Option<std::path::PathBuf>,
     /// How long to wait before asking again when nothing waits.
     pub poll: Duration,
 }
@@ -53,11 +55,12 @@ pub async fn work(api_url: &str, credential: &str, options: &WorkOptions) -> Res
         let outcome = run_job(
             api,
             JobOptions {
-                pipeline: options.pipeline.clone(),
+                steps: options.steps.clone(),
                 work_dir: options.work_dir.clone(),
                 token: claim.token.clone(),
                 allow_local_repos: options.allow_local_repos,
                 sandbox: options.sandbox,
+                agent_bin: options.agent_bin.clone(),
             },
         )
         .await;

@@ -5,7 +5,8 @@ use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use ckrv_orchestrator::api_client::ApiClient;
 use ckrv_orchestrator::job::{JobOptions, run_job};
-use ckrv_orchestrator::pipeline::Pipeline;
+use ckrv_orchestrator::steps::StepRunner;
+use ckrv_pipeline::Pipeline;
 use ckrv_test_support::{FakeEndpoint, Recorded as Call, git};
 use ckrv_wit::types::{JobCompletion, JobPhase, JobState, LogBatch, PhaseUpdate};
 use std::sync::Arc;
@@ -16,11 +17,21 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 fn answer(
     job: serde_json::Value,
     heartbeats: usize,
+    pipeline: Arc<Pipeline>,
 ) -> impl Fn(Call) -> std::future::Ready<Response> + Clone + Send + Sync + 'static {
     let beats = Arc::new(AtomicUsize::new(0));
     move |call: Call| {
+        let component = call
+            .path()
+            .strip_prefix("/v1/worker/jobs/job-1/components/")
+            .map(|digest| pipeline.component(digest).map(|b| b.to_vec()));
         std::future::ready(if call.header("authorization") != "Bearer worker-token" {
             StatusCode::UNAUTHORIZED.into_response()
+        } else if let Some(component) = component {
+            match component {
+                Some(bytes) => bytes.into_response(),
+                None => StatusCode::NOT_FOUND.into_response(),
+            }
         } else if call.method == Method::GET && call.path() == "/v1/worker/jobs/job-1" {
             axum::Json(job.clone()).into_response()
         } else if call.path().ends_with("/heartbeat")
@@ -38,10 +49,21 @@ async fn run(spec: &str) -> (Result<(), String>, Vec<Call>, tempfile::TempDir) {
     run_renewing(spec, usize::MAX).await
 }
 
-/// Runs the job against a fake that accepts `heartbeats` lease renewals.
 async fn run_renewing(
     spec: &str,
     heartbeats: usize,
+) -> (Result<(), String>, Vec<Call>, tempfile::TempDir) {
+    run_with(spec, heartbeats, Pipeline::builtin(), &[], None).await
+}
+
+/// Runs the job against a fake that accepts `heartbeats` lease renewals and hands the worker
+/// `pipeline` and the agent `secrets`.
+async fn run_with(
+    spec: &str,
+    heartbeats: usize,
+    pipeline: Pipeline,
+    secrets: &[(&str, &str)],
+    agent_bin: Option<&std::path::Path>,
 ) -> (Result<(), String>, Vec<Call>, tempfile::TempDir) {
     let origin = tempfile::tempdir().unwrap();
     git(origin.path(), &["init", "-q", "-b", "main"]);
@@ -60,19 +82,25 @@ async fn run_renewing(
         "spec_content": spec,
         "heartbeat_ms": 100,
         "log_sequence": 7,
+        "pipeline": pipeline.stages,
+        "agent_secrets": secrets
+            .iter()
+            .map(|(name, value)| serde_json::json!({"name": name, "value": value}))
+            .collect::<Vec<_>>(),
     });
-    let fake = FakeEndpoint::start(answer(job, heartbeats)).await;
+    let fake = FakeEndpoint::start(answer(job, heartbeats, Arc::new(pipeline))).await;
 
     let work_dir = tempfile::tempdir().unwrap();
     let api = ApiClient::new(&fake.url, "job-1", "worker-token").unwrap();
     let outcome = run_job(
         api,
         JobOptions {
-            pipeline: Pipeline::default_pipeline().unwrap(),
+            steps: Arc::new(StepRunner::new().unwrap()),
             work_dir: Some(work_dir.path().to_path_buf()),
             token: "worker-token".into(),
             allow_local_repos: true,
             sandbox: true,
+            agent_bin: agent_bin.map(std::path::Path::to_path_buf),
         },
     )
     .await
@@ -207,4 +235,138 @@ async fn a_worker_whose_job_ended_elsewhere_stops_its_agent_and_reports_nothing(
         0,
         "the workspace is removed"
     );
+}
+
+/// What a stand-in agent said it received: its arguments, prompt and environment lines.
+fn said<'a>(lines: &'a [(String, String)], agent: &str, prefix: &str) -> Vec<&'a str> {
+    lines
+        .iter()
+        .filter(|(source, _)| source == agent)
+        .filter_map(|(_, m)| m.strip_prefix(prefix))
+        .collect()
+}
+
+/// An agent, its program, a model, the arguments it must get, how its prompt arrives, and the
+/// keys it gets.
+type Case<'a> = (
+    &'a str,
+    &'a str,
+    &'a str,
+    &'a [&'a str],
+    &'a str,
+    &'a [&'a str],
+);
+
+#[tokio::test(flavor = "multi_thread")]
+async fn each_real_agent_definition_is_invoked_as_its_cli_expects_in_the_sandbox() {
+    let bin = tempfile::tempdir().unwrap();
+    let bin = bin.path().join("bin");
+    ckrv_test_support::install_agent_stand_ins(&bin, &["claude", "codex", "gemini", "aider"]);
+    let secrets = [
+        ("ANTHROPIC_API_KEY", "sk-ant-0123456789abcdef"),
+        ("CODEX_API_KEY", "sk-codex-0123456789abcdef"),
+        ("GEMINI_API_KEY", "AIza-gemini-0123456789abcdef"),
+        ("OPENAI_API_KEY", "sk-openai-0123456789abcdef"),
+    ];
+    let codex_flags = [
+        "exec",
+        "--dangerously-bypass-approvals-and-sandbox",
+        "--skip-git-repo-check",
+        "--ephemeral",
+        "--color",
+        "never",
+        "-c",
+        "check_for_update_on_startup=false",
+        "-c",
+        "analytics.enabled=false",
+        "--model",
+        "gpt-5-codex",
+        "-",
+    ];
+    let gemini_flags = [
+        "--approval-mode",
+        "yolo",
+        "--skip-trust",
+        "--output-format",
+        "text",
+        "--model",
+        "gemini-2.5-pro",
+    ];
+    let aider_flags = [
+        "--message-file",
+        "/run/ckrv/prompt.md",
+        "--yes-always",
+        "--no-auto-commits",
+        "--no-dirty-commits",
+        "--no-gitignore",
+        "--chat-history-file",
+        "/dev/null",
+        "--input-history-file",
+        "/dev/null",
+        "--no-check-update",
+        "--no-show-release-notes",
+        "--no-analytics",
+        "--disable-playwright",
+        "--no-pretty",
+        "--no-fancy-input",
+        "--model",
+        "sonnet",
+    ];
+    let cases: [Case; 3] = [
+        (
+            "codex",
+            "codex",
+            "gpt-5-codex",
+            &codex_flags,
+            "stdin: ",
+            &["CODEX_API_KEY"],
+        ),
+        (
+            "gemini-cli",
+            "gemini",
+            "gemini-2.5-pro",
+            &gemini_flags,
+            "stdin: ",
+            &["GEMINI_API_KEY"],
+        ),
+        (
+            "aider",
+            "aider",
+            "sonnet",
+            &aider_flags,
+            "prompt-file: ",
+            &["ANTHROPIC_API_KEY", "GEMINI_API_KEY", "OPENAI_API_KEY"],
+        ),
+    ];
+    for (agent, program, model, argv, prompt, keys) in cases {
+        let spec = format!("---\nagent: {agent}\nmodel: {model}\n---\nAdd a greeting.\n");
+        let (outcome, calls, _work) =
+            run_with(&spec, usize::MAX, Pipeline::builtin(), &secrets, Some(&bin)).await;
+        let lines = log_lines(&calls);
+        assert_eq!(outcome, Ok(()), "{agent}: {lines:?}");
+        assert_eq!(said(&lines, agent, "argv: "), argv, "{agent}");
+        assert_eq!(said(&lines, agent, prompt), ["Add a greeting."], "{agent}");
+        // Exactly the declared keys arrived, each redacted in the log.
+        let mut got: Vec<&str> = said(&lines, agent, "env: ")
+            .into_iter()
+            .filter(|e| e.contains("_KEY="))
+            .collect();
+        got.sort_unstable();
+        let expected: Vec<String> = keys.iter().map(|k| format!("{k}=[redacted]")).collect();
+        assert_eq!(got, expected, "{agent}");
+        assert!(
+            lines.iter().all(|(_, m)| !m.contains("0123456789abcdef")),
+            "{agent}: a secret reached the log"
+        );
+        let diff = calls
+            .iter()
+            .find(|c| c.path().ends_with("/artifacts/diff"))
+            .unwrap();
+        let diff = String::from_utf8_lossy(&diff.body);
+        assert!(
+            diff.contains(&format!("+edited by {program}")),
+            "{agent}: {diff}"
+        );
+        assert!(!diff.contains(".aider.tags.cache"), "{agent}: {diff}");
+    }
 }

@@ -3,10 +3,10 @@
 
 use ckrv_orchestrator::host_git::HostGit;
 use ckrv_orchestrator::logs::JobLog;
-use ckrv_orchestrator::pipeline::BuiltinStep;
 use ckrv_orchestrator::steps::{
-    ApiAccess, Limits, StepContext, StepEnv, StepError, StepOutput, StepRunner,
+    DEFAULT_LIMITS, StepContext, StepEnv, StepError, StepOutput, StepRunner, builtin_component,
 };
+use ckrv_wasm_host::{Origin, OriginPolicy};
 use ckrv_wit::types::{DiffStats, LogLine};
 use std::io::{Read, Write};
 use std::path::Path;
@@ -36,26 +36,33 @@ fn ctx(repo: &str, params: Vec<(String, String)>, inputs: Vec<(String, String)>)
     }
 }
 
+/// Where a step may connect: the API at `url`, with `token` added by the host.
+fn api_policy(url: &str, token: &str) -> OriginPolicy {
+    OriginPolicy::deny_all().allow_with_bearer(Origin::of_url(url).unwrap(), token)
+}
+
 async fn run(
     runner: &StepRunner,
-    step: BuiltinStep,
+    step: &str,
     ctx: StepContext,
     git: &HostGit,
-    api: &ApiAccess,
+    api: &OriginPolicy,
 ) -> (Result<StepOutput, StepError>, Vec<LogLine>) {
     let (log, mut rx) = JobLog::channel();
     let result = runner
-        .run_builtin(
-            step,
+        .run(
+            builtin_component(step).unwrap(),
             ctx,
             StepEnv {
-                name: step.name(),
+                name: step,
                 git,
                 log: &log,
-                api,
+                policy: api.clone(),
+                limits: DEFAULT_LIMITS,
             },
         )
-        .await;
+        .await
+        .result;
     drop(log);
     let mut lines = Vec::new();
     while let Some(line) = rx.recv().await {
@@ -80,7 +87,7 @@ struct Bench {
     _job_dir: tempfile::TempDir,
     git: HostGit,
     runner: StepRunner,
-    api: ApiAccess,
+    api: OriginPolicy,
 }
 
 impl Bench {
@@ -90,8 +97,8 @@ impl Bench {
             origin: origin(),
             _job_dir: job_dir,
             git,
-            runner: StepRunner::new(Limits::default()).unwrap(),
-            api: ApiAccess::new("http://127.0.0.1:9", "secret"),
+            runner: StepRunner::new().unwrap(),
+            api: api_policy("http://127.0.0.1:9", "secret"),
         }
     }
 
@@ -109,7 +116,7 @@ impl Bench {
 
     async fn step(
         &self,
-        step: BuiltinStep,
+        step: &str,
         ctx: StepContext,
     ) -> (Result<StepOutput, StepError>, Vec<LogLine>) {
         run(&self.runner, step, ctx, &self.git, &self.api).await
@@ -126,7 +133,7 @@ async fn clone_then_diff_produces_an_applicable_patch_and_a_summary() {
     let repo = bench.repo();
     let workspace = bench.workspace();
 
-    let (result, lines) = bench.step(BuiltinStep::Clone, bench.ctx(vec![])).await;
+    let (result, lines) = bench.step("clone", bench.ctx(vec![])).await;
     let out = result.unwrap();
     assert_eq!(output(&out, "branch"), "ckrv/job-1");
     assert!(lines.iter().all(|l| l.source == "clone"));
@@ -142,7 +149,7 @@ async fn clone_then_diff_produces_an_applicable_patch_and_a_summary() {
     std::fs::remove_file(workspace.join("old.txt")).unwrap();
     std::fs::write(workspace.join("logo.bin"), [0u8, 1, 2, 255, 0, 7]).unwrap();
 
-    let (result, lines) = bench.step(BuiltinStep::Diff, bench.ctx(vec![])).await;
+    let (result, lines) = bench.step("diff", bench.ctx(vec![])).await;
     let out = result.unwrap();
     assert!(lines.iter().any(|l| l.source == "diff"));
     let summary: DiffStats = serde_json::from_str(output(&out, "summary")).unwrap();
@@ -179,10 +186,10 @@ async fn clone_then_diff_produces_an_applicable_patch_and_a_summary() {
 #[tokio::test]
 async fn an_empty_diff_is_allowed_and_the_size_policy_is_enforced() {
     let bench = Bench::new();
-    let (result, _) = bench.step(BuiltinStep::Clone, bench.ctx(vec![])).await;
+    let (result, _) = bench.step("clone", bench.ctx(vec![])).await;
     result.unwrap();
 
-    let (result, _) = bench.step(BuiltinStep::Diff, bench.ctx(vec![])).await;
+    let (result, _) = bench.step("diff", bench.ctx(vec![])).await;
     let out = result.unwrap();
     assert_eq!(output(&out, "diff"), "");
     let summary: DiffStats = serde_json::from_str(output(&out, "summary")).unwrap();
@@ -190,7 +197,7 @@ async fn an_empty_diff_is_allowed_and_the_size_policy_is_enforced() {
 
     std::fs::write(bench.workspace().join("big.txt"), "x".repeat(1000)).unwrap();
     let params = vec![("max_diff_bytes".to_string(), "100".to_string())];
-    let (result, _) = bench.step(BuiltinStep::Diff, bench.ctx(params)).await;
+    let (result, _) = bench.step("diff", bench.ctx(params)).await;
     let err = result.unwrap_err().to_string();
     assert!(err.contains("max_diff_bytes = 100"), "{err}");
 }
@@ -200,7 +207,7 @@ async fn a_clone_failure_carries_git_s_message() {
     let bench = Bench::new();
     let mut c = bench.ctx(vec![]);
     c.git_base_branch = "no-such-branch".into();
-    let (result, _) = bench.step(BuiltinStep::Clone, c).await;
+    let (result, _) = bench.step("clone", c).await;
     let err = result.unwrap_err();
     assert!(matches!(err, StepError::Failed(_)));
     assert!(err.to_string().contains("no-such-branch"), "{err}");
@@ -216,11 +223,11 @@ fn inputs() -> Vec<(String, String)> {
 #[tokio::test]
 async fn requests_outside_the_api_are_denied() {
     let (_job_dir, git) = job_dir();
-    let runner = StepRunner::new(Limits::default()).unwrap();
-    let api = ApiAccess::new("http://127.0.0.1:9", "secret");
+    let runner = StepRunner::new().unwrap();
+    let api = api_policy("http://127.0.0.1:9", "secret");
     let mut c = ctx("unused", vec![], inputs());
     c.api_url = "http://example.com".into();
-    let (result, _) = run(&runner, BuiltinStep::Upload, c, &git, &api).await;
+    let (result, _) = run(&runner, "upload", c, &git, &api).await;
     let err = result.unwrap_err().to_string();
     assert!(err.contains("denied"), "{err}");
 }
@@ -280,11 +287,11 @@ fn fake_api(n: usize) -> (String, std::thread::JoinHandle<Vec<String>>) {
 async fn upload_reaches_the_api_with_the_token_added_by_the_host() {
     let (url, server) = fake_api(2);
     let (_job_dir, git) = job_dir();
-    let runner = StepRunner::new(Limits::default()).unwrap();
-    let api = ApiAccess::new(&url, "secret-token");
+    let runner = StepRunner::new().unwrap();
+    let api = api_policy(&url, "secret-token");
     let mut c = ctx("unused", vec![], inputs());
     c.api_url = url;
-    let (result, _) = run(&runner, BuiltinStep::Upload, c, &git, &api).await;
+    let (result, _) = run(&runner, "upload", c, &git, &api).await;
     result.unwrap();
     let requests = server.join().unwrap();
     assert!(requests[0].starts_with("PUT /v1/worker/jobs/job-1/artifacts/diff "));
@@ -371,7 +378,7 @@ async fn hostile_repository_urls_are_refused_before_anything_connects() {
 #[tokio::test]
 async fn what_the_agent_writes_under_git_never_runs_on_the_host() {
     let bench = Bench::new();
-    let (result, _) = bench.step(BuiltinStep::Clone, bench.ctx(vec![])).await;
+    let (result, _) = bench.step("clone", bench.ctx(vec![])).await;
     result.unwrap();
     let workspace = bench.workspace();
     let marker = bench._job_dir.path().join("ran");
@@ -398,7 +405,7 @@ async fn what_the_agent_writes_under_git_never_runs_on_the_host() {
     std::fs::write(workspace.join("README.md"), "one\nTWO\nthree\n").unwrap();
     std::fs::write(workspace.join(".git/planted"), "not part of the change").unwrap();
 
-    let (result, _) = bench.step(BuiltinStep::Diff, bench.ctx(vec![])).await;
+    let (result, _) = bench.step("diff", bench.ctx(vec![])).await;
     let out = result.unwrap();
     let patch = output(&out, "diff");
     assert!(
@@ -415,4 +422,229 @@ async fn what_the_agent_writes_under_git_never_runs_on_the_host() {
     );
     // The hooks directory the agent added is an ordinary part of the change, nothing more.
     assert!(patch.contains("hooks/pre-commit"), "{patch}");
+}
+
+/// Built from `orchestrator/steps/hostile` by build.rs for these tests only.
+const HOSTILE_STEP: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/ckrv_step_hostile.wasm"));
+
+/// Runs the hostile step in `mode` under `limits` and `policy`; the job's error message.
+async fn hostile(
+    runner: &StepRunner,
+    mode: &str,
+    url: &str,
+    limits: ckrv_wasm_host::Limits,
+    policy: OriginPolicy,
+) -> Result<String, String> {
+    let (_job_dir, git) = job_dir();
+    let (log, _rx) = JobLog::channel();
+    let params = vec![
+        ("mode".to_string(), mode.to_string()),
+        ("url".to_string(), url.to_string()),
+    ];
+    runner
+        .run(
+            HOSTILE_STEP,
+            ctx("unused", params, vec![]),
+            StepEnv {
+                name: "hostile",
+                git: &git,
+                log: &log,
+                policy,
+                limits,
+            },
+        )
+        .await
+        .into_result("hostile")
+        .map(|out| out.summary)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hostile_steps_end_with_the_step_and_the_limit_named_and_the_worker_goes_on() {
+    let runner = StepRunner::new().unwrap();
+    let limits = ckrv_wasm_host::Limits {
+        memory_bytes: 64 * 1024 * 1024,
+        timeout: std::time::Duration::from_secs(1),
+    };
+    let deny = OriginPolicy::deny_all;
+
+    let spin = hostile(&runner, "spin", "", limits, deny())
+        .await
+        .unwrap_err();
+    assert_eq!(spin, "step hostile was stopped at its time limit of 1s");
+
+    let hog = hostile(&runner, "hog", "", limits, deny())
+        .await
+        .unwrap_err();
+    assert_eq!(
+        hog,
+        "step hostile was stopped at its memory limit of 64 MiB"
+    );
+
+    let escape = hostile(&runner, "escape", "", limits, deny())
+        .await
+        .unwrap_err();
+    assert_eq!(escape, "hostile failed: could not read outside /workspace");
+
+    let panic = hostile(&runner, "panic", "", limits, deny())
+        .await
+        .unwrap_err();
+    assert!(panic.starts_with("step hostile crashed: "), "{panic}");
+
+    // Something listening on loopback that the stage did not allow: never contacted.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let url = format!("http://{}/exfiltrate", listener.local_addr().unwrap());
+    let call = hostile(
+        &runner,
+        "call",
+        &url,
+        limits,
+        api_policy("http://127.0.0.1:9", "t"),
+    )
+    .await
+    .unwrap_err();
+    let origin = Origin::of_url(&url).unwrap();
+    assert!(call.starts_with("hostile failed: request failed"), "{call}");
+    assert!(
+        call.ends_with(&format!(
+            "(the host denied its requests to {origin}: not the API and not in the stage's allowed_hosts)"
+        )),
+        "{call}"
+    );
+    assert_eq!(
+        listener.accept().map_err(|e| e.kind()).unwrap_err(),
+        std::io::ErrorKind::WouldBlock,
+        "a denied request must not connect"
+    );
+
+    // Allowed for this stage, the same request goes out.
+    listener.set_nonblocking(false).unwrap();
+    let server = std::thread::spawn(move || {
+        let (mut stream, _) = listener.accept().unwrap();
+        let mut buf = [0u8; 1024];
+        let n = stream.read(&mut buf).unwrap();
+        stream
+            .write_all(b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    });
+    let allowed = deny().allow(origin);
+    let summary = hostile(&runner, "call", &url, limits, allowed)
+        .await
+        .unwrap();
+    assert_eq!(summary, "CALLED OUT");
+    let request = server.join().unwrap();
+    assert!(request.starts_with("GET /exfiltrate "), "{request}");
+    // The worker's token goes to the API alone.
+    assert!(
+        !request.to_ascii_lowercase().contains("authorization"),
+        "{request}"
+    );
+
+    // After all that, the same runner still runs a well-behaved step.
+    let bench = Bench::new();
+    let (result, _) = run(&runner, "clone", bench.ctx(vec![]), &bench.git, &bench.api).await;
+    result.unwrap();
+}
+
+/// Every file under `dir` (but `.git`) with its bytes and whether it is executable.
+fn tree(dir: &Path) -> Vec<(String, Vec<u8>, bool)> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let mut files = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(d) = pending.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            if path.file_name().unwrap() == ".git" {
+                continue;
+            }
+            if path.is_dir() {
+                pending.push(path);
+            } else {
+                let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+                let name = path.strip_prefix(dir).unwrap().display().to_string();
+                files.push((name, std::fs::read(&path).unwrap(), mode & 0o100 != 0));
+            }
+        }
+    }
+    files.sort();
+    files
+}
+
+#[tokio::test]
+async fn the_diff_carries_every_kind_of_change_and_applies_plainly_and_three_way() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let bench = Bench::new();
+    let origin = bench.origin.path();
+    std::fs::write(origin.join("script.sh"), "#!/bin/sh\necho hi\n").unwrap();
+    std::fs::write(origin.join("move-me.txt"), "moving\nalong\n").unwrap();
+    std::fs::write(origin.join("image.bin"), [0u8, 159, 146, 150]).unwrap();
+    git(origin, &["add", "-A"]);
+    git(origin, &["commit", "-q", "-m", "more files"]);
+    let (result, _) = bench.step("clone", bench.ctx(vec![])).await;
+    result.unwrap();
+
+    // What an agent does: commits some of its work, leaves the rest uncommitted.
+    let ws = bench.workspace();
+    std::fs::write(ws.join("README.md"), "one\ntwo\nthree\nfour\n").unwrap();
+    git(ws, &["commit", "-q", "-am", "agent: first part"]);
+    std::fs::create_dir_all(ws.join("src/deep/new")).unwrap();
+    std::fs::write(ws.join("src/deep/new/mod.rs"), "pub fn f() {}\n").unwrap();
+    std::fs::remove_file(ws.join("old.txt")).unwrap();
+    std::fs::rename(ws.join("move-me.txt"), ws.join("moved.txt")).unwrap();
+    std::fs::write(ws.join("image.bin"), [1u8, 0, 255, 7, 0]).unwrap();
+    std::fs::write(ws.join("new.bin"), [0u8, 0, 1]).unwrap();
+    std::fs::set_permissions(ws.join("script.sh"), std::fs::Permissions::from_mode(0o755)).unwrap();
+
+    let (result, _) = bench.step("diff", bench.ctx(vec![])).await;
+    let out = result.unwrap();
+    let patch = output(&out, "diff");
+    assert!(patch.contains("new mode 100755"), "{patch}");
+    assert!(patch.contains("GIT binary patch"), "{patch}");
+
+    for three_way in [false, true] {
+        let fresh = tempfile::tempdir().unwrap();
+        git(fresh.path(), &["clone", "-q", bench.repo(), "."]);
+        let patch_file = fresh.path().join(".git/job.patch");
+        std::fs::write(&patch_file, patch).unwrap();
+        let file = patch_file.to_str().unwrap();
+        if three_way {
+            git(fresh.path(), &["apply", "--3way", "--index", file]);
+        } else {
+            git(fresh.path(), &["apply", "--check", file]);
+            git(fresh.path(), &["apply", file]);
+        }
+        assert_eq!(tree(fresh.path()), tree(ws), "3way: {three_way}");
+    }
+}
+
+#[tokio::test]
+async fn forbidden_paths_fail_the_diff_naming_them() {
+    let bench = Bench::new();
+    let (result, _) = bench.step("clone", bench.ctx(vec![])).await;
+    result.unwrap();
+    let ws = bench.workspace();
+    std::fs::create_dir_all(ws.join(".github/workflows")).unwrap();
+    std::fs::write(ws.join(".github/workflows/ci.yml"), "on: push\n").unwrap();
+    std::fs::write(ws.join("README.md"), "changed\n").unwrap();
+    let params = |v: &str| vec![("forbidden_paths".to_string(), v.to_string())];
+
+    let (result, _) = bench
+        .step("diff", bench.ctx(params(".git/, .github/workflows/")))
+        .await;
+    let err = result.unwrap_err().to_string();
+    assert_eq!(
+        err,
+        "the change touches .github/workflows/ci.yml, which the policy forbids (forbidden_paths = .git/, .github/workflows/)"
+    );
+    let (result, _) = bench.step("diff", bench.ctx(params("README.md"))).await;
+    assert!(
+        result
+            .unwrap_err()
+            .to_string()
+            .contains("touches README.md")
+    );
+    // The default forbids only `.git/`, which an ordinary change never touches.
+    let (result, _) = bench.step("diff", bench.ctx(vec![])).await;
+    result.unwrap();
 }

@@ -51,6 +51,7 @@ pub mod guest;
 
 mod error;
 mod job;
+pub mod origin;
 pub mod protocol;
 pub mod repo_url;
 

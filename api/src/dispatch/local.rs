@@ -28,6 +28,8 @@ pub struct LocalWorkers {
     pub work_root: Option<PathBuf>,
     pub allow_local_repos: bool,
     pub insecure_no_sandbox: bool,
+    /// Agent programs installed outside /usr, passed to each worker.
+    pub agent_bin: Option<PathBuf>,
 }
 
 impl LocalWorkers {
@@ -153,6 +155,12 @@ impl LocalProcess {
                 self.settings
                     .insecure_no_sandbox
                     .then_some("--insecure-no-sandbox"),
+            )
+            .args(
+                self.settings
+                    .agent_bin
+                    .iter()
+                    .flat_map(|dir| [std::ffi::OsStr::new("--agent-bin"), dir.as_os_str()]),
             )
             .env_clear()
             .env("PATH", WORKER_PATH)

@@ -33,6 +33,11 @@ pub async fn create(
         .as_deref()
         .map_or(DEFAULT_BASE_BRANCH, str::trim);
     validate(&request, base_branch, state.allow_local_repos)?;
+    // The agent and its options are checked now, not after a worker has cloned.
+    state
+        .workers
+        .check_spec(&request.spec_content)
+        .map_err(|e| invalid(format!("spec_content: {e}")))?;
     if let Some(name) = &request.git_credential_name {
         return Err(credential_refusal(&state, &session, name).await);
     }

@@ -45,6 +45,11 @@ fn api_routes() -> Vec<(&'static str, &'static str, MethodRouter<AppState>)> {
         ("post", "/v1/worker/claim", post(worker::claim)),
         ("get", "/v1/worker/jobs/{id}", get(worker::job)),
         (
+            "get",
+            "/v1/worker/jobs/{id}/components/{digest}",
+            get(worker::component),
+        ),
+        (
             "post",
             "/v1/worker/jobs/{id}/heartbeat",
             post(worker::heartbeat),

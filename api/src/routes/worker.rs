@@ -89,10 +89,35 @@ pub async fn job(
     let log_sequence = state.store.last_log_sequence(&id).await?;
     Ok(ApiJson(WorkerJob {
         job: row.job,
-        spec_content: row.spec,
         heartbeat_ms: u32::try_from(duration_ms(heartbeat)).unwrap_or(u32::MAX),
         log_sequence,
+        pipeline: state.workers.pipeline.stages.clone(),
+        agent_secrets: state.workers.secrets_for(&row.spec),
+        spec_content: row.spec,
     }))
+}
+
+/// A component the pipeline names, by its SHA-256, for the worker of a running job.
+pub async fn component(
+    State(state): State<AppState>,
+    grant: WorkerGrant,
+    Path((id, digest)): Path<(String, String)>,
+) -> Result<Response, AppError> {
+    let row = granted_job(&state, &grant, &id).await?;
+    if row.state != JobState::Running || row.generation != grant.generation {
+        return Err(refused(&state, &grant, &id).await);
+    }
+    let bytes = state.workers.pipeline.component(&digest).ok_or_else(|| {
+        AppError::new(
+            ErrorKind::NotFound,
+            format!("the pipeline has no component {digest}"),
+        )
+    })?;
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, "application/wasm")],
+        Bytes::copy_from_slice(bytes),
+    )
+        .into_response())
 }
 
 /// Renews the worker's lease. 409 tells the worker its job ended (cancelled, timed out) or went

@@ -1,22 +1,20 @@
 //! Runs step components in a sandbox: the workspace preopened as `/workspace` and nothing
 //! else of the filesystem, no environment or stdio, outbound HTTP only to the API (with the
-//! worker token added by the host), and bounded memory and CPU.
+//! worker token added by the host) and the stage's allowed hosts, and bounded memory and
+//! wall-clock time (the shared host's limits).
 
 mod host;
 
 use crate::host_git::HostGit;
 use crate::logs::JobLog;
-use crate::pipeline::BuiltinStep;
-use std::collections::HashMap;
-use std::path::Path;
-use std::sync::Mutex;
+use ckrv_wasm_host::{
+    CompileCache, HostError, HostState, Limits, OriginPolicy, WasmHost, run_limited,
+};
 use std::time::Duration;
-use wasmtime::component::{Component, Linker, ResourceTable};
-use wasmtime::{Config, Engine, Store, StoreLimitsBuilder};
+use wasmtime::component::Linker;
 use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
-use wasmtime_wasi_http::WasiHttpCtx;
 
-pub use host::{ApiAccess, StepState};
+pub use host::{StepData, StepState};
 
 mod bindings {
     wasmtime::component::bindgen!({
@@ -36,34 +34,22 @@ mod bindings {
 
 pub use bindings::exports::ckrv::cloud::step::{StepContext, StepOutput};
 
-/// The built-in components, built for wasm32-wasip2 by this crate's build script.
-pub fn builtin_component(step: BuiltinStep) -> &'static [u8] {
-    match step {
-        BuiltinStep::Clone => include_bytes!(concat!(env!("OUT_DIR"), "/ckrv_step_clone.wasm")),
-        BuiltinStep::Diff => include_bytes!(concat!(env!("OUT_DIR"), "/ckrv_step_diff.wasm")),
-        BuiltinStep::Upload => include_bytes!(concat!(env!("OUT_DIR"), "/ckrv_step_upload.wasm")),
-    }
+/// The built-in component called `name` (see `ckrv_pipeline::BUILTIN_STEPS`), built for
+/// wasm32-wasip2 by this crate's build script.
+pub fn builtin_component(name: &str) -> Option<&'static [u8]> {
+    Some(match name {
+        "clone" => include_bytes!(concat!(env!("OUT_DIR"), "/ckrv_step_clone.wasm")),
+        "diff" => include_bytes!(concat!(env!("OUT_DIR"), "/ckrv_step_diff.wasm")),
+        "upload" => include_bytes!(concat!(env!("OUT_DIR"), "/ckrv_step_upload.wasm")),
+        _ => return None,
+    })
 }
 
-/// Resource bounds of one step.
-#[derive(Debug, Clone, Copy)]
-pub struct Limits {
-    pub memory_bytes: usize,
-    /// Wasm instructions (roughly) a step may execute.
-    pub fuel: u64,
-    /// Wall-clock bound, which also covers time spent in host calls such as `git clone`.
-    pub timeout: Duration,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Self {
-            memory_bytes: 512 * 1024 * 1024,
-            fuel: 50_000_000_000,
-            timeout: Duration::from_secs(30 * 60),
-        }
-    }
-}
+/// A step's bounds when its stage sets none.
+pub const DEFAULT_LIMITS: Limits = Limits {
+    memory_bytes: 512 * 1024 * 1024,
+    timeout: Duration::from_secs(30 * 60),
+};
 
 /// Why a step did not produce its output.
 #[derive(Debug, thiserror::Error)]
@@ -71,130 +57,99 @@ pub enum StepError {
     /// The step ran and reported a failure.
     #[error("{0}")]
     Failed(String),
-    #[error("the step did not finish within {0:?}")]
-    Timeout(Duration),
-    #[error("loading the step component: {0:#}")]
-    Load(wasmtime::Error),
-    /// A trap, exhausted fuel or memory, or a host failure.
-    #[error("the step crashed: {0:#}")]
-    Trap(wasmtime::Error),
+    /// The host stopped it, or could not run it.
+    #[error("{0}")]
+    Host(#[from] HostError),
 }
 
-/// Compiles and runs step components; one per job (or test).
+impl StepError {
+    /// The job's error message for this failure of step `name`, saying which of its requests
+    /// were refused, since that is often why a step gives up.
+    pub fn describe(&self, name: &str, denied: &[String]) -> String {
+        let mut message = match self {
+            Self::Failed(message) => format!("{name} failed: {message}"),
+            Self::Host(error) => format!("step {name} {error}"),
+        };
+        if !denied.is_empty() {
+            message.push_str(&format!(
+                " (the host denied its requests to {}: not the API and not in the stage's allowed_hosts)",
+                denied.join(", ")
+            ));
+        }
+        message
+    }
+}
+
+/// What a step run produced, and what its requests were refused.
+pub struct StepRun {
+    pub result: Result<StepOutput, StepError>,
+    pub denied: Vec<String>,
+}
+
+impl StepRun {
+    /// The output, or the job's error message naming the step.
+    pub fn into_result(self, name: &str) -> Result<StepOutput, String> {
+        self.result.map_err(|e| e.describe(name, &self.denied))
+    }
+}
+
+/// Compiles and runs step components; one per worker, so each component is compiled once.
 pub struct StepRunner {
-    engine: Engine,
+    host: WasmHost,
     linker: Linker<StepState>,
-    limits: Limits,
-    compiled: Mutex<HashMap<String, Component>>,
 }
 
 impl StepRunner {
-    pub fn new(limits: Limits) -> Result<Self, StepError> {
-        let mut config = Config::new();
-        config.consume_fuel(true);
-        let engine = Engine::new(&config).map_err(StepError::Load)?;
-        let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(StepError::Load)?;
-        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
-            .map_err(StepError::Load)?;
-        // wasi:* come from wasmtime-wasi above; only our own interfaces are linked here.
+    pub fn new() -> Result<Self, StepError> {
+        let host = WasmHost::new(CompileCache::memory())?;
+        let mut linker = host.linker::<StepData>()?;
+        // wasi:* come from the shared host; only the step host's own interfaces are added here.
         type Own = wasmtime::component::HasSelf<StepState>;
         bindings::ckrv::cloud::git::add_to_linker::<_, Own>(&mut linker, |s| s)
-            .map_err(StepError::Load)?;
+            .map_err(HostError::Load)?;
         bindings::ckrv::cloud::log::add_to_linker::<_, Own>(&mut linker, |s| s)
-            .map_err(StepError::Load)?;
-        Ok(Self {
-            engine,
-            linker,
-            limits,
-            compiled: Mutex::new(HashMap::new()),
-        })
+            .map_err(HostError::Load)?;
+        Ok(Self { host, linker })
     }
 
-    /// Compiles `bytes` once per `key`.
-    fn component(&self, key: &str, bytes: &[u8]) -> Result<Component, StepError> {
-        let mut cache = self
-            .compiled
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(c) = cache.get(key) {
-            return Ok(c.clone());
-        }
-        let component = Component::new(&self.engine, bytes).map_err(StepError::Load)?;
-        cache.insert(key.to_string(), component.clone());
-        Ok(component)
+    /// Runs the component `bytes` as the step `env.name`.
+    pub async fn run(&self, bytes: &[u8], ctx: StepContext, env: StepEnv<'_>) -> StepRun {
+        let mut denied = Vec::new();
+        let result = self.run_inner(bytes, ctx, env, &mut denied).await;
+        StepRun { result, denied }
     }
 
-    pub async fn run_builtin(
+    async fn run_inner(
         &self,
-        step: BuiltinStep,
+        bytes: &[u8],
         ctx: StepContext,
         env: StepEnv<'_>,
+        denied: &mut Vec<String>,
     ) -> Result<StepOutput, StepError> {
-        let component = self.component(step.name(), builtin_component(step))?;
-        self.run(&component, ctx, env).await
-    }
-
-    pub async fn run_file(
-        &self,
-        path: &Path,
-        ctx: StepContext,
-        env: StepEnv<'_>,
-    ) -> Result<StepOutput, StepError> {
-        let bytes = std::fs::read(path).map_err(|e| {
-            StepError::Load(wasmtime::Error::msg(format!(
-                "reading {}: {e}",
-                path.display()
-            )))
-        })?;
-        let component = self.component(&path.display().to_string(), &bytes)?;
-        self.run(&component, ctx, env).await
-    }
-
-    async fn run(
-        &self,
-        component: &Component,
-        ctx: StepContext,
-        env: StepEnv<'_>,
-    ) -> Result<StepOutput, StepError> {
+        let component = self.host.component(bytes)?;
         let wasi = WasiCtxBuilder::new()
             .preopened_dir(env.git.workspace(), "/workspace", FsPerms::ReadWrite)
-            .map_err(StepError::Load)?
+            .map_err(HostError::Load)?
             .build();
-        let state = StepState {
-            wasi,
-            http: WasiHttpCtx::new(),
-            table: ResourceTable::new(),
-            limits: StoreLimitsBuilder::new()
-                .memory_size(self.limits.memory_bytes)
-                .build(),
-            hooks: host::ApiHooks::new(env.api.clone()),
+        let data = StepData {
             git: env.git.clone(),
             step: env.name.to_string(),
             log: env.log.clone(),
         };
-        let mut store = Store::new(&self.engine, state);
-        store.limiter(|s| &mut s.limits);
-        store.set_fuel(self.limits.fuel).map_err(StepError::Load)?;
-        store
-            .fuel_async_yield_interval(Some(1_000_000))
-            .map_err(StepError::Load)?;
-        let run = async {
+        let mut store = self
+            .host
+            .store(HostState::new(wasi, env.policy, data), env.limits);
+        let linker = &self.linker;
+        let outcome = run_limited(&mut store, env.limits, async |store| {
             let instance =
-                bindings::WorkerStep::instantiate_async(&mut store, component, &self.linker)
-                    .await
-                    .map_err(StepError::Load)?;
-            instance
-                .ckrv_cloud_step()
-                .call_run(&mut store, &ctx)
-                .await
-                .map_err(StepError::Trap)
-        };
-        match tokio::time::timeout(self.limits.timeout, run).await {
-            Err(_) => Err(StepError::Timeout(self.limits.timeout)),
-            Ok(Err(e)) => Err(e),
-            Ok(Ok(Err(message))) => Err(StepError::Failed(message)),
-            Ok(Ok(Ok(output))) => Ok(output),
+                bindings::WorkerStep::instantiate_async(&mut *store, &component, linker).await?;
+            instance.ckrv_cloud_step().call_run(store, &ctx).await
+        })
+        .await;
+        denied.extend_from_slice(store.data().denied_origins());
+        match outcome? {
+            Ok(output) => Ok(output),
+            Err(message) => Err(StepError::Failed(message)),
         }
     }
 }
@@ -206,5 +161,7 @@ pub struct StepEnv<'a> {
     /// The job's workspace and the host's git for it.
     pub git: &'a HostGit,
     pub log: &'a JobLog,
-    pub api: &'a ApiAccess,
+    /// Where its HTTP may go, and the credential the host adds for the API.
+    pub policy: OriginPolicy,
+    pub limits: Limits,
 }

@@ -169,6 +169,23 @@ impl Api {
         flags: &[&str],
         env: &[(&str, &str)],
     ) -> Self {
+        Self::spawn(data_dir, listen, flags, env, Stdio::inherit())
+    }
+
+    /// `ckrv-api serve` with extra flags, its log (standard error) written to `log`, for tests
+    /// that read what the operator would see.
+    pub fn start_logging(data_dir: &Path, flags: &[&str], log: &Path) -> Self {
+        let file = std::fs::File::create(log).expect("creating the API's log file");
+        Self::spawn(data_dir, "127.0.0.1:0", flags, &[], Stdio::from(file))
+    }
+
+    fn spawn(
+        data_dir: &Path,
+        listen: &str,
+        flags: &[&str],
+        env: &[(&str, &str)],
+        stderr: Stdio,
+    ) -> Self {
         let mut command = Command::new(binary("ckrv-api"));
         command.envs(env.iter().copied());
         command
@@ -184,7 +201,7 @@ impl Api {
             .args(flags)
             .env("RUST_LOG", "info")
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .expect("ckrv-api starts");
         let stdout = child.stdout.take().expect("piped stdout");

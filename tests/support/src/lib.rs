@@ -2,6 +2,7 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod agent_stand_in;
 #[cfg(feature = "api")]
 pub mod api;
 mod browser;
@@ -10,6 +11,7 @@ mod fake_endpoint;
 mod git;
 mod s3;
 
+pub use agent_stand_in::install_agent_stand_ins;
 pub use browser::{Browser, PASSWORD, form_value};
 pub use database::{POSTGRES_ENV, TestDatabase};
 pub use fake_endpoint::{FakeEndpoint, Recorded};

@@ -1,35 +1,74 @@
-//! The compiled-plugin cache. Loading compiled code is loading native code, so the cache is
-//! used only where no one else can write: a directory of this user's with mode 0700, files of
-//! this user's with mode 0600, each beside the SHA-256 of its bytes, checked before the bytes
-//! are handed to wasmtime (from memory, so the file cannot change between check and use).
-//! Anything else is compiled afresh, which costs time and nothing else.
+//! Compiled components, kept so a guest is compiled once.
+//!
+//! On disk (the CLI, a new process per command): loading compiled code is loading native code,
+//! so the cache is used only where no one else can write: a directory of this user's with mode
+//! 0700, files of this user's with mode 0600, each beside the SHA-256 of its bytes, checked
+//! before the bytes are handed to wasmtime (from memory, so the file cannot change between
+//! check and use). Anything else is compiled afresh, which costs time and nothing else.
+//!
+//! In memory (the worker): keyed by the component's SHA-256, never by a name or path that
+//! could point at other bytes later.
 
+use std::collections::HashMap;
 use std::hash::{Hash as _, Hasher as _};
 use std::io::Write as _;
 use std::os::unix::fs::{DirBuilderExt as _, MetadataExt as _, OpenOptionsExt as _};
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use sha2::{Digest as _, Sha256};
 use wasmtime::Engine;
 use wasmtime::component::Component;
 
-/// The compiled `bytes`, from the cache when it holds a verified copy, else compiled (and
-/// cached when the cache is private).
-pub fn load_or_compile(
-    engine: &Engine,
-    bytes: &[u8],
-    cache_dir: &Path,
-) -> wasmtime::Result<Component> {
-    let dir = cache_dir.join("plugins");
-    let private = match private_dir(&dir) {
+use crate::error::HostError;
+
+/// Where compiled components are kept.
+pub enum CompileCache {
+    /// Under this directory, when it is private to this user.
+    Disk(PathBuf),
+    Memory(Mutex<HashMap<[u8; 32], Component>>),
+}
+
+impl CompileCache {
+    pub fn disk(dir: impl Into<PathBuf>) -> Self {
+        Self::Disk(dir.into())
+    }
+
+    pub fn memory() -> Self {
+        Self::Memory(Mutex::default())
+    }
+
+    pub(crate) fn component(&self, engine: &Engine, bytes: &[u8]) -> Result<Component, HostError> {
+        match self {
+            Self::Disk(dir) => load_or_compile(engine, bytes, dir).map_err(HostError::Load),
+            Self::Memory(compiled) => {
+                let key: [u8; 32] = Sha256::digest(bytes).into();
+                let mut compiled = compiled
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                if let Some(component) = compiled.get(&key) {
+                    return Ok(component.clone());
+                }
+                let component = Component::new(engine, bytes).map_err(HostError::Load)?;
+                compiled.insert(key, component.clone());
+                Ok(component)
+            }
+        }
+    }
+}
+
+/// The compiled `bytes`, from `dir` when it holds a verified copy, else compiled (and cached
+/// when `dir` is private).
+fn load_or_compile(engine: &Engine, bytes: &[u8], dir: &Path) -> wasmtime::Result<Component> {
+    let private = match private_dir(dir) {
         Ok(private) => private,
         Err(e) => {
-            tracing::warn!(dir = %dir.display(), error = %e, "not caching the compiled plugin");
+            tracing::warn!(dir = %dir.display(), error = %e, "not caching the compiled component");
             false
         }
     };
     if !private {
-        tracing::warn!(dir = %dir.display(), "the plugin cache is not private to this user; compiling in memory");
+        tracing::warn!(dir = %dir.display(), "the compile cache is not private to this user; compiling in memory");
         return Component::new(engine, bytes);
     }
     let path = dir.join(file_name(engine, bytes));
@@ -40,18 +79,20 @@ pub fn load_or_compile(
         // recorded beside them; wasmtime checks the header and version as well.
         match unsafe { Component::deserialize(engine, &compiled) } {
             Ok(component) => return Ok(component),
-            Err(e) => tracing::warn!(path = %path.display(), error = %e, "recompiling the plugin"),
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "recompiling the component")
+            }
         }
     }
     let component = Component::new(engine, bytes)?;
     if let Err(e) = store(&component, &path) {
-        tracing::warn!(path = %path.display(), error = %e, "could not cache the compiled plugin");
+        tracing::warn!(path = %path.display(), error = %e, "could not cache the compiled component");
     }
     Ok(component)
 }
 
 /// `<sha256 of the component>-<engine compatibility hash>.cwasm`
-pub fn file_name(engine: &Engine, bytes: &[u8]) -> String {
+fn file_name(engine: &Engine, bytes: &[u8]) -> String {
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     engine.precompile_compatibility_hash().hash(&mut hasher);
     format!(
@@ -92,10 +133,8 @@ fn verified(path: &Path) -> Option<Vec<u8>> {
     (hex::encode(Sha256::digest(&compiled)) == recorded.trim()).then_some(compiled)
 }
 
-fn store(component: &Component, path: &Path) -> anyhow::Result<()> {
-    let compiled = component
-        .serialize()
-        .map_err(|e| anyhow::anyhow!("{e:#}"))?;
+fn store(component: &Component, path: &Path) -> wasmtime::Result<()> {
+    let compiled = component.serialize()?;
     write_private(path, &compiled)?;
     write_private(
         &digest_path(path),

@@ -1,0 +1,389 @@
+//! What the operator hands every worker, read and checked once at start: the pipeline
+//! (`--pipeline FILE`), which agents may run (`--agents`), and the agents' secrets
+//! (`--agent-secrets FILE|DIR`). Secrets are the platform's: a job never brings its own, and a
+//! worker gets only those its job's agent declares.
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::MetadataExt as _;
+use std::path::{Path, PathBuf};
+
+use ckrv_agents::{agent_names, agents, find_agent, parse_spec, resolve};
+use ckrv_pipeline::{Pipeline, PipelineError};
+use ckrv_wit::types::AgentSecret;
+use zeroize::Zeroizing;
+
+/// The shortest secret accepted: shorter values could not be told apart from ordinary text
+/// when they are scrubbed from logs.
+const MIN_SECRET_LEN: usize = 8;
+
+/// The pipeline, the agents that may run, and their secrets.
+pub struct WorkerSetup {
+    pub pipeline: Pipeline,
+    enabled: Vec<String>,
+    secrets: BTreeMap<String, Zeroizing<String>>,
+}
+
+impl std::fmt::Debug for WorkerSetup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkerSetup")
+            .field("stages", &self.pipeline.stages.len())
+            .field("enabled", &self.enabled)
+            .field("secrets", &self.secrets.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl Default for WorkerSetup {
+    /// The built-in pipeline, every agent, no secrets.
+    fn default() -> Self {
+        Self {
+            pipeline: Pipeline::builtin(),
+            enabled: agents().iter().map(|a| a.name.clone()).collect(),
+            secrets: BTreeMap::new(),
+        }
+    }
+}
+
+/// Why the server cannot start with these settings.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error(transparent)]
+    Pipeline(#[from] PipelineError),
+    #[error("--agents: unknown agent `{name}`; known agents: {known}")]
+    UnknownAgent { name: String, known: String },
+    #[error("--agents names no agent; name at least one of: {0}")]
+    NoAgents(String),
+    #[error("agent secrets {path}: {problem}")]
+    Secrets { path: PathBuf, problem: String },
+}
+
+impl WorkerSetup {
+    /// The setup from the operator's flags; `None` keeps each default.
+    pub fn load(
+        pipeline: Option<&Path>,
+        enabled: Option<&[String]>,
+        secrets: Option<&Path>,
+    ) -> Result<Self, SetupError> {
+        let mut setup = Self::default();
+        if let Some(path) = pipeline {
+            setup.pipeline = Pipeline::load(path)?;
+        }
+        if let Some(names) = enabled {
+            let names: Vec<String> = names
+                .iter()
+                .map(|n| n.trim().to_string())
+                .filter(|n| !n.is_empty())
+                .collect();
+            if names.is_empty() {
+                return Err(SetupError::NoAgents(agent_names()));
+            }
+            if let Some(name) = names.iter().find(|n| find_agent(n).is_none()) {
+                return Err(SetupError::UnknownAgent {
+                    name: name.clone(),
+                    known: agent_names(),
+                });
+            }
+            setup.enabled = names;
+        }
+        if let Some(path) = secrets {
+            setup.secrets = read_secrets(path)?;
+        }
+        Ok(setup)
+    }
+
+    /// Enabled agents that declare secrets but have none of them: their jobs will be refused.
+    pub fn agents_missing_secrets(&self) -> Vec<&str> {
+        self.enabled
+            .iter()
+            .filter_map(|name| find_agent(name))
+            .filter(|a| {
+                !a.secrets.is_empty() && !a.secrets.iter().any(|s| self.secrets.contains_key(s))
+            })
+            .map(|a| a.name.as_str())
+            .collect()
+    }
+
+    /// Checks at dispatch that the spec can run here: its front matter names an enabled agent
+    /// with valid options, and the agent's secrets are configured.
+    pub fn check_spec(&self, spec: &str) -> Result<(), String> {
+        let spec = parse_spec(spec).map_err(|e| e.to_string())?;
+        if !self.enabled.contains(&spec.front.agent) && find_agent(&spec.front.agent).is_some() {
+            return Err(format!(
+                "agent `{}` is not enabled on this server; enabled agents: {}",
+                spec.front.agent,
+                self.enabled.join(", ")
+            ));
+        }
+        let invocation = resolve(&spec).map_err(|e| e.to_string())?;
+        let agent = invocation.agent;
+        if !agent.secrets.is_empty() && !agent.secrets.iter().any(|s| self.secrets.contains_key(s))
+        {
+            return Err(format!(
+                "agent `{}` needs one of {} and this server has none configured; its operator sets them with `ckrv-api serve --agent-secrets`",
+                agent.name,
+                agent.secrets.join(", ")
+            ));
+        }
+        Ok(())
+    }
+
+    /// The secrets of the spec's agent: only those its definition declares.
+    pub fn secrets_for(&self, spec: &str) -> Vec<AgentSecret> {
+        let Some(agent) = parse_spec(spec)
+            .ok()
+            .and_then(|s| find_agent(&s.front.agent))
+        else {
+            return Vec::new();
+        };
+        agent
+            .secrets
+            .iter()
+            .filter_map(|name| {
+                self.secrets.get(name).map(|value| AgentSecret {
+                    name: name.clone(),
+                    value: value.to_string(),
+                })
+            })
+            .collect()
+    }
+}
+
+/// Reads `NAME=value` lines from a file, or one secret per file (named by the file) from a
+/// directory, as Kubernetes mounts a Secret. Each must be readable by this user alone.
+fn read_secrets(path: &Path) -> Result<BTreeMap<String, Zeroizing<String>>, SetupError> {
+    let error = |path: &Path, problem: String| SetupError::Secrets {
+        path: path.to_path_buf(),
+        problem,
+    };
+    let meta = std::fs::metadata(path).map_err(|e| error(path, e.to_string()))?;
+    private(path, &meta).map_err(|p| error(path, p))?;
+    let mut secrets = BTreeMap::new();
+    if meta.is_dir() {
+        let entries = std::fs::read_dir(path).map_err(|e| error(path, e.to_string()))?;
+        for entry in entries {
+            let file = entry.map_err(|e| error(path, e.to_string()))?.path();
+            let name = file
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            // Kubernetes' own bookkeeping (`..data` and the timestamped directory).
+            if name.starts_with('.') {
+                continue;
+            }
+            let meta = std::fs::metadata(&file).map_err(|e| error(&file, e.to_string()))?;
+            if !meta.is_file() {
+                continue;
+            }
+            private(&file, &meta).map_err(|p| error(&file, p))?;
+            let value = Zeroizing::new(
+                std::fs::read_to_string(&file).map_err(|e| error(&file, e.to_string()))?,
+            );
+            let value = value.strip_suffix('\n').unwrap_or(&value);
+            add_secret(&mut secrets, &name, value).map_err(|p| error(&file, p))?;
+        }
+    } else {
+        let text =
+            Zeroizing::new(std::fs::read_to_string(path).map_err(|e| error(path, e.to_string()))?);
+        for (n, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let (name, value) = line
+                .split_once('=')
+                .ok_or_else(|| error(path, format!("line {}: expected NAME=value", n + 1)))?;
+            add_secret(&mut secrets, name.trim(), value.trim())
+                .map_err(|p| error(path, format!("line {}: {p}", n + 1)))?;
+        }
+    }
+    Ok(secrets)
+}
+
+/// Refuses a file or directory others may read, as ssh does with private keys.
+fn private(path: &Path, meta: &std::fs::Metadata) -> Result<(), String> {
+    let mode = meta.mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(format!(
+            "other users can read it (mode {mode:o}); run `chmod {} {}`",
+            if meta.is_dir() { "700" } else { "600" },
+            path.display()
+        ));
+    }
+    Ok(())
+}
+
+/// Adds one secret, checking its name against the agents' declarations. The value never
+/// appears in an error.
+fn add_secret(
+    secrets: &mut BTreeMap<String, Zeroizing<String>>,
+    name: &str,
+    value: &str,
+) -> Result<(), String> {
+    let declared: Vec<&str> = {
+        let mut all: Vec<&str> = agents()
+            .iter()
+            .flat_map(|a| a.secrets.iter().map(String::as_str))
+            .collect();
+        all.sort_unstable();
+        all.dedup();
+        all
+    };
+    if !declared.contains(&name) {
+        return Err(format!(
+            "`{name}` is a secret no agent takes; agents take: {}",
+            declared.join(", ")
+        ));
+    }
+    if value.len() < MIN_SECRET_LEN {
+        return Err(format!(
+            "`{name}` is shorter than {MIN_SECRET_LEN} characters; is it the real key?"
+        ));
+    }
+    if secrets
+        .insert(name.to_string(), Zeroizing::new(value.to_string()))
+        .is_some()
+    {
+        return Err(format!("`{name}` is given twice"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use std::os::unix::fs::PermissionsExt as _;
+
+    const KEY: &str = "sk-ant-test-0123456789abcdef";
+
+    fn private_file(dir: &Path, name: &str, text: &str) -> PathBuf {
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        path
+    }
+
+    fn spec(agent: &str) -> String {
+        format!("---\nagent: {agent}\n---\nAdd a greeting.\n")
+    }
+
+    #[test]
+    fn secrets_reach_only_the_agents_that_declare_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = private_file(
+            dir.path(),
+            "secrets.env",
+            &format!(
+                "# the team's keys\nANTHROPIC_API_KEY={KEY}\n\nOPENAI_API_KEY=sk-openai-0123456789\n"
+            ),
+        );
+        let setup = WorkerSetup::load(None, None, Some(&file)).unwrap();
+        let claude = setup.secrets_for(&spec("claude-code"));
+        assert_eq!(claude.len(), 1);
+        assert_eq!(
+            (claude[0].name.as_str(), claude[0].value.as_str()),
+            ("ANTHROPIC_API_KEY", KEY)
+        );
+        assert!(
+            setup
+                .secrets_for("---\nagent: script\nrun: env\n---\n")
+                .is_empty()
+        );
+        assert!(setup.check_spec(&spec("claude-code")).is_ok());
+        // Gemini's keys are not configured: its jobs are refused at dispatch, saying why.
+        let err = setup.check_spec(&spec("gemini-cli")).unwrap_err();
+        assert!(err.starts_with("agent `gemini-cli` needs one of "), "{err}");
+        assert!(err.ends_with("`ckrv-api serve --agent-secrets`"), "{err}");
+        assert!(setup.agents_missing_secrets().contains(&"gemini-cli"));
+        assert!(!format!("{setup:?}").contains(KEY));
+    }
+
+    #[test]
+    fn a_directory_holds_one_secret_per_file_as_kubernetes_mounts_them() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+        private_file(dir.path(), "ANTHROPIC_API_KEY", &format!("{KEY}\n"));
+        std::fs::create_dir(dir.path().join("..2026_11_24")).unwrap();
+        let setup = WorkerSetup::load(None, None, Some(dir.path())).unwrap();
+        assert_eq!(setup.secrets_for(&spec("claude-code"))[0].value, KEY);
+    }
+
+    #[test]
+    fn bad_secrets_are_refused_without_showing_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let cases = [
+            (
+                "ANTHROPIC_API_KEY=short",
+                "`ANTHROPIC_API_KEY` is shorter than 8 characters",
+            ),
+            (
+                "MY_TOKEN=0123456789abcdef",
+                "`MY_TOKEN` is a secret no agent takes; agents take: ",
+            ),
+            ("just-a-value", "line 1: expected NAME=value"),
+            (
+                &format!("ANTHROPIC_API_KEY={KEY}\nANTHROPIC_API_KEY={KEY}"),
+                "`ANTHROPIC_API_KEY` is given twice",
+            ),
+        ];
+        for (n, (text, expected)) in cases.iter().enumerate() {
+            let file = private_file(dir.path(), &format!("s{n}"), text);
+            let err = WorkerSetup::load(None, None, Some(&file))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(expected), "{text}: {err}");
+            assert!(
+                !err.contains("0123456789abcdef") && !err.contains(KEY),
+                "{err}"
+            );
+        }
+        let open = private_file(dir.path(), "open.env", &format!("ANTHROPIC_API_KEY={KEY}"));
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let err = WorkerSetup::load(None, None, Some(&open))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("other users can read it (mode 644); run `chmod 600 "),
+            "{err}"
+        );
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let err = WorkerSetup::load(None, None, Some(dir.path()))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("(mode 755); run `chmod 700 "), "{err}");
+    }
+
+    #[test]
+    fn only_enabled_agents_run_and_the_spec_is_checked_at_dispatch() {
+        let enabled = ["claude-code".to_string(), "script".to_string()];
+        let setup = WorkerSetup::load(None, Some(&enabled), None).unwrap();
+        assert_eq!(
+            setup.check_spec(&spec("codex")).unwrap_err(),
+            "agent `codex` is not enabled on this server; enabled agents: claude-code, script"
+        );
+        let err = setup
+            .check_spec("---\nagent: script\nrun: ls\ncolour: red\n---\n")
+            .unwrap_err();
+        assert_eq!(
+            err,
+            "unknown front-matter key `colour` for agent `script`; it accepts: agent, run"
+        );
+        assert!(setup.check_spec("no front matter").is_err());
+        assert!(
+            setup
+                .check_spec("---\nagent: script\nrun: ls\n---\n")
+                .is_ok()
+        );
+
+        let unknown = ["clawd".to_string()];
+        let err = WorkerSetup::load(None, Some(&unknown), None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("--agents: unknown agent `clawd`; known agents: script, "),
+            "{err}"
+        );
+        let err = WorkerSetup::load(None, Some(&[" ".to_string()]), None).unwrap_err();
+        assert!(matches!(err, SetupError::NoAgents(_)));
+    }
+}

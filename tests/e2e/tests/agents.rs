@@ -1,0 +1,286 @@
+//! The real agent definitions through the real binaries: an operator enables agents and gives
+//! them their keys (`--agents`, `--agent-secrets`), and stand-in CLIs of the real programs'
+//! names (`--agent-bin`) report how they were called, in the sandbox. The key reaches the agent
+//! that declares it and no other, and its value appears in no log, response, database or file
+//! the service keeps. Bad operator settings stop the server with the problem named.
+#![allow(clippy::unwrap_used)]
+
+use std::path::Path;
+use std::process::Command;
+
+use ckrv_e2e::{Api, Developer, StaticServer, binary, create_served_repo};
+use ckrv_test_support::install_agent_stand_ins;
+
+const CLAUDE_KEY: &str = "sk-ant-api03-e2e-secret-value-0123456789";
+const CODEX_KEY: &str = "sk-proj-e2e-codex-secret-value-9876543210";
+
+/// Every file under `dir` whose bytes contain `needle`.
+fn files_containing(dir: &Path, needle: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(d) = pending.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                pending.push(path);
+            } else if let Ok(bytes) = std::fs::read(&path)
+                && bytes.windows(needle.len()).any(|w| w == needle.as_bytes())
+            {
+                found.push(path.display().to_string());
+            }
+        }
+    }
+    found
+}
+
+fn sha256_hex(text: &str) -> String {
+    let out = Command::new("sha256sum")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            use std::io::Write as _;
+            child.stdin.take().unwrap().write_all(text.as_bytes())?;
+            child.wait_with_output()
+        })
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+fn private_file(path: &Path, text: &str) {
+    std::fs::write(path, text).unwrap();
+    std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+}
+
+/// `ckrv run --cloud` of `spec`; its output.
+fn run_spec(dev: &Developer, repo_url: &str, name: &str, spec: &str) -> std::process::Output {
+    std::fs::create_dir_all(dev.clone.join("specs")).unwrap();
+    std::fs::write(dev.clone.join("specs").join(name), spec).unwrap();
+    let spec_path = format!("specs/{name}");
+    dev.cli.run(
+        &dev.clone,
+        &[
+            "run",
+            "--cloud",
+            "--spec",
+            &spec_path,
+            "--repo",
+            repo_url,
+            "--base-branch",
+            "main",
+            "--json",
+        ],
+    )
+}
+
+#[test]
+fn an_enabled_agent_gets_its_key_and_no_log_or_store_ever_shows_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let served = root.join("served");
+    std::fs::create_dir_all(&served).unwrap();
+    create_served_repo(&served, "app", &[("README.md", "# App\n")]);
+    let repos = StaticServer::start(&served);
+    let repo_url = format!("http://{}/app.git", repos.addr);
+    let bin = root.join("agent-bin");
+    install_agent_stand_ins(&bin, &["claude", "codex", "gemini", "aider"]);
+    let secrets = root.join("agent-secrets.env");
+    private_file(
+        &secrets,
+        &format!("ANTHROPIC_API_KEY={CLAUDE_KEY}\nCODEX_API_KEY={CODEX_KEY}\n"),
+    );
+    let api_log = root.join("api.log");
+    let api = Api::start_logging(
+        &root.join("api"),
+        &[
+            "--allow-local-repos",
+            "--agents",
+            "claude-code,script",
+            "--agent-secrets",
+            secrets.to_str().unwrap(),
+            "--agent-bin",
+            bin.to_str().unwrap(),
+        ],
+        &api_log,
+    );
+    let dev = Developer::new(&api, root, "dev@example.com", &repo_url);
+
+    let spec = "---\nagent: claude-code\nmodel: sonnet\nmax_turns: 5\n---\n# Greeting\n\nAdd a greeting to README.md.\n";
+    let out = run_spec(&dev, &repo_url, "greeting.md", spec);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let job: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let id = job["id"].as_str().unwrap().to_string();
+    let job = dev.cli.finished(&dev.clone, &id);
+    assert_eq!(job["state"], "succeeded", "{job}");
+
+    let log = dev.cli.ok(&dev.clone, &["logs", &id]);
+    let argv: Vec<&str> = log
+        .lines()
+        .filter_map(|l| l.split_once("argv: ").map(|(_, a)| a))
+        .collect();
+    assert_eq!(
+        argv,
+        [
+            "-p",
+            "--permission-mode",
+            "acceptEdits",
+            "--allowedTools",
+            "Bash",
+            "--output-format",
+            "stream-json",
+            "--verbose",
+            "--max-turns",
+            "5",
+            "--model",
+            "sonnet",
+        ],
+        "{log}"
+    );
+    // The spec's body is the prompt, on standard input; the output streams line by line under
+    // the agent's name, in order.
+    let stdin: Vec<&str> = log
+        .lines()
+        .filter_map(|l| l.split_once("stdin: ").map(|(_, a)| a))
+        .collect();
+    assert_eq!(
+        stdin,
+        ["# Greeting", "", "Add a greeting to README.md."],
+        "{log}"
+    );
+    let starting = log.find("claude: starting").unwrap();
+    let done = log.find("claude: done").unwrap();
+    assert!(starting < done, "{log}");
+    // The declared key arrived, exactly (its digest), and the log shows it redacted; the key
+    // of an agent not run here never reached this one.
+    assert!(log.contains("env: ANTHROPIC_API_KEY=[redacted]"), "{log}");
+    assert!(
+        log.contains(&format!(
+            "key-sha256: ANTHROPIC_API_KEY={}",
+            sha256_hex(CLAUDE_KEY)
+        )),
+        "{log}"
+    );
+    assert!(!log.contains("CODEX_API_KEY"), "{log}");
+    assert!(log.contains("env: DISABLE_AUTOUPDATER=1"), "{log}");
+    // Nothing of the worker's reaches the agent either.
+    assert!(!log.contains("CKRV_WORKER"), "{log}");
+
+    let pulled = dev.cli.ok(&dev.clone, &["pull", &id, "--yes"]);
+    assert!(!pulled.contains(CLAUDE_KEY));
+    let readme = std::fs::read_to_string(dev.clone.join("README.md")).unwrap();
+    assert!(readme.contains("edited by claude"), "{readme}");
+
+    // An agent the operator did not enable, and an option no agent has, are refused when the
+    // job is submitted, before anything is cloned.
+    let out = run_spec(
+        &dev,
+        &repo_url,
+        "codex.md",
+        "---\nagent: codex\n---\nDo it.\n",
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains(
+            "agent `codex` is not enabled on this server; enabled agents: claude-code, script"
+        ),
+        "{err}"
+    );
+    let out = run_spec(
+        &dev,
+        &repo_url,
+        "typo.md",
+        "---\nagent: claude-code\nmodle: opus\n---\nDo it.\n",
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("unknown front-matter key `modle` for agent `claude-code`"),
+        "{err}"
+    );
+
+    drop(api);
+    for key in [CLAUDE_KEY, CODEX_KEY] {
+        assert_eq!(
+            files_containing(&root.join("api"), key),
+            Vec::<String>::new()
+        );
+        assert!(!std::fs::read_to_string(&api_log).unwrap().contains(key));
+        assert!(!log.contains(key));
+    }
+    assert_eq!(
+        files_containing(&dev.clone, CLAUDE_KEY),
+        Vec::<String>::new()
+    );
+}
+
+/// `ckrv-api serve FLAGS`, which must exit at once; its standard error.
+fn refused_serve(data_dir: &Path, flags: &[&str]) -> String {
+    let out = Command::new(binary("ckrv-api"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data_dir)
+        .args(flags)
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "serve {flags:?} started");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn bad_operator_settings_stop_the_server_naming_the_problem() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let pipeline = dir.join("pipeline.toml");
+    std::fs::write(dir.join("lint.wasm"), b"not wasm").unwrap();
+    std::fs::write(
+        &pipeline,
+        "[[stage]]\nstep = \"clone\"\nphase = \"cloning\"\n\n[[stage]]\nagent = true\nphase = \"agent\"\n\n[[stage]]\ncomponent = \"lint.wasm\"\nphase = \"diffing\"\n",
+    )
+    .unwrap();
+    let err = refused_serve(&dir.join("a"), &["--pipeline", pipeline.to_str().unwrap()]);
+    assert!(
+        err.contains(&format!(
+            "invalid pipeline {}: stage 3 (lint): {} is not a WebAssembly component",
+            pipeline.display(),
+            dir.join("lint.wasm").display()
+        )),
+        "{err}"
+    );
+
+    std::fs::write(&pipeline, "[[stage]]\nagent = true\nphase = \"agent\"\n[[stage]]\nstep = \"diff\"\nphase = \"diffing\"\ntimeout_s = 0\n").unwrap();
+    let err = refused_serve(&dir.join("b"), &["--pipeline", pipeline.to_str().unwrap()]);
+    assert!(err.contains("stage 2 (diff): `timeout_s` is 0"), "{err}");
+
+    let secrets = dir.join("secrets.env");
+    std::fs::write(&secrets, format!("ANTHROPIC_API_KEY={CLAUDE_KEY}\n")).unwrap();
+    std::fs::set_permissions(
+        &secrets,
+        std::os::unix::fs::PermissionsExt::from_mode(0o644),
+    )
+    .unwrap();
+    let err = refused_serve(
+        &dir.join("c"),
+        &["--agent-secrets", secrets.to_str().unwrap()],
+    );
+    assert!(
+        err.contains("other users can read it (mode 644); run `chmod 600"),
+        "{err}"
+    );
+    assert!(!err.contains(CLAUDE_KEY));
+
+    let err = refused_serve(&dir.join("d"), &["--agents", "claude-code,clawd"]);
+    assert!(
+        err.contains("--agents: unknown agent `clawd`; known agents: script, claude-code"),
+        "{err}"
+    );
+}
