@@ -108,6 +108,7 @@ impl Server {
                     allow_local_repos: config.allow_local_repos,
                     insecure_no_sandbox: config.insecure_no_sandbox,
                     agent_bin: config.agent_bin.clone(),
+                    compile_cache: config.data_dir.join("compiled-steps"),
                 };
                 workers.check()?;
                 Arc::new(dispatch::LocalProcess::new(workers, exits_tx))

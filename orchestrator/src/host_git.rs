@@ -88,14 +88,28 @@ impl HostGit {
             &[],
             None,
         )
-        .await
-        .map(drop)
+        .await?;
+        self.index_base(branch).await
+    }
+
+    /// Fills the private index with the base and the workspace's file stats, so each diff later
+    /// hashes only the files that changed (clone time: every file is read once here).
+    async fn index_base(&self, base: &str) -> Result<(), String> {
+        let args = [
+            format!("--git-dir={}", self.base_repo().display()),
+            format!("--work-tree={}", self.workspace.display()),
+            "reset".into(),
+            "-q".into(),
+            "--mixed".into(),
+            base.into(),
+        ];
+        self.git(&self.workspace, &args, &[], None).await.map(drop)
     }
 
     /// For the step harness: the workspace's own repository (the author's, trusted) becomes
     /// the base the diff compares with.
-    pub async fn adopt_workspace_repository(&self) -> Result<(), String> {
-        let base = self.base_repo().display().to_string();
+    pub async fn adopt_workspace_repository(&self, base: &str) -> Result<(), String> {
+        let repo = self.base_repo().display().to_string();
         let workspace = self.workspace.display().to_string();
         let args = [
             "clone",
@@ -104,11 +118,10 @@ impl HostGit {
             "-q",
             "--",
             &workspace,
-            &base,
+            &repo,
         ];
-        self.git(&self.private, &args, &["file"], None)
-            .await
-            .map(drop)
+        self.git(&self.private, &args, &["file"], None).await?;
+        self.index_base(base).await
     }
 
     /// Leaves `patterns` (gitignore syntax) out of the diff: what an agent writes for itself.
@@ -144,8 +157,8 @@ impl HostGit {
             args.extend(rest.iter().map(|s| s.to_string()));
             args
         };
-        self.git(&self.workspace, &with(&["read-tree", base]), &[], None)
-            .await?;
+        // The private index starts at the base (see `index_base`); staging everything makes it
+        // the workspace, and the diff is index against base.
         self.git(&self.workspace, &with(&["add", "-A"]), &[], None)
             .await?;
         self.git(

@@ -71,6 +71,19 @@ struct JobArgs {
     /// the agent's sandbox)
     #[arg(long, value_name = "DIR")]
     agent_bin: Option<PathBuf>,
+    /// Keep compiled step components here (a directory only this user can write), so a
+    /// worker started per job compiles each once [default: in memory]
+    #[arg(long, value_name = "DIR")]
+    compile_cache: Option<PathBuf>,
+}
+
+impl JobArgs {
+    fn step_runner(&self) -> Result<StepRunner, ckrv_orchestrator::steps::StepError> {
+        match &self.compile_cache {
+            Some(dir) => StepRunner::with_cache(ckrv_wasm_host::CompileCache::disk(dir)),
+            None => StepRunner::new(),
+        }
+    }
 }
 
 /// A secret from the first line of standard input: never from the environment or the
@@ -111,7 +124,7 @@ async fn main() -> anyhow::Result<()> {
                 "pass the one `ckrv-api workers add NAME` printed",
             )?;
             let options = WorkOptions {
-                steps: Arc::new(StepRunner::new()?),
+                steps: Arc::new(how.step_runner()?),
                 work_dir: how.work_dir,
                 allow_local_repos: how.allow_local_repos,
                 sandbox: !how.insecure_no_sandbox,
@@ -122,18 +135,20 @@ async fn main() -> anyhow::Result<()> {
             return Ok(work(&api_url, &credential, &options).await?);
         }
     };
+    let runner = how.step_runner();
     let JobArgs {
         work_dir,
         allow_local_repos,
         insecure_no_sandbox,
         agent_bin,
+        ..
     } = how;
     let token = read_secret(
         "worker token",
         "the dispatcher writes the job's token there",
     )?;
     let api = ApiClient::new(&api_url, &job_id, &token)?;
-    let steps = match StepRunner::new() {
+    let steps = match runner {
         Ok(steps) => Arc::new(steps),
         Err(error) => {
             // The job must not stay `running` because the worker cannot run steps.

@@ -68,7 +68,7 @@ pub async fn run(command: StepCommand) -> anyhow::Result<()> {
     let private = tempfile::Builder::new().prefix("ckrv-step-").tempdir()?;
     let git = HostGit::new(&workspace, private.path(), true)?;
     if workspace.join(".git").exists() {
-        git.adopt_workspace_repository()
+        git.adopt_workspace_repository(&args.base)
             .await
             .map_err(|e| anyhow::anyhow!("reading the workspace's repository: {e}"))?;
     }

@@ -30,6 +30,8 @@ pub struct LocalWorkers {
     pub insecure_no_sandbox: bool,
     /// Agent programs installed outside /usr, passed to each worker.
     pub agent_bin: Option<PathBuf>,
+    /// Where workers keep compiled step components between jobs (private to this user).
+    pub compile_cache: PathBuf,
 }
 
 impl LocalWorkers {
@@ -162,6 +164,8 @@ impl LocalProcess {
                     .iter()
                     .flat_map(|dir| [std::ffi::OsStr::new("--agent-bin"), dir.as_os_str()]),
             )
+            .arg("--compile-cache")
+            .arg(&self.settings.compile_cache)
             .env_clear()
             .env("PATH", WORKER_PATH)
             .env("HOME", "/nonexistent")

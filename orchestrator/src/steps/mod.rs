@@ -100,8 +100,14 @@ pub struct StepRunner {
 }
 
 impl StepRunner {
+    /// Compiled components are kept in memory: for a worker that runs many jobs.
     pub fn new() -> Result<Self, StepError> {
-        let host = WasmHost::new(CompileCache::memory())?;
+        Self::with_cache(CompileCache::memory())
+    }
+
+    /// Compiled components are kept in `cache`: on disk for workers started once per job.
+    pub fn with_cache(cache: CompileCache) -> Result<Self, StepError> {
+        let host = WasmHost::new(cache)?;
         let mut linker = host.linker::<StepData>()?;
         // wasi:* come from the shared host; only the step host's own interfaces are added here.
         type Own = wasmtime::component::HasSelf<StepState>;

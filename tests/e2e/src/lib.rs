@@ -13,18 +13,23 @@ pub use ckrv_test_support::{StaticServer, create_served_repo, git};
 /// (a test in `target/<profile>/deps`, or the benchmark next to the binaries). `cargo test`
 /// builds every default member's binaries before running tests.
 pub fn binary(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("executable path");
-    let mut dir = exe.parent().expect("executable lives in a directory");
-    if dir.ends_with("deps") {
-        dir = dir.parent().expect("deps lives in target/<profile>");
-    }
-    let path = dir.join(name);
+    let path = binary_dir().join(name);
     assert!(
         path.exists(),
         "{} is not built; run `cargo build` (or `cargo test` for the whole workspace) first",
         path.display()
     );
     path
+}
+
+/// `target/<profile>`, where this workspace's binaries are.
+fn binary_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("executable path");
+    let mut dir = exe.parent().expect("executable lives in a directory");
+    if dir.ends_with("deps") {
+        dir = dir.parent().expect("deps lives in target/<profile>");
+    }
+    dir.to_path_buf()
 }
 
 /// A spec for the `script` agent that runs `script` in the workspace.
@@ -393,4 +398,61 @@ pub fn wait_for<T>(what: &str, limit: Duration, mut check: impl FnMut() -> Optio
         assert!(start.elapsed() < limit, "timed out waiting for {what}");
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+/// Builds the standalone step crate at `source` (a directory of this repository, such as the
+/// step template) as its author would: copied outside this workspace with `cp -rL`, then plain
+/// `cargo build --release --target wasm32-wasip2`. Returns the component's path. The build
+/// directory is kept under `target/standalone-steps`, so later runs are quick.
+pub fn build_step_outside_workspace(source: &Path, into: &Path) -> PathBuf {
+    let copy = into.join(source.file_name().expect("a named directory"));
+    let status = Command::new("cp")
+        .arg("-rL")
+        .arg(source)
+        .arg(&copy)
+        .status()
+        .expect("cp runs");
+    assert!(status.success(), "copying {}", source.display());
+    let target = binary_dir()
+        .parent()
+        .expect("target/<profile> lives in target")
+        .join("standalone-steps");
+    let out = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .current_dir(&copy)
+        .args([
+            "build",
+            "--release",
+            "--locked",
+            "--target",
+            "wasm32-wasip2",
+        ])
+        .env("CARGO_TARGET_DIR", &target)
+        .env_remove("RUSTFLAGS")
+        .output()
+        .expect("cargo runs");
+    assert!(
+        out.status.success(),
+        "building {} outside the workspace failed:\n{}",
+        copy.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let package = std::fs::read_to_string(copy.join("Cargo.toml")).expect("its manifest");
+    let name = package
+        .lines()
+        .find_map(|l| l.strip_prefix("name = \""))
+        .and_then(|l| l.strip_suffix('"'))
+        .expect("a package name")
+        .replace('-', "_");
+    let wasm = target.join(format!("wasm32-wasip2/release/{name}.wasm"));
+    assert!(wasm.exists(), "{} was not built", wasm.display());
+    wasm
+}
+
+/// The repository's root, for tests that use its files (templates, examples).
+pub fn repository_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .nth(2)
+        .expect("tests/e2e lives two levels down")
+        .to_path_buf()
 }

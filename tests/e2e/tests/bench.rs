@@ -19,6 +19,16 @@ fn the_benchmark_measures_every_path_and_says_so_in_a_table() {
             "1000",
         ])
         .args(["--creates", "20", "--stored", "50,500"])
+        .args([
+            "--diff-files",
+            "200",
+            "--diff-changed",
+            "20",
+            "--diffs",
+            "2",
+            "--sandboxes",
+            "3",
+        ])
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -28,9 +38,9 @@ fn the_benchmark_measures_every_path_and_says_so_in_a_table() {
         String::from_utf8_lossy(&out.stderr)
     );
     let rows: Vec<&str> = stdout.lines().filter(|l| l.starts_with("| ")).collect();
-    // The header, eight measurements of the job's path and seven of the engine, each with a
-    // sample count and four figures.
-    assert_eq!(rows.len(), 16, "{stdout}");
+    // The header, eight measurements of the job's path, three of the worker and seven of the
+    // engine, each with a sample count and four figures.
+    assert_eq!(rows.len(), 19, "{stdout}");
     for row in &rows[1..] {
         let cells: Vec<&str> = row.split('|').map(str::trim).collect();
         assert!(cells[2].parse::<usize>().unwrap() >= 1, "{row}");
@@ -51,4 +61,12 @@ fn the_benchmark_measures_every_path_and_says_so_in_a_table() {
         "{stdout}"
     );
     assert!(stdout.contains("with 500 jobs stored | 8 |"), "{stdout}");
+    assert!(
+        stdout.contains("diff step (WASM), 200 files, 20 changed"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("| agent sandbox: create, run `true`, tear down | 3 |"),
+        "{stdout}"
+    );
 }

@@ -13,6 +13,7 @@
 
 mod engine;
 mod table;
+mod worker;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -52,6 +53,21 @@ struct Args {
     /// Job table sizes at which reads are measured, smallest first.
     #[arg(long, value_delimiter = ',', default_value = "1000,1000000")]
     stored: Vec<usize>,
+    /// Files in the repository the diff step is measured on.
+    #[arg(long, default_value_t = 10_000)]
+    diff_files: usize,
+    /// Of them, changed.
+    #[arg(long, default_value_t = 1_000)]
+    diff_changed: usize,
+    /// Times each diff is taken.
+    #[arg(long, default_value_t = 10)]
+    diffs: usize,
+    /// Agent sandboxes created and torn down.
+    #[arg(long, default_value_t = 50)]
+    sandboxes: usize,
+    /// Only the worker's measurements (diff step, sandbox) and the job path.
+    #[arg(long)]
+    worker_only: bool,
 }
 
 fn main() -> Result<()> {
@@ -100,25 +116,38 @@ fn main() -> Result<()> {
         }
         table.row(&format!("`ckrv run --cloud` returns, {mode}"), &dispatch);
         table.row(&format!("job, dispatch to end, {mode}"), &whole);
-        if flags.is_empty() {
+        if flags.is_empty() && !args.worker_only {
             stage.reads(&last, &args, &runtime, &mut table)?;
             stage.status_command(&last, &mut table)?;
         }
     }
-    engine::run(
+    worker::run(
         root,
-        &engine::Load {
-            followers: args.followers,
-            follow_lines: args.follow_lines,
-            log_lines: args.log_lines,
-            creates: args.creates,
-            clients: args.clients,
-            requests: args.requests,
-            stored: args.stored.clone(),
+        &worker::Sizes {
+            files: args.diff_files,
+            changed: args.diff_changed,
+            diffs: args.diffs,
+            sandboxes: args.sandboxes,
         },
         &runtime,
         &mut table,
     )?;
+    if !args.worker_only {
+        engine::run(
+            root,
+            &engine::Load {
+                followers: args.followers,
+                follow_lines: args.follow_lines,
+                log_lines: args.log_lines,
+                creates: args.creates,
+                clients: args.clients,
+                requests: args.requests,
+                stored: args.stored.clone(),
+            },
+            &runtime,
+            &mut table,
+        )?;
+    }
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     println!("{} · {cores} cores\n\n{}", machine(), table.render());
     Ok(())
