@@ -110,3 +110,89 @@ async fn claims_need_a_worker_credential_and_follow_the_queue_and_its_limits() {
             .contains("ckrv-api workers add")
     );
 }
+
+/// The first bytes of a WebAssembly component, and a body: enough for the API, which checks
+/// the header and hands the bytes on.
+const COMPONENT: &[u8] = b"\0asm\x0d\0\x01\0a platform team's step";
+
+#[tokio::test]
+async fn a_worker_gets_the_operators_pipeline_its_components_by_digest_and_only_its_agents_secrets()
+ {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let etc = dir.path().join("etc");
+    std::fs::create_dir_all(&etc).unwrap();
+    std::fs::write(etc.join("lint.wasm"), COMPONENT).unwrap();
+    std::fs::write(
+        etc.join("pipeline.toml"),
+        "[[stage]]\nstep = \"clone\"\nphase = \"cloning\"\n[[stage]]\nagent = true\nphase = \"agent\"\n\
+         [[stage]]\ncomponent = \"lint.wasm\"\nphase = \"diffing\"\ntimeout_s = 30\nallowed_hosts = [\"https://lint.example.com\"]\n",
+    )
+    .unwrap();
+    let secrets = etc.join("agent-secrets.env");
+    std::fs::write(
+        &secrets,
+        "ANTHROPIC_API_KEY=sk-ant-api-test-0123456789\nCODEX_API_KEY=sk-codex-test-0123456789\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&secrets, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let setup = ckrv_api::worker_setup::WorkerSetup::load(
+        Some(&etc.join("pipeline.toml")),
+        None,
+        Some(&secrets),
+    )
+    .unwrap();
+    let api = TestApi::start_configured(
+        &dir.path().join("api"),
+        Arc::new(RecordingDispatcher::default()),
+        |c| c.workers = Arc::new(setup),
+    )
+    .await;
+    let user = api.login("dev@example.com").await;
+    let user = access(&user);
+    let mut request = support::job_request();
+    request["spec_content"] = "---\nagent: claude-code\n---\nAdd a greeting.\n".into();
+    let (status, claude) = api.post("/v1/jobs", user, request).await;
+    assert_eq!(status, StatusCode::CREATED, "{claude}");
+    let (_, script) = api.create_job(user).await;
+
+    let id = claude["id"].as_str().unwrap();
+    let token = api.dispatcher.token_for(id);
+    let (status, work) = api.get(&format!("/v1/worker/jobs/{id}"), &token).await;
+    assert_eq!(status, StatusCode::OK, "{work}");
+    let stages = work["pipeline"].as_array().unwrap();
+    assert_eq!(support::each(&work["pipeline"], "name"), ["clone", "agent", "lint"]);
+    assert_eq!(stages[2]["kind"], "component");
+    assert_eq!(stages[2]["timeout_s"], 30);
+    assert_eq!(stages[2]["allowed_hosts"][0], "https://lint.example.com");
+    assert_eq!(
+        work["agent_secrets"],
+        serde_json::json!([{"name": "ANTHROPIC_API_KEY", "value": "sk-ant-api-test-0123456789"}])
+    );
+
+    let digest = stages[2]["source"].as_str().unwrap();
+    let fetch = |path: String, token: String| {
+        let http = api.http.clone();
+        let url = format!("{}{path}", api.url);
+        async move {
+            let response = http.get(url).bearer_auth(token).send().await.unwrap();
+            (response.status(), response.bytes().await.unwrap())
+        }
+    };
+    let component = format!("/v1/worker/jobs/{id}/components/{digest}");
+    let (status, bytes) = fetch(component.clone(), token.clone()).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(&bytes[..], COMPONENT);
+    let (status, _) = fetch(format!("/v1/worker/jobs/{id}/components/{}", "0".repeat(64)), token.clone()).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    // Another job's token, and a user's, get nothing.
+    let script_id = script["id"].as_str().unwrap();
+    let other = api.dispatcher.token_for(script_id);
+    let (status, _) = fetch(component.clone(), other.clone()).await;
+    assert!(status.is_client_error() && status != StatusCode::OK, "{status}");
+    let (status, _) = fetch(component, user.to_string()).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    // The script agent declares no secrets: its worker gets none.
+    let (_, work) = api.get(&format!("/v1/worker/jobs/{script_id}"), &other).await;
+    assert_eq!(work["agent_secrets"], serde_json::json!([]));
+}

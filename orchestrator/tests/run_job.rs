@@ -370,3 +370,55 @@ async fn each_real_agent_definition_is_invoked_as_its_cli_expects_in_the_sandbox
         assert!(!diff.contains(".aider.tags.cache"), "{agent}: {diff}");
     }
 }
+
+/// Built from `orchestrator/steps/hostile` by build.rs for the tests only.
+const HOSTILE_STEP: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/ckrv_step_hostile.wasm"));
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_operators_component_comes_by_digest_and_a_runaway_one_fails_the_job_naming_its_limit()
+{
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("hostile.wasm"), HOSTILE_STEP).unwrap();
+    let text = "[[stage]]\nstep = \"clone\"\nphase = \"cloning\"\n\
+                [[stage]]\nagent = true\nphase = \"agent\"\n\
+                [[stage]]\nname = \"runaway\"\ncomponent = \"hostile.wasm\"\nphase = \"diffing\"\n\
+                timeout_s = 1\nmemory_mb = 32\nparams = { mode = \"spin\" }\n\
+                [[stage]]\nstep = \"upload\"\nphase = \"uploading\"\n";
+    let pipeline = Pipeline::parse(text, "p.toml", dir.path()).unwrap();
+    let digest = pipeline.stages[2].source.clone().unwrap();
+    let spec = "---\nagent: script\nrun: echo hi >> README.md\n---\n";
+    let (outcome, calls, _work) = run_with(spec, usize::MAX, pipeline, &[], None).await;
+    assert_eq!(
+        outcome,
+        Err("step runaway was stopped at its time limit of 1s".to_string())
+    );
+    assert!(
+        calls
+            .iter()
+            .any(|c| c.path() == format!("/v1/worker/jobs/job-1/components/{digest}"))
+    );
+    let completion: Vec<JobCompletion> = bodies(&calls, "/complete");
+    assert_eq!(completion[0].state, JobState::Failed);
+    assert!(calls.iter().all(|c| !c.path().ends_with("/artifacts/diff")));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_component_whose_bytes_do_not_match_its_digest_is_not_run() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("hostile.wasm"), HOSTILE_STEP).unwrap();
+    let text = "[[stage]]\nagent = true\nphase = \"agent\"\n\
+                [[stage]]\ncomponent = \"hostile.wasm\"\nphase = \"diffing\"\n";
+    let mut pipeline = Pipeline::parse(text, "p.toml", dir.path()).unwrap();
+    // The API (here, the fake) serves other bytes under the digest the stage names.
+    let digest = pipeline.stages[1].source.clone().unwrap();
+    let other = ckrv_orchestrator::steps::builtin_component("diff").unwrap();
+    pipeline.components.insert(digest, other.into());
+    let spec = "---\nagent: script\nrun: echo hi\n---\n";
+    let (outcome, _, _work) = run_with(spec, usize::MAX, pipeline, &[], None).await;
+    let error = outcome.unwrap_err();
+    assert!(
+        error.starts_with("stage hostile: reading its component failed: ")
+            && error.ends_with("the component's bytes do not match its digest"),
+        "{error}"
+    );
+}
