@@ -117,7 +117,7 @@ const COMPONENT: &[u8] = b"\0asm\x0d\0\x01\0a platform team's step";
 
 #[tokio::test]
 async fn a_worker_gets_the_operators_pipeline_its_components_by_digest_and_only_its_agents_secrets()
- {
+{
     use std::os::unix::fs::PermissionsExt as _;
     let dir = tempfile::tempdir().unwrap();
     let etc = dir.path().join("etc");
@@ -161,7 +161,10 @@ async fn a_worker_gets_the_operators_pipeline_its_components_by_digest_and_only_
     let (status, work) = api.get(&format!("/v1/worker/jobs/{id}"), &token).await;
     assert_eq!(status, StatusCode::OK, "{work}");
     let stages = work["pipeline"].as_array().unwrap();
-    assert_eq!(support::each(&work["pipeline"], "name"), ["clone", "agent", "lint"]);
+    assert_eq!(
+        support::each(&work["pipeline"], "name"),
+        ["clone", "agent", "lint"]
+    );
     assert_eq!(stages[2]["kind"], "component");
     assert_eq!(stages[2]["timeout_s"], 30);
     assert_eq!(stages[2]["allowed_hosts"][0], "https://lint.example.com");
@@ -183,16 +186,25 @@ async fn a_worker_gets_the_operators_pipeline_its_components_by_digest_and_only_
     let (status, bytes) = fetch(component.clone(), token.clone()).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(&bytes[..], COMPONENT);
-    let (status, _) = fetch(format!("/v1/worker/jobs/{id}/components/{}", "0".repeat(64)), token.clone()).await;
+    let (status, _) = fetch(
+        format!("/v1/worker/jobs/{id}/components/{}", "0".repeat(64)),
+        token.clone(),
+    )
+    .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     // Another job's token, and a user's, get nothing.
     let script_id = script["id"].as_str().unwrap();
     let other = api.dispatcher.token_for(script_id);
     let (status, _) = fetch(component.clone(), other.clone()).await;
-    assert!(status.is_client_error() && status != StatusCode::OK, "{status}");
+    assert!(
+        status.is_client_error() && status != StatusCode::OK,
+        "{status}"
+    );
     let (status, _) = fetch(component, user.to_string()).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     // The script agent declares no secrets: its worker gets none.
-    let (_, work) = api.get(&format!("/v1/worker/jobs/{script_id}"), &other).await;
+    let (_, work) = api
+        .get(&format!("/v1/worker/jobs/{script_id}"), &other)
+        .await;
     assert_eq!(work["agent_secrets"], serde_json::json!([]));
 }

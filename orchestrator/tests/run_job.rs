@@ -375,8 +375,7 @@ async fn each_real_agent_definition_is_invoked_as_its_cli_expects_in_the_sandbox
 const HOSTILE_STEP: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/ckrv_step_hostile.wasm"));
 
 #[tokio::test(flavor = "multi_thread")]
-async fn an_operators_component_comes_by_digest_and_a_runaway_one_fails_the_job_naming_its_limit()
-{
+async fn an_operators_component_comes_by_digest_and_a_runaway_one_fails_the_job_naming_its_limit() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("hostile.wasm"), HOSTILE_STEP).unwrap();
     let text = "[[stage]]\nstep = \"clone\"\nphase = \"cloning\"\n\

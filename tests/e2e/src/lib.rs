@@ -456,3 +456,14 @@ pub fn repository_root() -> PathBuf {
         .expect("tests/e2e lives two levels down")
         .to_path_buf()
 }
+
+/// A repository `app` (one commit: `README.md` "# App") served over HTTP on loopback from
+/// `root/served`; the server, and the URL to clone.
+pub fn serve_app_repo(root: &Path) -> (StaticServer, String) {
+    let served = root.join("served");
+    std::fs::create_dir_all(&served).expect("creating the served directory");
+    create_served_repo(&served, "app", &[("README.md", "# App\n")]);
+    let repos = StaticServer::start(&served);
+    let url = format!("http://{}/app.git", repos.addr);
+    (repos, url)
+}

@@ -8,7 +8,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use ckrv_e2e::{Api, Developer, StaticServer, binary, create_served_repo};
+use ckrv_e2e::{Api, Developer, binary, serve_app_repo};
 use ckrv_test_support::install_agent_stand_ins;
 
 const CLAUDE_KEY: &str = "sk-ant-api03-e2e-secret-value-0123456789";
@@ -84,11 +84,7 @@ fn run_spec(dev: &Developer, repo_url: &str, name: &str, spec: &str) -> std::pro
 fn an_enabled_agent_gets_its_key_and_no_log_or_store_ever_shows_it() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
-    let served = root.join("served");
-    std::fs::create_dir_all(&served).unwrap();
-    create_served_repo(&served, "app", &[("README.md", "# App\n")]);
-    let repos = StaticServer::start(&served);
-    let repo_url = format!("http://{}/app.git", repos.addr);
+    let (_repos, repo_url) = serve_app_repo(root);
     let bin = root.join("agent-bin");
     install_agent_stand_ins(&bin, &["claude", "codex", "gemini", "aider"]);
     let secrets = root.join("agent-secrets.env");

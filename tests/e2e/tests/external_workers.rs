@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
-use ckrv_e2e::{Api, Developer, StaticServer, binary, create_served_repo, wait_for};
+use ckrv_e2e::{Api, Developer, binary, serve_app_repo, wait_for};
 
 fn admin(api: &Api, args: &[&str]) -> Output {
     api.admin(args)
@@ -52,11 +52,7 @@ fn an_external_worker_claims_and_runs_jobs_until_its_credential_is_revoked() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
     std::fs::set_permissions(root, std::os::unix::fs::PermissionsExt::from_mode(0o711)).unwrap();
-    let served = root.join("served");
-    std::fs::create_dir_all(&served).unwrap();
-    create_served_repo(&served, "app", &[("README.md", "# App\n")]);
-    let repos = StaticServer::start(&served);
-    let repo_url = format!("http://{}/app.git", repos.addr);
+    let (repos, repo_url) = serve_app_repo(root);
     let api = Api::start_with(
         &root.join("api"),
         &["--external-workers", "--allow-local-repos"],

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use ckrv_e2e::{
-    Api, Cli, Developer, StaticServer, create_served_repo, dispatch_script, processes_matching,
+    Api, Cli, Developer, StaticServer, dispatch_script, processes_matching, serve_app_repo,
     wait_for,
 };
 
@@ -32,11 +32,7 @@ impl Stage {
         // The sandboxed agent's own user passes through to its workspace under `work/`.
         std::fs::set_permissions(root, std::os::unix::fs::PermissionsExt::from_mode(0o711))
             .unwrap();
-        let served = root.join("served");
-        std::fs::create_dir_all(&served).unwrap();
-        create_served_repo(&served, "app", &[("README.md", "# App\n")]);
-        let repos = StaticServer::start(&served);
-        let repo_url = format!("http://{}/app.git", repos.addr);
+        let (repos, repo_url) = serve_app_repo(root);
         let work = root.join("work");
         let mut args = vec!["--allow-local-repos", "--work-dir", work.to_str().unwrap()];
         args.extend_from_slice(flags);

@@ -7,8 +7,7 @@ use std::path::Path;
 use std::process::Command;
 
 use ckrv_e2e::{
-    Api, Developer, StaticServer, binary, build_step_outside_workspace, create_served_repo, git,
-    repository_root,
+    Api, Developer, binary, build_step_outside_workspace, git, repository_root, serve_app_repo,
 };
 
 #[test]
@@ -101,11 +100,7 @@ fn the_secret_scan_example_fails_a_job_that_adds_a_credential_naming_file_and_li
     std::fs::create_dir_all(&etc).unwrap();
     let pipeline = pipeline(&etc, &scanner);
 
-    let served = root.join("served");
-    std::fs::create_dir_all(&served).unwrap();
-    create_served_repo(&served, "app", &[("README.md", "# App\n")]);
-    let repos = StaticServer::start(&served);
-    let repo_url = format!("http://{}/app.git", repos.addr);
+    let (_repos, repo_url) = serve_app_repo(root);
     let api = Api::start_with(
         &root.join("api"),
         &[

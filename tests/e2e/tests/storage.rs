@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use ckrv_e2e::{Api, Developer, StaticServer, create_served_repo, wait_for};
+use ckrv_e2e::{Api, Developer, serve_app_repo, wait_for};
 use ckrv_test_support::{S3_ACCESS_KEY, S3_SECRET_KEY, S3Server};
 
 const BUCKET: &str = "ckrv-artifacts";
@@ -26,11 +26,7 @@ fn a_jobs_diff_and_log_live_in_the_bucket_and_read_back() {
     s3.create_bucket(BUCKET);
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
-    let served = root.join("served");
-    std::fs::create_dir_all(&served).unwrap();
-    create_served_repo(&served, "app", &[("README.md", "# App\n")]);
-    let repos = StaticServer::start(&served);
-    let repo_url = format!("http://{}/app.git", repos.addr);
+    let (_repos, repo_url) = serve_app_repo(root);
     let location = format!("s3://{BUCKET}/team-a/prod");
     let api = Api::start_in_env(
         &root.join("api"),
