@@ -107,9 +107,13 @@ impl WorkerSetup {
     /// with valid options, and the agent's secrets are configured.
     pub fn check_spec(&self, spec: &str) -> Result<(), String> {
         let spec = parse_spec(spec).map_err(|e| e.to_string())?;
-        if !self.enabled.contains(&spec.front.agent) && find_agent(&spec.front.agent).is_some() {
+        if !self.enabled.contains(&spec.front.agent) {
+            let problem = match find_agent(&spec.front.agent) {
+                Some(_) => "is not enabled on this server",
+                None => "is unknown",
+            };
             return Err(format!(
-                "agent `{}` is not enabled on this server; enabled agents: {}",
+                "agent `{}` {problem}; enabled agents: {}",
                 spec.front.agent,
                 self.enabled.join(", ")
             ));
@@ -367,6 +371,10 @@ mod tests {
         assert_eq!(
             err,
             "unknown front-matter key `colour` for agent `script`; it accepts: agent, run"
+        );
+        assert_eq!(
+            setup.check_spec(&spec("clawd")).unwrap_err(),
+            "agent `clawd` is unknown; enabled agents: claude-code, script"
         );
         assert!(setup.check_spec("no front matter").is_err());
         assert!(
