@@ -123,7 +123,7 @@ async fn bad_credentials_are_refused_with_what_was_wrong() {
 }
 
 #[tokio::test]
-async fn values_are_sealed_at_rest_and_jobs_are_told_what_they_cannot_have() {
+async fn values_are_sealed_at_rest_and_handed_only_to_the_worker_of_a_job_that_names_them() {
     let (api, user) = TestApi::signed_in("dev@example.com").await;
     let user = user.as_str();
     let (status, _) = api.post("/v1/credentials", user, pat("github-work")).await;
@@ -148,17 +148,57 @@ async fn values_are_sealed_at_rest_and_jobs_are_told_what_they_cannot_have() {
     );
     assert_eq!(mode & 0o777, 0o600);
 
-    // A job may name the credential, but workers cannot receive it yet: refused, not ignored.
+    // A job names the credential; its worker gets it opened, once per claim, and the value
+    // is nowhere else: not in the job, not in any response but the worker's.
     let mut request = job_request();
     request["git_credential_name"] = json!("github-work");
-    let (status, error) = api.post("/v1/jobs", user, request).await;
-    assert_eq!(status, StatusCode::BAD_REQUEST, "{error}");
+    let (status, job) = api.post("/v1/jobs", user, request).await;
+    assert_eq!(status, StatusCode::CREATED, "{job}");
+    assert!(!job.to_string().contains(SECRET));
+    let id = job["id"].as_str().unwrap();
+    let worker = api.dispatcher.token_for(id);
+    let (status, work) = api.get(&format!("/v1/worker/jobs/{id}"), &worker).await;
+    assert_eq!(status, StatusCode::OK, "{work}");
+    assert_eq!(
+        work["git_credential"],
+        json!({"provider": "github", "credential_type": "pat", "value": SECRET})
+    );
+    let (status, again) = api.get(&format!("/v1/worker/jobs/{id}"), &worker).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{again}");
+    assert!(!again.to_string().contains(SECRET));
+    let (_, list) = api.get("/v1/credentials", user).await;
+    assert!(list["credentials"][0]["last_used_at"].is_string(), "{list}");
+
+    // Another account cannot name it; a job whose credential was removed gets no worker secret.
+    let other = api.login("eve@example.com").await;
+    let mut request = job_request();
+    request["git_credential_name"] = json!("github-work");
+    let (status, error) = api.post("/v1/jobs", access(&other), request.clone()).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{error}");
+    let (status, job) = api.post("/v1/jobs", user, request).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (status, _) = api
+        .call(
+            Method::DELETE,
+            "/v1/credentials/github-work",
+            Some(user),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let id = job["id"].as_str().unwrap();
+    let (status, error) = api
+        .get(
+            &format!("/v1/worker/jobs/{id}"),
+            &api.dispatcher.token_for(id),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{error}");
     assert!(
         error["error_description"]
             .as_str()
             .unwrap()
-            .contains("cannot pass stored credentials to workers yet"),
+            .contains("'github-work' was removed after the job was created"),
         "{error}"
     );
-    assert!(api.dispatcher.started.lock().unwrap().is_empty());
 }

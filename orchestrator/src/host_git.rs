@@ -12,7 +12,10 @@
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
+use std::sync::{Arc, Mutex};
+
 use ckrv_wit::repo_url::{self, RepoUrl, Transport};
+use ckrv_wit::types::{CredentialType, GitCredential, GitProvider};
 
 /// One job's host-side git.
 #[derive(Debug, Clone)]
@@ -21,7 +24,71 @@ pub struct HostGit {
     /// Host-only: `base.git`, the private index, an empty `HOME`, SSH's known hosts.
     private: PathBuf,
     allow_local: bool,
+    /// The job's credential, for the first clone of the job's own repository only.
+    credential: Arc<Mutex<Option<RepoCredential>>>,
 }
+
+/// A git credential bound to the one repository URL it may be sent to.
+struct RepoCredential {
+    url: String,
+    credential: GitCredential,
+}
+
+impl std::fmt::Debug for RepoCredential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RepoCredential")
+            .field("url", &self.url)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The user name git sends with a personal access token, by host: what each documents.
+fn token_user(provider: GitProvider) -> &'static str {
+    match provider {
+        GitProvider::Github => "x-access-token",
+        GitProvider::Gitlab => "oauth2",
+        GitProvider::Bitbucket => "x-token-auth",
+        GitProvider::Generic => "git",
+    }
+}
+
+impl RepoCredential {
+    /// The environment that hands the credential to git: a token through `GIT_ASKPASS` (a
+    /// script that reads it from its own environment, so it is never in a file or an argument).
+    fn add_env<'a>(
+        &'a self,
+        repo: &RepoUrl,
+        askpass: &'a str,
+        env: &mut Vec<(&'a str, &'a str)>,
+    ) -> Result<(), String> {
+        match (self.credential.credential_type, repo.transport) {
+            (CredentialType::Pat, Transport::Https | Transport::Http) => {
+                env.extend([
+                    ("GIT_ASKPASS", askpass),
+                    ("CKRV_GIT_USERNAME", token_user(self.credential.provider)),
+                    ("CKRV_GIT_PASSWORD", self.credential.value.as_str()),
+                ]);
+                Ok(())
+            }
+            (CredentialType::Pat, _) => Err(
+                "the job's credential is an access token, which works over https:// only; use a deploy key for ssh"
+                    .to_string(),
+            ),
+            (CredentialType::DeployKey, _) => Err(
+                "deploy keys are not supported by this worker yet; use an access token over https://"
+                    .to_string(),
+            ),
+        }
+    }
+}
+
+/// Answers git's user name and password prompts from the environment git was given.
+const ASKPASS: &str = r#"#!/bin/sh
+case "$1" in
+  Username*) printf '%s\n' "$CKRV_GIT_USERNAME" ;;
+  *) printf '%s\n' "$CKRV_GIT_PASSWORD" ;;
+esac
+"#;
 
 impl HostGit {
     /// `private` must be outside the workspace and never shown to the agent.
@@ -31,7 +98,50 @@ impl HostGit {
             workspace: workspace.to_path_buf(),
             private: private.to_path_buf(),
             allow_local,
+            credential: Arc::default(),
         })
+    }
+
+    /// Gives the first clone of `url`, and nothing else, `credential`.
+    pub fn with_credential(self, url: &str, credential: GitCredential) -> Self {
+        *self
+            .credential
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(RepoCredential {
+            url: url.to_string(),
+            credential,
+        });
+        self
+    }
+
+    /// The credential, taken (so it is used once) when `url` is the repository it is for.
+    fn credential_for(&self, url: &str) -> Option<RepoCredential> {
+        let mut slot = self
+            .credential
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if slot.as_ref().is_some_and(|c| c.url == url) {
+            slot.take()
+        } else {
+            None
+        }
+    }
+
+    /// The askpass program (no secret in it), written once to the private directory.
+    fn askpass(&self) -> Result<String, String> {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        let path = self.private.join("askpass");
+        if !path.exists() {
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o700)
+                .open(&path)
+                .map_err(|e| format!("preparing git's credential prompt: {e}"))?;
+            std::io::Write::write_all(&mut file, ASKPASS.as_bytes())
+                .map_err(|e| format!("preparing git's credential prompt: {e}"))?;
+        }
+        Ok(path.display().to_string())
     }
 
     /// The directory the agent and the steps work in.
@@ -67,9 +177,21 @@ impl HostGit {
         if self.allow_local {
             network.extend(["http", "file"]);
         }
-        let ssh = pin.ssh_command;
-        self.git(&self.private, &args, &network, ssh.as_deref())
-            .await?;
+        let secret = self.credential_for(url);
+        let askpass = match &secret {
+            Some(_) => self.askpass()?,
+            None => String::new(),
+        };
+        let mut env: Vec<(&str, &str)> = Vec::new();
+        if let Some(ssh) = &pin.ssh_command {
+            env.push(("GIT_SSH_COMMAND", ssh));
+        }
+        if let Some(credential) = &secret {
+            credential.add_env(&repo, &askpass, &mut env)?;
+        }
+        let cloned = self.git(&self.private, &args, &network, &env).await;
+        drop(secret);
+        cloned?;
         let base = self.base_repo().display().to_string();
         let local = [
             "clone",
@@ -80,13 +202,13 @@ impl HostGit {
             &base,
             ".",
         ];
-        self.git(&self.workspace, &local, &["file"], None).await?;
+        self.git(&self.workspace, &local, &["file"], &[]).await?;
         // The agent sees the repository's real address, not the host's private copy.
         self.git(
             &self.workspace,
             &["remote", "set-url", "origin", url],
             &[],
-            None,
+            &[],
         )
         .await?;
         self.index_base(branch).await
@@ -103,7 +225,7 @@ impl HostGit {
             "--mixed".into(),
             base.into(),
         ];
-        self.git(&self.workspace, &args, &[], None).await.map(drop)
+        self.git(&self.workspace, &args, &[], &[]).await.map(drop)
     }
 
     /// For the step harness: the workspace's own repository (the author's, trusted) becomes
@@ -120,7 +242,7 @@ impl HostGit {
             &workspace,
             &repo,
         ];
-        self.git(&self.private, &args, &["file"], None).await?;
+        self.git(&self.private, &args, &["file"], &[]).await?;
         self.index_base(base).await
     }
 
@@ -142,7 +264,7 @@ impl HostGit {
 
     /// Creates and checks out `name` in the workspace (before the agent runs).
     pub async fn create_branch(&self, name: &str) -> Result<(), String> {
-        self.git(&self.workspace, &["checkout", "-b", name], &[], None)
+        self.git(&self.workspace, &["checkout", "-b", name], &[], &[])
             .await
             .map(drop)
     }
@@ -159,7 +281,7 @@ impl HostGit {
         };
         // The private index starts at the base (see `index_base`); staging everything makes it
         // the workspace, and the diff is index against base.
-        self.git(&self.workspace, &with(&["add", "-A"]), &[], None)
+        self.git(&self.workspace, &with(&["add", "-A"]), &[], &[])
             .await?;
         self.git(
             &self.workspace,
@@ -173,7 +295,7 @@ impl HostGit {
                 "--",
             ]),
             &[],
-            None,
+            &[],
         )
         .await
     }
@@ -220,7 +342,7 @@ impl HostGit {
         dir: &Path,
         args: &[S],
         protocols: &[&str],
-        ssh_command: Option<&str>,
+        env: &[(&str, &str)],
     ) -> Result<String, String> {
         let mut command = tokio::process::Command::new("git");
         command
@@ -242,9 +364,7 @@ impl HostGit {
             .env("LC_ALL", "C")
             .stdin(std::process::Stdio::null())
             .kill_on_drop(true);
-        if let Some(ssh) = ssh_command {
-            command.env("GIT_SSH_COMMAND", ssh);
-        }
+        command.envs(env.iter().copied());
         // The private index is only for the diff against the private base; the workspace's
         // own commands keep the workspace's index.
         if !args.iter().any(|a| a.as_ref().starts_with("--git-dir=")) {

@@ -162,6 +162,7 @@ async fn run_stages(
         spec_content,
         pipeline,
         agent_secrets,
+        git_credential,
         ..
     } = job;
     let feature_branch = job
@@ -205,6 +206,12 @@ async fn run_stages(
         options.allow_local_repos,
     )
     .map_err(|e| format!("preparing the job's git failed: {e}"))?;
+    // The credential goes to the host's clone of the job's own repository, once; no step and
+    // no agent ever holds it.
+    let git = match git_credential {
+        Some(credential) => git.with_credential(&job.git_repo_url, credential),
+        None => git,
+    };
     let api_origin = Origin::of_url(api.base_url()).map_err(|e| e.to_string())?;
     let mut outputs: Vec<(String, String)> = Vec::new();
     if pipeline.is_empty() {

@@ -421,3 +421,102 @@ async fn a_component_whose_bytes_do_not_match_its_digest_is_not_run() {
         "{error}"
     );
 }
+
+/// Runs a job on `repo_url` whose worker is handed `credential` (JSON), against a fake API.
+async fn run_private(
+    repo_url: &str,
+    credential: serde_json::Value,
+) -> (Result<(), String>, Vec<Call>, tempfile::TempDir) {
+    let pipeline = Pipeline::builtin();
+    let job = serde_json::json!({
+        "job": {
+            "id": "job-1", "status": "running", "state": "running", "phase": "queued",
+            "git_repo_url": repo_url, "git_base_branch": "main",
+            "feature_branch_name": "ckrv/job-1", "created_at": "2026-11-22T12:00:00Z",
+        },
+        "spec_content": "---\nagent: script\nrun: |\n  git remote -v\n  cat .git/config\n  env\n  echo changed >> README.md\n---\n",
+        "heartbeat_ms": 100,
+        "log_sequence": 0,
+        "pipeline": pipeline.stages,
+        "agent_secrets": [],
+        "git_credential": credential,
+    });
+    let fake = FakeEndpoint::start(answer(job, usize::MAX, Arc::new(pipeline))).await;
+    let work_dir = tempfile::tempdir().unwrap();
+    let api = ApiClient::new(&fake.url, "job-1", "worker-token").unwrap();
+    let outcome = run_job(
+        api,
+        JobOptions {
+            steps: Arc::new(StepRunner::new().unwrap()),
+            work_dir: Some(work_dir.path().to_path_buf()),
+            token: "worker-token".into(),
+            allow_local_repos: true,
+            sandbox: true,
+            agent_bin: None,
+        },
+    )
+    .await
+    .unwrap();
+    (outcome, fake.requests(), work_dir)
+}
+
+// A plain test: the repository server has a runtime of its own, which cannot be dropped
+// inside another.
+#[test]
+fn a_private_repository_is_cloned_with_the_jobs_token_which_nothing_else_sees() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    const TOKEN: &str = "ghp_privateRepoToken0123456789abcdefABCD";
+    let served = tempfile::tempdir().unwrap();
+    ckrv_test_support::create_served_repo(served.path(), "app", &[("README.md", "# App\n")]);
+    let server =
+        ckrv_test_support::StaticServer::start_private(served.path(), "x-access-token", TOKEN);
+    let url = format!("http://{}/app.git", server.addr);
+
+    let credential =
+        serde_json::json!({"provider": "github", "credential_type": "pat", "value": TOKEN});
+    let (outcome, calls, work_dir) = runtime.block_on(run_private(&url, credential));
+    let lines = log_lines(&calls);
+    assert_eq!(outcome, Ok(()), "{lines:?}");
+    // git asked, was answered from the host's environment, and the server got the token.
+    let seen = server.authorizations.lock().unwrap().clone();
+    assert!(!seen.is_empty());
+    // The agent printed its remote, its git config and its environment: no token in any.
+    assert!(
+        lines
+            .iter()
+            .any(|(_, m)| m.contains(&format!("origin\t{url} (fetch)")))
+    );
+    for (_, message) in &lines {
+        assert!(
+            !message.contains(TOKEN) && !message.contains("CKRV_GIT"),
+            "{message}"
+        );
+    }
+    let diff = calls
+        .iter()
+        .find(|c| c.path().ends_with("/artifacts/diff"))
+        .unwrap();
+    assert!(!String::from_utf8_lossy(&diff.body).contains(TOKEN));
+    // Nothing of it stays on disk.
+    let leftovers = std::process::Command::new("grep")
+        .args(["-rl", TOKEN])
+        .arg(work_dir.path())
+        .output()
+        .unwrap();
+    assert!(leftovers.stdout.is_empty(), "{leftovers:?}");
+
+    // A wrong token fails the clone with git's own words, and shows nothing of the token.
+    let wrong = serde_json::json!({"provider": "github", "credential_type": "pat", "value": "ghp_wrongWrongWrong0123456789"});
+    let (outcome, calls, _) = runtime.block_on(run_private(&url, wrong));
+    let error = outcome.unwrap_err();
+    assert!(error.starts_with("clone failed: "), "{error}");
+    assert!(!error.contains("ghp_wrong"), "{error}");
+    assert!(
+        log_lines(&calls)
+            .iter()
+            .all(|(_, m)| !m.contains("ghp_wrong"))
+    );
+    // No credential at all: the server refuses and git cannot prompt.
+    let (outcome, _, _) = runtime.block_on(run_private(&url, serde_json::Value::Null));
+    assert!(outcome.unwrap_err().starts_with("clone failed: "));
+}

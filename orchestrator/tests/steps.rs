@@ -648,3 +648,46 @@ async fn forbidden_paths_fail_the_diff_naming_them() {
     let (result, _) = bench.step("diff", bench.ctx(vec![])).await;
     result.unwrap();
 }
+
+// A plain test: the repository server has a runtime of its own.
+#[test]
+fn the_credential_goes_to_the_jobs_own_repository_once_and_nowhere_else() {
+    const TOKEN: &str = "glpat-onlyForTheJobsRepo01234";
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let served = tempfile::tempdir().unwrap();
+    ckrv_test_support::create_served_repo(served.path(), "job", &[("README.md", "job\n")]);
+    ckrv_test_support::create_served_repo(served.path(), "other", &[("README.md", "other\n")]);
+    let server = ckrv_test_support::StaticServer::start_private(served.path(), "oauth2", TOKEN);
+    let job_url = format!("http://{}/job.git", server.addr);
+    // The same server, under another name: a step asking for it gets no credential.
+    let other_url = format!("http://localhost:{}/other.git", server.addr.port());
+    let credential = ckrv_wit::types::GitCredential {
+        provider: ckrv_wit::types::GitProvider::Gitlab,
+        credential_type: ckrv_wit::types::CredentialType::Pat,
+        value: TOKEN.into(),
+    };
+    let clone = |url: &str, git: &HostGit| runtime.block_on(git.clone_repo(url, "main"));
+
+    let (_dir, git) = job_dir();
+    let git = git.with_credential(&job_url, credential);
+    assert!(
+        clone(&other_url, &git).is_err(),
+        "another repository got the credential"
+    );
+    let seen = server.authorizations.lock().unwrap().len();
+    assert_eq!(seen, 0, "nothing was sent for another repository");
+    clone(&job_url, &git).unwrap();
+    assert_eq!(
+        std::fs::read_to_string(git.workspace().join("README.md")).unwrap(),
+        "job\n"
+    );
+    // Used once: a step cloning again (a fresh workspace, the same host git) has nothing to
+    // send, and the server hears no token a second time.
+    let sent = server.authorizations.lock().unwrap().len();
+    std::fs::remove_dir_all(git.workspace()).unwrap();
+    std::fs::create_dir(git.workspace()).unwrap();
+    std::fs::remove_dir_all(_dir.path().join("git/base.git")).unwrap();
+    let again = clone(&job_url, &git.clone()).unwrap_err();
+    assert!(!again.contains(TOKEN), "{again}");
+    assert_eq!(server.authorizations.lock().unwrap().len(), sent);
+}

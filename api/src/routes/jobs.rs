@@ -39,7 +39,7 @@ pub async fn create(
         .check_spec(&request.spec_content)
         .map_err(|e| invalid(format!("spec_content: {e}")))?;
     if let Some(name) = &request.git_credential_name {
-        return Err(credential_refusal(&state, &session, name).await);
+        check_credential(&state, &session, name).await?;
     }
     let Some(key) = idempotency_key(&headers)? else {
         let job = make(&state, &session, &request, base_branch).await?;
@@ -155,7 +155,7 @@ async fn make(
             .filter(|p| !p.is_empty()),
         git_repo_url: request.git_repo_url.trim(),
         git_base_branch: base_branch,
-        git_credential_name: None,
+        git_credential_name: request.git_credential_name.as_deref(),
         feature_branch_name: &feature_branch,
         created_ms: clock::millis(now),
         created_at: &created_at,
@@ -185,26 +185,22 @@ async fn make(
     Ok(row.job)
 }
 
-/// Why a job naming a stored credential is refused: the name is unknown (the seed's
-/// "Credential not found"), or workers cannot receive stored credentials yet.
-async fn credential_refusal(state: &AppState, session: &Session, name: &str) -> AppError {
-    match state
+/// A job may name only a credential of its own account (the seed's "Credential not found"
+/// otherwise).
+async fn check_credential(state: &AppState, session: &Session, name: &str) -> Result<(), AppError> {
+    if state
         .store
         .credential_exists(&session.account_id, name)
-        .await
+        .await?
     {
-        Ok(true) => invalid(format!(
-            "credential '{name}' exists, but this server cannot pass stored credentials to \
-             workers yet; public repositories need no credential"
-        )),
-        Ok(false) => AppError::new(
-            ErrorKind::NotFound,
-            format!(
-                "Credential not found: '{name}'; see your credentials with `ckrv cloud credentials list`"
-            ),
-        ),
-        Err(e) => e.into(),
+        return Ok(());
     }
+    Err(AppError::new(
+        ErrorKind::NotFound,
+        format!(
+            "Credential not found: '{name}'; see your credentials with `ckrv cloud credentials list`"
+        ),
+    ))
 }
 
 fn validate(

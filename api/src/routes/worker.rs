@@ -8,7 +8,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse as _, Response};
 use bytes::Bytes;
 use ckrv_wit::types::{
-    DiffStats, ErrorKind, JobCompletion, JobState, LogBatch, PhaseUpdate, WorkerClaim, WorkerJob,
+    DiffStats, ErrorKind, GitCredential, JobCompletion, JobState, LogBatch, PhaseUpdate,
+    WorkerClaim, WorkerJob,
 };
 
 use sha2::{Digest as _, Sha256};
@@ -87,14 +88,74 @@ pub async fn job(
     }
     let heartbeat = state.engine.settings().heartbeat();
     let log_sequence = state.store.last_log_sequence(&id).await?;
+    let git_credential = match &row.credential_name {
+        Some(name) => Some(open_credential(&state, &row, name, grant.generation).await?),
+        None => None,
+    };
     Ok(ApiJson(WorkerJob {
         job: row.job,
         heartbeat_ms: u32::try_from(duration_ms(heartbeat)).unwrap_or(u32::MAX),
         log_sequence,
         pipeline: state.workers.pipeline.stages.clone(),
         agent_secrets: state.workers.secrets_for(&row.spec),
+        git_credential,
         spec_content: row.spec,
     }))
+}
+
+/// The job's git credential, opened for the worker of claim `generation`, once: a second read
+/// under the same claim gets 409 rather than the secret again.
+async fn open_credential(
+    state: &AppState,
+    row: &JobRow,
+    name: &str,
+    generation: i64,
+) -> Result<GitCredential, AppError> {
+    if !state
+        .store
+        .take_credential_delivery(&row.job.id, generation)
+        .await?
+    {
+        return Err(AppError::new(
+            ErrorKind::Conflict,
+            format!(
+                "job {}'s git credential was already handed to its worker",
+                row.job.id
+            ),
+        ));
+    }
+    let now = crate::clock::rfc3339(crate::clock::now());
+    let Some((provider, credential_type, sealed)) = state
+        .store
+        .use_credential(&row.account_id, name, &now)
+        .await?
+    else {
+        return Err(AppError::new(
+            ErrorKind::NotFound,
+            format!("the job's credential '{name}' was removed after the job was created"),
+        ));
+    };
+    let opened = state
+        .secrets
+        .open(
+            &sealed,
+            &super::credentials::associated_data(&row.account_id, name),
+        )
+        .map_err(|e| {
+            tracing::error!(job_id = %row.job.id, error = %e, "opening a credential");
+            AppError::new(
+                ErrorKind::Internal,
+                "the job's credential cannot be opened with this server's keys",
+            )
+        })?;
+    let value = String::from_utf8(opened.to_vec())
+        .map_err(|_| AppError::new(ErrorKind::Internal, "the job's credential is not text"))?;
+    tracing::info!(job_id = %row.job.id, credential = name, "credential handed to the worker");
+    Ok(GitCredential {
+        provider,
+        credential_type,
+        value,
+    })
 }
 
 /// A component the pipeline names, by its SHA-256, for the worker of a running job.

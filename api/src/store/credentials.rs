@@ -94,4 +94,54 @@ impl Store {
             .await?;
         Ok(done.rows_affected() == 1)
     }
+
+    /// Marks the job's credential handed to the worker of claim `generation`: true the first
+    /// time for that claim, false after (or when the claim is no longer the job's).
+    pub async fn take_credential_delivery(
+        &self,
+        job_id: &str,
+        generation: i64,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE jobs SET credential_generation = $2
+             WHERE id = $1 AND lease_generation = $2
+               AND (credential_generation IS NULL OR credential_generation < $2)",
+        )
+        .bind(job_id)
+        .bind(generation)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// The sealed credential and what it is, noting its use; `None` when the account has none
+    /// of that name (any more).
+    pub async fn use_credential(
+        &self,
+        account_id: &str,
+        name: &str,
+        now: &str,
+    ) -> Result<Option<(GitProvider, CredentialType, Sealed)>, StoreError> {
+        let row = sqlx::query(
+            "UPDATE credentials SET last_used_at = $3 WHERE account_id = $1 AND name = $2
+             RETURNING provider, credential_type, key_id, nonce, ciphertext",
+        )
+        .bind(account_id)
+        .bind(name)
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|row| {
+            Ok((
+                parse_enum("provider", row.try_get("provider")?)?,
+                parse_enum("credential_type", row.try_get("credential_type")?)?,
+                Sealed {
+                    key_id: row.try_get("key_id")?,
+                    nonce: row.try_get("nonce")?,
+                    ciphertext: row.try_get("ciphertext")?,
+                },
+            ))
+        })
+        .transpose()
+    }
 }

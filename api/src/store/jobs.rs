@@ -7,7 +7,7 @@ use super::{Store, StoreError, parse_enum};
 
 const COLUMNS: &str = "seq, id, account_id, spec, spec_path, git_repo_url, git_base_branch, \
      state, phase, agent, feature_branch_name, diff_stats_json, error_message, has_diff, diff_sha256, \
-     created_at, updated_at, started_at, completed_at, lease_generation, started_ms, expired_at, logs_archived_at";
+     created_at, updated_at, started_at, completed_at, lease_generation, started_ms, expired_at, logs_archived_at, git_credential_name";
 
 /// A job id's length: a UUID in its hyphenated form.
 const FULL_ID_LEN: usize = 36;
@@ -30,6 +30,8 @@ pub struct JobRow {
     pub expired_at: Option<String>,
     /// When its log was archived to the artifact store, which readers then use.
     pub logs_archived_at: Option<String>,
+    /// The stored git credential it clones with.
+    pub credential_name: Option<String>,
 }
 
 /// A job about to be created.
@@ -325,6 +327,7 @@ fn job_from_row(row: &sqlx::any::AnyRow) -> Result<JobRow, StoreError> {
         started_ms: row.try_get("started_ms")?,
         expired_at: row.try_get("expired_at")?,
         logs_archived_at: row.try_get("logs_archived_at")?,
+        credential_name: row.try_get("git_credential_name")?,
         state,
         job: Job {
             id: row.try_get("id")?,

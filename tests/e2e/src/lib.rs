@@ -79,18 +79,30 @@ impl Api {
     /// One request to the API as the holder of `token`: the status and the JSON body (`Null`
     /// when there is none).
     pub fn call(&self, method: &str, token: &str, path: &str) -> (u16, serde_json::Value) {
+        self.send(method, token, path, None)
+    }
+
+    /// As [`Api::call`], with a JSON body.
+    pub fn send(
+        &self,
+        method: &str,
+        token: &str,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> (u16, serde_json::Value) {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .expect("a runtime for one request");
         let method = reqwest::Method::from_bytes(method.as_bytes()).expect("an HTTP method");
         runtime.block_on(async {
-            let response = reqwest::Client::new()
+            let mut request = reqwest::Client::new()
                 .request(method, format!("{}{path}", self.url))
-                .bearer_auth(token)
-                .send()
-                .await
-                .expect("the API answers");
+                .bearer_auth(token);
+            if let Some(body) = body {
+                request = request.json(&body);
+            }
+            let response = request.send().await.expect("the API answers");
             let status = response.status().as_u16();
             let body = response.json().await.unwrap_or(serde_json::Value::Null);
             (status, body)

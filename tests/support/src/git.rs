@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::{Arc, Mutex};
 
 /// Runs git in `dir` as a test author, with the defaults tests expect (branch `main`); panics
 /// with git's stderr when it fails, and returns its stdout.
@@ -31,11 +32,28 @@ pub fn git(dir: &Path, args: &[&str]) -> String {
 /// Serves `root` as static files on loopback: git's "dumb" HTTP protocol needs nothing more.
 pub struct StaticServer {
     pub addr: SocketAddr,
+    /// Every `Authorization` header a private server was sent, in order.
+    pub authorizations: Arc<Mutex<Vec<String>>>,
     _runtime: tokio::runtime::Runtime,
 }
 
 impl StaticServer {
     pub fn start(root: &Path) -> Self {
+        Self::serve(root, None)
+    }
+
+    /// As [`StaticServer::start`], answering only requests with HTTP basic authentication as
+    /// `user` and `password` (401 with a challenge otherwise, as git hosts do).
+    pub fn start_private(root: &Path, user: &str, password: &str) -> Self {
+        use base64::Engine as _;
+        let expected = format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+        );
+        Self::serve(root, Some(expected))
+    }
+
+    fn serve(root: &Path, expected: Option<String>) -> Self {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
@@ -45,10 +63,40 @@ impl StaticServer {
             .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
             .expect("bind loopback");
         let addr = listener.local_addr().expect("local addr");
-        let app = axum::Router::new().fallback_service(tower_http::services::ServeDir::new(root));
+        let authorizations = Arc::new(Mutex::new(Vec::new()));
+        let seen = Arc::clone(&authorizations);
+        let app = axum::Router::new()
+            .fallback_service(tower_http::services::ServeDir::new(root))
+            .layer(axum::middleware::from_fn(
+                move |request: axum::extract::Request, next: axum::middleware::Next| {
+                    let (expected, seen) = (expected.clone(), Arc::clone(&seen));
+                    async move {
+                        let Some(expected) = expected else {
+                            return next.run(request).await;
+                        };
+                        let given = request
+                            .headers()
+                            .get(axum::http::header::AUTHORIZATION)
+                            .and_then(|v| v.to_str().ok())
+                            .map(String::from);
+                        if let Some(given) = &given {
+                            seen.lock().expect("not poisoned").push(given.clone());
+                        }
+                        if given.as_deref() == Some(expected.as_str()) {
+                            return next.run(request).await;
+                        }
+                        axum::response::IntoResponse::into_response((
+                            axum::http::StatusCode::UNAUTHORIZED,
+                            [(axum::http::header::WWW_AUTHENTICATE, "Basic realm=\"git\"")],
+                            "authentication required",
+                        ))
+                    }
+                },
+            ));
         runtime.spawn(async move { axum::serve(listener, app).await });
         Self {
             addr,
+            authorizations,
             _runtime: runtime,
         }
     }
