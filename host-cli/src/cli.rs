@@ -110,6 +110,46 @@ pub enum CloudCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Git credentials for private repositories, stored encrypted by the service
+    #[command(subcommand)]
+    Credentials(CredentialsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CredentialsCommand {
+    /// Store a credential. The secret is read from a hidden prompt, or from standard input
+    /// when it is not a terminal, or from --from-file; never from the command line
+    Add(CredentialAddArgs),
+    /// List your credentials: name, provider, type, created, last used (never the secret)
+    List {
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a credential
+    Remove {
+        /// The credential's name
+        name: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct CredentialAddArgs {
+    /// Its name, as `ckrv run --credential NAME` gives it (lowercase letters, digits, '-')
+    #[arg(long)]
+    pub name: String,
+    /// Where the repository is hosted
+    #[arg(long, value_parser = ["github", "gitlab", "bitbucket", "generic"])]
+    pub provider: String,
+    /// A personal access token (https://) or a deploy key's private key (ssh://)
+    #[arg(long = "type", default_value = "pat", value_parser = ["pat", "deploy-key"])]
+    pub credential_type: String,
+    /// Read the secret from this file (a deploy key's private key file, say)
+    #[arg(long, value_name = "PATH")]
+    pub from_file: Option<PathBuf>,
+    /// Replace a credential of the same name
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[cfg(test)]

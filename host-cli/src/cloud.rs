@@ -87,8 +87,17 @@ impl Cloud {
     /// Calls the plugin as the signed-in user.
     pub async fn call<T>(
         &mut self,
-        mut call: impl AsyncFnMut(&mut Provider, &CallContext) -> CallResult<T>,
+        call: impl AsyncFnMut(&mut Provider, &CallContext) -> CallResult<T>,
     ) -> anyhow::Result<T> {
+        self.call_raw(call).await?.map_err(describe)
+    }
+
+    /// As [`Cloud::call`], leaving the API's refusal to the caller, for commands that handle
+    /// some (a `not_found` that is fine, say).
+    pub async fn call_raw<T>(
+        &mut self,
+        mut call: impl AsyncFnMut(&mut Provider, &CallContext) -> CallResult<T>,
+    ) -> anyhow::Result<Result<T, ApiError>> {
         let Some(session) = self.session.clone() else {
             anyhow::bail!("{}", self.missing);
         };
@@ -97,11 +106,10 @@ impl Cloud {
             access_token: Some(session.access_token.clone()),
         };
         match call(&mut self.provider, &ctx).await? {
-            Ok(value) => return Ok(value),
             Err(e) if e.error == ErrorKind::NotAuthenticated && session.refresh_token.is_some() => {
                 tracing::debug!("access token refused; refreshing");
             }
-            Err(e) => return Err(describe(e)),
+            answer => return Ok(answer),
         }
         let refresh_token = session.refresh_token.unwrap_or_default();
         let tokens = match self
@@ -126,7 +134,7 @@ impl Cloud {
             access_token: Some(renewed.access_token.clone()),
         };
         self.save_session(renewed)?;
-        call(&mut self.provider, &ctx).await?.map_err(describe)
+        Ok(call(&mut self.provider, &ctx).await?)
     }
 }
 

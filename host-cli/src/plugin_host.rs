@@ -9,7 +9,8 @@ use ckrv_wasm_host::{
     CompileCache, HostError, HostState, Limits, Origin, OriginPolicy, WasmHost, run_limited,
 };
 use ckrv_wit::types::{
-    ApiError, DeviceCodeResponse, Job, JobCreate, LogResponse, TokenResponse, User,
+    ApiError, CredentialCreate, CredentialSummary, DeviceCodeResponse, Job, JobCreate, LogResponse,
+    TokenResponse, User,
 };
 use wasmtime::Store;
 use wasmtime_wasi::WasiCtx;
@@ -143,6 +144,28 @@ impl Provider {
 
     pub async fn whoami(&mut self, ctx: &CallContext) -> CallResult<User> {
         self.guarded(async |g, s| g.call_whoami(s, ctx).await).await
+    }
+
+    pub async fn credentials_add(
+        &mut self,
+        ctx: &CallContext,
+        credential: &CredentialCreate,
+    ) -> CallResult<CredentialSummary> {
+        self.guarded(async |g, s| g.call_credentials_add(s, ctx, credential).await)
+            .await
+    }
+
+    pub async fn credentials_list(
+        &mut self,
+        ctx: &CallContext,
+    ) -> CallResult<Vec<CredentialSummary>> {
+        self.guarded(async |g, s| g.call_credentials_list(s, ctx).await)
+            .await
+    }
+
+    pub async fn credentials_remove(&mut self, ctx: &CallContext, name: &str) -> CallResult<()> {
+        self.guarded(async |g, s| g.call_credentials_remove(s, ctx, name).await)
+            .await
     }
 
     pub async fn dispatch(

@@ -312,6 +312,10 @@ fn every_command_has_help() {
         vec!["cloud", "login", "--help"],
         vec!["cloud", "logout", "--help"],
         vec!["cloud", "whoami", "--help"],
+        vec!["cloud", "credentials", "--help"],
+        vec!["cloud", "credentials", "add", "--help"],
+        vec!["cloud", "credentials", "list", "--help"],
+        vec!["cloud", "credentials", "remove", "--help"],
     ] {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_ckrv"))
             .args(&args)
@@ -505,4 +509,161 @@ async fn a_dispatch_whose_answer_was_lost_is_retried_into_the_same_job() {
     // The next dispatch is a new job, under a new key.
     let second = dispatched(&env, &work).await;
     assert_ne!(second, id);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_are_added_from_stdin_or_a_file_listed_replaced_and_removed() {
+    const TOKEN: &str = "ghp_cliCredentialToken0123456789abcd";
+    let env = Env::start().await;
+    let home = env.home.path();
+    env.login("dev@example.com").await;
+    let add = [
+        "cloud",
+        "credentials",
+        "add",
+        "--name",
+        "github-work",
+        "--provider",
+        "github",
+    ];
+
+    let out = env.run_with_stdin(home, &add, &format!("{TOKEN}\n")).await;
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(printed.trim(), "▌ ✔ Credential 'github-work' saved");
+
+    // Once is enough: the same name again says how to replace it, and --force does.
+    let out = env.run_with_stdin(home, &add, TOKEN).await;
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("ckrv cloud credentials add --name github-work --force"),
+        "{err}"
+    );
+    let mut forced = add.to_vec();
+    forced.push("--force");
+    let out = env
+        .run_with_stdin(home, &forced, "ghp_replacedToken0123456789")
+        .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // A deploy key from its file; nothing on standard input is an error saying what to give.
+    let key = home.join("deploy_key");
+    std::fs::write(
+        &key,
+        "-----BEGIN OPENSSH PRIVATE KEY-----\nb3Blbn\n-----END OPENSSH PRIVATE KEY-----\n",
+    )
+    .unwrap();
+    let key = key.to_str().unwrap();
+    env.ok(
+        home,
+        &[
+            "cloud",
+            "credentials",
+            "add",
+            "--name",
+            "deploy",
+            "--provider",
+            "gitlab",
+            "--type",
+            "deploy-key",
+            "--from-file",
+            key,
+        ],
+    )
+    .await;
+    let out = env
+        .run_with_stdin(
+            home,
+            &[
+                "cloud",
+                "credentials",
+                "add",
+                "--name",
+                "empty",
+                "--provider",
+                "generic",
+            ],
+            "",
+        )
+        .await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no access token given"));
+
+    let list = env.ok(home, &["cloud", "credentials", "list"]).await;
+    let rows: Vec<&str> = list.lines().collect();
+    assert_eq!(rows.len(), 3, "{list}");
+    assert!(
+        rows[0].starts_with("NAME") && rows[0].contains("LAST USED"),
+        "{list}"
+    );
+    assert!(
+        rows[1].starts_with("deploy ")
+            && rows[1].contains("gitlab")
+            && rows[1].contains("deploy-key"),
+        "{list}"
+    );
+    assert!(
+        rows[2].starts_with("github-work ")
+            && rows[2].contains("pat")
+            && rows[2].ends_with("never"),
+        "{list}"
+    );
+    assert!(!list.contains("ghp_"), "{list}");
+    let json = env
+        .ok(home, &["cloud", "credentials", "list", "--json"])
+        .await;
+    let json: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(json[1]["name"], "github-work");
+    assert!(!json.to_string().contains("ghp_"));
+
+    // A job names one; an unknown name is refused with the seed's words.
+    let work = worktree(home);
+    let err = env
+        .fails(
+            &work,
+            &[
+                "run",
+                "--cloud",
+                "--spec",
+                "specs/spec.md",
+                "--credential",
+                "nope",
+            ],
+        )
+        .await;
+    assert!(err.contains("Credential not found: 'nope'"), "{err}");
+    let out = env
+        .ok(
+            &work,
+            &[
+                "run",
+                "--cloud",
+                "--spec",
+                "specs/spec.md",
+                "--credential",
+                "github-work",
+                "--json",
+            ],
+        )
+        .await;
+    let job: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(job["id"].is_string());
+
+    let out = env
+        .ok(home, &["cloud", "credentials", "remove", "github-work"])
+        .await;
+    assert_eq!(out.trim(), "▌ ✔ Credential 'github-work' removed");
+    let err = env
+        .fails(home, &["cloud", "credentials", "remove", "github-work"])
+        .await;
+    assert!(err.contains("Credential not found: 'github-work'"), "{err}");
 }

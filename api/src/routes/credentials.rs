@@ -55,7 +55,7 @@ pub async fn add(
         return Err(AppError::new(
             ErrorKind::Conflict,
             format!(
-                "credential '{}' already exists; remove it first with `ckrv cloud credentials remove {}`",
+                "credential '{}' already exists; replace it with `ckrv cloud credentials add --name {} --force`",
                 request.name, request.name
             ),
         ));

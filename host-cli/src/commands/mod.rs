@@ -1,5 +1,6 @@
 //! One module per command.
 
+mod credentials;
 mod login;
 mod logout;
 mod logs;
@@ -32,6 +33,9 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Cloud(CloudCommand::Whoami { json }) => {
             whoami::run(&mut Cloud::connect(&config).await?, json).await
+        }
+        Command::Cloud(CloudCommand::Credentials(command)) => {
+            credentials::run(&mut Cloud::connect(&config).await?, command).await
         }
     }
 }

@@ -1,6 +1,6 @@
 //! A private repository through the real binaries: a git server on loopback that wants HTTP
-//! basic authentication, a personal access token stored with `POST /v1/credentials`, and a job
-//! that names it. The worker clones with it; its bytes then appear in no response, log line,
+//! basic authentication, and the seed quickstart's credentials steps: `ckrv cloud credentials
+//! add`, `list`, and `ckrv run --cloud … --credential`. The worker clones with it; its bytes then appear in no response, log line,
 //! job log, worker log, database file, artifact or pulled change.
 #![allow(clippy::unwrap_used)]
 
@@ -55,29 +55,71 @@ fn a_job_clones_a_private_repository_with_a_stored_token_that_nothing_else_keeps
         &public.join("private.git").display().to_string(),
     );
 
-    let (status, saved) = api.send(
-        "POST",
-        &dev.token,
-        "/v1/credentials",
-        Some(serde_json::json!({
-            "name": "github-work", "provider": "github", "credential_type": "pat", "value": TOKEN,
-        })),
+    // The seed quickstart's step 2, word for word (the token piped, as at a prompt).
+    let mut add = dev
+        .cli
+        .command(
+            &dev.clone,
+            &[
+                "cloud",
+                "credentials",
+                "add",
+                "--name",
+                "github-work",
+                "--provider",
+                "github",
+            ],
+        )
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(
+        &mut add.stdin.take().unwrap(),
+        format!("{TOKEN}\n").as_bytes(),
+    )
+    .unwrap();
+    let added = add.wait_with_output().unwrap();
+    assert!(
+        added.status.success(),
+        "{}",
+        String::from_utf8_lossy(&added.stderr)
     );
-    assert_eq!(status, 201, "{saved}");
+    assert_eq!(
+        String::from_utf8_lossy(&added.stdout).trim(),
+        "▌ ✔ Credential 'github-work' saved"
+    );
+    let list = dev.cli.ok(&dev.clone, &["cloud", "credentials", "list"]);
+    assert!(
+        list.contains("github-work") && list.contains("github"),
+        "{list}"
+    );
+
+    // Step 3, word for word but for the spec and the repository.
+    std::fs::create_dir_all(dev.clone.join("specs/private")).unwrap();
     let spec = ckrv_e2e::script_spec(
         "Private",
         "echo 'from the service' >> README.md\ngit remote -v",
     );
-    let (status, job) = api.send(
-        "POST",
-        &dev.token,
-        "/v1/jobs",
-        Some(serde_json::json!({
-            "spec_content": spec, "git_repo_url": repo_url, "git_base_branch": "main",
-            "git_credential_name": "github-work",
-        })),
+    std::fs::write(dev.clone.join("specs/private/spec.md"), &spec).unwrap();
+    let out = dev.cli.ok(
+        &dev.clone,
+        &[
+            "run",
+            "--cloud",
+            "--spec",
+            "specs/private/spec.md",
+            "--repo",
+            &repo_url,
+            "--base-branch",
+            "main",
+            "--credential",
+            "github-work",
+            "--json",
+        ],
     );
-    assert_eq!(status, 201, "{job}");
+    let job: serde_json::Value = serde_json::from_str(&out).unwrap();
     let id = job["id"].as_str().unwrap().to_string();
     let job = dev.cli.finished(&dev.clone, &id);
     assert_eq!(job["state"], "succeeded", "{job}");
@@ -93,20 +135,29 @@ fn a_job_clones_a_private_repository_with_a_stored_token_that_nothing_else_keeps
     assert!(readme.contains("from the service"), "{readme}");
 
     // A job naming a credential the account does not have is refused with the seed's words.
-    let (status, error) = api.send(
-        "POST",
-        &dev.token,
-        "/v1/jobs",
-        Some(serde_json::json!({
-            "spec_content": spec, "git_repo_url": repo_url, "git_credential_name": "nope",
-        })),
+    let err = dev.cli.fails(
+        &dev.clone,
+        &[
+            "run",
+            "--cloud",
+            "--spec",
+            "specs/private/spec.md",
+            "--repo",
+            &repo_url,
+            "--credential",
+            "nope",
+        ],
     );
-    assert_eq!(status, 404);
     assert!(
-        error["error_description"].as_str().unwrap().starts_with(
+        err.contains(
             "Credential not found: 'nope'; see your credentials with `ckrv cloud credentials list`"
         ),
-        "{error}"
+        "{err}"
+    );
+    let list = dev.cli.ok(&dev.clone, &["cloud", "credentials", "list"]);
+    assert!(
+        !list.contains("never"),
+        "the credential's last use is shown: {list}"
     );
 
     drop(api);
