@@ -74,11 +74,37 @@ impl RepoCredential {
                 "the job's credential is an access token, which works over https:// only; use a deploy key for ssh"
                     .to_string(),
             ),
+            // The key goes in through the SSH command (see `key_file`).
+            (CredentialType::DeployKey, Transport::Ssh) => Ok(()),
             (CredentialType::DeployKey, _) => Err(
-                "deploy keys are not supported by this worker yet; use an access token over https://"
+                "the job's credential is a deploy key, which works over ssh:// only; use an access token for https"
                     .to_string(),
             ),
         }
+    }
+
+    /// For a deploy key: the key in a file of its own (0600) in a new 0700 directory under
+    /// `private`, removed when the returned directory is dropped, right after the clone.
+    fn key_file(&self, private: &Path) -> Result<Option<(tempfile::TempDir, PathBuf)>, String> {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        if self.credential.credential_type != CredentialType::DeployKey {
+            return Ok(None);
+        }
+        let error = |e: std::io::Error| format!("preparing the deploy key: {e}");
+        let dir = tempfile::Builder::new()
+            .prefix("ssh-key-")
+            .tempdir_in(private)
+            .map_err(error)?;
+        let path = dir.path().join("key");
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(error)?;
+        let key = self.credential.value.trim_end();
+        std::io::Write::write_all(&mut file, format!("{key}\n").as_bytes()).map_err(error)?;
+        Ok(Some((dir, path)))
     }
 }
 
@@ -182,14 +208,27 @@ impl HostGit {
             Some(_) => self.askpass()?,
             None => String::new(),
         };
+        let key = match &secret {
+            Some(credential) => credential.key_file(&self.private)?,
+            None => None,
+        };
+        let ssh_command = match (&pin.ssh_command, &key) {
+            (Some(ssh), Some((_, path))) => Some(format!(
+                "{ssh} -i '{}' -o IdentitiesOnly=yes -o IdentityAgent=none",
+                path.display()
+            )),
+            (ssh, _) => ssh.clone(),
+        };
         let mut env: Vec<(&str, &str)> = Vec::new();
-        if let Some(ssh) = &pin.ssh_command {
+        if let Some(ssh) = &ssh_command {
             env.push(("GIT_SSH_COMMAND", ssh));
         }
         if let Some(credential) = &secret {
             credential.add_env(&repo, &askpass, &mut env)?;
         }
         let cloned = self.git(&self.private, &args, &network, &env).await;
+        // The key file and its directory go now, whatever the clone did.
+        drop(key);
         drop(secret);
         cloned?;
         let base = self.base_repo().display().to_string();

@@ -520,3 +520,53 @@ fn a_private_repository_is_cloned_with_the_jobs_token_which_nothing_else_sees() 
     let (outcome, _, _) = runtime.block_on(run_private(&url, serde_json::Value::Null));
     assert!(outcome.unwrap_err().starts_with("clone failed: "));
 }
+
+#[test]
+fn a_deploy_key_clones_over_ssh_and_leaves_no_key_behind() {
+    let keys = tempfile::tempdir().unwrap();
+    let key = keys.path().join("deploy");
+    ckrv_test_support::ssh_keygen(&key);
+    let public = std::fs::read_to_string(key.with_extension("pub")).unwrap();
+    let Some(sshd) = ckrv_test_support::SshServer::start(&public) else {
+        return;
+    };
+    let private_key = std::fs::read_to_string(&key).unwrap();
+    let served = tempfile::tempdir().unwrap();
+    let bare =
+        ckrv_test_support::create_served_repo(served.path(), "app", &[("README.md", "# App\n")]);
+    let url = sshd.url(&bare);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+
+    let credential = serde_json::json!({"provider": "generic", "credential_type": "deploy_key", "value": private_key});
+    let (outcome, calls, work_dir) = runtime.block_on(run_private(&url, credential));
+    let lines = log_lines(&calls);
+    assert_eq!(outcome, Ok(()), "{lines:?}");
+    assert!(
+        lines
+            .iter()
+            .any(|(_, m)| m.contains(&format!("origin\t{url} (fetch)")))
+    );
+    // The key's body is in no log line, and no file of the worker's holds it after the clone.
+    let body = private_key.lines().nth(1).unwrap();
+    assert!(lines.iter().all(|(_, m)| !m.contains(body)));
+    let leftovers = std::process::Command::new("grep")
+        .args(["-rl", body])
+        .arg(work_dir.path())
+        .output()
+        .unwrap();
+    assert!(leftovers.stdout.is_empty(), "{leftovers:?}");
+
+    // Another key is refused by the server; a token cannot be used over ssh.
+    let other = keys.path().join("other");
+    ckrv_test_support::ssh_keygen(&other);
+    let wrong = serde_json::json!({"provider": "generic", "credential_type": "deploy_key", "value": std::fs::read_to_string(&other).unwrap()});
+    let (outcome, _, _) = runtime.block_on(run_private(&url, wrong));
+    let error = outcome.unwrap_err();
+    assert!(error.starts_with("clone failed: "), "{error}");
+    let token = serde_json::json!({"provider": "github", "credential_type": "pat", "value": "ghp_notForSsh0123456789"});
+    let (outcome, _, _) = runtime.block_on(run_private(&url, token));
+    assert_eq!(
+        outcome.unwrap_err(),
+        "clone failed: the job's credential is an access token, which works over https:// only; use a deploy key for ssh"
+    );
+}

@@ -176,3 +176,76 @@ fn a_job_clones_a_private_repository_with_a_stored_token_that_nothing_else_keeps
     );
     assert_eq!(files_containing(&dev.clone, TOKEN), Vec::<String>::new());
 }
+
+#[test]
+fn a_job_clones_over_ssh_with_a_deploy_key_added_from_its_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let key = root.join("deploy_key");
+    ckrv_test_support::ssh_keygen(&key);
+    let public = std::fs::read_to_string(key.with_extension("pub")).unwrap();
+    let Some(sshd) = ckrv_test_support::SshServer::start(&public) else {
+        return;
+    };
+    let served = root.join("served");
+    std::fs::create_dir_all(&served).unwrap();
+    let bare = create_served_repo(&served, "private", &[("README.md", "# Private\n")]);
+    let repo_url = sshd.url(&bare);
+    let api = Api::start_with(&root.join("api"), &["--allow-local-repos"]);
+    let dev = Developer::new(&api, root, "dev@example.com", &bare.display().to_string());
+
+    let key_path = key.to_str().unwrap();
+    let out = dev.cli.ok(
+        &dev.clone,
+        &[
+            "cloud",
+            "credentials",
+            "add",
+            "--name",
+            "deploy",
+            "--provider",
+            "generic",
+            "--type",
+            "deploy-key",
+            "--from-file",
+            key_path,
+        ],
+    );
+    assert_eq!(out.trim(), "▌ ✔ Credential 'deploy' saved");
+    std::fs::create_dir_all(dev.clone.join("specs")).unwrap();
+    std::fs::write(
+        dev.clone.join("specs/ssh.md"),
+        ckrv_e2e::script_spec("Over ssh", "echo 'over ssh' >> README.md"),
+    )
+    .unwrap();
+    let out = dev.cli.ok(
+        &dev.clone,
+        &[
+            "run",
+            "--cloud",
+            "--spec",
+            "specs/ssh.md",
+            "--repo",
+            &repo_url,
+            "--base-branch",
+            "main",
+            "--credential",
+            "deploy",
+            "--json",
+        ],
+    );
+    let job: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let id = job["id"].as_str().unwrap().to_string();
+    let job = dev.cli.finished(&dev.clone, &id);
+    assert_eq!(job["state"], "succeeded", "{job}");
+    let log = dev.cli.ok(&dev.clone, &["logs", &id]);
+
+    drop(api);
+    let private_key = std::fs::read_to_string(&key).unwrap();
+    let body = private_key.lines().nth(1).unwrap();
+    assert!(!log.contains(body));
+    assert_eq!(
+        files_containing(&root.join("api"), body),
+        Vec::<String>::new()
+    );
+}

@@ -10,6 +10,7 @@ mod database;
 mod fake_endpoint;
 mod git;
 mod s3;
+mod sshd;
 
 pub use agent_stand_in::install_agent_stand_ins;
 pub use browser::{Browser, PASSWORD, form_value};
@@ -17,3 +18,4 @@ pub use database::{POSTGRES_ENV, TestDatabase};
 pub use fake_endpoint::{FakeEndpoint, Recorded};
 pub use git::{StaticServer, create_served_repo, git};
 pub use s3::{S3_ACCESS_KEY, S3_SECRET_KEY, S3_SERVER_ENV, S3Server};
+pub use sshd::{SSHD_REQUIRED_ENV, SshServer, ssh_keygen};
