@@ -44,7 +44,7 @@ async fn credentials_are_added_listed_and_removed_per_account() {
         error["error_description"]
             .as_str()
             .unwrap()
-            .contains("ckrv cloud credentials remove github-work"),
+            .contains("ckrv cloud credentials add --name github-work --force"),
         "{error}"
     );
     let (status, _) = api.post("/v1/credentials", bob, pat("github-work")).await;
