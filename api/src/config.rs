@@ -46,6 +46,9 @@ pub struct Config {
     pub engine: EngineSettings,
     /// The pipeline, agents and agent secrets handed to workers.
     pub workers: Arc<crate::worker_setup::WorkerSetup>,
+    /// The key file for secrets at rest; `secrets.key` in the data directory, made on first
+    /// start, when `None`.
+    pub secrets_key_file: Option<PathBuf>,
 }
 
 /// How long results are kept unless the operator says otherwise: 30 days.
@@ -74,6 +77,7 @@ impl Config {
             sso: None,
             engine: EngineSettings::default(),
             workers: Arc::default(),
+            secrets_key_file: None,
         }
     }
 }

@@ -70,8 +70,15 @@ impl Server {
         let store = store::Store::open(&config.database).await?;
         tracing::info!(database = %config.database.describe(), "database ready");
         store.set_setting("public_url", &public_url).await?;
-        let key_file = config.data_dir.join("secrets.key");
-        let (secrets, created) = secrets::SecretKeys::load_or_create(&key_file)?;
+        let (key_file, secrets, created) = match &config.secrets_key_file {
+            // The operator's own file: it must be there, and private.
+            Some(path) => (path.clone(), secrets::SecretKeys::load(path)?, false),
+            None => {
+                let path = config.data_dir.join(secrets::DEFAULT_KEY_FILE);
+                let (keys, created) = secrets::SecretKeys::load_or_create(&path)?;
+                (path, keys, created)
+            }
+        };
         if created {
             tracing::warn!(
                 path = %key_file.display(),
@@ -135,7 +142,7 @@ impl Server {
             cookie_key: axum_extra::extract::cookie::Key::from(
                 secrets.derive("ckrv web session cookies").as_slice(),
             ),
-            secrets: Arc::new(secrets),
+            secrets: Arc::new(secrets::KeyRing::new(key_file, secrets)),
             limits: Arc::new(limits::Limits::default()),
             public_url,
             billing_url: config.billing_url.clone(),

@@ -30,6 +30,31 @@ enum Command {
     /// Manage the credentials of external workers (`ckrv-orchestrator work` on other machines)
     #[command(subcommand)]
     Workers(WorkersCommand),
+    /// Manage the keys that seal stored git credentials: rotate, list, retire
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Add a new active key and re-encrypt every stored credential under it (restart
+    /// `serve` afterwards so it seals new credentials with it too)
+    Rotate {
+        #[command(flatten)]
+        data: DataDir,
+    },
+    /// List the keys, oldest first: id, whether active, how many credentials each seals
+    List {
+        #[command(flatten)]
+        data: DataDir,
+    },
+    /// Remove an old key from the file, once no credential is sealed under it
+    Retire {
+        /// The key's id (see `ckrv-api keys list`)
+        id: String,
+        #[command(flatten)]
+        data: DataDir,
+    },
 }
 
 #[derive(Subcommand)]
@@ -225,6 +250,20 @@ struct DataDir {
     /// sqlite:PATH [default: ckrv.db in the data directory]
     #[arg(long, env = "DATABASE_URL", value_name = "URL", hide_env_values = true)]
     database_url: Option<String>,
+    /// The key file that seals stored git credentials (`<id> <64 hex digits>` lines, the last
+    /// active; readable by its owner only) [default: secrets.key in the data directory,
+    /// created on first start]
+    #[arg(long, env = "CKRV_API_SECRETS_KEY_FILE", value_name = "PATH")]
+    secrets_key_file: Option<PathBuf>,
+}
+
+impl DataDir {
+    /// The key file in use.
+    fn key_file(&self) -> PathBuf {
+        self.secrets_key_file
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join(ckrv_api::secrets::DEFAULT_KEY_FILE))
+    }
 }
 
 impl DataDir {
@@ -384,6 +423,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Serve(args) => serve(*args).await,
         Command::Users(command) => users(command).await,
         Command::Workers(command) => workers(command).await,
+        Command::Keys(command) => keys(command).await,
     }
 }
 
@@ -467,6 +507,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             max_log_lines,
         },
         workers: std::sync::Arc::new(workers),
+        secrets_key_file: data.secrets_key_file.clone(),
     })
     .await?;
     println!("listening on {}", server.url());
@@ -494,6 +535,38 @@ async fn open(data: &DataDir) -> anyhow::Result<Store> {
     ckrv_api::data_dir::prepare(&data.data_dir)
         .with_context(|| format!("preparing data directory {}", data.data_dir.display()))?;
     Ok(Store::open(&data.database()?).await?)
+}
+
+async fn keys(command: KeysCommand) -> anyhow::Result<()> {
+    match command {
+        KeysCommand::Rotate { data } => {
+            let rotation = admin::rotate_keys(&open(&data).await?, &data.key_file()).await?;
+            println!(
+                "added key {} (now active); re-encrypted {} credential(s) under it",
+                rotation.new_key, rotation.resealed
+            );
+            if !rotation.older.is_empty() {
+                println!(
+                    "older keys stay readable until retired: {} (`ckrv-api keys retire ID`)",
+                    rotation.older.join(", ")
+                );
+            }
+            eprintln!("restart `ckrv-api serve` so it seals new credentials with the new key");
+        }
+        KeysCommand::List { data } => {
+            for (id, active, count) in
+                admin::key_usage(&open(&data).await?, &data.key_file()).await?
+            {
+                let state = if active { "active" } else { "old" };
+                println!("{id}  {state:<6}  {count} credential(s)");
+            }
+        }
+        KeysCommand::Retire { id, data } => {
+            admin::retire_key(&open(&data).await?, &data.key_file(), &id).await?;
+            println!("retired key {id}");
+        }
+    }
+    Ok(())
 }
 
 async fn workers(command: WorkersCommand) -> anyhow::Result<()> {

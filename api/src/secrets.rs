@@ -16,6 +16,9 @@ use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use rand::Rng as _;
 use zeroize::Zeroizing;
 
+/// The key file in the data directory, unless the operator names another.
+pub const DEFAULT_KEY_FILE: &str = "secrets.key";
+
 const KEY_BYTES: usize = 32;
 const NONCE_BYTES: usize = 24;
 
@@ -44,6 +47,8 @@ pub enum SecretsError {
     UnknownKey(String),
     #[error("a stored secret does not open: it was altered, or it belongs to another record")]
     Tampered,
+    #[error("key {0} is the active key: add a new one first (`ckrv-api keys rotate`)")]
+    Active(String),
 }
 
 /// A value sealed by [`SecretKeys::seal`], as it is stored.
@@ -65,6 +70,8 @@ impl std::fmt::Debug for Sealed {
 /// The server's keys for secrets at rest.
 pub struct SecretKeys {
     keys: BTreeMap<String, Zeroizing<[u8; KEY_BYTES]>>,
+    /// Key ids in the file's order.
+    order: Vec<String>,
     active: String,
 }
 
@@ -127,6 +134,7 @@ impl SecretKeys {
             why,
         };
         let mut keys = BTreeMap::new();
+        let mut order = Vec::new();
         let mut active = None;
         for (index, line) in text.lines().enumerate() {
             let line = line.trim();
@@ -142,10 +150,59 @@ impl SecretKeys {
             if keys.insert(id.to_string(), key).is_some() {
                 return Err(malformed(index + 1, "the key id is used twice"));
             }
+            order.push(id.to_string());
             active = Some(id.to_string());
         }
         let active = active.ok_or_else(|| SecretsError::Empty(path.to_path_buf()))?;
-        Ok(Self { keys, active })
+        Ok(Self {
+            keys,
+            order,
+            active,
+        })
+    }
+
+    /// The key ids, oldest first; the last is active.
+    pub fn ids(&self) -> Vec<&str> {
+        self.order.iter().map(String::as_str).collect()
+    }
+
+    pub fn active(&self) -> &str {
+        &self.active
+    }
+
+    /// Adds a new key to the end of the file at `path`, making it the active one, and returns
+    /// its id. The file is replaced whole (written beside it, then renamed), so a reader never
+    /// sees half of it.
+    pub fn add_key(path: &Path) -> Result<String, SecretsError> {
+        let current = Self::load(path)?;
+        let id = new_key_id();
+        let mut text = Zeroizing::new(String::new());
+        for old in &current.order {
+            if let Some(key) = current.keys.get(old) {
+                text.push_str(&format!("{old} {}\n", hex::encode(key.as_slice())));
+            }
+        }
+        text.push_str(&format!("{id} {}\n", new_key_hex().as_str()));
+        replace_file(path, &text)?;
+        Ok(id)
+    }
+
+    /// Removes key `id` from the file at `path`; the active key cannot be removed.
+    pub fn remove_key(path: &Path, id: &str) -> Result<(), SecretsError> {
+        let current = Self::load(path)?;
+        if !current.keys.contains_key(id) {
+            return Err(SecretsError::UnknownKey(id.to_string()));
+        }
+        if current.active == id {
+            return Err(SecretsError::Active(id.to_string()));
+        }
+        let mut text = Zeroizing::new(String::new());
+        for old in current.order.iter().filter(|k| *k != id) {
+            if let Some(key) = current.keys.get(old) {
+                text.push_str(&format!("{old} {}\n", hex::encode(key.as_slice())));
+            }
+        }
+        replace_file(path, &text)
     }
 
     /// Seals `plaintext` under the active key, bound to `associated`.
@@ -209,6 +266,106 @@ impl SecretKeys {
             .ok_or_else(|| SecretsError::UnknownKey(key_id.to_string()))?;
         Ok(XChaCha20Poly1305::new(key.as_slice().into()))
     }
+}
+
+/// The key file as a running server uses it: reread when it changes on disk (after
+/// `ckrv-api keys rotate` or `retire`), so a server never seals under a retired key and opens
+/// what a rotation re-encrypted without a restart.
+pub struct KeyRing {
+    path: PathBuf,
+    current: std::sync::RwLock<(Option<std::time::SystemTime>, std::sync::Arc<SecretKeys>)>,
+}
+
+impl std::fmt::Debug for KeyRing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyRing")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl KeyRing {
+    pub fn new(path: PathBuf, keys: SecretKeys) -> Self {
+        let modified = modified(&path);
+        Self {
+            path,
+            current: std::sync::RwLock::new((modified, std::sync::Arc::new(keys))),
+        }
+    }
+
+    /// The keys, reloaded first when the file changed since they were read. A file that no
+    /// longer loads keeps the keys in memory (and says so), rather than stopping the server.
+    pub fn keys(&self) -> std::sync::Arc<SecretKeys> {
+        let now = modified(&self.path);
+        {
+            let current = self
+                .current
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if current.0 == now {
+                return std::sync::Arc::clone(&current.1);
+            }
+        }
+        let mut current = self
+            .current
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match SecretKeys::load(&self.path) {
+            Ok(keys) => {
+                tracing::info!(path = %self.path.display(), active = keys.active(), "reloaded the secrets key file");
+                *current = (now, std::sync::Arc::new(keys));
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "the changed secrets key file does not load; keeping the keys in memory")
+            }
+        }
+        std::sync::Arc::clone(&current.1)
+    }
+
+    pub fn seal(&self, associated: &[u8], plaintext: &[u8]) -> Result<Sealed, SecretsError> {
+        self.keys().seal(associated, plaintext)
+    }
+
+    pub fn open(
+        &self,
+        sealed: &Sealed,
+        associated: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>, SecretsError> {
+        self.keys().open(sealed, associated)
+    }
+}
+
+fn modified(path: &Path) -> Option<std::time::SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+}
+
+/// What a sealed git credential is bound to: opening it under another account or name fails.
+pub fn credential_binding(account_id: &str, name: &str) -> Vec<u8> {
+    format!("ckrv-credential/v1\0{account_id}\0{name}").into_bytes()
+}
+
+/// Writes `text` to a new 0600 file beside `path` and renames it over `path`.
+fn replace_file(path: &Path, text: &str) -> Result<(), SecretsError> {
+    let io = |source| SecretsError::Io {
+        action: "rewriting",
+        path: path.to_path_buf(),
+        source,
+    };
+    let tmp = path.with_extension(format!("new{}", std::process::id()));
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(io)?;
+    let written = file
+        .write_all(text.as_bytes())
+        .and_then(|()| file.sync_all())
+        .and_then(|()| std::fs::rename(&tmp, path));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written.map_err(io)
 }
 
 fn new_key_id() -> String {

@@ -5,7 +5,6 @@ use std::sync::Arc;
 use crate::artifacts::ArtifactStore;
 use crate::engine::JobEngine;
 use crate::events::JobEvents;
-use crate::secrets::SecretKeys;
 use crate::store::Store;
 
 #[derive(Clone)]
@@ -16,7 +15,7 @@ pub struct AppState {
     pub engine: JobEngine,
     pub events: JobEvents,
     /// Keys that seal git credentials at rest.
-    pub secrets: Arc<SecretKeys>,
+    pub secrets: Arc<crate::secrets::KeyRing>,
     /// Rate limits on device authorizations, user codes and sign-ins.
     pub limits: Arc<crate::limits::Limits>,
     /// Signs the web pages' cookies; derived from the secrets key.

@@ -202,3 +202,144 @@ async fn values_are_sealed_at_rest_and_handed_only_to_the_worker_of_a_job_that_n
         "{error}"
     );
 }
+
+/// `ckrv-api keys ARGS` on the test API's data directory and database.
+fn keys_command(api: &TestApi, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_ckrv-api"))
+        .arg("keys")
+        .args(args)
+        .arg("--data-dir")
+        .arg(api.data_dir())
+        .env("DATABASE_URL", api.database().url())
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap()
+}
+
+fn key_ids(api: &TestApi) -> Vec<(String, String, String)> {
+    let out = keys_command(api, &["list"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| {
+            let cells: Vec<&str> = l.split_whitespace().collect();
+            (
+                cells[0].to_string(),
+                cells[1].to_string(),
+                cells[2].to_string(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_rotate_re_encrypts_every_credential_and_a_running_server_follows() {
+    let (api, user) = TestApi::signed_in("dev@example.com").await;
+    let user = user.as_str();
+    for name in ["github-work", "second"] {
+        let (status, body) = api.post("/v1/credentials", user, pat(name)).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+    }
+    let first = key_ids(&api);
+    assert_eq!(first.len(), 1);
+    assert_eq!((first[0].1.as_str(), first[0].2.as_str()), ("active", "2"));
+    let old = first[0].0.clone();
+
+    // The active key cannot be retired; nor can one that still seals credentials.
+    let out = keys_command(&api, &["retire", &old]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is the active key"));
+    let key_file = api.data_dir().join("secrets.key");
+    let unused = ckrv_api::secrets::SecretKeys::add_key(&key_file).unwrap();
+    let out = keys_command(&api, &["retire", &old]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(&format!(
+            "key {old} still seals 2 credential(s): run `ckrv-api keys rotate`"
+        )),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let out = keys_command(&api, &["rotate"]);
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        printed.contains("(now active); re-encrypted 2 credential(s)"),
+        "{printed}"
+    );
+    let keys = key_ids(&api);
+    assert_eq!(keys.len(), 3);
+    let new = keys[2].0.clone();
+    assert_eq!((keys[2].1.as_str(), keys[2].2.as_str()), ("active", "2"));
+    assert_eq!(keys[0].2, "0");
+
+    // The running server opens the re-encrypted credential without a restart, and seals new
+    // ones with the new key.
+    let mut request = job_request();
+    request["git_credential_name"] = json!("github-work");
+    let (_, job) = api.post("/v1/jobs", user, request).await;
+    let id = job["id"].as_str().unwrap();
+    let (status, work) = api
+        .get(
+            &format!("/v1/worker/jobs/{id}"),
+            &api.dispatcher.token_for(id),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{work}");
+    assert_eq!(work["git_credential"]["value"], SECRET);
+    for old in [&old, &unused] {
+        let out = keys_command(&api, &["retire", old]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let (status, _) = api.post("/v1/credentials", user, pat("third")).await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert_eq!(
+        key_ids(&api),
+        [(new, "active".to_string(), "3".to_string())]
+    );
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(&key_file).unwrap().permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600);
+}
+
+#[tokio::test]
+async fn an_operators_key_file_is_used_only_when_private_and_present() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let database = ckrv_test_support::TestDatabase::new(dir.path()).await;
+    let key_file = dir.path().join("operator.key");
+    let bind = |file: &std::path::Path| {
+        let mut config = support::test_config(dir.path(), &database);
+        config.secrets_key_file = Some(file.to_path_buf());
+        ckrv_api::Server::bind(config)
+    };
+    let missing = bind(&key_file).await.err().unwrap().to_string();
+    assert!(
+        missing.contains(&format!("the secrets key file {}", key_file.display())),
+        "{missing}"
+    );
+    std::fs::write(&key_file, format!("k1 {}\n", "ab".repeat(32))).unwrap();
+    std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let exposed = bind(&key_file).await.err().unwrap().to_string();
+    assert!(
+        exposed.contains("can be read by other users (mode 644); run `chmod 600"),
+        "{exposed}"
+    );
+    std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    assert!(bind(&key_file).await.is_ok());
+    // The data directory's own key file is not made when the operator names one.
+    assert!(!dir.path().join("secrets.key").exists());
+}

@@ -32,7 +32,7 @@ pub async fn add(
     let sealed = state
         .secrets
         .seal(
-            &associated_data(&session.account_id, &request.name),
+            &crate::secrets::credential_binding(&session.account_id, &request.name),
             value.as_bytes(),
         )
         .map_err(|e| {
@@ -102,11 +102,6 @@ pub async fn remove(
             format!("Credential not found: '{name}'; see yours with `ckrv cloud credentials list`"),
         ))
     }
-}
-
-/// What a sealed credential is bound to: opening it under another account or name fails.
-pub fn associated_data(account_id: &str, name: &str) -> Vec<u8> {
-    format!("ckrv-credential/v1\0{account_id}\0{name}").into_bytes()
 }
 
 /// The contract's `^[a-z0-9-]{1,50}$`.

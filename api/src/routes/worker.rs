@@ -139,7 +139,7 @@ async fn open_credential(
         .secrets
         .open(
             &sealed,
-            &super::credentials::associated_data(&row.account_id, name),
+            &crate::secrets::credential_binding(&row.account_id, name),
         )
         .map_err(|e| {
             tracing::error!(job_id = %row.job.id, error = %e, "opening a credential");

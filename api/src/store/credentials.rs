@@ -144,4 +144,66 @@ impl Store {
         })
         .transpose()
     }
+
+    /// Every credential sealed under a key other than `key_id`: (account, name, sealed).
+    pub async fn credentials_not_under(
+        &self,
+        key_id: &str,
+    ) -> Result<Vec<(String, String, Sealed)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT account_id, name, key_id, nonce, ciphertext FROM credentials
+             WHERE key_id <> $1 ORDER BY account_id, name",
+        )
+        .bind(key_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok((
+                    row.try_get("account_id")?,
+                    row.try_get("name")?,
+                    Sealed {
+                        key_id: row.try_get("key_id")?,
+                        nonce: row.try_get("nonce")?,
+                        ciphertext: row.try_get("ciphertext")?,
+                    },
+                ))
+            })
+            .collect()
+    }
+
+    /// Replaces a credential's sealed value, unless it changed since `old` was read (then
+    /// false: it was removed or replaced meanwhile, and is left as it is).
+    pub async fn reseal_credential(
+        &self,
+        account_id: &str,
+        name: &str,
+        old: &Sealed,
+        new: &Sealed,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE credentials SET key_id = $5, nonce = $6, ciphertext = $7
+             WHERE account_id = $1 AND name = $2 AND key_id = $3 AND nonce = $4",
+        )
+        .bind(account_id)
+        .bind(name)
+        .bind(&old.key_id)
+        .bind(&old.nonce)
+        .bind(&new.key_id)
+        .bind(&new.nonce)
+        .bind(&new.ciphertext)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// How many credentials each key seals.
+    pub async fn credentials_per_key(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        let rows = sqlx::query("SELECT key_id, COUNT(*) AS n FROM credentials GROUP BY key_id")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|row| Ok((row.try_get("key_id")?, row.try_get("n")?)))
+            .collect()
+    }
 }
