@@ -15,6 +15,9 @@ pub struct Cli {
     /// The API to talk to [default: from config.toml, else http://127.0.0.1:8080]
     #[arg(long, global = true, env = "CKRV_API_URL", value_name = "URL")]
     pub api_url: Option<String>,
+    /// Keep the session in a file (mode 0600) instead of the OS keyring
+    #[arg(long, global = true, env = "CKRV_INSECURE_STORAGE")]
+    pub insecure_storage: bool,
     #[command(subcommand)]
     pub command: Command,
 }

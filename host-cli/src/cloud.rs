@@ -6,7 +6,10 @@ use ckrv_wit::types::{ApiError, ErrorKind};
 
 use crate::config::Config;
 use crate::plugin_host::{CHAKRAVARTI_PLUGIN, CallContext, CallResult, Provider};
-use crate::session::{Session, SessionStore};
+use crate::session::{Location, Session, SessionStore};
+
+/// The provider this build embeds; sessions are kept per provider and API URL.
+const PROVIDER: &str = "chakravarti";
 
 /// The provider plugins this build carries.
 pub const PROVIDERS: &[&str] = &["chakravarti"];
@@ -15,6 +18,7 @@ pub struct Cloud {
     pub provider: Provider,
     pub api_url: String,
     store: SessionStore,
+    stored_in: Option<Location>,
     session: Option<Session>,
     /// Why there is no usable session, when there is none.
     missing: String,
@@ -24,8 +28,14 @@ impl Cloud {
     /// Loads the plugin and the session for the configured API (`CKRV_TOKEN` wins over the
     /// stored one). Contacts nothing.
     pub async fn connect(config: &Config) -> anyhow::Result<Self> {
-        let store = SessionStore::new(&config.config_dir);
+        let store = SessionStore::new(
+            &config.config_dir,
+            PROVIDER,
+            &config.api_url,
+            config.insecure_storage,
+        );
         let mut missing = "not authenticated: run `ckrv cloud login`".to_string();
+        let mut stored_in = None;
         let session = match std::env::var("CKRV_TOKEN").ok().filter(|t| !t.is_empty()) {
             Some(token) => Some(Session {
                 api_url: config.api_url.clone(),
@@ -33,8 +43,11 @@ impl Cloud {
                 refresh_token: None,
             }),
             None => match store.load()? {
-                Some(s) if s.api_url == config.api_url => Some(s),
-                Some(s) => {
+                Some((s, location)) if s.api_url == config.api_url => {
+                    stored_in = Some(location);
+                    Some(s)
+                }
+                Some((s, _)) => {
                     missing = format!(
                         "not authenticated with {}: your session is for {}; run `ckrv cloud login`",
                         config.api_url, s.api_url
@@ -51,6 +64,7 @@ impl Cloud {
             api_url: config.api_url.clone(),
             store,
             session,
+            stored_in,
             missing,
         })
     }
@@ -64,14 +78,20 @@ impl Cloud {
     }
 
     pub fn save_session(&mut self, session: Session) -> anyhow::Result<()> {
-        self.store.save(&session)?;
+        self.stored_in = Some(self.store.save(&session)?);
         self.session = Some(session);
         Ok(())
+    }
+
+    /// Where the session in use is kept: `None` for `CKRV_TOKEN`, which is not stored.
+    pub fn stored_in(&self) -> Option<&Location> {
+        self.stored_in.as_ref()
     }
 
     /// Forgets the stored session; true if there was one.
     pub fn forget_session(&mut self) -> anyhow::Result<bool> {
         self.session = None;
+        self.stored_in = None;
         self.store.delete()
     }
 

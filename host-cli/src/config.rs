@@ -16,6 +16,8 @@ pub struct Config {
     pub api_url: String,
     pub config_dir: PathBuf,
     pub cache_dir: PathBuf,
+    /// Keep the session in the 0600 file, not the OS keyring.
+    pub insecure_storage: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -26,7 +28,7 @@ struct ConfigFile {
 
 impl Config {
     /// Resolves the configuration; `api_url` is the flag/env value if given.
-    pub fn load(api_url: Option<String>) -> anyhow::Result<Self> {
+    pub fn load(api_url: Option<String>, insecure_storage: bool) -> anyhow::Result<Self> {
         let config_dir = env_dir("CKRV_CONFIG_DIR")
             .or_else(|| dirs::config_dir().map(|d| d.join("ckrv")))
             .context("no configuration directory: set CKRV_CONFIG_DIR")?;
@@ -42,6 +44,7 @@ impl Config {
             api_url: normalize_api_url(&api_url)?,
             config_dir,
             cache_dir,
+            insecure_storage,
         })
     }
 }

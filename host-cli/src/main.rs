@@ -6,6 +6,7 @@ mod cloud;
 mod commands;
 mod config;
 mod git;
+mod keyring_store;
 mod output;
 mod plugin_host;
 mod review;

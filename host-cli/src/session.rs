@@ -1,10 +1,14 @@
-//! The stored login: `<config dir>/credentials.json`, readable by the owner only.
+//! The stored login: in the OS keyring (one entry per provider and API URL) when one is usable,
+//! else in `<config dir>/credentials.json`, readable by the owner only, which the CLI says once
+//! when it falls back. `--insecure-storage` chooses the file.
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
+
+use crate::keyring_store::KeyringEntry;
 
 /// Tokens of one API. Never printed: `Debug` hides them.
 #[derive(Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -29,18 +33,99 @@ impl std::fmt::Debug for Session {
     }
 }
 
+/// Where a session is kept.
 pub struct SessionStore {
-    path: PathBuf,
+    file: FileStore,
+    /// `None`: the file was chosen (`--insecure-storage`).
+    keyring: Option<KeyringEntry>,
+}
+
+/// Where the session was found or put, for `ckrv cloud whoami`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Location {
+    Keyring,
+    File(PathBuf),
+}
+
+impl std::fmt::Display for Location {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Keyring => f.write_str("the OS keyring"),
+            Self::File(path) => write!(f, "{} (mode 0600)", path.display()),
+        }
+    }
 }
 
 impl SessionStore {
-    pub fn new(config_dir: &Path) -> Self {
+    pub fn new(config_dir: &Path, provider: &str, api_url: &str, insecure_storage: bool) -> Self {
         Self {
-            path: config_dir.join("credentials.json"),
+            file: FileStore {
+                path: config_dir.join("credentials.json"),
+            },
+            keyring: (!insecure_storage).then(|| KeyringEntry::new(provider, api_url)),
         }
     }
 
-    pub fn load(&self) -> anyhow::Result<Option<Session>> {
+    /// The stored session and where it was: the keyring's, else the file's (an older login,
+    /// or one made where no keyring was usable).
+    pub fn load(&self) -> anyhow::Result<Option<(Session, Location)>> {
+        if let Some(keyring) = &self.keyring {
+            match keyring.get() {
+                Ok(Some(text)) => {
+                    let session = serde_json::from_str(&text).context(
+                        "the session in the OS keyring is damaged; run `ckrv cloud login`",
+                    )?;
+                    return Ok(Some((session, Location::Keyring)));
+                }
+                Ok(None) => {}
+                Err(e) => tracing::debug!(error = %e, "reading the session from the keyring"),
+            }
+        }
+        Ok(self
+            .file
+            .load()?
+            .map(|session| (session, Location::File(self.file.path.clone()))))
+    }
+
+    /// Stores the session in the keyring, removing any file copy; where no keyring is usable,
+    /// in the file, saying so.
+    pub fn save(&self, session: &Session) -> anyhow::Result<Location> {
+        if let Some(keyring) = &self.keyring {
+            match keyring.set(&serde_json::to_string(session)?) {
+                Ok(()) => {
+                    self.file.delete()?;
+                    return Ok(Location::Keyring);
+                }
+                Err(e) => eprintln!(
+                    "note: {e}; the session is kept in {} (mode 0600) instead",
+                    self.file.path.display()
+                ),
+            }
+        }
+        self.file.save(session)?;
+        Ok(Location::File(self.file.path.clone()))
+    }
+
+    /// Removes the stored session from the keyring and the file; true if there was one.
+    pub fn delete(&self) -> anyhow::Result<bool> {
+        let mut deleted = false;
+        if let Some(keyring) = &self.keyring {
+            match keyring.delete() {
+                Ok(found) => deleted |= found,
+                Err(e) => tracing::debug!(error = %e, "removing the session from the keyring"),
+            }
+        }
+        Ok(self.file.delete()? || deleted)
+    }
+}
+
+/// The file a session falls back to.
+struct FileStore {
+    path: PathBuf,
+}
+
+impl FileStore {
+    fn load(&self) -> anyhow::Result<Option<Session>> {
         match std::fs::read(&self.path) {
             Ok(bytes) => serde_json::from_slice(&bytes).map(Some).with_context(|| {
                 format!(
@@ -55,7 +140,7 @@ impl SessionStore {
 
     /// Writes a new file with mode 0600 and renames it into place, so a crash never leaves a
     /// half-written session and the tokens are never readable by others, even briefly.
-    pub fn save(&self, session: &Session) -> anyhow::Result<()> {
+    fn save(&self, session: &Session) -> anyhow::Result<()> {
         let dir = self.path.parent().unwrap_or(Path::new("."));
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         let tmp = self.path.with_extension("json.tmp");
@@ -73,8 +158,8 @@ impl SessionStore {
             .with_context(|| format!("writing {}", self.path.display()))
     }
 
-    /// Removes the stored session; true if there was one.
-    pub fn delete(&self) -> anyhow::Result<bool> {
+    /// Removes the file; true if there was one.
+    fn delete(&self) -> anyhow::Result<bool> {
         match std::fs::remove_file(&self.path) {
             Ok(()) => Ok(true),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
@@ -98,10 +183,11 @@ mod tests {
     #[test]
     fn a_session_round_trips_in_an_owner_only_file() {
         let dir = tempfile::tempdir().unwrap();
-        let store = SessionStore::new(&dir.path().join("nested"));
+        let store = SessionStore::new(&dir.path().join("nested"), "chakravarti", "http://x", true);
         assert_eq!(store.load().unwrap(), None);
-        store.save(&session()).unwrap();
-        assert_eq!(store.load().unwrap(), Some(session()));
+        let file = Location::File(dir.path().join("nested/credentials.json"));
+        assert_eq!(store.save(&session()).unwrap(), file);
+        assert_eq!(store.load().unwrap(), Some((session(), file)));
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
@@ -127,7 +213,8 @@ mod tests {
     fn a_damaged_file_says_what_to_do() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("credentials.json"), "{oops").unwrap();
-        let err = format!("{:#}", SessionStore::new(dir.path()).load().unwrap_err());
+        let store = SessionStore::new(dir.path(), "chakravarti", "http://x", true);
+        let err = format!("{:#}", store.load().unwrap_err());
         assert!(err.contains("ckrv cloud login"), "{err}");
     }
 }

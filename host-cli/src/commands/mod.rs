@@ -14,7 +14,7 @@ use crate::cloud::Cloud;
 use crate::config::Config;
 
 pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
-    let config = Config::load(cli.api_url)?;
+    let config = Config::load(cli.api_url, cli.insecure_storage)?;
     match cli.command {
         Command::Run(args) => run::run(&config, args).await,
         Command::Status(args) => status::run(&mut Cloud::connect(&config).await?, args).await,

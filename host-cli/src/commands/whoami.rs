@@ -19,5 +19,9 @@ pub async fn run(cloud: &mut Cloud, json: bool) -> anyhow::Result<()> {
     ));
     output::line(format!("Quota resets: {}", user.billing_cycle_end));
     output::line(format!("API: {}", cloud.api_url));
+    match cloud.stored_in() {
+        Some(location) => output::line(format!("Session stored in: {location}")),
+        None => output::line("Session: CKRV_TOKEN (not stored)"),
+    }
     Ok(())
 }

@@ -17,7 +17,13 @@ pub struct Env {
     /// The in-process API; its recording dispatcher hands the test each job's worker token.
     pub api: TestApi,
     pub http: reqwest::Client,
+    /// The session bus `ckrv` reaches its keyring on: none by default, so no test touches the
+    /// keyring of the person running it.
+    pub bus: std::sync::Mutex<String>,
 }
+
+/// A session bus address where nothing listens.
+pub const NO_BUS: &str = "unix:path=/nonexistent/ckrv-test-bus";
 
 impl Env {
     pub async fn start() -> Self {
@@ -28,6 +34,7 @@ impl Env {
             home,
             api,
             http: reqwest::Client::new(),
+            bus: std::sync::Mutex::new(NO_BUS.to_string()),
         }
     }
 
@@ -53,6 +60,11 @@ impl Env {
             .env("CKRV_CONFIG_DIR", self.config_dir())
             .env("CKRV_CACHE_DIR", self.home.path().join("cache"))
             .env_remove("CKRV_TOKEN")
+            .env_remove("CKRV_INSECURE_STORAGE")
+            .env(
+                "DBUS_SESSION_BUS_ADDRESS",
+                self.bus.lock().unwrap().as_str(),
+            )
             .env_remove("RUST_LOG");
         cmd
     }

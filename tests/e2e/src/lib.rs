@@ -264,6 +264,12 @@ impl Cli {
             .env("CKRV_API_URL", &self.api_url)
             .env("CKRV_CONFIG_DIR", self.home.join("config"))
             .env("CKRV_CACHE_DIR", self.home.join("cache"))
+            // No keyring: the session goes to the test's own config directory, never into
+            // the keyring of the person running the tests.
+            .env(
+                "DBUS_SESSION_BUS_ADDRESS",
+                "unix:path=/nonexistent/ckrv-test-bus",
+            )
             .env_remove("CKRV_TOKEN");
         cmd
     }

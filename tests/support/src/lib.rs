@@ -10,6 +10,7 @@ mod database;
 mod fake_endpoint;
 mod git;
 mod s3;
+mod secret_service;
 mod sshd;
 
 pub use agent_stand_in::install_agent_stand_ins;
@@ -18,4 +19,5 @@ pub use database::{POSTGRES_ENV, TestDatabase};
 pub use fake_endpoint::{FakeEndpoint, Recorded};
 pub use git::{StaticServer, create_served_repo, git};
 pub use s3::{S3_ACCESS_KEY, S3_SECRET_KEY, S3_SERVER_ENV, S3Server};
+pub use secret_service::{KEYRING_REQUIRED_ENV, SecretService};
 pub use sshd::{SSHD_REQUIRED_ENV, SshServer, ssh_keygen};
