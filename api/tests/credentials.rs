@@ -129,18 +129,8 @@ async fn values_are_sealed_at_rest_and_handed_only_to_the_worker_of_a_job_that_n
     let (status, _) = api.post("/v1/credentials", user, pat("github-work")).await;
     assert_eq!(status, StatusCode::CREATED);
 
-    // Nowhere in the database files (the WAL included) is the value in the clear.
-    for entry in std::fs::read_dir(api.data_dir()).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_file() {
-            let bytes = std::fs::read(&path).unwrap();
-            assert!(
-                !bytes.windows(SECRET.len()).any(|w| w == SECRET.as_bytes()),
-                "{} holds the secret",
-                path.display()
-            );
-        }
-    }
+    // Nowhere in the database (its files and WAL, or PostgreSQL's dump) is the value in the clear.
+    assert_no_secret_in_the_database(&api);
     let mode = std::os::unix::fs::PermissionsExt::mode(
         &std::fs::metadata(api.data_dir().join("secrets.key"))
             .unwrap()
@@ -168,6 +158,7 @@ async fn values_are_sealed_at_rest_and_handed_only_to_the_worker_of_a_job_that_n
     assert!(!again.to_string().contains(SECRET));
     let (_, list) = api.get("/v1/credentials", user).await;
     assert!(list["credentials"][0]["last_used_at"].is_string(), "{list}");
+    assert_no_secret_in_the_database(&api);
 
     // Another account cannot name it; a job whose credential was removed gets no worker secret.
     let other = api.login("eve@example.com").await;
@@ -342,4 +333,41 @@ async fn an_operators_key_file_is_used_only_when_private_and_present() {
     assert!(bind(&key_file).await.is_ok());
     // The data directory's own key file is not made when the operator names one.
     assert!(!dir.path().join("secrets.key").exists());
+}
+
+/// The whole database, as `pg_dump` writes it (PostgreSQL) or as its files hold it (SQLite,
+/// the WAL included), does not contain the secret's bytes.
+fn assert_no_secret_in_the_database(api: &TestApi) {
+    let database = api.database();
+    if database.is_postgres() {
+        let dump = std::process::Command::new("pg_dump")
+            .args(["--data-only", database.url()])
+            .output()
+            .unwrap();
+        assert!(
+            dump.status.success(),
+            "{}",
+            String::from_utf8_lossy(&dump.stderr)
+        );
+        assert!(!dump.stdout.is_empty());
+        assert!(
+            !dump
+                .stdout
+                .windows(SECRET.len())
+                .any(|w| w == SECRET.as_bytes()),
+            "the PostgreSQL database holds the secret"
+        );
+        return;
+    }
+    for entry in std::fs::read_dir(api.data_dir()).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_file() {
+            let bytes = std::fs::read(&path).unwrap();
+            assert!(
+                !bytes.windows(SECRET.len()).any(|w| w == SECRET.as_bytes()),
+                "{} holds the secret",
+                path.display()
+            );
+        }
+    }
 }
