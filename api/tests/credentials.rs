@@ -103,6 +103,14 @@ async fn bad_credentials_are_refused_with_what_was_wrong() {
             json!({"name": "a", "provider": "github", "credential_type": "pat"}),
             "missing field `value`",
         ),
+        (
+            json!({"name": "a", "provider": "generic", "credential_type": "pat", "value": "x", "username": "a:b"}),
+            "without ':'",
+        ),
+        (
+            json!({"name": "a", "provider": "generic", "credential_type": "deploy_key", "value": "-----BEGIN OPENSSH PRIVATE KEY-----\nx\n-----END OPENSSH PRIVATE KEY-----", "username": "git"}),
+            "username goes with an access token",
+        ),
     ];
     for (body, message) in cases {
         let (status, error) = api.post("/v1/credentials", user, body.clone()).await;
@@ -153,6 +161,22 @@ async fn values_are_sealed_at_rest_and_handed_only_to_the_worker_of_a_job_that_n
         work["git_credential"],
         json!({"provider": "github", "credential_type": "pat", "value": SECRET})
     );
+    // A credential with a user name hands it to the worker with the token.
+    let mut named = pat("named");
+    named["username"] = json!("build-bot");
+    let (status, _) = api.post("/v1/credentials", user, named).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let mut request = job_request();
+    request["git_credential_name"] = json!("named");
+    let (_, named_job) = api.post("/v1/jobs", user, request).await;
+    let named_id = named_job["id"].as_str().unwrap();
+    let (_, named_work) = api
+        .get(
+            &format!("/v1/worker/jobs/{named_id}"),
+            &api.dispatcher.token_for(named_id),
+        )
+        .await;
+    assert_eq!(named_work["git_credential"]["username"], "build-bot");
     let (status, again) = api.get(&format!("/v1/worker/jobs/{id}"), &worker).await;
     assert_eq!(status, StatusCode::CONFLICT, "{again}");
     assert!(!again.to_string().contains(SECRET));

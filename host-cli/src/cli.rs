@@ -147,6 +147,11 @@ pub struct CredentialAddArgs {
     /// A personal access token (https://) or a deploy key's private key (ssh://)
     #[arg(long = "type", default_value = "pat", value_parser = ["pat", "deploy-key"])]
     pub credential_type: String,
+    /// The user name to send with an access token, where the host wants a particular one
+    /// [default: the host's own: x-access-token (GitHub), oauth2 (GitLab), x-token-auth
+    /// (Bitbucket), git]
+    #[arg(long, value_name = "USER")]
+    pub username: Option<String>,
     /// Read the secret from this file (a deploy key's private key file, say)
     #[arg(long, value_name = "PATH")]
     pub from_file: Option<PathBuf>,

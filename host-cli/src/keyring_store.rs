@@ -1,4 +1,5 @@
-//! The OS keyring (Secret Service on Linux), through keyring-core. Every call runs on a thread
+//! The OS keyring through keyring-core: the Secret Service on Linux, the Keychain on macOS, the
+//! Credential Manager on Windows. Every call runs on a thread
 //! of its own and is given up after [`TIMEOUT`]: a locked keyring waiting for a password that
 //! no one will type, or a bus that never answers, must not hang the CLI.
 
@@ -86,7 +87,19 @@ fn native_store() -> Result<std::sync::Arc<keyring_core::CredentialStore>, Strin
     Ok(store)
 }
 
-#[cfg(not(target_os = "linux"))]
+#[cfg(target_os = "macos")]
+fn native_store() -> Result<std::sync::Arc<keyring_core::CredentialStore>, String> {
+    let store = apple_native_keyring_store::keychain::Store::new().map_err(|e| e.to_string())?;
+    Ok(store)
+}
+
+#[cfg(target_os = "windows")]
+fn native_store() -> Result<std::sync::Arc<keyring_core::CredentialStore>, String> {
+    let store = windows_native_keyring_store::Store::new().map_err(|e| e.to_string())?;
+    Ok(store)
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "macos", target_os = "windows")))]
 fn native_store() -> Result<std::sync::Arc<keyring_core::CredentialStore>, String> {
     Err("this build knows no keyring for this platform".into())
 }

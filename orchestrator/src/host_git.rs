@@ -65,7 +65,13 @@ impl RepoCredential {
             (CredentialType::Pat, Transport::Https | Transport::Http) => {
                 env.extend([
                     ("GIT_ASKPASS", askpass),
-                    ("CKRV_GIT_USERNAME", token_user(self.credential.provider)),
+                    (
+                        "CKRV_GIT_USERNAME",
+                        self.credential
+                            .username
+                            .as_deref()
+                            .unwrap_or(token_user(self.credential.provider)),
+                    ),
                     ("CKRV_GIT_PASSWORD", self.credential.value.as_str()),
                 ]);
                 Ok(())

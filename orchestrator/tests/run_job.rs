@@ -570,3 +570,21 @@ fn a_deploy_key_clones_over_ssh_and_leaves_no_key_behind() {
         "clone failed: the job's credential is an access token, which works over https:// only; use a deploy key for ssh"
     );
 }
+
+#[test]
+fn a_token_goes_with_the_user_name_its_host_wants() {
+    const TOKEN: &str = "gitea-token-0123456789abcdef";
+    let served = tempfile::tempdir().unwrap();
+    ckrv_test_support::create_served_repo(served.path(), "app", &[("README.md", "# App\n")]);
+    let server = ckrv_test_support::StaticServer::start_private(served.path(), "alice", TOKEN);
+    let url = format!("http://{}/app.git", server.addr);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    // The generic default user name is not the one this host wants: refused.
+    let default =
+        serde_json::json!({"provider": "generic", "credential_type": "pat", "value": TOKEN});
+    let (outcome, _, _) = runtime.block_on(run_private(&url, default));
+    assert!(outcome.unwrap_err().starts_with("clone failed: "));
+    let named = serde_json::json!({"provider": "generic", "credential_type": "pat", "value": TOKEN, "username": "alice"});
+    let (outcome, calls, _) = runtime.block_on(run_private(&url, named));
+    assert_eq!(outcome, Ok(()), "{:?}", log_lines(&calls));
+}

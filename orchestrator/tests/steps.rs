@@ -664,6 +664,7 @@ fn the_credential_goes_to_the_jobs_own_repository_once_and_nowhere_else() {
     let credential = ckrv_wit::types::GitCredential {
         provider: ckrv_wit::types::GitProvider::Gitlab,
         credential_type: ckrv_wit::types::CredentialType::Pat,
+        username: None,
         value: TOKEN.into(),
     };
     let clone = |url: &str, git: &HostGit| runtime.block_on(git.clone_repo(url, "main"));

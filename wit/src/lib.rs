@@ -157,6 +157,7 @@ mod tests {
             provider: GitProvider::Github,
             credential_type: CredentialType::Pat,
             value: "ghp_s3cret".into(),
+            username: None,
         };
         assert!(!format!("{credential:?}").contains("s3cret"));
     }

@@ -29,6 +29,11 @@ pub async fn add(
         )));
     }
     let value = checked_value(request.credential_type, &request.value)?;
+    let username = request
+        .username
+        .as_deref()
+        .map(|u| checked_username(request.credential_type, u))
+        .transpose()?;
     let sealed = state
         .secrets
         .seal(
@@ -47,6 +52,7 @@ pub async fn add(
             name: &request.name,
             provider: request.provider,
             credential_type: request.credential_type,
+            username,
             sealed: &sealed,
             created_at: &created_at,
         })
@@ -102,6 +108,24 @@ pub async fn remove(
             format!("Credential not found: '{name}'; see yours with `ckrv cloud credentials list`"),
         ))
     }
+}
+
+/// A user name for a token: what git sends before the password, so one visible word without
+/// the `:` that would end it.
+fn checked_username(kind: CredentialType, username: &str) -> Result<&str, AppError> {
+    if kind != CredentialType::Pat {
+        return Err(invalid(
+            "username goes with an access token; a deploy key's user is the repository URL's",
+        ));
+    }
+    let ok = (1..=100).contains(&username.len())
+        && username.chars().all(|c| c.is_ascii_graphic() && c != ':');
+    if !ok {
+        return Err(invalid(
+            "username must be 1 to 100 visible ASCII characters without ':'",
+        ));
+    }
+    Ok(username)
 }
 
 /// The contract's `^[a-z0-9-]{1,50}$`.

@@ -125,7 +125,7 @@ async fn open_credential(
         ));
     }
     let now = crate::clock::rfc3339(crate::clock::now());
-    let Some((provider, credential_type, sealed)) = state
+    let Some(stored) = state
         .store
         .use_credential(&row.account_id, name, &now)
         .await?
@@ -138,7 +138,7 @@ async fn open_credential(
     let opened = state
         .secrets
         .open(
-            &sealed,
+            &stored.sealed,
             &crate::secrets::credential_binding(&row.account_id, name),
         )
         .map_err(|e| {
@@ -152,8 +152,9 @@ async fn open_credential(
         .map_err(|_| AppError::new(ErrorKind::Internal, "the job's credential is not text"))?;
     tracing::info!(job_id = %row.job.id, credential = name, "credential handed to the worker");
     Ok(GitCredential {
-        provider,
-        credential_type,
+        provider: stored.provider,
+        credential_type: stored.credential_type,
+        username: stored.username,
         value,
     })
 }

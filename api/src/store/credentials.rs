@@ -13,8 +13,18 @@ pub struct NewCredential<'a> {
     pub name: &'a str,
     pub provider: GitProvider,
     pub credential_type: CredentialType,
+    pub username: Option<&'a str>,
     pub sealed: &'a Sealed,
     pub created_at: &'a str,
+}
+
+/// A stored credential as its job's worker gets it, still sealed.
+#[derive(Debug)]
+pub struct StoredCredential {
+    pub provider: GitProvider,
+    pub credential_type: CredentialType,
+    pub username: Option<String>,
+    pub sealed: Sealed,
 }
 
 impl Store {
@@ -22,8 +32,8 @@ impl Store {
     pub async fn insert_credential(&self, new: &NewCredential<'_>) -> Result<bool, StoreError> {
         let done = sqlx::query(
             "INSERT INTO credentials (account_id, name, provider, credential_type, key_id, nonce,
-                                      ciphertext, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+                                      ciphertext, created_at, username)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
              ON CONFLICT (account_id, name) DO NOTHING",
         )
         .bind(new.account_id)
@@ -34,6 +44,7 @@ impl Store {
         .bind(&new.sealed.nonce)
         .bind(&new.sealed.ciphertext)
         .bind(new.created_at)
+        .bind(new.username)
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected() == 1)
@@ -121,10 +132,10 @@ impl Store {
         account_id: &str,
         name: &str,
         now: &str,
-    ) -> Result<Option<(GitProvider, CredentialType, Sealed)>, StoreError> {
+    ) -> Result<Option<StoredCredential>, StoreError> {
         let row = sqlx::query(
             "UPDATE credentials SET last_used_at = $3 WHERE account_id = $1 AND name = $2
-             RETURNING provider, credential_type, key_id, nonce, ciphertext",
+             RETURNING provider, credential_type, username, key_id, nonce, ciphertext",
         )
         .bind(account_id)
         .bind(name)
@@ -132,15 +143,16 @@ impl Store {
         .fetch_optional(&self.pool)
         .await?;
         row.map(|row| {
-            Ok((
-                parse_enum("provider", row.try_get("provider")?)?,
-                parse_enum("credential_type", row.try_get("credential_type")?)?,
-                Sealed {
+            Ok(StoredCredential {
+                provider: parse_enum("provider", row.try_get("provider")?)?,
+                credential_type: parse_enum("credential_type", row.try_get("credential_type")?)?,
+                username: row.try_get("username")?,
+                sealed: Sealed {
                     key_id: row.try_get("key_id")?,
                     nonce: row.try_get("nonce")?,
                     ciphertext: row.try_get("ciphertext")?,
                 },
-            ))
+            })
         })
         .transpose()
     }

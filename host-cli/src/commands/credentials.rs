@@ -47,6 +47,7 @@ async fn add(cloud: &mut Cloud, args: CredentialAddArgs) -> anyhow::Result<()> {
         provider,
         credential_type,
         value: value.to_string(),
+        username: args.username.clone(),
     };
     let saved = cloud
         .call(async |p, ctx| p.credentials_add(ctx, &request).await)
