@@ -89,7 +89,14 @@ async fn run_with(
             .collect::<Vec<_>>(),
     });
     let fake = FakeEndpoint::start(answer(job, heartbeats, Arc::new(pipeline))).await;
+    run_against(&fake, agent_bin).await
+}
 
+/// Runs job `job-1` against `fake` as its worker, sandboxed, local repositories allowed.
+async fn run_against(
+    fake: &FakeEndpoint,
+    agent_bin: Option<&std::path::Path>,
+) -> (Result<(), String>, Vec<Call>, tempfile::TempDir) {
     let work_dir = tempfile::tempdir().unwrap();
     let api = ApiClient::new(&fake.url, "job-1", "worker-token").unwrap();
     let outcome = run_job(
@@ -442,22 +449,7 @@ async fn run_private(
         "git_credential": credential,
     });
     let fake = FakeEndpoint::start(answer(job, usize::MAX, Arc::new(pipeline))).await;
-    let work_dir = tempfile::tempdir().unwrap();
-    let api = ApiClient::new(&fake.url, "job-1", "worker-token").unwrap();
-    let outcome = run_job(
-        api,
-        JobOptions {
-            steps: Arc::new(StepRunner::new().unwrap()),
-            work_dir: Some(work_dir.path().to_path_buf()),
-            token: "worker-token".into(),
-            allow_local_repos: true,
-            sandbox: true,
-            agent_bin: None,
-        },
-    )
-    .await
-    .unwrap();
-    (outcome, fake.requests(), work_dir)
+    run_against(&fake, None).await
 }
 
 // A plain test: the repository server has a runtime of its own, which cannot be dropped

@@ -8,33 +8,11 @@
 use std::path::Path;
 use std::process::Command;
 
-use ckrv_e2e::{Api, Developer, binary, serve_app_repo};
+use ckrv_e2e::{Api, Developer, binary, files_containing, serve_app_repo};
 use ckrv_test_support::install_agent_stand_ins;
 
 const CLAUDE_KEY: &str = "sk-ant-api03-e2e-secret-value-0123456789";
 const CODEX_KEY: &str = "sk-proj-e2e-codex-secret-value-9876543210";
-
-/// Every file under `dir` whose bytes contain `needle`.
-fn files_containing(dir: &Path, needle: &str) -> Vec<String> {
-    let mut found = Vec::new();
-    let mut pending = vec![dir.to_path_buf()];
-    while let Some(d) = pending.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for entry in entries.flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                pending.push(path);
-            } else if let Ok(bytes) = std::fs::read(&path)
-                && bytes.windows(needle.len()).any(|w| w == needle.as_bytes())
-            {
-                found.push(path.display().to_string());
-            }
-        }
-    }
-    found
-}
 
 fn sha256_hex(text: &str) -> String {
     let out = Command::new("sha256sum")

@@ -4,34 +4,10 @@
 //! job log, worker log, database file, artifact or pulled change.
 #![allow(clippy::unwrap_used)]
 
-use std::path::Path;
-
-use ckrv_e2e::{Api, Developer, StaticServer, create_served_repo};
+use ckrv_e2e::{Api, Developer, StaticServer, create_served_repo, files_containing};
 
 /// Not a real token: one a scan can find anywhere it should not be.
 const TOKEN: &str = "ghp_e2ePrivateRepoToken0123456789abcdef";
-
-/// Every file under `dir` whose bytes contain `needle`.
-fn files_containing(dir: &Path, needle: &str) -> Vec<String> {
-    let mut found = Vec::new();
-    let mut pending = vec![dir.to_path_buf()];
-    while let Some(d) = pending.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for entry in entries.flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                pending.push(path);
-            } else if let Ok(bytes) = std::fs::read(&path)
-                && bytes.windows(needle.len()).any(|w| w == needle.as_bytes())
-            {
-                found.push(path.display().to_string());
-            }
-        }
-    }
-    found
-}
 
 #[test]
 fn a_job_clones_a_private_repository_with_a_stored_token_that_nothing_else_keeps() {
