@@ -278,6 +278,11 @@ pub const OPERATIONS: &[Operation] = &[
                     schema: LIMIT_10K,
                     description: "At most this many entries",
                 },
+                Param {
+                    name: "wait_ms",
+                    schema: r#"{"type": "integer", "minimum": 0, "maximum": 30000}"#,
+                    description: "While no entry is there and the job runs, wait up to this many milliseconds for one",
+                },
             ],
         ),
         &[(200, Content::Json("LogResponse"))],

@@ -558,6 +558,87 @@ async fn following_a_log_streams_lines_as_they_arrive_and_ends_with_the_job() {
 }
 
 #[tokio::test]
+async fn a_long_poll_answers_when_a_line_arrives_or_the_job_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    let api = TestApi::start(dir.path()).await;
+    let user = api.login("dev@example.com").await;
+    let user = access(&user).to_string();
+    let (_, job) = api.create_job(&user).await;
+    let id = job["id"].as_str().unwrap().to_string();
+    let worker = api.dispatcher.token_for(&id);
+    let wbase = format!("/v1/worker/jobs/{id}");
+    let poll = |after: u64| {
+        let request = api
+            .http
+            .get(format!(
+                "{}/v1/jobs/{id}/logs?after={after}&wait_ms=30000",
+                api.url
+            ))
+            .bearer_auth(&user);
+        tokio::spawn(async move {
+            let response = request.send().await.unwrap();
+            assert_eq!(response.status(), StatusCode::OK);
+            response.json::<serde_json::Value>().await.unwrap()
+        })
+    };
+
+    // Nothing yet: the answer waits for the worker's line, then carries it.
+    let waiting = poll(0);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !waiting.is_finished(),
+        "an empty page of a running job waits"
+    );
+    api.post(
+        &format!("{wbase}/logs"),
+        &worker,
+        json!({"first_sequence": 1, "lines": [line("arrived")]}),
+    )
+    .await;
+    let page = tokio::time::timeout(Duration::from_secs(10), waiting)
+        .await
+        .expect("the line ends the wait")
+        .unwrap();
+    assert_eq!(page["logs"][0]["message"], "arrived", "{page}");
+    assert_eq!(page["next_after"], 1);
+
+    // Waiting again after it: the job's end answers, with no entry.
+    let waiting = poll(1);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!waiting.is_finished());
+    api.post(
+        &format!("{wbase}/complete"),
+        &worker,
+        json!({"state": "failed", "error_message": "agent exited 1"}),
+    )
+    .await;
+    let page = tokio::time::timeout(Duration::from_secs(10), waiting)
+        .await
+        .expect("the job's end ends the wait")
+        .unwrap();
+    assert_eq!(page["logs"], json!([]), "{page}");
+    assert_eq!(page["job_state"], "failed");
+
+    // A finished job's page is answered at once, and the bound is checked.
+    let (status, page) = api
+        .get(&format!("/v1/jobs/{id}/logs?after=1&wait_ms=30000"), &user)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(page["job_state"], "failed");
+    let (status, error) = api
+        .get(&format!("/v1/jobs/{id}/logs?wait_ms=30001"), &user)
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(
+        error["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("wait_ms must be between 0 and 30000"),
+        "{error}"
+    );
+}
+
+#[tokio::test]
 async fn a_worker_that_dies_without_reporting_fails_its_job() {
     let dir = tempfile::tempdir().unwrap();
     let dispatcher = Arc::new(RecordingDispatcher::default());

@@ -12,7 +12,12 @@ use clap::{Args, Parser, Subcommand};
     after_help = "Start with `ckrv cloud login`, then `ckrv run --cloud --spec FILE`."
 )]
 pub struct Cli {
-    /// The API to talk to [default: from config.toml, else http://127.0.0.1:8080]
+    /// The provider plugin cloud commands go through (`ckrv plugin list` shows them)
+    /// [default: `provider` in config.toml, else chakravarti]
+    #[arg(long, global = true, env = "CKRV_PROVIDER", value_name = "NAME")]
+    pub provider: Option<String>,
+    /// The API to talk to [default: from config.toml, else the provider's own, for
+    /// chakravarti http://127.0.0.1:8080]
     #[arg(long, global = true, env = "CKRV_API_URL", value_name = "URL")]
     pub api_url: Option<String>,
     /// Keep the session in a file (mode 0600) instead of the OS keyring
@@ -32,9 +37,87 @@ pub enum Command {
     Logs(LogsArgs),
     /// Download a finished job's diff and apply it to this worktree
     Pull(PullArgs),
+    /// List your jobs, newest first
+    List(ListArgs),
+    /// Cancel a job and stop its worker
+    Cancel(JobArgs),
+    /// Wait for a job to end. Exit status: 0 succeeded, 1 an error, 2 failed, 3 timed out,
+    /// 4 cancelled
+    Wait(WaitArgs),
     /// Sign in and out of the cloud and see your account
     #[command(subcommand)]
     Cloud(CloudCommand),
+    /// Install, list and remove provider plugins
+    #[command(subcommand)]
+    Plugin(PluginCommand),
+    /// Print a shell completion script: `ckrv completions bash > /etc/bash_completion.d/ckrv`
+    Completions {
+        /// The shell
+        shell: clap_complete::Shell,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Only jobs with this status
+    #[arg(long, value_parser = ["pending", "running", "succeeded", "failed", "timeout"])]
+    pub status: Option<String>,
+    /// At most this many jobs
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub limit: u32,
+    /// Print JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct WaitArgs {
+    /// The job id, or its first characters (at least 4)
+    pub id: String,
+    /// Give up after this long (e.g. 30m), with exit status 5
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub timeout: Option<std::time::Duration>,
+    /// Print the final job as JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PluginCommand {
+    /// Install a provider plugin from a file, or from an https URL with its --sha256
+    Install(PluginInstallArgs),
+    /// List the plugins: name, version, WIT version, source, digest, allowed origins
+    List {
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove an installed plugin
+    Remove {
+        /// The plugin's name
+        name: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct PluginInstallArgs {
+    /// A .wasm component file, or an https:// URL of one
+    pub source: String,
+    /// Install under this name instead of the plugin's own
+    #[arg(long)]
+    pub name: Option<String>,
+    /// The file's SHA-256 (hex): required for a URL, checked for a file when given
+    #[arg(long, value_name = "HEX")]
+    pub sha256: Option<String>,
+    /// Approve the origins the plugin asks to call without a prompt
+    #[arg(long, short)]
+    pub yes: bool,
+    /// Replace an installed plugin of the same name
+    #[arg(long)]
+    pub force: bool,
+    /// Print the manifest as JSON
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -42,9 +125,6 @@ pub struct RunArgs {
     /// Run in the cloud (the only mode of this build)
     #[arg(long)]
     pub cloud: bool,
-    /// The cloud provider plugin to use
-    #[arg(long, default_value = "chakravarti")]
-    pub provider: String,
     /// The spec file; its front matter chooses the agent
     #[arg(long, value_name = "FILE")]
     pub spec: PathBuf,
@@ -75,6 +155,16 @@ pub struct JobArgs {
 pub struct PullArgs {
     /// The job id, or its first characters (at least 4)
     pub id: String,
+    /// Apply with conflict markers where the change and your edits overlap
+    #[arg(long = "3way", conflicts_with_all = ["branch", "check"])]
+    pub three_way: bool,
+    /// Create this branch at the job's base commit, apply there and check it out (the safe
+    /// path for a worktree with edits)
+    #[arg(long, value_name = "NAME", conflicts_with = "check")]
+    pub branch: Option<String>,
+    /// Only report whether the change applies; change nothing
+    #[arg(long)]
+    pub check: bool,
     /// Apply without asking even when the change adds links, executables, dotfiles or CI
     /// configuration (without a terminal, `pull` refuses such a change unless given this)
     #[arg(long, short)]
@@ -91,6 +181,12 @@ pub struct LogsArgs {
     /// Keep streaming until the job ends
     #[arg(long, short)]
     pub follow: bool,
+    /// Only the last N entries (then follow on, with --follow)
+    #[arg(long, value_name = "N")]
+    pub tail: Option<u64>,
+    /// Only entries written at or after this: a time (2026-11-24T10:00:00Z) or an age (10m)
+    #[arg(long, value_name = "WHEN")]
+    pub since: Option<String>,
     /// Print one JSON log entry per line
     #[arg(long)]
     pub json: bool,
@@ -141,8 +237,9 @@ pub struct CredentialAddArgs {
     /// Its name, as `ckrv run --credential NAME` gives it (lowercase letters, digits, '-')
     #[arg(long)]
     pub name: String,
-    /// Where the repository is hosted
-    #[arg(long, value_parser = ["github", "gitlab", "bitbucket", "generic"])]
+    /// Where the repository is hosted (the contract's `provider` field; `--provider` chooses
+    /// the provider plugin)
+    #[arg(id = "git_host", long = "host", value_name = "HOST", value_parser = ["github", "gitlab", "bitbucket", "generic"])]
     pub provider: String,
     /// A personal access token (https://) or a deploy key's private key (ssh://)
     #[arg(long = "type", default_value = "pat", value_parser = ["pat", "deploy-key"])]

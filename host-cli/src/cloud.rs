@@ -2,21 +2,21 @@
 //! adds the access token, refreshes it once when the API says it expired, and turns the API's
 //! errors into messages that say what to do.
 
-use ckrv_wit::types::{ApiError, ErrorKind};
+use anyhow::Context as _;
+use ckrv_wit::types::{ApiError, ErrorKind, Job};
 
 use crate::config::Config;
-use crate::plugin_host::{CHAKRAVARTI_PLUGIN, CallContext, CallResult, Provider};
+use crate::plugin_host::{CallContext, CallResult, Provider};
+use crate::plugins::{BUILTIN, Registry};
 use crate::session::{Location, Session, SessionStore};
-
-/// The provider this build embeds; sessions are kept per provider and API URL.
-const PROVIDER: &str = "chakravarti";
-
-/// The provider plugins this build carries.
-pub const PROVIDERS: &[&str] = &["chakravarti"];
 
 pub struct Cloud {
     pub provider: Provider,
+    /// The provider plugin's name.
+    pub provider_name: String,
     pub api_url: String,
+    /// The worktree's `origin`, passed to plugins whose jobs belong to a repository.
+    repository: Option<String>,
     store: SessionStore,
     stored_in: Option<Location>,
     session: Option<Session>,
@@ -28,40 +28,54 @@ impl Cloud {
     /// Loads the plugin and the session for the configured API (`CKRV_TOKEN` wins over the
     /// stored one). Contacts nothing.
     pub async fn connect(config: &Config) -> anyhow::Result<Self> {
+        let plugin = Registry::new(&config.config_dir).get(&config.provider)?;
+        let api_url = config.api_url(plugin.manifest.default_api_url.as_deref())?;
+        let access = plugin.manifest.access(&api_url)?;
         let store = SessionStore::new(
             &config.config_dir,
-            PROVIDER,
-            &config.api_url,
+            &config.provider,
+            &api_url,
             config.insecure_storage,
         );
         let mut missing = "not authenticated: run `ckrv cloud login`".to_string();
         let mut stored_in = None;
         let session = match std::env::var("CKRV_TOKEN").ok().filter(|t| !t.is_empty()) {
             Some(token) => Some(Session {
-                api_url: config.api_url.clone(),
+                api_url: api_url.clone(),
                 access_token: token,
                 refresh_token: None,
             }),
             None => match store.load()? {
-                Some((s, location)) if s.api_url == config.api_url => {
+                Some((s, location)) if s.api_url == api_url => {
                     stored_in = Some(location);
                     Some(s)
                 }
                 Some((s, _)) => {
                     missing = format!(
                         "not authenticated with {}: your session is for {}; run `ckrv cloud login`",
-                        config.api_url, s.api_url
+                        api_url, s.api_url
                     );
                     None
                 }
                 None => None,
             },
         };
-        let provider =
-            Provider::load(CHAKRAVARTI_PLUGIN, &config.api_url, &config.cache_dir).await?;
+        let provider = Provider::load(&plugin.bytes, &access, &config.cache_dir)
+            .await
+            .with_context(|| format!("loading provider plugin {}", config.provider))?;
+        // The built-in provider's jobs do not belong to a worktree: spare it the git call.
+        let repository = if config.provider == BUILTIN {
+            None
+        } else {
+            std::env::current_dir()
+                .ok()
+                .and_then(|cwd| crate::git::origin_url(&cwd).ok())
+        };
         Ok(Self {
             provider,
-            api_url: config.api_url.clone(),
+            provider_name: config.provider.clone(),
+            api_url,
+            repository,
             store,
             session,
             stored_in,
@@ -71,9 +85,14 @@ impl Cloud {
 
     /// A context without a token, for the login calls.
     pub fn anonymous(&self) -> CallContext {
+        self.context(None)
+    }
+
+    fn context(&self, access_token: Option<String>) -> CallContext {
         CallContext {
             api_url: self.api_url.clone(),
-            access_token: None,
+            access_token,
+            repository: self.repository.clone(),
         }
     }
 
@@ -104,6 +123,24 @@ impl Cloud {
         self.session.is_some()
     }
 
+    /// The job `id` names; one that is not there says how to find the right id.
+    pub async fn job(&mut self, id: &str) -> anyhow::Result<Job> {
+        match self
+            .call_raw(async |p, ctx| p.get_job(ctx, id).await)
+            .await?
+        {
+            Ok(job) => Ok(job),
+            Err(e) if e.error == ErrorKind::NotFound => anyhow::bail!(
+                "{}: no job {} for this account at {}\n  `ckrv list` shows your jobs; \
+                 `--provider` and `--api-url` choose where to look",
+                e.description(),
+                crate::output::printable(id),
+                self.api_url
+            ),
+            Err(e) => Err(describe(e)),
+        }
+    }
+
     /// Calls the plugin as the signed-in user.
     pub async fn call<T>(
         &mut self,
@@ -121,10 +158,7 @@ impl Cloud {
         let Some(session) = self.session.clone() else {
             anyhow::bail!("{}", self.missing);
         };
-        let ctx = CallContext {
-            api_url: self.api_url.clone(),
-            access_token: Some(session.access_token.clone()),
-        };
+        let ctx = self.context(Some(session.access_token.clone()));
         match call(&mut self.provider, &ctx).await? {
             Err(e) if e.error == ErrorKind::NotAuthenticated && session.refresh_token.is_some() => {
                 tracing::debug!("access token refused; refreshing");
@@ -149,10 +183,7 @@ impl Cloud {
             access_token: tokens.access_token,
             refresh_token: tokens.refresh_token.or(Some(refresh_token)),
         };
-        let ctx = CallContext {
-            api_url: self.api_url.clone(),
-            access_token: Some(renewed.access_token.clone()),
-        };
+        let ctx = self.context(Some(renewed.access_token.clone()));
         self.save_session(renewed)?;
         Ok(call(&mut self.provider, &ctx).await?)
     }
@@ -177,6 +208,10 @@ pub fn describe(error: ApiError) -> anyhow::Error {
             anyhow::anyhow!(message)
         }
         ErrorKind::Forbidden => anyhow::anyhow!("forbidden: {description}"),
+        ErrorKind::Unavailable => anyhow::anyhow!(
+            "{description}\n  check that the service is running and that --api-url (or api_url in \
+             config.toml) names it; `ckrv cloud whoami` shows which API is in use"
+        ),
         _ => anyhow::anyhow!("{description}"),
     }
 }

@@ -1,19 +1,25 @@
-//! Where `ckrv` keeps things and which API it talks to.
+//! Where `ckrv` keeps things, which provider it uses and which API that provider talks to.
 //!
-//! The API URL comes from `--api-url`/`CKRV_API_URL`, else `api_url` in `<config dir>/config.toml`,
-//! else the local default. Directories follow the platform, overridable for tests and CI.
+//! The provider comes from `--provider`/`CKRV_PROVIDER`, else `provider` in
+//! `<config dir>/config.toml`, else the built-in `chakravarti`. Its API URL comes from
+//! `--api-url`/`CKRV_API_URL`, else `api_url` in that provider's `[providers.NAME]` table (or
+//! the top-level `api_url`, which belongs to the file's provider), else the plugin's own default.
+//! Directories follow the platform, overridable for tests and CI.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 use serde::Deserialize;
 
-/// The API a fresh install talks to: the embedded default on this machine.
-pub const DEFAULT_API_URL: &str = "http://127.0.0.1:8080";
+use crate::plugins::BUILTIN;
 
 #[derive(Debug, Clone)]
 pub struct Config {
-    pub api_url: String,
+    /// The provider plugin every cloud command goes through.
+    pub provider: String,
+    /// The API URL the user configured for that provider, if any.
+    api_url: Option<String>,
     pub config_dir: PathBuf,
     pub cache_dir: PathBuf,
     /// Keep the session in the 0600 file, not the OS keyring.
@@ -23,29 +29,65 @@ pub struct Config {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ConfigFile {
+    provider: Option<String>,
+    api_url: Option<String>,
+    #[serde(default)]
+    providers: BTreeMap<String, ProviderSettings>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ProviderSettings {
     api_url: Option<String>,
 }
 
 impl Config {
-    /// Resolves the configuration; `api_url` is the flag/env value if given.
-    pub fn load(api_url: Option<String>, insecure_storage: bool) -> anyhow::Result<Self> {
+    /// Resolves the configuration; `provider` and `api_url` are the flag/env values if given.
+    pub fn load(
+        provider: Option<String>,
+        api_url: Option<String>,
+        insecure_storage: bool,
+    ) -> anyhow::Result<Self> {
         let config_dir = env_dir("CKRV_CONFIG_DIR")
             .or_else(|| dirs::config_dir().map(|d| d.join("ckrv")))
             .context("no configuration directory: set CKRV_CONFIG_DIR")?;
         let cache_dir = env_dir("CKRV_CACHE_DIR")
             .or_else(|| dirs::cache_dir().map(|d| d.join("ckrv")))
             .unwrap_or_else(|| config_dir.join("cache"));
-        let file = read_file(&config_dir.join("config.toml"))?;
+        let mut file = read_file(&config_dir.join("config.toml"))?;
+        let file_provider = file.provider.clone().unwrap_or_else(|| BUILTIN.to_string());
+        let provider = provider
+            .filter(|p| !p.trim().is_empty())
+            .unwrap_or_else(|| file_provider.clone());
+        let configured = file.providers.remove(&provider).and_then(|p| p.api_url);
+        let top_level = file.api_url.filter(|_| provider == file_provider);
         let api_url = api_url
             .filter(|u| !u.trim().is_empty())
-            .or(file.api_url)
-            .unwrap_or_else(|| DEFAULT_API_URL.to_string());
+            .or(configured)
+            .or(top_level)
+            .map(|url| normalize_api_url(&url))
+            .transpose()?;
         Ok(Self {
-            api_url: normalize_api_url(&api_url)?,
+            provider,
+            api_url,
             config_dir,
             cache_dir,
             insecure_storage,
         })
+    }
+
+    /// The API URL to use: the configured one, else the plugin's default.
+    pub fn api_url(&self, plugin_default: Option<&str>) -> anyhow::Result<String> {
+        match (&self.api_url, plugin_default) {
+            (Some(url), _) => Ok(url.clone()),
+            (None, Some(url)) => normalize_api_url(url),
+            (None, None) => anyhow::bail!(
+                "provider {} has no default API URL: pass --api-url, or set api_url under \
+                 [providers.{}] in config.toml",
+                self.provider,
+                self.provider
+            ),
+        }
     }
 }
 
@@ -104,6 +146,17 @@ mod tests {
         assert_eq!(
             read_file(&path).unwrap().api_url.as_deref(),
             Some("http://10.0.0.1:9000")
+        );
+        std::fs::write(
+            &path,
+            "provider = \"acme\"\n[providers.acme]\napi_url = \"https://acme.test\"\n",
+        )
+        .unwrap();
+        let file = read_file(&path).unwrap();
+        assert_eq!(file.provider.as_deref(), Some("acme"));
+        assert_eq!(
+            file.providers["acme"].api_url.as_deref(),
+            Some("https://acme.test")
         );
         std::fs::write(&path, "api_ur = 1\n").unwrap();
         let err = format!("{:#}", read_file(&path).unwrap_err());

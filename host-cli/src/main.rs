@@ -1,14 +1,18 @@
 //! `ckrv`: the Chakravarti CLI. Cloud commands go through a provider plugin (a sandboxed
-//! WebAssembly component) so backends can be swapped; this build embeds `chakravarti`.
+//! WebAssembly component) so backends can be swapped: the built-in `chakravarti`, or one
+//! installed with `ckrv plugin install`.
 
 mod cli;
 mod cloud;
 mod commands;
 mod config;
+mod exit;
 mod git;
 mod keyring_store;
 mod output;
 mod plugin_host;
+mod plugins;
+mod progress;
 mod review;
 mod session;
 
@@ -28,7 +32,10 @@ fn main() -> ExitCode {
                 }),
         )
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_ansi(
+            std::io::IsTerminal::is_terminal(&std::io::stderr())
+                && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
+        )
         .init();
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -43,9 +50,17 @@ fn main() -> ExitCode {
     match runtime.block_on(commands::dispatch(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
+            let exit = e.downcast_ref::<exit::Exit>();
+            if let Some(exit::Exit {
+                message: None,
+                code,
+            }) = exit
+            {
+                return ExitCode::from(*code);
+            }
             // Errors may quote what a server or plugin said: never let it drive the terminal.
             eprintln!("error: {}", output::printable(&format!("{e:#}")));
-            ExitCode::FAILURE
+            exit.map_or(ExitCode::FAILURE, |exit| ExitCode::from(exit.code))
         }
     }
 }

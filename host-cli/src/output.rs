@@ -150,6 +150,39 @@ pub fn log_line(entry: &LogEntry) -> String {
     printable(&line).replace('\n', "\\n")
 }
 
+/// Left-aligned columns separated by two spaces, the last one unpadded, each cell made
+/// printable (cells may quote a server).
+pub fn table<const N: usize>(headers: &[&str; N], rows: &[[String; N]]) -> Vec<String> {
+    let cells: Vec<[String; N]> = rows
+        .iter()
+        .map(|row| row.clone().map(|cell| printable(&cell).replace('\n', " ")))
+        .collect();
+    let mut widths = headers.map(|h| h.chars().count());
+    for row in &cells {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let format = |row: [&str; N]| {
+        let mut line = String::new();
+        for (i, cell) in row.iter().enumerate() {
+            if i + 1 == N {
+                line.push_str(cell);
+            } else {
+                line.push_str(&format!("{cell:<width$}  ", width = widths[i]));
+            }
+        }
+        line.trim_end().to_string()
+    };
+    std::iter::once(format(*headers))
+        .chain(
+            cells
+                .iter()
+                .map(|row| format(row.each_ref().map(String::as_str))),
+        )
+        .collect()
+}
+
 /// A `git diff --stat`-like table: `path | 12 +++--`.
 pub fn diffstat(files: &[FileStat]) -> Vec<String> {
     const BAR: u32 = 40;
@@ -192,6 +225,30 @@ pub fn diffstat(files: &[FileStat]) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tables_line_up_and_cells_cannot_drive_the_terminal() {
+        let rows = [
+            [
+                "3f8a9b2c".to_string(),
+                "running".to_string(),
+                "x".to_string(),
+            ],
+            [
+                "1".to_string(),
+                "\u{1b}[2Jfailed".to_string(),
+                "y\nz".to_string(),
+            ],
+        ];
+        assert_eq!(
+            table(&["ID", "STATUS", "RESULT"], &rows),
+            [
+                "ID        STATUS         RESULT",
+                "3f8a9b2c  running        x",
+                "1         \\x1b[2Jfailed  y z",
+            ]
+        );
+    }
     use time::macros::datetime;
 
     #[test]

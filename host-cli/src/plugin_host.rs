@@ -8,11 +8,13 @@ use std::time::Duration;
 use ckrv_wasm_host::{
     CompileCache, HostError, HostState, Limits, Origin, OriginPolicy, WasmHost, run_limited,
 };
+use ckrv_wit::WIT_VERSION;
 use ckrv_wit::types::{
-    ApiError, CredentialCreate, CredentialSummary, DeviceCodeResponse, Job, JobCreate, LogResponse,
-    TokenResponse, User,
+    ApiError, CredentialCreate, CredentialSummary, DeviceCodeResponse, Job, JobCreate,
+    JobListResponse, JobStatus, LogQuery, LogResponse, TokenResponse, User,
 };
 use wasmtime::Store;
+use wasmtime::component::Component;
 use wasmtime_wasi::WasiCtx;
 
 mod bindings {
@@ -30,7 +32,7 @@ mod bindings {
     });
 }
 
-pub use bindings::exports::ckrv::cloud::provider::CallContext;
+pub use bindings::exports::ckrv::cloud::provider::{CallContext, PluginInfo};
 
 /// The default provider plugin, built from `plugins/chakravarti` by build.rs.
 pub const CHAKRAVARTI_PLUGIN: &[u8] =
@@ -40,17 +42,59 @@ pub const CHAKRAVARTI_PLUGIN: &[u8] =
 const MEMORY_LIMIT: usize = 256 * 1024 * 1024;
 /// Longest a single plugin call may take (it includes the HTTP round trip).
 const CALL_TIMEOUT: Duration = Duration::from_secs(120);
+/// The interface a provider plugin exports, at the version this build loads.
+const PROVIDER_INTERFACE: &str = "ckrv:cloud/provider";
 
 /// Why the host could not run a plugin call (as opposed to the API refusing it).
 #[derive(Debug, thiserror::Error)]
-#[error("the provider plugin {0}")]
-pub struct PluginError(#[from] pub HostError);
+pub enum PluginError {
+    #[error("the provider plugin {0}")]
+    Host(#[from] HostError),
+    #[error(
+        "the plugin was built for {found}, and this ckrv loads plugins built for \
+         {PROVIDER_INTERFACE}@{WIT_VERSION}: install a release of the plugin built for it, or \
+         rebuild it against this release's wit/"
+    )]
+    Incompatible { found: String },
+    #[error(
+        "the file is a WebAssembly component but not a provider plugin: it exports no \
+         {PROVIDER_INTERFACE} interface"
+    )]
+    NotAProvider,
+}
 
 /// A plugin call's outcome: the host failed, or the plugin answered (the API's `Ok` or error).
 pub type CallResult<T> = Result<Result<T, ApiError>, PluginError>;
 
 /// The plugin's store holds nothing of the CLI's own: it imports only HTTP.
 type PluginState = HostState<()>;
+
+/// Where a plugin may send requests: the API the user configured, plus the origins the user
+/// approved when installing it.
+#[derive(Debug, Clone, Default)]
+pub struct Access {
+    pub api_url: String,
+    pub origins: Vec<Origin>,
+}
+
+impl Access {
+    /// Only `api_url`'s origin.
+    #[cfg(test)]
+    pub fn api(api_url: &str) -> Self {
+        Self {
+            api_url: api_url.to_string(),
+            origins: Vec::new(),
+        }
+    }
+
+    fn policy(&self) -> OriginPolicy {
+        // A URL that is not one allows nothing: every call then says the API is unreachable.
+        let api = Origin::of_url(&self.api_url).ok();
+        api.into_iter()
+            .chain(self.origins.iter().cloned())
+            .fold(OriginPolicy::deny_all(), OriginPolicy::allow)
+    }
+}
 
 /// One instantiated provider plugin.
 pub struct Provider {
@@ -60,33 +104,33 @@ pub struct Provider {
 }
 
 impl Provider {
-    /// Instantiates `bytes`, allowing HTTP only to `api_url`'s origin. Compiled code is cached
+    /// Instantiates `bytes`, allowing HTTP only as `access` says. Compiled code is cached
     /// under `cache_dir`.
-    pub async fn load(bytes: &[u8], api_url: &str, cache_dir: &Path) -> Result<Self, PluginError> {
-        Self::load_with_deadline(bytes, api_url, cache_dir, CALL_TIMEOUT).await
+    pub async fn load(
+        bytes: &[u8],
+        access: &Access,
+        cache_dir: &Path,
+    ) -> Result<Self, PluginError> {
+        Self::load_with_deadline(bytes, access, cache_dir, CALL_TIMEOUT).await
     }
 
     /// As [`Provider::load`], with each call stopped after `deadline`.
     pub async fn load_with_deadline(
         bytes: &[u8],
-        api_url: &str,
+        access: &Access,
         cache_dir: &Path,
         deadline: Duration,
     ) -> Result<Self, PluginError> {
         let host = WasmHost::new(CompileCache::disk(cache_dir.join("plugins")))?;
         let component = host.component(bytes)?;
+        check_world(&host, &component)?;
         let linker = host.linker::<()>()?;
-        // A URL that is not one allows nothing: every call then says the API is unreachable.
-        let policy = match Origin::of_url(api_url) {
-            Ok(origin) => OriginPolicy::deny_all().allow(origin),
-            Err(_) => OriginPolicy::deny_all(),
-        };
         let limits = Limits {
             memory_bytes: MEMORY_LIMIT,
             timeout: deadline,
         };
         let mut store = host.store(
-            HostState::new(WasiCtx::builder().build(), policy, ()),
+            HostState::new(WasiCtx::builder().build(), access.policy(), ()),
             limits,
         );
         let instance = run_limited(&mut store, limits, async |store| {
@@ -98,6 +142,15 @@ impl Provider {
             instance,
             limits,
         })
+    }
+
+    /// What the plugin says it is (no request is made).
+    pub async fn describe(&mut self) -> Result<PluginInfo, PluginError> {
+        let guest = self.instance.ckrv_cloud_provider();
+        Ok(run_limited(&mut self.store, self.limits, async |store| {
+            guest.call_describe(store).await
+        })
+        .await?)
     }
 
     /// Runs one export call under the plugin's limits.
@@ -187,10 +240,25 @@ impl Provider {
         &mut self,
         ctx: &CallContext,
         id: &str,
-        after: u64,
-        limit: u32,
+        query: LogQuery,
     ) -> CallResult<LogResponse> {
-        self.guarded(async |g, s| g.call_read_logs(s, ctx, id, after, limit).await)
+        self.guarded(async |g, s| g.call_read_logs(s, ctx, id, query).await)
+            .await
+    }
+
+    pub async fn list_jobs(
+        &mut self,
+        ctx: &CallContext,
+        status: Option<JobStatus>,
+        cursor: Option<&str>,
+        limit: u32,
+    ) -> CallResult<JobListResponse> {
+        self.guarded(async |g, s| g.call_list_jobs(s, ctx, status, cursor, limit).await)
+            .await
+    }
+
+    pub async fn cancel_job(&mut self, ctx: &CallContext, id: &str) -> CallResult<Job> {
+        self.guarded(async |g, s| g.call_cancel_job(s, ctx, id).await)
             .await
     }
 
@@ -198,6 +266,25 @@ impl Provider {
         self.guarded(async |g, s| g.call_fetch_diff(s, ctx, id).await)
             .await
     }
+}
+
+/// Refuses a component that does not export the provider interface at this build's version,
+/// naming the version it was built for.
+fn check_world(host: &WasmHost, component: &Component) -> Result<(), PluginError> {
+    let wanted = format!("{PROVIDER_INTERFACE}@{WIT_VERSION}");
+    let mut found = None;
+    for (name, _) in component.component_type().exports(host.engine()) {
+        if name == wanted {
+            return Ok(());
+        }
+        if name.split('@').next() == Some(PROVIDER_INTERFACE) {
+            found = Some(name.to_string());
+        }
+    }
+    Err(match found {
+        Some(found) => PluginError::Incompatible { found },
+        None => PluginError::NotAProvider,
+    })
 }
 
 #[cfg(test)]
@@ -210,6 +297,7 @@ mod tests {
         CallContext {
             api_url: api_url.to_string(),
             access_token: Some("ckrv_at_test".into()),
+            repository: None,
         }
     }
 
@@ -238,9 +326,13 @@ mod tests {
         let other_url = format!("http://{}", other.local_addr().unwrap());
 
         // Configured for another origin: the call never leaves the sandbox.
-        let mut provider = Provider::load(CHAKRAVARTI_PLUGIN, "http://127.0.0.1:1", cache.path())
-            .await
-            .unwrap();
+        let mut provider = Provider::load(
+            CHAKRAVARTI_PLUGIN,
+            &Access::api("http://127.0.0.1:1"),
+            cache.path(),
+        )
+        .await
+        .unwrap();
         let error = provider
             .whoami(&context(&other_url))
             .await
@@ -261,9 +353,10 @@ mod tests {
         // Configured for that origin: the request arrives, with the session's token.
         other.set_nonblocking(false).unwrap();
         let server = one_shot_api(other);
-        let mut provider = Provider::load(CHAKRAVARTI_PLUGIN, &other_url, cache.path())
-            .await
-            .unwrap();
+        let mut provider =
+            Provider::load(CHAKRAVARTI_PLUGIN, &Access::api(&other_url), cache.path())
+                .await
+                .unwrap();
         let error = provider
             .whoami(&context(&other_url))
             .await
@@ -311,7 +404,7 @@ mod tests {
     async fn logs_read_on_from_a_contract_only_fake_server() {
         let cache = tempfile::tempdir().unwrap();
         let url = contract_only_fake_server().await;
-        let mut provider = Provider::load(CHAKRAVARTI_PLUGIN, &url, cache.path())
+        let mut provider = Provider::load(CHAKRAVARTI_PLUGIN, &Access::api(&url), cache.path())
             .await
             .unwrap();
         let ctx = context(&url);
@@ -321,7 +414,16 @@ mod tests {
 
         let read = async |provider: &mut Provider, after: u64, limit: u32| {
             provider
-                .read_logs(&ctx, "3f8a9b2c", after, limit)
+                .read_logs(
+                    &ctx,
+                    "3f8a9b2c",
+                    LogQuery {
+                        after,
+                        limit,
+                        tail: None,
+                        wait_ms: 0,
+                    },
+                )
                 .await
                 .unwrap()
                 .unwrap()
@@ -352,9 +454,13 @@ mod tests {
                 .into_iter()
                 .find(|p| p.extension().is_some_and(|e| e == "cwasm"))
         };
-        Provider::load(CHAKRAVARTI_PLUGIN, "http://127.0.0.1:1", cache.path())
-            .await
-            .unwrap();
+        Provider::load(
+            CHAKRAVARTI_PLUGIN,
+            &Access::api("http://127.0.0.1:1"),
+            cache.path(),
+        )
+        .await
+        .unwrap();
         let file = compiled().expect("the compiled plugin is cached");
         let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode(&dir), 0o700);
@@ -366,9 +472,13 @@ mod tests {
         let last = bytes.len() - 1;
         bytes[last] ^= 0xff;
         std::fs::write(&file, &bytes).unwrap();
-        let mut provider = Provider::load(CHAKRAVARTI_PLUGIN, "http://127.0.0.1:1", cache.path())
-            .await
-            .unwrap();
+        let mut provider = Provider::load(
+            CHAKRAVARTI_PLUGIN,
+            &Access::api("http://127.0.0.1:1"),
+            cache.path(),
+        )
+        .await
+        .unwrap();
         assert_eq!(std::fs::read(&file).unwrap().len() as u64, size);
         assert_ne!(std::fs::read(&file).unwrap(), bytes);
         // The reloaded plugin works: it answers (here, that nothing listens on port 1).
@@ -386,9 +496,13 @@ mod tests {
         // A cache directory others can write into is not used at all.
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
         std::fs::write(&file, b"planted native code").unwrap();
-        Provider::load(CHAKRAVARTI_PLUGIN, "http://127.0.0.1:1", cache.path())
-            .await
-            .unwrap();
+        Provider::load(
+            CHAKRAVARTI_PLUGIN,
+            &Access::api("http://127.0.0.1:1"),
+            cache.path(),
+        )
+        .await
+        .unwrap();
         assert_eq!(std::fs::read(&file).unwrap(), b"planted native code");
     }
 
@@ -402,7 +516,7 @@ mod tests {
         let url = "http://127.0.0.1:1";
         let mut provider = Provider::load_with_deadline(
             HOSTILE_PLUGIN,
-            url,
+            &Access::api(url),
             cache.path(),
             Duration::from_millis(500),
         )
@@ -410,13 +524,16 @@ mod tests {
         .unwrap();
         // `whoami` spins without yielding; only the epoch deadline can stop it.
         let error = provider.whoami(&context(url)).await.unwrap_err();
-        assert!(matches!(error.0, HostError::Timeout(_)), "{error}");
+        assert!(
+            matches!(error, PluginError::Host(HostError::Timeout(_))),
+            "{error}"
+        );
         assert!(error.to_string().contains("was stopped"), "{error}");
         // `get-job` grows its memory until the limit (a trapped instance is not entered again,
         // so this is a fresh one).
         let mut provider = Provider::load_with_deadline(
             HOSTILE_PLUGIN,
-            url,
+            &Access::api(url),
             cache.path(),
             Duration::from_secs(60),
         )
@@ -428,10 +545,97 @@ mod tests {
             .map(|_| ())
             .unwrap_err();
         assert!(
-            matches!(error.0, HostError::Memory(_))
+            matches!(error, PluginError::Host(HostError::Memory(_)))
                 && error.to_string()
                     == "the provider plugin was stopped at its memory limit of 256 MiB",
             "{error:#}"
         );
     }
+
+    #[tokio::test]
+    async fn the_built_in_plugin_describes_itself() {
+        let cache = tempfile::tempdir().unwrap();
+        let mut provider = Provider::load(
+            CHAKRAVARTI_PLUGIN,
+            &Access::api("http://127.0.0.1:1"),
+            cache.path(),
+        )
+        .await
+        .unwrap();
+        let info = provider.describe().await.unwrap();
+        assert_eq!(info.name, "chakravarti");
+        assert_eq!(info.version, env!("CARGO_PKG_VERSION"));
+        assert_eq!(
+            info.default_api_url.as_deref(),
+            Some(ckrv_wit::protocol::DEFAULT_API_URL)
+        );
+        assert!(info.origins.is_empty(), "{:?}", info.origins);
+    }
+
+    /// The built-in plugin with its provider export renamed to another version: the same bytes
+    /// a plugin built against that WIT release would carry in its export name.
+    fn built_for(version: &str) -> Vec<u8> {
+        renamed(&format!("{PROVIDER_INTERFACE}@{version}"))
+    }
+
+    /// The built-in plugin with its provider export renamed to `theirs`.
+    fn renamed(theirs: &str) -> Vec<u8> {
+        let ours = format!("{PROVIDER_INTERFACE}@{WIT_VERSION}");
+        assert_eq!(
+            ours.len(),
+            theirs.len(),
+            "same length keeps the binary valid"
+        );
+        let mut bytes = CHAKRAVARTI_PLUGIN.to_vec();
+        let mut replaced = 0;
+        let mut at = 0;
+        while let Some(i) = bytes[at..]
+            .windows(ours.len())
+            .position(|w| w == ours.as_bytes())
+        {
+            bytes[at + i..at + i + ours.len()].copy_from_slice(theirs.as_bytes());
+            at += i + ours.len();
+            replaced += 1;
+        }
+        assert!(replaced > 0, "the export name is in the binary");
+        bytes
+    }
+
+    #[tokio::test]
+    async fn a_plugin_built_for_another_wit_version_is_refused_by_name() {
+        let cache = tempfile::tempdir().unwrap();
+        let access = Access::api("http://127.0.0.1:1");
+        let error = Provider::load(&built_for("9.9.0"), &access, cache.path())
+            .await
+            .map(|_| ())
+            .unwrap_err();
+        assert!(matches!(error, PluginError::Incompatible { .. }), "{error}");
+        let message = error.to_string();
+        assert!(
+            message.contains("built for ckrv:cloud/provider@9.9.0")
+                && message.contains(&format!("ckrv:cloud/provider@{WIT_VERSION}")),
+            "{message}"
+        );
+
+        // A component exporting something else.
+        let error = Provider::load(&renamed("ckrv:cloud/provides@0.3.0"), &access, cache.path())
+            .await
+            .map(|_| ())
+            .unwrap_err();
+        assert!(matches!(error, PluginError::NotAProvider), "{error}");
+
+        // Bytes that are no component.
+        let error = Provider::load(HOSTILE_STEP_LIKE, &access, cache.path())
+            .await
+            .map(|_| ())
+            .unwrap_err();
+        assert!(
+            matches!(error, PluginError::Host(HostError::Load(_))),
+            "{error}"
+        );
+        assert!(error.to_string().contains("could not be loaded"), "{error}");
+    }
+
+    /// A core module (not a component), as a mistaken build would give.
+    const HOSTILE_STEP_LIKE: &[u8] = b"\0asm\x01\0\0\0";
 }

@@ -60,7 +60,13 @@ impl SessionStore {
     pub fn new(config_dir: &Path, provider: &str, api_url: &str, insecure_storage: bool) -> Self {
         Self {
             file: FileStore {
-                path: config_dir.join("credentials.json"),
+                // One file per provider (the built-in one keeps the original name); the API URL
+                // inside is checked on load.
+                path: config_dir.join(if provider == crate::plugins::BUILTIN {
+                    "credentials.json".to_string()
+                } else {
+                    format!("credentials-{provider}.json")
+                }),
             },
             keyring: (!insecure_storage).then(|| KeyringEntry::new(provider, api_url)),
         }

@@ -228,7 +228,7 @@ async fn bad_input_gets_clear_errors_and_exit_status_1() {
                 "--spec",
                 "specs/spec.md",
             ],
-            "unknown provider 'acme': this build has chakravarti",
+            "unknown provider 'acme': installed are chakravarti; add one with `ckrv plugin install PATH`",
         ),
         (
             &["run", "--cloud", "--spec", "specs/missing.md"],
@@ -523,7 +523,7 @@ async fn credentials_are_added_from_stdin_or_a_file_listed_replaced_and_removed(
         "add",
         "--name",
         "github-work",
-        "--provider",
+        "--host",
         "github",
     ];
 
@@ -571,7 +571,7 @@ async fn credentials_are_added_from_stdin_or_a_file_listed_replaced_and_removed(
             "add",
             "--name",
             "deploy",
-            "--provider",
+            "--host",
             "gitlab",
             "--type",
             "deploy-key",
@@ -589,7 +589,7 @@ async fn credentials_are_added_from_stdin_or_a_file_listed_replaced_and_removed(
                 "add",
                 "--name",
                 "empty",
-                "--provider",
+                "--host",
                 "generic",
             ],
             "",

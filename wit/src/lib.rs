@@ -8,6 +8,10 @@
 /// The directory holding the WIT package and its `deps/`.
 pub const WIT_DIR: &str = env!("CARGO_MANIFEST_DIR");
 
+/// The version of the `ckrv:cloud` package: a provider plugin or step exports its interface
+/// under it (`ckrv:cloud/provider@0.3.0`), and hosts load only components built for it.
+pub const WIT_VERSION: &str = "0.3.0";
+
 /// A JSON Schema of every type in [`types`], keyed by its Rust name (`Job`, `LogEntry` …),
 /// generated with it: the API's OpenAPI document takes its `components.schemas` from here.
 pub const JSON_SCHEMAS: &str = include_str!(concat!(env!("OUT_DIR"), "/schemas.json"));
@@ -41,7 +45,7 @@ mod host_link {
         for<'a> D::Data<'a>: Host,
         T: 'static,
     {
-        linker.instance("ckrv:cloud/types@0.2.0")?;
+        linker.instance("ckrv:cloud/types@0.3.0")?;
         Ok(())
     }
 }
@@ -67,6 +71,18 @@ pub struct UnknownCase {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::types::*;
+
+    #[test]
+    fn the_wit_version_is_the_packages() {
+        for (file, text) in [
+            ("types.wit", include_str!("../types.wit")),
+            ("provider.wit", include_str!("../provider.wit")),
+            ("step.wit", include_str!("../step.wit")),
+        ] {
+            let package = format!("package ckrv:cloud@{};", super::WIT_VERSION);
+            assert!(text.contains(&package), "{file} does not declare {package}");
+        }
+    }
 
     #[test]
     fn enums_serialize_as_snake_case_strings() {

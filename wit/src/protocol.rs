@@ -9,5 +9,47 @@ pub const REFRESH_TOKEN_GRANT: &str = "refresh_token";
 /// The OAuth `client_id` the `ckrv` CLI (through its provider plugin) identifies as.
 pub const CLI_CLIENT_ID: &str = "ckrv-cli";
 
+/// The API `ckrv` and the built-in provider use when none is configured: `ckrv-api serve`'s
+/// default address on this machine.
+pub const DEFAULT_API_URL: &str = "http://127.0.0.1:8080";
+
 /// The `token_type` of every access token the API issues.
 pub const BEARER: &str = "Bearer";
+
+/// The API's routes. The server mounts these templates; clients fill them with [`fill`], so a
+/// path is spelled once for the API, the provider plugins and the template.
+pub mod paths {
+    pub const AUTH_DEVICE: &str = "/v1/auth/device";
+    pub const AUTH_TOKEN: &str = "/v1/auth/token";
+    pub const AUTH_REFRESH: &str = "/v1/auth/refresh";
+    pub const AUTH_LOGOUT: &str = "/v1/auth/logout";
+    pub const USER: &str = "/v1/users/me";
+    pub const CREDENTIALS: &str = "/v1/credentials";
+    pub const CREDENTIAL: &str = "/v1/credentials/{name}";
+    pub const JOBS: &str = "/v1/jobs";
+    pub const JOB: &str = "/v1/jobs/{id}";
+    pub const JOB_CANCEL: &str = "/v1/jobs/{id}/cancel";
+    pub const JOB_LOGS: &str = "/v1/jobs/{id}/logs";
+    pub const JOB_DIFF: &str = "/v1/jobs/{id}/artifacts/diff";
+
+    /// `template` with its one `{…}` parameter replaced by `value`. The caller checks that
+    /// `value` is a single path segment.
+    pub fn fill(template: &str, value: &str) -> String {
+        match (template.find('{'), template.find('}')) {
+            (Some(open), Some(close)) if open < close => {
+                format!("{}{value}{}", &template[..open], &template[close + 1..])
+            }
+            _ => template.to_string(),
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        #[test]
+        fn templates_are_filled_in_place() {
+            assert_eq!(super::fill(super::JOB_LOGS, "3f8a"), "/v1/jobs/3f8a/logs");
+            assert_eq!(super::fill(super::CREDENTIAL, "gh"), "/v1/credentials/gh");
+            assert_eq!(super::fill(super::JOBS, "x"), "/v1/jobs");
+        }
+    }
+}

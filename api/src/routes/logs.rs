@@ -24,6 +24,8 @@ use crate::state::AppState;
 const MAX_LIMIT: u32 = 10_000;
 /// Entries per read while following the database's rows.
 const FOLLOW_BATCH: u32 = 500;
+/// The longest a page read may wait for entries (`wait_ms`): under common proxies' idle limits.
+const MAX_WAIT_MS: u32 = 30_000;
 
 #[derive(Deserialize)]
 pub struct LogQuery {
@@ -35,6 +37,9 @@ pub struct LogQuery {
     tail: Option<u64>,
     /// Extension: at most this many entries.
     limit: Option<u32>,
+    /// Extension: when no entry is there yet and the job has not ended, wait up to this many
+    /// milliseconds for one (a long poll), so a follower sees each line as it is written.
+    wait_ms: Option<u32>,
 }
 
 pub async fn read(
@@ -47,6 +52,12 @@ pub async fn read(
     let limit = query.limit.unwrap_or(MAX_LIMIT);
     if !(1..=MAX_LIMIT).contains(&limit) {
         return Err(invalid(format!("limit must be between 1 and {MAX_LIMIT}")));
+    }
+    let wait_ms = query.wait_ms.unwrap_or(0);
+    if wait_ms > MAX_WAIT_MS {
+        return Err(invalid(format!(
+            "wait_ms must be between 0 and {MAX_WAIT_MS}"
+        )));
     }
     let row = resolve(&state, &session, &id).await?;
     if let Some(when) = &row.expired_at {
@@ -71,7 +82,33 @@ pub async fn read(
             .keep_alive(KeepAlive::default())
             .into_response());
     }
-    Ok(ApiJson(page(&state, &job_id, after, limit).await?).into_response())
+    let wait = Duration::from_millis(u64::from(wait_ms));
+    Ok(ApiJson(waiting_page(&state, &job_id, after, limit, wait).await?).into_response())
+}
+
+/// A page; while it would be empty and the job is still going, waits up to `wait` for an
+/// entry or the job's end. Subscribes before the first read, so no wake-up is missed.
+async fn waiting_page(
+    state: &AppState,
+    job_id: &str,
+    after: u64,
+    limit: u32,
+    wait: Duration,
+) -> Result<LogResponse, AppError> {
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut wake = state.events.subscribe();
+    loop {
+        let page = page(state, job_id, after, limit).await?;
+        let ended = page.job_state.is_some_and(|s| s.is_terminal());
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if !page.logs.is_empty() || ended || left.is_zero() {
+            return Ok(page);
+        }
+        tokio::select! {
+            () = wait_for_change(&mut wake, job_id, state.events.recheck().min(left)) => {}
+            () = state.events.stopping() => return Ok(page),
+        }
+    }
 }
 
 /// Reads the state before the entries: a terminal state then guarantees the page saw every

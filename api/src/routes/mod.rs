@@ -12,6 +12,7 @@ mod worker;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{MethodRouter, delete, get, post, put};
+use ckrv_wit::protocol::paths;
 use ckrv_wit::types::ErrorKind;
 
 use crate::error::AppError;
@@ -24,24 +25,20 @@ const MAX_DIFF_BYTES: usize = 64 * 1024 * 1024;
 /// (a test checks the two lists match, so a route cannot go undocumented).
 fn api_routes() -> Vec<(&'static str, &'static str, MethodRouter<AppState>)> {
     vec![
-        ("post", "/v1/auth/device", post(auth::device)),
-        ("post", "/v1/auth/token", post(auth::token)),
-        ("post", "/v1/auth/refresh", post(auth::refresh)),
-        ("post", "/v1/auth/logout", post(auth::logout)),
-        ("get", "/v1/users/me", get(users::me)),
-        ("post", "/v1/credentials", post(credentials::add)),
-        ("get", "/v1/credentials", get(credentials::list)),
-        (
-            "delete",
-            "/v1/credentials/{name}",
-            delete(credentials::remove),
-        ),
-        ("post", "/v1/jobs", post(jobs::create)),
-        ("get", "/v1/jobs", get(jobs::list)),
-        ("get", "/v1/jobs/{id}", get(jobs::get)),
-        ("post", "/v1/jobs/{id}/cancel", post(jobs::cancel)),
-        ("get", "/v1/jobs/{id}/logs", get(logs::read)),
-        ("get", "/v1/jobs/{id}/artifacts/diff", get(artifacts::diff)),
+        ("post", paths::AUTH_DEVICE, post(auth::device)),
+        ("post", paths::AUTH_TOKEN, post(auth::token)),
+        ("post", paths::AUTH_REFRESH, post(auth::refresh)),
+        ("post", paths::AUTH_LOGOUT, post(auth::logout)),
+        ("get", paths::USER, get(users::me)),
+        ("post", paths::CREDENTIALS, post(credentials::add)),
+        ("get", paths::CREDENTIALS, get(credentials::list)),
+        ("delete", paths::CREDENTIAL, delete(credentials::remove)),
+        ("post", paths::JOBS, post(jobs::create)),
+        ("get", paths::JOBS, get(jobs::list)),
+        ("get", paths::JOB, get(jobs::get)),
+        ("post", paths::JOB_CANCEL, post(jobs::cancel)),
+        ("get", paths::JOB_LOGS, get(logs::read)),
+        ("get", paths::JOB_DIFF, get(artifacts::diff)),
         ("post", "/v1/worker/claim", post(worker::claim)),
         ("get", "/v1/worker/jobs/{id}", get(worker::job)),
         (

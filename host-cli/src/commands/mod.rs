@@ -1,25 +1,39 @@
 //! One module per command.
 
+mod cancel;
 mod credentials;
+mod list;
 mod login;
 mod logout;
 mod logs;
+mod plugin;
 mod pull;
 mod run;
 mod status;
+mod wait;
 mod whoami;
+
+use clap::CommandFactory as _;
 
 use crate::cli::{Cli, CloudCommand, Command};
 use crate::cloud::Cloud;
 use crate::config::Config;
 
 pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
-    let config = Config::load(cli.api_url, cli.insecure_storage)?;
+    let config = Config::load(cli.provider, cli.api_url, cli.insecure_storage)?;
     match cli.command {
         Command::Run(args) => run::run(&config, args).await,
         Command::Status(args) => status::run(&mut Cloud::connect(&config).await?, args).await,
         Command::Logs(args) => logs::run(&mut Cloud::connect(&config).await?, args).await,
         Command::Pull(args) => pull::run(&mut Cloud::connect(&config).await?, args).await,
+        Command::List(args) => list::run(&mut Cloud::connect(&config).await?, args).await,
+        Command::Cancel(args) => cancel::run(&mut Cloud::connect(&config).await?, args).await,
+        Command::Wait(args) => wait::run(&mut Cloud::connect(&config).await?, args).await,
+        Command::Plugin(command) => plugin::run(&config, command).await,
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "ckrv", &mut std::io::stdout());
+            Ok(())
+        }
         Command::Cloud(CloudCommand::Login { with_token }) => {
             let mut cloud = Cloud::connect(&config).await?;
             if with_token {

@@ -6,20 +6,13 @@ use anyhow::Context as _;
 use ckrv_wit::types::JobCreate;
 
 use crate::cli::RunArgs;
-use crate::cloud::{Cloud, PROVIDERS};
+use crate::cloud::Cloud;
 use crate::config::Config;
 use crate::{git, output};
 
 pub async fn run(config: &Config, args: RunArgs) -> anyhow::Result<()> {
     if !args.cloud {
         anyhow::bail!("local runs are not part of this build: pass --cloud");
-    }
-    if !PROVIDERS.contains(&args.provider.as_str()) {
-        anyhow::bail!(
-            "unknown provider '{}': this build has {}",
-            args.provider,
-            PROVIDERS.join(", ")
-        );
     }
     let spec = read_spec(&args.spec)?;
     let cwd = std::env::current_dir().context("reading the current directory")?;

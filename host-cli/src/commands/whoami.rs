@@ -18,6 +18,7 @@ pub async fn run(cloud: &mut Cloud, json: bool) -> anyhow::Result<()> {
         output::title(user.subscription_tier.as_str()),
     ));
     output::line(format!("Quota resets: {}", user.billing_cycle_end));
+    output::line(format!("Provider: {}", cloud.provider_name));
     output::line(format!("API: {}", cloud.api_url));
     match cloud.stored_in() {
         Some(location) => output::line(format!("Session stored in: {location}")),

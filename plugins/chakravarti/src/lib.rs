@@ -5,19 +5,32 @@ ckrv_wit::guest_bindings!("../../wit", "ckrv:cloud/provider-plugin");
 
 use ckrv_wit::guest::http;
 use ckrv_wit::guest::wasi::clocks::monotonic_clock;
-use ckrv_wit::protocol::{CLI_CLIENT_ID, DEVICE_CODE_GRANT, REFRESH_TOKEN_GRANT};
+use ckrv_wit::protocol::paths::{self, fill};
+use ckrv_wit::protocol::{CLI_CLIENT_ID, DEFAULT_API_URL, DEVICE_CODE_GRANT, REFRESH_TOKEN_GRANT};
 use ckrv_wit::types::{
     ApiError, CredentialCreate, CredentialList, CredentialSummary, DeviceCodeRequest,
     DeviceCodeResponse, DeviceTokenRequest, ErrorKind, Job, JobCreate, JobListResponse, JobState,
-    JobStatus, LogEntry, LogResponse, RefreshRequest, TokenResponse, User,
+    JobStatus, LogEntry, LogQuery, LogResponse, RefreshRequest, TokenResponse, User,
 };
-use exports::ckrv::cloud::provider::{CallContext, Guest};
+use exports::ckrv::cloud::provider::{CallContext, Guest, PluginInfo};
 use serde::de::DeserializeOwned;
 use std::time::Duration;
 
 struct Chakravarti;
 
 impl Guest for Chakravarti {
+    fn describe() -> PluginInfo {
+        PluginInfo {
+            name: "chakravarti".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            description: "The Chakravarti API: hosted, or `ckrv-api serve` on your own machines"
+                .into(),
+            default_api_url: Some(DEFAULT_API_URL.into()),
+            // Only the configured API.
+            origins: Vec::new(),
+        }
+    }
+
     fn login_start(ctx: CallContext) -> Result<DeviceCodeResponse, ApiError> {
         let body = DeviceCodeRequest {
             client_id: CLI_CLIENT_ID.to_string(),
@@ -25,7 +38,7 @@ impl Guest for Chakravarti {
         json(call(
             &ctx,
             "POST",
-            "/v1/auth/device",
+            paths::AUTH_DEVICE,
             Some(&to_value(&body)?),
         )?)
     }
@@ -39,7 +52,7 @@ impl Guest for Chakravarti {
         json(call(
             &ctx,
             "POST",
-            "/v1/auth/token",
+            paths::AUTH_TOKEN,
             Some(&to_value(&body)?),
         )?)
     }
@@ -52,17 +65,17 @@ impl Guest for Chakravarti {
         json(call(
             &ctx,
             "POST",
-            "/v1/auth/refresh",
+            paths::AUTH_REFRESH,
             Some(&to_value(&body)?),
         )?)
     }
 
     fn logout(ctx: CallContext) -> Result<(), ApiError> {
-        call(&ctx, "POST", "/v1/auth/logout", None).map(drop)
+        call(&ctx, "POST", paths::AUTH_LOGOUT, None).map(drop)
     }
 
     fn whoami(ctx: CallContext) -> Result<User, ApiError> {
-        json(call(&ctx, "GET", "/v1/users/me", None)?)
+        json(call(&ctx, "GET", paths::USER, None)?)
     }
 
     fn credentials_add(
@@ -70,16 +83,16 @@ impl Guest for Chakravarti {
         credential: CredentialCreate,
     ) -> Result<CredentialSummary, ApiError> {
         let body = to_value(&credential)?;
-        json(call(&ctx, "POST", "/v1/credentials", Some(&body))?)
+        json(call(&ctx, "POST", paths::CREDENTIALS, Some(&body))?)
     }
 
     fn credentials_list(ctx: CallContext) -> Result<Vec<CredentialSummary>, ApiError> {
-        json::<CredentialList>(call(&ctx, "GET", "/v1/credentials", None)?)
+        json::<CredentialList>(call(&ctx, "GET", paths::CREDENTIALS, None)?)
             .map(|list| list.credentials)
     }
 
     fn credentials_remove(ctx: CallContext, name: String) -> Result<(), ApiError> {
-        let path = format!("/v1/credentials/{}", segment(&name)?);
+        let path = fill(paths::CREDENTIAL, segment(&name)?);
         call(&ctx, "DELETE", &path, None).map(drop)
     }
 
@@ -93,7 +106,7 @@ impl Guest for Chakravarti {
         // Safe to repeat under one key: a try whose answer was lost made at most one job.
         let mut wait = Duration::from_millis(250);
         for _ in 1..DISPATCH_TRIES {
-            match send(&ctx, "POST", "/v1/jobs", Some(&body), &headers) {
+            match send(&ctx, "POST", paths::JOBS, Some(&body), &headers) {
                 Err(e)
                     if matches!(
                         e.error,
@@ -106,16 +119,11 @@ impl Guest for Chakravarti {
                 answer => return json(answer?),
             }
         }
-        json(send(&ctx, "POST", "/v1/jobs", Some(&body), &headers)?)
+        json(send(&ctx, "POST", paths::JOBS, Some(&body), &headers)?)
     }
 
     fn get_job(ctx: CallContext, id: String) -> Result<Job, ApiError> {
-        json(call(
-            &ctx,
-            "GET",
-            &format!("/v1/jobs/{}", segment(&id)?),
-            None,
-        )?)
+        json(call(&ctx, "GET", &fill(paths::JOB, segment(&id)?), None)?)
     }
 
     fn list_jobs(
@@ -124,7 +132,7 @@ impl Guest for Chakravarti {
         cursor: Option<String>,
         limit: u32,
     ) -> Result<JobListResponse, ApiError> {
-        let mut path = format!("/v1/jobs?limit={limit}");
+        let mut path = format!("{}?limit={limit}", paths::JOBS);
         if let Some(status) = status {
             path.push_str("&status=");
             path.push_str(status.as_str());
@@ -137,48 +145,58 @@ impl Guest for Chakravarti {
     }
 
     fn cancel_job(ctx: CallContext, id: String) -> Result<Job, ApiError> {
-        let path = format!("/v1/jobs/{}/cancel", segment(&id)?);
+        let path = fill(paths::JOB_CANCEL, segment(&id)?);
         json(call(&ctx, "POST", &path, None)?)
     }
 
-    fn read_logs(
-        ctx: CallContext,
-        id: String,
-        after: u64,
-        limit: u32,
-    ) -> Result<LogResponse, ApiError> {
-        let logs = format!("/v1/jobs/{}/logs", segment(&id)?);
-        let page: LogResponse = json(call(
-            &ctx,
-            "GET",
-            &format!("{logs}?after={after}&limit={limit}"),
-            None,
-        )?)?;
-        if page.next_after.is_some() && page.job_state.is_some() {
-            return Ok(page);
+    fn read_logs(ctx: CallContext, id: String, query: LogQuery) -> Result<LogResponse, ApiError> {
+        let started = monotonic_clock::now();
+        let logs = fill(paths::JOB_LOGS, segment(&id)?);
+        let mut url = format!("{logs}?after={}&limit={}", query.after, query.limit);
+        if let Some(tail) = query.tail {
+            url.push_str(&format!("&tail={tail}"));
         }
-        // A server that speaks only the contract ignores `after` and sends neither cursor nor
-        // state: read the job's state first (so a terminal state means the log read after it
-        // is complete), then the whole log, and number its entries by position.
-        let job: Job = Self::get_job(ctx.clone(), id)?;
-        let whole: LogResponse = json(call(&ctx, "GET", &logs, None)?)?;
-        Ok(emulate_cursor(whole.logs, job.lifecycle(), after, limit))
+        if query.wait_ms > 0 {
+            url.push_str(&format!("&wait_ms={}", query.wait_ms));
+        }
+        let page: LogResponse = json(call(&ctx, "GET", &url, None)?)?;
+        let page = if page.next_after.is_some() && page.job_state.is_some() {
+            page
+        } else {
+            // A server that speaks only the contract ignores `after` and sends neither cursor
+            // nor state: read the job's state first (so a terminal state means the log read
+            // after it is complete), then the whole log, and number its entries by position.
+            let job: Job = Self::get_job(ctx.clone(), id)?;
+            let whole: LogResponse = json(call(&ctx, "GET", &logs, None)?)?;
+            emulate_cursor(whole.logs, job.lifecycle(), &query)
+        };
+        // A server that does not wait answers an empty page at once: pause here instead, so
+        // a follower asking again does not spin.
+        let running = !page.job_state.is_some_and(|s| s.is_terminal());
+        if page.logs.is_empty() && running && query.wait_ms > 0 {
+            let waited = monotonic_clock::now().saturating_sub(started);
+            let pause = duration_ns(NO_WAIT_POLL.min(Duration::from_millis(query.wait_ms.into())));
+            if waited < pause {
+                monotonic_clock::subscribe_duration(pause - waited).block();
+            }
+        }
+        Ok(page)
     }
 
     fn fetch_diff(ctx: CallContext, id: String) -> Result<Vec<u8>, ApiError> {
-        call(
-            &ctx,
-            "GET",
-            &format!("/v1/jobs/{}/artifacts/diff", segment(&id)?),
-            None,
-        )
+        call(&ctx, "GET", &fill(paths::JOB_DIFF, segment(&id)?), None)
     }
 }
 
 export!(Chakravarti);
 
-/// The entries after `after`, numbered by their position in the whole log.
-fn emulate_cursor(whole: Vec<LogEntry>, state: JobState, after: u64, limit: u32) -> LogResponse {
+/// The entries `query` asks for, numbered by their position in the whole log.
+fn emulate_cursor(whole: Vec<LogEntry>, state: JobState, query: &LogQuery) -> LogResponse {
+    let total = u64::try_from(whole.len()).unwrap_or(u64::MAX);
+    let after = match query.tail {
+        Some(tail) => query.after.max(total.saturating_sub(tail)),
+        None => query.after,
+    };
     let logs: Vec<LogEntry> = whole
         .into_iter()
         .zip(1u64..)
@@ -187,7 +205,7 @@ fn emulate_cursor(whole: Vec<LogEntry>, state: JobState, after: u64, limit: u32)
             entry
         })
         .skip(usize::try_from(after).unwrap_or(usize::MAX))
-        .take(usize::try_from(limit).unwrap_or(usize::MAX))
+        .take(usize::try_from(query.limit).unwrap_or(usize::MAX))
         .collect();
     LogResponse {
         next_after: Some(logs.last().and_then(|e| e.sequence).unwrap_or(after)),
@@ -195,6 +213,9 @@ fn emulate_cursor(whole: Vec<LogEntry>, state: JobState, after: u64, limit: u32)
         job_state: Some(state),
     }
 }
+
+/// How long a follower of a server that cannot wait pauses between reads.
+const NO_WAIT_POLL: Duration = Duration::from_secs(1);
 
 /// How many times `dispatch` tries before it gives the last error.
 const DISPATCH_TRIES: u32 = 4;

@@ -6,9 +6,10 @@ ckrv_wit::guest_bindings!("../../wit", "ckrv:cloud/provider-plugin");
 
 use ckrv_wit::types::{
     ApiError, CredentialCreate, CredentialSummary, DeviceCodeResponse, ErrorKind, Job, JobCreate,
-    JobListResponse, JobState, JobStatus, LogEntry, LogLevel, LogResponse, TokenResponse, User,
+    JobListResponse, JobState, JobStatus, LogEntry, LogLevel, LogQuery, LogResponse, TokenResponse,
+    User,
 };
-use exports::ckrv::cloud::provider::{CallContext, Guest};
+use exports::ckrv::cloud::provider::{CallContext, Guest, PluginInfo};
 
 struct Hostile;
 
@@ -17,6 +18,17 @@ fn refuse() -> ApiError {
 }
 
 impl Guest for Hostile {
+    /// A name that would escape the plugin directory and text meant to drive a terminal.
+    fn describe() -> PluginInfo {
+        PluginInfo {
+            name: "../chakravarti".into(),
+            version: "1.0.0\u{1b}[2J".into(),
+            description: "\u{1b}]0;pwned\u{7}a plugin that attacks its host".into(),
+            default_api_url: Some("http://127.0.0.1:1".into()),
+            origins: vec!["http://127.0.0.1:2".into(), "file:///etc/passwd".into()],
+        }
+    }
+
     fn login_start(_: CallContext) -> Result<DeviceCodeResponse, ApiError> {
         Err(refuse())
     }
@@ -80,8 +92,8 @@ impl Guest for Hostile {
     }
 
     /// Log lines and an error meant to take over the terminal.
-    fn read_logs(_: CallContext, _: String, after: u64, _: u32) -> Result<LogResponse, ApiError> {
-        if after > 0 {
+    fn read_logs(_: CallContext, _: String, query: LogQuery) -> Result<LogResponse, ApiError> {
+        if query.after > 0 {
             return Err(ApiError::new(
                 ErrorKind::Internal,
                 "\u{1b}]0;pwned\u{7}\u{1b}[2Jerror text that clears the screen",

@@ -42,7 +42,7 @@ fn a_job_clones_a_private_repository_with_a_stored_token_that_nothing_else_keeps
                 "add",
                 "--name",
                 "github-work",
-                "--provider",
+                "--host",
                 "github",
             ],
         )
@@ -179,7 +179,7 @@ fn a_job_clones_over_ssh_with_a_deploy_key_added_from_its_file() {
             "add",
             "--name",
             "deploy",
-            "--provider",
+            "--host",
             "generic",
             "--type",
             "deploy-key",
