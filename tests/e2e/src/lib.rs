@@ -423,6 +423,13 @@ pub fn wait_for<T>(what: &str, limit: Duration, mut check: impl FnMut() -> Optio
 /// `cargo build --release --target wasm32-wasip2`. Returns the component's path. The build
 /// directory is kept under `target/standalone-steps`, so later runs are quick.
 pub fn build_step_outside_workspace(source: &Path, into: &Path) -> PathBuf {
+    build_outside_workspace(source, into, None)
+}
+
+/// Copies the crate at `source` into `into` as an author would (`cp -rL`), renames its package
+/// to `rename` when given, builds it there with plain cargo for wasm32-wasip2, and returns the
+/// component it made.
+pub fn build_outside_workspace(source: &Path, into: &Path, rename: Option<&str>) -> PathBuf {
     let copy = into.join(source.file_name().expect("a named directory"));
     let status = Command::new("cp")
         .arg("-rL")
@@ -431,6 +438,26 @@ pub fn build_step_outside_workspace(source: &Path, into: &Path) -> PathBuf {
         .status()
         .expect("cp runs");
     assert!(status.success(), "copying {}", source.display());
+    if let Some(name) = rename {
+        let manifest = copy.join("Cargo.toml");
+        let text = std::fs::read_to_string(&manifest).expect("its manifest");
+        let old = text
+            .lines()
+            .find(|l| l.starts_with("name = \""))
+            .expect("a package name")
+            .to_string();
+        let renamed = text.replacen(&old, &format!("name = \"{name}\""), 1);
+        std::fs::write(&manifest, renamed).expect("manifest written");
+        // The lock file names the package too: let cargo update that one entry.
+        let lock = copy.join("Cargo.lock");
+        let text = std::fs::read_to_string(&lock).expect("its lock file");
+        let old_name = old.trim_start_matches("name = ");
+        std::fs::write(
+            &lock,
+            text.replace(&format!("name = {old_name}"), &format!("name = \"{name}\"")),
+        )
+        .expect("lock file written");
+    }
     let target = binary_dir()
         .parent()
         .expect("target/<profile> lives in target")

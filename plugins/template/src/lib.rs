@@ -1,7 +1,12 @@
-//! The default provider plugin: maps each `provider` call onto the Chakravarti API's HTTP
-//! surface (docs/protocol.md). It holds no state; the host passes the API URL and token per call.
+//! A provider plugin: maps each `provider` call onto the Chakravarti API's HTTP surface
+//! (docs/protocol.md). It holds no state; the host passes the API URL and token per call.
+//!
+//! This file is both the template a provider author copies (`plugins/template`) and the
+//! built-in `chakravarti` plugin (`plugins/chakravarti` builds it as it is), so a fresh copy
+//! is a working provider. To talk to another backend, keep the shape and change what each
+//! function sends: docs/providers.md walks through it.
 
-ckrv_wit::guest_bindings!("../../wit", "ckrv:cloud/provider-plugin");
+ckrv_wit::guest_bindings!("ckrv-wit", "ckrv:cloud/provider-plugin");
 
 use ckrv_wit::guest::http;
 use ckrv_wit::guest::wasi::clocks::monotonic_clock;
@@ -16,17 +21,24 @@ use exports::ckrv::cloud::provider::{CallContext, Guest, PluginInfo};
 use serde::de::DeserializeOwned;
 use std::time::Duration;
 
-struct Chakravarti;
+struct Provider;
 
-impl Guest for Chakravarti {
+impl Guest for Provider {
+    /// Its name is the package's without the `ckrv-plugin-`/`ckrv-provider-` prefix, and its
+    /// version and description are the package's: rename the package and the plugin follows.
     fn describe() -> PluginInfo {
+        let package = env!("CARGO_PKG_NAME");
+        let name = ["ckrv-plugin-", "ckrv-provider-"]
+            .iter()
+            .find_map(|prefix| package.strip_prefix(prefix))
+            .unwrap_or(package);
         PluginInfo {
-            name: "chakravarti".into(),
+            name: name.into(),
             version: env!("CARGO_PKG_VERSION").into(),
-            description: "The Chakravarti API: hosted, or `ckrv-api serve` on your own machines"
-                .into(),
+            description: env!("CARGO_PKG_DESCRIPTION").into(),
             default_api_url: Some(DEFAULT_API_URL.into()),
-            // Only the configured API.
+            // Only the configured API. A plugin that follows a redirect to a download host
+            // lists that origin here; the user approves it at install.
             origins: Vec::new(),
         }
     }
@@ -188,7 +200,7 @@ impl Guest for Chakravarti {
     }
 }
 
-export!(Chakravarti);
+export!(Provider);
 
 /// The entries `query` asks for, numbered by their position in the whole log.
 fn emulate_cursor(whole: Vec<LogEntry>, state: JobState, query: &LogQuery) -> LogResponse {
