@@ -8,8 +8,19 @@ use anyhow::Context as _;
 
 /// Runs git in `dir`, feeding `input` on stdin; the error carries git's own message.
 pub fn git(dir: &Path, args: &[&str], input: Option<&[u8]>) -> anyhow::Result<String> {
+    git_with_env(dir, args, input, &[])
+}
+
+/// [`git`] with extra environment (`GIT_INDEX_FILE`, say).
+pub fn git_with_env(
+    dir: &Path,
+    args: &[&str],
+    input: Option<&[u8]>,
+    env: &[(&str, &Path)],
+) -> anyhow::Result<String> {
     let mut child = Command::new("git")
         .args(args)
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .current_dir(dir)
         .stdin(if input.is_some() {
             Stdio::piped()
@@ -69,21 +80,32 @@ pub struct FileStat {
     pub binary: bool,
 }
 
-/// Parses `git apply --numstat` output.
-pub fn parse_numstat(text: &str) -> Vec<FileStat> {
-    text.lines()
-        .filter_map(|line| {
-            let mut parts = line.splitn(3, '\t');
-            let (ins, del, path) = (parts.next()?, parts.next()?, parts.next()?);
-            let binary = ins == "-" && del == "-";
-            Some(FileStat {
-                path: path.to_string(),
-                insertions: ins.parse().unwrap_or(0),
-                deletions: del.parse().unwrap_or(0),
-                binary,
-            })
-        })
-        .collect()
+/// Parses `git apply --numstat -z` output: `ins\tdel\tpath\0`, or for a rename
+/// `ins\tdel\t\0from\0to\0` (the new path is the one kept). NUL-separated, so any file name
+/// comes through as it is, unquoted.
+pub fn parse_numstat_z(text: &str) -> Vec<FileStat> {
+    let mut fields = text.split('\0');
+    let mut stats = Vec::new();
+    while let Some(record) = fields.next() {
+        let mut parts = record.splitn(3, '\t');
+        let (Some(ins), Some(del), Some(path)) = (parts.next(), parts.next(), parts.next()) else {
+            continue;
+        };
+        let path = if path.is_empty() {
+            // A rename: the old path, then the new one.
+            let _from = fields.next();
+            fields.next().unwrap_or_default().to_string()
+        } else {
+            path.to_string()
+        };
+        stats.push(FileStat {
+            path,
+            insertions: ins.parse().unwrap_or(0),
+            deletions: del.parse().unwrap_or(0),
+            binary: ins == "-" && del == "-",
+        });
+    }
+    stats
 }
 
 #[cfg(test)]
@@ -91,8 +113,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn numstat_lines_become_file_stats() {
-        let stats = parse_numstat("3\t1\tsrc/a.rs\n-\t-\tlogo.png\n0\t2\tdir/with\ttab\n");
+    fn numstat_records_become_file_stats() {
+        let records = [
+            "3\t1\tsrc/a.rs",
+            "-\t-\tlogo.png",
+            "0\t2\tdir/with\ttab",
+            "0\t0\t",
+            "old name",
+            "café/ü.txt",
+        ];
+        let stats = parse_numstat_z(&(records.join("\0") + "\0"));
         assert_eq!(
             stats,
             [
@@ -112,6 +142,12 @@ mod tests {
                     path: "dir/with\ttab".into(),
                     insertions: 0,
                     deletions: 2,
+                    binary: false
+                },
+                FileStat {
+                    path: "café/ü.txt".into(),
+                    insertions: 0,
+                    deletions: 0,
                     binary: false
                 },
             ]

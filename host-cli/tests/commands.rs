@@ -84,10 +84,11 @@ async fn login_run_status_logs_and_pull_work_as_the_quickstart_says() {
         "Status: final\n"
     );
 
-    // Pulling again does not apply twice: it refuses and changes nothing.
+    // Pulling again does not apply twice: it refuses, naming the files, and changes nothing.
     let err = env.fails(&work, &["pull", short]).await;
     assert!(
-        err.contains("does not apply to your worktree (nothing was changed)"),
+        err.contains("conflicts with your worktree in:\n  README.md")
+            && err.contains("nothing was changed"),
         "{err}"
     );
     assert_eq!(

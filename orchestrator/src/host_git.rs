@@ -314,6 +314,32 @@ impl HostGit {
             .map(drop)
     }
 
+    /// The full id of the commit `rev` names in the private base repository. A `rev` that
+    /// could be read as an option is refused.
+    pub async fn resolve(&self, rev: &str) -> Result<String, String> {
+        if rev.starts_with('-') {
+            return Err(format!("`{rev}` is not a revision"));
+        }
+        let git_dir = format!("--git-dir={}", self.base_repo().display());
+        let commit = format!("{rev}^{{commit}}");
+        let out = self
+            .git(
+                &self.workspace,
+                &[
+                    git_dir.as_str(),
+                    "rev-parse",
+                    "--verify",
+                    "--quiet",
+                    &commit,
+                ],
+                &[],
+                &[],
+            )
+            .await
+            .map_err(|_| format!("`{rev}` names no commit of the repository"))?;
+        Ok(out.trim().to_string())
+    }
+
     /// The binary-safe diff of the workspace's files against `base`, taken with the private
     /// base repository and a private index.
     pub async fn diff(&self, base: &str) -> Result<String, String> {

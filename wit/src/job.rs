@@ -201,6 +201,7 @@ mod tests {
             insertions,
             deletions,
             files: Vec::new(),
+            base_commit: None,
         };
         assert_eq!(stats(0, 0, 0).summary_line(), "no changes");
         assert_eq!(

@@ -1,23 +1,27 @@
 //! `ckrv pull ID`: fetch a succeeded job's diff, check it is the one its worker uploaded, show
 //! what it does beyond editing files, and apply it to this worktree, or change nothing.
+//! `--check` only reports; `--3way` applies with conflict markers; `--branch NAME` commits it
+//! on a new branch from the job's base commit and checks that out.
 
 use std::io::IsTerminal as _;
 
+use std::path::Path;
+
 use anyhow::Context as _;
-use ckrv_wit::types::JobState;
+use ckrv_wit::types::{Job, JobState};
 use sha2::{Digest as _, Sha256};
 
 use crate::cli::PullArgs;
 use crate::cloud::Cloud;
+use crate::exit::Exit;
+use crate::git::FileStat;
 use crate::review::{self, Risk};
 use crate::{git, output};
 
 pub async fn run(cloud: &mut Cloud, args: PullArgs) -> anyhow::Result<()> {
     let cwd = std::env::current_dir().context("reading the current directory")?;
     let top = git::toplevel(&cwd)?;
-    let job = cloud
-        .call(async |p, ctx| p.get_job(ctx, &args.id).await)
-        .await?;
+    let job = cloud.job(&args.id).await?;
     let short = output::short_id(&job.id).to_string();
     let state = job.lifecycle();
     if state != JobState::Succeeded {
@@ -43,26 +47,98 @@ pub async fn run(cloud: &mut Cloud, args: PullArgs) -> anyhow::Result<()> {
         }
         None => {}
     }
-    let (files, risks) = if diff.is_empty() {
-        (Vec::new(), Vec::new())
-    } else {
-        git::git(&top, &["apply", "--check", "-"], Some(&diff)).map_err(|e| {
-            anyhow::anyhow!("the diff does not apply to your worktree (nothing was changed): {e}")
-        })?;
-        let files = git::parse_numstat(&git::git(&top, &["apply", "--numstat", "-"], Some(&diff))?);
-        let summary = git::git(&top, &["apply", "--summary", "-"], Some(&diff))?;
-        let risks = review::risks(&files, &summary);
-        (files, risks)
-    };
+    if diff.is_empty() {
+        if args.json {
+            return output::json(&Report::new(&job, "none", &sha256));
+        }
+        output::line("The job changed nothing; your worktree is untouched.");
+        return Ok(());
+    }
+    let files = git::parse_numstat_z(&git::git(
+        &top,
+        &["apply", "--numstat", "-z", "-"],
+        Some(&diff),
+    )?);
+    let summary = git::git(
+        &top,
+        &["-c", "core.quotePath=false", "apply", "--summary", "-"],
+        Some(&diff),
+    )?;
+    let risks = review::risks(&files, &summary);
+    let blocked = check(&top, &diff)?;
+    let mut report = Report::new(&job, mode(&args), &sha256);
+    report.files = files.clone();
+    report.risks = risks.clone();
+
+    if args.check {
+        report.conflicts = blocked.clone();
+        if args.json {
+            output::json(&report)?;
+        } else if blocked.is_empty() {
+            output::ok(format!(
+                "job {short}'s change applies cleanly to this worktree"
+            ));
+            for line in output::diffstat(&files) {
+                output::line(line);
+            }
+        } else {
+            output::line(format!(
+                "job {short}'s change does not apply cleanly; it conflicts with:"
+            ));
+            for path in &blocked {
+                output::line(format!("  {path}"));
+            }
+        }
+        return if blocked.is_empty() {
+            Ok(())
+        } else {
+            Err(Exit::quiet(1).into())
+        };
+    }
     if !risks.is_empty() && !args.yes {
         confirm(&short, &risks, args.json)?;
     }
-    if !files.is_empty() {
-        let created: Vec<&str> = files
-            .iter()
-            .map(|f| f.path.as_str())
-            .filter(|path| !top.join(path).exists())
-            .collect();
+    if let Some(branch) = &args.branch {
+        return onto_branch(&top, &job, &diff, branch, report, args.json);
+    }
+    if !blocked.is_empty() && !args.three_way {
+        anyhow::bail!(
+            "job {short}'s change conflicts with your worktree in:\n  {}\n  nothing was changed; \
+             apply with conflict markers (`ckrv pull {short} --3way`), or on a new branch from \
+             the job's base (`ckrv pull {short} --branch NAME`)",
+            blocked
+                .iter()
+                .map(|p| output::printable(p).into_owned())
+                .collect::<Vec<_>>()
+                .join("\n  ")
+        );
+    }
+    let created: Vec<&str> = files
+        .iter()
+        .map(|f| f.path.as_str())
+        .filter(|path| !top.join(path).exists())
+        .collect();
+    if args.three_way {
+        // git merges only over files whose worktree matches the index: stage the edits to the
+        // files the change touches first (they stay the developer's, now staged).
+        let mut diff_args = vec!["diff", "--name-only", "-z", "--"];
+        diff_args.extend(files.iter().map(|f| f.path.as_str()));
+        let edited = git::git(&top, &diff_args, None)?;
+        let edited: Vec<&str> = edited.split('\0').filter(|p| !p.is_empty()).collect();
+        if !edited.is_empty() {
+            let mut add = vec!["add", "--"];
+            add.extend(&edited);
+            git::git(&top, &add, None).context("staging your edits for the merge")?;
+        }
+        // git exits 1 with conflicts too: the markers are written, and the index lists them.
+        let applied = git::git(&top, &["apply", "--3way", "-"], Some(&diff));
+        report.conflicts = unmerged(&top)?;
+        if let Err(e) = applied
+            && report.conflicts.is_empty()
+        {
+            anyhow::bail!("the change could not be applied with --3way: {e}");
+        }
+    } else {
         git::git(&top, &["apply", "-"], Some(&diff)).context("applying the diff")?;
         // Mark new files intent-to-add so `git diff HEAD` shows the whole change. (Not
         // `git apply --intent-to-add`: git 2.47 drops the rest of the index with it.)
@@ -72,31 +148,230 @@ pub async fn run(cloud: &mut Cloud, args: PullArgs) -> anyhow::Result<()> {
             git::git(&top, &args, None).context("marking the new files intent-to-add")?;
         }
     }
+    report.applied = true;
     if args.json {
-        return output::json(&serde_json::json!({
-            "job": job,
-            "applied": !files.is_empty(),
-            "files": files,
-            "sha256": sha256,
-            "risks": risks,
-        }));
+        output::json(&report)?;
+    } else {
+        output::ok("Applying diff to worktree...");
+        output::blank();
+        output::line("Changes applied:");
+        for line in output::diffstat(&files) {
+            output::line(line);
+        }
+        output::blank();
+        if report.conflicts.is_empty() {
+            output::line("Review with: git diff HEAD");
+            output::line(format!(
+                "Commit with: git add -A && git commit -m \"{}\"",
+                commit_subject(job.spec_path.as_deref().unwrap_or_default())
+            ));
+        } else {
+            output::line("These files have conflict markers: resolve them, then `git add` them:");
+            for path in &report.conflicts {
+                output::line(format!("  {path}"));
+            }
+        }
     }
-    if files.is_empty() {
-        output::line("The job changed nothing; your worktree is untouched.");
-        return Ok(());
+    if report.conflicts.is_empty() {
+        Ok(())
+    } else {
+        Err(Exit::quiet(1).into())
     }
-    output::ok("Applying diff to worktree...");
-    output::blank();
-    output::line("Changes applied:");
-    for line in output::diffstat(&files) {
-        output::line(line);
+}
+
+/// What `pull --json` prints.
+#[derive(serde::Serialize)]
+struct Report<'a> {
+    job: &'a Job,
+    mode: &'static str,
+    applied: bool,
+    files: Vec<FileStat>,
+    /// Files the change does not apply to cleanly (`--check`), or left with conflict markers
+    /// (`--3way`).
+    conflicts: Vec<String>,
+    branch: Option<String>,
+    commit: Option<String>,
+    sha256: String,
+    risks: Vec<Risk>,
+}
+
+impl<'a> Report<'a> {
+    fn new(job: &'a Job, mode: &'static str, sha256: &str) -> Self {
+        Self {
+            job,
+            mode,
+            applied: false,
+            files: Vec::new(),
+            conflicts: Vec::new(),
+            branch: None,
+            commit: None,
+            sha256: sha256.to_string(),
+            risks: Vec::new(),
+        }
     }
-    output::blank();
-    output::line("Review with: git diff HEAD");
-    output::line(format!(
-        "Commit with: git add -A && git commit -m \"{}\"",
-        commit_subject(job.spec_path.as_deref().unwrap_or_default())
-    ));
+}
+
+fn mode(args: &PullArgs) -> &'static str {
+    match (&args.branch, args.three_way, args.check) {
+        (_, _, true) => "check",
+        (Some(_), _, _) => "branch",
+        (None, true, _) => "3way",
+        (None, false, false) => "apply",
+    }
+}
+
+/// The files the diff does not apply to in the worktree, from git's own errors; empty when it
+/// applies cleanly.
+fn check(top: &Path, diff: &[u8]) -> anyhow::Result<Vec<String>> {
+    let Err(e) = git::git(top, &["apply", "--check", "-"], Some(diff)) else {
+        return Ok(Vec::new());
+    };
+    let message = e.to_string();
+    let mut paths: Vec<String> = message
+        .lines()
+        .filter_map(|line| line.strip_prefix("error: "))
+        .filter_map(|rest| {
+            [
+                ": patch does not apply",
+                ": already exists in working directory",
+                ": No such file or directory",
+                ": does not exist in index",
+                ": does not match index",
+            ]
+            .iter()
+            .find_map(|suffix| rest.strip_suffix(suffix))
+        })
+        .map(str::to_string)
+        .collect();
+    paths.dedup();
+    if paths.is_empty() {
+        anyhow::bail!("the diff cannot be applied here (nothing was changed): {message}");
+    }
+    Ok(paths)
+}
+
+/// Paths git left unmerged (with conflict markers).
+fn unmerged(top: &Path) -> anyhow::Result<Vec<String>> {
+    let out = git::git(top, &["diff", "--name-only", "-z", "--diff-filter=U"], None)?;
+    Ok(out
+        .split('\0')
+        .filter(|p| !p.is_empty())
+        .map(str::to_string)
+        .collect())
+}
+
+/// Commits the change on a new branch `name` at the job's base commit, built in a private
+/// index so the worktree is not touched, then checks the branch out. Edits in the worktree
+/// that the switch would overwrite stop the checkout, never the edits: the branch stays.
+fn onto_branch(
+    top: &Path,
+    job: &Job,
+    diff: &[u8],
+    name: &str,
+    mut report: Report<'_>,
+    json: bool,
+) -> anyhow::Result<()> {
+    let short = output::short_id(&job.id).to_string();
+    git::git(top, &["check-ref-format", "--branch", name], None)
+        .map_err(|_| anyhow::anyhow!("`{}` is not a valid branch name", output::printable(name)))?;
+    if git::git(
+        top,
+        &[
+            "rev-parse",
+            "--verify",
+            "--quiet",
+            &format!("refs/heads/{name}"),
+        ],
+        None,
+    )
+    .is_ok()
+    {
+        anyhow::bail!("a branch named {name} exists already: choose another --branch");
+    }
+    let Some(base) = job.diff_stats.as_ref().and_then(|s| s.base_commit.clone()) else {
+        anyhow::bail!(
+            "the provider records no base commit for job {short}, so there is nowhere to start \
+             the branch: use `ckrv pull {short} --3way` instead"
+        );
+    };
+    if !base.chars().all(|c| c.is_ascii_hexdigit()) || base.len() < 7 {
+        anyhow::bail!(
+            "the job's base commit `{}` is not a commit id",
+            output::printable(&base)
+        );
+    }
+    let commit_of = |rev: &str| {
+        git::git(
+            top,
+            &[
+                "rev-parse",
+                "--verify",
+                "--quiet",
+                &format!("{rev}^{{commit}}"),
+            ],
+            None,
+        )
+    };
+    if commit_of(&base).is_err() {
+        // Not fetched yet: the job's base branch from origin usually brings it.
+        let _ = git::git(
+            top,
+            &["fetch", "--quiet", "origin", &job.git_base_branch],
+            None,
+        );
+        commit_of(&base).map_err(|_| {
+            anyhow::anyhow!(
+                "the job's base commit {base} is not in this repository: `git fetch origin` it, \
+                 then pull again"
+            )
+        })?;
+    }
+    let scratch = tempfile::tempdir().context("a scratch directory for the branch's index")?;
+    let index = scratch.path().join("index");
+    let env = [("GIT_INDEX_FILE", index.as_path())];
+    git::git_with_env(top, &["read-tree", &base], None, &env)?;
+    git::git_with_env(top, &["apply", "--cached", "-"], Some(diff), &env)
+        .context("applying the change to the job's base commit")?;
+    let tree = git::git_with_env(top, &["write-tree"], None, &env)?;
+    let message = format!(
+        "{}\n\nMade by ckrv job {}.\n",
+        commit_subject(job.spec_path.as_deref().unwrap_or_default()),
+        job.id
+    );
+    let commit = git::git(
+        top,
+        &["commit-tree", tree.trim(), "-p", &base, "-m", &message],
+        None,
+    )
+    .context("committing the change")?;
+    let commit = commit.trim().to_string();
+    git::git(top, &["branch", name, &commit], None)?;
+    report.branch = Some(name.to_string());
+    report.commit = Some(commit.clone());
+    let switched = git::git(top, &["switch", "--quiet", name], None);
+    report.applied = switched.is_ok();
+    if json {
+        output::json(&report)?;
+    }
+    if let Err(e) = switched {
+        anyhow::bail!(
+            "branch {name} holds job {short}'s change (commit {}), but checking it out would \
+             overwrite your edits, so your worktree is as it was: commit or stash them, then \
+             `git switch {name}`\n  git said: {e}",
+            &commit[..12.min(commit.len())]
+        );
+    }
+    if !json {
+        output::ok(format!(
+            "Job {short}'s change is commit {} on the new branch {name}, checked out",
+            &commit[..12.min(commit.len())]
+        ));
+        for line in output::diffstat(&report.files) {
+            output::line(line);
+        }
+        output::blank();
+        output::line(format!("Review with: git show {name}"));
+    }
     Ok(())
 }
 

@@ -33,6 +33,10 @@ impl git::Host for StepState {
     async fn diff(&mut self, base: String) -> wasmtime::Result<Result<String, String>> {
         Ok(self.data.git.diff(&base).await)
     }
+
+    async fn resolve(&mut self, rev: String) -> wasmtime::Result<Result<String, String>> {
+        Ok(self.data.git.resolve(&rev).await)
+    }
 }
 
 impl log::Host for StepState {

@@ -52,7 +52,8 @@ impl Guest for Diff {
                 touched.join(", ")
             ));
         }
-        let stats = summarize(&patch);
+        let mut stats = summarize(&patch);
+        stats.base_commit = Some(git::resolve(&ctx.git_base_branch)?);
         // The host logs `summary` under this step's name; logging it here too would repeat it.
         let json = serde_json::to_string(&stats).map_err(|e| format!("summary: {e}"))?;
         Ok(StepOutput {
@@ -105,6 +106,7 @@ fn summarize(patch: &str) -> DiffStats {
         insertions: files.iter().map(|f| f.insertions).sum(),
         deletions: files.iter().map(|f| f.deletions).sum(),
         files,
+        base_commit: None,
     }
 }
 
