@@ -29,7 +29,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run a spec: dispatch it to a cloud worker and return at once
+    /// Run a spec: on this machine (the result lands in your worktree), or with --cloud on a
+    /// cloud worker (returns at once with the job's id)
     Run(RunArgs),
     /// Show a job's status, phase and result
     Status(JobArgs),
@@ -122,7 +123,7 @@ pub struct PluginInstallArgs {
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// Run in the cloud (the only mode of this build)
+    /// Dispatch to the provider's cloud workers instead of running here
     #[arg(long)]
     pub cloud: bool,
     /// The spec file; its front matter chooses the agent
@@ -137,6 +138,18 @@ pub struct RunArgs {
     /// A stored git credential for a private repository
     #[arg(long, value_name = "NAME")]
     pub credential: Option<String>,
+    /// Local runs: a pipeline file as `ckrv-api serve --pipeline` takes [default: the
+    /// built-in clone, agent, diff]
+    #[arg(long, value_name = "FILE", conflicts_with = "cloud")]
+    pub pipeline: Option<PathBuf>,
+    /// Local runs: run the agent without its sandbox, with your rights (where bubblewrap is
+    /// missing, e.g. macOS)
+    #[arg(long, conflicts_with = "cloud")]
+    pub insecure_no_sandbox: bool,
+    /// Local runs: apply without asking even when the change adds links, executables,
+    /// dotfiles or CI configuration
+    #[arg(long, short, conflicts_with = "cloud")]
+    pub yes: bool,
     /// Print the job as JSON
     #[arg(long)]
     pub json: bool,

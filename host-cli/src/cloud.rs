@@ -210,7 +210,8 @@ pub fn describe(error: ApiError) -> anyhow::Error {
         ErrorKind::Forbidden => anyhow::anyhow!("forbidden: {description}"),
         ErrorKind::Unavailable => anyhow::anyhow!(
             "{description}\n  check that the service is running and that --api-url (or api_url in \
-             config.toml) names it; `ckrv cloud whoami` shows which API is in use"
+             config.toml) names it; `ckrv cloud whoami` shows which API is in use\n  or run the \
+             spec on this machine instead: `ckrv run --spec FILE` (without --cloud)"
         ),
         _ => anyhow::anyhow!("{description}"),
     }

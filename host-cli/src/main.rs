@@ -15,6 +15,7 @@ mod plugins;
 mod progress;
 mod review;
 mod session;
+mod worktree;
 
 use std::process::ExitCode;
 

@@ -219,7 +219,6 @@ async fn bad_input_gets_clear_errors_and_exit_status_1() {
 
     env.login("dev@example.com").await;
     let cases: &[(&[&str], &str)] = &[
-        (&["run", "--spec", "specs/spec.md"], "pass --cloud"),
         (
             &[
                 "run",

@@ -19,6 +19,27 @@ use std::time::Duration;
 
 const SOURCE: &str = "orchestrator";
 
+/// Where a job's stages get what the API gives a worker: the operator's components and the
+/// origin steps may call with the job's token. A local run has no API.
+pub(crate) enum StageSource<'a> {
+    Api {
+        client: &'a ApiClient,
+        token: &'a str,
+    },
+    Local {
+        pipeline: &'a ckrv_pipeline::Pipeline,
+    },
+}
+
+impl StageSource<'_> {
+    fn api_url(&self) -> &str {
+        match self {
+            Self::Api { client, .. } => client.base_url(),
+            Self::Local { .. } => "",
+        }
+    }
+}
+
 /// How to run the job.
 pub struct JobOptions {
     /// Runs the pipeline's steps; shared by a worker's jobs, so each component compiles once.
@@ -62,8 +83,17 @@ pub async fn run_job(api: ApiClient, options: JobOptions) -> anyhow::Result<Resu
     let (log, rx) = JobLog::scrubbing(scrubber.clone());
     let shipper = tokio::spawn(logs::ship(rx, reports.clone(), job.log_sequence + 1));
     let beat = Duration::from_millis(u64::from(job.heartbeat_ms.max(100)));
+    let source = StageSource::Api {
+        client: &api,
+        token: &options.token,
+    };
     let outcome = tokio::select! {
-        outcome = run_stages(&api, &options, &log, job) => outcome,
+        outcome = run_stages(
+            &source,
+            &options,
+            &log,
+            job,
+        ) => outcome.map(drop),
         ended = heartbeat(&api, beat) => {
             // Dropping the stages kills the agent and removes the workspace; the job has
             // ended, so what is left to report goes only as far as the API refusing it.
@@ -151,12 +181,14 @@ async fn heartbeat(api: &ApiClient, beat: Duration) -> String {
     }
 }
 
-async fn run_stages(
-    api: &ApiClient,
+/// Runs the pipeline's stages in a fresh workspace; returns the steps' outputs (after `diff`,
+/// `diff` holds the patch).
+pub(crate) async fn run_stages(
+    source: &StageSource<'_>,
     options: &JobOptions,
     log: &JobLog,
     job: WorkerJob,
-) -> Result<(), String> {
+) -> Result<Vec<(String, String)>, String> {
     let WorkerJob {
         job,
         spec_content,
@@ -212,7 +244,13 @@ async fn run_stages(
         Some(credential) => git.with_credential(&job.git_repo_url, credential),
         None => git,
     };
-    let api_origin = Origin::of_url(api.base_url()).map_err(|e| e.to_string())?;
+    let api_origin = match source {
+        StageSource::Api { client, token } => Some((
+            Origin::of_url(client.base_url()).map_err(|e| e.to_string())?,
+            *token,
+        )),
+        StageSource::Local { .. } => None,
+    };
     let mut outputs: Vec<(String, String)> = Vec::new();
     if pipeline.is_empty() {
         return Err("the API sent no pipeline stages".to_string());
@@ -255,13 +293,13 @@ async fn run_stages(
             continue;
         }
         log.info(SOURCE, starting_message(&stage.name));
-        let bytes = component_of(api, stage).await?;
+        let bytes = component_of(source, stage).await?;
         let ctx = StepContext {
             job_id: job.id.clone(),
             git_repo_url: job.git_repo_url.clone(),
             git_base_branch: job.git_base_branch.clone(),
             feature_branch_name: feature_branch.clone(),
-            api_url: api.base_url().to_string(),
+            api_url: source.api_url().to_string(),
             params: stage
                 .params
                 .iter()
@@ -273,7 +311,7 @@ async fn run_stages(
             name: &stage.name,
             git: &git,
             log,
-            policy: stage_policy(stage, &api_origin, &options.token)?,
+            policy: stage_policy(stage, api_origin.as_ref())?,
             limits: stage_limits(stage),
         };
         let output = options
@@ -290,7 +328,7 @@ async fn run_stages(
     if let Err(e) = job_dir.close() {
         tracing::warn!(error = %e, "removing the workspace failed");
     }
-    Ok(())
+    Ok(outputs)
 }
 
 /// Runs the agent to its end, its output streamed to the job log under its name.
@@ -348,9 +386,10 @@ fn starting_message(stage: &str) -> String {
     }
 }
 
-/// The stage's component: built in, or the operator's, read from the API by digest.
+/// The stage's component: built in, or the operator's, read from the API (or the local
+/// pipeline) by digest.
 async fn component_of(
-    api: &ApiClient,
+    source_of: &StageSource<'_>,
     stage: &PipelineStage,
 ) -> Result<Cow<'static, [u8]>, String> {
     let source = stage.source.as_deref().unwrap_or_default();
@@ -361,19 +400,33 @@ async fn component_of(
                 stage.name
             )
         }),
-        StageKind::Component => api
-            .fetch_component(source)
-            .await
-            .map(Cow::Owned)
-            .map_err(|e| format!("stage {}: reading its component failed: {e}", stage.name)),
+        StageKind::Component => match source_of {
+            StageSource::Api { client, .. } => client
+                .fetch_component(source)
+                .await
+                .map(Cow::Owned)
+                .map_err(|e| format!("stage {}: reading its component failed: {e}", stage.name)),
+            StageSource::Local { pipeline } => pipeline
+                .component(source)
+                .map(|bytes| Cow::Owned(bytes.to_vec()))
+                .ok_or_else(|| {
+                    format!("stage {}: its component is not in the pipeline", stage.name)
+                }),
+        },
         StageKind::Agent => Err(format!("stage {} is the agent, not a step", stage.name)),
     }
 }
 
-/// Where the stage's step may connect: the API (the host adds the job's token) and the
-/// stage's allowed hosts.
-fn stage_policy(stage: &PipelineStage, api: &Origin, token: &str) -> Result<OriginPolicy, String> {
-    let mut policy = OriginPolicy::deny_all().allow_with_bearer(api.clone(), token);
+/// Where the stage's step may connect: the API, if there is one (the host adds the job's
+/// token), and the stage's allowed hosts.
+fn stage_policy(
+    stage: &PipelineStage,
+    api: Option<&(Origin, &str)>,
+) -> Result<OriginPolicy, String> {
+    let mut policy = match api {
+        Some((origin, token)) => OriginPolicy::deny_all().allow_with_bearer(origin.clone(), token),
+        None => OriginPolicy::deny_all(),
+    };
     for host in &stage.allowed_hosts {
         let origin =
             Origin::parse(host).map_err(|e| format!("stage {}: allowed_hosts: {e}", stage.name))?;

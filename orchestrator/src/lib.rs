@@ -4,6 +4,7 @@
 pub mod api_client;
 pub mod host_git;
 pub mod job;
+pub mod local;
 pub mod logs;
 pub mod outbox;
 pub mod steps;

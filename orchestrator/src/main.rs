@@ -48,6 +48,32 @@ enum Command {
         #[command(flatten)]
         how: JobArgs,
     },
+    /// Runs one job on this machine without an API (what `ckrv run` without --cloud uses):
+    /// the pipeline's stages against a local repository, the log on standard error, the change
+    /// written to --out. Exits 1 when the job fails.
+    Local {
+        /// The spec file; its front matter chooses the agent
+        #[arg(long, value_name = "FILE")]
+        spec: PathBuf,
+        /// The repository to clone: a path, or a URL
+        #[arg(long, value_name = "PATH|URL")]
+        repo: String,
+        /// The branch to start from
+        #[arg(long, value_name = "BRANCH", default_value = "main")]
+        base_branch: String,
+        /// A pipeline file as `ckrv-api serve --pipeline` takes [default: the built-in one]
+        /// (stages that upload to an API are skipped)
+        #[arg(long, value_name = "FILE")]
+        pipeline: Option<PathBuf>,
+        /// Where to write the change (a patch for `git apply`); `-` for standard output
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        /// Print the log as JSON lines
+        #[arg(long)]
+        json_log: bool,
+        #[command(flatten)]
+        how: JobArgs,
+    },
     /// Step authors' tools.
     #[command(subcommand)]
     Step(step_cli::StepCommand),
@@ -118,6 +144,15 @@ async fn main() -> anyhow::Result<()> {
             how,
         } => (api_url, job_id, how),
         Command::Step(command) => return step_cli::run(command).await,
+        Command::Local {
+            spec,
+            repo,
+            base_branch,
+            pipeline,
+            out,
+            json_log,
+            how,
+        } => return local(spec, repo, base_branch, pipeline, out, json_log, how).await,
         Command::Work { api_url, poll, how } => {
             let credential = read_secret(
                 "worker credential",
@@ -181,4 +216,47 @@ async fn main() -> anyhow::Result<()> {
         Err(error) => tracing::warn!(job_id, %error, "job failed"),
     }
     Ok(())
+}
+
+/// `local`: the job runs here; its failure is this process's exit status 1.
+async fn local(
+    spec: PathBuf,
+    repo: String,
+    base_branch: String,
+    pipeline: Option<PathBuf>,
+    out: PathBuf,
+    json_log: bool,
+    how: JobArgs,
+) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(&spec)
+        .with_context(|| format!("reading the spec {}", spec.display()))?;
+    let pipeline = match &pipeline {
+        Some(path) => ckrv_pipeline::Pipeline::load(path)?,
+        None => ckrv_pipeline::Pipeline::builtin(),
+    };
+    let options = JobOptions {
+        steps: Arc::new(how.step_runner()?),
+        work_dir: how.work_dir,
+        token: String::new(),
+        // The repository is the developer's own, on this machine.
+        allow_local_repos: true,
+        sandbox: !how.insecure_no_sandbox,
+        agent_bin: how.agent_bin,
+    };
+    let job = ckrv_orchestrator::local::LocalJob {
+        spec: text,
+        spec_path: Some(spec.display().to_string()),
+        repo,
+        base_branch,
+        pipeline,
+        json_log,
+    };
+    match ckrv_orchestrator::local::run_local(job, &options).await {
+        Ok(patch) => ckrv_orchestrator::local::write_patch(&out, &patch)
+            .with_context(|| format!("writing {}", out.display())),
+        Err(error) => {
+            eprintln!("error: {error}");
+            std::process::exit(1);
+        }
+    }
 }

@@ -143,12 +143,7 @@ fn approve(manifest: &Manifest) -> anyhow::Result<()> {
         "Plugin {} asks to call, besides the configured API:\n  {listed}",
         manifest.name
     );
-    eprint!("Allow? [y/N] ");
-    let mut answer = String::new();
-    std::io::stdin()
-        .read_line(&mut answer)
-        .context("reading the answer")?;
-    if matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes") {
+    if output::ask_yes("Allow?")? {
         Ok(())
     } else {
         anyhow::bail!("not installed")

@@ -3,8 +3,6 @@
 //! `--check` only reports; `--3way` applies with conflict markers; `--branch NAME` commits it
 //! on a new branch from the job's base commit and checks that out.
 
-use std::io::IsTerminal as _;
-
 use std::path::Path;
 
 use anyhow::Context as _;
@@ -15,8 +13,8 @@ use crate::cli::PullArgs;
 use crate::cloud::Cloud;
 use crate::exit::Exit;
 use crate::git::FileStat;
-use crate::review::{self, Risk};
-use crate::{git, output};
+use crate::review::Risk;
+use crate::{git, output, worktree};
 
 pub async fn run(cloud: &mut Cloud, args: PullArgs) -> anyhow::Result<()> {
     let cwd = std::env::current_dir().context("reading the current directory")?;
@@ -54,18 +52,11 @@ pub async fn run(cloud: &mut Cloud, args: PullArgs) -> anyhow::Result<()> {
         output::line("The job changed nothing; your worktree is untouched.");
         return Ok(());
     }
-    let files = git::parse_numstat_z(&git::git(
-        &top,
-        &["apply", "--numstat", "-z", "-"],
-        Some(&diff),
-    )?);
-    let summary = git::git(
-        &top,
-        &["-c", "core.quotePath=false", "apply", "--summary", "-"],
-        Some(&diff),
-    )?;
-    let risks = review::risks(&files, &summary);
-    let blocked = check(&top, &diff)?;
+    let worktree::Inspection {
+        files,
+        risks,
+        blocked,
+    } = worktree::inspect(&top, &diff)?;
     let mut report = Report::new(&job, mode(&args), &sha256);
     report.files = files.clone();
     report.risks = risks.clone();
@@ -96,7 +87,14 @@ pub async fn run(cloud: &mut Cloud, args: PullArgs) -> anyhow::Result<()> {
         };
     }
     if !risks.is_empty() && !args.yes {
-        confirm(&short, &risks, args.json)?;
+        worktree::confirm(
+            &format!("job {short}'s change"),
+            &format!(
+                "read it with `ckrv pull {short} --json` or in the job's log, then run `ckrv pull {short} --yes`"
+            ),
+            &risks,
+            args.json,
+        )?;
     }
     if let Some(branch) = &args.branch {
         return onto_branch(&top, &job, &diff, branch, report, args.json);
@@ -113,11 +111,6 @@ pub async fn run(cloud: &mut Cloud, args: PullArgs) -> anyhow::Result<()> {
                 .join("\n  ")
         );
     }
-    let created: Vec<&str> = files
-        .iter()
-        .map(|f| f.path.as_str())
-        .filter(|path| !top.join(path).exists())
-        .collect();
     if args.three_way {
         // git merges only over files whose worktree matches the index: stage the edits to the
         // files the change touches first (they stay the developer's, now staged).
@@ -139,14 +132,7 @@ pub async fn run(cloud: &mut Cloud, args: PullArgs) -> anyhow::Result<()> {
             anyhow::bail!("the change could not be applied with --3way: {e}");
         }
     } else {
-        git::git(&top, &["apply", "-"], Some(&diff)).context("applying the diff")?;
-        // Mark new files intent-to-add so `git diff HEAD` shows the whole change. (Not
-        // `git apply --intent-to-add`: git 2.47 drops the rest of the index with it.)
-        if !created.is_empty() {
-            let mut args = vec!["add", "--intent-to-add", "--"];
-            args.extend(&created);
-            git::git(&top, &args, None).context("marking the new files intent-to-add")?;
-        }
+        worktree::apply(&top, &diff, &files)?;
     }
     report.applied = true;
     if args.json {
@@ -218,36 +204,6 @@ fn mode(args: &PullArgs) -> &'static str {
         (None, true, _) => "3way",
         (None, false, false) => "apply",
     }
-}
-
-/// The files the diff does not apply to in the worktree, from git's own errors; empty when it
-/// applies cleanly.
-fn check(top: &Path, diff: &[u8]) -> anyhow::Result<Vec<String>> {
-    let Err(e) = git::git(top, &["apply", "--check", "-"], Some(diff)) else {
-        return Ok(Vec::new());
-    };
-    let message = e.to_string();
-    let mut paths: Vec<String> = message
-        .lines()
-        .filter_map(|line| line.strip_prefix("error: "))
-        .filter_map(|rest| {
-            [
-                ": patch does not apply",
-                ": already exists in working directory",
-                ": No such file or directory",
-                ": does not exist in index",
-                ": does not match index",
-            ]
-            .iter()
-            .find_map(|suffix| rest.strip_suffix(suffix))
-        })
-        .map(str::to_string)
-        .collect();
-    paths.dedup();
-    if paths.is_empty() {
-        anyhow::bail!("the diff cannot be applied here (nothing was changed): {message}");
-    }
-    Ok(paths)
 }
 
 /// Paths git left unmerged (with conflict markers).
@@ -375,40 +331,8 @@ fn onto_branch(
     Ok(())
 }
 
-/// Shows what the change does beyond editing files and asks before going on; without a
-/// terminal to ask on, refuses unless `--yes` was given.
-fn confirm(short: &str, risks: &[Risk], json: bool) -> anyhow::Result<()> {
-    let listed: Vec<String> = risks
-        .iter()
-        .map(|r| format!("{}: {}", output::printable(&r.path), r.why))
-        .collect();
-    let interactive = !json && std::io::stdin().is_terminal() && std::io::stderr().is_terminal();
-    if !interactive {
-        anyhow::bail!(
-            "job {short}'s change needs a look before it is applied (nothing was changed):\n  {}\n  \
-             read it with `ckrv pull {short} --json` or in the job's log, then run `ckrv pull {short} --yes`",
-            listed.join("\n  ")
-        );
-    }
-    output::blank();
-    output::line("This change does more than edit files:");
-    for line in &listed {
-        output::line(format!("  {line}"));
-    }
-    eprint!("Apply it? [y/N] ");
-    let mut answer = String::new();
-    std::io::stdin()
-        .read_line(&mut answer)
-        .context("reading the answer")?;
-    if matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes") {
-        Ok(())
-    } else {
-        anyhow::bail!("not applied; nothing was changed")
-    }
-}
-
 /// A commit subject from the spec's path: `specs/greeting/spec.md` → "Feature: greeting".
-fn commit_subject(spec_path: &str) -> String {
+pub(crate) fn commit_subject(spec_path: &str) -> String {
     let path = std::path::Path::new(spec_path);
     let name = match path.file_stem().and_then(|s| s.to_str()) {
         Some("spec" | "SPEC" | "README") => path

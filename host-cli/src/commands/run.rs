@@ -1,4 +1,6 @@
-//! `ckrv run --cloud`: send the spec, the repository and the base branch; print the job id.
+//! `ckrv run`: with `--cloud`, send the spec, the repository and the base branch and print the
+//! job id; without, run the same pipeline here (`ckrv-orchestrator local`: the same steps,
+//! agent definitions and sandbox) and leave the change in the worktree as `pull` would.
 
 use std::path::Path;
 
@@ -8,11 +10,11 @@ use ckrv_wit::types::JobCreate;
 use crate::cli::RunArgs;
 use crate::cloud::Cloud;
 use crate::config::Config;
-use crate::{git, output};
+use crate::{git, output, worktree};
 
 pub async fn run(config: &Config, args: RunArgs) -> anyhow::Result<()> {
     if !args.cloud {
-        anyhow::bail!("local runs are not part of this build: pass --cloud");
+        return local(config, args).await;
     }
     let spec = read_spec(&args.spec)?;
     let cwd = std::env::current_dir().context("reading the current directory")?;
@@ -60,6 +62,133 @@ pub async fn run(config: &Config, args: RunArgs) -> anyhow::Result<()> {
     output::line(format!("Stream logs:     ckrv logs {short} --follow"));
     output::line(format!("Pull results:    ckrv pull {short}"));
     Ok(())
+}
+
+/// Runs the spec on this machine against the current repository's committed base branch, and
+/// applies the change to the worktree unless it conflicts with local edits.
+async fn local(config: &Config, args: RunArgs) -> anyhow::Result<()> {
+    read_spec(&args.spec)?;
+    let cwd = std::env::current_dir().context("reading the current directory")?;
+    let top = git::toplevel(&cwd)?;
+    let base_branch = match &args.base_branch {
+        Some(branch) => branch.clone(),
+        None => git::current_branch(&cwd)?,
+    };
+    let repo = args
+        .repo
+        .clone()
+        .unwrap_or_else(|| top.display().to_string());
+    let orchestrator = orchestrator_program()?;
+    // The change is kept beside the repository's own files, so a conflict loses nothing.
+    let git_dir = git::git(&top, &["rev-parse", "--absolute-git-dir"], None)?;
+    let keep = std::path::PathBuf::from(git_dir.trim()).join("ckrv");
+    std::fs::create_dir_all(&keep).with_context(|| format!("creating {}", keep.display()))?;
+    let patch = keep.join("last-local-run.patch");
+    let mut command = tokio::process::Command::new(&orchestrator);
+    command
+        .arg("local")
+        .arg("--spec")
+        .arg(&args.spec)
+        .args(["--repo", &repo, "--base-branch", &base_branch])
+        .arg("--out")
+        .arg(&patch)
+        .arg("--compile-cache")
+        .arg(config.cache_dir.join("compiled-steps"));
+    if let Some(pipeline) = &args.pipeline {
+        command.arg("--pipeline").arg(pipeline);
+    }
+    if args.insecure_no_sandbox {
+        command.arg("--insecure-no-sandbox");
+    }
+    if args.json {
+        command.arg("--json-log");
+    }
+    if !args.json {
+        output::ok(format!(
+            "Running {} here, on {base_branch}",
+            args.spec.display()
+        ));
+    }
+    // The job's log streams to stderr as it is written.
+    let status = command
+        .stdout(std::process::Stdio::null())
+        .status()
+        .await
+        .with_context(|| format!("running {}", orchestrator.display()))?;
+    if !status.success() {
+        anyhow::bail!("the local run failed (its log is above); nothing was changed");
+    }
+    let diff = std::fs::read(&patch).with_context(|| format!("reading {}", patch.display()))?;
+    if diff.is_empty() {
+        if args.json {
+            return output::json(&serde_json::json!({"applied": false, "files": []}));
+        }
+        output::line("The agent changed nothing; your worktree is untouched.");
+        return Ok(());
+    }
+    let found = worktree::inspect(&top, &diff)?;
+    if !found.blocked.is_empty() {
+        anyhow::bail!(
+            "the change conflicts with your worktree in:\n  {}\n  nothing was changed; it is \
+             kept in {}: apply it with conflict markers using `git apply --3way {}`",
+            found.blocked.join("\n  "),
+            patch.display(),
+            patch.display()
+        );
+    }
+    if !found.risks.is_empty() && !args.yes {
+        worktree::confirm(
+            "the change",
+            &format!(
+                "read it in {}, then apply it with `git apply {}`",
+                patch.display(),
+                patch.display()
+            ),
+            &found.risks,
+            args.json,
+        )?;
+    }
+    worktree::apply(&top, &diff, &found.files)?;
+    if args.json {
+        return output::json(&serde_json::json!({
+            "applied": true,
+            "files": found.files,
+            "risks": found.risks,
+            "patch": patch,
+        }));
+    }
+    output::ok("Changes applied:");
+    for line in output::diffstat(&found.files) {
+        output::line(line);
+    }
+    output::blank();
+    output::line("Review with: git diff HEAD");
+    Ok(())
+}
+
+/// `ckrv-orchestrator`: `CKRV_ORCHESTRATOR`, else beside this program, else on `PATH`.
+fn orchestrator_program() -> anyhow::Result<std::path::PathBuf> {
+    if let Some(path) = std::env::var_os("CKRV_ORCHESTRATOR").filter(|p| !p.is_empty()) {
+        return Ok(path.into());
+    }
+    let beside = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(|dir| dir.join("ckrv-orchestrator")))
+        .filter(|path| path.is_file());
+    if let Some(path) = beside {
+        return Ok(path);
+    }
+    let on_path = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join("ckrv-orchestrator"))
+            .find(|path| path.is_file())
+    });
+    on_path.ok_or_else(|| {
+        anyhow::anyhow!(
+            "local runs need ckrv-orchestrator, which is not beside ckrv or on PATH: install it \
+             (`cargo install --path orchestrator`), or run in the cloud with --cloud"
+        )
+    })
 }
 
 fn read_spec(path: &Path) -> anyhow::Result<String> {

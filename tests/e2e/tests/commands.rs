@@ -298,3 +298,66 @@ fn pull_refuses_conflicts_and_offers_check_3way_and_a_branch() {
         "# App, by the agent\n"
     );
 }
+
+#[test]
+fn a_local_run_leaves_the_change_in_the_worktree_like_pull() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (_repos, url) = serve_app_repo(tmp.path());
+    let cli = ckrv_e2e::Cli {
+        // No API at all: nothing listens here.
+        api_url: "http://127.0.0.1:9".into(),
+        home: tmp.path().join("home"),
+    };
+    let work = tmp.path().join("work");
+    git(tmp.path(), &["clone", "-q", &url, work.to_str().unwrap()]);
+    std::fs::create_dir_all(work.join("specs")).unwrap();
+    let spec = |name: &str, script: &str| {
+        std::fs::write(
+            work.join(format!("specs/{name}.md")),
+            ckrv_e2e::script_spec(name, script),
+        )
+        .unwrap();
+        format!("specs/{name}.md")
+    };
+
+    let edit = spec(
+        "edit",
+        "echo '# App, edited here' > README.md\necho done editing",
+    );
+    let out = cli.run(&work, &["run", "--spec", &edit]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("script: done editing"),
+        "the log streams: {stderr}"
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("README.md | 2"));
+    assert_eq!(
+        std::fs::read_to_string(work.join("README.md")).unwrap(),
+        "# App, edited here\n"
+    );
+
+    // Run again: the change now conflicts with the worktree; nothing changes, the patch is kept.
+    let err = cli.fails(&work, &["run", "--spec", &edit]);
+    assert!(
+        err.contains("conflicts with your worktree in:\n  README.md")
+            && err.contains("last-local-run.patch"),
+        "{err}"
+    );
+    assert!(work.join(".git/ckrv/last-local-run.patch").is_file());
+
+    // A failing agent fails the run and changes nothing.
+    git(&work, &["checkout", "--quiet", "README.md"]);
+    let failing = spec("failing", "echo '# broken' > README.md\nexit 7");
+    let err = cli.fails(&work, &["run", "--spec", &failing]);
+    assert!(err.contains("agent exited with status 7"), "{err}");
+    assert_eq!(
+        std::fs::read_to_string(work.join("README.md")).unwrap(),
+        "# App\n"
+    );
+
+    // The same front-matter checks as in the cloud.
+    std::fs::write(work.join("specs/bad.md"), "---\nagent: nobody\n---\n# x\n").unwrap();
+    let err = cli.fails(&work, &["run", "--spec", "specs/bad.md"]);
+    assert!(err.contains("nobody"), "{err}");
+}

@@ -1,0 +1,136 @@
+//! `ckrv-orchestrator local`: one job on this machine without an API. The same pipeline
+//! stages, agent definitions and sandbox as a worker, against a repository on disk; the change
+//! is written to a file for `ckrv run` to apply, and the log goes to standard error.
+
+use std::io::Write as _;
+use std::path::PathBuf;
+
+use ckrv_pipeline::Pipeline;
+use ckrv_wit::types::{Job, LogLevel, StageKind, WorkerJob};
+
+use crate::job::{JobOptions, StageSource, run_stages};
+use crate::logs::{JobLog, LogLines, Queued, Scrubber};
+
+/// What to run.
+pub struct LocalJob {
+    pub spec: String,
+    pub spec_path: Option<String>,
+    /// The repository to clone: a path on this machine, or a URL.
+    pub repo: String,
+    pub base_branch: String,
+    pub pipeline: Pipeline,
+    /// Print the log as JSON lines instead of text.
+    pub json_log: bool,
+}
+
+/// Runs the job; returns the change as a patch (empty when the agent changed nothing), or why
+/// the job failed.
+pub async fn run_local(job: LocalJob, options: &JobOptions) -> Result<String, String> {
+    let spec = ckrv_agents::parse_spec(&job.spec).map_err(|e| e.to_string())?;
+    let agent = ckrv_agents::resolve(&spec)
+        .map_err(|e| e.to_string())?
+        .agent;
+    // The developer's own keys, from this environment, only those the agent declares.
+    let agent_secrets: Vec<ckrv_wit::types::AgentSecret> = agent
+        .secrets
+        .iter()
+        .filter_map(|name| {
+            let value = std::env::var(name).ok().filter(|v| !v.is_empty())?;
+            Some(ckrv_wit::types::AgentSecret {
+                name: name.clone(),
+                value,
+            })
+        })
+        .collect();
+    // Stages that send the result to an API have nowhere to send it: the patch comes back
+    // here instead.
+    let stages = job
+        .pipeline
+        .stages
+        .iter()
+        .filter(|s| !(s.kind == StageKind::Builtin && s.source.as_deref() == Some("upload")))
+        .cloned()
+        .collect();
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros())
+        .unwrap_or_default();
+    let id = format!("local-{stamp:x}");
+    let record: Job = serde_json::from_value(serde_json::json!({
+        "id": id,
+        "status": "running",
+        "git_repo_url": job.repo,
+        "git_base_branch": job.base_branch,
+        "feature_branch_name": format!("ckrv/{id}"),
+        "created_at": crate::now(),
+        "spec_path": job.spec_path,
+    }))
+    .map_err(|e| format!("describing the job: {e}"))?;
+    let worker_job = WorkerJob {
+        job: record,
+        spec_content: job.spec,
+        heartbeat_ms: 0,
+        log_sequence: 0,
+        pipeline: stages,
+        agent_secrets: agent_secrets.clone(),
+        git_credential: None,
+    };
+    let scrubber = Scrubber::new(agent_secrets.into_iter().map(|s| s.value).collect());
+    let (log, lines) = JobLog::scrubbing(scrubber.clone());
+    let printer = tokio::spawn(print(lines, job.json_log));
+    let source = StageSource::Local {
+        pipeline: &job.pipeline,
+    };
+    let outcome = run_stages(&source, options, &log, worker_job).await;
+    match &outcome {
+        Ok(_) => log.info("orchestrator", "Job succeeded"),
+        Err(error) => log.write(
+            LogLevel::Error,
+            "orchestrator",
+            format!("Job failed: {error}"),
+        ),
+    }
+    drop(log);
+    let _ = printer.await;
+    let outputs = outcome.map_err(|e| scrubber.scrub(&e))?;
+    Ok(outputs
+        .into_iter()
+        .find(|(key, _)| key == "diff")
+        .map(|(_, patch)| patch)
+        .unwrap_or_default())
+}
+
+/// Writes each line to standard error as it comes, and opens each barrier (nothing is
+/// waiting to be delivered).
+async fn print(mut lines: LogLines, json: bool) {
+    while let Some(queued) = lines.recv().await {
+        match queued {
+            Queued::Barrier(opened) => {
+                let _ = opened.send(());
+            }
+            Queued::Phase(_) => {}
+            queued => {
+                let Some(line) = queued.into_line() else {
+                    continue;
+                };
+                let text = if json {
+                    serde_json::to_string(&line).unwrap_or_default()
+                } else {
+                    let time = line.timestamp.get(11..19).unwrap_or(&line.timestamp);
+                    format!("[{time}] {}: {}", line.source, line.message)
+                };
+                let mut stderr = std::io::stderr().lock();
+                let _ = writeln!(stderr, "{text}");
+            }
+        }
+    }
+}
+
+/// Where `--out` writes: a file, or standard output for `-`.
+pub fn write_patch(out: &PathBuf, patch: &str) -> std::io::Result<()> {
+    if out.as_os_str() == "-" {
+        std::io::stdout().lock().write_all(patch.as_bytes())
+    } else {
+        std::fs::write(out, patch)
+    }
+}
