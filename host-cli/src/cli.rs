@@ -98,6 +98,28 @@ pub enum PluginCommand {
         /// The plugin's name
         name: String,
     },
+    /// The conformance kit: drive a provider through login, dispatch, status, list, logs,
+    /// pull and cancel against a live backend with your session, and report each contract
+    /// point (exit 1 if any fails)
+    Check(PluginCheckArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PluginCheckArgs {
+    /// The plugin to check
+    pub name: String,
+    /// The repository the check's job runs on [default: this worktree's `origin`]
+    #[arg(long, value_name = "URL")]
+    pub repo: Option<String>,
+    /// The branch the job starts from
+    #[arg(long, value_name = "BRANCH", default_value = "main")]
+    pub base_branch: String,
+    /// A spec to dispatch instead of the built-in one (which uses the `script` agent)
+    #[arg(long, value_name = "FILE")]
+    pub spec: Option<PathBuf>,
+    /// Print the report as JSON
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

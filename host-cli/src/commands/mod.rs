@@ -7,6 +7,7 @@ mod login;
 mod logout;
 mod logs;
 mod plugin;
+mod plugin_check;
 mod pull;
 mod run;
 mod status;

@@ -21,6 +21,7 @@ pub async fn run(config: &Config, command: PluginCommand) -> anyhow::Result<()> 
     match command {
         PluginCommand::Install(args) => install(config, &registry, args).await,
         PluginCommand::List { json } => list(&registry, json),
+        PluginCommand::Check(args) => super::plugin_check::run(config, args).await,
         PluginCommand::Remove { name } => {
             registry.remove(&name)?;
             output::ok(format!("Removed plugin {name}"));

@@ -143,6 +143,48 @@ fn a_provider_from_the_template_installs_and_runs_the_quickstart() {
         "hello from acme\n"
     );
 
+    // The conformance kit passes for the template's provider and for the built-in one.
+    login_with_token(&cli, &work, "chakravarti", &api.token("dev@example.com"));
+    for provider in ["acme", "chakravarti"] {
+        let out = cli.run(&work, &["plugin", "check", provider, "--json"]);
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+        assert_eq!(report["passed"], true, "{provider}: {report:#}");
+        assert_eq!(out.status.code(), Some(0));
+        let names: Vec<&str> = report["points"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["name"].as_str().unwrap())
+            .collect();
+        for point in [
+            "dispatch",
+            "dispatch: idempotency",
+            "logs: cursor",
+            "pull: diff",
+        ] {
+            assert!(names.contains(&point), "{provider}: {names:?}");
+        }
+    }
+    let table = cli.ok(&work, &["plugin", "check", "acme"]);
+    assert!(table.contains("PASS  dispatch"), "{table}");
+    // A backend whose job fails is reported point by point, with exit status 1.
+    std::fs::write(
+        work.join("specs/broken.md"),
+        script_spec("Broken", "exit 1"),
+    )
+    .unwrap();
+    let out = cli.run(
+        &work,
+        &["plugin", "check", "acme", "--spec", "specs/broken.md"],
+    );
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{table}");
+    assert!(
+        table.contains("FAIL  pull: diff") && table.contains("the job ended failed"),
+        "{table}"
+    );
+
     // A plugin file changed after install is refused, naming the fix.
     let installed_file = root.join("home/config/plugins/acme/plugin.wasm");
     let mut bytes = std::fs::read(&installed_file).unwrap();
