@@ -20,6 +20,10 @@ pub enum OriginError {
     Scheme(String),
     #[error("`{0}` has a path, query or credentials; write only scheme://host[:port]")]
     NotAnOrigin(String),
+    #[error(
+        "`{0}`: a wildcard may only be a whole first label of a domain, as in https://*.example.com"
+    )]
+    Wildcard(String),
 }
 
 impl Origin {
@@ -42,8 +46,37 @@ impl Origin {
         })
     }
 
-    /// An origin as an operator writes it: `scheme://host[:port]`, nothing more.
+    /// An origin as an operator writes it: `scheme://host[:port]`, nothing more. The host may
+    /// start with a `*.` label, matching any name below that domain (not the domain itself).
     pub fn parse(origin: &str) -> Result<Self, OriginError> {
+        if origin.contains('*') {
+            let parsed = Self::parse_exact(&origin.replacen("*.", "wildcard.", 1))
+                .map_err(|_| OriginError::Wildcard(origin.to_string()))?;
+            let below = parsed.host.strip_prefix("wildcard.").unwrap_or_default();
+            // At least a registrable-looking domain below the wildcard, and no other `*`.
+            if !origin.contains("://*.") || below.matches('.').count() < 1 || below.contains('*') {
+                return Err(OriginError::Wildcard(origin.to_string()));
+            }
+            return Ok(Self {
+                host: format!("*.{below}"),
+                ..parsed
+            });
+        }
+        Self::parse_exact(origin)
+    }
+
+    /// Whether a request to `other` (an exact origin) falls under this one.
+    pub fn covers(&self, other: &Origin) -> bool {
+        if self.scheme != other.scheme || self.port != other.port {
+            return false;
+        }
+        match self.host.strip_prefix('*') {
+            Some(suffix) => other.host.ends_with(suffix) && other.host.len() > suffix.len(),
+            None => self.host == other.host,
+        }
+    }
+
+    fn parse_exact(origin: &str) -> Result<Self, OriginError> {
         let parsed =
             url::Url::parse(origin).map_err(|_| OriginError::NotAUrl(origin.to_string()))?;
         if parsed.path() != "/"
@@ -90,6 +123,30 @@ mod tests {
             Origin::of_url("not a url"),
             Err(OriginError::NotAUrl(_))
         ));
+    }
+
+    #[test]
+    fn a_wildcard_covers_names_below_its_domain_only() {
+        let wild = Origin::parse("https://*.blob.core.windows.net").unwrap();
+        assert_eq!(wild.to_string(), "https://*.blob.core.windows.net:443");
+        let o = |u: &str| Origin::of_url(u).unwrap();
+        assert!(wild.covers(&o("https://productionresultssa3.blob.core.windows.net/x")));
+        assert!(!wild.covers(&o("https://blob.core.windows.net")));
+        assert!(!wild.covers(&o("https://evil-blob.core.windows.net")));
+        assert!(!wild.covers(&o("http://a.blob.core.windows.net")));
+        assert!(!wild.covers(&o("https://a.blob.core.windows.net.evil.test")));
+        for bad in [
+            "https://*",
+            "https://*.com",
+            "https://a.*.com",
+            "https://**.x.com",
+            "https://*x.y.com",
+        ] {
+            assert!(Origin::parse(bad).is_err(), "{bad}");
+        }
+        let exact = Origin::parse("https://api.github.com").unwrap();
+        assert!(exact.covers(&o("https://api.github.com/repos")));
+        assert!(!exact.covers(&o("https://uploads.github.com")));
     }
 
     #[test]

@@ -46,7 +46,7 @@ impl OriginPolicy {
 
     /// Whether a request to `url` may be sent.
     pub fn allows(&self, url: &str) -> bool {
-        Origin::of_url(url).is_ok_and(|o| self.allowed.contains(&o))
+        Origin::of_url(url).is_ok_and(|o| self.allowed.iter().any(|a| a.covers(&o)))
     }
 
     fn credential_for(&self, url: &str) -> Option<&str> {

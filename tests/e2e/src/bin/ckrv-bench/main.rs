@@ -11,6 +11,7 @@
 //! It uses the `ckrv`, `ckrv-api` and `ckrv-orchestrator` binaries next to it, so build them in
 //! the same profile first.
 
+mod cli;
 mod engine;
 mod table;
 mod worker;
@@ -68,6 +69,15 @@ struct Args {
     /// Only the worker's measurements (diff step, sandbox) and the job path.
     #[arg(long)]
     worker_only: bool,
+    /// Only the CLI's measurements (log latency, status against curl) and the job path.
+    #[arg(long, conflicts_with = "worker_only")]
+    cli_only: bool,
+    /// Probe lines for the log latency, 200 ms apart.
+    #[arg(long, default_value_t = 50)]
+    log_probes: usize,
+    /// Runs of `ckrv status` and of `curl` each.
+    #[arg(long, default_value_t = 30)]
+    status_runs: usize,
 }
 
 fn main() -> Result<()> {
@@ -82,10 +92,12 @@ fn main() -> Result<()> {
     .contains(&0)
         || args.log_lines == 0
         || args.creates == 0
+        || args.log_probes == 0
+        || args.status_runs == 0
     {
         bail!(
-            "--jobs, --requests, --clients, --followers, --follow-lines, --log-lines and \
-             --creates must be at least 1"
+            "--jobs, --requests, --clients, --followers, --follow-lines, --log-lines, \
+             --creates, --log-probes and --status-runs must be at least 1"
         );
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -116,10 +128,20 @@ fn main() -> Result<()> {
         }
         table.row(&format!("`ckrv run --cloud` returns, {mode}"), &dispatch);
         table.row(&format!("job, dispatch to end, {mode}"), &whole);
+        if flags.is_empty() && args.cli_only {
+            cli::log_latency(&stage, &repo_url, args.log_probes, &mut table)?;
+            cli::status_against_curl(&stage, &last, args.status_runs, &mut table)?;
+            break;
+        }
         if flags.is_empty() && !args.worker_only {
             stage.reads(&last, &args, &runtime, &mut table)?;
             stage.status_command(&last, &mut table)?;
         }
+    }
+    if args.cli_only {
+        let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+        println!("{} · {cores} cores\n\n{}", machine(), table.render());
+        return Ok(());
     }
     worker::run(
         root,
