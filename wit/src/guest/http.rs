@@ -10,6 +10,8 @@ use super::wasi::io::streams::StreamError;
 #[derive(Debug)]
 pub struct Response {
     pub status: u16,
+    /// The `Location` header, for a redirect the caller may follow.
+    pub location: Option<String>,
     pub body: Vec<u8>,
 }
 
@@ -95,6 +97,11 @@ pub fn send(
         }
     };
     let status = response.status();
+    let location = response
+        .headers()
+        .get("location")
+        .first()
+        .map(|v| String::from_utf8_lossy(v).into_owned());
     let incoming = response
         .consume()
         .map_err(|()| transport("response body already taken"))?;
@@ -111,7 +118,11 @@ pub fn send(
     }
     drop(stream);
     let _trailers = IncomingBody::finish(incoming);
-    Ok(Response { status, body })
+    Ok(Response {
+        status,
+        location,
+        body,
+    })
 }
 
 fn transport(msg: &str) -> Error {
