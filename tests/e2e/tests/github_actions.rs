@@ -54,19 +54,20 @@ fn message(status: StatusCode, text: &str) -> Response {
         .into_response()
 }
 
-/// GitHub's rules for every API request: a token, a user agent, the API version.
-fn check(headers: &HeaderMap) -> Result<(), Response> {
+/// GitHub's rules for every API request: a token, a user agent, the API version. `Some` is
+/// the refusal.
+fn check(headers: &HeaderMap) -> Option<Response> {
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     if header("user-agent").is_none() || header("x-github-api-version") != Some("2022-11-28") {
-        return Err(message(
+        return Some(message(
             StatusCode::BAD_REQUEST,
             "missing user agent or API version",
         ));
     }
     if header("authorization") != Some(&format!("Bearer {TOKEN}")) {
-        return Err(message(StatusCode::UNAUTHORIZED, "Bad credentials"));
+        return Some(message(StatusCode::UNAUTHORIZED, "Bad credentials"));
     }
-    Ok(())
+    None
 }
 
 fn run_json(gh: &GitHub, run: &Run) -> Value {
@@ -82,7 +83,7 @@ fn run_json(gh: &GitHub, run: &Run) -> Value {
 }
 
 async fn user(headers: HeaderMap) -> Response {
-    if let Err(e) = check(&headers) {
+    if let Some(e) = check(&headers) {
         return e;
     }
     Json(json!({"login": "octocat", "id": 1, "name": "The Octocat", "email": null})).into_response()
@@ -94,7 +95,7 @@ async fn dispatch(
     headers: HeaderMap,
     Json(body): Json<Value>,
 ) -> Response {
-    if let Err(e) = check(&headers) {
+    if let Some(e) = check(&headers) {
         return e;
     }
     if (owner.as_str(), repo.as_str(), workflow.as_str()) != ("octo", "app", "ckrv.yml") {
@@ -193,7 +194,7 @@ async fn get_run(
     UrlPath((_, _, id)): UrlPath<(String, String, u64)>,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(e) = check(&headers) {
+    if let Some(e) = check(&headers) {
         return e;
     }
     match gh.runs.lock().unwrap().get(&id) {
@@ -207,7 +208,7 @@ async fn list_runs(
     headers: HeaderMap,
     Query(query): Query<BTreeMap<String, String>>,
 ) -> Response {
-    if let Err(e) = check(&headers) {
+    if let Some(e) = check(&headers) {
         return e;
     }
     let per_page: usize = query
@@ -239,7 +240,7 @@ async fn cancel(
     UrlPath((_, _, id)): UrlPath<(String, String, u64)>,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(e) = check(&headers) {
+    if let Some(e) = check(&headers) {
         return e;
     }
     let mut runs = gh.runs.lock().unwrap();
@@ -266,7 +267,7 @@ async fn run_jobs(
     UrlPath((_, _, id)): UrlPath<(String, String, u64)>,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(e) = check(&headers) {
+    if let Some(e) = check(&headers) {
         return e;
     }
     let runs = gh.runs.lock().unwrap();
@@ -294,7 +295,7 @@ async fn job_logs(
     UrlPath((_, _, job)): UrlPath<(String, String, u64)>,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(e) = check(&headers) {
+    if let Some(e) = check(&headers) {
         return e;
     }
     if gh.runs.lock().unwrap().get(&(job / 10)).is_none() {
@@ -308,7 +309,7 @@ async fn artifacts(
     UrlPath((_, _, id)): UrlPath<(String, String, u64)>,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(e) = check(&headers) {
+    if let Some(e) = check(&headers) {
         return e;
     }
     let runs = gh.runs.lock().unwrap();
@@ -329,7 +330,7 @@ async fn artifact_zip(
     UrlPath((_, _, artifact)): UrlPath<(String, String, u64)>,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(e) = check(&headers) {
+    if let Some(e) = check(&headers) {
         return e;
     }
     redirect(&format!("{}/blob/artifacts/{artifact}?sig=signed", gh.url))
