@@ -39,6 +39,9 @@ fn list_cancel_wait_and_logs_work_as_documented() {
     assert_eq!(job["state"], "failed");
 
     let slow = dev.dispatch(&url, "sleep 120");
+    // While it runs, status estimates its end from the account's finished jobs.
+    let status = dev.cli.ok(&dev.clone, &["status", &slow]);
+    assert!(status.contains("▌ ETA: "), "{status}");
     let (code, _, err) = status_of(&dev, &["wait", &slow, "--timeout", "1s"]);
     assert_eq!(code, Some(5), "gave up exits 5: {err}");
     assert!(err.contains("still"), "{err}");

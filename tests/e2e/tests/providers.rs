@@ -103,6 +103,15 @@ fn a_provider_from_the_template_installs_and_runs_the_quickstart() {
     login_with_token(&cli, &work, "acme", &api.token("dev@example.com"));
     let whoami = cli.ok(&work, &["--provider", "acme", "cloud", "whoami"]);
     assert!(whoami.contains("Provider: acme"), "{whoami}");
+    // config.toml's `provider` chooses it too.
+    std::fs::write(
+        root.join("home/config/config.toml"),
+        "provider = \"acme\"\n",
+    )
+    .unwrap();
+    let whoami = cli.ok(&work, &["cloud", "whoami"]);
+    assert!(whoami.contains("Provider: acme"), "{whoami}");
+    std::fs::remove_file(root.join("home/config/config.toml")).unwrap();
     std::fs::create_dir_all(work.join("specs")).unwrap();
     std::fs::write(
         work.join("specs/hello.md"),

@@ -256,4 +256,8 @@ fn commands_name_the_api_url_when_it_is_not_running() {
         stderr.contains(&cli.api_url),
         "error names the URL: {stderr}"
     );
+    assert!(
+        stderr.contains("ckrv run --spec FILE"),
+        "offers the local run: {stderr}"
+    );
 }
