@@ -60,9 +60,14 @@ impl Cloud {
                 None => None,
             },
         };
-        let provider = Provider::load(&plugin.bytes, &access, &config.cache_dir)
-            .await
-            .with_context(|| format!("loading provider plugin {}", config.provider))?;
+        let provider = Provider::load_verified(
+            &plugin.bytes,
+            &plugin.manifest.sha256,
+            &access,
+            &config.cache_dir,
+        )
+        .await
+        .with_context(|| format!("loading provider plugin {}", config.provider))?;
         // The built-in provider's jobs do not belong to a worktree: spare it the git call.
         let repository = if config.provider == BUILTIN {
             None

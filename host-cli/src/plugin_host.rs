@@ -38,6 +38,9 @@ pub use bindings::exports::ckrv::cloud::provider::{CallContext, PluginInfo};
 pub const CHAKRAVARTI_PLUGIN: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/ckrv_plugin_chakravarti.wasm"));
 
+/// The built-in plugin's SHA-256 (hex), computed by build.rs.
+pub const CHAKRAVARTI_SHA256: &str = env!("CKRV_CHAKRAVARTI_SHA256");
+
 /// Memory a plugin instance may use.
 const MEMORY_LIMIT: usize = 256 * 1024 * 1024;
 /// Longest a single plugin call may take (it includes the HTTP round trip).
@@ -111,18 +114,37 @@ impl Provider {
         access: &Access,
         cache_dir: &Path,
     ) -> Result<Self, PluginError> {
-        Self::load_with_deadline(bytes, access, cache_dir, CALL_TIMEOUT).await
+        Self::load_with_deadline(bytes, None, access, cache_dir, CALL_TIMEOUT).await
+    }
+
+    /// As [`Provider::load`] for bytes checked against `sha256` (hex) already: the built-in
+    /// plugin, or an installed one against its manifest. They are not hashed again.
+    pub async fn load_verified(
+        bytes: &[u8],
+        sha256: &str,
+        access: &Access,
+        cache_dir: &Path,
+    ) -> Result<Self, PluginError> {
+        let mut digest = [0u8; 32];
+        let digest = hex::decode_to_slice(sha256, &mut digest)
+            .ok()
+            .map(|()| digest);
+        Self::load_with_deadline(bytes, digest, access, cache_dir, CALL_TIMEOUT).await
     }
 
     /// As [`Provider::load`], with each call stopped after `deadline`.
     pub async fn load_with_deadline(
         bytes: &[u8],
+        sha256: Option<[u8; 32]>,
         access: &Access,
         cache_dir: &Path,
         deadline: Duration,
     ) -> Result<Self, PluginError> {
         let host = WasmHost::new(CompileCache::disk(cache_dir.join("plugins")))?;
-        let component = host.component(bytes)?;
+        let component = match sha256 {
+            Some(digest) => host.verified_component(bytes, digest)?,
+            None => host.component(bytes)?,
+        };
         check_world(&host, &component)?;
         let linker = host.linker::<()>()?;
         let limits = Limits {
@@ -516,6 +538,7 @@ mod tests {
         let url = "http://127.0.0.1:1";
         let mut provider = Provider::load_with_deadline(
             HOSTILE_PLUGIN,
+            None,
             &Access::api(url),
             cache.path(),
             Duration::from_millis(500),
@@ -533,6 +556,7 @@ mod tests {
         // so this is a fresh one).
         let mut provider = Provider::load_with_deadline(
             HOSTILE_PLUGIN,
+            None,
             &Access::api(url),
             cache.path(),
             Duration::from_secs(60),

@@ -11,7 +11,7 @@ use ckrv_wasm_host::Origin;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
-use crate::plugin_host::{Access, CHAKRAVARTI_PLUGIN, PluginInfo};
+use crate::plugin_host::{Access, CHAKRAVARTI_PLUGIN, CHAKRAVARTI_SHA256, PluginInfo};
 
 /// The provider this build carries.
 pub const BUILTIN: &str = "chakravarti";
@@ -81,7 +81,7 @@ impl Registry {
                     "The Chakravarti API: hosted, or `ckrv-api serve` on your own machines"
                         .to_string(),
                 source: "built in".to_string(),
-                sha256: hex::encode(Sha256::digest(CHAKRAVARTI_PLUGIN)),
+                sha256: CHAKRAVARTI_SHA256.to_string(),
                 origins: Vec::new(),
                 default_api_url: Some(ckrv_wit::protocol::DEFAULT_API_URL.to_string()),
                 installed_at: None,
@@ -309,6 +309,14 @@ mod tests {
             default_api_url: Some("https://api.acme.test".into()),
             origins: vec!["https://downloads.acme.test".into()],
         }
+    }
+
+    #[test]
+    fn the_built_in_digest_is_the_built_in_plugin_s() {
+        assert_eq!(
+            Registry::builtin().manifest.sha256,
+            hex::encode(Sha256::digest(CHAKRAVARTI_PLUGIN))
+        );
     }
 
     #[test]

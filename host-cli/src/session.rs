@@ -72,9 +72,14 @@ impl SessionStore {
         }
     }
 
-    /// The stored session and where it was: the keyring's, else the file's (an older login,
-    /// or one made where no keyring was usable).
+    /// The stored session and where it was: the file's, when login kept it there (where no
+    /// keyring answered, or `--insecure-storage`; a login to the keyring removes the file),
+    /// else the keyring's. The file is looked at first because it is cheap: asking a keyring
+    /// that is not there costs more than the rest of a command.
     pub fn load(&self) -> anyhow::Result<Option<(Session, Location)>> {
+        if let Some(session) = self.file.load()? {
+            return Ok(Some((session, Location::File(self.file.path.clone()))));
+        }
         if let Some(keyring) = &self.keyring {
             match keyring.get() {
                 Ok(Some(text)) => {
@@ -87,10 +92,7 @@ impl SessionStore {
                 Err(e) => tracing::debug!(error = %e, "reading the session from the keyring"),
             }
         }
-        Ok(self
-            .file
-            .load()?
-            .map(|session| (session, Location::File(self.file.path.clone()))))
+        Ok(None)
     }
 
     /// Stores the session in the keyring, removing any file copy; where no keyring is usable,

@@ -1,7 +1,8 @@
 //! The job log: lines from the orchestrator, steps and agent, and the job's phases between them,
-//! go through one ordered channel and are shipped to the outbox, lines in batches, so a chatty
-//! agent costs few requests yet a reader following the log sees each line within a quarter
-//! second. The agent's lines take a place among at most [`MAX_IN_FLIGHT`] unshipped ones, so an
+//! go through one ordered channel and are shipped to the outbox, lines in batches. A line goes
+//! at once when nothing waits to be delivered; while a batch waits, lines gather behind it (for
+//! at most a quarter second), so a chatty agent costs few requests and a reader following the
+//! log sees a lone line within a round trip. The agent's lines take a place among at most [`MAX_IN_FLIGHT`] unshipped ones, so an
 //! agent faster than the outbox waits instead of filling memory.
 
 use crate::outbox::{Outgoing, Report};
@@ -12,6 +13,10 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 
 /// Longest a line waits before it is sent.
 pub const FLUSH_INTERVAL: Duration = Duration::from_millis(250);
+/// While a batch waits to be delivered, how often the shipper looks whether it has gone.
+const IDLE_CHECK: Duration = Duration::from_millis(5);
+/// The least time between two batches: a chatty agent makes at most 20 requests a second.
+const MIN_GAP: Duration = Duration::from_millis(50);
 /// Most lines in one batch.
 pub const MAX_BATCH: usize = 500;
 /// Most agent lines written but not yet shipped.
@@ -157,6 +162,7 @@ pub async fn ship(mut rx: LogLines, outbox: mpsc::Sender<Outgoing>, first_sequen
     let mut next = first_sequence;
     let mut lines: Vec<Queued> = Vec::new();
     let mut closed = false;
+    let mut last_sent: Option<tokio::time::Instant> = None;
     while !closed {
         let Some(first) = rx.recv().await else { break };
         // What ends this batch early: a phase or a barrier, sent after the lines before it.
@@ -166,12 +172,39 @@ pub async fn ship(mut rx: LogLines, outbox: mpsc::Sender<Outgoing>, first_sequen
             other => after = Some(other),
         }
         let deadline = tokio::time::Instant::now() + FLUSH_INTERVAL;
+        let ready_at = last_sent
+            .map_or_else(tokio::time::Instant::now, |at| at + MIN_GAP)
+            .min(deadline);
         while after.is_none() && !lines.is_empty() && lines.len() < MAX_BATCH {
-            match tokio::time::timeout_at(deadline, rx.recv()).await {
+            // What is already written joins the batch.
+            match rx.try_recv() {
+                Ok(line @ Queued::Line { .. }) => {
+                    lines.push(line);
+                    continue;
+                }
+                Ok(other) => {
+                    after = Some(other);
+                    break;
+                }
+                Err(mpsc::error::TryRecvError::Disconnected) => {
+                    closed = true;
+                    break;
+                }
+                Err(mpsc::error::TryRecvError::Empty) => {}
+            }
+            // Nothing waits to be delivered and the last batch was a while ago: send now
+            // rather than wait for company.
+            let now = tokio::time::Instant::now();
+            let idle = outbox.capacity() == outbox.max_capacity();
+            if (idle && now >= ready_at) || now >= deadline {
+                break;
+            }
+            let wake = if idle { ready_at } else { now + IDLE_CHECK };
+            match tokio::time::timeout_at(wake.min(deadline), rx.recv()).await {
                 Ok(Some(line @ Queued::Line { .. })) => lines.push(line),
                 Ok(Some(other)) => after = Some(other),
                 Ok(None) => closed = true,
-                Err(_) => break,
+                Err(_) => {}
             }
             if closed {
                 break;
@@ -183,6 +216,7 @@ pub async fn ship(mut rx: LogLines, outbox: mpsc::Sender<Outgoing>, first_sequen
                 lines: lines.drain(..).filter_map(Queued::into_line).collect(),
             };
             next += batch.lines.len() as u64;
+            last_sent = Some(tokio::time::Instant::now());
             if outbox
                 .send(Outgoing::Report(Report::Logs(batch)))
                 .await
@@ -290,5 +324,57 @@ mod tests {
         );
         drop(log);
         shipper.await.unwrap();
+    }
+
+    /// Reports as the outbox would take them: each delivery takes `rtt` (virtual time).
+    async fn deliver_slowly(
+        mut reports: mpsc::Receiver<Outgoing>,
+        rtt: Duration,
+    ) -> Vec<(tokio::time::Instant, Report)> {
+        let mut got = Vec::new();
+        while let Some(item) = reports.recv().await {
+            if let Outgoing::Report(report) = item {
+                got.push((tokio::time::Instant::now(), report));
+                tokio::time::sleep(rtt).await;
+            }
+        }
+        got
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lone_line_goes_at_once_and_a_chatty_agent_in_few_batches() {
+        let (log, rx) = JobLog::channel();
+        let (tx, reports) = mpsc::channel(crate::outbox::BUFFER);
+        let shipper = tokio::spawn(ship(rx, tx, 1));
+        let receiver = tokio::spawn(deliver_slowly(reports, Duration::from_millis(3)));
+        // A lone line after a quiet while.
+        let written = tokio::time::Instant::now();
+        log.info("test", "alone");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        // Then one line every 2 ms for 400 ms.
+        for i in 0..200 {
+            log.info("test", format!("chatty {i}"));
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        drop(log);
+        shipper.await.unwrap();
+        let got = receiver.await.unwrap();
+        let (first_at, first) = &got[0];
+        assert!(matches!(first, Report::Logs(b) if b.lines[0].message == "alone"));
+        assert_eq!(*first_at, written, "the lone line did not wait");
+        let chatty: usize = got[1..]
+            .iter()
+            .filter(|(_, r)| matches!(r, Report::Logs(_)))
+            .count();
+        // 400 ms at most one batch per MIN_GAP, and the last one at the end.
+        assert!(chatty <= 10, "{chatty} batches for 200 lines");
+        let total: usize = got
+            .iter()
+            .map(|(_, r)| match r {
+                Report::Logs(b) => b.lines.len(),
+                _ => 0,
+            })
+            .sum();
+        assert_eq!(total, 201);
     }
 }

@@ -55,6 +55,7 @@ pub mod guest;
 
 mod error;
 mod job;
+pub mod log_page;
 pub mod origin;
 pub mod protocol;
 pub mod repo_url;

@@ -244,7 +244,7 @@ impl Guest for GitHubActions {
             let text = github.download(&repo.path(&format!("/actions/jobs/{}/logs", job.id)))?;
             whole.extend(String::from_utf8_lossy(&text).lines().map(log_entry));
         }
-        Ok(page(whole, state, &query))
+        Ok(ckrv_wit::log_page::page(whole, state, &query))
     }
 
     fn fetch_diff(ctx: CallContext, id: String) -> Result<Vec<u8>, ApiError> {
@@ -336,30 +336,6 @@ fn log_entry(line: &str) -> LogEntry {
         source: "github-actions".into(),
         message: message.to_string(),
         sequence: None,
-    }
-}
-
-/// The entries `query` asks for, numbered by position in the whole log.
-fn page(whole: Vec<LogEntry>, state: JobState, query: &LogQuery) -> LogResponse {
-    let total = u64::try_from(whole.len()).unwrap_or(u64::MAX);
-    let after = match query.tail {
-        Some(tail) => query.after.max(total.saturating_sub(tail)),
-        None => query.after,
-    };
-    let logs: Vec<LogEntry> = whole
-        .into_iter()
-        .zip(1u64..)
-        .map(|(mut entry, n)| {
-            entry.sequence = Some(n);
-            entry
-        })
-        .skip(usize::try_from(after).unwrap_or(usize::MAX))
-        .take(usize::try_from(query.limit).unwrap_or(usize::MAX))
-        .collect();
-    LogResponse {
-        next_after: Some(logs.last().and_then(|e| e.sequence).unwrap_or(after)),
-        logs,
-        job_state: Some(state),
     }
 }
 

@@ -14,8 +14,8 @@ use ckrv_wit::protocol::paths::{self, fill};
 use ckrv_wit::protocol::{CLI_CLIENT_ID, DEFAULT_API_URL, DEVICE_CODE_GRANT, REFRESH_TOKEN_GRANT};
 use ckrv_wit::types::{
     ApiError, CredentialCreate, CredentialList, CredentialSummary, DeviceCodeRequest,
-    DeviceCodeResponse, DeviceTokenRequest, ErrorKind, Job, JobCreate, JobListResponse, JobState,
-    JobStatus, LogEntry, LogQuery, LogResponse, RefreshRequest, TokenResponse, User,
+    DeviceCodeResponse, DeviceTokenRequest, ErrorKind, Job, JobCreate, JobListResponse, JobStatus,
+    LogQuery, LogResponse, RefreshRequest, TokenResponse, User,
 };
 use exports::ckrv::cloud::provider::{CallContext, Guest, PluginInfo};
 use serde::de::DeserializeOwned;
@@ -180,7 +180,7 @@ impl Guest for Provider {
             // after it is complete), then the whole log, and number its entries by position.
             let job: Job = Self::get_job(ctx.clone(), id)?;
             let whole: LogResponse = json(call(&ctx, "GET", &logs, None)?)?;
-            emulate_cursor(whole.logs, job.lifecycle(), &query)
+            ckrv_wit::log_page::page(whole.logs, job.lifecycle(), &query)
         };
         // A server that does not wait answers an empty page at once: pause here instead, so
         // a follower asking again does not spin.
@@ -201,30 +201,6 @@ impl Guest for Provider {
 }
 
 export!(Provider);
-
-/// The entries `query` asks for, numbered by their position in the whole log.
-fn emulate_cursor(whole: Vec<LogEntry>, state: JobState, query: &LogQuery) -> LogResponse {
-    let total = u64::try_from(whole.len()).unwrap_or(u64::MAX);
-    let after = match query.tail {
-        Some(tail) => query.after.max(total.saturating_sub(tail)),
-        None => query.after,
-    };
-    let logs: Vec<LogEntry> = whole
-        .into_iter()
-        .zip(1u64..)
-        .map(|(mut entry, position)| {
-            entry.sequence = Some(position);
-            entry
-        })
-        .skip(usize::try_from(after).unwrap_or(usize::MAX))
-        .take(usize::try_from(query.limit).unwrap_or(usize::MAX))
-        .collect();
-    LogResponse {
-        next_after: Some(logs.last().and_then(|e| e.sequence).unwrap_or(after)),
-        logs,
-        job_state: Some(state),
-    }
-}
 
 /// How long a follower of a server that cannot wait pauses between reads.
 const NO_WAIT_POLL: Duration = Duration::from_secs(1);

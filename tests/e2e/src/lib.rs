@@ -280,8 +280,16 @@ impl Cli {
 
     /// `ckrv cloud login --with-token`, the token on standard input.
     pub fn login_with_token(&self, cwd: &Path, token: &str) {
+        self.login_to(cwd, "chakravarti", token);
+    }
+
+    /// As [`Cli::login_with_token`], with the provider plugin `provider`.
+    pub fn login_to(&self, cwd: &Path, provider: &str, token: &str) {
         let mut child = self
-            .command(cwd, &["cloud", "login", "--with-token"])
+            .command(
+                cwd,
+                &["--provider", provider, "cloud", "login", "--with-token"],
+            )
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

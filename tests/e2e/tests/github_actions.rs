@@ -475,22 +475,7 @@ fn jobs_run_as_workflow_runs_through_the_github_actions_provider() {
     let out = gha(&["cloud", "login"]);
     assert!(!out.status.success());
     assert!(text(&out).contains("--with-token"), "{}", text(&out));
-    let mut login = cli
-        .command(&work, &["cloud", "login", "--with-token"])
-        .env("CKRV_PROVIDER", "github-actions")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    login
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(TOKEN.as_bytes())
-        .unwrap();
-    let out = login.wait_with_output().unwrap();
-    assert!(out.status.success(), "{}", text(&out));
+    cli.login_to(&work, "github-actions", TOKEN);
     let out = gha(&["cloud", "whoami"]);
     assert!(text(&out).contains("octocat"), "{}", text(&out));
 

@@ -4,31 +4,9 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::path::Path;
-
 use ckrv_e2e::{
     Api, Cli, build_outside_workspace, git, repository_root, script_spec, serve_app_repo,
 };
-
-fn login_with_token(cli: &Cli, cwd: &Path, provider: &str, token: &str) {
-    let mut child = cli
-        .command(
-            cwd,
-            &["--provider", provider, "cloud", "login", "--with-token"],
-        )
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::io::Write::write_all(&mut child.stdin.take().unwrap(), token.as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 #[test]
 fn a_provider_from_the_template_installs_and_runs_the_quickstart() {
@@ -100,7 +78,7 @@ fn a_provider_from_the_template_installs_and_runs_the_quickstart() {
 
     // The quickstart through the installed plugin, chosen by the environment this time.
     api.add_user("dev@example.com", ckrv_test_support::PASSWORD);
-    login_with_token(&cli, &work, "acme", &api.token("dev@example.com"));
+    cli.login_to(&work, "acme", &api.token("dev@example.com"));
     let whoami = cli.ok(&work, &["--provider", "acme", "cloud", "whoami"]);
     assert!(whoami.contains("Provider: acme"), "{whoami}");
     // config.toml's `provider` chooses it too.
@@ -153,7 +131,7 @@ fn a_provider_from_the_template_installs_and_runs_the_quickstart() {
     );
 
     // The conformance kit passes for the template's provider and for the built-in one.
-    login_with_token(&cli, &work, "chakravarti", &api.token("dev@example.com"));
+    cli.login_to(&work, "chakravarti", &api.token("dev@example.com"));
     for provider in ["acme", "chakravarti"] {
         let out = cli.run(&work, &["plugin", "check", provider, "--json"]);
         let report: serde_json::Value = serde_json::from_slice(&out.stdout)

@@ -38,11 +38,18 @@ impl CompileCache {
         Self::Memory(Mutex::default())
     }
 
-    pub(crate) fn component(&self, engine: &Engine, bytes: &[u8]) -> Result<Component, HostError> {
+    /// The compiled `bytes`; `digest` is their SHA-256 when the caller has checked it already
+    /// (it names the cache entry, so it must be theirs).
+    pub(crate) fn component(
+        &self,
+        engine: &Engine,
+        bytes: &[u8],
+        digest: Option<[u8; 32]>,
+    ) -> Result<Component, HostError> {
+        let key = digest.unwrap_or_else(|| Sha256::digest(bytes).into());
         match self {
-            Self::Disk(dir) => load_or_compile(engine, bytes, dir).map_err(HostError::Load),
+            Self::Disk(dir) => load_or_compile(engine, bytes, &key, dir).map_err(HostError::Load),
             Self::Memory(compiled) => {
-                let key: [u8; 32] = Sha256::digest(bytes).into();
                 let mut compiled = compiled
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -59,7 +66,12 @@ impl CompileCache {
 
 /// The compiled `bytes`, from `dir` when it holds a verified copy, else compiled (and cached
 /// when `dir` is private).
-fn load_or_compile(engine: &Engine, bytes: &[u8], dir: &Path) -> wasmtime::Result<Component> {
+fn load_or_compile(
+    engine: &Engine,
+    bytes: &[u8],
+    key: &[u8; 32],
+    dir: &Path,
+) -> wasmtime::Result<Component> {
     let private = match private_dir(dir) {
         Ok(private) => private,
         Err(e) => {
@@ -71,7 +83,7 @@ fn load_or_compile(engine: &Engine, bytes: &[u8], dir: &Path) -> wasmtime::Resul
         tracing::warn!(dir = %dir.display(), "the compile cache is not private to this user; compiling in memory");
         return Component::new(engine, bytes);
     }
-    let path = dir.join(file_name(engine, bytes));
+    let path = dir.join(file_name(engine, key));
     if let Some(compiled) = verified(&path) {
         // SAFETY: the bytes are what this program wrote with `Component::serialize` for the same
         // component (the file is named by its hash) and an engine with the same compatibility
@@ -92,14 +104,10 @@ fn load_or_compile(engine: &Engine, bytes: &[u8], dir: &Path) -> wasmtime::Resul
 }
 
 /// `<sha256 of the component>-<engine compatibility hash>.cwasm`
-fn file_name(engine: &Engine, bytes: &[u8]) -> String {
+fn file_name(engine: &Engine, key: &[u8; 32]) -> String {
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     engine.precompile_compatibility_hash().hash(&mut hasher);
-    format!(
-        "{}-{:016x}.cwasm",
-        hex::encode(Sha256::digest(bytes)),
-        hasher.finish()
-    )
+    format!("{}-{:016x}.cwasm", hex::encode(key), hasher.finish())
 }
 
 fn digest_path(path: &Path) -> PathBuf {

@@ -80,7 +80,17 @@ impl WasmHost {
 
     /// The compiled component of `bytes`, from the cache when it holds it.
     pub fn component(&self, bytes: &[u8]) -> Result<Component, HostError> {
-        self.cache.component(&self.engine, bytes)
+        self.cache.component(&self.engine, bytes, None)
+    }
+
+    /// As [`WasmHost::component`] for bytes the caller has checked against `sha256` already
+    /// (a plugin's recorded digest), so they are not hashed again.
+    pub fn verified_component(
+        &self,
+        bytes: &[u8],
+        sha256: [u8; 32],
+    ) -> Result<Component, HostError> {
+        self.cache.component(&self.engine, bytes, Some(sha256))
     }
 
     /// A linker with WASI and outbound HTTP (under each store's policy); the host adds its own
