@@ -28,6 +28,15 @@ impl Cloud {
     /// Loads the plugin and the session for the configured API (`CKRV_TOKEN` wins over the
     /// stored one). Contacts nothing.
     pub async fn connect(config: &Config) -> anyhow::Result<Self> {
+        // The worktree's `origin`, asked of git while the plugin loads. The built-in provider's
+        // jobs do not belong to a worktree: it is spared the git call.
+        let origin = (config.provider != BUILTIN).then(|| {
+            std::thread::spawn(|| {
+                std::env::current_dir()
+                    .ok()
+                    .and_then(|cwd| crate::git::origin_url(&cwd).ok())
+            })
+        });
         let plugin = Registry::new(&config.config_dir).get(&config.provider)?;
         let api_url = config.api_url(plugin.manifest.default_api_url.as_deref())?;
         let access = plugin.manifest.access(&api_url)?;
@@ -68,14 +77,7 @@ impl Cloud {
         )
         .await
         .with_context(|| format!("loading provider plugin {}", config.provider))?;
-        // The built-in provider's jobs do not belong to a worktree: spare it the git call.
-        let repository = if config.provider == BUILTIN {
-            None
-        } else {
-            std::env::current_dir()
-                .ok()
-                .and_then(|cwd| crate::git::origin_url(&cwd).ok())
-        };
+        let repository = origin.and_then(|asked| asked.join().ok().flatten());
         Ok(Self {
             provider,
             provider_name: config.provider.clone(),

@@ -70,3 +70,33 @@ fn the_benchmark_measures_every_path_and_says_so_in_a_table() {
         "{stdout}"
     );
 }
+
+#[test]
+fn the_cli_benchmark_measures_log_latency_and_status_against_curl() {
+    let out = Command::new(binary("ckrv-bench"))
+        .args([
+            "--cli-only",
+            "--jobs",
+            "1",
+            "--log-probes",
+            "3",
+            "--status-runs",
+            "2",
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: Vec<&str> = stdout.lines().filter(|l| l.starts_with("| ")).collect();
+    // The header, the job path's two rows, the log latency, curl and two of `ckrv status`.
+    assert_eq!(rows.len(), 7, "{stdout}");
+    assert!(
+        stdout.contains("| agent line → `ckrv logs --follow` output | 3 |"),
+        "every probe line was printed: {stdout}"
+    );
+    assert!(stdout.contains("× curl)"), "{stdout}");
+}
