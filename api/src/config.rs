@@ -89,8 +89,18 @@ pub enum DispatcherConfig {
     Local { orchestrator: PathBuf },
     /// Start nothing: jobs wait for a worker started elsewhere.
     External,
+    /// A Kubernetes Job per job, through this client, made as the settings say.
+    Kubernetes(Box<KubernetesConfig>),
     /// A dispatcher supplied by the embedding program.
     Custom(Arc<dyn Dispatcher>),
+}
+
+/// The cluster jobs run on and how their pods are made. The server fills in what it knows
+/// itself: the port its pods listen on, the job timeout and the local-repository flag.
+#[derive(Clone)]
+pub struct KubernetesConfig {
+    pub client: kube::Client,
+    pub settings: crate::dispatch::KubernetesSettings,
 }
 
 impl std::fmt::Debug for DispatcherConfig {
@@ -101,6 +111,10 @@ impl std::fmt::Debug for DispatcherConfig {
                 .field("orchestrator", orchestrator)
                 .finish(),
             Self::External => f.write_str("External"),
+            Self::Kubernetes(k) => f
+                .debug_struct("Kubernetes")
+                .field("namespace", &k.settings.namespace)
+                .finish_non_exhaustive(),
             Self::Custom(_) => f.write_str("Custom"),
         }
     }

@@ -20,6 +20,7 @@ pub mod limits;
 pub mod log_archive;
 pub mod metrics;
 pub mod openapi;
+pub mod private_file;
 pub mod quota;
 pub mod retention;
 pub mod routes;
@@ -29,7 +30,7 @@ pub mod store;
 pub mod web;
 pub mod worker_setup;
 
-pub use config::{Config, DispatcherConfig};
+pub use config::{Config, DispatcherConfig, KubernetesConfig};
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -121,6 +122,21 @@ impl Server {
                 Arc::new(dispatch::LocalProcess::new(workers, exits_tx))
             }
             DispatcherConfig::External => Arc::new(dispatch::External),
+            DispatcherConfig::Kubernetes(kubernetes) => {
+                let mut settings = kubernetes.settings.clone();
+                settings.api_port = addr.port();
+                settings.job_timeout = config.engine.job_timeout;
+                settings.allow_local_repos = config.allow_local_repos;
+                settings.check()?;
+                dispatch::kubernetes::check_pipeline(&config.workers.pipeline)?;
+                Arc::new(dispatch::KubernetesDispatcher::new(
+                    kubernetes.client.clone(),
+                    settings,
+                    store.clone(),
+                    Arc::clone(&config.workers),
+                    exits_tx,
+                ))
+            }
             DispatcherConfig::Custom(dispatcher) => Arc::clone(dispatcher),
         };
         let sso = match &config.sso {
@@ -197,6 +213,9 @@ impl Server {
             self.state.limits.clone(),
         ));
         background.spawn(engine::run_reaper(self.state.engine.clone()));
+        if let Some(dispatcher_work) = self.state.engine.dispatcher_background() {
+            background.spawn(dispatcher_work);
+        }
         background.spawn(log_archive::run(
             self.state.store.clone(),
             self.state.artifacts.clone(),

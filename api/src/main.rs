@@ -13,6 +13,8 @@ use ckrv_wit::types::SubscriptionTier;
 use clap::{Args, Parser, Subcommand};
 use zeroize::Zeroizing;
 
+mod dispatcher_args;
+
 #[derive(Parser)]
 #[command(name = "ckrv-api", version, about = "The Chakravarti control plane")]
 struct Cli {
@@ -100,12 +102,8 @@ struct ServeArgs {
         requires = "artifacts"
     )]
     artifacts_endpoint: Option<String>,
-    /// The `ckrv-orchestrator` binary started for each job.
-    #[arg(long, env = "CKRV_ORCHESTRATOR", default_value = "ckrv-orchestrator")]
-    orchestrator: PathBuf,
-    /// Start no workers: jobs wait for workers started elsewhere.
-    #[arg(long, conflicts_with = "orchestrator")]
-    external_workers: bool,
+    #[command(flatten)]
+    dispatcher: dispatcher_args::DispatcherArgs,
     /// Base URL people use to reach this API (for the activation link).
     #[arg(long, env = "CKRV_API_PUBLIC_URL")]
     public_url: Option<String>,
@@ -220,16 +218,11 @@ impl SsoArgs {
 
 /// A secret from a file only its owner can read, without its line end.
 fn read_secret_file(path: &std::path::Path) -> anyhow::Result<Zeroizing<String>> {
-    use std::os::unix::fs::PermissionsExt as _;
-    let mode = std::fs::metadata(path)
-        .with_context(|| format!("reading {}", path.display()))?
-        .permissions()
-        .mode();
-    if mode & 0o077 != 0 {
+    let meta = std::fs::metadata(path).with_context(|| format!("reading {}", path.display()))?;
+    if let Some(mode) = ckrv_api::private_file::exposure(path, &meta) {
         anyhow::bail!(
-            "{} can be read by other users (mode {:o}); run `chmod 600 {}`",
+            "{} can be read by other users (mode {mode:o}); run `chmod 600 {}`",
             path.display(),
-            mode & 0o777,
             path.display()
         );
     }
@@ -433,8 +426,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         data,
         artifacts,
         artifacts_endpoint,
-        orchestrator,
-        external_workers,
+        dispatcher,
         public_url,
         billing_url,
         allow_local_repos,
@@ -479,11 +471,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if allow_local_repos {
         tracing::warn!("--allow-local-repos: jobs may clone local paths and internal hosts");
     }
-    let dispatcher = if external_workers {
-        ckrv_api::DispatcherConfig::External
-    } else {
-        ckrv_api::DispatcherConfig::Local { orchestrator }
-    };
+    let dispatcher = dispatcher.config().await?;
     let server = ckrv_api::Server::bind(ckrv_api::Config {
         listen,
         database: data.database()?,

@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::io::Write as _;
-use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
@@ -120,11 +120,11 @@ impl SecretKeys {
             path: path.to_path_buf(),
             source,
         };
-        let mode = std::fs::metadata(path).map_err(io)?.permissions().mode();
-        if mode & 0o077 != 0 {
+        let meta = std::fs::metadata(path).map_err(io)?;
+        if let Some(mode) = crate::private_file::exposure(path, &meta) {
             return Err(SecretsError::Exposed {
                 path: path.to_path_buf(),
-                mode: mode & 0o777,
+                mode,
             });
         }
         let text = Zeroizing::new(std::fs::read_to_string(path).map_err(io)?);
@@ -382,6 +382,7 @@ fn new_key_hex() -> Zeroizing<String> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt as _;
 
     #[test]
     fn a_new_key_file_is_private_and_seals_values_that_open_only_with_their_owner() {

@@ -4,7 +4,6 @@
 //! worker gets only those its job's agent declares.
 
 use std::collections::BTreeMap;
-use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 
 use ckrv_agents::{agent_names, agents, find_agent, parse_spec, resolve};
@@ -205,8 +204,7 @@ fn read_secrets(path: &Path) -> Result<BTreeMap<String, Zeroizing<String>>, Setu
 
 /// Refuses a file or directory others may read, as ssh does with private keys.
 fn private(path: &Path, meta: &std::fs::Metadata) -> Result<(), String> {
-    let mode = meta.mode() & 0o777;
-    if mode & 0o077 != 0 {
+    if let Some(mode) = crate::private_file::exposure(path, meta) {
         return Err(format!(
             "other users can read it (mode {mode:o}); run `chmod {} {}`",
             if meta.is_dir() { "700" } else { "600" },

@@ -266,6 +266,7 @@ impl Dispatcher for LocalProcess {
                 job_id,
                 generation,
                 reason,
+                timed_out: false,
             });
         });
         Ok(())

@@ -1,8 +1,12 @@
 //! Starting and stopping the worker of a job. The embedded default runs `ckrv-orchestrator` as
-//! a local child process; the Kubernetes dispatcher of the roadmap implements the same trait.
+//! a local child process; on Kubernetes each job is a Job of its own ([`kubernetes`]).
 
+pub mod kubernetes;
 mod local;
 
+use ckrv_wit::types::JobPhase;
+
+pub use kubernetes::{KubernetesDispatcher, KubernetesSettings};
 pub use local::{LocalProcess, LocalWorkers};
 
 #[derive(Debug, thiserror::Error)]
@@ -27,6 +31,12 @@ pub enum DispatchError {
         path: String,
         source: std::io::Error,
     },
+    #[error("{action}: {problem}")]
+    Kubernetes { action: String, problem: String },
+    #[error("reading the job: {0}")]
+    Store(String),
+    #[error("the job's spec: {0}")]
+    Spec(String),
 }
 
 /// A claimed job to start a worker for.
@@ -39,13 +49,15 @@ pub struct WorkerStart<'a> {
     pub token: &'a str,
 }
 
-/// A local worker that ended without completing its job: the engine fails the job (if that
-/// claim is still current).
+/// A worker that ended without completing its job: the engine fails the job, or times it out,
+/// if that claim is still current.
 #[derive(Debug)]
 pub struct WorkerExit {
     pub job_id: String,
     pub generation: i64,
     pub reason: String,
+    /// It was stopped at its deadline (the reason is then the engine's own).
+    pub timed_out: bool,
 }
 
 /// Starts and stops workers.
@@ -59,6 +71,21 @@ pub trait Dispatcher: Send + Sync {
     /// claim them.
     fn starts_workers(&self) -> bool {
         true
+    }
+    /// The worker of claim `generation` reported `phase`. An error stops the job: on
+    /// Kubernetes this narrows the pod's network after the clone, and the agent must not
+    /// start with it open.
+    async fn phase_changed(
+        &self,
+        _job_id: &str,
+        _generation: i64,
+        _phase: JobPhase,
+    ) -> Result<(), DispatchError> {
+        Ok(())
+    }
+    /// Work the dispatcher does for as long as the server runs (watching the cluster).
+    fn background(&self) -> Option<futures::future::BoxFuture<'static, ()>> {
+        None
     }
 }
 

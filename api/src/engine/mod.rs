@@ -199,10 +199,28 @@ impl JobEngine {
             .store
             .set_phase(job_id, generation, phase, agent, &now)
             .await?;
-        if changed {
-            self.events.changed(job_id);
+        if !changed {
+            return Ok(false);
         }
-        Ok(changed)
+        self.events.changed(job_id);
+        // The dispatcher acts before the worker hears back (on Kubernetes the pod's network
+        // narrows before the agent starts); if it cannot, the job must not go on.
+        if let Err(error) = self
+            .dispatcher
+            .phase_changed(job_id, generation, phase)
+            .await
+        {
+            tracing::error!(job_id, %error, "the dispatcher could not follow the job's phase");
+            self.fail(job_id, Some(generation), &error.to_string())
+                .await?;
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    /// Work the dispatcher does while the server runs, if any.
+    pub fn dispatcher_background(&self) -> Option<futures::future::BoxFuture<'static, ()>> {
+        self.dispatcher.background()
     }
 
     /// Notes the uploaded diff's digest; false unless the job runs under the worker's claim.
@@ -270,13 +288,18 @@ impl JobEngine {
             .await
     }
 
-    /// The job ran past its deadline.
-    pub async fn time_out(&self, job_id: &str) -> Result<bool, StoreError> {
+    /// The job ran past its deadline; with a generation, only if that claim is still the
+    /// current one.
+    pub async fn time_out(
+        &self,
+        job_id: &str,
+        generation: Option<i64>,
+    ) -> Result<bool, StoreError> {
         let reason = format!(
             "the job ran longer than its {} deadline",
             humantime::format_duration(self.settings.job_timeout)
         );
-        self.end(job_id, None, JobState::Timeout, Some(&reason))
+        self.end(job_id, generation, JobState::Timeout, Some(&reason))
             .await
     }
 
@@ -334,11 +357,19 @@ impl JobEngine {
 
     async fn watch_exits(self, mut exits: mpsc::UnboundedReceiver<WorkerExit>) {
         while let Some(exit) = exits.recv().await {
-            match self
-                .fail(&exit.job_id, Some(exit.generation), &exit.reason)
-                .await
-            {
-                Ok(true) => tracing::warn!(job_id = exit.job_id, "{}", exit.reason),
+            let ended = if exit.timed_out {
+                self.time_out(&exit.job_id, Some(exit.generation)).await
+            } else {
+                self.fail(&exit.job_id, Some(exit.generation), &exit.reason)
+                    .await
+            };
+            match ended {
+                Ok(true) => tracing::warn!(
+                    job_id = exit.job_id,
+                    timed_out = exit.timed_out,
+                    "{}",
+                    exit.reason
+                ),
                 Ok(false) => {}
                 Err(e) => {
                     tracing::error!(job_id = exit.job_id, error = %e, "recording the worker's end");

@@ -46,7 +46,7 @@ impl JobEngine {
         }
         let deadline = now_ms - duration_ms(self.settings.job_timeout);
         for job_id in self.store.overdue_jobs(deadline).await? {
-            self.time_out(&job_id).await?;
+            self.time_out(&job_id, None).await?;
         }
         self.schedule().await.map(drop)
     }

@@ -1,0 +1,896 @@
+//! The Kubernetes dispatcher against a mocked Kubernetes API (kube-rs's client on a
+//! `tower-test` mock service, `ckrv_test_support::kube_mock`; no cluster runs here): the exact
+//! Job, Secret and NetworkPolicy a job becomes, the network narrowed after the clone, the
+//! watchers' verdicts on scripted pod and Job histories, cancellation, a restart that finds
+//! leftovers, and two replicas that never dispatch one job twice. The manifests are also
+//! validated offline against the Kubernetes schemas.
+
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine as _;
+use ckrv_api::dispatch::kubernetes::KubernetesSettings;
+use ckrv_api::dispatch::kubernetes::manifests::{self, JobPod, NetworkStage};
+use ckrv_api::{DispatcherConfig, KubernetesConfig};
+use ckrv_test_support::kube_mock::{KubeRequest, MockCluster};
+use ckrv_test_support::kubernetes::{Validated, validate, validate_against};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use support::{RecordingDispatcher, TestApi, access};
+
+const NAMESPACE: &str = "ckrv-jobs";
+const WORKER_IMAGE: &str = "ghcr.io/chakravarti/ckrv-orchestrator:0.2.0";
+const WORKER_API: &str = "http://ckrv.ckrv.svc:8080";
+const ANTHROPIC_KEY: &str = "sk-ant-api-test-0123456789";
+
+fn settings() -> KubernetesSettings {
+    let mut settings = KubernetesSettings::new(NAMESPACE, WORKER_IMAGE, WORKER_API, 0);
+    settings.api_namespace = Some("ckrv".into());
+    settings
+        .job_labels
+        .insert("app.kubernetes.io/instance".into(), "prod".into());
+    settings
+        .api_pod_labels
+        .insert("app.kubernetes.io/instance".into(), "prod".into());
+    settings.image_pull_secrets = vec!["registry".into()];
+    settings
+}
+
+/// The operator's agent keys, in a private file as `--agent-secrets` takes them.
+fn agent_secrets(dir: &Path) -> Arc<ckrv_api::worker_setup::WorkerSetup> {
+    let file = dir.join("agent-secrets.env");
+    std::fs::write(&file, format!("ANTHROPIC_API_KEY={ANTHROPIC_KEY}\n")).unwrap();
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    Arc::new(ckrv_api::worker_setup::WorkerSetup::load(None, None, Some(&file)).unwrap())
+}
+
+/// An API whose jobs go to `cluster`, on `dir` and, when given, an earlier API's database.
+async fn api_on(
+    dir: &Path,
+    client: kube::Client,
+    database: Option<Arc<ckrv_test_support::TestDatabase>>,
+) -> TestApi {
+    let workers = agent_secrets(dir);
+    let configure = move |c: &mut ckrv_api::Config| {
+        c.dispatcher = DispatcherConfig::Kubernetes(Box::new(KubernetesConfig {
+            client,
+            settings: settings(),
+        }));
+        c.workers = workers;
+        c.engine.job_timeout = Duration::from_secs(1800);
+    };
+    let recorder = Arc::new(RecordingDispatcher::default());
+    match database {
+        Some(database) => TestApi::start_configured_on(dir, database, recorder, configure).await,
+        None => TestApi::start_configured(dir, recorder, configure).await,
+    }
+}
+
+fn claude_job() -> Value {
+    let mut request = support::job_request();
+    request["spec_content"] = "---\nagent: claude-code\n---\nAdd a greeting.\n".into();
+    request
+}
+
+fn name_of(job_id: &str) -> String {
+    format!("ckrv-{job_id}-g1")
+}
+
+async fn job_state(api: &TestApi, user: &str, id: &str) -> Value {
+    api.get(&format!("/v1/jobs/{id}"), user).await.1
+}
+
+/// Waits for the job to reach `state`, and returns it.
+async fn wait_state(api: &TestApi, user: &str, id: &str, state: &str) -> Value {
+    for _ in 0..200 {
+        let job = job_state(api, user, id).await;
+        if job["state"] == state {
+            return job;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!(
+        "job {id} never became {state}: {}",
+        job_state(api, user, id).await
+    );
+}
+
+/// Submits a job and waits until its Job has been let go; returns the job's id.
+async fn dispatched(api: &TestApi, cluster: &MockCluster, user: &str, request: Value) -> String {
+    let (status, job) = api.post("/v1/jobs", user, request).await;
+    assert_eq!(status, StatusCode::CREATED, "{job}");
+    let id = job["id"].as_str().unwrap().to_string();
+    let name = name_of(&id);
+    cluster
+        .wait_for(&format!("the Job {name} started"), |r| {
+            r.is("PATCH", "jobs") && r.name.as_deref() == Some(name.as_str())
+        })
+        .await;
+    id
+}
+
+/// The worker token in the job's Secret.
+fn worker_token(cluster: &MockCluster, id: &str) -> String {
+    decoded(
+        &cluster.object("secrets", &name_of(id)).unwrap(),
+        "worker-token",
+    )
+}
+
+fn decoded(secret: &Value, key: &str) -> String {
+    let text = secret["data"][key].as_str().unwrap();
+    String::from_utf8(
+        base64::engine::general_purpose::STANDARD
+            .decode(text)
+            .unwrap(),
+    )
+    .unwrap()
+}
+
+fn expect_valid(yaml: &str) {
+    for outcome in [validate(yaml), validate_against(yaml, "1.33.0")] {
+        match outcome {
+            Ok(Validated::Passed) => {}
+            Ok(Validated::Skipped(why)) => eprintln!("{why}"),
+            Err(output) => panic!("not valid Kubernetes:\n{output}\n{yaml}"),
+        }
+    }
+}
+
+fn yaml_of(objects: &[&Value]) -> String {
+    objects
+        .iter()
+        .map(|o| serde_yaml_ng::to_string(o).unwrap())
+        .collect::<Vec<_>>()
+        .join("---\n")
+}
+
+#[tokio::test]
+async fn a_job_becomes_a_suspended_job_its_secret_and_policy_then_starts_against_a_mocked_kubernetes_api()
+ {
+    let dir = tempfile::tempdir().unwrap();
+    let (cluster, client) = MockCluster::start(NAMESPACE);
+    let api = api_on(dir.path(), client, None).await;
+    let port = url::Url::parse(&api.url).unwrap().port().unwrap();
+    let user = api.login("dev@example.com").await;
+    let user = access(&user);
+    let id = &dispatched(&api, &cluster, user, claude_job()).await;
+    let name = name_of(id);
+    let writes: Vec<(String, String)> = cluster
+        .writes()
+        .into_iter()
+        .map(|r| (r.method, r.resource))
+        .collect();
+    assert_eq!(
+        writes,
+        [
+            ("POST", "jobs"),
+            ("POST", "secrets"),
+            ("POST", "networkpolicies"),
+            ("PATCH", "jobs")
+        ]
+        .map(|(m, r)| (m.to_string(), r.to_string())),
+        "the Job is made suspended, then what its pod mounts, then it is let go"
+    );
+    let sent = |resource: &str| -> KubeRequest {
+        cluster
+            .requests()
+            .into_iter()
+            .find(|r| r.is("POST", resource))
+            .unwrap()
+    };
+    let labels = json!({
+        "app.kubernetes.io/component": "job",
+        "app.kubernetes.io/instance": "prod",
+        "app.kubernetes.io/managed-by": "ckrv-api",
+        "app.kubernetes.io/name": "ckrv",
+        "ckrv.dev/generation": "1",
+        "ckrv.dev/job": id,
+    });
+    let hardened = json!({
+        "allowPrivilegeEscalation": false,
+        "capabilities": {"drop": ["ALL"]},
+        "readOnlyRootFilesystem": true,
+        "runAsNonRoot": true,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    });
+    let init = json!({
+        "name": "install-entrypoint",
+        "image": WORKER_IMAGE,
+        "command": ["ckrv-agent-entrypoint", "install", "/ckrv/bin"],
+        "resources": {
+            "limits": {"cpu": "100m", "memory": "64Mi"},
+            "requests": {"cpu": "100m", "memory": "64Mi"},
+        },
+        "securityContext": hardened,
+        "volumeMounts": [{"mountPath": "/ckrv/bin", "name": "entrypoint"}],
+    });
+    let containers = json!([
+        {
+            "name": "orchestrator",
+            "image": WORKER_IMAGE,
+            "command": ["ckrv-orchestrator"],
+            "args": ["run", "--api-url", WORKER_API, "--job-id", id,
+                     "--token-file", "/ckrv/secrets/worker-token",
+                     "--work-dir", "/work", "--workspace", "/workspace",
+                     "--agent-control", "/ckrv/control",
+                     "--agent-output", "/ckrv/agent"],
+            "env": [{"name": "HOME", "value": "/work"}],
+            "resources": {
+                "limits": {"cpu": "500m", "memory": "512Mi"},
+                "requests": {"cpu": "500m", "memory": "512Mi"},
+            },
+            "securityContext": hardened,
+            "terminationMessagePolicy": "FallbackToLogsOnError",
+            "volumeMounts": [
+                {"mountPath": "/workspace", "name": "workspace"},
+                {"mountPath": "/ckrv/control", "name": "control"},
+                {"mountPath": "/ckrv/agent", "name": "agent-output", "readOnly": true},
+                {"mountPath": "/work", "name": "work"},
+                {"mountPath": "/tmp", "name": "tmp"},
+                {"mountPath": "/ckrv/secrets", "name": "worker-token", "readOnly": true},
+            ],
+        },
+        {
+            "name": "agent",
+            "image": "ghcr.io/chakravarti/ckrv-agent-claude-code:0.2.0",
+            "command": ["/ckrv/bin/ckrv-agent-entrypoint"],
+            "args": ["run", "--control", "/ckrv/control", "--output", "/ckrv/agent"],
+            "workingDir": "/workspace",
+            "env": [
+                {"name": "HOME", "value": "/home/agent"},
+                {"name": "CKRV_JOB_ID", "value": id},
+                {"name": "ANTHROPIC_API_KEY", "valueFrom": {"secretKeyRef": {
+                    "name": name, "key": "agent.ANTHROPIC_API_KEY", "optional": true}}},
+            ],
+            "resources": {
+                "limits": {"cpu": "2", "memory": "4Gi"},
+                "requests": {"cpu": "2", "memory": "4Gi"},
+            },
+            "securityContext": hardened,
+            "terminationMessagePolicy": "FallbackToLogsOnError",
+            "volumeMounts": [
+                {"mountPath": "/workspace", "name": "workspace"},
+                {"mountPath": "/ckrv/control", "name": "control", "readOnly": true},
+                {"mountPath": "/ckrv/agent", "name": "agent-output"},
+                {"mountPath": "/ckrv/bin", "name": "entrypoint", "readOnly": true},
+                {"mountPath": "/home/agent", "name": "agent-home"},
+                {"mountPath": "/tmp", "name": "agent-tmp"},
+            ],
+        },
+    ]);
+    let volumes = json!([
+        {"name": "workspace", "emptyDir": {"sizeLimit": "10Gi"}},
+        {"name": "control", "emptyDir": {"medium": "Memory", "sizeLimit": "16Mi"}},
+        {"name": "agent-output", "emptyDir": {"sizeLimit": "1Gi"}},
+        {"name": "entrypoint", "emptyDir": {"sizeLimit": "64Mi"}},
+        {"name": "work", "emptyDir": {"sizeLimit": "10Gi"}},
+        {"name": "agent-home", "emptyDir": {"sizeLimit": "2Gi"}},
+        {"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}},
+        {"name": "agent-tmp", "emptyDir": {"sizeLimit": "2Gi"}},
+        {"name": "worker-token", "secret": {
+            "secretName": name, "defaultMode": 256, "optional": false,
+            "items": [{"key": "worker-token", "path": "worker-token", "mode": 256}]}},
+    ]);
+    let expected_job = json!({
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": name, "namespace": NAMESPACE, "labels": labels},
+        "spec": {
+            "activeDeadlineSeconds": 1860,
+            "backoffLimit": 0,
+            "completions": 1,
+            "parallelism": 1,
+            "suspend": true,
+            "ttlSecondsAfterFinished": 3600,
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {
+                    "automountServiceAccountToken": false,
+                    "enableServiceLinks": false,
+                    "imagePullSecrets": [{"name": "registry"}],
+                    "restartPolicy": "Never",
+                    "terminationGracePeriodSeconds": 30,
+                    "securityContext": {
+                        "fsGroup": 10001,
+                        "runAsGroup": 10001,
+                        "runAsNonRoot": true,
+                        "runAsUser": 10001,
+                        "seccompProfile": {"type": "RuntimeDefault"},
+                    },
+                    "initContainers": [init],
+                    "containers": containers,
+                    "volumes": volumes,
+                },
+            },
+        },
+    });
+    let job_sent = sent("jobs").body;
+    assert_eq!(job_sent, expected_job, "the Job, exactly");
+
+    let uid = cluster.object("jobs", &name).unwrap()["metadata"]["uid"].clone();
+    let owner = json!([{"apiVersion": "batch/v1", "kind": "Job", "name": name, "uid": uid,
+                        "controller": true, "blockOwnerDeletion": true}]);
+    let secret = sent("secrets").body;
+    assert_eq!(secret["metadata"]["ownerReferences"], owner);
+    assert_eq!(secret["metadata"]["labels"], labels);
+    assert_eq!(
+        (&secret["type"], &secret["immutable"]),
+        (&json!("Opaque"), &json!(true))
+    );
+    let mut keys: Vec<&str> = secret["data"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    keys.sort_unstable();
+    assert_eq!(keys, ["agent.ANTHROPIC_API_KEY", "worker-token"]);
+    assert_eq!(decoded(&secret, "agent.ANTHROPIC_API_KEY"), ANTHROPIC_KEY);
+    // The token in the Secret is the job's worker token: it reads the job, nothing else.
+    let token = decoded(&secret, "worker-token");
+    let (status, work) = api.get(&format!("/v1/worker/jobs/{id}"), &token).await;
+    assert_eq!(status, StatusCode::OK, "{work}");
+    let (status, _) = api.get("/v1/users/me", &token).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+
+    let private_v4 = json!([
+        "0.0.0.0/8",
+        "10.0.0.0/8",
+        "100.64.0.0/10",
+        "127.0.0.0/8",
+        "169.254.0.0/16",
+        "172.16.0.0/12",
+        "192.168.0.0/16",
+        "224.0.0.0/4",
+        "240.0.0.0/4"
+    ]);
+    let private_v6 = json!([
+        "::1/128",
+        "::ffff:0:0/96",
+        "64:ff9b::/96",
+        "fc00::/7",
+        "fe80::/10",
+        "ff00::/8"
+    ]);
+    let always = json!([
+        {"to": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
+                 "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}}],
+         "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]},
+        {"to": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ckrv"}},
+                 "podSelector": {"matchLabels": {"app.kubernetes.io/component": "api",
+                                                 "app.kubernetes.io/instance": "prod"}}}],
+         "ports": [{"protocol": "TCP", "port": port}]},
+    ]);
+    let public_on = |port: u16| {
+        json!({"to": [{"ipBlock": {"cidr": "0.0.0.0/0", "except": private_v4}},
+                      {"ipBlock": {"cidr": "::/0", "except": private_v6}}],
+               "ports": [{"protocol": "TCP", "port": port}]})
+    };
+    let mut clone_egress = always.as_array().unwrap().clone();
+    clone_egress.push(public_on(443));
+    let policy = sent("networkpolicies").body;
+    assert_eq!(
+        policy,
+        json!({
+            "apiVersion": "networking.k8s.io/v1",
+            "kind": "NetworkPolicy",
+            "metadata": {"name": name, "namespace": NAMESPACE, "labels": labels,
+                         "ownerReferences": owner},
+            "spec": {
+                "podSelector": {"matchLabels": {"ckrv.dev/generation": "1", "ckrv.dev/job": id}},
+                "policyTypes": ["Ingress", "Egress"],
+                "ingress": [],
+                "egress": clone_egress,
+            },
+        }),
+        "no ingress; DNS, the API and the repository's port on public addresses"
+    );
+    let start = cluster
+        .requests()
+        .into_iter()
+        .find(|r| r.is("PATCH", "jobs"))
+        .unwrap();
+    assert_eq!(start.name.as_deref(), Some(name.as_str()));
+    assert_eq!(start.body, json!({"spec": {"suspend": false}}));
+
+    // What the cluster received is valid Kubernetes, unknown fields refused.
+    expect_valid(&yaml_of(&[&job_sent, &secret, &policy]));
+
+    // The clone is done: the worker reports the agent's phase, and before the API answers it
+    // the pod keeps only DNS, the API and (claude-code calls its model) public HTTPS.
+    let (status, body) = api
+        .post(
+            &format!("/v1/worker/jobs/{id}/phase"),
+            &token,
+            json!({"phase": "agent", "agent": "claude-code"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+    let narrowed = cluster
+        .requests()
+        .into_iter()
+        .find(|r| r.is("PATCH", "networkpolicies"))
+        .expect("the policy was narrowed before the phase was acknowledged");
+    let mut after = always.as_array().unwrap().clone();
+    after.push(public_on(443));
+    assert_eq!(narrowed.body, json!({"spec": {"egress": after}}));
+    // Later phases change nothing more.
+    let (status, _) = api
+        .post(
+            &format!("/v1/worker/jobs/{id}/phase"),
+            &token,
+            json!({"phase": "diffing", "agent": "claude-code"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    assert_eq!(
+        cluster
+            .requests()
+            .iter()
+            .filter(|r| r.is("PATCH", "networkpolicies"))
+            .count(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn an_agent_without_network_gets_none_once_cloned_and_a_refused_narrowing_fails_the_job() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cluster, client) = MockCluster::start(NAMESPACE);
+    let api = api_on(dir.path(), client, None).await;
+    let user = api.login("dev@example.com").await;
+    let user = access(&user);
+    let id = &dispatched(&api, &cluster, user, support::job_request()).await;
+    let token = worker_token(&cluster, id);
+    let secret = cluster.object("secrets", &name_of(id)).unwrap();
+    assert_eq!(
+        secret["data"].as_object().unwrap().len(),
+        1,
+        "the script agent declares no keys: the Secret holds the worker's token alone"
+    );
+
+    let (status, _) = api
+        .post(
+            &format!("/v1/worker/jobs/{id}/phase"),
+            &token,
+            json!({"phase": "agent", "agent": "script"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let narrowed = cluster
+        .requests()
+        .into_iter()
+        .find(|r| r.is("PATCH", "networkpolicies"))
+        .unwrap();
+    let egress = narrowed.body["spec"]["egress"].as_array().unwrap();
+    assert_eq!(egress.len(), 2, "DNS and the API only: {egress:?}");
+    assert!(egress.iter().all(|rule| rule["to"][0]["ipBlock"].is_null()));
+
+    // A second job whose policy the cluster will not narrow must not run its agent.
+    cluster.refuse(
+        "PATCH",
+        "networkpolicies",
+        403,
+        "networkpolicies.networking.k8s.io is forbidden: cannot patch",
+    );
+    let second_id = &dispatched(&api, &cluster, user, support::job_request()).await;
+    let token = worker_token(&cluster, second_id);
+    let (status, _) = api
+        .post(
+            &format!("/v1/worker/jobs/{second_id}/phase"),
+            &token,
+            json!({"phase": "agent", "agent": "script"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "the worker is told to stop");
+    let failed = wait_state(&api, user, second_id, "failed").await;
+    assert!(
+        failed["error_message"]
+            .as_str()
+            .unwrap()
+            .starts_with("narrowing the network of the job's pod (NetworkPolicy"),
+        "{failed}"
+    );
+    cluster
+        .wait_for("the failed job's Job deleted", |r| {
+            r.is("DELETE", "jobs") && r.name.as_deref() == Some(name_of(second_id).as_str())
+        })
+        .await;
+}
+
+/// A pod of the job `id`'s first claim, as the cluster reports it.
+fn pod(id: &str, status: Value) -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": format!("{}-abcde", name_of(id)), "namespace": NAMESPACE,
+                     "labels": {"app.kubernetes.io/managed-by": "ckrv-api", "ckrv.dev/job": id,
+                                "ckrv.dev/generation": "1"}},
+        "status": status,
+    })
+}
+
+fn container(name: &str, image: &str, state: Value) -> Value {
+    json!({"name": name, "image": image, "imageID": "", "ready": false, "restartCount": 0,
+           "state": state})
+}
+
+#[tokio::test]
+async fn the_watchers_fail_jobs_whose_pods_cannot_run_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cluster, client) = MockCluster::start(NAMESPACE);
+    let api = api_on(dir.path(), client, None).await;
+    let user = api.login("dev@example.com").await;
+    let user = access(&user);
+    cluster.wait_watching("pods").await;
+    cluster.wait_watching("jobs").await;
+    let agent_image = "ghcr.io/chakravarti/ckrv-agent-claude-code:0.2.0";
+
+    let histories: Vec<(&str, Vec<Value>, &str)> = vec![
+        (
+            "image pull",
+            vec![
+                json!({"phase": "Pending"}),
+                json!({"phase": "Pending", "containerStatuses": [
+                    container("orchestrator", WORKER_IMAGE, json!({"running": {}})),
+                    container("agent", agent_image, json!({"waiting": {"reason": "ImagePullBackOff",
+                        "message": "Back-off pulling image \"ghcr.io/chakravarti/ckrv-agent-claude-code:0.2.0\""}}))]}),
+            ],
+            "image not found: ghcr.io/chakravarti/ckrv-agent-claude-code:0.2.0 (the agent container: ImagePullBackOff",
+        ),
+        (
+            "eviction",
+            vec![
+                json!({"phase": "Running"}),
+                json!({"phase": "Failed", "reason": "Evicted",
+                       "message": "The node was low on resource: ephemeral-storage."}),
+            ],
+            "the job's pod was evicted: The node was low on resource: ephemeral-storage.",
+        ),
+        (
+            "agent out of memory",
+            vec![json!({"phase": "Running", "containerStatuses": [
+                container("orchestrator", WORKER_IMAGE, json!({"running": {}})),
+                container("agent", agent_image, json!({"terminated": {"exitCode": 137, "reason": "OOMKilled"}}))]})],
+            "the agent container ran out of memory (OOMKilled; its limit is --agent-memory)",
+        ),
+        (
+            "orchestrator crash",
+            vec![json!({"phase": "Running", "containerStatuses": [
+                container("orchestrator", WORKER_IMAGE, json!({"terminated": {"exitCode": 1, "reason": "Error",
+                    "message": "error: reading the worker token from /ckrv/secrets/worker-token"}})),
+                container("agent", agent_image, json!({"running": {}}))]})],
+            "the orchestrator container ended with Error (exit code 1): error: reading the worker token",
+        ),
+        (
+            "missing secret",
+            vec![json!({"phase": "Pending", "containerStatuses": [
+                container("orchestrator", WORKER_IMAGE, json!({"waiting": {"reason": "CreateContainerConfigError",
+                    "message": "secret \"x\" not found"}}))]})],
+            "the orchestrator container cannot start (CreateContainerConfigError: secret \"x\" not found)",
+        ),
+    ];
+    for (what, history, reason) in histories {
+        let id = &dispatched(&api, &cluster, user, claude_job()).await;
+        for status in history {
+            cluster.update("pods", pod(id, status));
+        }
+        let failed = wait_state(&api, user, id, "failed").await;
+        let message = failed["error_message"].as_str().unwrap();
+        assert!(message.starts_with(reason), "{what}: {message}");
+        // The job has ended: its Job goes, pods first.
+        let delete = cluster
+            .wait_for(&format!("{what}: the Job deleted"), |r| {
+                r.is("DELETE", "jobs") && r.name.as_deref() == Some(name_of(id).as_str())
+            })
+            .await;
+        assert_eq!(delete.body["propagationPolicy"], "Foreground", "{what}");
+    }
+}
+
+#[tokio::test]
+async fn a_finished_pod_leaves_its_result_and_a_job_past_its_kubernetes_deadline_times_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cluster, client) = MockCluster::start(NAMESPACE);
+    let api = api_on(dir.path(), client, None).await;
+    let user = api.login("dev@example.com").await;
+    let user = access(&user);
+    cluster.wait_watching("pods").await;
+
+    // The worker completes its job; then its pod ends, which changes nothing.
+    let done_id = &dispatched(&api, &cluster, user, support::job_request()).await;
+    let token = worker_token(&cluster, done_id);
+    let (status, _) = api
+        .post(
+            &format!("/v1/worker/jobs/{done_id}/complete"),
+            &token,
+            json!({"state": "succeeded"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    cluster.update(
+        "pods",
+        pod(done_id, json!({"phase": "Succeeded", "containerStatuses": [
+            container("orchestrator", WORKER_IMAGE, json!({"terminated": {"exitCode": 0, "reason": "Completed"}})),
+            container("agent", "a", json!({"terminated": {"exitCode": 0, "reason": "Completed"}}))]})),
+    );
+    // A pod that ends without its worker having completed the job fails it.
+    let quiet_id = &dispatched(&api, &cluster, user, support::job_request()).await;
+    cluster.update("pods", pod(quiet_id, json!({"phase": "Succeeded"})));
+    let failed = wait_state(&api, user, quiet_id, "failed").await;
+    assert_eq!(
+        failed["error_message"],
+        "the job's pod ended without the worker completing the job"
+    );
+    assert_eq!(job_state(&api, user, done_id).await["state"], "succeeded");
+
+    // Kubernetes ends a Job at its deadline: the job times out.
+    let late_id = &dispatched(&api, &cluster, user, support::job_request()).await;
+    let mut job = cluster.object("jobs", &name_of(late_id)).unwrap();
+    job["status"] = json!({"conditions": [{"type": "Failed", "status": "True",
+        "reason": "DeadlineExceeded", "message": "Job was active longer than specified deadline"}]});
+    cluster.update("jobs", job);
+    let timed_out = wait_state(&api, user, late_id, "timeout").await;
+    assert!(
+        timed_out["error_message"]
+            .as_str()
+            .unwrap()
+            .starts_with("the job ran longer than its 30m deadline"),
+        "{timed_out}"
+    );
+}
+
+#[tokio::test]
+async fn cancelling_deletes_the_jobs_kubernetes_job_with_foreground_propagation() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cluster, client) = MockCluster::start(NAMESPACE);
+    let api = api_on(dir.path(), client, None).await;
+    let user = api.login("dev@example.com").await;
+    let user = access(&user);
+    let id = &dispatched(&api, &cluster, user, support::job_request()).await;
+    let (status, body) = api
+        .post(&format!("/v1/jobs/{id}/cancel"), user, Value::Null)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let listed = cluster
+        .wait_for("the job's Jobs listed", |r| {
+            r.is("GET", "jobs")
+                && r.query.get("labelSelector").map(String::as_str)
+                    == Some(&format!("ckrv.dev/job={id}"))
+        })
+        .await;
+    assert!(!listed.is_watch());
+    let delete = cluster
+        .wait_for("the Job deleted", |r| r.is("DELETE", "jobs"))
+        .await;
+    assert_eq!(delete.name.as_deref(), Some(name_of(id).as_str()));
+    assert_eq!(delete.body["propagationPolicy"], "Foreground");
+    assert!(cluster.names("jobs").is_empty());
+}
+
+#[tokio::test]
+async fn a_restarted_api_deletes_leftover_jobs_and_judges_pods_that_failed_while_it_was_down() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cluster, client) = MockCluster::start(NAMESPACE);
+    let api = api_on(dir.path(), client, None).await;
+    let user = api.login("dev@example.com").await;
+    let user = access(&user);
+    let running_id = dispatched(&api, &cluster, user, support::job_request()).await;
+    let cancelled_id = dispatched(&api, &cluster, user, support::job_request()).await;
+    // The cluster refuses to delete the cancelled job's Job: it is left behind.
+    cluster.refuse("DELETE", "jobs", 500, "etcdserver: request timed out");
+    let (status, _) = api
+        .post(
+            &format!("/v1/jobs/{cancelled_id}/cancel"),
+            user,
+            Value::Null,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    cluster
+        .wait_for("a delete tried", |r| r.is("DELETE", "jobs"))
+        .await;
+    let database = api.database();
+    drop(api);
+
+    // While no API runs, the running job's pod fails. The restarted API finds the cluster as
+    // it is: both Jobs, and that pod.
+    let (restarted, client) = MockCluster::start(NAMESPACE);
+    for name in cluster.names("jobs") {
+        restarted.insert("jobs", cluster.object("jobs", &name).unwrap());
+    }
+    restarted.insert(
+        "pods",
+        pod(&running_id, json!({"phase": "Failed", "containerStatuses": [
+            container("orchestrator", WORKER_IMAGE, json!({"terminated": {"exitCode": 2, "reason": "Error"}}))]})),
+    );
+    let api = api_on(dir.path(), client, Some(database)).await;
+
+    restarted
+        .wait_for("the leftover Job deleted", |r| {
+            r.is("DELETE", "jobs") && r.name.as_deref() == Some(name_of(&cancelled_id).as_str())
+        })
+        .await;
+    let failed = wait_state(&api, user, &running_id, "failed").await;
+    assert_eq!(
+        failed["error_message"],
+        "the orchestrator container ended with Error (exit code 2)"
+    );
+    assert_eq!(
+        job_state(&api, user, &cancelled_id).await["state"],
+        "cancelled"
+    );
+}
+
+#[tokio::test]
+async fn a_cluster_that_refuses_a_secret_fails_the_job_and_leaves_nothing_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cluster, client) = MockCluster::start(NAMESPACE);
+    cluster.refuse(
+        "POST",
+        "secrets",
+        403,
+        "secrets is forbidden: User \"system:serviceaccount:ckrv:ckrv\" cannot create resource \"secrets\"",
+    );
+    let api = api_on(dir.path(), client, None).await;
+    let user = api.login("dev@example.com").await;
+    let user = access(&user);
+    // The API answers the dispatch itself with the cluster's refusal, and the job has failed.
+    let (status, refused) = api.create_job(user).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{refused}");
+    let (_, jobs) = api.get("/v1/jobs", user).await;
+    let failed = &jobs["jobs"][0];
+    let id = failed["id"].as_str().unwrap();
+    let reason = format!(
+        "could not start a worker: creating the Secret {}: secrets is forbidden: User \"system:serviceaccount:ckrv:ckrv\" cannot create resource \"secrets\" (403 Forbidden)",
+        name_of(id)
+    );
+    assert_eq!(refused["error_description"], reason.as_str());
+    assert_eq!(failed["state"], "failed", "{failed}");
+    assert_eq!(failed["error_message"], reason.as_str());
+    cluster
+        .wait_for("the half-made Job deleted", |r| r.is("DELETE", "jobs"))
+        .await;
+    assert!(cluster.names("jobs").is_empty());
+    assert!(
+        !cluster.writes().iter().any(|r| r.is("PATCH", "jobs")),
+        "it never started"
+    );
+}
+
+#[tokio::test]
+async fn two_replicas_on_one_database_dispatch_each_job_once() {
+    let dir_a = tempfile::tempdir().unwrap();
+    let dir_b = tempfile::tempdir().unwrap();
+    let (cluster_a, client_a) = MockCluster::start(NAMESPACE);
+    let (cluster_b, client_b) = MockCluster::start(NAMESPACE);
+    let a = api_on(dir_a.path(), client_a, None).await;
+    let b = api_on(dir_b.path(), client_b, Some(a.database())).await;
+    let user = a.login("dev@example.com").await;
+    let user = access(&user);
+    let mut ids = Vec::new();
+    for i in 0..12 {
+        let api = if i % 2 == 0 { &a } else { &b };
+        let (status, job) = api.create_job(user).await;
+        assert_eq!(status, StatusCode::CREATED, "{job}");
+        ids.push(job["id"].as_str().unwrap().to_string());
+    }
+    // Each replica's reaper also looks for waiting jobs; give them several rounds.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut created: Vec<String> = [&cluster_a, &cluster_b]
+        .iter()
+        .flat_map(|c| c.requests())
+        .filter(|r| r.is("POST", "jobs"))
+        .map(|r| {
+            r.body["metadata"]["labels"]["ckrv.dev/job"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    created.sort();
+    ids.sort();
+    assert_eq!(
+        created, ids,
+        "every job made into a Kubernetes Job exactly once"
+    );
+}
+
+#[test]
+fn every_agents_manifests_are_valid_kubernetes_in_both_network_stages() {
+    let mut settings = settings();
+    settings.api_port = 8080;
+    settings.worker_service_account = Some("ckrv-worker".into());
+    let mut documents = Vec::new();
+    for agent in ckrv_agents::agents() {
+        let pod = JobPod {
+            job_id: "3f8a9b2c-1234-5678-abcd-ef0123456789",
+            generation: 3,
+            agent,
+            repo_port: 22,
+            public_https_after_clone: agent.network,
+        };
+        let mut job = manifests::job(&settings, &pod);
+        job.metadata.uid = Some("uid-1".into());
+        let owner = manifests::owned_by(&job).unwrap();
+        let secrets: Vec<(String, String)> = agent
+            .secrets
+            .iter()
+            .map(|s| (s.clone(), "secret-value-0123".to_string()))
+            .collect();
+        let mut values = vec![
+            serde_json::to_value(&job).unwrap(),
+            serde_json::to_value(manifests::secret(
+                &settings,
+                &pod,
+                "ckrv_wt_token",
+                &secrets,
+                owner.clone(),
+            ))
+            .unwrap(),
+        ];
+        for stage in [NetworkStage::Clone, NetworkStage::AfterClone] {
+            values.push(
+                serde_json::to_value(manifests::network_policy(
+                    &settings,
+                    &pod,
+                    stage,
+                    owner.clone(),
+                ))
+                .unwrap(),
+            );
+        }
+        // kube fills apiVersion and kind when it sends; a manifest on its own needs them.
+        for (value, (api_version, kind)) in values.iter_mut().zip([
+            ("batch/v1", "Job"),
+            ("v1", "Secret"),
+            ("networking.k8s.io/v1", "NetworkPolicy"),
+            ("networking.k8s.io/v1", "NetworkPolicy"),
+        ]) {
+            value["apiVersion"] = api_version.into();
+            value["kind"] = kind.into();
+        }
+        assert_eq!(
+            values[0]["spec"]["template"]["spec"]["containers"][1]["image"],
+            agent.image.as_str()
+        );
+        documents.extend(values);
+    }
+    expect_valid(&yaml_of(&documents.iter().collect::<Vec<_>>()));
+}
+
+#[tokio::test]
+async fn a_pipeline_whose_agent_reports_cloning_is_refused_on_kubernetes() {
+    let dir = tempfile::tempdir().unwrap();
+    let pipeline = dir.path().join("pipeline.toml");
+    std::fs::write(
+        &pipeline,
+        "[[stage]]\nstep = \"clone\"\nphase = \"cloning\"\n[[stage]]\nagent = true\nphase = \"cloning\"\n\
+         [[stage]]\nstep = \"diff\"\nphase = \"diffing\"\n[[stage]]\nstep = \"upload\"\nphase = \"uploading\"\n",
+    )
+    .unwrap();
+    let setup = ckrv_api::worker_setup::WorkerSetup::load(Some(&pipeline), None, None).unwrap();
+    let (_cluster, client) = MockCluster::start(NAMESPACE);
+    let database = ckrv_test_support::TestDatabase::new(dir.path()).await;
+    let mut config = support::test_config(dir.path(), &database);
+    config.dispatcher = DispatcherConfig::Kubernetes(Box::new(KubernetesConfig {
+        client,
+        settings: settings(),
+    }));
+    config.workers = Arc::new(setup);
+    let error = ckrv_api::Server::bind(config)
+        .await
+        .err()
+        .expect("the server refuses to start")
+        .to_string();
+    assert!(
+        error.starts_with("--pipeline: the agent stage reports phase `cloning`; with --dispatcher kubernetes it must come after `cloning`"),
+        "{error}"
+    );
+}
