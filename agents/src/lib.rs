@@ -1,8 +1,9 @@
-//! Agents as data, the spec front matter that picks one, and the runtime that runs it in a
-//! job's workspace.
+//! Agents as data, the spec front matter that picks one, and the runtimes that run it in a
+//! job's workspace: a process, bubblewrap, or the agent container of a Kubernetes job pod.
 
 mod definition;
 mod output;
+pub mod pod;
 mod runtime;
 mod sandbox;
 mod spec;
@@ -11,6 +12,7 @@ pub use definition::{
     AgentDefinition, AgentOption, OptionKind, PromptMode, agent_names, agents, find_agent,
 };
 pub use output::MAX_LINE_BYTES;
+pub use pod::{PodError, PodRuntime};
 pub use runtime::{
     AgentRuntime, ExitStatus, OutputLine, ProcessRuntime, RunRequest, Stream, run_collecting,
 };

@@ -47,8 +47,12 @@ pub struct RunRequest {
     pub job_id: String,
     /// The agent's definition asks for network access.
     pub network: bool,
-    /// Extra environment: the definition's fixed variables, then the secrets it declared.
+    /// The definition's fixed, non-secret environment.
     pub env: Vec<(String, String)>,
+    /// The secrets it declared that the operator configured, by name. A process or sandbox
+    /// gets them in its environment after `env`; a job pod's agent container already holds
+    /// them, so only their names travel (see [`crate::PodRuntime`]).
+    pub secrets: Vec<(String, String)>,
     pub prompt: Prompt,
     /// A directory of agent programs installed outside the system's (`--agent-bin`), searched
     /// first.
@@ -57,13 +61,17 @@ pub struct RunRequest {
 
 impl std::fmt::Debug for RunRequest {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // The environment holds secrets: only its names are shown.
+        // Only the names of the environment and the secrets are shown, never a value.
         f.debug_struct("RunRequest")
             .field("command", &self.command)
             .field("workspace", &self.workspace)
             .field("job_id", &self.job_id)
             .field("network", &self.network)
             .field("env", &self.env.iter().map(|(k, _)| k).collect::<Vec<_>>())
+            .field(
+                "secrets",
+                &self.secrets.iter().map(|(k, _)| k).collect::<Vec<_>>(),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -78,6 +86,7 @@ impl RunRequest {
             job_id: job_id.to_string(),
             network: false,
             env: Vec::new(),
+            secrets: Vec::new(),
             prompt: Prompt::None,
             agent_bin: None,
         }
@@ -103,6 +112,15 @@ impl RunRequest {
         Ok(Some(path))
     }
 
+    /// The agent's extra environment, for a runtime that sets every variable itself: the fixed
+    /// variables, then the secrets' values.
+    pub(crate) fn environment(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.env
+            .iter()
+            .chain(&self.secrets)
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+
     /// What the agent reads on standard input.
     pub(crate) fn stdin(&self) -> Option<String> {
         match &self.prompt {
@@ -112,7 +130,8 @@ impl RunRequest {
     }
 }
 
-/// Runs an agent; implementations decide the isolation (a process here, a container later).
+/// Runs an agent; implementations decide the isolation (a process here, bubblewrap in
+/// [`crate::SandboxRuntime`], the job pod's agent container in [`crate::PodRuntime`]).
 pub trait AgentRuntime: Send + Sync {
     /// Runs to completion, sending every output line to `lines` in the order it was read; a
     /// full channel makes the agent wait.
@@ -178,7 +197,7 @@ impl AgentRuntime for ProcessRuntime {
                 .env("PATH", path)
                 .env("HOME", &home)
                 .env("CKRV_JOB_ID", &request.job_id)
-                .envs(request.env.iter().map(|(k, v)| (k, v)));
+                .envs(request.environment());
             run_streaming(command, request.stdin(), lines).await
         })
     }
@@ -284,6 +303,23 @@ mod tests {
             .unwrap();
         assert_eq!(status.code, Some(3));
         assert!(!status.success());
+    }
+
+    #[tokio::test]
+    async fn the_fixed_env_and_the_secrets_reach_the_agent_and_debug_shows_no_value() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut request = request(dir.path(), "echo \"$FIXED $API_KEY\"");
+        request.env = vec![("FIXED".into(), "fixed-value".into())];
+        request.secrets = vec![("API_KEY".into(), "sk-secret-value".into())];
+        let (_, lines) = run_collecting(&ProcessRuntime, &request).await.unwrap();
+        let lines: Vec<String> = lines.into_iter().map(|l| l.line).collect();
+        assert_eq!(lines, ["fixed-value sk-secret-value"]);
+        let debug = format!("{request:?}");
+        assert!(debug.contains("\"FIXED\"") && debug.contains("\"API_KEY\""));
+        assert!(
+            !debug.contains("fixed-value") && !debug.contains("sk-secret-value"),
+            "{debug}"
+        );
     }
 
     #[tokio::test]

@@ -153,7 +153,7 @@ impl SandboxRuntime {
             .env("HOME", "/tmp")
             .env("TMPDIR", "/tmp")
             .env("CKRV_JOB_ID", &request.job_id)
-            .envs(request.env.iter().map(|(k, v)| (k, v)))
+            .envs(request.environment())
             .current_dir("/");
         command
     }
@@ -316,7 +316,7 @@ mod tests {
             "/tmp/ckrv-job-x/scratch".into(),
             "job-1",
         );
-        request.env = vec![("API_KEY".into(), "sk-secret-value".into())];
+        request.secrets = vec![("API_KEY".into(), "sk-secret-value".into())];
         let args = bwrap_args(&request, None).join(" ");
         assert!(!args.contains("sk-secret-value"), "{args}");
         assert!(

@@ -6,7 +6,7 @@ use crate::logs::{self, JobLog, Scrubber};
 use crate::outbox::{self, Outgoing, Report};
 use crate::steps::{DEFAULT_LIMITS, StepContext, StepEnv, StepRunner, builtin_component};
 use ckrv_agents::{
-    AgentDefinition, AgentRuntime, ProcessRuntime, RunRequest, SandboxRuntime, Stream,
+    AgentDefinition, AgentRuntime, PodRuntime, ProcessRuntime, RunRequest, SandboxRuntime, Stream,
 };
 use ckrv_wasm_host::{Limits, Origin, OriginPolicy};
 use ckrv_wit::types::{
@@ -44,15 +44,43 @@ impl StageSource<'_> {
 pub struct JobOptions {
     /// Runs the pipeline's steps; shared by a worker's jobs, so each component compiles once.
     pub steps: Arc<StepRunner>,
-    /// Parent of the temporary workspace; the system temp dir when absent.
+    /// Parent of the job's temporary directory (the workspace, the host's git state); the
+    /// system temp dir when absent.
     pub work_dir: Option<PathBuf>,
+    /// An existing empty directory to use as the workspace instead of one in the job's
+    /// directory (a job pod's volume, which the agent's container mounts too). It is left as
+    /// it is at the end.
+    pub workspace: Option<PathBuf>,
     pub token: String,
     /// Local paths and internal hosts may be cloned (development only).
     pub allow_local_repos: bool,
-    /// Run the agent in its sandbox; off only when the operator said so, insecurely.
-    pub sandbox: bool,
+    /// Where the agent runs.
+    pub agent: AgentPlace,
     /// Agent programs installed outside the system's directories.
     pub agent_bin: Option<PathBuf>,
+}
+
+/// Where a job's agent runs.
+#[derive(Debug, Clone)]
+pub enum AgentPlace {
+    /// In bubblewrap, on this machine.
+    Sandbox,
+    /// As a plain process with the worker's rights: only when the operator said so, insecurely.
+    Unsandboxed,
+    /// In its own container of the job's Kubernetes pod, which is its sandbox
+    /// (docs/job-pod.md).
+    Pod(PodRuntime),
+}
+
+impl AgentPlace {
+    /// The sandbox, unless `sandbox` is false.
+    pub fn local(sandbox: bool) -> Self {
+        if sandbox {
+            Self::Sandbox
+        } else {
+            Self::Unsandboxed
+        }
+    }
 }
 
 /// Runs the job and reports its end to the API. The outer error means the API could not be
@@ -223,8 +251,15 @@ pub(crate) async fn run_stages(
         std::os::unix::fs::PermissionsExt::from_mode(0o711),
     )
     .map_err(|e| format!("preparing the job directory failed: {e}"))?;
-    let workspace = job_dir.path().join("workspace");
-    std::fs::create_dir(&workspace).map_err(|e| format!("creating the workspace failed: {e}"))?;
+    let workspace = match &options.workspace {
+        Some(dir) => given_workspace(dir)?,
+        None => {
+            let workspace = job_dir.path().join("workspace");
+            std::fs::create_dir(&workspace)
+                .map_err(|e| format!("creating the workspace failed: {e}"))?;
+            workspace
+        }
+    };
     let scratch = job_dir.path().join("agent");
     std::fs::create_dir(&scratch).map_err(|e| format!("creating the workspace failed: {e}"))?;
     std::fs::set_permissions(
@@ -262,29 +297,30 @@ pub(crate) async fn run_stages(
             agent: Some(agent.name.clone()),
         });
         // A step may talk to the API (upload does): it starts once the API has everything
-        // before it, after an outage of any length. The agent needs no API and runs on.
-        if stage.kind != StageKind::Agent && !log.delivered().await {
+        // before it, after an outage of any length. The agent needs no API and runs on, except
+        // in a job pod: there the API narrows the pod's network to the agent's when it takes
+        // the agent's phase, and the agent must not start before.
+        let waits = stage.kind != StageKind::Agent || matches!(options.agent, AgentPlace::Pod(_));
+        if waits && !log.delivered().await {
             return Err("the API did not come back".to_string());
         }
         if stage.kind == StageKind::Agent {
-            let mut env: Vec<(String, String)> = agent
-                .env
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect();
-            env.extend(
-                agent_secrets
-                    .iter()
-                    .filter(|s| agent.secrets.contains(&s.name))
-                    .map(|s| (s.name.clone(), s.value.clone())),
-            );
             let request = RunRequest {
                 command: invocation.command.clone(),
                 workspace: workspace.clone(),
                 scratch: scratch.clone(),
                 job_id: job.id.clone(),
                 network: agent.network,
-                env,
+                env: agent
+                    .env
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
+                secrets: agent_secrets
+                    .iter()
+                    .filter(|s| agent.secrets.contains(&s.name))
+                    .map(|s| (s.name.clone(), s.value.clone()))
+                    .collect(),
                 prompt: invocation.prompt.clone(),
                 agent_bin: options.agent_bin.clone(),
             };
@@ -350,21 +386,27 @@ async fn run_agent(
         }
     };
     let sandbox = SandboxRuntime::default();
-    if options.sandbox {
-        sandbox.probe().await.map_err(|e| e.to_string())?;
-    } else {
-        log.warn(
-            SOURCE,
-            "WARNING: this agent runs without a sandbox, with the worker's rights: the server was started with --insecure-no-sandbox",
-        );
-    }
-    let run = async {
-        if options.sandbox {
-            sandbox.run(request, lines).await
-        } else {
-            ProcessRuntime.run(request, lines).await
+    let runtime: &dyn AgentRuntime = match &options.agent {
+        AgentPlace::Sandbox => {
+            sandbox.probe().await.map_err(|e| e.to_string())?;
+            &sandbox
+        }
+        AgentPlace::Unsandboxed => {
+            log.warn(
+                SOURCE,
+                "WARNING: this agent runs without a sandbox, with the worker's rights: the server was started with --insecure-no-sandbox",
+            );
+            &ProcessRuntime
+        }
+        AgentPlace::Pod(pod) => {
+            log.info(
+                SOURCE,
+                "The agent runs in its own container of the job's pod",
+            );
+            pod
         }
     };
+    let run = runtime.run(request, lines);
     let (status, ()) = tokio::join!(run, forward);
     let status = status.map_err(|e| format!("starting agent {} failed: {e}", agent.name))?;
     match status.code {
@@ -375,6 +417,19 @@ async fn run_agent(
         Some(code) => Err(format!("agent exited with status {code}")),
         None => Err("agent was killed by a signal".to_string()),
     }
+}
+
+/// The workspace `--workspace` named: it must be an empty directory, as a fresh volume is.
+fn given_workspace(dir: &Path) -> Result<PathBuf, String> {
+    let mut entries = std::fs::read_dir(dir)
+        .map_err(|e| format!("the workspace {} cannot be used: {e}", dir.display()))?;
+    if entries.next().is_some() {
+        return Err(format!(
+            "the workspace {} is not empty; the job needs a fresh one",
+            dir.display()
+        ));
+    }
+    Ok(dir.to_path_buf())
 }
 
 fn starting_message(stage: &str) -> String {

@@ -1,17 +1,20 @@
 //! `ckrv-orchestrator run --api-url URL --job-id ID`: runs one job (see docs/protocol.md); the
-//! job's worker token is the first line of standard input. `ckrv-orchestrator work --api-url
+//! job's worker token is the first line of standard input, or in `--token-file`. With
+//! `--agent-control DIR --agent-output DIR` it is the orchestrator of a Kubernetes job pod, whose
+//! agent runs in the pod's other container (docs/job-pod.md). `ckrv-orchestrator work --api-url
 //! URL`: an external worker that claims and runs jobs, its credential on standard input.
 //! `ckrv-orchestrator step run STEP.wasm --workspace DIR`: runs one step against a directory,
 //! without an API, for step authors.
 
 use anyhow::Context;
+use ckrv_agents::PodRuntime;
 use ckrv_orchestrator::api_client::ApiClient;
-use ckrv_orchestrator::job::{JobOptions, run_job};
+use ckrv_orchestrator::job::{AgentPlace, JobOptions, run_job};
 use ckrv_orchestrator::steps::StepRunner;
 use ckrv_orchestrator::work::{WorkOptions, work};
 use ckrv_wit::types::{JobCompletion, JobState};
 use clap::{Parser, Subcommand};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 mod step_cli;
@@ -32,6 +35,16 @@ enum Command {
         api_url: String,
         #[arg(long)]
         job_id: String,
+        /// Read the job's worker token from this file (a mounted Secret) instead of standard
+        /// input
+        #[arg(long, value_name = "FILE")]
+        token_file: Option<PathBuf>,
+        /// Use this existing, empty directory as the job's workspace (a job pod's volume)
+        /// instead of a new one under --work-dir, where the host's git state stays
+        #[arg(long, value_name = "DIR")]
+        workspace: Option<PathBuf>,
+        #[command(flatten)]
+        pod: PodArgs,
         #[command(flatten)]
         how: JobArgs,
     },
@@ -82,7 +95,8 @@ enum Command {
 /// How jobs are run, for both commands.
 #[derive(clap::Args)]
 struct JobArgs {
-    /// Where the job's temporary workspace is created.
+    /// Where the job's temporary directories (its workspace, the host's git state, the report
+    /// spool) are created
     #[arg(long)]
     work_dir: Option<PathBuf>,
     /// Clone local paths and internal hosts too (development only; the API passes it when
@@ -101,6 +115,46 @@ struct JobArgs {
     /// worker started per job compiles each once [default: in memory]
     #[arg(long, value_name = "DIR")]
     compile_cache: Option<PathBuf>,
+}
+
+/// The orchestrator of a Kubernetes job pod (docs/job-pod.md).
+#[derive(clap::Args)]
+struct PodArgs {
+    /// Run the agent in the job pod's agent container, launched through this directory (the
+    /// orchestrator's; read-only to the agent), instead of in bubblewrap; `done` is written
+    /// here when this process ends
+    #[arg(
+        long,
+        value_name = "DIR",
+        requires = "agent_output",
+        conflicts_with_all = ["insecure_no_sandbox", "agent_bin"]
+    )]
+    agent_control: Option<PathBuf>,
+    /// The agent container's output directory (read-only here), with --agent-control
+    #[arg(long, value_name = "DIR", requires = "agent_control")]
+    agent_output: Option<PathBuf>,
+}
+
+impl PodArgs {
+    fn runtime(self) -> Option<PodRuntime> {
+        match (self.agent_control, self.agent_output) {
+            (Some(control), Some(output)) => Some(PodRuntime::new(control, output)),
+            _ => None,
+        }
+    }
+}
+
+/// Writes a job pod's `done` when dropped, however the run ended, so an agent container still
+/// waiting for its launch ends too and the pod completes.
+struct DoneOnExit(PathBuf);
+
+impl Drop for DoneOnExit {
+    fn drop(&mut self) {
+        match ckrv_agents::pod::write_done(&self.0) {
+            Ok(()) => tracing::debug!("told the agent's container that this job is done"),
+            Err(e) => tracing::warn!(error = %e, dir = %self.0.display(), "writing `done` failed"),
+        }
+    }
 }
 
 impl JobArgs {
@@ -126,6 +180,17 @@ fn read_secret(what: &str, hint: &str) -> anyhow::Result<String> {
     Ok(secret)
 }
 
+/// A secret from a file (a mounted Secret), trimmed. Read once, never logged.
+fn read_secret_file(what: &str, path: &Path) -> anyhow::Result<String> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading the {what} from {}", path.display()))?;
+    let secret = text.trim();
+    if secret.is_empty() {
+        anyhow::bail!("the {what} file {} is empty", path.display());
+    }
+    Ok(secret.to_string())
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
@@ -137,12 +202,22 @@ async fn main() -> anyhow::Result<()> {
         // The dispatcher sends stderr to a file.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let (api_url, job_id, how) = match Cli::parse().command {
+    let run = match Cli::parse().command {
         Command::Run {
             api_url,
             job_id,
+            token_file,
+            workspace,
+            pod,
             how,
-        } => (api_url, job_id, how),
+        } => RunArgs {
+            api_url,
+            job_id,
+            token_file,
+            workspace,
+            pod: pod.runtime(),
+            how,
+        },
         Command::Step(command) => return step_cli::run(command).await,
         Command::Local {
             spec,
@@ -170,6 +245,31 @@ async fn main() -> anyhow::Result<()> {
             return Ok(work(&api_url, &credential, &options).await?);
         }
     };
+    // However the run ends, from here on, the agent's container of a job pod hears of it.
+    let _done = run.pod.as_ref().map(|pod| DoneOnExit(pod.control.clone()));
+    run_one(run).await
+}
+
+/// `run`'s arguments.
+struct RunArgs {
+    api_url: String,
+    job_id: String,
+    token_file: Option<PathBuf>,
+    workspace: Option<PathBuf>,
+    pod: Option<PodRuntime>,
+    how: JobArgs,
+}
+
+/// `run`: one job, reported to the API.
+async fn run_one(run: RunArgs) -> anyhow::Result<()> {
+    let RunArgs {
+        api_url,
+        job_id,
+        token_file,
+        workspace,
+        pod,
+        how,
+    } = run;
     let runner = how.step_runner();
     let JobArgs {
         work_dir,
@@ -178,10 +278,13 @@ async fn main() -> anyhow::Result<()> {
         agent_bin,
         ..
     } = how;
-    let token = read_secret(
-        "worker token",
-        "the dispatcher writes the job's token there",
-    )?;
+    let token = match &token_file {
+        Some(path) => read_secret_file("worker token", path)?,
+        None => read_secret(
+            "worker token",
+            "the dispatcher writes the job's token there",
+        )?,
+    };
     let api = ApiClient::new(&api_url, &job_id, &token)?;
     let steps = match runner {
         Ok(steps) => Arc::new(steps),
@@ -202,9 +305,13 @@ async fn main() -> anyhow::Result<()> {
         JobOptions {
             steps,
             work_dir,
+            workspace,
             token,
             allow_local_repos,
-            sandbox: !insecure_no_sandbox,
+            agent: match pod {
+                Some(pod) => AgentPlace::Pod(pod),
+                None => AgentPlace::local(!insecure_no_sandbox),
+            },
             agent_bin,
         },
     )
@@ -237,10 +344,11 @@ async fn local(
     let options = JobOptions {
         steps: Arc::new(how.step_runner()?),
         work_dir: how.work_dir,
+        workspace: None,
         token: String::new(),
         // The repository is the developer's own, on this machine.
         allow_local_repos: true,
-        sandbox: !how.insecure_no_sandbox,
+        agent: AgentPlace::local(!how.insecure_no_sandbox),
         agent_bin: how.agent_bin,
     };
     let job = ckrv_orchestrator::local::LocalJob {

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use crate::api_client::{ApiClient, ApiClientError};
-use crate::job::{JobOptions, run_job};
+use crate::job::{AgentPlace, JobOptions, run_job};
 use crate::steps::StepRunner;
 
 /// How the jobs a worker claims are run.
@@ -57,9 +57,10 @@ pub async fn work(api_url: &str, credential: &str, options: &WorkOptions) -> Res
             JobOptions {
                 steps: options.steps.clone(),
                 work_dir: options.work_dir.clone(),
+                workspace: None,
                 token: claim.token.clone(),
                 allow_local_repos: options.allow_local_repos,
-                sandbox: options.sandbox,
+                agent: AgentPlace::local(options.sandbox),
                 agent_bin: options.agent_bin.clone(),
             },
         )

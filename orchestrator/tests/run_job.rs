@@ -4,7 +4,7 @@
 use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use ckrv_orchestrator::api_client::ApiClient;
-use ckrv_orchestrator::job::{JobOptions, run_job};
+use ckrv_orchestrator::job::{AgentPlace, JobOptions, run_job};
 use ckrv_orchestrator::steps::StepRunner;
 use ckrv_pipeline::Pipeline;
 use ckrv_test_support::{FakeEndpoint, Recorded as Call, git};
@@ -65,16 +65,34 @@ async fn run_with(
     secrets: &[(&str, &str)],
     agent_bin: Option<&std::path::Path>,
 ) -> (Result<(), String>, Vec<Call>, tempfile::TempDir) {
+    let origin = origin_repo();
+    let job = worker_job(spec, origin.path().to_str().unwrap(), &pipeline, secrets);
+    let fake = FakeEndpoint::start(answer(job, heartbeats, Arc::new(pipeline))).await;
+    run_against(&fake, agent_bin).await
+}
+
+/// A repository with one commit on `main`: README.md, "hello".
+fn origin_repo() -> tempfile::TempDir {
     let origin = tempfile::tempdir().unwrap();
     git(origin.path(), &["init", "-q", "-b", "main"]);
     std::fs::write(origin.path().join("README.md"), "hello\n").unwrap();
     git(origin.path(), &["add", "-A"]);
     git(origin.path(), &["commit", "-q", "-m", "initial"]);
+    origin
+}
 
-    let job = serde_json::json!({
+/// What the fake API hands the worker of `job-1`: `spec` on `repo_url`, `pipeline`, the
+/// agent's `secrets`.
+fn worker_job(
+    spec: &str,
+    repo_url: &str,
+    pipeline: &Pipeline,
+    secrets: &[(&str, &str)],
+) -> serde_json::Value {
+    serde_json::json!({
         "job": {
             "id": "job-1", "status": "running", "state": "running", "phase": "queued",
-            "spec_path": "specs/x.md", "git_repo_url": origin.path().to_str().unwrap(),
+            "spec_path": "specs/x.md", "git_repo_url": repo_url,
             "git_base_branch": "main", "feature_branch_name": "ckrv/job-1",
             "created_at": "2026-11-22T12:00:00Z", "updated_at": "2026-11-22T12:00:00Z",
             "started_at": "2026-11-22T12:00:00Z"
@@ -87,9 +105,7 @@ async fn run_with(
             .iter()
             .map(|(name, value)| serde_json::json!({"name": name, "value": value}))
             .collect::<Vec<_>>(),
-    });
-    let fake = FakeEndpoint::start(answer(job, heartbeats, Arc::new(pipeline))).await;
-    run_against(&fake, agent_bin).await
+    })
 }
 
 /// Runs job `job-1` against `fake` as its worker, sandboxed, local repositories allowed.
@@ -104,9 +120,10 @@ async fn run_against(
         JobOptions {
             steps: Arc::new(StepRunner::new().unwrap()),
             work_dir: Some(work_dir.path().to_path_buf()),
+            workspace: None,
             token: "worker-token".into(),
             allow_local_repos: true,
-            sandbox: true,
+            agent: AgentPlace::Sandbox,
             agent_bin: agent_bin.map(std::path::Path::to_path_buf),
         },
     )
@@ -579,4 +596,306 @@ fn a_token_goes_with_the_user_name_its_host_wants() {
     let named = serde_json::json!({"provider": "generic", "credential_type": "pat", "value": TOKEN, "username": "alice"});
     let (outcome, calls, _) = runtime.block_on(run_private(&url, named));
     assert_eq!(outcome, Ok(()), "{:?}", log_lines(&calls));
+}
+
+// The job pod (docs/job-pod.md): the orchestrator binary in pod mode and the real
+// `ckrv-agent-entrypoint`, each its own process, as the pod's two containers are, sharing only
+// the pod's volumes.
+
+/// The real `ckrv-agent-entrypoint` (a binary of crate ckrv-agents, which `cargo test -p
+/// ckrv-orchestrator` alone does not build), built once into this test's target directory.
+fn entrypoint_binary() -> std::path::PathBuf {
+    static BUILT: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let exe = std::env::current_exe().unwrap();
+            // target/<profile>/deps/run_job-<hash>
+            let profile_dir = exe.parent().unwrap().parent().unwrap();
+            let profile = profile_dir.file_name().unwrap().to_str().unwrap();
+            let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+            let status = std::process::Command::new(cargo)
+                .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+                .args(["build", "--quiet", "--locked", "-p", "ckrv-agents"])
+                .args(["--bin", "ckrv-agent-entrypoint", "--profile"])
+                .arg(if profile == "debug" { "dev" } else { profile })
+                .arg("--target-dir")
+                .arg(profile_dir.parent().unwrap())
+                .status()
+                .unwrap();
+            assert!(status.success(), "building ckrv-agent-entrypoint failed");
+            profile_dir.join("ckrv-agent-entrypoint")
+        })
+        .clone()
+}
+
+/// The pod's volumes, and the worker token as its Secret mounts it.
+struct JobPod {
+    _root: tempfile::TempDir,
+    control: std::path::PathBuf,
+    output: std::path::PathBuf,
+    workspace: std::path::PathBuf,
+    work: std::path::PathBuf,
+    token_file: std::path::PathBuf,
+}
+
+/// A process of the test's, killed if the test ends first.
+struct Process(std::process::Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Process {
+    /// Waits for it to exit; its exit code.
+    async fn exit_code(&mut self) -> Option<i32> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.0.try_wait().unwrap() {
+                return status.code();
+            }
+            assert!(std::time::Instant::now() < deadline, "it did not exit");
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl JobPod {
+    fn new() -> Self {
+        let root = tempfile::tempdir().unwrap();
+        let dir = |name: &str| {
+            let path = root.path().join(name);
+            std::fs::create_dir_all(&path).unwrap();
+            path
+        };
+        let (control, output, workspace, work) =
+            (dir("control"), dir("agent"), dir("workspace"), dir("work"));
+        let token_file = dir("secrets").join("token");
+        // As a Secret's file ends: maybe with a newline, which is not part of the token.
+        std::fs::write(&token_file, "worker-token\n").unwrap();
+        Self {
+            _root: root,
+            control,
+            output,
+            workspace,
+            work,
+            token_file,
+        }
+    }
+
+    /// A fake API serving `job`; it answers the report of the agent's phase only after a
+    /// while, as the API does once it has narrowed the pod's network. The flag says whether
+    /// the agent was launched before that answer.
+    async fn fake_api(
+        &self,
+        job: serde_json::Value,
+        pipeline: Pipeline,
+    ) -> (FakeEndpoint, Arc<std::sync::atomic::AtomicBool>) {
+        let early = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (inner, launch, flag) = (
+            answer(job, usize::MAX, Arc::new(pipeline)),
+            self.control.join(ckrv_agents::pod::LAUNCH),
+            early.clone(),
+        );
+        let fake = FakeEndpoint::start(move |call: Call| {
+            let (inner, launch, flag) = (inner.clone(), launch.clone(), flag.clone());
+            async move {
+                if call.path().ends_with("/phase")
+                    && call.json::<PhaseUpdate>().phase == JobPhase::Agent
+                {
+                    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+                    if launch.exists() {
+                        flag.store(true, Ordering::SeqCst);
+                    }
+                }
+                inner(call).await
+            }
+        })
+        .await;
+        (fake, early)
+    }
+
+    /// The agent's container: the entrypoint in the workspace, with an environment of its own
+    /// (and a token it must not pass on).
+    fn entrypoint(&self) -> Process {
+        let child = std::process::Command::new(entrypoint_binary())
+            .args(ckrv_agents::pod::entrypoint_args(
+                &self.control,
+                &self.output,
+            ))
+            .current_dir(&self.workspace)
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap())
+            .env("HOME", "/home/agent")
+            .env("CKRV_WORKER_TOKEN", "not-for-the-agent")
+            .spawn()
+            .unwrap();
+        Process(child)
+    }
+
+    /// `ckrv-orchestrator run` as the pod runs it, with the token in `token_file`.
+    async fn orchestrator(
+        &self,
+        api_url: &str,
+        token_file: &std::path::Path,
+    ) -> std::process::Output {
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_ckrv-orchestrator"))
+            .args([
+                "run",
+                "--job-id",
+                "job-1",
+                "--allow-local-repos",
+                "--api-url",
+                api_url,
+            ])
+            .arg("--token-file")
+            .arg(token_file)
+            .arg("--work-dir")
+            .arg(&self.work)
+            .arg("--workspace")
+            .arg(&self.workspace)
+            .arg("--agent-control")
+            .arg(&self.control)
+            .arg("--agent-output")
+            .arg(&self.output)
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap())
+            .stdin(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .output()
+            .await
+            .unwrap()
+    }
+
+    fn has(&self, dir: &std::path::Path, name: &str) -> bool {
+        dir.join(name).exists()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn in_a_job_pod_the_agent_runs_in_its_container_once_the_api_has_its_phase() {
+    let origin = origin_repo();
+    let spec = "---\nagent: script\nrun: |\n  echo changing\n  echo \"token=${CKRV_WORKER_TOKEN:-none} home=$HOME\"\n  echo world >> README.md\n  echo careful >&2\n---\n# Add a line\n";
+    let pipeline = Pipeline::builtin();
+    let job = worker_job(spec, origin.path().to_str().unwrap(), &pipeline, &[]);
+    let pod = JobPod::new();
+    let (fake, launched_early) = pod.fake_api(job, pipeline).await;
+    let mut entrypoint = pod.entrypoint();
+    let out = pod.orchestrator(&fake.url, &pod.token_file).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        !stderr.contains("worker-token"),
+        "the token was logged: {stderr}"
+    );
+    let calls = fake.requests();
+    let lines = log_lines(&calls);
+    // The trimmed token from the file was the one used.
+    assert!(
+        calls
+            .iter()
+            .all(|c| c.header("authorization") == "Bearer worker-token")
+    );
+    assert!(
+        !launched_early.load(Ordering::SeqCst),
+        "the agent was launched before the API had its phase"
+    );
+    let has = |source: &str, message: &str| lines.iter().any(|(s, m)| s == source && m == message);
+    assert!(
+        has(
+            "orchestrator",
+            "The agent runs in its own container of the job's pod"
+        ),
+        "{lines:?}"
+    );
+    assert!(has("script", "changing"), "{lines:?}");
+    assert!(has("script", "token=none home=/home/agent"), "{lines:?}");
+    assert!(has("script", "careful"), "{lines:?}");
+    let diff = calls
+        .iter()
+        .find(|c| c.method == Method::PUT && c.path() == "/v1/worker/jobs/job-1/artifacts/diff")
+        .unwrap();
+    assert!(String::from_utf8_lossy(&diff.body).contains("+world"));
+    let done: JobCompletion = serde_json::from_slice(&calls.last().unwrap().body).unwrap();
+    assert_eq!(done.state, JobState::Succeeded);
+
+    // The agent edited the pod's workspace, which stays with the pod; the job's own directory
+    // (the host's git state, the report spool) is gone.
+    let readme = std::fs::read_to_string(pod.workspace.join("README.md")).unwrap();
+    assert_eq!(readme, "hello\nworld\n");
+    assert_eq!(std::fs::read_dir(&pod.work).unwrap().count(), 0);
+    assert_eq!(entrypoint.exit_code().await, Some(0));
+    assert_eq!(
+        std::fs::read_to_string(pod.output.join(ckrv_agents::pod::EXIT)).unwrap(),
+        r#"{"code":0}"#
+    );
+    assert!(pod.has(&pod.control, ckrv_agents::pod::DONE));
+    assert!(!pod.has(&pod.control, ckrv_agents::pod::STOP));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn in_a_job_pod_a_failed_clone_still_ends_the_waiting_agent_container() {
+    let pipeline = Pipeline::builtin();
+    let spec = "---\nagent: script\nrun: echo ran > ran.txt\n---\n";
+    let job = worker_job(spec, "/nonexistent/ckrv-repo", &pipeline, &[]);
+    let pod = JobPod::new();
+    let (fake, _) = pod.fake_api(job, pipeline).await;
+    let mut entrypoint = pod.entrypoint();
+    let out = pod.orchestrator(&fake.url, &pod.token_file).await;
+    // A failed job that was reported is a finished run.
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let calls = fake.requests();
+    let done: JobCompletion = serde_json::from_slice(&calls.last().unwrap().body).unwrap();
+    assert_eq!(done.state, JobState::Failed);
+    assert!(
+        done.error_message
+            .as_deref()
+            .unwrap()
+            .starts_with("clone failed: "),
+        "{done:?}"
+    );
+    assert!(pod.has(&pod.control, ckrv_agents::pod::DONE));
+    assert_eq!(entrypoint.exit_code().await, Some(0));
+    assert!(pod.has(&pod.output, ckrv_agents::pod::READY));
+    assert!(!pod.has(&pod.control, ckrv_agents::pod::LAUNCH));
+    assert!(!pod.has(&pod.output, ckrv_agents::pod::EXIT));
+    assert!(!pod.workspace.join("ran.txt").exists());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_token_file_that_is_missing_or_empty_fails_clearly() {
+    let pod = JobPod::new();
+    let missing = pod.work.join("no-such-token");
+    let out = pod.orchestrator("http://127.0.0.1:9", &missing).await;
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "reading the worker token from {}",
+            missing.display()
+        )),
+        "{stderr}"
+    );
+    // Even so, the agent's container is told that nothing comes.
+    assert!(pod.has(&pod.control, ckrv_agents::pod::DONE));
+
+    std::fs::write(&pod.token_file, " \n").unwrap();
+    let out = pod
+        .orchestrator("http://127.0.0.1:9", &pod.token_file)
+        .await;
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "the worker token file {} is empty",
+            pod.token_file.display()
+        )),
+        "{stderr}"
+    );
 }
