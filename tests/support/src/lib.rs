@@ -9,6 +9,9 @@ mod browser;
 mod database;
 mod fake_endpoint;
 mod git;
+#[cfg(feature = "api")]
+pub mod kube_mock;
+pub mod kubernetes;
 mod s3;
 mod secret_service;
 mod sshd;
