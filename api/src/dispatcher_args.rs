@@ -174,7 +174,6 @@ impl KubernetesArgs {
         let namespace = self.namespace.unwrap_or_else(|| own.clone());
         settings.namespace.clone_from(&namespace);
         settings.api_namespace = (own != namespace).then_some(own);
-        settings.check()?;
         check_access(&client, &namespace).await.context(
             "the API's service account needs the chart's Role (Jobs, Pods, Secrets, NetworkPolicies)",
         )?;

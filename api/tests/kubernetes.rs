@@ -441,7 +441,8 @@ async fn a_job_becomes_a_suspended_job_its_secret_and_policy_then_starts_against
 }
 
 #[tokio::test]
-async fn an_agent_without_network_gets_none_once_cloned_and_a_refused_narrowing_fails_the_job() {
+async fn an_agent_without_network_gets_none_once_cloned_and_a_refused_narrowing_fails_the_job_on_a_mocked_cluster()
+ {
     let dir = tempfile::tempdir().unwrap();
     let (cluster, client) = MockCluster::start(NAMESPACE);
     let api = api_on(dir.path(), client, None).await;
@@ -522,7 +523,7 @@ fn container(name: &str, image: &str, state: Value) -> Value {
 }
 
 #[tokio::test]
-async fn the_watchers_fail_jobs_whose_pods_cannot_run_with_the_reason() {
+async fn the_watchers_fail_jobs_whose_pods_cannot_run_with_the_reason_on_a_mocked_cluster() {
     let dir = tempfile::tempdir().unwrap();
     let (cluster, client) = MockCluster::start(NAMESPACE);
     let api = api_on(dir.path(), client, None).await;
@@ -595,7 +596,8 @@ async fn the_watchers_fail_jobs_whose_pods_cannot_run_with_the_reason() {
 }
 
 #[tokio::test]
-async fn a_finished_pod_leaves_its_result_and_a_job_past_its_kubernetes_deadline_times_out() {
+async fn a_finished_pod_leaves_its_result_and_a_job_past_its_kubernetes_deadline_times_out_on_a_mocked_cluster()
+ {
     let dir = tempfile::tempdir().unwrap();
     let (cluster, client) = MockCluster::start(NAMESPACE);
     let api = api_on(dir.path(), client, None).await;
@@ -647,7 +649,8 @@ async fn a_finished_pod_leaves_its_result_and_a_job_past_its_kubernetes_deadline
 }
 
 #[tokio::test]
-async fn cancelling_deletes_the_jobs_kubernetes_job_with_foreground_propagation() {
+async fn cancelling_deletes_the_jobs_kubernetes_job_with_foreground_propagation_on_a_mocked_cluster()
+ {
     let dir = tempfile::tempdir().unwrap();
     let (cluster, client) = MockCluster::start(NAMESPACE);
     let api = api_on(dir.path(), client, None).await;
@@ -675,7 +678,8 @@ async fn cancelling_deletes_the_jobs_kubernetes_job_with_foreground_propagation(
 }
 
 #[tokio::test]
-async fn a_restarted_api_deletes_leftover_jobs_and_judges_pods_that_failed_while_it_was_down() {
+async fn a_restarted_api_deletes_leftover_jobs_and_judges_pods_that_failed_while_it_was_down_on_a_mocked_cluster()
+ {
     let dir = tempfile::tempdir().unwrap();
     let (cluster, client) = MockCluster::start(NAMESPACE);
     let api = api_on(dir.path(), client, None).await;
@@ -729,7 +733,8 @@ async fn a_restarted_api_deletes_leftover_jobs_and_judges_pods_that_failed_while
 }
 
 #[tokio::test]
-async fn a_cluster_that_refuses_a_secret_fails_the_job_and_leaves_nothing_behind() {
+async fn a_cluster_that_refuses_a_secret_fails_the_job_and_leaves_nothing_behind_on_a_mocked_cluster()
+ {
     let dir = tempfile::tempdir().unwrap();
     let (cluster, client) = MockCluster::start(NAMESPACE);
     cluster.refuse(
@@ -765,7 +770,7 @@ async fn a_cluster_that_refuses_a_secret_fails_the_job_and_leaves_nothing_behind
 }
 
 #[tokio::test]
-async fn two_replicas_on_one_database_dispatch_each_job_once() {
+async fn two_replicas_on_one_database_dispatch_each_job_once_on_a_mocked_cluster() {
     let dir_a = tempfile::tempdir().unwrap();
     let dir_b = tempfile::tempdir().unwrap();
     let (cluster_a, client_a) = MockCluster::start(NAMESPACE);
@@ -866,7 +871,7 @@ fn every_agents_manifests_are_valid_kubernetes_in_both_network_stages() {
 }
 
 #[tokio::test]
-async fn a_pipeline_whose_agent_reports_cloning_is_refused_on_kubernetes() {
+async fn a_pipeline_whose_agent_reports_cloning_is_refused_with_a_mocked_cluster() {
     let dir = tempfile::tempdir().unwrap();
     let pipeline = dir.path().join("pipeline.toml");
     std::fs::write(

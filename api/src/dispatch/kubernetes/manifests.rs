@@ -543,11 +543,11 @@ mod tests {
 
     #[test]
     fn repository_ports_come_from_the_url() {
-        assert_eq!(repository_port("https://github.com/o/r.git"), 443);
+        assert_eq!(repository_port("https://git.example.invalid/o/r.git"), 443);
         assert_eq!(repository_port("https://git.example:8443/o/r.git"), 8443);
-        assert_eq!(repository_port("ssh://git@github.com/o/r.git"), 22);
+        assert_eq!(repository_port("ssh://git@git.example.invalid/o/r.git"), 22);
         assert_eq!(repository_port("ssh://git@host:2222/o/r.git"), 2222);
-        assert_eq!(repository_port("git@github.com:o/r.git"), 22);
+        assert_eq!(repository_port("git@git.example.invalid:o/r.git"), 22);
     }
 
     #[test]
