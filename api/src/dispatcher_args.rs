@@ -8,11 +8,12 @@ use anyhow::Context as _;
 use ckrv_api::dispatch::kubernetes::settings::{
     DEFAULT_AGENT_CPU, DEFAULT_AGENT_MEMORY, DEFAULT_API_POD_LABEL, DEFAULT_DNS_NAMESPACE,
     DEFAULT_DNS_POD_LABEL, DEFAULT_JOB_TTL, DEFAULT_WORKER_CPU, DEFAULT_WORKER_MEMORY,
-    DEFAULT_WORKSPACE_SIZE, parse_agent_image, parse_label,
+    DEFAULT_WORKSPACE_SIZE, Scheduling, parse_agent_image, parse_label, parse_toleration,
 };
 use ckrv_api::dispatch::kubernetes::{KubernetesSettings, Resources, check_access};
 use ckrv_api::{DispatcherConfig, KubernetesConfig};
 use clap::{Args, ValueEnum};
+use k8s_openapi::api::core::v1::Toleration;
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum DispatcherKind {
@@ -101,6 +102,18 @@ struct KubernetesArgs {
     #[arg(long, env = "CKRV_API_DNS_POD_LABELS", value_name = "KEY=VALUE", value_delimiter = ',',
           value_parser = parse_label, default_value = DEFAULT_DNS_POD_LABEL)]
     dns_pod_label: Vec<(String, String)>,
+    /// A node label job pods must be scheduled on (repeat, or comma-separate)
+    #[arg(long, env = "CKRV_API_JOB_NODE_SELECTOR", value_name = "KEY=VALUE", value_delimiter = ',',
+          value_parser = parse_label)]
+    job_node_selector: Vec<(String, String)>,
+    /// A node taint job pods tolerate, as kubectl taint writes it: without a value any value,
+    /// without an effect every effect (repeat, or comma-separate)
+    #[arg(long, env = "CKRV_API_JOB_TOLERATIONS", value_name = "KEY[=VALUE][:EFFECT]",
+          value_delimiter = ',', value_parser = parse_toleration)]
+    job_toleration: Vec<Toleration>,
+    /// The PriorityClass of job pods [default: the cluster's default]
+    #[arg(long, env = "CKRV_API_JOB_PRIORITY_CLASS", value_name = "NAME")]
+    job_priority_class: Option<String>,
 }
 
 impl DispatcherArgs {
@@ -166,6 +179,11 @@ impl KubernetesArgs {
         settings.worker_service_account = self.worker_service_account;
         settings.dns_namespace = self.dns_namespace;
         settings.dns_pod_labels = self.dns_pod_label.into_iter().collect();
+        settings.scheduling = Scheduling {
+            node_selector: self.job_node_selector.into_iter().collect(),
+            tolerations: self.job_toleration,
+            priority_class: self.job_priority_class,
+        };
         settings.check()?;
         let client = kube::Client::try_default().await.context(
             "connecting to Kubernetes: in a pod this uses its service account; elsewhere set KUBECONFIG",

@@ -17,6 +17,7 @@ use std::time::Duration;
 use base64::Engine as _;
 use ckrv_api::dispatch::kubernetes::KubernetesSettings;
 use ckrv_api::dispatch::kubernetes::manifests::{self, JobPod, NetworkStage};
+use ckrv_api::dispatch::kubernetes::settings::{Scheduling, parse_toleration};
 use ckrv_api::{DispatcherConfig, KubernetesConfig};
 use ckrv_test_support::kube_mock::{KubeRequest, MockCluster};
 use ckrv_test_support::kubernetes::{Validated, validate, validate_against};
@@ -812,6 +813,14 @@ fn every_agents_manifests_are_valid_kubernetes_in_both_network_stages() {
     let mut settings = settings();
     settings.api_port = 8080;
     settings.worker_service_account = Some("ckrv-worker".into());
+    settings.scheduling = Scheduling {
+        node_selector: [("example.com/pool".to_string(), "agents".to_string())].into(),
+        tolerations: ["example.com/pool=agents:NoSchedule", "example.com/spot"]
+            .into_iter()
+            .map(|t| parse_toleration(t).unwrap())
+            .collect(),
+        priority_class: Some("ckrv-batch".into()),
+    };
     let mut documents = Vec::new();
     for agent in ckrv_agents::agents() {
         let pod = JobPod {
@@ -865,6 +874,19 @@ fn every_agents_manifests_are_valid_kubernetes_in_both_network_stages() {
             values[0]["spec"]["template"]["spec"]["containers"][1]["image"],
             agent.image.as_str()
         );
+        let pod_spec = &values[0]["spec"]["template"]["spec"];
+        assert_eq!(
+            pod_spec["nodeSelector"],
+            json!({"example.com/pool": "agents"})
+        );
+        assert_eq!(
+            pod_spec["tolerations"],
+            json!([
+                {"key": "example.com/pool", "operator": "Equal", "value": "agents", "effect": "NoSchedule"},
+                {"key": "example.com/spot", "operator": "Exists"},
+            ])
+        );
+        assert_eq!(pod_spec["priorityClassName"], "ckrv-batch");
         documents.extend(values);
     }
     expect_valid(&yaml_of(&documents.iter().collect::<Vec<_>>()));

@@ -52,7 +52,7 @@ const KUBERNETES: [&str; 6] = [
 #[test]
 fn bad_kubernetes_settings_are_refused_naming_the_flag_before_any_cluster_is_asked() {
     let dir = tempfile::tempdir().unwrap();
-    let cases: [(&[&str], &str); 5] = [
+    let cases: [(&[&str], &str); 6] = [
         (
             &["--dispatcher", "kubernetes"],
             "--dispatcher kubernetes needs --worker-image",
@@ -73,6 +73,10 @@ fn bad_kubernetes_settings_are_refused_naming_the_flag_before_any_cluster_is_ask
             &["--namespace", "Jobs"],
             "--namespace: `Jobs` is not a valid name",
         ),
+        (
+            &["--job-priority-class", "Batch_Low"],
+            "--job-priority-class: `Batch_Low` is not a valid name",
+        ),
     ];
     for (args, expected) in cases {
         let mut all: Vec<&str> = if args[0] == "--dispatcher" || args[0] == "--worker-image" {
@@ -90,6 +94,14 @@ fn bad_kubernetes_settings_are_refused_naming_the_flag_before_any_cluster_is_ask
     let out = serve(dir.path(), None, &all).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("label value `-x`"));
+    let mut all = KUBERNETES.to_vec();
+    all.extend(["--job-toleration", "dedicated=agents:Never"]);
+    let out = serve(dir.path(), None, &all).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("unknown effect `Never`"),
+        "{out:?}"
+    );
 
     // Good settings, but no cluster to talk to: it says where it looked.
     let err = refused(&mut serve(dir.path(), None, &KUBERNETES));
@@ -154,7 +166,17 @@ async fn a_cluster_that_lets_it_list_jobs_and_pods_lets_it_serve_against_a_stand
 {
     let dir = tempfile::tempdir().unwrap();
     let kubeconfig = cluster(dir.path(), StatusCode::OK).await;
+    // Job scheduling as the chart renders it into the environment.
     let mut child = serve(dir.path(), Some(&kubeconfig), &KUBERNETES)
+        .env(
+            "CKRV_API_JOB_NODE_SELECTOR",
+            "example.com/pool=agents,kubernetes.io/arch=amd64",
+        )
+        .env(
+            "CKRV_API_JOB_TOLERATIONS",
+            "example.com/pool=agents:NoSchedule,example.com/spot",
+        )
+        .env("CKRV_API_JOB_PRIORITY_CLASS", "ckrv-batch")
         .spawn()
         .unwrap();
     let stdout = child.stdout.take().unwrap();

@@ -126,6 +126,21 @@ KEY=VALUE,KEY=VALUE from a YAML map of labels (rendered by another template), so
 {{- end }}
 
 {{/*
+Job pods' tolerations as --job-toleration takes them: KEY[=VALUE][:EFFECT], comma-separated
+(the schema makes Equal carry a value and Exists none, so nothing is lost on the way).
+*/}}
+{{- define "ckrv.tolerationList" -}}
+{{- $items := list }}
+{{- range . }}
+{{- $item := .key }}
+{{- if ne (.operator | default "Equal") "Exists" }}{{ $item = printf "%s=%s" $item .value }}{{ end }}
+{{- with .effect }}{{ $item = printf "%s:%s" $item . }}{{ end }}
+{{- $items = append $items $item }}
+{{- end }}
+{{- join "," $items }}
+{{- end }}
+
+{{/*
 Whether the API keeps state only in its data directory (SQLite): then one pod at a time.
 */}}
 {{- define "ckrv.sqlite" -}}

@@ -494,6 +494,9 @@ fn the_defaults_are_one_pod_on_sqlite_with_policies() {
         "CKRV_API_AGENT_IMAGES",
         "CKRV_API_IMAGE_PULL_SECRETS",
         "CKRV_API_WORKER_SERVICE_ACCOUNT",
+        "CKRV_API_JOB_NODE_SELECTOR",
+        "CKRV_API_JOB_TOLERATIONS",
+        "CKRV_API_JOB_PRIORITY_CLASS",
     ] {
         assert!(!env.contains_key(unset), "{unset}");
     }
@@ -612,6 +615,18 @@ fn scale_out_shares_postgresql_s3_and_one_key_across_three_replicas() {
     assert_eq!(env["CKRV_API_AGENT_CPU"], "4");
     assert_eq!(env["CKRV_API_AGENT_MEMORY"], "8Gi");
     assert_eq!(env["CKRV_API_WORKER_SERVICE_ACCOUNT"], "ckrv-jobs");
+    // Job pods' scheduling, in the syntax of --job-node-selector and --job-toleration.
+    assert_eq!(
+        env["CKRV_API_JOB_NODE_SELECTOR"],
+        "example.com/pool=agents,kubernetes.io/arch=amd64"
+    );
+    assert_eq!(
+        env["CKRV_API_JOB_TOLERATIONS"],
+        "example.com/pool=agents:NoSchedule,example.com/spot"
+    );
+    assert_eq!(env["CKRV_API_JOB_PRIORITY_CLASS"], "ckrv-batch");
+    // The API pod's own scheduling stays its own.
+    assert_eq!(rendered.pod()["priorityClassName"], "ckrv-high");
 
     let ingress = rendered.one("Ingress");
     let hosts: Vec<&str> = ingress["spec"]["rules"]
@@ -817,6 +832,23 @@ fn values_that_would_deploy_something_broken_are_refused_naming_the_problem() {
         ),
         ("ingress: {enabled: true}\n", "ingress.hosts"),
         ("serviceAccount: {create: false}\n", "serviceAccount.name"),
+        // A toleration that would mean something else than it says.
+        (
+            "jobs:\n  tolerations: [{key: spot, operator: Exists, value: \"yes\"}]\n",
+            "/jobs/tolerations/0/value",
+        ),
+        (
+            "jobs:\n  tolerations: [{key: spot}]\n",
+            "/jobs/tolerations/0",
+        ),
+        (
+            "jobs:\n  tolerations: [{key: spot, operator: Exists, effect: NoRun}]\n",
+            "/jobs/tolerations/0/effect",
+        ),
+        (
+            "jobs:\n  nodeSelector: {pool: [agents]}\n",
+            "/jobs/nodeSelector/pool",
+        ),
     ] {
         let file = dir.path().join("values.yaml");
         std::fs::write(&file, values).unwrap();

@@ -170,6 +170,11 @@ fn pod_spec(settings: &KubernetesSettings, pod: &JobPod<'_>) -> PodSpec {
                 .collect()
         }),
         termination_grace_period_seconds: Some(30),
+        node_selector: (!settings.scheduling.node_selector.is_empty())
+            .then(|| settings.scheduling.node_selector.clone()),
+        tolerations: (!settings.scheduling.tolerations.is_empty())
+            .then(|| settings.scheduling.tolerations.clone()),
+        priority_class_name: settings.scheduling.priority_class.clone(),
         security_context: Some(PodSecurityContext {
             run_as_non_root: Some(true),
             run_as_user: Some(UID),

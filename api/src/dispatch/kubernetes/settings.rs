@@ -5,6 +5,8 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use k8s_openapi::api::core::v1::Toleration;
+
 /// The defaults of `ckrv-api serve`'s flags, and of [`KubernetesSettings::new`].
 pub const DEFAULT_WORKER_CPU: &str = "500m";
 pub const DEFAULT_WORKER_MEMORY: &str = "512Mi";
@@ -62,6 +64,17 @@ pub struct KubernetesSettings {
     /// Jobs may clone local and private hosts (the operator's development flag): the clone's
     /// egress is then not limited to public addresses.
     pub allow_local_repos: bool,
+    /// Where job pods may be scheduled: node labels they need, taints they tolerate, and
+    /// their priority class (so a platform team can keep agents on their own nodes).
+    pub scheduling: Scheduling,
+}
+
+/// The scheduling constraints of job pods.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Scheduling {
+    pub node_selector: BTreeMap<String, String>,
+    pub tolerations: Vec<Toleration>,
+    pub priority_class: Option<String>,
 }
 
 impl KubernetesSettings {
@@ -93,6 +106,7 @@ impl KubernetesSettings {
             dns_pod_labels: parse_label(DEFAULT_DNS_POD_LABEL).into_iter().collect(),
             api_namespace: None,
             allow_local_repos: false,
+            scheduling: Scheduling::default(),
         }
     }
 
@@ -155,9 +169,16 @@ impl KubernetesSettings {
                     .into(),
             ));
         }
+        if let Some(class) = &self.scheduling.priority_class {
+            dns_subdomain(class).map_err(|p| bad("--job-priority-class", p))?;
+        }
+        for toleration in &self.scheduling.tolerations {
+            check_toleration(toleration).map_err(|p| bad("--job-toleration", p))?;
+        }
         for (flag, labels) in [
             ("--api-pod-label", &self.api_pod_labels),
             ("--job-label", &self.job_labels),
+            ("--job-node-selector", &self.scheduling.node_selector),
         ] {
             for (key, value) in labels {
                 label(key, value).map_err(|p| bad(flag, p))?;
@@ -192,6 +213,51 @@ pub fn parse_label(text: &str) -> Result<(String, String), String> {
         .ok_or_else(|| format!("`{text}` is not KEY=VALUE"))?;
     label(key, value)?;
     Ok((key.to_string(), value.to_string()))
+}
+
+/// The taint effects a toleration may name.
+const TAINT_EFFECTS: [&str; 3] = ["NoSchedule", "PreferNoSchedule", "NoExecute"];
+
+/// `KEY[=VALUE][:EFFECT]`, as `--job-toleration` takes it (kubectl taint's syntax): with a
+/// value the taint must match it, without one any value is tolerated; without an effect,
+/// every effect.
+pub fn parse_toleration(text: &str) -> Result<Toleration, String> {
+    let (taint, effect) = match text.rsplit_once(':') {
+        Some((taint, effect)) => (taint, Some(effect)),
+        None => (text, None),
+    };
+    let (key, value) = match taint.split_once('=') {
+        Some((key, value)) => (key, Some(value)),
+        None => (taint, None),
+    };
+    let toleration = Toleration {
+        key: Some(key.to_string()),
+        operator: Some(if value.is_some() { "Equal" } else { "Exists" }.into()),
+        value: value.map(str::to_string),
+        effect: effect.map(str::to_string),
+        toleration_seconds: None,
+    };
+    check_toleration(&toleration)
+        .map_err(|p| format!("`{text}` is not KEY[=VALUE][:EFFECT]: {p}"))?;
+    Ok(toleration)
+}
+
+/// A toleration Kubernetes would accept: a label-shaped key and value, a known effect.
+fn check_toleration(toleration: &Toleration) -> Result<(), String> {
+    let key = toleration.key.as_deref().unwrap_or_default();
+    if key.is_empty() {
+        return Err("give the taint's key".into());
+    }
+    label(key, toleration.value.as_deref().unwrap_or_default())?;
+    if let Some(effect) = toleration.effect.as_deref()
+        && !TAINT_EFFECTS.contains(&effect)
+    {
+        return Err(format!(
+            "unknown effect `{effect}`; use {}",
+            TAINT_EFFECTS.join(", ")
+        ));
+    }
+    Ok(())
 }
 
 /// `NAME=IMAGE`, as `--agent-image` takes it.
@@ -322,6 +388,80 @@ mod tests {
         ] {
             assert!(parse_label(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn tolerations_read_like_kubectl_taints() {
+        let toleration = |text| {
+            parse_toleration(text).map(|t| {
+                (
+                    t.key.unwrap_or_default(),
+                    t.operator.unwrap_or_default(),
+                    t.value,
+                    t.effect,
+                )
+            })
+        };
+        assert_eq!(
+            toleration("dedicated=agents:NoSchedule"),
+            Ok((
+                "dedicated".into(),
+                "Equal".into(),
+                Some("agents".into()),
+                Some("NoSchedule".into())
+            ))
+        );
+        assert_eq!(
+            toleration("nvidia.com/gpu:NoExecute"),
+            Ok((
+                "nvidia.com/gpu".into(),
+                "Exists".into(),
+                None,
+                Some("NoExecute".into())
+            ))
+        );
+        assert_eq!(
+            toleration("spot"),
+            Ok(("spot".into(), "Exists".into(), None, None))
+        );
+        for bad in [
+            "",
+            ":NoSchedule",
+            "k=v:Never",
+            "k=v=w",
+            "Bad Key",
+            "k=-v:NoSchedule",
+        ] {
+            assert!(parse_toleration(bad).is_err(), "{bad}");
+        }
+        assert_eq!(
+            parse_toleration("k=v:Never"),
+            Err("`k=v:Never` is not KEY[=VALUE][:EFFECT]: unknown effect `Never`; use NoSchedule, PreferNoSchedule, NoExecute".into())
+        );
+    }
+
+    #[test]
+    fn bad_scheduling_names_its_flag() {
+        let mut settings = KubernetesSettings::new("ckrv", "worker:1", "http://ckrv:8080", 8080);
+        settings.scheduling.priority_class = Some("Batch_Low".into());
+        assert_eq!(
+            settings.check().map_err(|e| e.flag),
+            Err("--job-priority-class")
+        );
+        settings.scheduling.priority_class = Some("batch-low".into());
+        settings
+            .scheduling
+            .node_selector
+            .insert("pool".into(), "agents pool".into());
+        assert_eq!(
+            settings.check().map_err(|e| e.flag),
+            Err("--job-node-selector")
+        );
+        settings
+            .scheduling
+            .node_selector
+            .insert("pool".into(), "agents".into());
+        assert!(settings.check().is_ok());
     }
 
     #[test]
