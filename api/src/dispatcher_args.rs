@@ -7,8 +7,9 @@ use std::time::Duration;
 use anyhow::Context as _;
 use ckrv_api::dispatch::kubernetes::settings::{
     DEFAULT_AGENT_CPU, DEFAULT_AGENT_MEMORY, DEFAULT_API_POD_LABEL, DEFAULT_DNS_NAMESPACE,
-    DEFAULT_DNS_POD_LABEL, DEFAULT_JOB_TTL, DEFAULT_WORKER_CPU, DEFAULT_WORKER_MEMORY,
-    DEFAULT_WORKSPACE_SIZE, Scheduling, parse_agent_image, parse_label, parse_toleration,
+    DEFAULT_DNS_POD_LABEL, DEFAULT_JOB_TTL, DEFAULT_SCHEDULE_TIMEOUT, DEFAULT_WORKER_CPU,
+    DEFAULT_WORKER_MEMORY, DEFAULT_WORKSPACE_SIZE, Scheduling, parse_agent_image, parse_label,
+    parse_toleration,
 };
 use ckrv_api::dispatch::kubernetes::{KubernetesSettings, Resources, check_access};
 use ckrv_api::{DispatcherConfig, KubernetesConfig};
@@ -114,6 +115,11 @@ struct KubernetesArgs {
     /// The PriorityClass of job pods [default: the cluster's default]
     #[arg(long, env = "CKRV_API_JOB_PRIORITY_CLASS", value_name = "NAME")]
     job_priority_class: Option<String>,
+    /// How long a job pod may wait for a node that can take it before its job fails with the
+    /// scheduler's reason (0 waits until the job's timeout)
+    #[arg(long, env = "CKRV_API_JOB_SCHEDULE_TIMEOUT", default_value = DEFAULT_SCHEDULE_TIMEOUT,
+          value_parser = humantime::parse_duration)]
+    job_schedule_timeout: Duration,
 }
 
 impl DispatcherArgs {
@@ -183,6 +189,7 @@ impl KubernetesArgs {
             node_selector: self.job_node_selector.into_iter().collect(),
             tolerations: self.job_toleration,
             priority_class: self.job_priority_class,
+            schedule_timeout: self.job_schedule_timeout,
         };
         settings.check()?;
         let client = kube::Client::try_default().await.context(

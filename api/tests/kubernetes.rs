@@ -57,12 +57,20 @@ async fn api_on(
     client: kube::Client,
     database: Option<Arc<ckrv_test_support::TestDatabase>>,
 ) -> TestApi {
+    api_with(dir, client, database, settings()).await
+}
+
+/// [`api_on`] with other settings.
+async fn api_with(
+    dir: &Path,
+    client: kube::Client,
+    database: Option<Arc<ckrv_test_support::TestDatabase>>,
+    settings: KubernetesSettings,
+) -> TestApi {
     let workers = agent_secrets(dir);
     let configure = move |c: &mut ckrv_api::Config| {
-        c.dispatcher = DispatcherConfig::Kubernetes(Box::new(KubernetesConfig {
-            client,
-            settings: settings(),
-        }));
+        c.dispatcher =
+            DispatcherConfig::Kubernetes(Box::new(KubernetesConfig { client, settings }));
         c.workers = workers;
         c.engine.job_timeout = Duration::from_secs(1800);
     };
@@ -596,6 +604,66 @@ async fn the_watchers_fail_jobs_whose_pods_cannot_run_with_the_reason_on_a_mocke
     }
 }
 
+/// A pod's status while the scheduler finds no node for it, since `since`.
+fn unschedulable(since: &str) -> Value {
+    json!({"phase": "Pending", "conditions": [{
+        "type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+        "lastTransitionTime": since,
+        "message": "0/3 nodes are available: 3 node(s) had untolerated taint {dedicated: gpu}. \
+                    preemption: 0/3 nodes are available: 3 Preemption is not helpful for scheduling."}]})
+}
+
+#[tokio::test]
+async fn a_pod_no_node_will_take_fails_its_job_with_the_schedulers_reason_at_the_schedule_timeout_on_a_mocked_cluster()
+ {
+    let dir = tempfile::tempdir().unwrap();
+    let (cluster, client) = MockCluster::start(NAMESPACE);
+    let mut settings = settings();
+    settings.scheduling.schedule_timeout = Duration::from_secs(2);
+    let api = api_with(dir.path(), client, None, settings).await;
+    let user = api.login("dev@example.com").await;
+    let user = access(&user);
+    cluster.wait_watching("pods").await;
+    let now = || k8s_openapi::jiff::Timestamp::now().to_string();
+
+    // Unschedulable since just now, and nothing changes after: the timer fails it.
+    let stuck = &dispatched(&api, &cluster, user, claude_job()).await;
+    cluster.update("pods", pod(stuck, unschedulable(&now())));
+    // Unschedulable at first, then a node turns up (an autoscaler, say) within the time.
+    let placed = &dispatched(&api, &cluster, user, claude_job()).await;
+    cluster.update("pods", pod(placed, unschedulable(&now())));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    cluster.update("pods", pod(placed, json!({"phase": "Running"})));
+
+    let failed = wait_state(&api, user, stuck, "failed").await;
+    assert_eq!(
+        failed["error_message"],
+        "no node could take the job's pod in 2s: 0/3 nodes are available: 3 node(s) had \
+         untolerated taint {dedicated: gpu}. preemption: 0/3 nodes are available: 3 Preemption \
+         is not helpful for scheduling. (the operator's job node selector, tolerations and \
+         resources decide where job pods fit)"
+    );
+    cluster
+        .wait_for("the stuck Job deleted", |r| {
+            r.is("DELETE", "jobs") && r.name.as_deref() == Some(name_of(stuck).as_str())
+        })
+        .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(job_state(&api, user, placed).await["state"], "running");
+
+    // A pod found waiting for longer than that (by an API that restarted, say) fails at once.
+    let old = &dispatched(&api, &cluster, user, claude_job()).await;
+    cluster.update("pods", pod(old, unschedulable("2026-01-01T00:00:00Z")));
+    let failed = wait_state(&api, user, old, "failed").await;
+    assert!(
+        failed["error_message"]
+            .as_str()
+            .unwrap()
+            .starts_with("no node could take the job's pod in 2s: 0/3 nodes are available"),
+        "{failed}"
+    );
+}
+
 #[tokio::test]
 async fn a_finished_pod_leaves_its_result_and_a_job_past_its_kubernetes_deadline_times_out_on_a_mocked_cluster()
  {
@@ -820,6 +888,7 @@ fn every_agents_manifests_are_valid_kubernetes_in_both_network_stages() {
             .map(|t| parse_toleration(t).unwrap())
             .collect(),
         priority_class: Some("ckrv-batch".into()),
+        ..Scheduling::default()
     };
     let mut documents = Vec::new();
     for agent in ckrv_agents::agents() {

@@ -177,6 +177,7 @@ async fn a_cluster_that_lets_it_list_jobs_and_pods_lets_it_serve_against_a_stand
             "example.com/pool=agents:NoSchedule,example.com/spot",
         )
         .env("CKRV_API_JOB_PRIORITY_CLASS", "ckrv-batch")
+        .env("CKRV_API_JOB_SCHEDULE_TIMEOUT", "5m")
         .spawn()
         .unwrap();
     let stdout = child.stdout.take().unwrap();

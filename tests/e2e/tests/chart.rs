@@ -337,6 +337,7 @@ fn check_invariants(rendered: &Rendered, set: &Path) {
         "CKRV_API_AGENT_MEMORY",
         "CKRV_API_WORKSPACE_SIZE",
         "CKRV_API_JOB_TTL",
+        "CKRV_API_JOB_SCHEDULE_TIMEOUT",
     ] {
         assert!(!env[setting].is_empty(), "{set}: {setting}");
     }
@@ -513,6 +514,7 @@ fn the_defaults_are_one_pod_on_sqlite_with_policies() {
     assert_eq!(env["CKRV_API_AGENT_MEMORY"], "4Gi");
     assert_eq!(env["CKRV_API_WORKSPACE_SIZE"], "10Gi");
     assert_eq!(env["CKRV_API_JOB_TTL"], "1h");
+    assert_eq!(env["CKRV_API_JOB_SCHEDULE_TIMEOUT"], "10m");
     assert_eq!(
         rendered.api_container()["image"],
         "ghcr.io/chakravarti/ckrv-api:0.2.0"
@@ -625,6 +627,7 @@ fn scale_out_shares_postgresql_s3_and_one_key_across_three_replicas() {
         "example.com/pool=agents:NoSchedule,example.com/spot"
     );
     assert_eq!(env["CKRV_API_JOB_PRIORITY_CLASS"], "ckrv-batch");
+    assert_eq!(env["CKRV_API_JOB_SCHEDULE_TIMEOUT"], "5m");
     // The API pod's own scheduling stays its own.
     assert_eq!(rendered.pod()["priorityClassName"], "ckrv-high");
 
@@ -845,6 +848,7 @@ fn values_that_would_deploy_something_broken_are_refused_naming_the_problem() {
             "jobs:\n  tolerations: [{key: spot, operator: Exists, effect: NoRun}]\n",
             "/jobs/tolerations/0/effect",
         ),
+        ("jobs:\n  scheduleTimeout: soon\n", "/jobs/scheduleTimeout"),
         (
             "jobs:\n  nodeSelector: {pool: [agents]}\n",
             "/jobs/nodeSelector/pool",

@@ -237,6 +237,7 @@ impl Dispatcher for KubernetesDispatcher {
             self.api(),
             self.store.clone(),
             self.exits.clone(),
+            self.settings.scheduling.schedule_timeout,
         )))
     }
 }

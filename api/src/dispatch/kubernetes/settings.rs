@@ -17,6 +17,7 @@ pub const DEFAULT_JOB_TTL: &str = "1h";
 pub const DEFAULT_API_POD_LABEL: &str = "app.kubernetes.io/component=api";
 pub const DEFAULT_DNS_NAMESPACE: &str = "kube-system";
 pub const DEFAULT_DNS_POD_LABEL: &str = "k8s-app=kube-dns";
+pub const DEFAULT_SCHEDULE_TIMEOUT: &str = "10m";
 
 /// CPU and memory of one container, as Kubernetes quantities (`500m`, `4Gi`); each is both the
 /// request and the limit, so a job gets what it was promised and never more.
@@ -70,11 +71,26 @@ pub struct KubernetesSettings {
 }
 
 /// The scheduling constraints of job pods.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Scheduling {
     pub node_selector: BTreeMap<String, String>,
     pub tolerations: Vec<Toleration>,
     pub priority_class: Option<String>,
+    /// How long a job pod may wait for a node that can take it before its job fails with
+    /// the scheduler's reason (rather than at its timeout, saying nothing); zero waits on.
+    pub schedule_timeout: Duration,
+}
+
+impl Default for Scheduling {
+    fn default() -> Self {
+        Self {
+            node_selector: BTreeMap::new(),
+            tolerations: Vec::new(),
+            priority_class: None,
+            schedule_timeout: humantime::parse_duration(DEFAULT_SCHEDULE_TIMEOUT)
+                .unwrap_or(Duration::from_secs(600)),
+        }
+    }
 }
 
 impl KubernetesSettings {

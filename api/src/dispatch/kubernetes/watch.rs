@@ -4,14 +4,17 @@
 //! times its job out. The engine ignores a verdict on a claim that no longer runs, so every
 //! replica may watch and report alike. On each (re)start the watchers list what exists: a pod
 //! that failed while this API was down is judged then, and a Job left running for a job that
-//! has ended is deleted.
+//! has ended is deleted. A pod that no node will take fails its job with the scheduler's
+//! reason once it has waited the operator's schedule timeout.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
 
 use futures::StreamExt as _;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::jiff::Timestamp;
 use kube::Api;
 use kube::api::DeleteParams;
 use kube::runtime::WatchStreamExt as _;
@@ -197,6 +200,85 @@ pub fn assess_job(job: &Job) -> Option<Verdict> {
     })
 }
 
+/// Since when the pod has been waiting for a node that can take it, if it is: its
+/// `PodScheduled` condition is false for want of one (not, say, while gated).
+fn unschedulable_since(pod: &Pod) -> Option<Option<Timestamp>> {
+    let status = pod.status.as_ref()?;
+    if status.phase.as_deref().is_some_and(|p| p != "Pending") {
+        return None;
+    }
+    let scheduled = status
+        .conditions
+        .iter()
+        .flatten()
+        .find(|c| c.type_ == "PodScheduled")?;
+    (scheduled.status == "False" && scheduled.reason.as_deref() == Some("Unschedulable"))
+        .then(|| scheduled.last_transition_time.as_ref().map(|t| t.0))
+}
+
+/// Judges a pod that has waited for a node since `since`: past `limit`, its job fails with
+/// what the scheduler said.
+pub fn assess_unscheduled(
+    pod: &Pod,
+    since: Timestamp,
+    now: Timestamp,
+    limit: Duration,
+) -> Option<Verdict> {
+    let waited = now.duration_since(since);
+    if limit.is_zero() || waited.is_negative() || waited.unsigned_abs() < limit {
+        return None;
+    }
+    let said = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|cs| cs.iter().find(|c| c.type_ == "PodScheduled"))
+        .and_then(|c| c.message.as_deref())
+        .unwrap_or("no reason given");
+    Some(Verdict::Failed(format!(
+        "no node could take the job's pod in {}: {} (the operator's job node selector, \
+         tolerations and resources decide where job pods fit)",
+        humantime::format_duration(limit),
+        clip(said)
+    )))
+}
+
+/// Pods waiting for a node, by claim: the latest state and since when, re-judged on a timer
+/// because a pod that stays unschedulable may not change again.
+#[derive(Default)]
+struct Unscheduled(HashMap<Claim, (Pod, Timestamp)>);
+
+impl Unscheduled {
+    /// Notes the pod's latest state; a verdict if it has waited too long already.
+    fn observe(&mut self, claim: &Claim, pod: &Pod, limit: Duration) -> Option<Verdict> {
+        let Some(since) = unschedulable_since(pod) else {
+            self.0.remove(claim);
+            return None;
+        };
+        let now = Timestamp::now();
+        let first_seen = self.0.get(claim).map_or(now, |(_, seen)| *seen);
+        let since = since.unwrap_or(first_seen);
+        self.0.insert(claim.clone(), (pod.clone(), since));
+        assess_unscheduled(pod, since, now, limit)
+    }
+
+    /// Verdicts on the pods that have now waited too long; they are forgotten.
+    fn overdue(&mut self, limit: Duration) -> Vec<(Claim, Verdict)> {
+        let now = Timestamp::now();
+        let overdue: Vec<(Claim, Verdict)> = self
+            .0
+            .iter()
+            .filter_map(|(claim, (pod, since))| {
+                assess_unscheduled(pod, *since, now, limit).map(|v| (claim.clone(), v))
+            })
+            .collect();
+        for (claim, _) in &overdue {
+            self.0.remove(claim);
+        }
+        overdue
+    }
+}
+
 /// Whether the Job has finished (either way) or is being deleted.
 fn settled(job: &Job) -> bool {
     job.metadata.deletion_timestamp.is_some()
@@ -225,20 +307,47 @@ pub async fn run(
     jobs: Api<Job>,
     store: Store,
     exits: mpsc::UnboundedSender<WorkerExit>,
+    schedule_timeout: Duration,
 ) {
     tokio::join!(
-        watch_pods(pods, exits.clone()),
+        watch_pods(pods, exits.clone(), schedule_timeout),
         watch_jobs(jobs, store, exits)
     );
 }
 
-async fn watch_pods(pods: Api<Pod>, exits: mpsc::UnboundedSender<WorkerExit>) {
+async fn watch_pods(
+    pods: Api<Pod>,
+    exits: mpsc::UnboundedSender<WorkerExit>,
+    schedule_timeout: Duration,
+) {
     // One report per claim is enough: every later state of a failed pod says the same.
     let mut reported: HashSet<Claim> = HashSet::new();
+    let mut unscheduled = Unscheduled::default();
+    let report = |claim: Claim, verdict: Verdict, reported: &mut HashSet<Claim>| {
+        tracing::info!(job_id = claim.job_id, ?verdict, "job pod judged");
+        reported.insert(claim.clone());
+        let _ = exits.send(verdict.exit(claim));
+    };
+    let mut tick = tokio::time::interval(
+        (schedule_timeout / 4).clamp(Duration::from_millis(250), Duration::from_secs(30)),
+    );
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut stream = watcher::watcher(pods, watcher::Config::default().labels(MANAGED_SELECTOR))
         .default_backoff()
         .boxed();
-    while let Some(event) = stream.next().await {
+    loop {
+        let event = tokio::select! {
+            event = stream.next() => match event {
+                Some(event) => event,
+                None => break,
+            },
+            _ = tick.tick() => {
+                for (claim, verdict) in unscheduled.overdue(schedule_timeout) {
+                    report(claim, verdict, &mut reported);
+                }
+                continue;
+            }
+        };
         match event {
             Ok(Event::Apply(pod) | Event::InitApply(pod)) => {
                 let Some(claim) = Claim::of(&pod.metadata) else {
@@ -247,16 +356,18 @@ async fn watch_pods(pods: Api<Pod>, exits: mpsc::UnboundedSender<WorkerExit>) {
                 if reported.contains(&claim) {
                     continue;
                 }
-                if let Some(verdict) = assess_pod(&pod) {
-                    tracing::info!(job_id = claim.job_id, ?verdict, "job pod judged");
-                    reported.insert(claim.clone());
-                    let _ = exits.send(verdict.exit(claim));
+                if let Some(verdict) =
+                    assess_pod(&pod).or_else(|| unscheduled.observe(&claim, &pod, schedule_timeout))
+                {
+                    unscheduled.0.remove(&claim);
+                    report(claim, verdict, &mut reported);
                 }
             }
             Ok(Event::Delete(pod)) => {
                 let Some(claim) = Claim::of(&pod.metadata) else {
                     continue;
                 };
+                unscheduled.0.remove(&claim);
                 if !reported.remove(&claim) {
                     // Gone before it ended: stopped by this API (the job has ended, and the
                     // engine ignores this) or by someone else.
@@ -349,6 +460,46 @@ mod tests {
             "status": status,
         }))
         .unwrap()
+    }
+
+    #[test]
+    fn only_a_pod_the_scheduler_cannot_place_waits_for_a_node() {
+        let condition = |status: &str, reason: &str| {
+            pod(
+                serde_json::json!({"phase": "Pending", "conditions": [{"type": "PodScheduled",
+                "status": status, "reason": reason, "lastTransitionTime": "2026-12-01T10:00:00Z",
+                "message": "0/3 nodes are available"}]}),
+            )
+        };
+        let waiting = condition("False", "Unschedulable");
+        let since: Timestamp = "2026-12-01T10:00:00Z".parse().unwrap();
+        assert_eq!(unschedulable_since(&waiting), Some(Some(since)));
+        assert_eq!(
+            unschedulable_since(&condition("False", "SchedulingGated")),
+            None
+        );
+        assert_eq!(unschedulable_since(&condition("True", "")), None);
+        assert_eq!(
+            unschedulable_since(&pod(serde_json::json!({"phase": "Running"}))),
+            None
+        );
+
+        let limit = Duration::from_secs(600);
+        let at = |time: &str| assess_unscheduled(&waiting, since, time.parse().unwrap(), limit);
+        assert_eq!(at("2026-12-01T10:09:59Z"), None);
+        assert!(matches!(
+            at("2026-12-01T10:10:00Z"),
+            Some(Verdict::Failed(m)) if m.starts_with("no node could take the job's pod in 10m: 0/3 nodes are available (")
+        ));
+        // A clock behind the cluster's, or no limit, waits on.
+        assert_eq!(at("2026-12-01T09:00:00Z"), None);
+        let never = assess_unscheduled(
+            &waiting,
+            since,
+            "2027-01-01T00:00:00Z".parse().unwrap(),
+            Duration::ZERO,
+        );
+        assert_eq!(never, None);
     }
 
     #[test]
