@@ -328,9 +328,12 @@ async fn watch_pods(
         reported.insert(claim.clone());
         let _ = exits.send(verdict.exit(claim));
     };
-    let mut tick = tokio::time::interval(
-        (schedule_timeout / 4).clamp(Duration::from_millis(250), Duration::from_secs(30)),
-    );
+    // A quarter of the timeout late at most; with no timeout there is nothing to time.
+    let period = match schedule_timeout {
+        Duration::ZERO => Duration::from_secs(3600),
+        limit => (limit / 4).clamp(Duration::from_millis(250), Duration::from_secs(30)),
+    };
+    let mut tick = tokio::time::interval(period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut stream = watcher::watcher(pods, watcher::Config::default().labels(MANAGED_SELECTOR))
         .default_backoff()
