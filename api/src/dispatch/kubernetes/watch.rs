@@ -252,7 +252,7 @@ impl Unscheduled {
     /// Notes the pod's latest state; a verdict if it has waited too long already.
     fn observe(&mut self, claim: &Claim, pod: &Pod, limit: Duration) -> Option<Verdict> {
         let Some(since) = unschedulable_since(pod) else {
-            self.0.remove(claim);
+            self.forget(claim);
             return None;
         };
         let now = Timestamp::now();
@@ -260,6 +260,11 @@ impl Unscheduled {
         let since = since.unwrap_or(first_seen);
         self.0.insert(claim.clone(), (pod.clone(), since));
         assess_unscheduled(pod, since, now, limit)
+    }
+
+    /// Stops timing the claim's pod: it was judged, or is gone.
+    fn forget(&mut self, claim: &Claim) {
+        self.0.remove(claim);
     }
 
     /// Verdicts on the pods that have now waited too long; they are forgotten.
@@ -273,7 +278,7 @@ impl Unscheduled {
             })
             .collect();
         for (claim, _) in &overdue {
-            self.0.remove(claim);
+            self.forget(claim);
         }
         overdue
     }
@@ -362,7 +367,7 @@ async fn watch_pods(
                 if let Some(verdict) =
                     assess_pod(&pod).or_else(|| unscheduled.observe(&claim, &pod, schedule_timeout))
                 {
-                    unscheduled.0.remove(&claim);
+                    unscheduled.forget(&claim);
                     report(claim, verdict, &mut reported);
                 }
             }
@@ -370,7 +375,7 @@ async fn watch_pods(
                 let Some(claim) = Claim::of(&pod.metadata) else {
                     continue;
                 };
-                unscheduled.0.remove(&claim);
+                unscheduled.forget(&claim);
                 if !reported.remove(&claim) {
                     // Gone before it ended: stopped by this API (the job has ended, and the
                     // engine ignores this) or by someone else.
