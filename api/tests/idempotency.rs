@@ -6,9 +6,28 @@
 
 mod support;
 
+use std::sync::Arc;
+
+use ckrv_api::DispatcherConfig;
+use ckrv_api::dispatch::{DispatchError, Dispatcher, WorkerStart};
 use reqwest::StatusCode;
 use serde_json::Value;
-use support::{TestApi, job_request};
+use support::{RecordingDispatcher, TestApi, access, job_request};
+
+/// A dispatcher that can never start a worker: its program vanished, or the cluster refuses.
+struct Unstartable;
+
+#[async_trait::async_trait]
+impl Dispatcher for Unstartable {
+    async fn start(&self, _job: &WorkerStart<'_>) -> Result<(), DispatchError> {
+        Err(DispatchError::Spawn {
+            program: "/opt/ckrv/bin/ckrv-orchestrator".into(),
+            source: std::io::Error::from(std::io::ErrorKind::NotFound),
+        })
+    }
+
+    async fn stop(&self, _job_id: &str) {}
+}
 
 async fn create(api: &TestApi, user: &str, key: &str, body: &Value) -> (StatusCode, bool, Value) {
     let response = api
@@ -49,6 +68,41 @@ async fn a_retried_create_gets_the_same_job_and_uses_no_more_quota() {
     let (_, _, other) = create(&api, &user, "key-2", &body).await;
     assert_ne!(other["id"], first["id"]);
     assert_eq!(job_count(&api, &user).await, 2);
+}
+
+#[tokio::test]
+async fn a_worker_that_cannot_start_costs_one_job_and_one_quota_unit_however_often_retried() {
+    let dir = tempfile::tempdir().unwrap();
+    let api = TestApi::start_configured(
+        dir.path(),
+        Arc::new(RecordingDispatcher::default()),
+        |config| config.dispatcher = DispatcherConfig::Custom(Arc::new(Unstartable)),
+    )
+    .await;
+    let tokens = api.login("dev@example.com").await;
+    let user = access(&tokens);
+    let body = job_request();
+    // The first answer is the job, already failed with the reason: nothing to retry.
+    let (status, replayed, first) = create(&api, user, "key-1", &body).await;
+    assert_eq!(status, StatusCode::CREATED, "{first}");
+    assert!(!replayed);
+    assert_eq!(first["status"], "failed", "{first}");
+    let reason = first["error_message"].as_str().unwrap();
+    assert!(
+        reason.contains("could not start a worker") && reason.contains("ckrv-orchestrator"),
+        "{reason}"
+    );
+    // A client that retries anyway (its answer lost, say) finds the same job, as often as it
+    // tries, as the built-in plugin's four tries would.
+    for _ in 0..3 {
+        let (status, replayed, again) = create(&api, user, "key-1", &body).await;
+        assert_eq!(status, StatusCode::CREATED, "{again}");
+        assert!(replayed, "{again}");
+        assert_eq!(again["id"], first["id"]);
+    }
+    assert_eq!(job_count(&api, user).await, 1);
+    let (_, me) = api.get("/v1/users/me", user).await;
+    assert_eq!(me["job_quota_remaining"], 99, "one job, one unit: {me}");
 }
 
 #[tokio::test]

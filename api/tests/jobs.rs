@@ -683,16 +683,20 @@ async fn a_missing_orchestrator_is_reported_and_the_job_fails() {
     let api = TestApi::start_with(dir.path(), config, dispatcher).await;
     let user = api.login("dev@example.com").await;
     let user = access(&user);
-    let (status, error) = api.create_job(user).await;
-    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
-    assert_eq!(error["error"], "unavailable");
+    // The job was made, and failed at once with the reason; the answer is that job, so the
+    // client has nothing to retry.
+    let (status, job) = api.create_job(user).await;
+    assert_eq!(status, StatusCode::CREATED, "{job}");
+    assert_eq!(job["status"], "failed", "{job}");
     assert!(
-        error["error_description"]
+        job["error_message"]
             .as_str()
             .unwrap()
-            .contains("no-such-orchestrator")
+            .contains("no-such-orchestrator"),
+        "{job}"
     );
     let (_, page) = api.get("/v1/jobs", user).await;
+    assert_eq!(page["jobs"].as_array().unwrap().len(), 1, "{page}");
     assert_eq!(page["jobs"][0]["status"], "failed");
 }
 

@@ -41,33 +41,46 @@ pub async fn create(
     if let Some(name) = &request.git_credential_name {
         check_credential(&state, &session, name).await?;
     }
-    let Some(key) = idempotency_key(&headers)? else {
-        let job = make(&state, &session, &request, base_branch).await?;
-        return Ok(created(job, false));
-    };
+    let key = idempotency_key(&headers)?;
+    if let Some(key) = key
+        && let Some(earlier) = earlier_use(&state, &session, &request, key).await?
+    {
+        return Ok(earlier);
+    }
+    match make(&state, &session, &request, base_branch, key).await {
+        Ok(job) => Ok(created(job, false)),
+        Err(refused) => {
+            // Refused before a job was made (the quota): a retry is served afresh. Once a job
+            // exists the key stands for it, and this deletes nothing.
+            if let Some(key) = key {
+                state
+                    .store
+                    .release_idempotency_key(&session.account_id, key)
+                    .await?;
+            }
+            Err(refused)
+        }
+    }
+}
+
+/// What an earlier request under `key` answers for this one: `None` when this request now holds
+/// the key and makes the job; the earlier job for a replay; an error for a key in use.
+async fn earlier_use(
+    state: &AppState,
+    session: &Session,
+    request: &JobCreate,
+    key: &str,
+) -> Result<Option<Response>, AppError> {
     let digest = hex::encode(Sha256::digest(
-        serde_json::to_vec(&request).map_err(|e| invalid(e.to_string()))?,
+        serde_json::to_vec(request).map_err(|e| invalid(e.to_string()))?,
     ));
-    let account = &session.account_id;
     let now_ms = clock::millis(clock::now());
     match state
         .store
-        .use_idempotency_key(account, key, &digest, now_ms)
+        .use_idempotency_key(&session.account_id, key, &digest, now_ms)
         .await?
     {
-        KeyUse::Claimed => match make(&state, &session, &request, base_branch).await {
-            Ok(job) => {
-                state
-                    .store
-                    .keep_idempotency_key(account, key, &job.id)
-                    .await?;
-                Ok(created(job, false))
-            }
-            Err(refused) => {
-                state.store.release_idempotency_key(account, key).await?;
-                Err(refused)
-            }
-        },
+        KeyUse::Claimed => Ok(None),
         KeyUse::InFlight {
             same_request: false,
         }
@@ -93,7 +106,7 @@ pub async fn create(
                 .job(&job_id)
                 .await?
                 .ok_or_else(|| AppError::new(ErrorKind::Internal, "the key's job is gone"))?;
-            Ok(created(row.job, true))
+            Ok(Some(created(row.job, true)))
         }
     }
 }
@@ -130,12 +143,16 @@ fn created(job: Job, replayed: bool) -> Response {
     response
 }
 
-/// Makes the job within the account's quota and starts it if the limits let it.
+/// Makes the job within the account's quota (under `key`, when the request sent one) and
+/// starts it if the limits let it. Once made, the job is the answer: a worker that could not
+/// start has failed it with the reason, which the caller reads in the job, and a retry under
+/// the same key finds this job rather than making and paying for another.
 async fn make(
     state: &AppState,
     session: &Session,
     request: &JobCreate,
     base_branch: &str,
+    key: Option<&str>,
 ) -> Result<Job, AppError> {
     let account = super::users::account_of(state, session).await?;
     let now = clock::now();
@@ -159,6 +176,7 @@ async fn make(
         feature_branch_name: &feature_branch,
         created_ms: clock::millis(now),
         created_at: &created_at,
+        idempotency_key: key,
     };
     let Some(row) = state
         .store
@@ -175,14 +193,25 @@ async fn make(
             state.billing_url.clone(),
         ));
     };
-
-    // Starts this job now if the limits let it, and whatever else waits before it.
-    let started = state.engine.schedule().await?;
-    if let Some((_, Err(reason))) = started.into_iter().find(|(job, _)| *job == id) {
-        return Err(AppError::new(ErrorKind::Unavailable, reason));
-    }
     tracing::info!(job_id = %id, account = %account.id, "job created");
-    Ok(row.job)
+
+    // Starts this job now if the limits let it, and whatever else waits before it. A job that
+    // could not start has ended `failed` with the reason; the caller sees it in the job.
+    match state.engine.schedule().await {
+        Ok(started)
+            if started
+                .iter()
+                .any(|(job, outcome)| *job == id && outcome.is_err()) =>
+        {
+            Ok(state.store.job(&id).await?.map_or(row.job, |now| now.job))
+        }
+        Ok(_) => Ok(row.job),
+        Err(error) => {
+            // The job waits `pending`; the reaper's next pass starts it.
+            tracing::error!(job_id = %id, %error, "starting jobs after a create");
+            Ok(row.job)
+        }
+    }
 }
 
 /// A job may name only a credential of its own account (the seed's "Credential not found"

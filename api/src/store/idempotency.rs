@@ -7,7 +7,8 @@ use super::{Store, StoreError};
 /// What an `Idempotency-Key` already stands for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KeyUse {
-    /// Unused until now: this request holds it and must record its job or let it go.
+    /// Unused until now: this request holds it and must make its job under it
+    /// ([`NewJob::idempotency_key`](super::NewJob)) or let it go.
     Claimed,
     /// A request with this key is still being served.
     InFlight { same_request: bool },
@@ -61,25 +62,6 @@ impl Store {
             },
             None => KeyUse::InFlight { same_request },
         })
-    }
-
-    /// Records the job a claimed key made.
-    pub async fn keep_idempotency_key(
-        &self,
-        account_id: &str,
-        key: &str,
-        job_id: &str,
-    ) -> Result<(), StoreError> {
-        sqlx::query(
-            "UPDATE idempotency_keys SET job_id = $1
-             WHERE account_id = $2 AND idempotency_key = $3",
-        )
-        .bind(job_id)
-        .bind(account_id)
-        .bind(key)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
     }
 
     /// Lets go of a claimed key whose request made no job (it was refused), so that a retry

@@ -47,6 +47,9 @@ pub struct NewJob<'a> {
     pub feature_branch_name: &'a str,
     pub created_ms: i64,
     pub created_at: &'a str,
+    /// The request's `Idempotency-Key`, claimed beforehand: it comes to stand for this job in
+    /// the same transaction that makes the job, so no retry can make a second one.
+    pub idempotency_key: Option<&'a str>,
 }
 
 /// What a job id (or prefix) names.
@@ -61,13 +64,15 @@ pub enum JobLookup {
 impl Store {
     /// Creates the job only if the account has created fewer than `limit` jobs since
     /// `cycle_start_ms`; one statement, so concurrent requests cannot both take the last slot.
-    /// `None` means the quota is used up.
+    /// The job's idempotency key, if any, is bound to it in the same transaction. `None` means
+    /// the quota is used up.
     pub async fn insert_job_within_quota(
         &self,
         new: &NewJob<'_>,
         limit: u32,
         cycle_start_ms: i64,
     ) -> Result<Option<JobRow>, StoreError> {
+        let mut tx = self.pool.begin().await?;
         let inserted = sqlx::query(
             "INSERT INTO jobs (id, account_id, spec, spec_path, git_repo_url, git_base_branch,
                                git_credential_name, state, phase, feature_branch_name,
@@ -89,11 +94,23 @@ impl Store {
         .bind(new.account_id)
         .bind(cycle_start_ms)
         .bind(i64::from(limit))
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
         if inserted.rows_affected() == 0 {
             return Ok(None);
         }
+        if let Some(key) = new.idempotency_key {
+            sqlx::query(
+                "UPDATE idempotency_keys SET job_id = $1
+                 WHERE account_id = $2 AND idempotency_key = $3",
+            )
+            .bind(new.id)
+            .bind(new.account_id)
+            .bind(key)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
         self.job(new.id).await
     }
 

@@ -475,6 +475,7 @@ mod tests {
                     feature_branch_name: "ckrv/x",
                     created_ms: 0,
                     created_at: "2026-11-23T00:00:00Z",
+                    idempotency_key: None,
                 },
                 u32::MAX,
                 0,
