@@ -38,12 +38,11 @@ fn installed(program: &str) -> bool {
 
 async fn driver() -> Option<Driver> {
     if !(installed("chromium") && installed("chromedriver")) {
-        let reason = "skipped: chromium and chromedriver are not installed (apt-get install chromium chromium-driver)";
-        assert!(
-            std::env::var("CKRV_REQUIRE_BROWSER").as_deref() != Ok("1"),
-            "{reason}"
+        ckrv_test_support::skip_unless_required(
+            "CKRV_REQUIRE_BROWSER",
+            "chromium and chromedriver are not installed",
+            "apt-get install chromium chromium-driver",
         );
-        eprintln!("{reason}");
         return None;
     }
     let port = std::net::TcpListener::bind("127.0.0.1:0")

@@ -29,20 +29,18 @@ fn contract() -> Option<(PathBuf, Value)> {
     match std::fs::read_to_string(&path) {
         Ok(text) => Some((path, serde_yaml_ng::from_str(&text).unwrap())),
         Err(e) => {
-            let reason = format!(
-                "skipped: the seed contract {} cannot be read ({e}); set CKRV_CONTRACT",
-                path.display()
+            ckrv_test_support::skip_unless_required(
+                REQUIRED_ENV,
+                &format!("the seed contract {} cannot be read ({e})", path.display()),
+                "set CKRV_CONTRACT to cloud-api.yaml",
             );
-            assert!(!required(), "{reason}");
-            eprintln!("{reason}");
             None
         }
     }
 }
 
-fn required() -> bool {
-    std::env::var("CKRV_REQUIRE_CONTRACT").is_ok_and(|v| v == "1")
-}
+/// Set to `1` to fail, rather than skip, when the contract or schemathesis is missing.
+const REQUIRED_ENV: &str = "CKRV_REQUIRE_CONTRACT";
 
 /// Every `(method, path)` of the contract, e.g. `("POST", "/jobs")`.
 fn operations(contract: &Value) -> Vec<(String, String)> {
@@ -388,9 +386,11 @@ async fn schemathesis_finds_nothing_against_the_apis_own_openapi_document() {
 fn schemathesis_or_skip() -> Option<PathBuf> {
     let found = schemathesis();
     if found.is_none() {
-        let reason = "skipped: schemathesis is not installed (pip install schemathesis, or set CKRV_SCHEMATHESIS)";
-        assert!(!required(), "{reason}");
-        eprintln!("{reason}");
+        ckrv_test_support::skip_unless_required(
+            REQUIRED_ENV,
+            "schemathesis is not installed",
+            "pip install schemathesis, or set CKRV_SCHEMATHESIS",
+        );
     }
     found
 }

@@ -42,13 +42,11 @@ fn provider_dir() -> Option<PathBuf> {
     if ready {
         return Some(dir);
     }
-    let reason =
-        "skipped: Node.js or the provider's packages are missing (npm ci --prefix api/tests/oidc)";
-    assert!(
-        std::env::var("CKRV_REQUIRE_OIDC").as_deref() != Ok("1"),
-        "{reason}"
+    ckrv_test_support::skip_unless_required(
+        "CKRV_REQUIRE_OIDC",
+        "Node.js or the OpenID provider's packages are missing",
+        "npm ci --prefix api/tests/oidc",
     );
-    eprintln!("{reason}");
     None
 }
 

@@ -182,8 +182,8 @@ impl Helm {
         match Self::find() {
             Ok(helm) => Some(helm),
             Err(missing) => {
-                assert!(!required(), "{K8S_TOOLS_REQUIRED_ENV}=1 but {missing}");
-                eprintln!("skipped: {missing}");
+                // `missing` says what to install.
+                crate::skip_unless_required(K8S_TOOLS_REQUIRED_ENV, &missing, "");
                 None
             }
         }
@@ -264,7 +264,7 @@ impl Helm {
 }
 
 fn required() -> bool {
-    std::env::var(K8S_TOOLS_REQUIRED_ENV).is_ok_and(|v| v == "1")
+    crate::required(K8S_TOOLS_REQUIRED_ENV)
 }
 
 fn output_text(output: &Output) -> String {

@@ -12,6 +12,7 @@ mod git;
 #[cfg(feature = "api")]
 pub mod kube_mock;
 pub mod kubernetes;
+mod requirement;
 mod s3;
 mod secret_service;
 mod sshd;
@@ -21,6 +22,7 @@ pub use browser::{Browser, PASSWORD, form_value};
 pub use database::{POSTGRES_ENV, TestDatabase};
 pub use fake_endpoint::{FakeEndpoint, Recorded};
 pub use git::{StaticServer, create_served_repo, git};
+pub use requirement::{SANDBOX_REQUIRED_ENV, required, sandbox_available, skip_unless_required};
 pub use s3::{S3_ACCESS_KEY, S3_SECRET_KEY, S3_SERVER_ENV, S3Server};
 pub use secret_service::{KEYRING_REQUIRED_ENV, SecretService};
 pub use sshd::{SSHD_REQUIRED_ENV, SshServer, ssh_keygen};

@@ -30,19 +30,16 @@ impl Drop for SecretService {
 
 impl SecretService {
     pub fn start() -> Option<Self> {
-        let required = std::env::var(KEYRING_REQUIRED_ENV).is_ok_and(|v| v == "1");
         for program in ["dbus-daemon", "gnome-keyring-daemon"] {
             if Command::new("which")
                 .arg(program)
                 .output()
                 .map_or(true, |o| !o.status.success())
             {
-                assert!(
-                    !required,
-                    "{KEYRING_REQUIRED_ENV}=1 but {program} is not installed"
-                );
-                eprintln!(
-                    "skipped: {program} is not installed (apt-get install dbus-daemon gnome-keyring)"
+                crate::skip_unless_required(
+                    KEYRING_REQUIRED_ENV,
+                    &format!("{program} is not installed"),
+                    "apt-get install dbus-daemon gnome-keyring libsecret-tools",
                 );
                 return None;
             }
