@@ -6,9 +6,15 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 say() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
 
+say "Checking what the demo needs (git, curl, bubblewrap, prlimit, setpriv, Rust)"
+# Installs what is missing where it can, else stops now with the command to run: the agent is
+# always sandboxed, so a machine without bubblewrap fails here, not after the build.
+bash examples/requirements.sh
+
 say "Building ckrv, ckrv-api and ckrv-orchestrator"
 cargo build --locked -p ckrv -p ckrv-api -p ckrv-orchestrator
-bin="$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/debug"
+target_dir="$(cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')"
+bin="${target_dir:-target}/debug"
 
 demo="$(mktemp -d)"
 api_pid=""
@@ -40,7 +46,7 @@ export CKRV_API_URL="$(sed -n 's/^listening on //p' "$demo/api.out")"
 echo "API at $CKRV_API_URL"
 
 say "ckrv cloud login (the demo signs in on /activate and approves, as you would in a browser)"
-"$bin/ckrv" cloud login > "$demo/login.out" 2>&1 &
+"$bin/ckrv" cloud login --no-browser > "$demo/login.out" 2>&1 &
 login_pid=$!
 for _ in $(seq 100); do grep -q 'Enter code:' "$demo/login.out" && break; sleep 0.1; done
 code="$(sed -n 's/.*Enter code: *//p' "$demo/login.out" | tr -d '[:space:]')"
