@@ -34,9 +34,10 @@ pub struct DispatcherArgs {
     /// Start no workers: jobs wait for workers started elsewhere (--dispatcher external)
     #[arg(long, conflicts_with = "orchestrator")]
     external_workers: bool,
-    /// The `ckrv-orchestrator` binary started for each job (--dispatcher local)
-    #[arg(long, env = "CKRV_ORCHESTRATOR", default_value = "ckrv-orchestrator")]
-    orchestrator: PathBuf,
+    /// The `ckrv-orchestrator` program started for each job (--dispatcher local): a path, or
+    /// a name looked for beside ckrv-api and then on PATH [default: ckrv-orchestrator]
+    #[arg(long, env = "CKRV_ORCHESTRATOR", value_name = "PROGRAM")]
+    orchestrator: Option<PathBuf>,
     #[command(flatten)]
     kubernetes: KubernetesArgs,
 }
@@ -145,12 +146,34 @@ impl DispatcherArgs {
         }
         Ok(match kind {
             DispatcherKind::Local => DispatcherConfig::Local {
-                orchestrator: self.orchestrator,
+                orchestrator: orchestrator(self.orchestrator.as_deref())?,
             },
             DispatcherKind::External => DispatcherConfig::External,
             DispatcherKind::Kubernetes => self.kubernetes.config().await?,
         })
     }
+}
+
+/// The worker program, found once at start: a server that could start no worker must not
+/// accept jobs only to fail each one.
+fn orchestrator(given: Option<&std::path::Path>) -> anyhow::Result<PathBuf> {
+    use ckrv_wit::programs::{self, LocateError};
+    let found = match given {
+        Some(path) => programs::resolve(path),
+        None => programs::locate(programs::ORCHESTRATOR),
+    };
+    let path = found.map_err(|error| match error {
+        LocateError::NotFound { .. } => anyhow::anyhow!(
+            "--orchestrator: {error}; install it beside ckrv-api (`cargo install --path \
+             orchestrator`), or name it with --orchestrator PATH (or CKRV_ORCHESTRATOR)"
+        ),
+        LocateError::NotExecutable { .. } => anyhow::anyhow!(
+            "--orchestrator: {error}; name the ckrv-orchestrator program (or leave the flag out \
+             to use the one beside ckrv-api)"
+        ),
+    })?;
+    tracing::info!(orchestrator = %path.display(), "jobs run as local worker processes");
+    Ok(path)
 }
 
 impl KubernetesArgs {

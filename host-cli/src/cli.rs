@@ -229,15 +229,25 @@ pub struct LogsArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum CloudCommand {
-    /// Sign in with a device code you approve in the browser
+    /// Sign in with a device code you approve in the browser (opened for you at a desktop,
+    /// `$BROWSER` where set; never over SSH)
     Login {
         /// Read a personal access token (from `ckrv-api users token`) from standard input
         /// instead, for CI; it is never taken from the command line
-        #[arg(long)]
+        #[arg(long, conflicts_with = "no_browser")]
         with_token: bool,
+        /// Only print the activation URL and code; do not open a browser
+        #[arg(long)]
+        no_browser: bool,
     },
-    /// Sign out and forget the stored session
-    Logout,
+    /// Sign out: forget the stored session here and end it at the service. A personal access
+    /// token (`login --with-token`) is only forgotten here, since other machines may use it,
+    /// unless --revoke
+    Logout {
+        /// Also revoke a personal access token at the service, for every machine that uses it
+        #[arg(long)]
+        revoke: bool,
+    },
     /// Show the signed-in account and its quota
     Whoami {
         /// Print the account as JSON
@@ -272,10 +282,11 @@ pub struct CredentialAddArgs {
     /// Its name, as `ckrv run --credential NAME` gives it (lowercase letters, digits, '-')
     #[arg(long)]
     pub name: String,
-    /// Where the repository is hosted (the contract's `provider` field; `--provider` chooses
-    /// the provider plugin)
-    #[arg(id = "git_host", long = "host", value_name = "HOST", value_parser = ["github", "gitlab", "bitbucket", "generic"])]
-    pub provider: String,
+    /// Where the repository is hosted (the contract's `provider` field). `--provider HOST`
+    /// means the same when no provider plugin of that name is installed, as in
+    /// `ckrv cloud credentials add --name github-work --provider github`
+    #[arg(id = "git_host", long = "host", value_name = "HOST", value_parser = forges())]
+    pub provider: Option<String>,
     /// A personal access token (https://) or a deploy key's private key (ssh://)
     #[arg(long = "type", default_value = "pat", value_parser = ["pat", "deploy-key"])]
     pub credential_type: String,
@@ -290,6 +301,12 @@ pub struct CredentialAddArgs {
     /// Replace a credential of the same name
     #[arg(long)]
     pub force: bool,
+}
+
+/// The git hosts a credential can be for: the contract's `GitProvider`.
+fn forges() -> clap::builder::PossibleValuesParser {
+    use ckrv_wit::types::GitProvider;
+    clap::builder::PossibleValuesParser::new(GitProvider::ALL.map(GitProvider::as_str))
 }
 
 #[cfg(test)]

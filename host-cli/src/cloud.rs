@@ -49,11 +49,7 @@ impl Cloud {
         let mut missing = "not authenticated: run `ckrv cloud login`".to_string();
         let mut stored_in = None;
         let session = match std::env::var("CKRV_TOKEN").ok().filter(|t| !t.is_empty()) {
-            Some(token) => Some(Session {
-                api_url: api_url.clone(),
-                access_token: token,
-                refresh_token: None,
-            }),
+            Some(token) => Some(Session::personal(api_url.clone(), token)),
             None => match store.load()? {
                 Some((s, location)) if s.api_url == api_url => {
                     stored_in = Some(location);
@@ -126,8 +122,9 @@ impl Cloud {
         self.session = Some(session);
     }
 
-    pub fn has_session(&self) -> bool {
-        self.session.is_some()
+    /// The session in use, if any.
+    pub fn session(&self) -> Option<&Session> {
+        self.session.as_ref()
     }
 
     /// The job `id` names; one that is not there says how to find the right id.
@@ -185,11 +182,11 @@ impl Cloud {
             Err(e) => return Err(describe(e)),
         };
         // RFC 6749 §6: a server that issues no new refresh token leaves the old one valid.
-        let renewed = Session {
-            api_url: self.api_url.clone(),
-            access_token: tokens.access_token,
-            refresh_token: tokens.refresh_token.or(Some(refresh_token)),
-        };
+        let renewed = Session::device(
+            self.api_url.clone(),
+            tokens.access_token,
+            tokens.refresh_token.or(Some(refresh_token)),
+        );
         let ctx = self.context(Some(renewed.access_token.clone()));
         self.save_session(renewed)?;
         Ok(call(&mut self.provider, &ctx).await?)

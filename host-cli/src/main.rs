@@ -2,6 +2,7 @@
 //! WebAssembly component) so backends can be swapped: the built-in `chakravarti`, or one
 //! installed with `ckrv plugin install`.
 
+mod browser;
 mod cli;
 mod cloud;
 mod commands;

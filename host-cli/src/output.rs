@@ -1,7 +1,7 @@
 //! How `ckrv` speaks: `▌`-prefixed blocks for people (the quickstart's style), JSON for
 //! programs.
 
-use ckrv_wit::types::{Job, JobState, LogEntry};
+use ckrv_wit::types::{Job, JobPhase, JobState, LogEntry};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
@@ -106,11 +106,20 @@ pub fn title(word: &str) -> String {
         .unwrap_or_default()
 }
 
+/// A phase as people read it: the quickstart's "executing" while the agent works (`--json`
+/// keeps the contract's `agent`).
+pub fn phase_name(phase: JobPhase) -> &'static str {
+    match phase {
+        JobPhase::Agent => "executing",
+        other => other.as_str(),
+    }
+}
+
 /// The lines `ckrv status` prints. Extensions a provider did not send are left out.
 pub fn job_lines(job: &Job, now: OffsetDateTime) -> Vec<String> {
     let state = job.lifecycle();
     let mut lines = vec![format!("Job: {}", job.id), format!("Status: {state}")];
-    match (&job.phase, &job.agent) {
+    match (job.phase.map(phase_name), &job.agent) {
         (Some(phase), Some(agent)) => lines.push(format!("Phase: {phase} (agent: {agent})")),
         (Some(phase), None) => lines.push(format!("Phase: {phase}")),
         (None, _) => {}
@@ -338,6 +347,15 @@ mod tests {
             "{lines:?}"
         );
         assert!(lines.contains(&"Phase: finished (agent: script)".to_string()));
+        let executing = job(serde_json::json!({
+            "id": "3f8a9b2c-1234", "status": "running", "phase": "agent",
+            "agent": "claude-code", "git_repo_url": "https://git.example.com/r.git",
+            "git_base_branch": "main", "created_at": "2026-11-22T12:00:00Z",
+        }));
+        assert!(
+            job_lines(&executing, now).contains(&"Phase: executing (agent: claude-code)".into()),
+            "the quickstart's words"
+        );
         assert!(lines.contains(
             &"Repository: https://git.example.com/r.git (main → ckrv/3f8a9b2c)".to_string()
         ));

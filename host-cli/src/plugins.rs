@@ -125,13 +125,17 @@ impl Registry {
         toml::from_str(&text).with_context(|| format!("{} is damaged", path.display()))
     }
 
+    /// Whether a plugin called `name` is installed (the built-in one is not installed).
+    pub fn is_installed(&self, name: &str) -> bool {
+        check_name(name).is_ok() && self.dir.join(name).join("plugin.toml").is_file()
+    }
+
     /// The plugin called `name`, its bytes checked against the digest recorded at install.
     pub fn get(&self, name: &str) -> anyhow::Result<Plugin> {
         if name == BUILTIN {
             return Ok(Self::builtin());
         }
-        let known = check_name(name).is_ok() && self.dir.join(name).join("plugin.toml").is_file();
-        if !known {
+        if !self.is_installed(name) {
             let installed: Vec<String> = self.list()?.into_iter().map(|m| m.name).collect();
             anyhow::bail!(
                 "unknown provider '{}': installed are {}; add one with `ckrv plugin install PATH`",

@@ -18,6 +18,38 @@ pub struct Session {
     /// Absent for a personal access token (`--with-token`, `CKRV_TOKEN`): there is nothing to
     /// refresh.
     pub refresh_token: Option<String>,
+    /// Whether the access token is a personal access token, which other machines and CI may
+    /// share: logging out forgets it here and revokes it only when asked. Sessions stored before
+    /// this was recorded tell by their missing refresh token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    personal_access_token: Option<bool>,
+}
+
+impl Session {
+    /// A session from the device flow (or a refresh).
+    pub fn device(api_url: String, access_token: String, refresh_token: Option<String>) -> Self {
+        Self {
+            api_url,
+            access_token,
+            refresh_token,
+            personal_access_token: Some(false),
+        }
+    }
+
+    /// A session that is a personal access token.
+    pub fn personal(api_url: String, token: String) -> Self {
+        Self {
+            api_url,
+            access_token: token,
+            refresh_token: None,
+            personal_access_token: Some(true),
+        }
+    }
+
+    pub fn is_personal_access_token(&self) -> bool {
+        self.personal_access_token
+            .unwrap_or(self.refresh_token.is_none())
+    }
 }
 
 impl std::fmt::Debug for Session {
@@ -181,11 +213,26 @@ mod tests {
     use super::*;
 
     fn session() -> Session {
-        Session {
-            api_url: "http://127.0.0.1:8080".into(),
-            access_token: "ckrv_at_secret".into(),
-            refresh_token: Some("ckrv_rt_secret".into()),
-        }
+        Session::device(
+            "http://127.0.0.1:8080".into(),
+            "ckrv_at_secret".into(),
+            Some("ckrv_rt_secret".into()),
+        )
+    }
+
+    #[test]
+    fn a_personal_access_token_is_known_as_one_even_from_an_older_stored_session() {
+        let pat = Session::personal("http://x".into(), "ckrv_pat_x".into());
+        assert!(pat.is_personal_access_token());
+        assert!(!session().is_personal_access_token());
+        let older: Session = serde_json::from_str(
+            r#"{"api_url":"http://x","access_token":"ckrv_pat_x","refresh_token":null}"#,
+        )
+        .unwrap();
+        assert!(older.is_personal_access_token());
+        let round_trip: Session =
+            serde_json::from_str(&serde_json::to_string(&session()).unwrap()).unwrap();
+        assert!(!round_trip.is_personal_access_token());
     }
 
     #[test]

@@ -667,3 +667,208 @@ async fn credentials_are_added_from_stdin_or_a_file_listed_replaced_and_removed(
         .await;
     assert!(err.contains("Credential not found: 'github-work'"), "{err}");
 }
+
+/// A stand-in browser: a program that records each URL it is asked to open in `record`.
+fn stand_in_browser(dir: &std::path::Path, record: &std::path::Path) -> String {
+    use std::os::unix::fs::PermissionsExt as _;
+    let program = dir.join("browser.sh");
+    std::fs::write(
+        &program,
+        format!(
+            "#!/bin/sh\nprintf '%s\\n' \"$1\" >> '{}'\n",
+            record.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&program, std::fs::Permissions::from_mode(0o755)).unwrap();
+    program.to_str().unwrap().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_opens_the_activation_page_at_a_desktop_and_never_over_ssh() {
+    let env = Env::start().await;
+    let home = env.home.path();
+    let opened = home.join("opened");
+    let browser = stand_in_browser(home, &opened);
+    let desktop = [("DISPLAY", ":99"), ("BROWSER", browser.as_str())];
+
+    let (out, printed) = env
+        .login_with("desk@example.com", "approve", &[], &desktop)
+        .await;
+    assert!(out.status.success(), "{printed}");
+    let code = printed
+        .lines()
+        .find_map(|l| l.split_once("Enter code: "))
+        .map(|(_, code)| code.trim().to_string())
+        .unwrap();
+    // The page opens with the code filled in; the URL and code are printed all the same.
+    let mut recorded = String::new();
+    for _ in 0..100 {
+        recorded = std::fs::read_to_string(&opened).unwrap_or_default();
+        if !recorded.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        recorded.trim(),
+        format!("{}/activate?user_code={code}", env.api_url),
+        "{printed}"
+    );
+    assert!(printed.contains("Opened your browser"), "{printed}");
+    assert!(printed.contains(&format!("Visit: {}/activate", env.api_url)));
+    std::fs::remove_file(&opened).unwrap();
+
+    // Over SSH, with --no-browser, or on Linux without a display: the printed URL only.
+    let ssh = [
+        ("DISPLAY", ":99"),
+        ("BROWSER", browser.as_str()),
+        ("SSH_CONNECTION", "127.0.0.1 50022 127.0.0.1 22"),
+    ];
+    let headless = [("BROWSER", browser.as_str())];
+    for (email, args, vars) in [
+        ("ssh@example.com", &[][..], &ssh[..]),
+        ("flag@example.com", &["--no-browser"][..], &desktop[..]),
+        ("headless@example.com", &[][..], &headless[..]),
+    ] {
+        let (out, printed) = env.login_with(email, "approve", args, vars).await;
+        assert!(out.status.success(), "{email}: {printed}");
+        assert!(printed.contains("Enter code: "), "{email}: {printed}");
+        assert!(
+            !printed.contains("Opened your browser"),
+            "{email}: {printed}"
+        );
+        assert!(!opened.exists(), "{email}: a browser was opened");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logout_forgets_a_personal_access_token_here_and_revokes_it_only_when_asked() {
+    let env = Env::start().await;
+    let home = env.home.path();
+    env.add_user("ci@example.com").await;
+    let store = env.store().await;
+    let (_, token) = ckrv_api::admin::issue_token(&store, "ci@example.com", "ci", None)
+        .await
+        .unwrap();
+    let login = ["cloud", "login", "--with-token"];
+    let token_line = format!("{token}\n");
+    let out = env.run_with_stdin(home, &login, &token_line).await;
+    assert!(out.status.success());
+
+    // Logging out forgets it here; another machine (a plain request here) still uses it.
+    let out = env.ok(home, &["cloud", "logout"]).await;
+    assert!(out.contains("Logged out on this machine"), "{out}");
+    assert!(out.contains("--revoke"), "{out}");
+    let err = env.fails(home, &["cloud", "whoami"]).await;
+    assert!(err.contains("ckrv cloud login"), "{err}");
+    let (status, me) = env.api.get("/v1/users/me", &token).await;
+    assert_eq!(status, reqwest::StatusCode::OK, "{me}");
+
+    // With --revoke it stops working everywhere.
+    let out = env.run_with_stdin(home, &login, &token_line).await;
+    assert!(out.status.success());
+    let out = env.ok(home, &["cloud", "logout", "--revoke"]).await;
+    assert!(
+        out.contains("the personal access token is revoked"),
+        "{out}"
+    );
+    let (status, _) = env.api.get("/v1/users/me", &token).await;
+    assert_eq!(status, reqwest::StatusCode::UNAUTHORIZED);
+
+    // A device-flow session ends at the service as before.
+    env.login("dev@example.com").await;
+    let out = env.ok(home, &["cloud", "logout"]).await;
+    assert_eq!(out.trim(), "▌ ✔ Logged out");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_quickstarts_credentials_add_with_provider_names_the_git_host() {
+    const TOKEN: &str = "ghp_seedWordsToken0123456789abcdef";
+    let env = Env::start().await;
+    let home = env.home.path();
+    env.login("dev@example.com").await;
+
+    // The seed quickstart's words, then the same with --host.
+    for (name, args) in [
+        ("github-work", ["--provider", "github"]),
+        ("gitlab-work", ["--host", "gitlab"]),
+    ] {
+        let mut add = vec!["cloud", "credentials", "add", "--name", name];
+        add.extend(args);
+        let out = env.run_with_stdin(home, &add, TOKEN).await;
+        assert!(
+            out.status.success(),
+            "{add:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            format!("▌ ✔ Credential '{name}' saved")
+        );
+    }
+    let listed: serde_json::Value = serde_json::from_str(
+        &env.ok(home, &["cloud", "credentials", "list", "--json"])
+            .await,
+    )
+    .unwrap();
+    let hosts: Vec<(&str, &str)> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["name"].as_str().unwrap(), c["provider"].as_str().unwrap()))
+        .collect();
+    assert!(hosts.contains(&("github-work", "github")), "{listed}");
+    assert!(hosts.contains(&("gitlab-work", "gitlab")), "{listed}");
+
+    // No host at all is a usage error that lists the hosts.
+    let out = env
+        .run_with_stdin(home, &["cloud", "credentials", "add", "--name", "x"], TOKEN)
+        .await;
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--host") && err.contains("github, gitlab, bitbucket, generic"),
+        "{err}"
+    );
+
+    // Once a provider plugin called github is installed, --provider github means that plugin.
+    let plugin = std::path::Path::new(env!("CARGO_BIN_EXE_ckrv"))
+        .parent()
+        .unwrap()
+        .join("wasm-guests/wasm32-wasip2/release/ckrv_plugin_chakravarti.wasm");
+    env.ok(
+        home,
+        &[
+            "plugin",
+            "install",
+            plugin.to_str().unwrap(),
+            "--name",
+            "github",
+            "--yes",
+        ],
+    )
+    .await;
+    let out = env
+        .run_with_stdin(
+            home,
+            &[
+                "--provider",
+                "github",
+                "cloud",
+                "credentials",
+                "add",
+                "--name",
+                "y",
+            ],
+            TOKEN,
+        )
+        .await;
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--host"));
+}

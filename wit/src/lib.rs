@@ -57,6 +57,7 @@ mod error;
 mod job;
 pub mod log_page;
 pub mod origin;
+pub mod programs;
 pub mod protocol;
 pub mod repo_url;
 

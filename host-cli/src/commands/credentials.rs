@@ -8,9 +8,12 @@ use ckrv_wit::types::{CredentialCreate, CredentialType, ErrorKind, GitProvider};
 use time::OffsetDateTime;
 use zeroize::Zeroizing;
 
-use crate::cli::{CredentialAddArgs, CredentialsCommand};
+use crate::cli::{Cli, CloudCommand, Command, CredentialAddArgs, CredentialsCommand};
 use crate::cloud::Cloud;
+use crate::config::Config;
+use crate::exit::Exit;
 use crate::output;
+use crate::plugins::Registry;
 
 pub async fn run(cloud: &mut Cloud, command: CredentialsCommand) -> anyhow::Result<()> {
     match command {
@@ -27,8 +30,45 @@ pub async fn run(cloud: &mut Cloud, command: CredentialsCommand) -> anyhow::Resu
     }
 }
 
+/// The quickstart's `ckrv cloud credentials add --name github-work --provider github`: where
+/// `credentials add` has no `--host`, a git host's name given to `--provider` is the host,
+/// unless a provider plugin of that name is installed. True when it took `--provider` so (the
+/// plugin is then the configured one); a usage error when no host is given at all.
+pub fn host_from_provider(cli: &mut Cli, config: &Config) -> anyhow::Result<bool> {
+    let Command::Cloud(CloudCommand::Credentials(CredentialsCommand::Add(args))) = &mut cli.command
+    else {
+        return Ok(false);
+    };
+    if args.provider.is_some() {
+        return Ok(false);
+    }
+    let forge = cli
+        .provider
+        .as_deref()
+        .filter(|name| name.parse::<GitProvider>().is_ok())
+        .filter(|name| !Registry::new(&config.config_dir).is_installed(name));
+    let Some(forge) = forge else {
+        let hosts: Vec<&str> = GitProvider::ALL.map(GitProvider::as_str).into();
+        return Err(Exit::new(
+            2,
+            format!(
+                "credentials add needs --host HOST, where the repository is hosted: one of {}",
+                hosts.join(", ")
+            ),
+        )
+        .into());
+    };
+    args.provider = Some(forge.to_string());
+    cli.provider = None;
+    Ok(true)
+}
+
 async fn add(cloud: &mut Cloud, args: CredentialAddArgs) -> anyhow::Result<()> {
-    let provider: GitProvider = args.provider.parse()?;
+    let provider: GitProvider = args
+        .provider
+        .as_deref()
+        .context("credentials add needs --host HOST")?
+        .parse()?;
     let credential_type: CredentialType = args.credential_type.replace('-', "_").parse()?;
     let value = read_secret(&args, credential_type)?;
     if args.force {

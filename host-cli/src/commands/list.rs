@@ -76,7 +76,7 @@ fn summary(job: &Job) -> String {
         .result_summary
         .as_deref()
         .or(job.error_message.as_deref())
-        .or(job.phase.as_ref().map(|p| p.as_str()))
+        .or(job.phase.map(output::phase_name))
         .unwrap_or("-");
     let line = text.lines().next().unwrap_or_default();
     match line.char_indices().nth(60) {

@@ -7,6 +7,7 @@ use anyhow::Context as _;
 
 use ckrv_wit::types::ErrorKind;
 
+use crate::browser;
 use crate::cloud::{Cloud, describe};
 use crate::output;
 use crate::session::Session;
@@ -14,7 +15,9 @@ use crate::session::Session;
 /// RFC 8628 §3.5: on `slow_down`, wait this much longer from then on.
 const SLOW_DOWN_STEP: Duration = Duration::from_secs(5);
 
-pub async fn run(cloud: &mut Cloud) -> anyhow::Result<()> {
+/// The device flow; with `open_browser`, the activation page (with the code filled in) opens
+/// in the browser where a desktop session exists.
+pub async fn run(cloud: &mut Cloud, open_browser: bool) -> anyhow::Result<()> {
     let anonymous = cloud.anonymous();
     let device = cloud
         .provider
@@ -25,6 +28,16 @@ pub async fn run(cloud: &mut Cloud) -> anyhow::Result<()> {
     output::line(format!("Visit: {}", device.verification_uri));
     output::line(format!("Enter code: {}", device.user_code));
     output::blank();
+    if open_browser && browser::desktop_session(|name| std::env::var(name).ok()) {
+        let page = device
+            .verification_uri_complete
+            .as_deref()
+            .unwrap_or(&device.verification_uri);
+        match browser::open(page) {
+            Ok(()) => output::line("Opened your browser; check that it shows the code above."),
+            Err(error) => tracing::warn!(%error, "not opening the activation page"),
+        }
+    }
     output::line("Waiting for authorization...");
 
     let mut interval = Duration::from_secs(u64::from(device.interval.max(1)));
@@ -51,11 +64,11 @@ pub async fn run(cloud: &mut Cloud) -> anyhow::Result<()> {
             },
         }
     };
-    cloud.save_session(Session {
-        api_url: cloud.api_url.clone(),
-        access_token: tokens.access_token,
-        refresh_token: tokens.refresh_token,
-    })?;
+    cloud.save_session(Session::device(
+        cloud.api_url.clone(),
+        tokens.access_token,
+        tokens.refresh_token,
+    ))?;
     report(cloud, "").await
 }
 
@@ -71,11 +84,7 @@ pub async fn with_token(cloud: &mut Cloud) -> anyhow::Result<()> {
             "no token on standard input: pipe one in, e.g. `ckrv-api users token you@example.com | ckrv cloud login --with-token`"
         );
     }
-    let session = Session {
-        api_url: cloud.api_url.clone(),
-        access_token: token.to_string(),
-        refresh_token: None,
-    };
+    let session = Session::personal(cloud.api_url.clone(), token.to_string());
     // Tried before it is stored: a bad token replaces nothing that worked.
     cloud.use_session(session.clone());
     cloud

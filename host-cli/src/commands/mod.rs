@@ -20,8 +20,16 @@ use crate::cli::{Cli, CloudCommand, Command};
 use crate::cloud::Cloud;
 use crate::config::Config;
 
-pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
-    let config = Config::load(cli.provider, cli.api_url, cli.insecure_storage)?;
+pub async fn dispatch(mut cli: Cli) -> anyhow::Result<()> {
+    let mut config = Config::load(
+        cli.provider.clone(),
+        cli.api_url.clone(),
+        cli.insecure_storage,
+    )?;
+    if credentials::host_from_provider(&mut cli, &config)? {
+        // `--provider` named the git host: the plugin is the configured one.
+        config = Config::load(None, cli.api_url.clone(), cli.insecure_storage)?;
+    }
     match cli.command {
         Command::Run(args) => run::run(&config, args).await,
         Command::Status(args) => status::run(&mut Cloud::connect(&config).await?, args).await,
@@ -35,16 +43,19 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             clap_complete::generate(shell, &mut Cli::command(), "ckrv", &mut std::io::stdout());
             Ok(())
         }
-        Command::Cloud(CloudCommand::Login { with_token }) => {
+        Command::Cloud(CloudCommand::Login {
+            with_token,
+            no_browser,
+        }) => {
             let mut cloud = Cloud::connect(&config).await?;
             if with_token {
                 login::with_token(&mut cloud).await
             } else {
-                login::run(&mut cloud).await
+                login::run(&mut cloud, !no_browser).await
             }
         }
-        Command::Cloud(CloudCommand::Logout) => {
-            logout::run(&mut Cloud::connect(&config).await?).await
+        Command::Cloud(CloudCommand::Logout { revoke }) => {
+            logout::run(&mut Cloud::connect(&config).await?, revoke).await
         }
         Command::Cloud(CloudCommand::Whoami { json }) => {
             whoami::run(&mut Cloud::connect(&config).await?, json).await

@@ -51,7 +51,8 @@ pub async fn run(config: &Config, args: RunArgs) -> anyhow::Result<()> {
         .call(async |p, ctx| p.dispatch(ctx, &request, &key).await)
         .await?;
     if args.json {
-        return output::json(&job);
+        output::json(&job)?;
+        return ended_at_once(&job);
     }
     let short = output::short_id(&job.id);
     output::ok("Job Dispatched");
@@ -61,7 +62,23 @@ pub async fn run(config: &Config, args: RunArgs) -> anyhow::Result<()> {
     output::line(format!("Track progress:  ckrv status {short}"));
     output::line(format!("Stream logs:     ckrv logs {short} --follow"));
     output::line(format!("Pull results:    ckrv pull {short}"));
-    Ok(())
+    ended_at_once(&job)
+}
+
+/// A job the service made but could not start (no worker could be started for it) has ended
+/// already: an error, so scripts do not wait for it.
+fn ended_at_once(job: &ckrv_wit::types::Job) -> anyhow::Result<()> {
+    let state = job.lifecycle();
+    if !state.is_terminal() || state == ckrv_wit::types::JobState::Succeeded {
+        return Ok(());
+    }
+    anyhow::bail!(
+        "job {} {state} at once: {}",
+        output::short_id(&job.id),
+        job.error_message
+            .as_deref()
+            .unwrap_or("the service gave no reason")
+    )
 }
 
 /// Runs the spec on this machine against the current repository's committed base branch, and
@@ -168,25 +185,15 @@ async fn local(config: &Config, args: RunArgs) -> anyhow::Result<()> {
 
 /// `ckrv-orchestrator`: `CKRV_ORCHESTRATOR`, else beside this program, else on `PATH`.
 fn orchestrator_program() -> anyhow::Result<std::path::PathBuf> {
+    use ckrv_wit::programs;
     if let Some(path) = std::env::var_os("CKRV_ORCHESTRATOR").filter(|p| !p.is_empty()) {
-        return Ok(path.into());
+        return programs::resolve(std::path::Path::new(&path))
+            .map_err(|e| anyhow::anyhow!("CKRV_ORCHESTRATOR: {e}"));
     }
-    let beside = std::env::current_exe()
-        .ok()
-        .and_then(|exe| exe.parent().map(|dir| dir.join("ckrv-orchestrator")))
-        .filter(|path| path.is_file());
-    if let Some(path) = beside {
-        return Ok(path);
-    }
-    let on_path = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|dir| dir.join("ckrv-orchestrator"))
-            .find(|path| path.is_file())
-    });
-    on_path.ok_or_else(|| {
+    programs::locate(programs::ORCHESTRATOR).map_err(|e| {
         anyhow::anyhow!(
-            "local runs need ckrv-orchestrator, which is not beside ckrv or on PATH: install it \
-             (`cargo install --path orchestrator`), or run in the cloud with --cloud"
+            "local runs need ckrv-orchestrator: {e}; install it (`cargo install --path \
+             orchestrator`), or run in the cloud with --cloud"
         )
     })
 }

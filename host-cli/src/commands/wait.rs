@@ -24,7 +24,9 @@ pub async fn run(cloud: &mut Cloud, args: WaitArgs) -> anyhow::Result<()> {
         spinner.set(format!(
             "job {} {state}{}",
             output::short_id(&job.id),
-            job.phase.map(|p| format!(" ({p})")).unwrap_or_default()
+            job.phase
+                .map(|p| format!(" ({})", output::phase_name(p)))
+                .unwrap_or_default()
         ));
         if args.timeout.is_some_and(|limit| started.elapsed() >= limit) {
             drop(spinner);

@@ -66,6 +66,17 @@ impl Env {
                 self.bus.lock().unwrap().as_str(),
             )
             .env_remove("RUST_LOG");
+        // No desktop: `ckrv cloud login` never opens the browser of the person running tests.
+        for name in [
+            "DISPLAY",
+            "WAYLAND_DISPLAY",
+            "BROWSER",
+            "SSH_CONNECTION",
+            "SSH_CLIENT",
+            "SSH_TTY",
+        ] {
+            cmd.env_remove(name);
+        }
         cmd
     }
 
@@ -135,8 +146,23 @@ impl Env {
     /// `ckrv cloud login` for a new account `email`, which signs in on the activation page and
     /// presses `decision`; returns how the command ended and what it printed.
     pub async fn login_decided(&self, email: &str, decision: &str) -> (Output, String) {
+        self.login_with(email, decision, &[], &[]).await
+    }
+
+    /// As [`Env::login_decided`], with more arguments to `ckrv cloud login` and more
+    /// environment variables.
+    pub async fn login_with(
+        &self,
+        email: &str,
+        decision: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> (Output, String) {
+        let mut login = vec!["cloud", "login"];
+        login.extend(args);
         let mut child = self
-            .ckrv(self.home.path(), &["cloud", "login"])
+            .ckrv(self.home.path(), &login)
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()

@@ -196,6 +196,18 @@ impl Api {
         Self::spawn(data_dir, "127.0.0.1:0", flags, &[], Stdio::from(file))
     }
 
+    /// `ckrv-api serve` as installed: the program `ckrv_api` with nothing but `flags` (no
+    /// `--orchestrator`: it finds its worker itself) and `PATH` set to `path`.
+    pub fn start_installed(ckrv_api: &Path, data_dir: &Path, flags: &[&str], path: &str) -> Self {
+        let mut command = Command::new(ckrv_api);
+        command
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir)
+            .args(flags)
+            .env("PATH", path);
+        Self::run(command, data_dir, Stdio::inherit())
+    }
+
     fn spawn(
         data_dir: &Path,
         listen: &str,
@@ -214,8 +226,13 @@ impl Api {
                 .arg("--orchestrator")
                 .arg(binary("ckrv-orchestrator"));
         }
+        command.args(flags);
+        Self::run(command, data_dir, stderr)
+    }
+
+    /// Starts `command` (a `ckrv-api serve`) and waits for the URL it prints.
+    fn run(mut command: Command, data_dir: &Path, stderr: Stdio) -> Self {
         let mut child = command
-            .args(flags)
             .env("RUST_LOG", "info")
             .stdout(Stdio::piped())
             .stderr(stderr)
@@ -254,11 +271,27 @@ impl Drop for Api {
 pub struct Cli {
     pub api_url: String,
     pub home: PathBuf,
+    /// The `ckrv` that runs: this workspace's build, or an installed copy.
+    program: PathBuf,
 }
 
 impl Cli {
+    /// This workspace's `ckrv`, at home in `home`.
+    pub fn new(api_url: impl Into<String>, home: impl Into<PathBuf>) -> Self {
+        Self {
+            api_url: api_url.into(),
+            home: home.into(),
+            program: binary("ckrv"),
+        }
+    }
+
+    /// The same, running the `ckrv` at `program` (an installed one).
+    pub fn using(self, program: PathBuf) -> Self {
+        Self { program, ..self }
+    }
+
     pub fn command(&self, cwd: &Path, args: &[&str]) -> Command {
-        let mut cmd = Command::new(binary("ckrv"));
+        let mut cmd = Command::new(&self.program);
         cmd.current_dir(cwd)
             .args(args)
             .env("CKRV_API_URL", &self.api_url)
@@ -271,6 +304,10 @@ impl Cli {
                 "unix:path=/nonexistent/ckrv-test-bus",
             )
             .env_remove("CKRV_TOKEN");
+        // No desktop: `ckrv cloud login` never opens the browser of the person running tests.
+        for name in ["DISPLAY", "WAYLAND_DISPLAY", "BROWSER"] {
+            cmd.env_remove(name);
+        }
         cmd
     }
 
@@ -360,10 +397,7 @@ impl Developer {
         let name = email.split('@').next().unwrap_or(email);
         api.add_user(email, ckrv_test_support::PASSWORD);
         let token = api.token(email);
-        let cli = Cli {
-            api_url: api.url.clone(),
-            home: root.join(name),
-        };
+        let cli = Cli::new(api.url.clone(), root.join(name));
         let clone = root.join(format!("{name}-clone"));
         git(root, &["clone", "-q", repo_url, &clone.to_string_lossy()]);
         cli.login_with_token(&clone, &token);

@@ -39,10 +39,7 @@ impl Stage {
         let person = |name: &str| {
             let email = format!("{name}@example.com");
             api.add_user(&email, PASSWORD);
-            let cli = Cli {
-                api_url: api.url.clone(),
-                home: root.join(name),
-            };
+            let cli = Cli::new(api.url.clone(), root.join(name));
             let work = root.join(format!("{name}-work"));
             git(&root, &["clone", "-q", &repo_url, work.to_str().unwrap()]);
             cli.login_with_token(&work, &api.token(&email));
@@ -232,10 +229,7 @@ fn hostile_repository_urls_are_refused_before_anything_is_cloned() {
     let root = tmp.path();
     let api = Api::start_strict(&root.join("api"));
     api.add_user("dev@example.com", PASSWORD);
-    let cli = Cli {
-        api_url: api.url.clone(),
-        home: root.join("home"),
-    };
+    let cli = Cli::new(api.url.clone(), root.join("home"));
     let work = root.join("work");
     std::fs::create_dir_all(work.join("specs")).unwrap();
     git(&work, &["init", "-q", "-b", "main"]);

@@ -306,11 +306,11 @@ fn pull_refuses_conflicts_and_offers_check_3way_and_a_branch() {
 fn a_local_run_leaves_the_change_in_the_worktree_like_pull() {
     let tmp = tempfile::tempdir().unwrap();
     let (_repos, url) = serve_app_repo(tmp.path());
-    let cli = ckrv_e2e::Cli {
+    let cli = ckrv_e2e::Cli::new(
         // No API at all: nothing listens here.
-        api_url: "http://127.0.0.1:9".into(),
-        home: tmp.path().join("home"),
-    };
+        "http://127.0.0.1:9",
+        tmp.path().join("home"),
+    );
     let work = tmp.path().join("work");
     git(tmp.path(), &["clone", "-q", &url, work.to_str().unwrap()]);
     std::fs::create_dir_all(work.join("specs")).unwrap();

@@ -437,10 +437,7 @@ fn jobs_run_as_workflow_runs_through_the_github_actions_provider() {
     std::fs::create_dir_all(root.join("runner")).unwrap();
     let gh = stand_in(&runtime, &repo_url, &root.join("runner"));
 
-    let cli = Cli {
-        api_url: gh.url.clone(),
-        home: root.join("home"),
-    };
+    let cli = Cli::new(gh.url.clone(), root.join("home"));
     let wasm = wasm.to_str().unwrap();
     // The origins it asks for need the user's yes.
     let err = cli.fails(&work, &["plugin", "install", wasm]);

@@ -22,10 +22,7 @@ fn a_provider_from_the_template_installs_and_runs_the_quickstart() {
 
     let (_repos, repo_url) = serve_app_repo(root);
     let api = Api::start(&root.join("api"));
-    let cli = Cli {
-        api_url: api.url.clone(),
-        home: root.join("home"),
-    };
+    let cli = Cli::new(api.url.clone(), root.join("home"));
     let work = root.join("work");
     git(root, &["clone", "-q", &repo_url, work.to_str().unwrap()]);
 

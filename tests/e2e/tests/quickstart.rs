@@ -106,10 +106,7 @@ fn a_job_runs_from_dispatch_to_applied_diff() {
     let repo_url = format!("http://{}/sample.git", server.addr);
 
     let api = Api::start(&root.join("api"));
-    let cli = Cli {
-        api_url: api.url.clone(),
-        home: root.join("home"),
-    };
+    let cli = Cli::new(api.url.clone(), root.join("home"));
 
     // The developer's worktree, with a spec that is not committed (only its text travels).
     let work = root.join("work");
@@ -241,10 +238,7 @@ fn commands_name_the_api_url_when_it_is_not_running() {
         .local_addr()
         .unwrap()
         .port();
-    let cli = Cli {
-        api_url: format!("http://127.0.0.1:{port}"),
-        home: tmp.path().join("home"),
-    };
+    let cli = Cli::new(format!("http://127.0.0.1:{port}"), tmp.path().join("home"));
     let out = cli
         .command(tmp.path(), &["status", "abcd1234"])
         .env("CKRV_TOKEN", "not-a-real-token")

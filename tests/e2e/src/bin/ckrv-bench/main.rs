@@ -191,10 +191,7 @@ impl Stage {
         let api = Api::start_with(&root.join("api"), &flags);
         api.add_user(EMAIL, "bench-password-long-enough");
         let token = api.token(EMAIL);
-        let cli = Cli {
-            api_url: api.url.clone(),
-            home: root.join("home"),
-        };
+        let cli = Cli::new(api.url.clone(), root.join("home"));
         let work = root.join("work");
         std::fs::create_dir_all(work.join("specs"))?;
         git(&work, &["init", "-q", "-b", "main"]);
