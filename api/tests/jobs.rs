@@ -774,3 +774,56 @@ async fn a_nul_reaches_no_database_from_a_worker_or_a_path() {
         .await;
     assert_eq!(status, StatusCode::NOT_FOUND, "{error}");
 }
+
+/// `ssh://` and scp-like URLs are held to the rules `https://` ones are: their hosts parsed as
+/// hosts (so `0x7f.1` and `127.1` are loopback), and no user or host ssh would read as an
+/// option. Nothing here connects: the API only parses.
+#[tokio::test]
+async fn ssh_and_scp_like_repository_urls_meet_the_same_host_rules() {
+    let (api, user) = TestApi::signed_in("dev@example.com").await;
+    let cases = [
+        ("ssh://git@0x7f.1/org/repo.git", "is a loopback address"),
+        ("ssh://git@127.1/org/repo.git", "is a loopback address"),
+        ("ssh://git@2130706433/org/repo.git", "is a loopback address"),
+        ("git@127.1:org/repo.git", "is a loopback address"),
+        ("git@0x7f.1:org/repo.git", "is a loopback address"),
+        (
+            "ssh://-oProxyCommand=touch.pwned@github.com/org/repo.git",
+            "user begins with '-'",
+        ),
+        (
+            "ssh://git@-oProxyCommand=touch.pwned/org/repo.git",
+            "host begins with '-'",
+        ),
+        (
+            "git@-oProxyCommand=touch.pwned:org/repo.git",
+            "host begins with '-'",
+        ),
+        (
+            "-oProxyCommand=touch.pwned@github.com:org/repo.git",
+            "user begins with '-'",
+        ),
+    ];
+    for (url, message) in cases {
+        let mut request = job_request();
+        request["git_repo_url"] = json!(url);
+        let (status, error) = api.post("/v1/jobs", &user, request).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{url}: {error}");
+        assert_eq!(error["error"], "invalid_request");
+        let description = error["error_description"].as_str().unwrap();
+        assert!(
+            description.starts_with("git_repo_url: ") && description.contains(message),
+            "{url}: {error}"
+        );
+    }
+    for url in [
+        "ssh://git@github.com/org/repo.git",
+        "git@github.com:org/repo.git",
+    ] {
+        let mut request = job_request();
+        request["git_repo_url"] = json!(url);
+        let (status, job) = api.post("/v1/jobs", &user, request).await;
+        assert_eq!(status, StatusCode::CREATED, "{url}: {job}");
+        assert_eq!(job["git_repo_url"], url);
+    }
+}
