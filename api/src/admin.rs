@@ -167,8 +167,8 @@ pub async fn set_tier(
     Ok(identity::find_account(store, email).await?)
 }
 
-/// Disables (or enables again) an account; a disabled account's tokens and sessions stop
-/// working at once.
+/// Disables (or enables again) an account; disabling revokes its tokens and ends its sessions
+/// at once, for good: enabling it again does not bring them back.
 pub async fn set_disabled(
     store: &Store,
     email: &str,

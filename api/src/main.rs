@@ -322,13 +322,14 @@ enum UsersCommand {
         #[command(flatten)]
         data: DataDir,
     },
-    /// Disable an account: its tokens and web sessions stop working at once
+    /// Disable an account: its tokens are revoked and its web sessions end at once (enabling
+    /// it again does not bring them back)
     Disable {
         email: String,
         #[command(flatten)]
         data: DataDir,
     },
-    /// Enable a disabled account again
+    /// Enable a disabled account again; it signs in anew and gets new tokens
     Enable {
         email: String,
         #[command(flatten)]
@@ -663,13 +664,16 @@ async fn users(command: UsersCommand) -> anyhow::Result<()> {
         UsersCommand::Disable { email, data } => {
             let account = admin::set_disabled(&open(&data).await?, &email, true).await?;
             println!(
-                "disabled {}: its tokens and sessions no longer work",
+                "disabled {}: its tokens are revoked and its sessions ended",
                 account.email
             );
         }
         UsersCommand::Enable { email, data } => {
             let account = admin::set_disabled(&open(&data).await?, &email, false).await?;
-            println!("enabled {}", account.email);
+            println!(
+                "enabled {}: it signs in anew (its old tokens stay revoked)",
+                account.email
+            );
         }
         UsersCommand::ResetPassword { email, link, data } => {
             let link =
