@@ -349,13 +349,14 @@ enum UsersCommand {
         /// What the token is for
         #[arg(long, default_value = "ci")]
         name: String,
-        /// How long it lives, e.g. `90d`, `12h`, or `never`
+        /// How long it lives, at least a minute: e.g. `90d`, `12h`, or `never`
         #[arg(long, default_value = "90d", value_parser = lifetime)]
         expires: Lifetime,
         #[command(flatten)]
         data: DataDir,
     },
-    /// List an account's personal access tokens (never the secrets)
+    /// List an account's personal access tokens (never the secrets), each active, expired or
+    /// revoked
     Tokens {
         email: String,
         /// Print JSON
@@ -376,13 +377,25 @@ enum UsersCommand {
 #[derive(Clone, Copy)]
 struct Lifetime(Option<Duration>);
 
+/// The shortest lifetime `users token --expires` takes: a token that expires before anyone can
+/// use it is a mistake, not a choice.
+const MIN_TOKEN_LIFETIME: Duration = Duration::from_secs(60);
+
+/// `--expires`: a duration of at least [`MIN_TOKEN_LIFETIME`], or `never`.
 fn lifetime(text: &str) -> Result<Lifetime, String> {
     if text == "never" {
         return Ok(Lifetime(None));
     }
-    humantime::parse_duration(text)
-        .map(|d| Lifetime(Some(d)))
-        .map_err(|e| format!("{e}; give a duration such as 90d or 12h, or `never`"))
+    match humantime::parse_duration(text) {
+        Ok(d) if d >= MIN_TOKEN_LIFETIME => Ok(Lifetime(Some(d))),
+        Ok(_) => Err(format!(
+            "--expires must be at least {}: give e.g. 90d, 12h or 30m, or `never`",
+            humantime::format_duration(MIN_TOKEN_LIFETIME)
+        )),
+        Err(e) => Err(format!(
+            "{e}; give --expires a duration such as 90d or 12h, or `never`"
+        )),
+    }
 }
 
 /// A positive duration such as `90s`, `30m` or `2h`.
@@ -695,12 +708,14 @@ async fn users(command: UsersCommand) -> anyhow::Result<()> {
         UsersCommand::Tokens { email, json, data } => {
             let tokens = admin::tokens(&open(&data).await?, &email).await?;
             let when = |ms: i64| ckrv_api::clock::rfc3339(ckrv_api::clock::from_millis(ms));
+            let now = ckrv_api::clock::millis(ckrv_api::clock::now());
             if json {
                 let rows: Vec<serde_json::Value> = tokens
                     .iter()
                     .map(|t| {
                         serde_json::json!({"id": t.id, "name": t.name, "created_at": when(t.created_ms),
-                            "expires_at": t.expires_ms.map(when), "revoked": t.revoked})
+                            "expires_at": t.expires_ms.map(when), "revoked": t.revoked,
+                            "status": t.status(now).as_str()})
                     })
                     .collect();
                 println!("{}", serde_json::to_string_pretty(&rows)?);
@@ -716,7 +731,7 @@ async fn users(command: UsersCommand) -> anyhow::Result<()> {
                         t.name,
                         when(t.created_ms),
                         t.expires_ms.map_or_else(|| "never".to_string(), when),
-                        if t.revoked { "revoked" } else { "active" }
+                        t.status(now).as_str()
                     );
                 }
             }
