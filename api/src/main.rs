@@ -75,7 +75,8 @@ enum WorkersCommand {
         #[command(flatten)]
         data: DataDir,
     },
-    /// Revoke a worker's credential at once
+    /// Revoke a worker's credential at once, and the tokens of the jobs it is running (the
+    /// server re-queues each, or fails it if it got past cloning)
     Remove {
         name: String,
         #[command(flatten)]
@@ -614,8 +615,16 @@ async fn workers(command: WorkersCommand) -> anyhow::Result<()> {
             }
         }
         WorkersCommand::Remove { name, data } => {
-            admin::remove_worker(&open(&data).await?, &name).await?;
+            let jobs = admin::remove_worker(&open(&data).await?, &name).await?;
             println!("removed worker {name}; its credential no longer claims jobs");
+            if !jobs.is_empty() {
+                println!(
+                    "revoked its hold on {} running job(s): {}; the server queues each again, \
+                     or fails it if it got past cloning",
+                    jobs.len(),
+                    jobs.join(", ")
+                );
+            }
         }
     }
     Ok(())

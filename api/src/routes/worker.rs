@@ -67,7 +67,7 @@ pub async fn claim(
     worker: ExternalWorker,
 ) -> Result<Response, AppError> {
     let next = Pick::Next(state.engine.settings().admission);
-    match state.engine.claim(next, &worker.name).await? {
+    match state.engine.claim_external(next, &worker.name).await? {
         Some(claim) => Ok(ApiJson(WorkerClaim {
             job_id: claim.job_id,
             token: claim.token,
