@@ -167,8 +167,8 @@ pub async fn set_tier(
     Ok(identity::find_account(store, email).await?)
 }
 
-/// Disables (or enables again) an account; a disabled account's tokens and sessions stop
-/// working at once.
+/// Disables (or enables again) an account; disabling revokes its tokens and ends its sessions
+/// at once, for good: enabling it again does not bring them back.
 pub async fn set_disabled(
     store: &Store,
     email: &str,
@@ -229,11 +229,12 @@ pub async fn add_worker(store: &Store, name: &str) -> Result<String, AdminError>
     }
 }
 
-/// Revokes an external worker's credential at once (the job it holds is lost with its lease).
-pub async fn remove_worker(store: &Store, name: &str) -> Result<(), AdminError> {
-    if store.remove_worker_credential(name).await? {
-        Ok(())
-    } else {
-        Err(AdminError::NoSuchWorker(name.to_string()))
-    }
+/// Revokes an external worker's credential at once, and the tokens of the jobs it is running:
+/// returns those jobs' ids. The serving API (every replica of it) re-queues or fails each of
+/// them by the lost-worker rules on its next reaper pass; this command writes no job state.
+pub async fn remove_worker(store: &Store, name: &str) -> Result<Vec<String>, AdminError> {
+    store
+        .remove_worker_credential(name)
+        .await?
+        .ok_or_else(|| AdminError::NoSuchWorker(name.to_string()))
 }

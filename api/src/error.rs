@@ -179,6 +179,15 @@ impl From<crate::log_archive::ArchiveError> for AppError {
         match error {
             crate::log_archive::ArchiveError::Artifacts(e) => e.into(),
             crate::log_archive::ArchiveError::Store(e) => e.into(),
+            tampered @ crate::log_archive::ArchiveError::Tampered { .. } => {
+                tracing::error!(error = %tampered, "an archived log failed its integrity check");
+                AppError::new(
+                    ErrorKind::Internal,
+                    "this job's archived log was changed in storage after it was archived \
+                     (its SHA-256 no longer matches), so it is not served; the operator finds \
+                     the details in the API's log",
+                )
+            }
             other => {
                 tracing::error!(error = %other, "archived log failure");
                 AppError::new(ErrorKind::Internal, "internal error; see the API's log")

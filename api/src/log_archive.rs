@@ -1,13 +1,16 @@
 //! Finished jobs' logs move out of the database into the artifact store, one JSON entry per
 //! line (`jobs/ID/log.jsonl`). Readers switch to the archive as soon as it is written; the
 //! rows stay for [`ArchiveSettings::keep_rows`] more, so a reader that looked just before the
-//! switch still finds them, then go.
+//! switch still finds them, then go. The archive's SHA-256 is recorded with the switch, and
+//! every read checks the whole archive against it before it serves a line: a log changed in
+//! the artifact store is refused, never shown.
 
 use std::collections::VecDeque;
 use std::time::Duration;
 
 use ckrv_wit::types::LogEntry;
 use futures::StreamExt;
+use sha2::{Digest as _, Sha256};
 use tokio::io::AsyncWriteExt;
 
 use crate::artifacts::{ArtifactError, ArtifactStore};
@@ -52,6 +55,15 @@ pub enum ArchiveError {
         job_id: String,
         line: usize,
         reason: String,
+    },
+    #[error(
+        "the archived log of job {job_id} does not match the SHA-256 recorded when it was \
+         archived (recorded {recorded}, found {found}): it was changed in the artifact store"
+    )]
+    Tampered {
+        job_id: String,
+        recorded: String,
+        found: String,
     },
 }
 
@@ -109,6 +121,7 @@ async fn archive(
         source,
     };
     let mut writer = artifacts.log_writer(job_id);
+    let mut digest = Sha256::new();
     let mut after = 0;
     let mut lines = 0usize;
     loop {
@@ -124,28 +137,38 @@ async fn archive(
                 .map_err(write_error)?;
             chunk.push(b'\n');
         }
+        digest.update(&chunk);
         writer.write_all(&chunk).await.map_err(write_error)?;
         lines += page.len();
         after = last;
     }
     writer.shutdown().await.map_err(write_error)?;
+    let sha256 = hex::encode(digest.finalize());
     store
-        .mark_logs_archived(job_id, &clock::rfc3339(clock::now()))
+        .mark_logs_archived(job_id, &clock::rfc3339(clock::now()), &sha256)
         .await?;
     tracing::debug!(job_id, lines, "job's log archived");
     Ok(())
 }
 
+/// An archived log: the job it belongs to and the SHA-256 recorded when it was written (`None`
+/// for one archived before digests were recorded, which is read unchecked).
+#[derive(Debug, Clone, Copy)]
+pub struct Archived<'a> {
+    pub job_id: &'a str,
+    pub sha256: Option<&'a str>,
+}
+
 /// Up to `limit` archived entries with a sequence above `after`, in order.
 pub async fn read(
     artifacts: &ArtifactStore,
-    job_id: &str,
+    archived: Archived<'_>,
     after: u64,
     limit: u32,
 ) -> Result<Vec<LogEntry>, ArchiveError> {
     let limit = usize::try_from(limit).unwrap_or(usize::MAX);
     let mut entries = Vec::new();
-    scan(artifacts, job_id, |entry| {
+    scan(artifacts, archived, |entry| {
         if entry.sequence.unwrap_or_default() > after {
             entries.push(entry);
         }
@@ -156,9 +179,12 @@ pub async fn read(
 }
 
 /// The archived log's last sequence; 0 when it is empty.
-pub async fn last_sequence(artifacts: &ArtifactStore, job_id: &str) -> Result<u64, ArchiveError> {
+pub async fn last_sequence(
+    artifacts: &ArtifactStore,
+    archived: Archived<'_>,
+) -> Result<u64, ArchiveError> {
     let mut last = 0;
-    scan(artifacts, job_id, |entry| {
+    scan(artifacts, archived, |entry| {
         last = entry.sequence.unwrap_or(last);
         true
     })
@@ -166,37 +192,65 @@ pub async fn last_sequence(artifacts: &ArtifactStore, job_id: &str) -> Result<u6
     Ok(last)
 }
 
-/// Feeds the archive's entries to `visit` in order while it returns true; reads only as far
-/// as needed.
+/// Feeds the archive's entries to `visit` in order while it returns true, then reads the rest
+/// only to check the whole archive against its recorded digest: an error then means that
+/// nothing `visit` saw may be served.
 async fn scan(
     artifacts: &ArtifactStore,
-    job_id: &str,
+    archived: Archived<'_>,
     mut visit: impl FnMut(LogEntry) -> bool,
 ) -> Result<(), ArchiveError> {
+    let job_id = archived.job_id;
     let mut chunks = artifacts.log_reader(job_id).await?;
+    let mut digest = Sha256::new();
     let mut pending: VecDeque<u8> = VecDeque::new();
     let mut line_number = 0;
-    let parse = |line: &[u8], line_number: usize| {
-        serde_json::from_slice::<LogEntry>(line).map_err(|e| ArchiveError::Corrupt {
-            job_id: job_id.to_string(),
-            line: line_number,
-            reason: e.to_string(),
-        })
+    // Entries are read until `visit` has enough or a line does not parse; the digest covers
+    // every byte either way.
+    let mut reading = true;
+    let mut unreadable = None;
+    let mut take = |line: &[u8], line_number: usize| match serde_json::from_slice::<LogEntry>(line)
+    {
+        Ok(entry) => visit(entry),
+        Err(e) => {
+            unreadable = Some(ArchiveError::Corrupt {
+                job_id: job_id.to_string(),
+                line: line_number,
+                reason: e.to_string(),
+            });
+            false
+        }
     };
     while let Some(chunk) = chunks.next().await {
         let chunk = chunk.map_err(ArtifactError::from)?;
+        digest.update(&chunk);
+        if !reading {
+            continue;
+        }
         pending.extend(chunk.iter());
         while let Some(end) = pending.iter().position(|&b| b == b'\n') {
             let line: Vec<u8> = pending.drain(..=end).collect();
             line_number += 1;
-            if !visit(parse(&line[..end], line_number)?) {
-                return Ok(());
+            if !take(&line[..end], line_number) {
+                reading = false;
+                pending.clear();
+                break;
             }
         }
     }
-    if !pending.is_empty() {
+    if reading && !pending.is_empty() {
         let line: Vec<u8> = pending.into_iter().collect();
-        visit(parse(&line, line_number + 1)?);
+        take(&line, line_number + 1);
     }
-    Ok(())
+    let found = hex::encode(digest.finalize());
+    if let Some(recorded) = archived.sha256
+        && recorded != found
+    {
+        return Err(ArchiveError::Tampered {
+            job_id: job_id.to_string(),
+            recorded: recorded.to_string(),
+            found,
+        });
+    }
+    unreadable.map_or(Ok(()), Err)
 }

@@ -75,7 +75,8 @@ enum WorkersCommand {
         #[command(flatten)]
         data: DataDir,
     },
-    /// Revoke a worker's credential at once
+    /// Revoke a worker's credential at once, and the tokens of the jobs it is running (the
+    /// server re-queues each, or fails it if it got past cloning)
     Remove {
         name: String,
         #[command(flatten)]
@@ -322,13 +323,14 @@ enum UsersCommand {
         #[command(flatten)]
         data: DataDir,
     },
-    /// Disable an account: its tokens and web sessions stop working at once
+    /// Disable an account: its tokens are revoked and its web sessions end at once (enabling
+    /// it again does not bring them back)
     Disable {
         email: String,
         #[command(flatten)]
         data: DataDir,
     },
-    /// Enable a disabled account again
+    /// Enable a disabled account again; it signs in anew and gets new tokens
     Enable {
         email: String,
         #[command(flatten)]
@@ -348,13 +350,14 @@ enum UsersCommand {
         /// What the token is for
         #[arg(long, default_value = "ci")]
         name: String,
-        /// How long it lives, e.g. `90d`, `12h`, or `never`
+        /// How long it lives, at least a minute: e.g. `90d`, `12h`, or `never`
         #[arg(long, default_value = "90d", value_parser = lifetime)]
         expires: Lifetime,
         #[command(flatten)]
         data: DataDir,
     },
-    /// List an account's personal access tokens (never the secrets)
+    /// List an account's personal access tokens (never the secrets), each active, expired or
+    /// revoked
     Tokens {
         email: String,
         /// Print JSON
@@ -375,13 +378,25 @@ enum UsersCommand {
 #[derive(Clone, Copy)]
 struct Lifetime(Option<Duration>);
 
+/// The shortest lifetime `users token --expires` takes: a token that expires before anyone can
+/// use it is a mistake, not a choice.
+const MIN_TOKEN_LIFETIME: Duration = Duration::from_secs(60);
+
+/// `--expires`: a duration of at least [`MIN_TOKEN_LIFETIME`], or `never`.
 fn lifetime(text: &str) -> Result<Lifetime, String> {
     if text == "never" {
         return Ok(Lifetime(None));
     }
-    humantime::parse_duration(text)
-        .map(|d| Lifetime(Some(d)))
-        .map_err(|e| format!("{e}; give a duration such as 90d or 12h, or `never`"))
+    match humantime::parse_duration(text) {
+        Ok(d) if d >= MIN_TOKEN_LIFETIME => Ok(Lifetime(Some(d))),
+        Ok(_) => Err(format!(
+            "--expires must be at least {}: give e.g. 90d, 12h or 30m, or `never`",
+            humantime::format_duration(MIN_TOKEN_LIFETIME)
+        )),
+        Err(e) => Err(format!(
+            "{e}; give --expires a duration such as 90d or 12h, or `never`"
+        )),
+    }
 }
 
 /// A positive duration such as `90s`, `30m` or `2h`.
@@ -600,8 +615,16 @@ async fn workers(command: WorkersCommand) -> anyhow::Result<()> {
             }
         }
         WorkersCommand::Remove { name, data } => {
-            admin::remove_worker(&open(&data).await?, &name).await?;
+            let jobs = admin::remove_worker(&open(&data).await?, &name).await?;
             println!("removed worker {name}; its credential no longer claims jobs");
+            if !jobs.is_empty() {
+                println!(
+                    "revoked its hold on {} running job(s): {}; the server queues each again, \
+                     or fails it if it got past cloning",
+                    jobs.len(),
+                    jobs.join(", ")
+                );
+            }
         }
     }
     Ok(())
@@ -663,13 +686,16 @@ async fn users(command: UsersCommand) -> anyhow::Result<()> {
         UsersCommand::Disable { email, data } => {
             let account = admin::set_disabled(&open(&data).await?, &email, true).await?;
             println!(
-                "disabled {}: its tokens and sessions no longer work",
+                "disabled {}: its tokens are revoked and its sessions ended",
                 account.email
             );
         }
         UsersCommand::Enable { email, data } => {
             let account = admin::set_disabled(&open(&data).await?, &email, false).await?;
-            println!("enabled {}", account.email);
+            println!(
+                "enabled {}: it signs in anew (its old tokens stay revoked)",
+                account.email
+            );
         }
         UsersCommand::ResetPassword { email, link, data } => {
             let link =
@@ -691,12 +717,14 @@ async fn users(command: UsersCommand) -> anyhow::Result<()> {
         UsersCommand::Tokens { email, json, data } => {
             let tokens = admin::tokens(&open(&data).await?, &email).await?;
             let when = |ms: i64| ckrv_api::clock::rfc3339(ckrv_api::clock::from_millis(ms));
+            let now = ckrv_api::clock::millis(ckrv_api::clock::now());
             if json {
                 let rows: Vec<serde_json::Value> = tokens
                     .iter()
                     .map(|t| {
                         serde_json::json!({"id": t.id, "name": t.name, "created_at": when(t.created_ms),
-                            "expires_at": t.expires_ms.map(when), "revoked": t.revoked})
+                            "expires_at": t.expires_ms.map(when), "revoked": t.revoked,
+                            "status": t.status(now).as_str()})
                     })
                     .collect();
                 println!("{}", serde_json::to_string_pretty(&rows)?);
@@ -712,7 +740,7 @@ async fn users(command: UsersCommand) -> anyhow::Result<()> {
                         t.name,
                         when(t.created_ms),
                         t.expires_ms.map_or_else(|| "never".to_string(), when),
-                        if t.revoked { "revoked" } else { "active" }
+                        t.status(now).as_str()
                     );
                 }
             }

@@ -228,3 +228,110 @@ fn bad_input_is_refused_with_what_to_do() {
         serde_json::from_str(&ok(data, &["list", "--json"], None)).unwrap();
     assert_eq!(list.as_array().unwrap().len(), 1);
 }
+
+/// Runs `statement` on the data's database: how a test makes a stored token's time pass.
+fn sql(data: &Data, statement: &str) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        sqlx::any::install_default_drivers();
+        let pool = sqlx::AnyPool::connect(data.database.url()).await.unwrap();
+        sqlx::query(statement).execute(&pool).await.unwrap();
+        pool.close().await;
+    });
+}
+
+#[test]
+fn token_lists_say_which_tokens_work_and_lifetimes_are_at_least_a_minute() {
+    let data = &Data::new();
+    ok(
+        data,
+        &["add", "dev@example.com", "--password-stdin"],
+        Some("correct horse battery staple"),
+    );
+    // A token that would be dead on arrival is refused, naming the flag and what it takes.
+    for lifetime in ["0s", "59s", "500ms"] {
+        let out = users(
+            data,
+            &["token", "dev@example.com", "--expires", lifetime],
+            None,
+        );
+        assert_eq!(out.status.code(), Some(2), "--expires {lifetime}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("--expires") && err.contains("at least 1m") && err.contains("never"),
+            "{err}"
+        );
+    }
+    let listed: serde_json::Value =
+        serde_json::from_str(&ok(data, &["tokens", "dev@example.com", "--json"], None)).unwrap();
+    assert_eq!(listed, serde_json::json!([]), "nothing was issued");
+
+    for (name, lifetime) in [
+        ("live", "1m"),
+        ("forever", "never"),
+        ("old", "30d"),
+        ("gone", "90d"),
+    ] {
+        ok(
+            data,
+            &[
+                "token",
+                "dev@example.com",
+                "--name",
+                name,
+                "--expires",
+                lifetime,
+            ],
+            None,
+        );
+    }
+    // Time passes for `old`; `gone` is revoked.
+    sql(
+        data,
+        "UPDATE tokens SET expires_ms = created_ms - 1 WHERE name = 'old'",
+    );
+    let rows: serde_json::Value =
+        serde_json::from_str(&ok(data, &["tokens", "dev@example.com", "--json"], None)).unwrap();
+    let gone = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "gone")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    ok(data, &["revoke-token", "dev@example.com", &gone], None);
+
+    let rows: serde_json::Value =
+        serde_json::from_str(&ok(data, &["tokens", "dev@example.com", "--json"], None)).unwrap();
+    let status = |name: &str| {
+        rows.as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["name"] == name)
+            .unwrap_or_else(|| panic!("no token {name} in {rows}"))["status"]
+            .clone()
+    };
+    assert_eq!(status("live"), "active");
+    assert_eq!(status("forever"), "active");
+    assert_eq!(status("old"), "expired");
+    assert_eq!(status("gone"), "revoked");
+    let table = ok(data, &["tokens", "dev@example.com"], None);
+    let row = |name: &str| {
+        table
+            .lines()
+            .find(|line| line.split_whitespace().nth(1) == Some(name))
+            .unwrap_or_else(|| panic!("no row {name} in {table}"))
+            .split_whitespace()
+            .last()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(row("live"), "active", "{table}");
+    assert_eq!(row("old"), "expired", "{table}");
+    assert_eq!(row("gone"), "revoked", "{table}");
+}

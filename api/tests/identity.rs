@@ -366,7 +366,7 @@ async fn refresh_rotates_and_a_replayed_refresh_token_ends_the_whole_session() {
 }
 
 #[tokio::test]
-async fn a_disabled_account_loses_its_tokens_and_sessions_at_once() {
+async fn a_disabled_account_loses_its_tokens_and_sessions_for_good() {
     let dir = tempfile::tempdir().unwrap();
     let api = TestApi::start(dir.path()).await;
     let tokens = api.login("dev@example.com").await;
@@ -376,6 +376,16 @@ async fn a_disabled_account_loses_its_tokens_and_sessions_at_once() {
     let (_, pat) = admin::issue_token(&store, "dev@example.com", "ci", None)
         .await
         .unwrap();
+    for token in [access(&tokens), pat.as_str()] {
+        let (status, _) = api.get("/v1/jobs", token).await;
+        assert_eq!(status, StatusCode::OK);
+    }
+    // A device request approved, its tokens not yet fetched.
+    let approved = api.start_device().await;
+    let (status, page) = browser
+        .decide(approved["user_code"].as_str().unwrap(), "approve")
+        .await;
+    assert_eq!(status, StatusCode::OK, "{page}");
 
     admin::set_disabled(&store, "dev@example.com", true)
         .await
@@ -398,13 +408,45 @@ async fn a_disabled_account_loses_its_tokens_and_sessions_at_once() {
     let (status, _) = browser.try_sign_in("dev@example.com", PASSWORD).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
 
-    // Enabled again, the account signs in anew (its old sessions stay ended).
+    // Enabled again: nothing issued before the account was disabled comes back.
     admin::set_disabled(&store, "dev@example.com", false)
         .await
         .unwrap();
+    for token in [access(&tokens), pat.as_str()] {
+        let (status, error) = api.get("/v1/jobs", token).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{error}");
+    }
+    let (status, error) = api
+        .call(
+            Method::POST,
+            "/v1/auth/refresh",
+            None,
+            Some(refresh_body(&tokens)),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{error}");
+    let (status, error) = api.poll(approved["device_code"].as_str().unwrap()).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{error}");
+    assert_eq!(error["error"], "access_denied");
+    let listed = admin::tokens(&store, "dev@example.com").await.unwrap();
+    assert!(listed.iter().all(|t| t.revoked), "{listed:?}");
+
+    // The person signs in anew and gets new tokens that work.
     browser.sign_in("dev@example.com", PASSWORD).await;
-    let (status, _) = api.get("/v1/jobs", &pat).await;
-    assert_eq!(status, StatusCode::OK);
+    let device = api.start_device().await;
+    let (status, page) = browser
+        .decide(device["user_code"].as_str().unwrap(), "approve")
+        .await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    let (status, fresh) = api.poll(device["device_code"].as_str().unwrap()).await;
+    assert_eq!(status, StatusCode::OK, "{fresh}");
+    let (_, new_pat) = admin::issue_token(&store, "dev@example.com", "ci-2", None)
+        .await
+        .unwrap();
+    for token in [access(&fresh), new_pat.as_str()] {
+        let (status, _) = api.get("/v1/jobs", token).await;
+        assert_eq!(status, StatusCode::OK);
+    }
 }
 
 #[tokio::test]

@@ -778,3 +778,110 @@ async fn a_nul_reaches_no_database_from_a_worker_or_a_path() {
         .await;
     assert_eq!(status, StatusCode::NOT_FOUND, "{error}");
 }
+
+/// `ssh://` and scp-like URLs are held to the rules `https://` ones are: their hosts parsed as
+/// hosts (so `0x7f.1` and `127.1` are loopback), and no user or host ssh would read as an
+/// option. Nothing here connects: the API only parses.
+#[tokio::test]
+async fn ssh_and_scp_like_repository_urls_meet_the_same_host_rules() {
+    let (api, user) = TestApi::signed_in("dev@example.com").await;
+    let cases = [
+        ("ssh://git@0x7f.1/org/repo.git", "is a loopback address"),
+        ("ssh://git@127.1/org/repo.git", "is a loopback address"),
+        ("ssh://git@2130706433/org/repo.git", "is a loopback address"),
+        ("git@127.1:org/repo.git", "is a loopback address"),
+        ("git@0x7f.1:org/repo.git", "is a loopback address"),
+        (
+            "ssh://-oProxyCommand=touch.pwned@github.com/org/repo.git",
+            "user begins with '-'",
+        ),
+        (
+            "ssh://git@-oProxyCommand=touch.pwned/org/repo.git",
+            "host begins with '-'",
+        ),
+        (
+            "git@-oProxyCommand=touch.pwned:org/repo.git",
+            "host begins with '-'",
+        ),
+        (
+            "-oProxyCommand=touch.pwned@github.com:org/repo.git",
+            "user begins with '-'",
+        ),
+    ];
+    for (url, message) in cases {
+        let mut request = job_request();
+        request["git_repo_url"] = json!(url);
+        let (status, error) = api.post("/v1/jobs", &user, request).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{url}: {error}");
+        assert_eq!(error["error"], "invalid_request");
+        let description = error["error_description"].as_str().unwrap();
+        assert!(
+            description.starts_with("git_repo_url: ") && description.contains(message),
+            "{url}: {error}"
+        );
+    }
+    for url in [
+        "ssh://git@github.com/org/repo.git",
+        "git@github.com:org/repo.git",
+    ] {
+        let mut request = job_request();
+        request["git_repo_url"] = json!(url);
+        let (status, job) = api.post("/v1/jobs", &user, request).await;
+        assert_eq!(status, StatusCode::CREATED, "{url}: {job}");
+        assert_eq!(job["git_repo_url"], url);
+    }
+}
+
+/// A worker's log batch whose sequences would not fit the log's 64-bit signed column is
+/// refused with what to do, never a panic; ordinary numbering still works.
+#[tokio::test]
+async fn log_sequences_beyond_the_columns_range_are_refused() {
+    let (api, user) = TestApi::signed_in("dev@example.com").await;
+    let (_, job) = api.create_job(&user).await;
+    let id = job["id"].as_str().unwrap();
+    let worker = api.dispatcher.token_for(id);
+    let logs = format!("/v1/worker/jobs/{id}/logs");
+    let biggest = i64::MAX.unsigned_abs();
+    for (first, count) in [
+        (u64::MAX, 1),
+        (u64::MAX, 2),
+        (u64::MAX - 1, 3),
+        (biggest + 1, 1),
+        (biggest, 2),
+    ] {
+        let lines: Vec<Value> = (0..count).map(|n| line(&format!("line {n}"))).collect();
+        let (status, error) = api
+            .post(
+                &logs,
+                &worker,
+                json!({"first_sequence": first, "lines": lines}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{first}+{count}: {error}");
+        let description = error["error_description"].as_str().unwrap();
+        assert!(
+            description.contains(&format!("go up to {biggest}")) && description.contains("1, 2, 3"),
+            "{error}"
+        );
+    }
+    let (_, page) = api.get(&format!("/v1/jobs/{id}/logs"), &user).await;
+    assert_eq!(page["logs"], json!([]), "nothing was stored");
+
+    // The largest sequence there is (past this job's line limit, so it stands for the notice
+    // that says the log was cut), and the usual numbering from 1.
+    for (first, message) in [(biggest, "the last line there can be"), (1, "first")] {
+        let (status, body) = api
+            .post(
+                &logs,
+                &worker,
+                json!({"first_sequence": first, "lines": [line(message)]}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+    }
+    let (_, page) = api.get(&format!("/v1/jobs/{id}/logs"), &user).await;
+    let messages = each(&page["logs"], "message");
+    assert_eq!(messages.len(), 2, "{page}");
+    assert_eq!(messages[0], "first");
+    assert!(messages[1].starts_with("log truncated"), "{page}");
+}

@@ -145,3 +145,98 @@ async fn a_damaged_archive_is_an_error_that_names_nothing_inside() {
     assert_eq!(error["error"], "internal");
     assert!(!error.to_string().contains("not json"), "{error}");
 }
+
+#[tokio::test]
+async fn an_archive_changed_in_storage_is_refused_not_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let api = archiving_api(dir.path()).await;
+    let user = api.login("dev@example.com").await;
+    let user = access(&user);
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let (_, job) = api.create_job(user).await;
+        let id = job["id"].as_str().unwrap().to_owned();
+        api.work_job(
+            &id,
+            &["cloning", "rm -rf build", "done"],
+            None,
+            Some(json!({"state": "succeeded"})),
+        )
+        .await;
+        ids.push(id);
+    }
+    let store = api.store().await;
+    for id in &ids {
+        for _ in 0..200 {
+            if store
+                .job(id)
+                .await
+                .unwrap()
+                .unwrap()
+                .logs_archived_at
+                .is_some()
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    let (tampered, intact) = (&ids[0], &ids[1]);
+    let (status, page) = api.get(&format!("/v1/jobs/{tampered}/logs"), user).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert_eq!(
+        each(&page["logs"], "message"),
+        ["cloning", "rm -rf build", "done"]
+    );
+
+    // Someone with the artifact directory rewrites a line: still valid JSON, a different log.
+    let archive = dir
+        .path()
+        .join("artifacts/jobs")
+        .join(tampered)
+        .join("log.jsonl");
+    let text = std::fs::read_to_string(&archive).unwrap();
+    std::fs::write(&archive, text.replace("rm -rf build", "all tests passed")).unwrap();
+    for path in [
+        format!("/v1/jobs/{tampered}/logs"),
+        format!("/v1/jobs/{tampered}/logs?after=2&limit=1"),
+        format!("/v1/jobs/{tampered}/logs?tail=1"),
+    ] {
+        let (status, error) = api.get(&path, user).await;
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR, "{path}: {error}");
+        let description = error["error_description"].as_str().unwrap();
+        assert!(
+            description.contains("changed in storage") && description.contains("not served"),
+            "{error}"
+        );
+        assert!(!error.to_string().contains("tests passed"), "{error}");
+    }
+    let response = api
+        .http
+        .get(format!("{}/v1/jobs/{tampered}/logs?follow=true", api.url))
+        .bearer_auth(user)
+        .send()
+        .await
+        .unwrap();
+    let body = tokio::time::timeout(Duration::from_secs(10), response.text())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!body.contains("event: log"), "{body}");
+    assert!(
+        body.contains("event: error") && body.contains("changed in storage"),
+        "{body}"
+    );
+
+    // The other job's archive, untouched, reads as before.
+    let (status, page) = api.get(&format!("/v1/jobs/{intact}/logs"), user).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert_eq!(
+        each(&page["logs"], "message"),
+        ["cloning", "rm -rf build", "done"]
+    );
+    let (_, page) = api
+        .get(&format!("/v1/jobs/{intact}/logs?tail=1"), user)
+        .await;
+    assert_eq!(each(&page["logs"], "message"), ["done"]);
+}

@@ -131,35 +131,80 @@ fn form(page: &str) -> (String, Vec<(String, String)>) {
 /// Signs in at the provider as `login` from the API's sign-in page; returns where the browser
 /// lands back at the API.
 async fn sign_on(browser: &Browser, login: &str) -> (StatusCode, String) {
+    let response = through_provider(browser, login).await;
+    let status = response.status();
+    (status, response.text().await.unwrap())
+}
+
+/// Starts a single sign-on in `browser` and signs in at the provider as `login`; returns the
+/// last response: the API's page when the browser follows every redirect, the provider's
+/// redirect to the callback when it stops there.
+async fn through_provider(browser: &Browser, login: &str) -> reqwest::Response {
     let (status, page) = browser.get("/signin").await;
     assert_eq!(status, StatusCode::OK);
     assert!(page.contains("Sign in with Team SSO"), "{page}");
-    let (status, mut page) = browser.get("/signin/sso?next=%2Factivate").await;
-    assert_eq!(status, StatusCode::OK, "{page}");
+    let mut response = browser
+        .http
+        .get(format!("{}/signin/sso?next=%2Factivate", browser.url))
+        .send()
+        .await
+        .unwrap();
     // The provider's pages: sign in, then (the first time) consent.
     for _ in 0..3 {
-        if !page.contains("/interaction/") {
+        if response.status() != StatusCode::OK {
             break;
         }
+        let page = response.text().await.unwrap();
+        assert!(page.contains("/interaction/"), "{page}");
         let (action, mut fields) = form(&page);
         if page.contains("name=\"login\"") {
             fields.push(("login".into(), login.into()));
             fields.push(("password".into(), "anything".into()));
         }
-        let response = browser
+        response = browser
             .http
             .post(&action)
             .form(&fields)
             .send()
             .await
             .unwrap();
-        let status = response.status();
-        page = response.text().await.unwrap();
-        if !page.contains("/interaction/") {
-            return (status, page);
+        let at_api = response
+            .url()
+            .as_str()
+            .starts_with(&format!("{}/", browser.url));
+        if at_api || response.status() != StatusCode::OK {
+            return response;
         }
     }
-    (StatusCode::OK, page)
+    response
+}
+
+/// A browser that stops where the provider sends it back to the API, as an attacker does to
+/// take the callback URL (with a valid code and state of their own) elsewhere.
+fn stopping_at_the_callback(api: &TestApi, cookies: Arc<reqwest::cookie::Jar>) -> Browser {
+    let http = reqwest::Client::builder()
+        .cookie_provider(cookies)
+        .redirect(reqwest::redirect::Policy::custom(|attempt| {
+            if attempt.url().path() == "/signin/sso/callback" {
+                attempt.stop()
+            } else {
+                attempt.follow()
+            }
+        }))
+        .build()
+        .unwrap();
+    Browser {
+        url: api.url.clone(),
+        http,
+    }
+}
+
+/// Whether `cookies` hold a session of the API at `url`.
+fn has_session(cookies: &reqwest::cookie::Jar, url: &str) -> bool {
+    use reqwest::cookie::CookieStore as _;
+    cookies
+        .cookies(&url.parse().unwrap())
+        .is_some_and(|header| header.to_str().unwrap().contains("ckrv_session="))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -233,4 +278,80 @@ async fn other_domains_need_an_account_and_unverified_emails_are_refused() {
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{page}");
     assert!(page.contains("not started here"), "{page}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sign_on_answer_opened_in_another_browser_signs_nobody_in() {
+    let Some((_data, api, _provider)) = stage().await else {
+        return;
+    };
+    // The attacker starts a sign-on in their own browser, signs in at the provider as
+    // themselves, and keeps the callback URL instead of following it.
+    let attacker = stopping_at_the_callback(&api, Arc::default());
+    let answer = through_provider(&attacker, "mallory@team.example.com").await;
+    assert!(answer.status().is_redirection(), "{}", answer.status());
+    let callback = answer.headers()[reqwest::header::LOCATION]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        callback.starts_with(&format!("{}/signin/sso/callback?", api.url))
+            && callback.contains("code=")
+            && callback.contains("state="),
+        "{callback}"
+    );
+
+    // The victim's browser opens it (a link, an image, a redirect from another site).
+    let cookies = Arc::new(reqwest::cookie::Jar::default());
+    let victim = Browser {
+        url: api.url.clone(),
+        http: reqwest::Client::builder()
+            .cookie_provider(Arc::clone(&cookies))
+            .build()
+            .unwrap(),
+    };
+    let response = victim.http.get(&callback).send().await.unwrap();
+    let status = response.status();
+    let page = response.text().await.unwrap();
+    assert_eq!(status, StatusCode::FORBIDDEN, "{page}");
+    assert!(
+        page.contains("started in another browser") && !page.contains("mallory"),
+        "{page}"
+    );
+    assert!(!has_session(&cookies, &api.url), "the victim got a session");
+    let (_, page) = victim.get("/activate").await;
+    assert!(
+        page.contains("Sign in") && !page.contains("mallory"),
+        "{page}"
+    );
+    assert!(
+        api.store()
+            .await
+            .account_by_email("mallory@team.example.com")
+            .await
+            .unwrap()
+            .is_none(),
+        "nobody was signed in, so no account was made"
+    );
+    // Used up: the attacker's own browser cannot finish it afterwards either.
+    let response = attacker.http.get(&callback).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+
+    // The same steps in one browser sign in, as they should.
+    let cookies = Arc::new(reqwest::cookie::Jar::default());
+    let person = stopping_at_the_callback(&api, Arc::clone(&cookies));
+    let answer = through_provider(&person, "alice@team.example.com").await;
+    let callback = answer.headers()[reqwest::header::LOCATION]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let response = person.http.get(&callback).send().await.unwrap();
+    let status = response.status();
+    let page = response.text().await.unwrap();
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert!(
+        page.contains("Activate a device") && page.contains("alice@team.example.com"),
+        "{page}"
+    );
+    assert!(has_session(&cookies, &api.url));
 }

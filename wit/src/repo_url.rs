@@ -2,7 +2,10 @@
 //! worker again before it connects (then by the addresses the name resolves to): `https://` and
 //! `ssh://` (or `user@host:path`) to public hosts only, never credentials in the URL, never a
 //! local path, `file://`, another transport, or a loopback, private, link-local or metadata
-//! address. An operator may allow local repositories for development.
+//! address, and never a user or host that ssh would take for an option. Every host, whatever
+//! the syntax, goes through the same WHATWG host parser, so `0x7f.1` or `127.1` is 127.0.0.1
+//! in an `ssh://` or scp-like URL as it is in an `https://` one. An operator may allow local
+//! repositories for development (the option rule still holds).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -40,31 +43,35 @@ pub enum RepoUrlError {
     Unsupported(String),
     #[error("the repository host {host} is {kind}; only public hosts can be cloned")]
     LocalAddress { host: String, kind: &'static str },
+    #[error(
+        "the repository URL's {part} begins with '-', which ssh would take for an option; name a plain user and host, e.g. ssh://git@host/org/repo.git or git@host:org/repo.git"
+    )]
+    OptionLike { part: &'static str },
 }
 
 /// Checks `raw` before anything connects. `allow_local` lifts the host and transport rules
-/// (credentials stay refused).
+/// (credentials and option-like users or hosts stay refused).
 pub fn check(raw: &str, allow_local: bool) -> Result<RepoUrl, RepoUrlError> {
     let raw = raw.trim();
     let unsupported = || RepoUrlError::Unsupported(raw.to_string());
-    if raw.is_empty()
-        || raw.starts_with('-')
-        || raw.chars().any(|c| c.is_whitespace() || c.is_control())
-    {
+    if raw.is_empty() || raw.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return Err(unsupported());
     }
-    if let Some(scp) = scp_like(raw) {
-        let (user, host) = scp;
+    if let Some((user, host)) = scp_like(raw) {
         if user.contains(':') {
             return Err(RepoUrlError::Credentials);
         }
+        refuse_option("user", user)?;
         let repo = RepoUrl {
             transport: Transport::Ssh,
-            host: Some(host.to_ascii_lowercase()),
+            host: Some(normalized_host(host, raw)?),
             port: 22,
             scp_like: true,
         };
         return host_allowed(repo, allow_local);
+    }
+    if raw.starts_with('-') {
+        return Err(unsupported());
     }
     let Ok(url) = url::Url::parse(raw) else {
         return match allow_local && raw.starts_with('/') {
@@ -82,8 +89,11 @@ pub fn check(raw: &str, allow_local: bool) -> Result<RepoUrl, RepoUrlError> {
         "file" if allow_local => return Ok(local()),
         _ => return Err(unsupported()),
     };
+    refuse_option("user", url.username())?;
     let host = match url.host() {
-        Some(url::Host::Domain(name)) => name.to_ascii_lowercase(),
+        // An `ssh://` URL's host is opaque to the URL parser (no special scheme): parse it
+        // as the host of a special one, as https's is.
+        Some(url::Host::Domain(name)) => normalized_host(name, raw)?,
         Some(url::Host::Ipv4(ip)) => ip.to_string(),
         Some(url::Host::Ipv6(ip)) => ip.to_string(),
         None => return Err(unsupported()),
@@ -98,6 +108,34 @@ pub fn check(raw: &str, allow_local: bool) -> Result<RepoUrl, RepoUrlError> {
         scp_like: false,
     };
     host_allowed(repo, allow_local)
+}
+
+/// `host` (of the URL `raw`) as the WHATWG host parser reads it for a special scheme:
+/// percent-decoded, IDNA to ASCII, lowercase, IPv4 in any of its short or numeric forms
+/// (`0x7f.1`, `127.1`, `2130706433`) as a dotted quad, IPv6 only in brackets and returned
+/// without them.
+fn normalized_host(host: &str, raw: &str) -> Result<String, RepoUrlError> {
+    refuse_option("host", host)?;
+    let parsed = url::Host::parse(host).map_err(|_| RepoUrlError::Unsupported(raw.to_string()))?;
+    let host = match parsed {
+        url::Host::Domain(name) => name,
+        url::Host::Ipv4(ip) => ip.to_string(),
+        url::Host::Ipv6(ip) => ip.to_string(),
+    };
+    refuse_option("host", &host)?;
+    Ok(host)
+}
+
+/// Refuses a user or host that begins with '-', spelled out or percent-encoded: git hands
+/// both to ssh, which would read them as an option (`-oProxyCommand=…`).
+fn refuse_option(part: &'static str, value: &str) -> Result<(), RepoUrlError> {
+    let encoded_dash = value
+        .get(..3)
+        .is_some_and(|start| start.eq_ignore_ascii_case("%2d"));
+    if value.starts_with('-') || encoded_dash {
+        return Err(RepoUrlError::OptionLike { part });
+    }
+    Ok(())
 }
 
 fn local() -> RepoUrl {
@@ -207,6 +245,13 @@ mod tests {
         let scp = check("git@github.com:org/repo.git", false).unwrap();
         assert!(scp.scp_like);
         assert_eq!(scp.host.as_deref(), Some("github.com"));
+        let plain = check("ssh://git@github.com/org/repo.git", false).unwrap();
+        assert_eq!(
+            (plain.host.as_deref(), plain.port),
+            (Some("github.com"), 22)
+        );
+        let public = check("git@93.184.216.34:org/repo.git", false).unwrap();
+        assert_eq!(public.host.as_deref(), Some("93.184.216.34"));
     }
 
     #[test]
@@ -290,6 +335,88 @@ mod tests {
                 "{url} is allowed for local development"
             );
         }
+    }
+
+    #[test]
+    fn ssh_and_scp_like_hosts_are_read_as_https_hosts_are() {
+        for url in [
+            "ssh://git@0x7f.1/org/repo.git",
+            "ssh://git@127.1/org/repo.git",
+            "ssh://git@2130706433/org/repo.git",
+            "ssh://git@0177.0.0.1/org/repo.git",
+            "ssh://git@%31%32%37.0.0.1/org/repo.git",
+            "ssh://git@LOCALHOST/org/repo.git",
+            "ssh://git@[::1]/org/repo.git",
+            "ssh://git@0xa9fea9fe/latest",
+            "git@0x7f.1:org/repo.git",
+            "git@127.1:org/repo.git",
+            "git@2130706433:org/repo.git",
+            "git@Localhost.:org/repo.git",
+            "git@0xa9fea9fe:latest",
+        ] {
+            assert!(
+                matches!(check(url, false), Err(RepoUrlError::LocalAddress { .. })),
+                "{url}: {:?}",
+                check(url, false)
+            );
+        }
+        // The host the worker resolves and pins is the parsed one.
+        for url in ["ssh://git@127.1/org/repo.git", "git@0x7f.1:org/repo.git"] {
+            let repo = check(url, true).unwrap();
+            assert_eq!(repo.host.as_deref(), Some("127.0.0.1"), "{url}");
+        }
+        let idn = check("git@Bücher.example.com:org/repo.git", false).unwrap();
+        assert_eq!(idn.host.as_deref(), Some("xn--bcher-kva.example.com"));
+        // What is no host at all (ssh would split `a@b@host` at its last `@`).
+        for url in [
+            "git@a@github.com:org/repo.git",
+            "git@[:org/repo.git",
+            "git@github.com%:org/repo.git",
+        ] {
+            assert!(
+                matches!(check(url, true), Err(RepoUrlError::Unsupported(_))),
+                "{url}: {:?}",
+                check(url, true)
+            );
+        }
+    }
+
+    #[test]
+    fn users_and_hosts_that_ssh_would_read_as_options_are_refused() {
+        for (url, part) in [
+            (
+                "ssh://-oProxyCommand=touch.pwned@github.com/org/repo.git",
+                "user",
+            ),
+            ("ssh://%2doProxyCommand=x@github.com/org/repo.git", "user"),
+            ("-oProxyCommand=touch.pwned@github.com:org/repo.git", "user"),
+            ("ssh://git@-oProxyCommand=touch.pwned/org/repo.git", "host"),
+            ("ssh://-oProxyCommand=touch.pwned/org/repo.git", "host"),
+            (
+                "ssh://git@%2DoProxyCommand=x.example.com/org/repo.git",
+                "host",
+            ),
+            ("git@-oProxyCommand=touch.pwned:org/repo.git", "host"),
+            ("git@%2doProxyCommand=touch.pwned:org/repo.git", "host"),
+        ] {
+            for allow_local in [false, true] {
+                assert_eq!(
+                    check(url, allow_local),
+                    Err(RepoUrlError::OptionLike { part }),
+                    "{url}"
+                );
+            }
+        }
+        let message = check("git@-oProxyCommand=x:r.git", false)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            message.contains("host begins with '-'") && message.contains("git@host:org/repo.git"),
+            "{message}"
+        );
+        // A '-' inside a user or host is nothing special.
+        assert!(check("ssh://git-bot@git-host.example.com/org/repo.git", false).is_ok());
+        assert!(check("deploy-bot@git-host.example.com:org/repo.git", false).is_ok());
     }
 
     #[test]

@@ -102,6 +102,25 @@ impl JobEngine {
     /// Claims for `worker`, under a new generation, the job `pick` names, with a token that
     /// acts on it until the job's deadline has long passed; `None` when there is none to claim.
     pub async fn claim(&self, pick: Pick<'_>, worker: &str) -> Result<Option<Claim>, StoreError> {
+        self.claim_as(pick, worker, false).await
+    }
+
+    /// As [`JobEngine::claim`], for the external worker whose credential is named `worker`:
+    /// nothing is claimed once that credential is removed (`ckrv-api workers remove`).
+    pub async fn claim_external(
+        &self,
+        pick: Pick<'_>,
+        worker: &str,
+    ) -> Result<Option<Claim>, StoreError> {
+        self.claim_as(pick, worker, true).await
+    }
+
+    async fn claim_as(
+        &self,
+        pick: Pick<'_>,
+        worker: &str,
+        external: bool,
+    ) -> Result<Option<Claim>, StoreError> {
         let now = clock::now();
         let now_ms = clock::millis(now);
         let token = new_secret("ckrv_wt");
@@ -112,6 +131,7 @@ impl JobEngine {
                 pick,
                 &NewClaim {
                     worker,
+                    external,
                     token_hash: &hash_secret(&token),
                     token_expires_ms,
                     lease_until_ms: now_ms + duration_ms(self.settings.lease),

@@ -1,6 +1,7 @@
 //! What the engine does on its own: on start, give surviving workers time to check in and
 //! dispatch what waits; then, every fraction of a lease, end or re-queue jobs whose worker
-//! stopped renewing its lease and time out jobs past their deadline.
+//! stopped renewing its lease or was removed by an operator, and time out jobs past their
+//! deadline.
 
 use std::time::Duration;
 
@@ -27,19 +28,28 @@ impl JobEngine {
         self.schedule().await.map(drop)
     }
 
-    /// One pass: lapsed leases, then deadlines, then whatever waits and may now start (jobs
-    /// created on another replica, slots freed there).
+    /// One pass: lost workers (lapsed leases, removed workers), then deadlines, then whatever
+    /// waits and may now start (jobs created on another replica, slots freed there). A removed
+    /// worker's jobs follow the same rules as a silent one's, whichever process removed it:
+    /// every replica's reaper sees the revoked tokens in the database, and the guarded
+    /// transition lets exactly one of them move each job.
     pub async fn reap(&self) -> Result<(), StoreError> {
         let now_ms = clock::millis(clock::now());
         for lease in self.store.lapsed_leases(now_ms).await? {
             if lease.phase.is_restartable() && lease.attempts < MAX_ATTEMPTS {
                 self.requeue(&lease.job_id, lease.generation).await?;
             } else {
-                let reason = format!(
-                    "worker lost: no heartbeat for {} while {}",
-                    humantime::format_duration(self.settings.lease),
-                    lease.phase
-                );
+                let reason = match &lease.removed_worker {
+                    Some(worker) => format!(
+                        "worker lost: {worker} was removed (`ckrv-api workers remove`) while {}",
+                        lease.phase
+                    ),
+                    None => format!(
+                        "worker lost: no heartbeat for {} while {}",
+                        humantime::format_duration(self.settings.lease),
+                        lease.phase
+                    ),
+                };
                 self.fail(&lease.job_id, Some(lease.generation), &reason)
                     .await?;
             }

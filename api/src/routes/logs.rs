@@ -18,6 +18,7 @@ use crate::auth::Session;
 use crate::error::{ApiJson, ApiQuery, AppError, invalid};
 use crate::log_archive;
 use crate::state::AppState;
+use crate::store::JobRow;
 
 /// Entries per response. A contract client reads one response as the whole log, so the default
 /// is the most a response holds.
@@ -63,7 +64,6 @@ pub async fn read(
     if let Some(when) = &row.expired_at {
         return Err(super::expired(&row.job.id, when));
     }
-    let job_id = row.job.id;
     // An SSE client reconnecting says where it was (the event id is the sequence).
     let resumed = headers
         .get("last-event-id")
@@ -72,11 +72,12 @@ pub async fn read(
     let mut after = query.after.max(resumed).unwrap_or(0);
     if let Some(tail) = query.tail {
         let last = match row.logs_archived_at {
-            Some(_) => log_archive::last_sequence(&state.artifacts, &job_id).await?,
-            None => state.store.last_log_sequence(&job_id).await?,
+            Some(_) => log_archive::last_sequence(&state.artifacts, archived(&row)).await?,
+            None => state.store.last_log_sequence(&row.job.id).await?,
         };
         after = after.max(last.saturating_sub(tail));
     }
+    let job_id = row.job.id;
     if query.follow {
         return Ok(Sse::new(follow(state, job_id, after))
             .keep_alive(KeepAlive::default())
@@ -135,9 +136,9 @@ async fn read_page(
         .job(job_id)
         .await?
         .ok_or_else(|| AppError::new(ErrorKind::NotFound, "job not found"))?;
-    let archived = row.logs_archived_at.is_some();
-    let logs = if archived {
-        log_archive::read(&state.artifacts, job_id, after, limit).await?
+    let is_archived = row.logs_archived_at.is_some();
+    let logs = if is_archived {
+        log_archive::read(&state.artifacts, archived(&row), after, limit).await?
     } else {
         state.store.read_logs(job_id, after, limit).await?
     };
@@ -146,7 +147,15 @@ async fn read_page(
         logs,
         job_state: Some(row.state),
     };
-    Ok((page, archived))
+    Ok((page, is_archived))
+}
+
+/// The job's archived log, as the archive module checks it.
+fn archived(row: &JobRow) -> log_archive::Archived<'_> {
+    log_archive::Archived {
+        job_id: &row.job.id,
+        sha256: row.logs_sha256.as_deref(),
+    }
 }
 
 struct Follower {

@@ -17,7 +17,7 @@ use sha2::{Digest as _, Sha256};
 use crate::auth::{ExternalWorker, WorkerGrant, duration_ms};
 use crate::error::{ApiJson, AppError, invalid};
 use crate::state::AppState;
-use crate::store::{JobRow, Pick};
+use crate::store::{JobRow, MAX_LOG_SEQUENCE, Pick, log_batch_fits};
 
 /// Lines per batch; the orchestrator sends far fewer.
 const MAX_BATCH_LINES: usize = 10_000;
@@ -67,7 +67,7 @@ pub async fn claim(
     worker: ExternalWorker,
 ) -> Result<Response, AppError> {
     let next = Pick::Next(state.engine.settings().admission);
-    match state.engine.claim(next, &worker.name).await? {
+    match state.engine.claim_external(next, &worker.name).await? {
         Some(claim) => Ok(ApiJson(WorkerClaim {
             job_id: claim.job_id,
             token: claim.token,
@@ -235,6 +235,14 @@ pub async fn logs(
     }
     if batch.first_sequence == 0 {
         return Err(invalid("log sequences start at 1".to_string()));
+    }
+    if !log_batch_fits(batch.first_sequence, batch.lines.len()) {
+        return Err(invalid(format!(
+            "log sequences go up to {MAX_LOG_SEQUENCE}: {} line(s) from first_sequence {} do not \
+             fit; number the job's lines 1, 2, 3 …",
+            batch.lines.len(),
+            batch.first_sequence
+        )));
     }
     let mut lines = batch.lines;
     for line in &mut lines {

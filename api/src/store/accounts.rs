@@ -123,8 +123,10 @@ impl Store {
         Ok(done.rows_affected() == 1)
     }
 
-    /// Disables or enables the account. Disabling also ends its web sessions; its tokens stop
-    /// working because every lookup requires an enabled account.
+    /// Disables or enables the account. Disabling also revokes every token it holds (access,
+    /// refresh and personal access tokens), ends its web sessions and refuses the device
+    /// requests approved for it but not yet redeemed, all at once: enabling it again brings
+    /// none of them back, so it signs in anew.
     pub async fn set_disabled(&self, account_id: &str, disabled: bool) -> Result<bool, StoreError> {
         let mut tx = self.pool.begin().await?;
         let done = sqlx::query(
@@ -141,6 +143,16 @@ impl Store {
                 .bind(account_id)
                 .execute(&mut *tx)
                 .await?;
+            sqlx::query("UPDATE tokens SET revoked = 1 WHERE account_id = $1 AND revoked = 0")
+                .bind(account_id)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(
+                "UPDATE device_codes SET denied = 1 WHERE account_id = $1 AND consumed = 0",
+            )
+            .bind(account_id)
+            .execute(&mut *tx)
+            .await?;
         }
         tx.commit().await?;
         Ok(done.rows_affected() == 1)

@@ -7,7 +7,7 @@ use super::{Store, StoreError, parse_enum};
 
 const COLUMNS: &str = "seq, id, account_id, spec, spec_path, git_repo_url, git_base_branch, \
      state, phase, agent, feature_branch_name, diff_stats_json, error_message, has_diff, diff_sha256, \
-     created_at, updated_at, started_at, completed_at, lease_generation, started_ms, expired_at, logs_archived_at, git_credential_name";
+     created_at, updated_at, started_at, completed_at, lease_generation, started_ms, expired_at, logs_archived_at, logs_sha256, git_credential_name";
 
 /// A job id's length: a UUID in its hyphenated form.
 const FULL_ID_LEN: usize = 36;
@@ -30,6 +30,9 @@ pub struct JobRow {
     pub expired_at: Option<String>,
     /// When its log was archived to the artifact store, which readers then use.
     pub logs_archived_at: Option<String>,
+    /// The SHA-256 (hex) of the archived log as it was written; every read checks it. `None`
+    /// for a log archived before digests were recorded.
+    pub logs_sha256: Option<String>,
     /// The stored git credential it clones with.
     pub credential_name: Option<String>,
 }
@@ -167,12 +170,19 @@ impl Store {
         Ok(ids)
     }
 
-    /// From now on the job's log is read from its archive.
-    pub async fn mark_logs_archived(&self, job_id: &str, now: &str) -> Result<(), StoreError> {
+    /// From now on the job's log is read from its archive, whose bytes have this SHA-256.
+    pub async fn mark_logs_archived(
+        &self,
+        job_id: &str,
+        now: &str,
+        sha256: &str,
+    ) -> Result<(), StoreError> {
         sqlx::query(
-            "UPDATE jobs SET logs_archived_at = $1 WHERE id = $2 AND logs_archived_at IS NULL",
+            "UPDATE jobs SET logs_archived_at = $1, logs_sha256 = $2
+             WHERE id = $3 AND logs_archived_at IS NULL",
         )
         .bind(now)
+        .bind(sha256)
         .bind(job_id)
         .execute(&self.pool)
         .await?;
@@ -344,6 +354,7 @@ fn job_from_row(row: &sqlx::any::AnyRow) -> Result<JobRow, StoreError> {
         started_ms: row.try_get("started_ms")?,
         expired_at: row.try_get("expired_at")?,
         logs_archived_at: row.try_get("logs_archived_at")?,
+        logs_sha256: row.try_get("logs_sha256")?,
         credential_name: row.try_get("git_credential_name")?,
         state,
         job: Job {

@@ -29,6 +29,9 @@ pub struct Lease {
     pub generation: i64,
     pub phase: JobPhase,
     pub attempts: i64,
+    /// The external worker whose credential was removed while it held the job (its token is
+    /// revoked), rather than a lease that lapsed.
+    pub removed_worker: Option<String>,
 }
 
 /// The key of the PostgreSQL advisory lock that serializes admission claims.
@@ -56,6 +59,9 @@ pub enum Pick<'a> {
 pub struct NewClaim<'a> {
     /// Which worker holds it (`local` for the API's own).
     pub worker: &'a str,
+    /// An external worker, claiming with the credential of that name: the claim holds only
+    /// while the credential exists.
+    pub external: bool,
     /// The hash of the token the worker will act with.
     pub token_hash: &'a str,
     pub token_expires_ms: i64,
@@ -195,6 +201,20 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
         }
+        if c.external {
+            // Writing the credential's row holds it to commit: `workers remove` either comes
+            // first (and there is nothing to hold, so no claim) or waits, then revokes the
+            // token this claim stores.
+            let held =
+                sqlx::query("UPDATE worker_credentials SET last_claim_ms = $1 WHERE name = $2")
+                    .bind(c.now_ms)
+                    .bind(c.worker)
+                    .execute(&mut *tx)
+                    .await?;
+            if held.rows_affected() == 0 {
+                return Ok(None);
+            }
+        }
         let Some(row) = query.fetch_optional(&mut *tx).await? else {
             return Ok(None);
         };
@@ -250,23 +270,38 @@ impl Store {
         Ok(done.rows_affected())
     }
 
-    /// Running jobs whose lease ended before `now_ms` (or that never had one).
+    /// Running jobs whose lease ended before `now_ms` (or that never had one), and those whose
+    /// worker's token was revoked while they run: only removing an external worker does that
+    /// (a job's own end revokes its tokens as it leaves `running`), so its jobs are lost at
+    /// once, on whichever replica looks first.
     pub async fn lapsed_leases(&self, now_ms: i64) -> Result<Vec<Lease>, StoreError> {
         let rows = sqlx::query(
-            "SELECT id, lease_generation, phase, attempts FROM jobs
-             WHERE state = 'running' AND (lease_expires_ms IS NULL OR lease_expires_ms < $1)
-             ORDER BY seq",
+            "SELECT j.id, j.lease_generation, j.phase, j.attempts, j.worker,
+                    CASE WHEN EXISTS (SELECT 1 FROM tokens t
+                                      WHERE t.job_id = j.id AND t.lease_generation = j.lease_generation
+                                        AND t.kind = 'worker' AND t.revoked = 1)
+                         THEN 1 ELSE 0 END AS revoked
+             FROM jobs j
+             WHERE j.state = 'running'
+               AND (j.lease_expires_ms IS NULL OR j.lease_expires_ms < $1
+                    OR EXISTS (SELECT 1 FROM tokens t
+                               WHERE t.job_id = j.id AND t.lease_generation = j.lease_generation
+                                 AND t.kind = 'worker' AND t.revoked = 1))
+             ORDER BY j.seq",
         )
         .bind(now_ms)
         .fetch_all(&self.pool)
         .await?;
         rows.iter()
             .map(|row| {
+                let worker: Option<String> = row.try_get("worker")?;
+                let revoked = row.try_get::<i64, _>("revoked")? != 0;
                 Ok(Lease {
                     job_id: row.try_get("id")?,
                     generation: row.try_get("lease_generation")?,
                     phase: super::parse_enum("phase", row.try_get("phase")?)?,
                     attempts: row.try_get("attempts")?,
+                    removed_worker: worker.filter(|_| revoked),
                 })
             })
             .collect()
@@ -499,6 +534,7 @@ mod tests {
                             Pick::Job(&job_id),
                             &NewClaim {
                                 worker: "w",
+                                external: false,
                                 token_hash: &token,
                                 token_expires_ms: i64::MAX,
                                 lease_until_ms: 10_000,

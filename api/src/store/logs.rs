@@ -6,6 +6,19 @@ use sqlx::Row;
 
 use super::{Store, StoreError, parse_enum};
 
+/// The largest sequence a log line can have: the column is a signed 64-bit integer.
+pub const MAX_LOG_SEQUENCE: u64 = i64::MAX.unsigned_abs();
+
+/// Whether `lines` lines numbered from `first_sequence` all have a sequence from 1 to
+/// [`MAX_LOG_SEQUENCE`]: what a worker's batch must satisfy before it is stored.
+pub fn log_batch_fits(first_sequence: u64, lines: usize) -> bool {
+    let extra = u64::try_from(lines.saturating_sub(1)).unwrap_or(u64::MAX);
+    first_sequence >= 1
+        && first_sequence
+            .checked_add(extra)
+            .is_some_and(|last| last <= MAX_LOG_SEQUENCE)
+}
+
 /// One line under its number, unless that number is taken.
 async fn insert(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
@@ -32,7 +45,9 @@ async fn insert(
 impl Store {
     /// Stores the worker's lines, numbered from `first_sequence`; a line already stored under
     /// its number (a batch sent again) is kept as it was. Lines past `cap` are dropped, and the
-    /// first batch to reach it adds one entry saying so. True when anything was added.
+    /// first batch to reach it adds one entry saying so. True when anything was added. The
+    /// caller checks the batch with [`log_batch_fits`]; numbers past [`MAX_LOG_SEQUENCE`] are
+    /// never stored (nor computed: the count never overflows).
     pub async fn append_logs(
         &self,
         job_id: &str,
@@ -42,7 +57,7 @@ impl Store {
     ) -> Result<bool, StoreError> {
         let mut added = false;
         let mut tx = self.pool.begin().await?;
-        for (sequence, line) in (first_sequence..).zip(lines) {
+        for (sequence, line) in (first_sequence..=MAX_LOG_SEQUENCE).zip(lines) {
             if sequence > cap {
                 let notice = LogLine {
                     timestamp: line.timestamp.clone(),
@@ -100,5 +115,24 @@ impl Store {
                 .fetch_one(&self.pool)
                 .await?;
         Ok(last.and_then(|n| u64::try_from(n).ok()).unwrap_or(0))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_batch_fits_only_when_each_of_its_sequences_does() {
+        assert!(log_batch_fits(1, 10_000));
+        assert!(log_batch_fits(MAX_LOG_SEQUENCE, 1));
+        assert!(log_batch_fits(MAX_LOG_SEQUENCE - 1, 2));
+        assert!(log_batch_fits(5, 0));
+        assert!(!log_batch_fits(0, 1));
+        assert!(!log_batch_fits(MAX_LOG_SEQUENCE, 2));
+        assert!(!log_batch_fits(MAX_LOG_SEQUENCE + 1, 1));
+        assert!(!log_batch_fits(u64::MAX, 1));
+        assert!(!log_batch_fits(u64::MAX, 2));
+        assert!(!log_batch_fits(u64::MAX - 1, usize::MAX));
     }
 }

@@ -22,7 +22,8 @@ pub use device_codes::{DevicePoll, NewDeviceCode, PendingRequest};
 pub use idempotency::KeyUse;
 pub use jobs::{JobLookup, JobRow, NewJob};
 pub use lifecycle::{Admission, Claimed, Lease, NewClaim, Pick, Transition};
-pub use tokens::{NewToken, PersonalToken, RefreshUse, TokenKind, TokenOwner};
+pub use logs::{MAX_LOG_SEQUENCE, log_batch_fits};
+pub use tokens::{NewToken, PersonalToken, RefreshUse, TokenKind, TokenOwner, TokenStatus};
 pub use web::{SsoLogin, WebSession};
 pub use workers::WorkerCredential;
 

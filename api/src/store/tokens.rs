@@ -76,6 +76,38 @@ pub struct PersonalToken {
     pub revoked: bool,
 }
 
+/// Whether a listed token still works, and if not, why.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenStatus {
+    Active,
+    Expired,
+    Revoked,
+}
+
+impl TokenStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Expired => "expired",
+            Self::Revoked => "revoked",
+        }
+    }
+}
+
+impl PersonalToken {
+    /// Its status at `now_ms`, by the rule [`Store::token_owner`] applies: live while neither
+    /// revoked nor past its expiry (a revoked token says so whether or not it has expired).
+    pub fn status(&self, now_ms: i64) -> TokenStatus {
+        if self.revoked {
+            TokenStatus::Revoked
+        } else if self.expires_ms.is_some_and(|expires| expires <= now_ms) {
+            TokenStatus::Expired
+        } else {
+            TokenStatus::Active
+        }
+    }
+}
+
 impl Store {
     pub async fn insert_token(&self, new: &NewToken<'_>) -> Result<(), StoreError> {
         let (account_id, job_id) = match new.owner {

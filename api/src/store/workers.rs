@@ -1,4 +1,7 @@
 //! Credentials of external workers: a name, and the hash of the secret the worker presents.
+//! Removing one also revokes the tokens of the jobs that worker holds, in the same
+//! transaction, so every API replica refuses them at once; the job engine then re-queues or
+//! fails those jobs (see `Store::lapsed_leases`).
 
 use sqlx::Row;
 
@@ -65,12 +68,32 @@ impl Store {
             .collect()
     }
 
-    /// Removes a credential at once; false when there is none of that name.
-    pub async fn remove_worker_credential(&self, name: &str) -> Result<bool, StoreError> {
+    /// Removes a credential at once, and revokes the worker tokens of the running jobs it
+    /// claimed: the ids of those jobs, or `None` when there is no credential of that name.
+    /// A claim made with the credential is serialized with this (it holds the credential's
+    /// row, see `Store::claim`), so no job can be claimed by a removed worker.
+    pub async fn remove_worker_credential(
+        &self,
+        name: &str,
+    ) -> Result<Option<Vec<String>>, StoreError> {
+        let mut tx = self.pool.begin().await?;
         let done = sqlx::query("DELETE FROM worker_credentials WHERE name = $1")
             .bind(name)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
-        Ok(done.rows_affected() == 1)
+        if done.rows_affected() == 0 {
+            return Ok(None);
+        }
+        let jobs: Vec<String> = sqlx::query_scalar(
+            "UPDATE tokens SET revoked = 1
+             WHERE kind = 'worker' AND revoked = 0
+               AND job_id IN (SELECT id FROM jobs WHERE state = 'running' AND worker = $1)
+             RETURNING job_id",
+        )
+        .bind(name)
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(Some(jobs))
     }
 }

@@ -1,5 +1,7 @@
 //! Browser sessions: a random id in a signed cookie, only its hash in the store, and one CSRF
-//! token per session that every form carries back.
+//! token per session that every form carries back. Before a session exists, a sign-in is bound
+//! to the browser that started it the same way: a secret in a signed cookie that what comes
+//! back (the sign-in form's nonce, the OpenID provider's `state`) must match.
 
 use std::time::Duration;
 
@@ -97,12 +99,7 @@ pub async fn sign_in(
 
 /// A cookie scripts cannot read, not sent along cross-site subrequests, and over HTTPS only
 /// when the service is served over HTTPS.
-pub fn cookie(
-    state: &AppState,
-    name: &'static str,
-    value: String,
-    ttl: Duration,
-) -> Cookie<'static> {
+fn cookie(state: &AppState, name: &'static str, value: String, ttl: Duration) -> Cookie<'static> {
     Cookie::build((name, value))
         .path("/")
         .http_only(true)
@@ -114,6 +111,38 @@ pub fn cookie(
         .build()
 }
 
-pub fn tokens_match(expected: &str, presented: &str) -> bool {
+/// A secret handed to one browser in a signed cookie, so that only that browser can finish
+/// what it started (login CSRF: another site must not sign a browser in to an account of its
+/// choosing).
+pub struct Binding {
+    cookie: &'static str,
+    ttl: Duration,
+}
+
+impl Binding {
+    pub const fn new(cookie: &'static str, ttl: Duration) -> Self {
+        Self { cookie, ttl }
+    }
+
+    /// Gives the browser `secret` to present later.
+    pub fn bind(&self, state: &AppState, jar: SignedCookieJar, secret: String) -> SignedCookieJar {
+        jar.add(cookie(state, self.cookie, secret, self.ttl))
+    }
+
+    /// Whether `presented` is the secret this browser was given.
+    pub fn matches(&self, jar: &SignedCookieJar, presented: &str) -> bool {
+        jar.get(self.cookie)
+            .is_some_and(|cookie| tokens_match(cookie.value(), presented))
+    }
+
+    /// Forgets the secret: it is good once.
+    pub fn clear(&self, jar: SignedCookieJar) -> SignedCookieJar {
+        jar.remove(Cookie::build(self.cookie).path("/"))
+    }
+}
+
+/// Whether a presented secret is the expected one (compared through hashes, so the comparison
+/// does not leak the secret's prefix through its timing).
+fn tokens_match(expected: &str, presented: &str) -> bool {
     !expected.is_empty() && hash_secret(expected) == hash_secret(presented)
 }

@@ -8,21 +8,20 @@ use std::net::SocketAddr;
 use axum::extract::{ConnectInfo, Form, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
-use axum_extra::extract::cookie::{Cookie, SignedCookieJar};
+use axum_extra::extract::cookie::SignedCookieJar;
 use serde::Deserialize;
 use zeroize::Zeroizing;
 
-use super::session::{self, WebUser, tokens_match};
+use super::session::{self, Binding, WebUser};
 use super::{escape, render, too_many};
 use crate::auth::new_secret;
 use crate::error::AppError;
 use crate::identity;
 use crate::state::AppState;
 
-/// Holds the nonce the sign-in form must echo, so another site cannot sign a browser in to an
+/// The nonce the sign-in form must echo, so another site cannot sign a browser in to an
 /// account of its choosing (login CSRF).
-const NONCE_COOKIE: &str = "ckrv_signin";
-const NONCE_TTL: Duration = Duration::from_secs(30 * 60);
+const NONCE: Binding = Binding::new("ckrv_signin", Duration::from_secs(30 * 60));
 
 #[derive(Deserialize, Default)]
 pub struct Next {
@@ -36,12 +35,7 @@ pub async fn page_for(
     problem: Option<(StatusCode, &str)>,
 ) -> Response {
     let nonce = new_secret("nonce");
-    let jar = jar.add(session::cookie(
-        state,
-        NONCE_COOKIE,
-        nonce.clone(),
-        NONCE_TTL,
-    ));
+    let jar = NONCE.bind(state, jar, nonce.clone());
     let (status, notice) = match problem {
         Some((status, message)) => (status, format!("<p class=\"warn\">{}</p>", escape(message))),
         None => (StatusCode::OK, String::new()),
@@ -104,10 +98,7 @@ pub async fn submit(
         return Ok(page_for(&state, jar, "/activate", Some(problem)).await);
     };
     let next = safe_next(form.next.as_deref());
-    let nonce_ok = jar
-        .get(NONCE_COOKIE)
-        .is_some_and(|cookie| tokens_match(cookie.value(), &form.nonce));
-    if !nonce_ok {
+    if !NONCE.matches(&jar, &form.nonce) {
         let problem = (
             StatusCode::BAD_REQUEST,
             "This sign-in form expired or came from elsewhere. Sign in again here.",
@@ -129,7 +120,7 @@ pub async fn submit(
     };
     tracing::info!(account = %account.id, "signed in on the web");
     let jar = session::sign_in(&state, jar, &account.id).await?;
-    let jar = jar.remove(Cookie::build(NONCE_COOKIE).path("/"));
+    let jar = NONCE.clear(jar);
     Ok((jar, Redirect::to(&next)).into_response())
 }
 

@@ -1,5 +1,8 @@
 //! Signing in through the team's OpenID provider: `/signin/sso` sends the person there, and
-//! the provider sends them back to `/signin/sso/callback`.
+//! the provider sends them back to `/signin/sso/callback`. The attempt's `state` is also given
+//! to the browser that started it, in a signed cookie: an answer that comes back in another
+//! browser (an attacker's own callback URL opened in a victim's) signs nobody in, so nobody can
+//! be signed in to the attacker's account (login CSRF).
 
 use std::time::Duration;
 
@@ -11,8 +14,9 @@ use axum_extra::extract::cookie::SignedCookieJar;
 use ckrv_wit::types::SubscriptionTier;
 use serde::Deserialize;
 
+use super::session::{self, Binding};
 use super::signin::safe_next;
-use super::{escape, render, session};
+use super::{escape, render};
 use crate::auth::{duration_ms, hash_secret};
 use crate::clock;
 use crate::error::AppError;
@@ -22,6 +26,8 @@ use crate::store::SsoLogin;
 
 /// How long a person has at the provider.
 const SSO_TTL: Duration = Duration::from_secs(10 * 60);
+/// The `state` of the attempt this browser started; the provider's answer must carry it.
+const STATE: Binding = Binding::new("ckrv_sso", SSO_TTL);
 
 #[derive(Deserialize, Default)]
 pub struct Next {
@@ -30,6 +36,7 @@ pub struct Next {
 
 pub async fn start(
     State(state): State<AppState>,
+    jar: SignedCookieJar,
     next: Result<Query<Next>, QueryRejection>,
 ) -> Result<Response, AppError> {
     let Some(sso) = state.sso.clone() else {
@@ -54,7 +61,10 @@ pub async fn start(
     };
     let expires = clock::millis(clock::now()) + duration_ms(SSO_TTL);
     state.store.create_sso_login(&login, expires).await?;
-    Ok(Redirect::to(&started.authorize_url).into_response())
+    // The stored attempt (its nonce and PKCE verifier) is found by its state, and only the
+    // browser holding this cookie can present that state back.
+    let jar = STATE.bind(&state, jar, started.state);
+    Ok((jar, Redirect::to(&started.authorize_url)).into_response())
 }
 
 #[derive(Deserialize, Default)]
@@ -98,6 +108,24 @@ pub async fn callback(
             "This sign-in was not started here, or it expired. Start again from the sign-in page.",
         ));
     };
+    let started_here = answer
+        .state
+        .as_deref()
+        .is_some_and(|sent| STATE.matches(&jar, sent));
+    let jar = STATE.clear(jar);
+    if !started_here {
+        tracing::warn!("a single sign-on answer came back to a browser that did not start it");
+        return Ok((
+            jar,
+            refused(
+                StatusCode::FORBIDDEN,
+                "This sign-in was started in another browser, so it cannot finish in this one. \
+                 If you followed a link to get here, someone may be trying to sign you in to \
+                 their account: start again from the sign-in page.",
+            ),
+        )
+            .into_response());
+    }
     if let Some(error) = answer.error {
         let why = answer.error_description.unwrap_or(error);
         return Ok(refused(
