@@ -123,7 +123,7 @@ async fn run_against(
             workspace: None,
             token: "worker-token".into(),
             allow_local_repos: true,
-            agent: AgentPlace::Sandbox,
+            agent: AgentPlace::Sandbox(Default::default()),
             agent_bin: agent_bin.map(std::path::Path::to_path_buf),
         },
     )
