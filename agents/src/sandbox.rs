@@ -8,6 +8,11 @@
 //! process it starts dies when it ends, no network unless its definition asks for one, no
 //! capabilities, a non-root user, and limits on CPU time, memory, processes, file size and open
 //! files (per process, from `prlimit`; the Kubernetes dispatcher adds cgroup limits).
+//!
+//! What bubblewrap builds in memory (tmpfs: the sandbox's root, `/dev`, the masks) is the
+//! host's memory, and the agent owns it: all of it is read-only but `/tmp` (its HOME) and
+//! `/dev/shm`, each a tmpfs of at most [`SandboxLimits::tmp_bytes`], so a write past that fails
+//! with "No space left on device" and the host keeps its memory.
 
 use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
@@ -18,7 +23,7 @@ use tokio::process::Command;
 
 use crate::runtime::{AgentRuntime, ExitStatus, OutputLine, RunRequest, run_streaming};
 
-/// Resource limits of one agent run (each applies per process).
+/// Resource limits of one agent run (each applies per process, but `tmp_bytes`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SandboxLimits {
     pub cpu_seconds: u64,
@@ -26,7 +31,14 @@ pub struct SandboxLimits {
     pub processes: u64,
     pub file_bytes: u64,
     pub open_files: u64,
+    /// The size of the sandbox's `/tmp`, and of its `/dev/shm`: each is memory of the host's
+    /// (tmpfs), for the whole run. Never 0, which tmpfs takes for no bound at all.
+    pub tmp_bytes: u64,
 }
+
+/// [`SandboxLimits::tmp_bytes`] unless the operator says otherwise: room for an agent's
+/// settings, caches and scratch files, while a few jobs at once still fit in a worker's memory.
+pub const DEFAULT_TMP_BYTES: u64 = 1024 * 1024 * 1024;
 
 impl Default for SandboxLimits {
     fn default() -> Self {
@@ -36,6 +48,7 @@ impl Default for SandboxLimits {
             processes: 512,
             file_bytes: 1024 * 1024 * 1024,
             open_files: 4096,
+            tmp_bytes: DEFAULT_TMP_BYTES,
         }
     }
 }
@@ -100,14 +113,14 @@ impl SandboxRuntime {
             return Ok(());
         }
         let stderr = String::from_utf8_lossy(&output.stderr);
-        Err(SandboxUnavailable(
-            stderr
-                .lines()
-                .last()
-                .unwrap_or("bwrap failed")
-                .trim()
-                .to_string(),
-        ))
+        let said = stderr.lines().last().unwrap_or("bwrap failed").trim();
+        // `--size` (bubblewrap 0.8.0) bounds the agent's /tmp; an older one does not know it.
+        if said.contains("--size") {
+            return Err(SandboxUnavailable(format!(
+                "{said}: bubblewrap 0.8.0 or later is needed to bound the agent's /tmp"
+            )));
+        }
+        Err(SandboxUnavailable(said.to_string()))
     }
 
     /// The full command: limits, then (as root) an unprivileged user, then bubblewrap, then the
@@ -145,7 +158,7 @@ impl SandboxRuntime {
         };
         command
             .arg(&self.bwrap)
-            .args(bwrap_args(request, prompt_file))
+            .args(bwrap_args(request, prompt_file, l.tmp_bytes))
             .arg("--")
             .args(request.command_with_prompt_file(PROMPT_PATH))
             .env_clear()
@@ -166,8 +179,10 @@ const AGENT_BIN: &str = "/opt/ckrv/bin";
 /// The system's programs, inside the sandbox as outside.
 const SYSTEM_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
 
-/// bubblewrap's arguments for `request`.
-fn bwrap_args(request: &RunRequest, prompt_file: Option<&Path>) -> Vec<String> {
+/// bubblewrap's arguments for `request`, its `/tmp` and `/dev/shm` `tmp_bytes` each.
+fn bwrap_args(request: &RunRequest, prompt_file: Option<&Path>, tmp_bytes: u64) -> Vec<String> {
+    // tmpfs takes a size of 0 for no bound at all.
+    let tmp_size = tmp_bytes.max(1).to_string();
     let mut args: Vec<String> = [
         "--unshare-all",
         "--unshare-user",
@@ -206,17 +221,23 @@ fn bwrap_args(request: &RunRequest, prompt_file: Option<&Path>) -> Vec<String> {
             args.extend(["--ro-bind".into(), "/dev/null".into(), (*file).into()]);
         }
     }
+    // Each mask is an empty tmpfs the agent would own: read-only.
     for dir in MASKED_DIRS {
         if Path::new(dir).is_dir() {
-            args.extend(["--tmpfs".into(), (*dir).into()]);
+            args.extend([
+                "--tmpfs".into(),
+                (*dir).into(),
+                "--remount-ro".into(),
+                (*dir).into(),
+            ]);
         }
     }
-    args.extend(
-        [
-            "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--bind",
-        ]
-        .map(String::from),
-    );
+    // /dev is a tmpfs too: read-only, its device nodes (bound in) still work, and /dev/shm is
+    // a bounded tmpfs of its own, as /tmp is.
+    args.extend(["--proc", "/proc", "--dev", "/dev", "--size"].map(String::from));
+    args.extend([tmp_size.clone(), "--tmpfs".into(), "/dev/shm".into()]);
+    args.extend(["--remount-ro", "/dev", "--size"].map(String::from));
+    args.extend([tmp_size, "--tmpfs".into(), "/tmp".into(), "--bind".into()]);
     args.push(request.workspace.display().to_string());
     args.push("/workspace".into());
     if let Some(bin) = &request.agent_bin {
@@ -233,9 +254,23 @@ fn bwrap_args(request: &RunRequest, prompt_file: Option<&Path>) -> Vec<String> {
             PROMPT_PATH.into(),
         ]);
     }
+    // The root bubblewrap builds (a tmpfs with the mount points) is read-only once all is
+    // mounted: the agent writes only its workspace and its bounded /tmp and /dev/shm.
     // The agent's home is the sandbox's own /tmp, so what it writes there (settings, caches)
     // never becomes part of the change.
-    args.extend(["--chdir", "/workspace", "--uid", "1000", "--gid", "1000"].map(String::from));
+    args.extend(
+        [
+            "--remount-ro",
+            "/",
+            "--chdir",
+            "/workspace",
+            "--uid",
+            "1000",
+            "--gid",
+            "1000",
+        ]
+        .map(String::from),
+    );
     args
 }
 
@@ -317,7 +352,7 @@ mod tests {
             "job-1",
         );
         request.secrets = vec![("API_KEY".into(), "sk-secret-value".into())];
-        let args = bwrap_args(&request, None).join(" ");
+        let args = bwrap_args(&request, None, 1 << 20).join(" ");
         assert!(!args.contains("sk-secret-value"), "{args}");
         assert!(
             args.contains("--bind /tmp/ckrv-job-x/workspace /workspace"),
@@ -329,8 +364,21 @@ mod tests {
         );
         assert!(args.contains("--cap-drop ALL") && args.contains("--die-with-parent"));
         assert!(args.contains("--ro-bind /etc /etc"));
+        assert!(
+            args.contains("--size 1048576 --tmpfs /tmp")
+                && args.contains("--size 1048576 --tmpfs /dev/shm")
+                && args.contains("--remount-ro /dev ")
+                && args.contains("--remount-ro / "),
+            "{args}"
+        );
+        assert!(
+            bwrap_args(&request, None, 0)
+                .join(" ")
+                .contains("--size 1 --tmpfs /tmp"),
+            "a size of 0 is no bound to tmpfs"
+        );
         request.network = true;
-        let with_net = bwrap_args(&request, Some(Path::new("/tmp/p.md")));
+        let with_net = bwrap_args(&request, Some(Path::new("/tmp/p.md")), 1 << 20);
         assert!(with_net.contains(&"--share-net".to_string()));
         assert!(
             with_net

@@ -196,3 +196,58 @@ async fn runaway_agents_hit_their_limits() {
     assert_ne!(code, Some(0));
     assert!(started.elapsed() < std::time::Duration::from_secs(30));
 }
+
+#[tokio::test]
+async fn an_agent_filling_its_tmp_stops_at_the_bound_and_everything_else_is_read_only() {
+    const MIB: u64 = 1024 * 1024;
+    let runtime = SandboxRuntime::new(SandboxLimits {
+        tmp_bytes: 16 * MIB,
+        ..SandboxLimits::default()
+    });
+    let dir = job_dir();
+    // A normal amount first (settings and caches in HOME), then far past the bound, in /tmp
+    // and in /dev/shm; then everywhere else bubblewrap built in memory.
+    let script = "head -c 4194304 /dev/zero > $HOME/cache && echo wrote-4MiB; \
+         head -c 67108864 /dev/zero > /tmp/flood 2>/dev/null; echo tmp-flood=$?; \
+         echo tmp-kept=$(wc -c < /tmp/flood); \
+         head -c 67108864 /dev/zero > /dev/shm/flood 2>/dev/null; echo shm-flood=$?; \
+         for path in /planted /run/planted /dev/planted /etc/ssh/planted; do \
+           echo x > $path 2>/dev/null && echo wrote-$path; \
+         done; \
+         echo x > /dev/null && echo devnull-works; \
+         echo done";
+    let (code, lines) = run(&runtime, &dir.path().join("workspace"), script, false).await;
+    assert_eq!(code, Some(0), "{lines:?}");
+    let has = |line: &str| lines.iter().any(|l| l == line);
+    assert!(has("wrote-4MiB"), "a few MiB fit: {lines:?}");
+    assert!(has("tmp-flood=1") && has("shm-flood=1"), "{lines:?}");
+    let kept: u64 = lines
+        .iter()
+        .find_map(|l| l.strip_prefix("tmp-kept="))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(kept <= 16 * MIB, "/tmp held {kept} bytes, past its bound");
+    assert!(
+        !lines.iter().any(|l| l.starts_with("wrote-/")),
+        "the sandbox's root, /run, /dev or a mask took a write: {lines:?}"
+    );
+    assert!(has("devnull-works") && has("done"), "{lines:?}");
+}
+
+#[tokio::test]
+async fn by_default_the_agents_tmp_is_bounded_at_one_gib() {
+    assert_eq!(SandboxLimits::default().tmp_bytes, 1024 * 1024 * 1024);
+    let dir = job_dir();
+    let (code, lines) = run(
+        &SandboxRuntime::default(),
+        &dir.path().join("workspace"),
+        "df -k --output=size /tmp /dev/shm | tail -n +2",
+        false,
+    )
+    .await;
+    assert_eq!(code, Some(0), "{lines:?}");
+    let sizes: Vec<&str> = lines.iter().map(|l| l.trim()).collect();
+    assert_eq!(sizes, ["1048576", "1048576"], "{lines:?}");
+}

@@ -26,12 +26,7 @@ pub fn inspect(top: &Path, diff: &[u8]) -> anyhow::Result<Inspection> {
         &["apply", "--numstat", "-z", "-"],
         Some(diff),
     )?);
-    let summary = git::git(
-        top,
-        &["-c", "core.quotePath=false", "apply", "--summary", "-"],
-        Some(diff),
-    )?;
-    let risks = review::risks(&files, &summary);
+    let risks = review::risks(top, diff, &files)?;
     let blocked = check(top, diff)?;
     Ok(Inspection {
         files,

@@ -393,6 +393,68 @@ async fn pull_refuses_links_and_dotfiles_without_a_yes_and_applies_them_with_one
     );
 }
 
+/// A change that renames the README into an executable, and a link into a new place aimed
+/// elsewhere: nothing in it says "create mode".
+const RENAMING_DIFF: &str = "diff --git a/README.md b/run.sh\nold mode 100644\nnew mode 100755\n\
+similarity index 100%\nrename from README.md\nrename to run.sh\n\
+diff --git a/docs-link b/home\nsimilarity index 0%\nrename from docs-link\nrename to home\n\
+--- a/docs-link\n+++ b/home\n@@ -1 +1 @@\n-docs\n\\ No newline at end of file\n+/root\n\
+\\ No newline at end of file\n";
+
+/// The same by copies: the README copied into an executable, the link copied and aimed
+/// elsewhere.
+const COPYING_DIFF: &str = "diff --git a/README.md b/run.sh\nold mode 100644\nnew mode 100755\n\
+similarity index 100%\ncopy from README.md\ncopy to run.sh\n\
+diff --git a/docs-link b/home\nsimilarity index 0%\ncopy from docs-link\ncopy to home\n\
+--- a/docs-link\n+++ b/home\n@@ -1 +1 @@\n-docs\n\\ No newline at end of file\n+/root\n\
+\\ No newline at end of file\n";
+
+/// A rename and nothing more.
+const RENAME_DIFF: &str = "diff --git a/README.md b/NOTES.md\nsimilarity index 100%\n\
+rename from README.md\nrename to NOTES.md\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pull_judges_the_tree_a_change_leaves_so_a_renamed_or_copied_link_or_executable_is_asked_about()
+ {
+    let env = Env::start().await;
+    let work = worktree(env.home.path());
+    std::os::unix::fs::symlink("docs", work.join("docs-link")).unwrap();
+    git(&work, &["add", "docs-link"]);
+    git(&work, &["commit", "-q", "-m", "a link"]);
+    env.login("dev@example.com").await;
+
+    for (how, diff) in [("renamed", RENAMING_DIFF), ("copied", COPYING_DIFF)] {
+        let id = dispatched(&env, &work).await;
+        env.finish_with_diff(&id, diff).await;
+        // No terminal to ask on: refused, naming each and why, and nothing changes.
+        let err = env.fails(&work, &["pull", &id[..8]]).await;
+        assert!(err.contains("run.sh: an executable file"), "{how}: {err}");
+        assert!(
+            err.contains("home: a symbolic link to /root"),
+            "{how}: {err}"
+        );
+        assert!(
+            err.contains(&format!("ckrv pull {} --yes", &id[..8])),
+            "{how}: {err}"
+        );
+        assert!(!work.join("run.sh").exists() && !work.join("home").exists());
+        assert_eq!(
+            git(&work, &["status", "--porcelain", "--untracked-files=no"]),
+            ""
+        );
+    }
+
+    // An ordinary rename is only a rename: it applies without a question.
+    let id = dispatched(&env, &work).await;
+    env.finish_with_diff(&id, RENAME_DIFF).await;
+    env.ok(&work, &["pull", &id[..8]]).await;
+    assert_eq!(
+        std::fs::read_to_string(work.join("NOTES.md")).unwrap(),
+        "Status: draft\n"
+    );
+    assert!(!work.join("README.md").exists());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pull_refuses_a_diff_changed_after_its_worker_uploaded_it() {
     let env = Env::start().await;

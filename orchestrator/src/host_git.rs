@@ -7,8 +7,16 @@
 //!   only the allowed transports, no submodules;
 //! - the base is fetched into a bare repository outside the workspace, and the diff is taken
 //!   with that repository and a private index against the workspace's files, so nothing the
-//!   agent wrote under `.git` (config, hooks, attributes drivers) is read.
+//!   agent wrote under `.git` (config, hooks, attributes drivers) is read;
+//! - git never walks the workspace for the diff: the host lists it (see `stage`) and hands git
+//!   files and links by name, so a `.git` the agent planted at any depth (a file whose
+//!   `gitdir:` names a repository on the host, or a repository of its own) is never opened
+//!   and never becomes a submodule commit; it is left out, and the job's log says so. The
+//!   base's own submodule commits stay as the base has them.
 
+mod stage;
+
+use std::collections::HashSet;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
@@ -260,17 +268,21 @@ impl HostGit {
     }
 
     /// Fills the private index with the base and the workspace's file stats, so each diff later
-    /// hashes only the files that changed (clone time: every file is read once here).
+    /// hashes only the files that changed (clone time, before the agent: every file is read
+    /// once here).
     async fn index_base(&self, base: &str) -> Result<(), String> {
-        let args = [
+        let args = self.with_base(&["reset", "-q", "--mixed", base]);
+        self.git(&self.workspace, &args, &[], &[]).await.map(drop)
+    }
+
+    /// `rest` run with the private base repository and index, on the workspace's files.
+    fn with_base(&self, rest: &[&str]) -> Vec<String> {
+        let mut args = vec![
             format!("--git-dir={}", self.base_repo().display()),
             format!("--work-tree={}", self.workspace.display()),
-            "reset".into(),
-            "-q".into(),
-            "--mixed".into(),
-            base.into(),
         ];
-        self.git(&self.workspace, &args, &[], &[]).await.map(drop)
+        args.extend(rest.iter().map(|s| s.to_string()));
+        args
     }
 
     /// For the step harness: the workspace's own repository (the author's, trusted) becomes
@@ -341,34 +353,153 @@ impl HostGit {
     }
 
     /// The binary-safe diff of the workspace's files against `base`, taken with the private
-    /// base repository and a private index.
-    pub async fn diff(&self, base: &str) -> Result<String, String> {
-        let git_dir = format!("--git-dir={}", self.base_repo().display());
-        let work_tree = format!("--work-tree={}", self.workspace.display());
-        let with = |rest: &[&str]| {
-            let mut args = vec![git_dir.clone(), work_tree.clone()];
-            args.extend(rest.iter().map(|s| s.to_string()));
-            args
-        };
-        // The private index starts at the base (see `index_base`); staging everything makes it
-        // the workspace, and the diff is index against base.
-        self.git(&self.workspace, &with(&["add", "-A"]), &[], &[])
+    /// base repository and a private index, and what it left out for the log.
+    pub async fn diff(&self, base: &str) -> Result<WorkspaceDiff, String> {
+        // The private index starts at the base (see `index_base`); staging the workspace makes
+        // it the workspace, and the diff is index against base.
+        let notices = self.stage_workspace().await?;
+        let patch = self
+            .git(
+                &self.workspace,
+                &self.with_base(&[
+                    "diff",
+                    "--cached",
+                    "--binary",
+                    "--no-ext-diff",
+                    "--no-textconv",
+                    base,
+                    "--",
+                ]),
+                &[],
+                &[],
+            )
             .await?;
-        self.git(
-            &self.workspace,
-            &with(&[
-                "diff",
-                "--cached",
-                "--binary",
-                "--no-ext-diff",
-                "--no-textconv",
-                base,
-                "--",
-            ]),
-            &[],
-            &[],
-        )
-        .await
+        Ok(WorkspaceDiff { patch, notices })
+    }
+
+    /// Makes the private index hold the workspace's files, as `git add -A` would but without
+    /// letting git walk the workspace (see `stage`): tracked files that are gone are removed,
+    /// and every file and link present, tracked or not ignored, is staged by name. The base's
+    /// submodule commits are kept as they are. Returns what was left out, for the log.
+    async fn stage_workspace(&self) -> Result<Vec<String>, String> {
+        let tracked = self.tracked().await?;
+        let mut present: Vec<stage::RelPath> = Vec::new();
+        let mut notices: Vec<String> = Vec::new();
+        let mut level: Vec<stage::RelPath> = vec![Vec::new()];
+        while !level.is_empty() {
+            let workspace = self.workspace.clone();
+            let found = tokio::task::spawn_blocking(move || stage::list(&workspace, &level))
+                .await
+                .map_err(|e| format!("listing the workspace failed: {e}"))?
+                .map_err(|e| format!("listing the workspace failed: {e}"))?;
+            notices.extend(found.git_entries.iter().map(|path| left_out(path)));
+            let mut next = Vec::new();
+            // Untracked paths, and whether each is a directory, for the ignore rules to judge.
+            let mut untracked: Vec<(stage::RelPath, bool)> = Vec::new();
+            for file in found.files {
+                if tracked.gitlinks.contains(&file) {
+                    notices.extend(submodule_left(&self.workspace, &file));
+                    continue;
+                }
+                if tracked.files.contains(&file) {
+                    present.push(file);
+                } else {
+                    untracked.push((file, false));
+                }
+            }
+            for dir in found.dirs {
+                if tracked.gitlinks.contains(&dir) {
+                    notices.extend(submodule_left(&self.workspace, &dir));
+                    continue;
+                }
+                if tracked.dirs.contains(&dir) {
+                    next.push(dir);
+                } else {
+                    untracked.push((dir, true));
+                }
+            }
+            let paths: Vec<stage::RelPath> = untracked.iter().map(|(p, _)| p.clone()).collect();
+            let ignored = self.ignored(&paths).await?;
+            for (path, is_dir) in untracked {
+                match (ignored.contains(&path), is_dir) {
+                    (true, _) => {}
+                    (false, true) => next.push(path),
+                    (false, false) => present.push(path),
+                }
+            }
+            level = next;
+        }
+        let kept: HashSet<&stage::RelPath> = present.iter().collect();
+        let gone: Vec<stage::RelPath> = tracked
+            .files
+            .iter()
+            .filter(|path| !kept.contains(path))
+            .cloned()
+            .collect();
+        // Removals first, so a file replacing a directory (or the reverse) is staged cleanly.
+        for (paths, args) in [
+            (
+                &gone,
+                ["update-index", "--force-remove", "-z", "--stdin"].as_slice(),
+            ),
+            (
+                &present,
+                [
+                    "update-index",
+                    "--add",
+                    "--remove",
+                    "--replace",
+                    "-z",
+                    "--stdin",
+                ]
+                .as_slice(),
+            ),
+        ] {
+            if !paths.is_empty() {
+                let input = stage::nul_separated(paths);
+                self.git_bytes(&self.workspace, &self.with_base(args), Some(input), &[0])
+                    .await?;
+            }
+        }
+        // git was given files and links only; a submodule commit it staged anyway means a path
+        // became a repository while this ran (something of the agent's still at work).
+        let after = self.tracked().await?;
+        if let Some(path) = after.gitlinks.difference(&tracked.gitlinks).next() {
+            return Err(format!(
+                "{} became a git repository while the diff was taken; the change is refused",
+                String::from_utf8_lossy(path)
+            ));
+        }
+        Ok(notices)
+    }
+
+    /// What the private index holds.
+    async fn tracked(&self) -> Result<stage::Tracked, String> {
+        let args = self.with_base(&["ls-files", "-s", "-z"]);
+        let listing = self.git_bytes(&self.workspace, &args, None, &[0]).await?;
+        Ok(stage::Tracked::parse(&listing))
+    }
+
+    /// Which of `paths` (untracked) the workspace's `.gitignore` files and the agent's excludes
+    /// leave out. check-ignore takes pathspecs and refuses `:(literal)`, so each path goes as
+    /// `./PATH`, which no magic reads (a name like `:(exclude)x` is a name); it answers with the
+    /// ignored ones as given.
+    async fn ignored(&self, paths: &[stage::RelPath]) -> Result<HashSet<stage::RelPath>, String> {
+        if paths.is_empty() {
+            return Ok(HashSet::new());
+        }
+        let args = self.with_base(&["check-ignore", "-z", "--stdin"]);
+        let dotted: Vec<stage::RelPath> = paths.iter().map(|p| [b"./", &p[..]].concat()).collect();
+        let input = stage::nul_separated(&dotted);
+        // check-ignore exits 1 when nothing is ignored.
+        let out = self
+            .git_bytes(&self.workspace, &args, Some(input), &[0, 1])
+            .await?;
+        Ok(out
+            .split(|b| *b == 0)
+            .filter_map(|p| p.strip_prefix(b"./"))
+            .map(<[u8]>::to_vec)
+            .collect())
     }
 
     /// Resolves the repository's host and checks every address, unless local repositories are
@@ -415,6 +546,34 @@ impl HostGit {
         protocols: &[&str],
         env: &[(&str, &str)],
     ) -> Result<String, String> {
+        let out = self.run_git(dir, args, protocols, env, None, &[0]).await?;
+        String::from_utf8(out).map_err(|_| "git output is not valid UTF-8".to_string())
+    }
+
+    /// Local git (no transport) in `dir`, fed `input`, exiting with one of `success`; its
+    /// output as bytes (paths need not be UTF-8).
+    async fn git_bytes<S: AsRef<str>>(
+        &self,
+        dir: &Path,
+        args: &[S],
+        input: Option<Vec<u8>>,
+        success: &[i32],
+    ) -> Result<Vec<u8>, String> {
+        self.run_git(dir, args, &[], &[], input, success).await
+    }
+
+    /// [`Self::git`]'s whole form: `input` goes to git's standard input while its output is
+    /// read, and any exit code in `success` counts as success.
+    async fn run_git<S: AsRef<str>>(
+        &self,
+        dir: &Path,
+        args: &[S],
+        protocols: &[&str],
+        env: &[(&str, &str)],
+        input: Option<Vec<u8>>,
+        success: &[i32],
+    ) -> Result<Vec<u8>, String> {
+        use tokio::io::AsyncWriteExt as _;
         let mut command = tokio::process::Command::new("git");
         command
             .args(HARDENING)
@@ -433,7 +592,12 @@ impl HostGit {
             .env("GIT_PROTOCOL_FROM_USER", "0")
             .env("GIT_INDEX_FILE", self.private.join("index"))
             .env("LC_ALL", "C")
-            .stdin(std::process::Stdio::null())
+            .stdin(match input {
+                Some(_) => std::process::Stdio::piped(),
+                None => std::process::Stdio::null(),
+            })
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
             .kill_on_drop(true);
         command.envs(env.iter().copied());
         // The private index is only for the diff against the private base; the workspace's
@@ -441,11 +605,25 @@ impl HostGit {
         if !args.iter().any(|a| a.as_ref().starts_with("--git-dir=")) {
             command.env_remove("GIT_INDEX_FILE");
         }
-        let output = command
-            .output()
-            .await
+        let mut child = command
+            .spawn()
             .map_err(|e| format!("could not run git: {e}"))?;
-        if !output.status.success() {
+        let stdin = child.stdin.take();
+        // Fed while its output is read, so neither pipe can fill up and stall the other.
+        let feed = async move {
+            match (stdin, input) {
+                // Dropped at the end: git reads the end of its input.
+                (Some(mut stdin), Some(input)) => stdin.write_all(&input).await,
+                _ => Ok(()),
+            }
+        };
+        let (fed, output) = tokio::join!(feed, child.wait_with_output());
+        let output = output.map_err(|e| format!("could not run git: {e}"))?;
+        if !output
+            .status
+            .code()
+            .is_some_and(|code| success.contains(&code))
+        {
             let stderr = String::from_utf8_lossy(&output.stderr);
             let last = stderr
                 .lines()
@@ -458,8 +636,39 @@ impl HostGit {
                 last.trim().chars().take(500).collect()
             });
         }
-        String::from_utf8(output.stdout).map_err(|_| "git output is not valid UTF-8".to_string())
+        fed.map_err(|e| format!("could not write to git: {e}"))?;
+        Ok(output.stdout)
     }
+}
+
+/// A diff of the workspace, and what it left out for the job's log to say.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkspaceDiff {
+    pub patch: String,
+    /// One line per `.git` passed over, for the user.
+    pub notices: Vec<String>,
+}
+
+/// The log's line for a submodule's place, if the agent put something there.
+fn submodule_left(workspace: &Path, path: &[u8]) -> Option<String> {
+    if !stage::holds_anything(workspace, path) {
+        return None;
+    }
+    let path = String::from_utf8_lossy(path);
+    Some(format!(
+        "left {path} as the base has it: it is a submodule of the repository, so nothing the \
+         agent put there is read or part of the change"
+    ))
+}
+
+/// The log's line for a `.git` entry the diff passed over.
+fn left_out(path: &[u8]) -> String {
+    let path = String::from_utf8_lossy(path);
+    let dir = path.rsplit_once('/').map_or("", |(dir, _)| dir);
+    format!(
+        "left {path} out of the change: the host never reads a .git the agent wrote, nor takes a \
+         submodule from one; the other files in {dir}/ are in the change as plain files"
+    )
 }
 
 /// Config every host git command runs with, overriding whatever a repository says.

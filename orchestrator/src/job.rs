@@ -6,7 +6,8 @@ use crate::logs::{self, JobLog, Scrubber};
 use crate::outbox::{self, Outgoing, Report};
 use crate::steps::{DEFAULT_LIMITS, StepContext, StepEnv, StepRunner, builtin_component};
 use ckrv_agents::{
-    AgentDefinition, AgentRuntime, PodRuntime, ProcessRuntime, RunRequest, SandboxRuntime, Stream,
+    AgentDefinition, AgentRuntime, PodRuntime, ProcessRuntime, RunRequest, SandboxLimits,
+    SandboxRuntime, Stream,
 };
 use ckrv_wasm_host::{Limits, Origin, OriginPolicy};
 use ckrv_wit::types::{
@@ -63,8 +64,8 @@ pub struct JobOptions {
 /// Where a job's agent runs.
 #[derive(Debug, Clone)]
 pub enum AgentPlace {
-    /// In bubblewrap, on this machine.
-    Sandbox,
+    /// In bubblewrap, on this machine, within these limits.
+    Sandbox(SandboxLimits),
     /// As a plain process with the worker's rights: only when the operator said so, insecurely.
     Unsandboxed,
     /// In its own container of the job's Kubernetes pod, which is its sandbox
@@ -73,10 +74,10 @@ pub enum AgentPlace {
 }
 
 impl AgentPlace {
-    /// The sandbox, unless `sandbox` is false.
-    pub fn local(sandbox: bool) -> Self {
+    /// The sandbox within `limits`, unless `sandbox` is false.
+    pub fn local(sandbox: bool, limits: SandboxLimits) -> Self {
         if sandbox {
-            Self::Sandbox
+            Self::Sandbox(limits)
         } else {
             Self::Unsandboxed
         }
@@ -385,9 +386,12 @@ async fn run_agent(
             log.send(level, &agent.name, line.line).await;
         }
     };
-    let sandbox = SandboxRuntime::default();
+    let sandbox = match &options.agent {
+        AgentPlace::Sandbox(limits) => SandboxRuntime::new(*limits),
+        _ => SandboxRuntime::default(),
+    };
     let runtime: &dyn AgentRuntime = match &options.agent {
-        AgentPlace::Sandbox => {
+        AgentPlace::Sandbox(_) => {
             sandbox.probe().await.map_err(|e| e.to_string())?;
             &sandbox
         }

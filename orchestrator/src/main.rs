@@ -115,7 +115,19 @@ struct JobArgs {
     /// worker started per job compiles each once [default: in memory]
     #[arg(long, value_name = "DIR")]
     compile_cache: Option<PathBuf>,
+    /// The size of the agent's /tmp (its HOME) in the sandbox, and of its /dev/shm, in MiB:
+    /// each is the host's memory; a write past it fails with "No space left on device"
+    #[arg(
+        long,
+        value_name = "MIB",
+        default_value_t = ckrv_agents::DEFAULT_TMP_BYTES / MIB,
+        value_parser = clap::value_parser!(u64).range(1..=u64::MAX / MIB)
+    )]
+    agent_tmp_mb: u64,
 }
+
+/// Bytes in a MiB.
+const MIB: u64 = 1024 * 1024;
 
 /// The orchestrator of a Kubernetes job pod (docs/job-pod.md).
 #[derive(clap::Args)]
@@ -158,6 +170,15 @@ impl Drop for DoneOnExit {
 }
 
 impl JobArgs {
+    /// Where the agent runs: sandboxed within the operator's bounds, unless told otherwise.
+    fn agent_place(&self) -> AgentPlace {
+        let limits = ckrv_agents::SandboxLimits {
+            tmp_bytes: self.agent_tmp_mb * MIB,
+            ..ckrv_agents::SandboxLimits::default()
+        };
+        AgentPlace::local(!self.insecure_no_sandbox, limits)
+    }
+
     fn step_runner(&self) -> Result<StepRunner, ckrv_orchestrator::steps::StepError> {
         match &self.compile_cache {
             Some(dir) => StepRunner::with_cache(ckrv_wasm_host::CompileCache::disk(dir)),
@@ -233,11 +254,12 @@ async fn main() -> anyhow::Result<()> {
                 "worker credential",
                 "pass the one `ckrv-api workers add NAME` printed",
             )?;
+            let agent = how.agent_place();
             let options = WorkOptions {
                 steps: Arc::new(how.step_runner()?),
                 work_dir: how.work_dir,
                 allow_local_repos: how.allow_local_repos,
-                sandbox: !how.insecure_no_sandbox,
+                agent,
                 agent_bin: how.agent_bin,
                 poll,
             };
@@ -271,10 +293,10 @@ async fn run_one(run: RunArgs) -> anyhow::Result<()> {
         how,
     } = run;
     let runner = how.step_runner();
+    let local_agent = how.agent_place();
     let JobArgs {
         work_dir,
         allow_local_repos,
-        insecure_no_sandbox,
         agent_bin,
         ..
     } = how;
@@ -310,7 +332,7 @@ async fn run_one(run: RunArgs) -> anyhow::Result<()> {
             allow_local_repos,
             agent: match pod {
                 Some(pod) => AgentPlace::Pod(pod),
-                None => AgentPlace::local(!insecure_no_sandbox),
+                None => local_agent,
             },
             agent_bin,
         },
@@ -341,6 +363,7 @@ async fn local(
         Some(path) => ckrv_pipeline::Pipeline::load(path)?,
         None => ckrv_pipeline::Pipeline::builtin(),
     };
+    let agent = how.agent_place();
     let options = JobOptions {
         steps: Arc::new(how.step_runner()?),
         work_dir: how.work_dir,
@@ -348,7 +371,7 @@ async fn local(
         token: String::new(),
         // The repository is the developer's own, on this machine.
         allow_local_repos: true,
-        agent: AgentPlace::local(!how.insecure_no_sandbox),
+        agent,
         agent_bin: how.agent_bin,
     };
     let job = ckrv_orchestrator::local::LocalJob {

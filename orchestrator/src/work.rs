@@ -13,7 +13,8 @@ pub struct WorkOptions {
     pub steps: std::sync::Arc<StepRunner>,
     pub work_dir: Option<std::path::PathBuf>,
     pub allow_local_repos: bool,
-    pub sandbox: bool,
+    /// Where each job's agent runs (never a job pod's container: a pod runs one job).
+    pub agent: AgentPlace,
     pub agent_bin: Option<std::path::PathBuf>,
     /// How long to wait before asking again when nothing waits.
     pub poll: Duration,
@@ -60,7 +61,7 @@ pub async fn work(api_url: &str, credential: &str, options: &WorkOptions) -> Res
                 workspace: None,
                 token: claim.token.clone(),
                 allow_local_repos: options.allow_local_repos,
-                agent: AgentPlace::local(options.sandbox),
+                agent: options.agent.clone(),
                 agent_bin: options.agent_bin.clone(),
             },
         )

@@ -123,7 +123,7 @@ async fn run_against(
             workspace: None,
             token: "worker-token".into(),
             allow_local_repos: true,
-            agent: AgentPlace::Sandbox,
+            agent: AgentPlace::Sandbox(Default::default()),
             agent_bin: agent_bin.map(std::path::Path::to_path_buf),
         },
     )
@@ -186,11 +186,7 @@ async fn a_job_runs_from_clone_to_complete() {
     let batches: Vec<LogBatch> = bodies(&calls, "/logs");
     assert_eq!(batches[0].first_sequence, 8);
 
-    let diff = calls
-        .iter()
-        .find(|c| c.method == Method::PUT && c.path() == "/v1/worker/jobs/job-1/artifacts/diff")
-        .unwrap();
-    let diff = String::from_utf8(diff.body.to_vec()).unwrap();
+    let diff = uploaded_diff(&calls);
     assert!(
         diff.contains("+world") && diff.contains("added.txt"),
         "{diff}"
@@ -225,6 +221,79 @@ async fn a_failing_agent_fails_the_job_without_uploading() {
         done.error_message.as_deref(),
         Some("agent exited with status 1")
     );
+}
+
+/// The patch the worker uploaded.
+fn uploaded_diff(calls: &[Call]) -> String {
+    let diff = calls
+        .iter()
+        .find(|c| c.method == Method::PUT && c.path() == "/v1/worker/jobs/job-1/artifacts/diff")
+        .unwrap();
+    String::from_utf8(diff.body.to_vec()).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_git_the_agent_plants_is_never_opened_and_never_becomes_a_submodule() {
+    // A repository of the host's, outside the workspace: the agent names it in a `.git` file.
+    let outside = tempfile::tempdir().unwrap();
+    git(outside.path(), &["init", "-q", "-b", "main"]);
+    std::fs::write(outside.path().join("host-only.txt"), "the host's own\n").unwrap();
+    git(outside.path(), &["add", "-A"]);
+    git(outside.path(), &["commit", "-q", "-m", "host"]);
+    let head = git(outside.path(), &["rev-parse", "HEAD"])
+        .trim()
+        .to_string();
+    // Its HEAD last read long ago: on this relatime mount, any read from now on moves that.
+    let head_file = outside.path().join(".git/HEAD");
+    std::fs::File::options()
+        .write(true)
+        .open(&head_file)
+        .unwrap()
+        .set_times(std::fs::FileTimes::new().set_accessed(std::time::UNIX_EPOCH))
+        .unwrap();
+    // Besides an ordinary edit: `sub/.git` names that repository, and `sub2` is a repository
+    // of the agent's own; both hold files of their own too.
+    let spec = format!(
+        "---\nagent: script\nrun: |\n  echo world >> README.md\n  mkdir sub\n  \
+         printf 'gitdir: %s\\n' '{gitdir}' > sub/.git\n  echo note > sub/notes.txt\n  \
+         git init -q sub2\n  echo lib > sub2/lib.txt\n  git -C sub2 add -A\n  \
+         git -C sub2 -c user.name=agent -c user.email=agent@example.com commit -q -m lib\n\
+         ---\n# Plant repositories\n",
+        gitdir = outside.path().join(".git").display()
+    );
+    let (outcome, calls, _work_dir) = run(&spec).await;
+    let lines = log_lines(&calls);
+    assert_eq!(outcome, Ok(()), "{lines:?}");
+
+    let diff = uploaded_diff(&calls);
+    assert!(
+        !diff.contains("Subproject commit") && !diff.contains("160000"),
+        "a submodule commit reached the diff: {diff}"
+    );
+    assert!(
+        !diff.contains(&head) && !diff.contains("host-only") && !diff.contains("sub2/.git"),
+        "{diff}"
+    );
+    assert_eq!(
+        std::fs::metadata(&head_file).unwrap().accessed().unwrap(),
+        std::time::UNIX_EPOCH,
+        "host git opened the repository the agent named"
+    );
+    // The rest of the change arrives, the planted directories' other files as plain files.
+    for path in ["README.md", "sub/notes.txt", "sub2/lib.txt"] {
+        assert!(diff.contains(&format!("+++ b/{path}\n")), "{path}: {diff}");
+    }
+    let results: Vec<ckrv_wit::types::DiffStats> = bodies(&calls, "/result");
+    assert_eq!(results[0].files_changed, 3);
+    // The user is told what was left out, and why.
+    for planted in ["sub/.git", "sub2/.git"] {
+        assert!(
+            lines
+                .iter()
+                .any(|(s, m)| s == "diff" && m.starts_with(&format!("left {planted} out"))),
+            "{planted}: {lines:?}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -649,6 +649,148 @@ async fn forbidden_paths_fail_the_diff_naming_them() {
     result.unwrap();
 }
 
+#[tokio::test]
+async fn the_bases_submodules_stay_as_they_are_whatever_the_agent_plants_in_them() {
+    let bench = Bench::new();
+    let origin = bench.origin.path();
+    // The base records a submodule commit at vendor/lib (the clone leaves its directory empty).
+    let recorded = git(origin, &["rev-parse", "HEAD"]).trim().to_string();
+    let cacheinfo = format!("160000,{recorded},vendor/lib");
+    git(
+        origin,
+        &["update-index", "--add", "--cacheinfo", &cacheinfo],
+    );
+    git(origin, &["commit", "-q", "-m", "a submodule"]);
+    let (result, _) = bench.step("clone", bench.ctx(vec![])).await;
+    result.unwrap();
+
+    // The agent points the submodule's directory at a repository of the host's.
+    let outside = tempfile::tempdir().unwrap();
+    git(outside.path(), &["init", "-q", "-b", "main"]);
+    git(
+        outside.path(),
+        &["commit", "-q", "--allow-empty", "-m", "host"],
+    );
+    let head = git(outside.path(), &["rev-parse", "HEAD"])
+        .trim()
+        .to_string();
+    let ws = bench.workspace();
+    let gitdir = format!("gitdir: {}\n", outside.path().join(".git").display());
+    std::fs::write(ws.join("vendor/lib/.git"), gitdir).unwrap();
+    std::fs::write(ws.join("vendor/lib/extra.txt"), "extra\n").unwrap();
+    std::fs::write(ws.join("README.md"), "one\nTWO\nthree\n").unwrap();
+
+    let (result, lines) = bench.step("diff", bench.ctx(vec![])).await;
+    let out = result.unwrap();
+    let patch = output(&out, "diff");
+    assert!(
+        !patch.contains("Subproject commit") && !patch.contains(&head),
+        "{patch}"
+    );
+    // The submodule's directory is the base's: nothing in it is part of the change.
+    assert!(
+        patch.contains("+TWO") && !patch.contains("extra.txt"),
+        "{patch}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.source == "diff"
+                && l.message.starts_with("left vendor/lib as the base has it")),
+        "{lines:?}"
+    );
+}
+
+/// Git with no configuration but the repository's, as the host runs it.
+fn plain_git(dir: &Path, args: &[&str]) -> String {
+    let out = std::process::Command::new("git")
+        .current_dir(dir)
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[tokio::test]
+async fn the_diff_stages_what_git_add_would_ignored_replaced_and_oddly_named_paths_alike() {
+    let bench = Bench::new();
+    let origin = bench.origin.path();
+    std::fs::write(origin.join(".gitignore"), "*.log\nbuild/\n!keep.log\n").unwrap();
+    std::fs::write(origin.join("tracked.log"), "kept in git\n").unwrap();
+    std::fs::create_dir_all(origin.join("dir")).unwrap();
+    std::fs::write(origin.join("dir/a.txt"), "a\n").unwrap();
+    std::fs::write(origin.join("file-then-dir"), "a file\n").unwrap();
+    git(origin, &["add", "-A"]);
+    git(origin, &["add", "-f", "tracked.log"]);
+    git(origin, &["commit", "-q", "-m", "more files"]);
+    let (result, _) = bench.step("clone", bench.ctx(vec![])).await;
+    result.unwrap();
+    bench.git.exclude(&["agent-cache/".to_string()]).unwrap();
+
+    let ws = bench.workspace();
+    let write = |path: &str, text: &str| {
+        let path = ws.join(path);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    };
+    write("tracked.log", "kept in git\nand changed\n");
+    write("new.log", "ignored\n");
+    write("keep.log", "not ignored\n");
+    write("build/out.bin", "ignored directory\n");
+    write("docs/.gitignore", "secret.txt\n");
+    write("docs/secret.txt", "ignored here\n");
+    write("docs/readme.md", "staged\n");
+    write("agent-cache/state", "the agent's own\n");
+    write(":(exclude)odd.txt", "a name that reads as pathspec magic\n");
+    write("space name/ü.txt", "unicode\n");
+    write("new/deeper/x.txt", "deep\n");
+    std::fs::create_dir_all(ws.join("empty")).unwrap();
+    std::fs::remove_dir_all(ws.join("dir")).unwrap();
+    std::os::unix::fs::symlink("/etc", ws.join("dir")).unwrap();
+    std::fs::remove_file(ws.join("file-then-dir")).unwrap();
+    write("file-then-dir/inner.txt", "inner\n");
+    std::fs::remove_file(ws.join("old.txt")).unwrap();
+
+    let (result, _) = bench.step("diff", bench.ctx(vec![])).await;
+    let out = result.unwrap();
+    let patch = output(&out, "diff");
+
+    // What `git add -A` makes of the same files, with the same excludes.
+    std::fs::write(ws.join(".git/info/exclude"), "agent-cache/\n").unwrap();
+    plain_git(ws, &["add", "-A"]);
+    let expected = plain_git(
+        ws,
+        &[
+            "diff",
+            "--cached",
+            "--binary",
+            "--no-ext-diff",
+            "main",
+            "--",
+        ],
+    );
+    assert_eq!(patch, expected);
+    assert!(
+        patch.contains("odd.txt") && patch.contains("keep.log"),
+        "{patch}"
+    );
+    for left_out in [
+        "new.log",
+        "ignored directory",
+        "ignored here",
+        "the agent's own",
+    ] {
+        assert!(!patch.contains(left_out), "{left_out}: {patch}");
+    }
+}
+
 // A plain test: the repository server has a runtime of its own.
 #[test]
 fn the_credential_goes_to_the_jobs_own_repository_once_and_nowhere_else() {

@@ -30,8 +30,14 @@ impl git::Host for StepState {
         Ok(self.data.git.create_branch(&name).await)
     }
 
+    /// The patch; what the diff left out goes to the log as warnings the user sees.
     async fn diff(&mut self, base: String) -> wasmtime::Result<Result<String, String>> {
-        Ok(self.data.git.diff(&base).await)
+        Ok(self.data.git.diff(&base).await.map(|diff| {
+            for notice in diff.notices {
+                self.data.log.write(LogLevel::Warn, &self.data.step, notice);
+            }
+            diff.patch
+        }))
     }
 
     async fn resolve(&mut self, rev: String) -> wasmtime::Result<Result<String, String>> {
