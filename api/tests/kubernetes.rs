@@ -815,17 +815,19 @@ async fn a_cluster_that_refuses_a_secret_fails_the_job_and_leaves_nothing_behind
     let api = api_on(dir.path(), client, None).await;
     let user = api.login("dev@example.com").await;
     let user = access(&user);
-    // The API answers the dispatch itself with the cluster's refusal, and the job has failed.
+    // The API answers the dispatch with the job, failed at once with the cluster's refusal.
     let (status, refused) = api.create_job(user).await;
-    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{refused}");
+    assert_eq!(status, StatusCode::CREATED, "{refused}");
     let (_, jobs) = api.get("/v1/jobs", user).await;
+    assert_eq!(jobs["jobs"].as_array().unwrap().len(), 1, "{jobs}");
     let failed = &jobs["jobs"][0];
     let id = failed["id"].as_str().unwrap();
     let reason = format!(
         "could not start a worker: creating the Secret {}: secrets is forbidden: User \"system:serviceaccount:ckrv:ckrv\" cannot create resource \"secrets\" (403 Forbidden)",
         name_of(id)
     );
-    assert_eq!(refused["error_description"], reason.as_str());
+    assert_eq!(refused["id"], id);
+    assert_eq!(refused["error_message"], reason.as_str());
     assert_eq!(failed["state"], "failed", "{failed}");
     assert_eq!(failed["error_message"], reason.as_str());
     cluster

@@ -150,6 +150,9 @@ fn log_lines(calls: &[Call]) -> Vec<(String, String)> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_job_runs_from_clone_to_complete() {
+    if !ckrv_test_support::sandbox_available() {
+        return;
+    }
     let spec = "---\nagent: script\nrun: |\n  echo changing\n  echo world >> README.md\n  echo new > added.txt\n---\n# Add a file\n";
     let (outcome, calls, work_dir) = run(spec).await;
     assert_eq!(outcome, Ok(()));
@@ -204,6 +207,9 @@ async fn a_job_runs_from_clone_to_complete() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_failing_agent_fails_the_job_without_uploading() {
+    if !ckrv_test_support::sandbox_available() {
+        return;
+    }
     let spec = "---\nagent: script\nrun: echo trying; exit 1\n---\n";
     let (outcome, calls, _work_dir) = run(spec).await;
     assert_eq!(outcome, Err("agent exited with status 1".to_string()));
@@ -234,6 +240,9 @@ fn uploaded_diff(calls: &[Call]) -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_git_the_agent_plants_is_never_opened_and_never_becomes_a_submodule() {
+    if !ckrv_test_support::sandbox_available() {
+        return;
+    }
     // A repository of the host's, outside the workspace: the agent names it in a `.git` file.
     let outside = tempfile::tempdir().unwrap();
     git(outside.path(), &["init", "-q", "-b", "main"]);
@@ -307,6 +316,9 @@ async fn a_spec_without_front_matter_fails_clearly() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_worker_whose_job_ended_elsewhere_stops_its_agent_and_reports_nothing() {
+    if !ckrv_test_support::sandbox_available() {
+        return;
+    }
     let spec = "---\nagent: script\nrun: |\n  echo started\n  sleep 60\n---\n# Wait\n";
     let (outcome, calls, work_dir) = run_renewing(spec, 3).await;
     // The API said the job is no longer this worker's: it stops, well before the agent's 60 s.
@@ -352,6 +364,9 @@ type Case<'a> = (
 
 #[tokio::test(flavor = "multi_thread")]
 async fn each_real_agent_definition_is_invoked_as_its_cli_expects_in_the_sandbox() {
+    if !ckrv_test_support::sandbox_available() {
+        return;
+    }
     let bin = tempfile::tempdir().unwrap();
     let bin = bin.path().join("bin");
     ckrv_test_support::install_agent_stand_ins(&bin, &["claude", "codex", "gemini", "aider"]);
@@ -469,6 +484,9 @@ const HOSTILE_STEP: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/ckrv_step_
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_operators_component_comes_by_digest_and_a_runaway_one_fails_the_job_naming_its_limit() {
+    if !ckrv_test_support::sandbox_available() {
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("hostile.wasm"), HOSTILE_STEP).unwrap();
     let text = "[[stage]]\nstep = \"clone\"\nphase = \"cloning\"\n\
@@ -496,6 +514,9 @@ async fn an_operators_component_comes_by_digest_and_a_runaway_one_fails_the_job_
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_component_whose_bytes_do_not_match_its_digest_is_not_run() {
+    if !ckrv_test_support::sandbox_available() {
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("hostile.wasm"), HOSTILE_STEP).unwrap();
     let text = "[[stage]]\nagent = true\nphase = \"agent\"\n\
@@ -542,6 +563,9 @@ async fn run_private(
 // inside another.
 #[test]
 fn a_private_repository_is_cloned_with_the_jobs_token_which_nothing_else_sees() {
+    if !ckrv_test_support::sandbox_available() {
+        return;
+    }
     let runtime = tokio::runtime::Runtime::new().unwrap();
     const TOKEN: &str = "ghp_privateRepoToken0123456789abcdefABCD";
     let served = tempfile::tempdir().unwrap();
@@ -601,6 +625,9 @@ fn a_private_repository_is_cloned_with_the_jobs_token_which_nothing_else_sees() 
 
 #[test]
 fn a_deploy_key_clones_over_ssh_and_leaves_no_key_behind() {
+    if !ckrv_test_support::sandbox_available() {
+        return;
+    }
     let keys = tempfile::tempdir().unwrap();
     let key = keys.path().join("deploy");
     ckrv_test_support::ssh_keygen(&key);
@@ -651,6 +678,9 @@ fn a_deploy_key_clones_over_ssh_and_leaves_no_key_behind() {
 
 #[test]
 fn a_token_goes_with_the_user_name_its_host_wants() {
+    if !ckrv_test_support::sandbox_available() {
+        return;
+    }
     const TOKEN: &str = "gitea-token-0123456789abcdef";
     let served = tempfile::tempdir().unwrap();
     ckrv_test_support::create_served_repo(served.path(), "app", &[("README.md", "# App\n")]);

@@ -8,6 +8,9 @@ use ckrv_e2e::binary;
 
 #[test]
 fn the_benchmark_measures_every_path_and_says_so_in_a_table() {
+    if !ckrv_test_support::sandbox_available() {
+        return;
+    }
     let out = Command::new(binary("ckrv-bench"))
         .args(["--jobs", "1", "--requests", "8", "--clients", "2"])
         .args([
@@ -73,6 +76,9 @@ fn the_benchmark_measures_every_path_and_says_so_in_a_table() {
 
 #[test]
 fn the_cli_benchmark_measures_log_latency_and_status_against_curl() {
+    if !ckrv_test_support::sandbox_available() {
+        return;
+    }
     let out = Command::new(binary("ckrv-bench"))
         .args([
             "--cli-only",

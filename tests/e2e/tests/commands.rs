@@ -22,6 +22,9 @@ fn status_of(dev: &Developer, args: &[&str]) -> (Option<i32>, String, String) {
 
 #[test]
 fn list_cancel_wait_and_logs_work_as_documented() {
+    if !ckrv_test_support::sandbox_available() {
+        return;
+    }
     let tmp = tempfile::tempdir().unwrap();
     let (_repos, url) = serve_app_repo(tmp.path());
     let api = Api::start(&tmp.path().join("api"));
@@ -118,6 +121,9 @@ fn list_cancel_wait_and_logs_work_as_documented() {
 
 #[test]
 fn following_a_log_shows_each_line_once_in_order_across_an_api_restart() {
+    if !ckrv_test_support::sandbox_available() {
+        return;
+    }
     let tmp = tempfile::tempdir().unwrap();
     let (_repos, url) = serve_app_repo(tmp.path());
     let data = tmp.path().join("api");
@@ -178,6 +184,9 @@ fn git_status(dir: &Path) -> String {
 
 #[test]
 fn pull_refuses_conflicts_and_offers_check_3way_and_a_branch() {
+    if !ckrv_test_support::sandbox_available() {
+        return;
+    }
     let tmp = tempfile::tempdir().unwrap();
     let (_repos, url) = serve_app_repo(tmp.path());
     let api = Api::start(&tmp.path().join("api"));
@@ -304,6 +313,9 @@ fn pull_refuses_conflicts_and_offers_check_3way_and_a_branch() {
 
 #[test]
 fn a_local_run_leaves_the_change_in_the_worktree_like_pull() {
+    if !ckrv_test_support::sandbox_available() {
+        return;
+    }
     let tmp = tempfile::tempdir().unwrap();
     let (_repos, url) = serve_app_repo(tmp.path());
     let cli = ckrv_e2e::Cli::new(

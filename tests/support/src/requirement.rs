@@ -5,6 +5,7 @@
 //! turns the skip into a failure. Only absence skips: a tool that is there but fails, fails the
 //! test.
 
+use std::io::Write as _;
 use std::path::Path;
 
 /// Set to `1` to fail, rather than skip, when the agent sandbox's programs are missing.
@@ -34,7 +35,12 @@ fn report(required_env: &str, required: bool, missing: &str, install: &str) {
     } else {
         format!("; {install}")
     };
-    eprintln!("skipped {test}: {missing}{install} (set {required_env}=1 to make this fail)");
+    // Straight to stderr, past the test harness's capture: the person running `cargo test`
+    // must see what did not run.
+    let _ = writeln!(
+        std::io::stderr(),
+        "skipped {test}: {missing}{install} (set {required_env}=1 to make this fail)"
+    );
 }
 
 /// Whether the agent sandbox's programs (bubblewrap, and util-linux's `prlimit` and `setpriv`)
