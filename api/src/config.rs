@@ -31,6 +31,9 @@ pub struct Config {
     pub insecure_no_sandbox: bool,
     /// Agent programs installed outside /usr, for local workers.
     pub agent_bin: Option<PathBuf>,
+    /// The size of a local worker's agent `/tmp` and `/dev/shm`, in MiB; the worker's own
+    /// default (1 GiB) when `None`.
+    pub agent_tmp_mb: Option<u64>,
     /// How long a finished job's diff and log are kept.
     pub retention: std::time::Duration,
     /// When finished jobs' logs move to the artifact store.
@@ -70,6 +73,7 @@ impl Config {
             allow_local_repos: false,
             insecure_no_sandbox: false,
             agent_bin: None,
+            agent_tmp_mb: None,
             work_dir: None,
             follow_recheck: crate::events::DEFAULT_RECHECK,
             retention: DEFAULT_RETENTION,

@@ -116,6 +116,7 @@ impl Server {
                     allow_local_repos: config.allow_local_repos,
                     insecure_no_sandbox: config.insecure_no_sandbox,
                     agent_bin: config.agent_bin.clone(),
+                    agent_tmp_mb: config.agent_tmp_mb,
                     compile_cache: config.data_dir.join("compiled-steps"),
                 };
                 workers.check()?;

@@ -170,6 +170,11 @@ struct ServeArgs {
     /// first by local workers' agents, read-only in their sandbox
     #[arg(long, env = "CKRV_API_AGENT_BIN", value_name = "DIR")]
     agent_bin: Option<PathBuf>,
+    /// The size of each local worker's agent /tmp (its HOME) and /dev/shm, in MiB: memory of
+    /// this machine; a write past it fails with "No space left on device" [default: 1024]
+    #[arg(long, env = "CKRV_API_AGENT_TMP_MB", value_name = "MIB",
+          value_parser = clap::value_parser!(u64).range(1..=MAX_AGENT_TMP_MB))]
+    agent_tmp_mb: Option<u64>,
     #[command(flatten)]
     sso: SsoArgs,
 }
@@ -378,6 +383,9 @@ enum UsersCommand {
 #[derive(Clone, Copy)]
 struct Lifetime(Option<Duration>);
 
+/// The largest `--agent-tmp-mb` a worker takes: its size in bytes must fit in 64 bits.
+const MAX_AGENT_TMP_MB: u64 = u64::MAX / (1024 * 1024);
+
 /// The shortest lifetime `users token --expires` takes: a token that expires before anyone can
 /// use it is a mistake, not a choice.
 const MIN_TOKEN_LIFETIME: Duration = Duration::from_secs(60);
@@ -457,6 +465,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         agents,
         agent_secrets,
         agent_bin,
+        agent_tmp_mb,
         sso,
     } = args;
     let workers = ckrv_api::worker_setup::WorkerSetup::load(
@@ -498,6 +507,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         allow_local_repos,
         insecure_no_sandbox,
         agent_bin,
+        agent_tmp_mb,
         work_dir,
         follow_recheck: ckrv_api::events::DEFAULT_RECHECK,
         retention,

@@ -30,6 +30,9 @@ pub struct LocalWorkers {
     pub insecure_no_sandbox: bool,
     /// Agent programs installed outside /usr, passed to each worker.
     pub agent_bin: Option<PathBuf>,
+    /// The size of each agent's `/tmp` and `/dev/shm` in MiB (`--agent-tmp-mb`); the
+    /// worker's default when `None`.
+    pub agent_tmp_mb: Option<u64>,
     /// Where workers keep compiled step components between jobs (private to this user).
     pub compile_cache: PathBuf,
 }
@@ -163,6 +166,12 @@ impl LocalProcess {
                     .agent_bin
                     .iter()
                     .flat_map(|dir| [std::ffi::OsStr::new("--agent-bin"), dir.as_os_str()]),
+            )
+            .args(
+                self.settings
+                    .agent_tmp_mb
+                    .iter()
+                    .flat_map(|mb| ["--agent-tmp-mb".to_string(), mb.to_string()]),
             )
             .arg("--compile-cache")
             .arg(&self.settings.compile_cache)

@@ -102,6 +102,9 @@ fn marker() -> u32 {
 
 #[test]
 fn cancelling_a_job_kills_its_agents_whole_tree_and_removes_its_workspace() {
+    if !ckrv_test_support::sandbox_available() {
+        return;
+    }
     let stage = Stage::new(&[]);
     let marker = marker();
     let id = stage.dispatch(&lingering_agent(marker));
@@ -120,6 +123,9 @@ fn cancelling_a_job_kills_its_agents_whole_tree_and_removes_its_workspace() {
 
 #[test]
 fn a_job_past_its_deadline_ends_timeout_with_nothing_left_behind() {
+    if !ckrv_test_support::sandbox_available() {
+        return;
+    }
     let stage = Stage::new(&["--job-timeout", "3s"]);
     let marker = marker();
     let id = stage.dispatch(&lingering_agent(marker));
@@ -250,16 +256,25 @@ fn stops_cleanly_on(signal: &str) {
 
 #[test]
 fn sigterm_ends_log_streams_and_exits_cleanly() {
+    if !ckrv_test_support::sandbox_available() {
+        return;
+    }
     stops_cleanly_on("TERM");
 }
 
 #[test]
 fn sigint_with_a_follower_open_does_not_hang() {
+    if !ckrv_test_support::sandbox_available() {
+        return;
+    }
     stops_cleanly_on("INT");
 }
 
 #[test]
 fn twenty_jobs_against_max_running_two_all_finish_never_more_than_two_at_once() {
+    if !ckrv_test_support::sandbox_available() {
+        return;
+    }
     let stage = Stage::new(&["--max-running", "2"]);
     let ids: Vec<String> = (0..20)
         .map(|n| stage.dispatch(&format!("echo job {n}\nsleep 0.3\n")))
@@ -286,6 +301,9 @@ fn twenty_jobs_against_max_running_two_all_finish_never_more_than_two_at_once() 
 
 #[test]
 fn a_killed_orchestrator_fails_its_job_with_a_pointer_to_its_log() {
+    if !ckrv_test_support::sandbox_available() {
+        return;
+    }
     let stage = Stage::new(&[]);
     let marker = marker();
     let id = stage.dispatch(&format!("echo started\nsleep {marker}\n"));
@@ -315,6 +333,9 @@ fn a_killed_orchestrator_fails_its_job_with_a_pointer_to_its_log() {
 
 #[test]
 fn the_api_killed_mid_job_and_restarted_loses_no_line_and_the_job_completes() {
+    if !ckrv_test_support::sandbox_available() {
+        return;
+    }
     let mut stage = Stage::new(&[]);
     // The agent ends while the API is down: its last lines wait on disk for the API to come
     // back, and the steps after it (upload talks to the API) wait for them to be delivered.
@@ -372,4 +393,24 @@ fn spool_files(work: &Path) -> Vec<PathBuf> {
         })
         .map(|dir| dir.join("reports.jsonl"))
         .collect()
+}
+
+#[test]
+fn serve_sizes_the_agents_memory_backed_tmp_as_told() {
+    if !ckrv_test_support::sandbox_available() {
+        return;
+    }
+    // `ckrv-api serve --agent-tmp-mb` reaches every local worker: the agent's /tmp and
+    // /dev/shm are 8 MiB, and a write of 16 MiB fails there instead of taking the host's memory.
+    let stage = Stage::new(&["--agent-tmp-mb", "8"]);
+    let id = stage.dispatch(
+        "df -k --output=size /tmp /dev/shm | tail -n +2 | sed 's/^ */size=/'\n\
+         head -c 16777216 /dev/zero > /tmp/flood 2>/dev/null; echo flood=$?\n\
+         rm -f /tmp/flood\n",
+    );
+    let job = stage.cli.finished(&stage.clone, &id);
+    assert_eq!(job["state"], "succeeded", "{job}");
+    let log = stage.cli.ok(&stage.clone, &["logs", &id]);
+    assert_eq!(log.matches("size=8192").count(), 2, "{log}");
+    assert!(log.contains("flood=1"), "{log}");
 }
