@@ -25,6 +25,8 @@ pub enum AdminError {
     NoPublicUrl,
     #[error("worker name {0:?}: use 1 to 64 letters, digits, '-', '_' or '.' (e.g. build-host-1)")]
     BadWorkerName(String),
+    #[error("worker name {0:?} is reserved for the jobs the server starts itself; choose another")]
+    ReservedWorkerName(String),
     #[error("a worker named {0} exists; remove it first or choose another name")]
     WorkerExists(String),
     #[error("no worker named {0}: see them with `ckrv-api workers list`")]
@@ -216,6 +218,9 @@ pub async fn add_worker(store: &Store, name: &str) -> Result<String, AdminError>
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
     if !valid {
         return Err(AdminError::BadWorkerName(name.to_string()));
+    }
+    if name == crate::engine::SERVER_WORKER {
+        return Err(AdminError::ReservedWorkerName(name.to_string()));
     }
     let secret = auth::new_secret(auth::WORKER_CREDENTIAL_PREFIX);
     let now = crate::clock::millis(crate::clock::now());

@@ -111,6 +111,31 @@ async fn claims_need_a_worker_credential_and_follow_the_queue_and_its_limits() {
     );
 }
 
+#[tokio::test]
+async fn the_name_the_servers_own_jobs_run_under_is_no_external_workers() {
+    let dir = tempfile::tempdir().unwrap();
+    let api = TestApi::start(dir.path()).await;
+    let user = api.login("dev@example.com").await;
+    // A job the server started itself runs under the reserved name.
+    let (status, job) = api.create_job(access(&user)).await;
+    assert_eq!(status, StatusCode::CREATED, "{job}");
+    let store = api.store().await;
+    let path = format!("/v1/jobs/{}", job["id"].as_str().unwrap());
+    let (_, before) = api.get(&path, access(&user)).await;
+
+    let refused = ckrv_api::admin::add_worker(&store, ckrv_api::engine::SERVER_WORKER)
+        .await
+        .unwrap_err();
+    assert!(refused.to_string().contains("reserved"), "{refused}");
+    // So removing a worker of that name revokes nothing of the server's jobs.
+    let removed = ckrv_api::admin::remove_worker(&store, ckrv_api::engine::SERVER_WORKER).await;
+    assert!(removed.is_err(), "no such worker: {removed:?}");
+    let (status, after) = api.get(&path, access(&user)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(after["status"], before["status"], "{after}");
+    assert_ne!(after["status"], "failed", "{after}");
+}
+
 /// The first bytes of a WebAssembly component, and a body: enough for the API, which checks
 /// the header and hands the bytes on.
 const COMPONENT: &[u8] = b"\0asm\x0d\0\x01\0a platform team's step";
