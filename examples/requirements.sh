@@ -111,6 +111,13 @@ if [ "$(uname -s)" = Linux ] && ! error="$(bwrap --unshare-all --die-with-parent
   say "  on Ubuntu 24.04 and later, an AppArmor profile for bwrap), or run on a machine that has them."
   exit 1
 fi
+# bubblewrap 0.8.0 added --size, which bounds the agent's memory-backed /tmp; the sandbox will
+# not start an agent without that bound.
+if [ "$(uname -s)" = Linux ] && ! bwrap --help 2>&1 | grep -q -- '--size'; then
+  say "error: $(bwrap --version 2>&1 | head -1) is older than 0.8.0, which the sandbox needs to bound"
+  say "  the agent's /tmp. Install bubblewrap 0.8.0 or later (Debian 12 and Ubuntu 24.04 ship it)."
+  exit 1
+fi
 
 # 3. Rust through rustup, with the WebAssembly target the plugins and steps are built for.
 if ! have cargo || ! have rustup; then

@@ -1,11 +1,13 @@
 //! The README's Quickstart word for word with the programs installed, as `cargo install --root
 //! PREFIX` lays them out (`PREFIX/bin/ckrv`, `ckrv-api`, `ckrv-orchestrator`): `ckrv-api serve`
 //! without `--orchestrator` finds its worker beside itself, refuses to start when there is none,
-//! and a worker that cannot start costs one job, not one per retry.
+//! and a worker that cannot start costs one job, not one per retry. And `examples/requirements.sh`,
+//! which the README runs first, names what a machine lacks.
 
 #![allow(clippy::unwrap_used)]
 
 use std::io::Write as _;
+use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -282,4 +284,91 @@ fn a_worker_that_cannot_start_costs_one_job_and_ckrv_run_says_why() {
     let me: serde_json::Value =
         serde_json::from_str(&cli.ok(&work, &["cloud", "whoami", "--json"])).unwrap();
     assert_eq!(me["job_quota_remaining"], 99, "one quota unit: {me}");
+}
+
+/// `examples/requirements.sh --check` as a user runs it, on the given `PATH`.
+fn check_requirements(path: &str) -> (Option<i32>, String) {
+    let out = Command::new("bash")
+        .arg(ckrv_e2e::repository_root().join("examples/requirements.sh"))
+        .arg("--check")
+        .env("PATH", path)
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A directory of links to every program on this machine's `PATH` but `hidden`: the machine as it
+/// would be without that program installed.
+fn path_without(root: &Path, hidden: &str) -> String {
+    let dir = root.join(format!("path-without-{hidden}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = std::env::var("PATH").unwrap_or_default();
+    for entry in std::env::split_paths(&path).filter_map(|dir| std::fs::read_dir(dir).ok()) {
+        for program in entry.flatten() {
+            let name = program.file_name();
+            if name != hidden && !dir.join(&name).exists() {
+                std::os::unix::fs::symlink(program.path(), dir.join(&name)).unwrap();
+            }
+        }
+    }
+    dir.display().to_string()
+}
+
+#[test]
+fn the_requirements_check_names_a_missing_sandbox_and_the_command_that_installs_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    if ["/usr/sbin/bwrap", "/sbin/bwrap"]
+        .iter()
+        .any(|p| Path::new(p).exists())
+    {
+        return; // it would be found off the PATH; the check below cannot hide it
+    }
+    let (code, err) = check_requirements(&path_without(tmp.path(), "bwrap"));
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("missing bwrap"), "{err}");
+    if Path::new("/usr/bin/apt-get").exists() {
+        assert!(err.contains("apt-get install -y -qq bubblewrap"), "{err}");
+    }
+}
+
+#[test]
+fn the_requirements_check_refuses_a_bubblewrap_that_cannot_bound_the_agents_tmp() {
+    if !ckrv_test_support::sandbox_available() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let real = ["/usr/bin/bwrap", "/usr/local/bin/bwrap", "/bin/bwrap"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .unwrap();
+    // bubblewrap 0.6.1 as Ubuntu 22.04 ships it: it makes sandboxes, but has no `--size`.
+    let old = tmp.path().join("old");
+    std::fs::create_dir_all(&old).unwrap();
+    let shim = old.join("bwrap");
+    std::fs::write(
+        &shim,
+        format!(
+            "#!/bin/sh\ncase \"$1\" in\n  --help) echo 'usage: bwrap [OPTIONS...] [--] COMMAND'; echo '    --tmpfs DEST'; exit 0 ;;\n  --version) echo 'bubblewrap 0.6.1'; exit 0 ;;\nesac\nexec {real} \"$@\"\n"
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&shim, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = format!(
+        "{}:{}",
+        old.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let (code, err) = check_requirements(&path);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("bubblewrap 0.6.1 is older than 0.8.0") && err.contains("/tmp"),
+        "{err}"
+    );
+
+    // The real one passes that check.
+    let (_, err) = check_requirements(&std::env::var("PATH").unwrap_or_default());
+    assert!(!err.contains("older than 0.8.0"), "{err}");
 }
