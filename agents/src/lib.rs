@@ -16,7 +16,9 @@ pub use pod::{PodError, PodRuntime};
 pub use runtime::{
     AgentRuntime, ExitStatus, OutputLine, ProcessRuntime, RunRequest, Stream, run_collecting,
 };
-pub use sandbox::{DEFAULT_TMP_BYTES, SandboxLimits, SandboxRuntime, SandboxUnavailable};
+pub use sandbox::{
+    DEFAULT_TMP_BYTES, MAX_TMP_MIB, SandboxLimits, SandboxRuntime, SandboxUnavailable,
+};
 pub use spec::{
     Invocation, PROMPT_FILE, Prompt, Spec, SpecError, SpecFrontMatter, parse_front_matter,
     parse_spec, resolve,

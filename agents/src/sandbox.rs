@@ -39,6 +39,8 @@ pub struct SandboxLimits {
 /// [`SandboxLimits::tmp_bytes`] unless the operator says otherwise: room for an agent's
 /// settings, caches and scratch files, while a few jobs at once still fit in a worker's memory.
 pub const DEFAULT_TMP_BYTES: u64 = 1024 * 1024 * 1024;
+/// The largest agent `/tmp` a worker's `--agent-tmp-mb` takes, in MiB: its bytes fit in 64 bits.
+pub const MAX_TMP_MIB: u64 = u64::MAX / (1024 * 1024);
 
 impl Default for SandboxLimits {
     fn default() -> Self {

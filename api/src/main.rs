@@ -173,7 +173,7 @@ struct ServeArgs {
     /// The size of each local worker's agent /tmp (its HOME) and /dev/shm, in MiB: memory of
     /// this machine; a write past it fails with "No space left on device" [default: 1024]
     #[arg(long, env = "CKRV_API_AGENT_TMP_MB", value_name = "MIB",
-          value_parser = clap::value_parser!(u64).range(1..=MAX_AGENT_TMP_MB))]
+          value_parser = clap::value_parser!(u64).range(1..=ckrv_agents::MAX_TMP_MIB))]
     agent_tmp_mb: Option<u64>,
     #[command(flatten)]
     sso: SsoArgs,
@@ -382,9 +382,6 @@ enum UsersCommand {
 
 #[derive(Clone, Copy)]
 struct Lifetime(Option<Duration>);
-
-/// The largest `--agent-tmp-mb` a worker takes: its size in bytes must fit in 64 bits.
-const MAX_AGENT_TMP_MB: u64 = u64::MAX / (1024 * 1024);
 
 /// The shortest lifetime `users token --expires` takes: a token that expires before anyone can
 /// use it is a mistake, not a choice.

@@ -121,7 +121,7 @@ struct JobArgs {
         long,
         value_name = "MIB",
         default_value_t = ckrv_agents::DEFAULT_TMP_BYTES / MIB,
-        value_parser = clap::value_parser!(u64).range(1..=u64::MAX / MIB)
+        value_parser = clap::value_parser!(u64).range(1..=ckrv_agents::MAX_TMP_MIB)
     )]
     agent_tmp_mb: u64,
 }
