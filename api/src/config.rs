@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::dispatch::Dispatcher;
-use crate::engine::EngineSettings;
+use crate::jobs::engine::EngineSettings;
 use crate::store::Database;
 
 /// Runtime configuration of the service.
@@ -18,7 +18,7 @@ pub struct Config {
     /// Where the rows live: SQLite in the data directory unless a PostgreSQL URL was given.
     pub database: Database,
     /// Where diffs and archived logs go: `<data dir>/artifacts` unless set.
-    pub artifacts: Option<crate::artifacts::ArtifactLocation>,
+    pub artifacts: Option<crate::jobs::artifacts::ArtifactLocation>,
     pub dispatcher: DispatcherConfig,
     /// The base URL people and CLIs use (for the activation link); defaults to the bound URL.
     pub public_url: Option<String>,
@@ -37,7 +37,7 @@ pub struct Config {
     /// How long a finished job's diff and log are kept.
     pub retention: std::time::Duration,
     /// When finished jobs' logs move to the artifact store.
-    pub log_archive: crate::log_archive::ArchiveSettings,
+    pub log_archive: crate::jobs::log_archive::ArchiveSettings,
     /// How often a log follower re-reads when nothing woke it.
     pub follow_recheck: std::time::Duration,
     /// Where local workers make their jobs' workspaces; the system's temporary directory when
@@ -48,7 +48,7 @@ pub struct Config {
     /// Worker leases and job deadlines.
     pub engine: EngineSettings,
     /// The pipeline, agents and agent secrets handed to workers.
-    pub workers: Arc<crate::worker_setup::WorkerSetup>,
+    pub workers: Arc<crate::jobs::worker_setup::WorkerSetup>,
     /// The key file for secrets at rest; `secrets.key` in the data directory, made on first
     /// start, when `None`.
     pub secrets_key_file: Option<PathBuf>,
@@ -75,9 +75,9 @@ impl Config {
             agent_bin: None,
             agent_tmp_mb: None,
             work_dir: None,
-            follow_recheck: crate::events::DEFAULT_RECHECK,
+            follow_recheck: crate::jobs::events::DEFAULT_RECHECK,
             retention: DEFAULT_RETENTION,
-            log_archive: crate::log_archive::ArchiveSettings::default(),
+            log_archive: crate::jobs::log_archive::ArchiveSettings::default(),
             sso: None,
             engine: EngineSettings::default(),
             workers: Arc::default(),

@@ -6,7 +6,7 @@ use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use ckrv_wit::types::{ApiError, ErrorKind};
 
-use crate::limits::RetryAfter;
+use crate::identity::limits::RetryAfter;
 
 /// An error returned by a handler: the body it answers with.
 #[derive(Debug, thiserror::Error)]
@@ -164,8 +164,8 @@ impl From<crate::store::StoreError> for AppError {
     }
 }
 
-impl From<crate::artifacts::ArtifactError> for AppError {
-    fn from(error: crate::artifacts::ArtifactError) -> Self {
+impl From<crate::jobs::artifacts::ArtifactError> for AppError {
+    fn from(error: crate::jobs::artifacts::ArtifactError) -> Self {
         tracing::error!(%error, "artifact store failure");
         AppError::new(
             ErrorKind::Unavailable,
@@ -174,12 +174,12 @@ impl From<crate::artifacts::ArtifactError> for AppError {
     }
 }
 
-impl From<crate::log_archive::ArchiveError> for AppError {
-    fn from(error: crate::log_archive::ArchiveError) -> Self {
+impl From<crate::jobs::log_archive::ArchiveError> for AppError {
+    fn from(error: crate::jobs::log_archive::ArchiveError) -> Self {
         match error {
-            crate::log_archive::ArchiveError::Artifacts(e) => e.into(),
-            crate::log_archive::ArchiveError::Store(e) => e.into(),
-            tampered @ crate::log_archive::ArchiveError::Tampered { .. } => {
+            crate::jobs::log_archive::ArchiveError::Artifacts(e) => e.into(),
+            crate::jobs::log_archive::ArchiveError::Store(e) => e.into(),
+            tampered @ crate::jobs::log_archive::ArchiveError::Tampered { .. } => {
                 tracing::error!(error = %tampered, "an archived log failed its integrity check");
                 AppError::new(
                     ErrorKind::Internal,

@@ -5,30 +5,20 @@
 //! The embedded default needs nothing installed: a SQLite file, an artifact directory and local
 //! `ckrv-orchestrator` processes, all under one data directory.
 
-pub mod admin;
-pub mod artifacts;
-pub mod auth;
 pub mod clock;
 pub mod config;
+pub mod credentials;
 pub mod data_dir;
 pub mod dispatch;
-pub mod engine;
 pub mod error;
-pub mod events;
 pub mod identity;
-pub mod limits;
-pub mod log_archive;
-pub mod metrics;
-pub mod openapi;
+pub mod jobs;
+pub mod ops;
 pub mod private_file;
-pub mod quota;
-pub mod retention;
-pub mod routes;
-pub mod secrets;
+pub mod route;
+pub mod router;
 pub mod state;
 pub mod store;
-pub mod web;
-pub mod worker_setup;
 
 pub use config::{Config, DispatcherConfig, KubernetesConfig};
 
@@ -49,7 +39,7 @@ pub struct Server {
     relay: Option<(url::Url, tokio::sync::mpsc::UnboundedReceiver<String>)>,
     /// How long finished jobs' results are kept.
     retention: std::time::Duration,
-    log_archive: log_archive::ArchiveSettings,
+    log_archive: jobs::log_archive::ArchiveSettings,
 }
 
 impl Server {
@@ -73,10 +63,14 @@ impl Server {
         store.set_setting("public_url", &public_url).await?;
         let (key_file, secrets, created) = match &config.secrets_key_file {
             // The operator's own file: it must be there, and private.
-            Some(path) => (path.clone(), secrets::SecretKeys::load(path)?, false),
+            Some(path) => (
+                path.clone(),
+                credentials::secrets::SecretKeys::load(path)?,
+                false,
+            ),
             None => {
-                let path = config.data_dir.join(secrets::DEFAULT_KEY_FILE);
-                let (keys, created) = secrets::SecretKeys::load_or_create(&path)?;
+                let path = config.data_dir.join(credentials::secrets::DEFAULT_KEY_FILE);
+                let (keys, created) = credentials::secrets::SecretKeys::load_or_create(&path)?;
                 (path, keys, created)
             }
         };
@@ -87,9 +81,9 @@ impl Server {
             );
         }
         let location = config.artifacts.clone().unwrap_or_else(|| {
-            artifacts::ArtifactLocation::Directory(config.data_dir.join("artifacts"))
+            jobs::artifacts::ArtifactLocation::Directory(config.data_dir.join("artifacts"))
         });
-        let artifacts = artifacts::ArtifactStore::open(&location)?;
+        let artifacts = jobs::artifacts::ArtifactStore::open(&location)?;
         match artifacts.check().await {
             Ok(()) => tracing::info!(artifacts = %location.describe(), "artifact store ready"),
             // Started anyway: /readyz says not ready until the store answers.
@@ -100,10 +94,12 @@ impl Server {
         }
         let (events, relay) = match &config.database {
             store::Database::Postgres(url) => {
-                let (events, outbox) = events::JobEvents::with_outbox(config.follow_recheck);
+                let (events, outbox) = jobs::events::JobEvents::with_outbox(config.follow_recheck);
                 (events, Some((url.clone(), outbox)))
             }
-            store::Database::Sqlite(_) => (events::JobEvents::new(config.follow_recheck), None),
+            store::Database::Sqlite(_) => {
+                (jobs::events::JobEvents::new(config.follow_recheck), None)
+            }
         };
         let (exits_tx, exits) = tokio::sync::mpsc::unbounded_channel();
         let dispatcher: Arc<dyn dispatch::Dispatcher> = match &config.dispatcher {
@@ -144,7 +140,7 @@ impl Server {
             Some(sso) => Some(Arc::new(identity::sso::Sso::new(sso.clone(), &public_url)?)),
             None => None,
         };
-        let engine = engine::JobEngine::new(
+        let engine = jobs::engine::JobEngine::new(
             store.clone(),
             events.clone(),
             dispatcher,
@@ -159,8 +155,8 @@ impl Server {
             cookie_key: axum_extra::extract::cookie::Key::from(
                 secrets.derive("ckrv web session cookies").as_slice(),
             ),
-            secrets: Arc::new(secrets::KeyRing::new(key_file, secrets)),
-            limits: Arc::new(limits::Limits::default()),
+            secrets: Arc::new(credentials::secrets::KeyRing::new(key_file, secrets)),
+            limits: Arc::new(identity::limits::Limits::default()),
             public_url,
             billing_url: config.billing_url.clone(),
             allow_local_repos: config.allow_local_repos,
@@ -194,7 +190,7 @@ impl Server {
             return Ok(None);
         }
         Ok(Some(
-            identity::setup_link(&self.state.store, None, &self.state.public_url).await?,
+            identity::accounts::setup_link(&self.state.store, None, &self.state.public_url).await?,
         ))
     }
 
@@ -213,22 +209,22 @@ impl Server {
             self.state.store.clone(),
             self.state.limits.clone(),
         ));
-        background.spawn(engine::run_reaper(self.state.engine.clone()));
+        background.spawn(jobs::engine::run_reaper(self.state.engine.clone()));
         if let Some(dispatcher_work) = self.state.engine.dispatcher_background() {
             background.spawn(dispatcher_work);
         }
-        background.spawn(log_archive::run(
+        background.spawn(jobs::log_archive::run(
             self.state.store.clone(),
             self.state.artifacts.clone(),
             self.log_archive,
         ));
-        background.spawn(retention::run(
+        background.spawn(jobs::retention::run(
             self.state.store.clone(),
             self.state.artifacts.clone(),
             self.retention,
         ));
         if let Some((url, outbox)) = self.relay {
-            background.spawn(events::postgres::relay(
+            background.spawn(jobs::events::postgres::relay(
                 url,
                 self.state.store.clone(),
                 self.state.events.clone(),
@@ -246,7 +242,7 @@ impl Server {
                 stopping.notify_one();
             }
         };
-        let app = routes::router(self.state);
+        let app = router::router(self.state);
         let served = axum::serve(
             self.listener,
             app.into_make_service_with_connect_info::<SocketAddr>(),
@@ -272,7 +268,7 @@ impl Server {
 
 /// Deletes expired device codes, web sessions and setup links every minute, so a flood of
 /// device authorizations cannot grow the database without bound.
-async fn purge_expired(store: store::Store, limits: Arc<limits::Limits>) {
+async fn purge_expired(store: store::Store, limits: Arc<identity::limits::Limits>) {
     let mut every = tokio::time::interval(std::time::Duration::from_secs(60));
     loop {
         every.tick().await;
@@ -283,7 +279,7 @@ async fn purge_expired(store: store::Store, limits: Arc<limits::Limits>) {
         if let Err(error) = store.purge_web(now).await {
             tracing::warn!(%error, "purging expired web sessions");
         }
-        let day_ago = now - routes::jobs::IDEMPOTENCY_WINDOW_MS;
+        let day_ago = now - jobs::routes::jobs::IDEMPOTENCY_WINDOW_MS;
         if let Err(error) = store.purge_idempotency_keys(day_ago).await {
             tracing::warn!(%error, "purging old idempotency keys");
         }

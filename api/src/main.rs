@@ -6,14 +6,14 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use ckrv_api::admin;
-use ckrv_api::identity::NewUser;
+use ckrv_api::identity::accounts::NewUser;
+use ckrv_api::identity::admin;
 use ckrv_api::store::{Account, Database, Store};
 use ckrv_wit::types::SubscriptionTier;
 use clap::{Args, Parser, Subcommand};
 use zeroize::Zeroizing;
 
-mod dispatcher_args;
+mod cli;
 
 #[derive(Parser)]
 #[command(name = "ckrv-api", version, about = "The Chakravarti control plane")]
@@ -104,7 +104,7 @@ struct ServeArgs {
     )]
     artifacts_endpoint: Option<String>,
     #[command(flatten)]
-    dispatcher: dispatcher_args::DispatcherArgs,
+    dispatcher: cli::dispatcher::DispatcherArgs,
     /// Base URL people use to reach this API (for the activation link).
     #[arg(long, env = "CKRV_API_PUBLIC_URL")]
     public_url: Option<String>,
@@ -259,9 +259,10 @@ struct DataDir {
 impl DataDir {
     /// The key file in use.
     fn key_file(&self) -> PathBuf {
-        self.secrets_key_file
-            .clone()
-            .unwrap_or_else(|| self.data_dir.join(ckrv_api::secrets::DEFAULT_KEY_FILE))
+        self.secrets_key_file.clone().unwrap_or_else(|| {
+            self.data_dir
+                .join(ckrv_api::credentials::secrets::DEFAULT_KEY_FILE)
+        })
     }
 }
 
@@ -465,7 +466,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         agent_tmp_mb,
         sso,
     } = args;
-    let workers = ckrv_api::worker_setup::WorkerSetup::load(
+    let workers = ckrv_api::jobs::worker_setup::WorkerSetup::load(
         pipeline.as_deref(),
         agents.as_deref(),
         agent_secrets.as_deref(),
@@ -476,7 +477,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             "agent enabled without any of its secrets: its jobs will be refused (--agent-secrets)"
         );
     }
-    let defaults = ckrv_api::engine::EngineSettings::default();
+    let defaults = ckrv_api::jobs::engine::EngineSettings::default();
     let max_running = max_running.unwrap_or(defaults.admission.max_running);
     let admission = ckrv_api::store::Admission {
         max_running,
@@ -484,7 +485,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     };
     let sso = sso.config()?;
     let artifacts = artifacts
-        .map(|value| ckrv_api::artifacts::ArtifactLocation::parse(&value, artifacts_endpoint))
+        .map(|value| ckrv_api::jobs::artifacts::ArtifactLocation::parse(&value, artifacts_endpoint))
         .transpose()?;
     if insecure_no_sandbox {
         tracing::warn!("--insecure-no-sandbox: agents run with the worker's rights");
@@ -506,11 +507,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         agent_bin,
         agent_tmp_mb,
         work_dir,
-        follow_recheck: ckrv_api::events::DEFAULT_RECHECK,
+        follow_recheck: ckrv_api::jobs::events::DEFAULT_RECHECK,
         retention,
-        log_archive: ckrv_api::log_archive::ArchiveSettings::default(),
+        log_archive: ckrv_api::jobs::log_archive::ArchiveSettings::default(),
         sso,
-        engine: ckrv_api::engine::EngineSettings {
+        engine: ckrv_api::jobs::engine::EngineSettings {
             lease: worker_lease,
             job_timeout,
             admission,

@@ -2,9 +2,9 @@
 
 use std::sync::Arc;
 
-use crate::artifacts::ArtifactStore;
-use crate::engine::JobEngine;
-use crate::events::JobEvents;
+use crate::jobs::artifacts::ArtifactStore;
+use crate::jobs::engine::JobEngine;
+use crate::jobs::events::JobEvents;
 use crate::store::Store;
 
 #[derive(Clone)]
@@ -15,9 +15,9 @@ pub struct AppState {
     pub engine: JobEngine,
     pub events: JobEvents,
     /// Keys that seal git credentials at rest.
-    pub secrets: Arc<crate::secrets::KeyRing>,
+    pub secrets: Arc<crate::credentials::secrets::KeyRing>,
     /// Rate limits on device authorizations, user codes and sign-ins.
-    pub limits: Arc<crate::limits::Limits>,
+    pub limits: Arc<crate::identity::limits::Limits>,
     /// Signs the web pages' cookies; derived from the secrets key.
     pub cookie_key: axum_extra::extract::cookie::Key,
     /// Base URL for links shown to people, without a trailing slash.
@@ -28,7 +28,7 @@ pub struct AppState {
     pub allow_local_repos: bool,
     /// The team's OpenID provider, when single sign-on is set up.
     pub sso: Option<Arc<crate::identity::sso::Sso>>,
-    pub metrics: Arc<crate::metrics::Metrics>,
+    pub metrics: Arc<crate::ops::metrics::Metrics>,
     /// The pipeline, agents and agent secrets handed to workers.
-    pub workers: Arc<crate::worker_setup::WorkerSetup>,
+    pub workers: Arc<crate::jobs::worker_setup::WorkerSetup>,
 }

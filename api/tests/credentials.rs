@@ -269,7 +269,7 @@ async fn keys_rotate_re_encrypts_every_credential_and_a_running_server_follows()
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("is the active key"));
     let key_file = api.data_dir().join("secrets.key");
-    let unused = ckrv_api::secrets::SecretKeys::add_key(&key_file).unwrap();
+    let unused = ckrv_api::credentials::secrets::SecretKeys::add_key(&key_file).unwrap();
     let out = keys_command(&api, &["retire", &old]);
     assert!(
         String::from_utf8_lossy(&out.stderr).contains(&format!(

@@ -7,7 +7,7 @@ mod support;
 
 use std::time::Duration;
 
-use ckrv_api::admin;
+use ckrv_api::identity::admin;
 use ckrv_test_support::form_value;
 use reqwest::{Method, StatusCode};
 use serde_json::json;
@@ -559,7 +559,7 @@ async fn setup_links_create_the_first_admin_and_let_invited_people_choose_a_pass
     // An invited person gets a link of their own; it sets their password, once.
     let (account, link) = admin::add_user(
         &store,
-        ckrv_api::identity::NewUser {
+        ckrv_api::identity::accounts::NewUser {
             email: "new@example.com".into(),
             name: None,
             tier: ckrv_wit::types::SubscriptionTier::Pro,

@@ -9,7 +9,7 @@ mod support;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ckrv_api::log_archive::ArchiveSettings;
+use ckrv_api::jobs::log_archive::ArchiveSettings;
 use reqwest::StatusCode;
 use serde_json::json;
 use support::{RecordingDispatcher, TestApi, access, each};

@@ -22,7 +22,7 @@ async fn claims_need_a_worker_credential_and_follow_the_queue_and_its_limits() {
         .await;
     let user = api.login("dev@example.com").await;
     let user = access(&user);
-    let credential = ckrv_api::admin::add_worker(&api.store().await, "builder-1")
+    let credential = ckrv_api::identity::admin::add_worker(&api.store().await, "builder-1")
         .await
         .unwrap();
 
@@ -96,7 +96,7 @@ async fn claims_need_a_worker_credential_and_follow_the_queue_and_its_limits() {
     assert_eq!(claim["job_id"], second["id"]);
 
     // Revoked: refused at once.
-    ckrv_api::admin::remove_worker(&api.store().await, "builder-1")
+    ckrv_api::identity::admin::remove_worker(&api.store().await, "builder-1")
         .await
         .unwrap();
     let (status, error) = api
@@ -123,12 +123,15 @@ async fn the_name_the_servers_own_jobs_run_under_is_no_external_workers() {
     let path = format!("/v1/jobs/{}", job["id"].as_str().unwrap());
     let (_, before) = api.get(&path, access(&user)).await;
 
-    let refused = ckrv_api::admin::add_worker(&store, ckrv_api::engine::SERVER_WORKER)
-        .await
-        .unwrap_err();
+    let refused =
+        ckrv_api::identity::admin::add_worker(&store, ckrv_api::jobs::engine::SERVER_WORKER)
+            .await
+            .unwrap_err();
     assert!(refused.to_string().contains("reserved"), "{refused}");
     // So removing a worker of that name revokes nothing of the server's jobs.
-    let removed = ckrv_api::admin::remove_worker(&store, ckrv_api::engine::SERVER_WORKER).await;
+    let removed =
+        ckrv_api::identity::admin::remove_worker(&store, ckrv_api::jobs::engine::SERVER_WORKER)
+            .await;
     assert!(removed.is_err(), "no such worker: {removed:?}");
     let (status, after) = api.get(&path, access(&user)).await;
     assert_eq!(status, StatusCode::OK);
@@ -161,7 +164,7 @@ async fn a_worker_gets_the_operators_pipeline_its_components_by_digest_and_only_
     )
     .unwrap();
     std::fs::set_permissions(&secrets, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let setup = ckrv_api::worker_setup::WorkerSetup::load(
+    let setup = ckrv_api::jobs::worker_setup::WorkerSetup::load(
         Some(&etc.join("pipeline.toml")),
         None,
         Some(&secrets),

@@ -110,7 +110,7 @@ async fn ci_logs_in_with_a_personal_access_token_from_stdin() {
     let env = Env::start().await;
     env.add_user("ci@example.com").await;
     let store = env.store().await;
-    let (id, token) = ckrv_api::admin::issue_token(&store, "ci@example.com", "ci", None)
+    let (id, token) = ckrv_api::identity::admin::issue_token(&store, "ci@example.com", "ci", None)
         .await
         .unwrap();
 
@@ -152,7 +152,7 @@ async fn ci_logs_in_with_a_personal_access_token_from_stdin() {
     assert!(whoami.contains("ci@example.com"), "{whoami}");
 
     // Revoked, it stops working, and the CLI says how to get in again.
-    ckrv_api::admin::revoke_token(&store, "ci@example.com", &id)
+    ckrv_api::identity::admin::revoke_token(&store, "ci@example.com", &id)
         .await
         .unwrap();
     let err = env.fails(env.home.path(), &["cloud", "whoami"]).await;
@@ -517,7 +517,7 @@ async fn a_dispatch_whose_answer_was_lost_is_retried_into_the_same_job() {
     let work = worktree(env.home.path());
     env.add_user("dev@example.com").await;
     let store = env.store().await;
-    let (_, token) = ckrv_api::admin::issue_token(&store, "dev@example.com", "ci", None)
+    let (_, token) = ckrv_api::identity::admin::issue_token(&store, "dev@example.com", "ci", None)
         .await
         .unwrap();
     // The CLI reaches the API through the proxy.
@@ -810,7 +810,7 @@ async fn logout_forgets_a_personal_access_token_here_and_revokes_it_only_when_as
     let home = env.home.path();
     env.add_user("ci@example.com").await;
     let store = env.store().await;
-    let (_, token) = ckrv_api::admin::issue_token(&store, "ci@example.com", "ci", None)
+    let (_, token) = ckrv_api::identity::admin::issue_token(&store, "ci@example.com", "ci", None)
         .await
         .unwrap();
     let login = ["cloud", "login", "--with-token"];

@@ -36,9 +36,10 @@ async fn the_session_lives_in_the_keyring_where_there_is_one_and_in_the_file_whe
     // A token for each login: logging out revokes the session's token.
     let mut tokens = Vec::new();
     for name in ["keyring", "insecure", "fallback"] {
-        let (_, token) = ckrv_api::admin::issue_token(&store, "dev@example.com", name, None)
-            .await
-            .unwrap();
+        let (_, token) =
+            ckrv_api::identity::admin::issue_token(&store, "dev@example.com", name, None)
+                .await
+                .unwrap();
         tokens.push(token);
     }
     let token = tokens[0].clone();
@@ -120,9 +121,10 @@ async fn a_keyring_that_never_answers_does_not_hang_the_cli() {
     });
     let env = Env::start().await;
     env.add_user("dev@example.com").await;
-    let (_, token) = ckrv_api::admin::issue_token(&env.store().await, "dev@example.com", "t", None)
-        .await
-        .unwrap();
+    let (_, token) =
+        ckrv_api::identity::admin::issue_token(&env.store().await, "dev@example.com", "t", None)
+            .await
+            .unwrap();
     *env.bus.lock().unwrap() = format!("unix:path={}", socket.display());
     let out = env
         .run_with_stdin(env.home.path(), &["cloud", "login", "--with-token"], &token)

@@ -1,6 +1,7 @@
 //! The worker endpoints of the API (docs/protocol.md, "Worker").
 
 use crate::outbox::{Delivery, Report, ReportSink};
+use ckrv_wit::protocol::paths;
 use ckrv_wit::types::{JobCompletion, WorkerClaim, WorkerJob};
 use reqwest::{Client, Method, Url};
 use serde::Serialize;
@@ -98,14 +99,15 @@ impl ApiClient {
         &self.job_id
     }
 
-    fn url(&self, tail: &str) -> String {
-        format!("{}/v1/worker/jobs/{}{tail}", self.base_url(), self.job_id)
+    /// The URL of one of this job's worker routes (`paths::WORKER_…`).
+    fn url(&self, template: &str) -> String {
+        format!("{}{}", self.base_url(), paths::fill(template, &self.job_id))
     }
 
     /// Reads the job and its spec (the job is already running: the API claimed it for this
     /// worker when it issued the token).
     pub async fn fetch_job(&self) -> Result<WorkerJob, ApiClientError> {
-        let url = self.url("");
+        let url = self.url(paths::WORKER_JOB);
         let response = self.send(Method::GET, &url, None::<&()>).await?;
         response
             .json()
@@ -116,7 +118,7 @@ impl ApiClient {
     /// The bytes of the pipeline's component with SHA-256 `digest`, checked against it.
     pub async fn fetch_component(&self, digest: &str) -> Result<Vec<u8>, ApiClientError> {
         use sha2::Digest as _;
-        let url = self.url(&format!("/components/{digest}"));
+        let url = paths::fill(&self.url(paths::WORKER_COMPONENT), digest);
         let response = self.send(Method::GET, &url, None::<&()>).await?;
         let bytes = response
             .bytes()
@@ -138,7 +140,7 @@ impl ApiClient {
     /// As an external worker (this client made with its credential and no job): claims the
     /// next job the API admits, or `None` when nothing waits.
     pub async fn claim(&self) -> Result<Option<WorkerClaim>, ApiClientError> {
-        let url = format!("{}/v1/worker/claim", self.base_url());
+        let url = format!("{}{}", self.base_url(), paths::WORKER_CLAIM);
         let response = self.send(Method::POST, &url, None::<&()>).await?;
         if response.status() == reqwest::StatusCode::NO_CONTENT {
             return Ok(None);
@@ -152,28 +154,39 @@ impl ApiClient {
 
     /// Renews the lease on the job.
     pub async fn heartbeat(&self) -> Result<(), ApiClientError> {
-        self.send(Method::POST, &self.url("/heartbeat"), None::<&()>)
-            .await
-            .map(drop)
+        self.send(
+            Method::POST,
+            &self.url(paths::WORKER_HEARTBEAT),
+            None::<&()>,
+        )
+        .await
+        .map(drop)
     }
 
     pub async fn complete(&self, completion: &JobCompletion) -> Result<(), ApiClientError> {
-        self.send(Method::POST, &self.url("/complete"), Some(completion))
-            .await
-            .map(drop)
+        self.send(
+            Method::POST,
+            &self.url(paths::WORKER_COMPLETE),
+            Some(completion),
+        )
+        .await
+        .map(drop)
     }
 
     /// One attempt at a report: the outbox keeps it on disk and retries while the API is away.
     pub async fn report_once(&self, report: &Report) -> Result<(), ApiClientError> {
         let post = Method::POST;
         match report {
-            Report::Logs(batch) => self.send_once(post, &self.url("/logs"), Some(batch)).await,
+            Report::Logs(batch) => {
+                self.send_once(post, &self.url(paths::WORKER_LOGS), Some(batch))
+                    .await
+            }
             Report::Phase(update) => {
-                self.send_once(post, &self.url("/phase"), Some(update))
+                self.send_once(post, &self.url(paths::WORKER_PHASE), Some(update))
                     .await
             }
             Report::Complete(completion) => {
-                self.send_once(post, &self.url("/complete"), Some(completion))
+                self.send_once(post, &self.url(paths::WORKER_COMPLETE), Some(completion))
                     .await
             }
         }

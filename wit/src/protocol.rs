@@ -32,8 +32,25 @@ pub mod paths {
     pub const JOB_LOGS: &str = "/v1/jobs/{id}/logs";
     pub const JOB_DIFF: &str = "/v1/jobs/{id}/artifacts/diff";
 
-    /// `template` with its one `{…}` parameter replaced by `value`. The caller checks that
-    /// `value` is a single path segment.
+    // A job's worker: with the job's worker token (an external worker's credential to claim).
+    pub const WORKER_CLAIM: &str = "/v1/worker/claim";
+    pub const WORKER_JOB: &str = "/v1/worker/jobs/{id}";
+    pub const WORKER_COMPONENT: &str = "/v1/worker/jobs/{id}/components/{digest}";
+    pub const WORKER_HEARTBEAT: &str = "/v1/worker/jobs/{id}/heartbeat";
+    pub const WORKER_PHASE: &str = "/v1/worker/jobs/{id}/phase";
+    pub const WORKER_LOGS: &str = "/v1/worker/jobs/{id}/logs";
+    pub const WORKER_DIFF: &str = "/v1/worker/jobs/{id}/artifacts/diff";
+    pub const WORKER_RESULT: &str = "/v1/worker/jobs/{id}/result";
+    pub const WORKER_COMPLETE: &str = "/v1/worker/jobs/{id}/complete";
+
+    // Operations: no credential.
+    pub const HEALTH: &str = "/healthz";
+    pub const READY: &str = "/readyz";
+    pub const METRICS: &str = "/metrics";
+    pub const OPENAPI: &str = "/v1/openapi.json";
+
+    /// `template` with its first `{…}` parameter replaced by `value` (fill again for the next
+    /// one). The caller checks that `value` is a single path segment.
     pub fn fill(template: &str, value: &str) -> String {
         match (template.find('{'), template.find('}')) {
             (Some(open), Some(close)) if open < close => {
@@ -50,6 +67,10 @@ pub mod paths {
             assert_eq!(super::fill(super::JOB_LOGS, "3f8a"), "/v1/jobs/3f8a/logs");
             assert_eq!(super::fill(super::CREDENTIAL, "gh"), "/v1/credentials/gh");
             assert_eq!(super::fill(super::JOBS, "x"), "/v1/jobs");
+            assert_eq!(
+                super::fill(&super::fill(super::WORKER_COMPONENT, "j1"), "ab12"),
+                "/v1/worker/jobs/j1/components/ab12"
+            );
         }
     }
 }

@@ -4,7 +4,7 @@ use ckrv_wit::types::{CredentialSummary, CredentialType, GitProvider};
 use sqlx::Row;
 
 use super::{Store, StoreError, parse_enum};
-use crate::secrets::Sealed;
+use crate::credentials::secrets::Sealed;
 
 /// A credential about to be stored.
 #[derive(Debug)]

@@ -5,9 +5,9 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use crate::TestDatabase;
-use ckrv_api::admin;
 use ckrv_api::dispatch::{DispatchError, Dispatcher, WorkerStart};
-use ckrv_api::identity::NewUser;
+use ckrv_api::identity::accounts::NewUser;
+use ckrv_api::identity::admin;
 use ckrv_api::store::{Database, Store};
 use ckrv_api::{Config, DispatcherConfig, Server};
 use ckrv_wit::types::SubscriptionTier;

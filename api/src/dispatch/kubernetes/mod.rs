@@ -24,8 +24,8 @@ use tokio::sync::mpsc;
 use self::manifests::{JOB_LABEL, JobPod, NetworkStage};
 pub use self::settings::{KubernetesSettings, Resources, SettingsError};
 use super::{DispatchError, Dispatcher, WorkerExit, WorkerStart};
+use crate::jobs::worker_setup::WorkerSetup;
 use crate::store::{JobRow, Store};
-use crate::worker_setup::WorkerSetup;
 
 /// Starts each job's worker as a Kubernetes Job.
 pub struct KubernetesDispatcher {

@@ -5,6 +5,7 @@ ckrv_wit::guest_bindings!("../../../wit", "ckrv:cloud/worker-step", generate_all
 
 use ckrv::cloud::log;
 use ckrv_wit::guest::http;
+use ckrv_wit::protocol::paths;
 use ckrv_wit::types::LogLevel;
 use exports::ckrv::cloud::step::{Guest, StepContext, StepOutput};
 
@@ -21,24 +22,20 @@ impl Guest for Upload {
         };
         let diff = input("diff")?;
         let summary = input("summary")?;
-        let base = format!(
-            "{}/v1/worker/jobs/{}",
-            ctx.api_url.trim_end_matches('/'),
-            ctx.job_id
-        );
+        let api = ctx.api_url.trim_end_matches('/');
         log::write(
             LogLevel::Info,
             &format!("uploading diff ({} bytes)", diff.len()),
         );
         call(
             "PUT",
-            &format!("{base}/artifacts/diff"),
+            &format!("{api}{}", paths::fill(paths::WORKER_DIFF, &ctx.job_id)),
             &[("Content-Type", "text/x-diff")],
             diff.as_bytes(),
         )?;
         call(
             "POST",
-            &format!("{base}/result"),
+            &format!("{api}{}", paths::fill(paths::WORKER_RESULT, &ctx.job_id)),
             &[("Content-Type", "application/json")],
             summary.as_bytes(),
         )?;

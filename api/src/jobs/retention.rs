@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-use crate::artifacts::ArtifactStore;
 use crate::clock;
+use crate::jobs::artifacts::ArtifactStore;
 use crate::store::Store;
 
 /// Jobs expired per statement, so one pass never holds the database long.

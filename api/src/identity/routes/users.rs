@@ -3,14 +3,15 @@
 use axum::extract::State;
 use ckrv_wit::types::{ErrorKind, User};
 
-use crate::auth::Session;
+use crate::clock;
 use crate::error::{ApiJson, AppError};
+use crate::identity::auth::Session;
+use crate::jobs::quota;
 use crate::state::AppState;
 use crate::store::Account;
-use crate::{clock, quota};
 
 /// The session's account; a session can outlive nothing but its account's deletion.
-pub(super) async fn account_of(state: &AppState, session: &Session) -> Result<Account, AppError> {
+pub(crate) async fn account_of(state: &AppState, session: &Session) -> Result<Account, AppError> {
     state
         .store
         .account(&session.account_id)

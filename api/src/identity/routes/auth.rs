@@ -12,9 +12,9 @@ use ckrv_wit::types::{
     TokenResponse,
 };
 
-use crate::auth::{self, Session, duration_ms};
 use crate::clock;
 use crate::error::{ApiJson, AppError, invalid};
+use crate::identity::auth::{self, Session, duration_ms};
 use crate::state::AppState;
 use crate::store::{DevicePoll, NewDeviceCode, RefreshUse};
 

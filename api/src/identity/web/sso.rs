@@ -17,10 +17,10 @@ use serde::Deserialize;
 use super::session::{self, Binding};
 use super::signin::safe_next;
 use super::{escape, render};
-use crate::auth::{duration_ms, hash_secret};
 use crate::clock;
 use crate::error::AppError;
-use crate::identity::{self, NewUser};
+use crate::identity::accounts::{self, NewUser};
+use crate::identity::auth::{duration_ms, hash_secret};
 use crate::state::AppState;
 use crate::store::SsoLogin;
 
@@ -146,7 +146,7 @@ pub async fn callback(
             return Ok(refused(StatusCode::UNAUTHORIZED, &e.to_string()));
         }
     };
-    let email = match identity::normalize_email(&email) {
+    let email = match accounts::normalize_email(&email) {
         Ok(email) => email,
         Err(e) => return Ok(refused(StatusCode::UNAUTHORIZED, &e.to_string())),
     };
@@ -166,7 +166,7 @@ pub async fn callback(
                 admin: false,
                 password: None,
             };
-            let account = identity::add_user(&state.store, user)
+            let account = accounts::add_user(&state.store, user)
                 .await
                 .map_err(|e| AppError::new(ckrv_wit::types::ErrorKind::Internal, e.to_string()))?;
             tracing::info!(account = %account.id, "account created through single sign-on");

@@ -11,10 +11,11 @@ use serde::Deserialize;
 use zeroize::Zeroizing;
 
 use super::{escape, render, session};
-use crate::auth::hash_secret;
 use crate::clock;
 use crate::error::AppError;
-use crate::identity::{self, IdentityError, NewUser, password};
+use crate::identity::accounts::{self, IdentityError, NewUser};
+use crate::identity::auth::hash_secret;
+use crate::identity::password;
 use crate::state::AppState;
 use crate::store::Account;
 
@@ -78,7 +79,7 @@ pub async fn submit(
         return Ok(retry(&format!("{e}.")));
     }
     let email = match (&holder, form.email.as_deref()) {
-        (None, Some(email)) => match identity::normalize_email(email) {
+        (None, Some(email)) => match accounts::normalize_email(email) {
             Ok(email) => Some(email),
             Err(e) => return Ok(retry(&format!("{e}."))),
         },
@@ -110,7 +111,7 @@ pub async fn submit(
                 admin: true,
                 password: Some(form.password),
             };
-            match identity::add_user(&state.store, new).await {
+            match accounts::add_user(&state.store, new).await {
                 Ok(account) => account,
                 Err(IdentityError::Exists(email)) => {
                     return Ok(render(

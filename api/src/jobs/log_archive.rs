@@ -13,8 +13,8 @@ use futures::StreamExt;
 use sha2::{Digest as _, Sha256};
 use tokio::io::AsyncWriteExt;
 
-use crate::artifacts::{ArtifactError, ArtifactStore};
 use crate::clock;
+use crate::jobs::artifacts::{ArtifactError, ArtifactStore};
 use crate::store::{Store, StoreError};
 
 /// Jobs handled per query, so one pass never holds the database long.

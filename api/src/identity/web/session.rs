@@ -8,9 +8,9 @@ use std::time::Duration;
 use axum::extract::FromRef;
 use axum_extra::extract::cookie::{Cookie, Key, SameSite, SignedCookieJar};
 
-use crate::auth::{duration_ms, hash_secret, new_secret};
 use crate::clock;
 use crate::error::AppError;
+use crate::identity::auth::{duration_ms, hash_secret, new_secret};
 use crate::state::AppState;
 use crate::store::Account;
 

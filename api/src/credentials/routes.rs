@@ -3,13 +3,16 @@
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
+use axum::routing::on;
+use ckrv_wit::protocol::paths;
 use ckrv_wit::types::{
     CredentialCreate, CredentialList, CredentialSummary, CredentialType, ErrorKind,
 };
 
-use crate::auth::Session;
 use crate::clock;
 use crate::error::{ApiJson, AppError, invalid};
+use crate::identity::auth::Session;
+use crate::route::{Auth, Content, Method, Route, answering, op, with_body};
 use crate::state::AppState;
 use crate::store::NewCredential;
 
@@ -37,7 +40,7 @@ pub async fn add(
     let sealed = state
         .secrets
         .seal(
-            &crate::secrets::credential_binding(&session.account_id, &request.name),
+            &crate::credentials::secrets::credential_binding(&session.account_id, &request.name),
             value.as_bytes(),
         )
         .map_err(|e| {
@@ -169,6 +172,49 @@ fn checked_value(kind: CredentialType, value: &str) -> Result<&str, AppError> {
         }
     }
 }
+
+/// Add, list and remove the caller's git credentials.
+pub const ROUTES: &[Route<AppState>] = &[
+    Route::new(
+        answering(
+            with_body(
+                op(
+                    Method::Post,
+                    paths::CREDENTIALS,
+                    "addCredential",
+                    "Store a git credential (encrypted)",
+                    Auth::User,
+                ),
+                Content::Json("CredentialCreate"),
+            ),
+            &[(201, Content::Json("CredentialSummary"))],
+        ),
+        |method| on(method, add),
+    ),
+    Route::new(
+        answering(
+            op(
+                Method::Get,
+                paths::CREDENTIALS,
+                "listCredentials",
+                "The account's git credentials, never their values",
+                Auth::User,
+            ),
+            &[(200, Content::Json("CredentialList"))],
+        ),
+        |method| on(method, list),
+    ),
+    Route::new(
+        op(
+            Method::Delete,
+            paths::CREDENTIAL,
+            "removeCredential",
+            "Remove a git credential",
+            Auth::User,
+        ),
+        |method| on(method, remove),
+    ),
+];
 
 #[cfg(test)]
 mod tests {

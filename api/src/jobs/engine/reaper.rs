@@ -6,8 +6,8 @@
 use std::time::Duration;
 
 use super::JobEngine;
-use crate::auth::duration_ms;
 use crate::clock;
+use crate::identity::auth::duration_ms;
 use crate::store::StoreError;
 
 /// At most this many lost early workers per job before it fails instead of waiting again.

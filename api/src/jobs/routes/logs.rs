@@ -14,9 +14,9 @@ use serde::Deserialize;
 use tokio::sync::broadcast;
 
 use super::jobs::resolve;
-use crate::auth::Session;
 use crate::error::{ApiJson, ApiQuery, AppError, invalid};
-use crate::log_archive;
+use crate::identity::auth::Session;
+use crate::jobs::log_archive;
 use crate::state::AppState;
 use crate::store::JobRow;
 

@@ -14,9 +14,9 @@ use zeroize::Zeroizing;
 
 use super::session::{self, Binding, WebUser};
 use super::{escape, render, too_many};
-use crate::auth::new_secret;
 use crate::error::AppError;
-use crate::identity;
+use crate::identity::accounts;
+use crate::identity::auth::new_secret;
 use crate::state::AppState;
 
 /// The nonce the sign-in form must echo, so another site cannot sign a browser in to an
@@ -109,7 +109,7 @@ pub async fn submit(
         tracing::warn!(from = %peer.ip(), "sign-in attempts rate-limited");
         return Ok(too_many(wait));
     }
-    let Some(account) = identity::check_sign_in(&state.store, &form.email, form.password).await?
+    let Some(account) = accounts::check_sign_in(&state.store, &form.email, form.password).await?
     else {
         tracing::info!("a sign-in failed");
         let problem = (

@@ -6,8 +6,8 @@ use axum::response::IntoResponse;
 use ckrv_wit::types::{ErrorKind, JobState};
 
 use super::jobs::resolve;
-use crate::auth::Session;
 use crate::error::AppError;
+use crate::identity::auth::Session;
 use crate::state::AppState;
 
 pub async fn diff(

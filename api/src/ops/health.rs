@@ -8,18 +8,16 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use axum::routing::on;
+use ckrv_wit::protocol::paths;
 use serde_json::json;
 use tracing::Instrument as _;
 
+use crate::route::{Auth, Content, Method, Route, answering, op};
 use crate::state::AppState;
 
 /// The header a request id travels in, both ways.
 pub const REQUEST_ID: &str = "x-request-id";
-
-/// The OpenAPI document of this API (see `crate::openapi`).
-pub async fn openapi() -> axum::Json<&'static serde_json::Value> {
-    axum::Json(crate::openapi::document())
-}
 
 pub async fn healthz() -> &'static str {
     "ok\n"
@@ -103,3 +101,56 @@ pub async fn request_context(
     }
     response
 }
+
+const READY: &str = r#"{"type": "object", "required": ["ready", "database", "artifacts", "stopping"],
+  "properties": {"ready": {"type": "boolean"}, "database": {"enum": ["ok", "unavailable"]},
+  "artifacts": {"enum": ["ok", "unavailable"]}, "stopping": {"type": "boolean"}}}"#;
+
+/// Liveness, readiness and metrics.
+pub const ROUTES: &[Route<AppState>] = &[
+    Route::new(
+        answering(
+            op(
+                Method::Get,
+                paths::HEALTH,
+                "health",
+                "Whether the process lives",
+                Auth::None,
+            ),
+            &[(200, Content::Text("text/plain"))],
+        ),
+        |method| on(method, healthz),
+    ),
+    Route::new(
+        answering(
+            op(
+                Method::Get,
+                paths::READY,
+                "readiness",
+                "Whether the database and the artifact store answer",
+                Auth::None,
+            ),
+            &[
+                (200, Content::JsonSchema(READY)),
+                (503, Content::JsonSchema(READY)),
+            ],
+        ),
+        |method| on(method, readyz),
+    ),
+    Route::new(
+        answering(
+            op(
+                Method::Get,
+                paths::METRICS,
+                "metrics",
+                "Prometheus metrics",
+                Auth::None,
+            ),
+            &[
+                (200, Content::Text("application/openmetrics-text")),
+                (503, Content::Text("text/plain")),
+            ],
+        ),
+        |method| on(method, metrics),
+    ),
+];

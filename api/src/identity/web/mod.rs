@@ -20,7 +20,7 @@ use axum::routing::{get, post};
 
 pub use session::WebUser;
 
-use crate::limits::RetryAfter;
+use crate::identity::limits::RetryAfter;
 use crate::state::AppState;
 
 pub fn router() -> Router<AppState> {

@@ -14,8 +14,8 @@ use ckrv_wit::types::{
 
 use sha2::{Digest as _, Sha256};
 
-use crate::auth::{ExternalWorker, WorkerGrant, duration_ms};
 use crate::error::{ApiJson, AppError, invalid};
+use crate::identity::auth::{ExternalWorker, WorkerGrant, duration_ms};
 use crate::state::AppState;
 use crate::store::{JobRow, MAX_LOG_SEQUENCE, Pick, log_batch_fits};
 
@@ -139,7 +139,7 @@ async fn open_credential(
         .secrets
         .open(
             &stored.sealed,
-            &crate::secrets::credential_binding(&row.account_id, name),
+            &crate::credentials::secrets::credential_binding(&row.account_id, name),
         )
         .map_err(|e| {
             tracing::error!(job_id = %row.job.id, error = %e, "opening a credential");

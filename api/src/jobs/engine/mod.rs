@@ -14,10 +14,10 @@ use std::time::Duration;
 use ckrv_wit::types::{DiffStats, JobPhase, JobState};
 use tokio::sync::{Notify, mpsc};
 
-use crate::auth::{duration_ms, hash_secret, new_secret};
 use crate::clock;
 use crate::dispatch::{Dispatcher, WorkerExit, WorkerStart};
-use crate::events::JobEvents;
+use crate::identity::auth::{duration_ms, hash_secret, new_secret};
+use crate::jobs::events::JobEvents;
 use crate::store::{Admission, Claimed, NewClaim, Pick, Store, StoreError, Transition};
 
 /// The worker name of every job this server's own dispatcher starts (a local process or a

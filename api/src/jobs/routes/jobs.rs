@@ -7,11 +7,12 @@ use ckrv_wit::types::{ErrorKind, Job, JobCreate, JobListResponse, JobStatus};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use crate::auth::Session;
+use crate::clock;
 use crate::error::{ApiJson, ApiQuery, AppError, invalid};
+use crate::identity::auth::Session;
+use crate::jobs::quota;
 use crate::state::AppState;
 use crate::store::{JobLookup, JobRow, KeyUse, NewJob};
-use crate::{clock, quota};
 
 /// Specs are prose plus front matter; anything larger is a mistake.
 const MAX_SPEC_BYTES: usize = 1024 * 1024;
@@ -154,7 +155,7 @@ async fn make(
     base_branch: &str,
     key: Option<&str>,
 ) -> Result<Job, AppError> {
-    let account = super::users::account_of(state, session).await?;
+    let account = crate::identity::routes::users::account_of(state, session).await?;
     let now = clock::now();
     let (cycle_start, cycle_end) = quota::cycle(now);
     let limit = quota::monthly_limit(account.tier);

@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use ckrv_wit::types::SubscriptionTier;
 
-use crate::auth;
-use crate::identity::{self, IdentityError, NewUser};
-use crate::secrets::SecretKeys;
+use crate::credentials::secrets::SecretKeys;
+use crate::identity::accounts::{self, IdentityError, NewUser};
+use crate::identity::auth;
 use crate::store::{Account, PersonalToken, Store};
 
 #[derive(Debug, thiserror::Error)]
@@ -32,7 +32,7 @@ pub enum AdminError {
     #[error("no worker named {0}: see them with `ckrv-api workers list`")]
     NoSuchWorker(String),
     #[error(transparent)]
-    Secrets(#[from] crate::secrets::SecretsError),
+    Secrets(#[from] crate::credentials::secrets::SecretsError),
     #[error(
         "key {id} still seals {count} credential(s): run `ckrv-api keys rotate` (which re-encrypts them) first"
     )]
@@ -70,7 +70,7 @@ async fn reseal_all(store: &Store, key_file: &Path) -> Result<usize, AdminError>
     let keys = SecretKeys::load(key_file)?;
     let mut resealed = 0;
     for (account, name, old) in store.credentials_not_under(keys.active()).await? {
-        let binding = crate::secrets::credential_binding(&account, &name);
+        let binding = crate::credentials::secrets::credential_binding(&account, &name);
         let value = keys.open(&old, &binding)?;
         let new = keys.seal(&binding, &value)?;
         if store.reseal_credential(&account, &name, &old, &new).await? {
@@ -101,7 +101,7 @@ pub async fn key_usage(
 /// Removes key `id` from `key_file`, once no credential is sealed under it.
 pub async fn retire_key(store: &Store, key_file: &Path, id: &str) -> Result<(), AdminError> {
     if SecretKeys::load(key_file)?.active() == id {
-        return Err(crate::secrets::SecretsError::Active(id.to_string()).into());
+        return Err(crate::credentials::secrets::SecretsError::Active(id.to_string()).into());
     }
     let count = store
         .credentials_per_key()
@@ -140,9 +140,9 @@ pub async fn add_user(
         Some(_) => None,
         None => Some(self::public_url(store, public_url).await?),
     };
-    let account = identity::add_user(store, user).await?;
+    let account = accounts::add_user(store, user).await?;
     let link = match link_base {
-        Some(base) => Some(identity::setup_link(store, Some(&account.id), &base).await?),
+        Some(base) => Some(accounts::setup_link(store, Some(&account.id), &base).await?),
         None => None,
     };
     Ok((account, link))
@@ -154,9 +154,9 @@ pub async fn reset_password(
     email: &str,
     public_url: Option<&str>,
 ) -> Result<String, AdminError> {
-    let account = identity::find_account(store, email).await?;
+    let account = accounts::find_account(store, email).await?;
     let base = self::public_url(store, public_url).await?;
-    Ok(identity::setup_link(store, Some(&account.id), &base).await?)
+    Ok(accounts::setup_link(store, Some(&account.id), &base).await?)
 }
 
 pub async fn set_tier(
@@ -164,9 +164,9 @@ pub async fn set_tier(
     email: &str,
     tier: SubscriptionTier,
 ) -> Result<Account, AdminError> {
-    let account = identity::find_account(store, email).await?;
+    let account = accounts::find_account(store, email).await?;
     store.set_tier(&account.id, tier).await?;
-    Ok(identity::find_account(store, email).await?)
+    Ok(accounts::find_account(store, email).await?)
 }
 
 /// Disables (or enables again) an account; disabling revokes its tokens and ends its sessions
@@ -176,9 +176,9 @@ pub async fn set_disabled(
     email: &str,
     disabled: bool,
 ) -> Result<Account, AdminError> {
-    let account = identity::find_account(store, email).await?;
+    let account = accounts::find_account(store, email).await?;
     store.set_disabled(&account.id, disabled).await?;
-    Ok(identity::find_account(store, email).await?)
+    Ok(accounts::find_account(store, email).await?)
 }
 
 /// A personal access token for CI: its id and the secret, shown once.
@@ -188,17 +188,17 @@ pub async fn issue_token(
     name: &str,
     ttl: Option<Duration>,
 ) -> Result<(String, String), AdminError> {
-    let account = identity::find_account(store, email).await?;
+    let account = accounts::find_account(store, email).await?;
     Ok(auth::issue_personal_token(store, &account.id, name, ttl).await?)
 }
 
 pub async fn tokens(store: &Store, email: &str) -> Result<Vec<PersonalToken>, AdminError> {
-    let account = identity::find_account(store, email).await?;
+    let account = accounts::find_account(store, email).await?;
     Ok(store.personal_tokens(&account.id).await?)
 }
 
 pub async fn revoke_token(store: &Store, email: &str, id: &str) -> Result<(), AdminError> {
-    let account = identity::find_account(store, email).await?;
+    let account = accounts::find_account(store, email).await?;
     if store.revoke_personal_token(&account.id, id).await? {
         Ok(())
     } else {
@@ -219,7 +219,7 @@ pub async fn add_worker(store: &Store, name: &str) -> Result<String, AdminError>
     if !valid {
         return Err(AdminError::BadWorkerName(name.to_string()));
     }
-    if name == crate::engine::SERVER_WORKER {
+    if name == crate::jobs::engine::SERVER_WORKER {
         return Err(AdminError::ReservedWorkerName(name.to_string()));
     }
     let secret = auth::new_secret(auth::WORKER_CREDENTIAL_PREFIX);

@@ -1,0 +1,128 @@
+//! The HTTP surface: every domain's routes on one router (see docs/protocol.md), and the
+//! answers for paths and methods it does not have.
+
+use std::sync::OnceLock;
+
+use axum::Router;
+use axum::routing::on;
+use ckrv_wit::protocol::paths;
+use ckrv_wit::types::ErrorKind;
+use serde_json::Value;
+
+use crate::error::AppError;
+use crate::route::{Auth, Content, Method, Operation, Route, answering, op};
+use crate::state::AppState;
+use crate::{credentials, identity, jobs, ops};
+
+/// The OpenAPI document, served from the same rows it describes.
+const ROUTES: &[Route<AppState>] = &[Route::new(
+    answering(
+        op(
+            Method::Get,
+            paths::OPENAPI,
+            "openapi",
+            "This document",
+            Auth::None,
+        ),
+        &[(200, Content::JsonSchema(r#"{"type": "object"}"#))],
+    ),
+    |method| on(method, openapi),
+)];
+
+/// Every route of the API, by domain (the web pages under `/activate` and `/account` are not
+/// API: `identity::web` mounts them).
+pub fn routes() -> impl Iterator<Item = &'static Route<AppState>> {
+    identity::routes::ROUTES
+        .iter()
+        .chain(credentials::routes::ROUTES)
+        .chain(jobs::routes::ROUTES)
+        .chain(ops::health::ROUTES)
+        .chain(ROUTES)
+}
+
+/// What [`routes`] serve, as the OpenAPI document describes them.
+pub fn operations() -> impl Iterator<Item = &'static Operation> {
+    routes().map(|route| &route.operation)
+}
+
+/// The OpenAPI document of this API, built once.
+pub fn document() -> &'static Value {
+    static DOCUMENT: OnceLock<Value> = OnceLock::new();
+    DOCUMENT.get_or_init(|| ops::openapi::build(operations()))
+}
+
+async fn openapi() -> axum::Json<&'static Value> {
+    axum::Json(document())
+}
+
+pub fn router(state: AppState) -> Router {
+    routes()
+        .fold(Router::new(), |router, route| {
+            router.route(route.operation.path, route.handler())
+        })
+        .merge(identity::web::router())
+        .fallback(unknown_route)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            ops::health::request_context,
+        ))
+        .with_state(state)
+}
+
+/// axum adds the `Allow` header naming the methods the path has.
+async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> AppError {
+    AppError::new(
+        ErrorKind::MethodNotAllowed,
+        format!("{} does not take {method}", uri.path()),
+    )
+}
+
+async fn unknown_route(uri: axum::http::Uri) -> AppError {
+    AppError::new(
+        ErrorKind::NotFound,
+        format!("no such endpoint: {}", uri.path()),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn every_reference_resolves_and_every_inline_schema_parses() {
+        let document = document();
+        let schemas = document["components"]["schemas"].as_object().unwrap();
+        assert!(schemas.contains_key("Job") && schemas.contains_key("ApiError"));
+        let text = document.to_string();
+        for reference in text.split("\"$ref\":\"#/components/schemas/").skip(1) {
+            let name = reference.split('"').next().unwrap();
+            assert!(schemas.contains_key(name), "no schema {name}");
+        }
+        for operation in operations() {
+            for param in operation.query.iter().chain(operation.headers) {
+                serde_json::from_str::<Value>(param.schema)
+                    .unwrap_or_else(|e| panic!("{} {}: {e}", operation.id, param.name));
+            }
+            for (_, content) in operation.answers {
+                if let Content::JsonSchema(schema) = content {
+                    serde_json::from_str::<Value>(schema).unwrap();
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn operation_ids_are_unique_and_each_method_and_path_is_routed_once() {
+        let mut ids: Vec<&str> = operations().map(|o| o.id).collect();
+        ids.sort_unstable();
+        let count = ids.len();
+        ids.dedup();
+        assert_eq!(ids.len(), count);
+        let mut routes: Vec<_> = operations().map(|o| (o.method, o.path)).collect();
+        routes.sort_unstable();
+        routes.dedup();
+        assert_eq!(routes.len(), count);
+    }
+}
