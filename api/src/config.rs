@@ -48,7 +48,7 @@ pub struct Config {
     /// Worker leases and job deadlines.
     pub engine: EngineSettings,
     /// The pipeline, agents and agent secrets handed to workers.
-    pub workers: Arc<crate::jobs::worker_setup::WorkerSetup>,
+    pub workers: Arc<crate::dispatch::worker_setup::WorkerSetup>,
     /// The key file for secrets at rest; `secrets.key` in the data directory, made on first
     /// start, when `None`.
     pub secrets_key_file: Option<PathBuf>,

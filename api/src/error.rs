@@ -6,9 +6,18 @@ use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use ckrv_wit::types::{ApiError, ErrorKind};
 
-use crate::identity::limits::RetryAfter;
-
 /// An error returned by a handler: the body it answers with.
+/// What a refused request must wait, for a `Retry-After` header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryAfter(pub std::time::Duration);
+
+impl RetryAfter {
+    /// Whole seconds, at least one.
+    pub fn seconds(self) -> u64 {
+        self.0.as_secs() + u64::from(self.0.subsec_nanos() > 0)
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 #[error("{}: {}", .body.error, .body.description())]
 pub struct AppError {
@@ -161,38 +170,6 @@ impl From<crate::store::StoreError> for AppError {
     fn from(error: crate::store::StoreError) -> Self {
         tracing::error!(%error, "store failure");
         AppError::new(ErrorKind::Internal, "internal error; see the API's log")
-    }
-}
-
-impl From<crate::jobs::artifacts::ArtifactError> for AppError {
-    fn from(error: crate::jobs::artifacts::ArtifactError) -> Self {
-        tracing::error!(%error, "artifact store failure");
-        AppError::new(
-            ErrorKind::Unavailable,
-            "the artifact store did not answer; try again shortly",
-        )
-    }
-}
-
-impl From<crate::jobs::log_archive::ArchiveError> for AppError {
-    fn from(error: crate::jobs::log_archive::ArchiveError) -> Self {
-        match error {
-            crate::jobs::log_archive::ArchiveError::Artifacts(e) => e.into(),
-            crate::jobs::log_archive::ArchiveError::Store(e) => e.into(),
-            tampered @ crate::jobs::log_archive::ArchiveError::Tampered { .. } => {
-                tracing::error!(error = %tampered, "an archived log failed its integrity check");
-                AppError::new(
-                    ErrorKind::Internal,
-                    "this job's archived log was changed in storage after it was archived \
-                     (its SHA-256 no longer matches), so it is not served; the operator finds \
-                     the details in the API's log",
-                )
-            }
-            other => {
-                tracing::error!(error = %other, "archived log failure");
-                AppError::new(ErrorKind::Internal, "internal error; see the API's log")
-            }
-        }
     }
 }
 

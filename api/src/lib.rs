@@ -13,6 +13,7 @@ pub mod dispatch;
 pub mod error;
 pub mod identity;
 pub mod jobs;
+pub mod metrics;
 pub mod ops;
 pub mod private_file;
 pub mod route;
@@ -147,22 +148,40 @@ impl Server {
             config.engine,
             exits,
         );
+        let cookie_key = axum_extra::extract::cookie::Key::from(
+            secrets.derive("ckrv web session cookies").as_slice(),
+        );
+        let secrets = Arc::new(credentials::secrets::KeyRing::new(key_file, secrets));
+        let metrics = Arc::new(metrics::Metrics::default());
         let state = state::AppState {
-            store,
-            artifacts,
-            engine,
-            events,
-            cookie_key: axum_extra::extract::cookie::Key::from(
-                secrets.derive("ckrv web session cookies").as_slice(),
-            ),
-            secrets: Arc::new(credentials::secrets::KeyRing::new(key_file, secrets)),
-            limits: Arc::new(identity::limits::Limits::default()),
-            public_url,
-            billing_url: config.billing_url.clone(),
-            allow_local_repos: config.allow_local_repos,
-            sso,
-            metrics: Arc::default(),
-            workers: Arc::clone(&config.workers),
+            identity: identity::IdentityState {
+                store: store.clone(),
+                limits: Arc::new(identity::limits::Limits::default()),
+                cookie_key,
+                public_url,
+                sso,
+            },
+            jobs: jobs::JobsState {
+                store: store.clone(),
+                artifacts: artifacts.clone(),
+                engine,
+                events: events.clone(),
+                workers: Arc::clone(&config.workers),
+                secrets: Arc::clone(&secrets),
+                metrics: Arc::clone(&metrics),
+                allow_local_repos: config.allow_local_repos,
+                billing_url: config.billing_url.clone(),
+            },
+            credentials: credentials::CredentialsState {
+                store: store.clone(),
+                secrets,
+            },
+            ops: ops::OpsState {
+                store,
+                artifacts,
+                events,
+                metrics,
+            },
         };
         Ok(Self {
             listener,
@@ -186,11 +205,12 @@ impl Server {
 
     /// With no administrator yet, a one-time link at which the first one signs up.
     pub async fn first_admin_link(&self) -> anyhow::Result<Option<String>> {
-        if self.state.store.has_admin().await? {
+        let identity = &self.state.identity;
+        if identity.store.has_admin().await? {
             return Ok(None);
         }
         Ok(Some(
-            identity::accounts::setup_link(&self.state.store, None, &self.state.public_url).await?,
+            identity::accounts::setup_link(&identity.store, None, &identity.public_url).await?,
         ))
     }
 
@@ -205,33 +225,34 @@ impl Server {
         // Dropped with this future (a JoinSet aborts its tasks), so a server that is dropped
         // rather than shut down leaves no reaper behind to act on a database it no longer owns.
         let mut background = tokio::task::JoinSet::new();
+        let job_state = &self.state.jobs;
         background.spawn(purge_expired(
-            self.state.store.clone(),
-            self.state.limits.clone(),
+            job_state.store.clone(),
+            self.state.identity.limits.clone(),
         ));
-        background.spawn(jobs::engine::run_reaper(self.state.engine.clone()));
-        if let Some(dispatcher_work) = self.state.engine.dispatcher_background() {
+        background.spawn(jobs::engine::run_reaper(job_state.engine.clone()));
+        if let Some(dispatcher_work) = job_state.engine.dispatcher_background() {
             background.spawn(dispatcher_work);
         }
         background.spawn(jobs::log_archive::run(
-            self.state.store.clone(),
-            self.state.artifacts.clone(),
+            job_state.store.clone(),
+            job_state.artifacts.clone(),
             self.log_archive,
         ));
         background.spawn(jobs::retention::run(
-            self.state.store.clone(),
-            self.state.artifacts.clone(),
+            job_state.store.clone(),
+            job_state.artifacts.clone(),
             self.retention,
         ));
         if let Some((url, outbox)) = self.relay {
             background.spawn(jobs::events::postgres::relay(
                 url,
-                self.state.store.clone(),
-                self.state.events.clone(),
+                job_state.store.clone(),
+                job_state.events.clone(),
                 outbox,
             ));
         }
-        let events = self.state.events.clone();
+        let events = job_state.events.clone();
         let stopping = Arc::new(tokio::sync::Notify::new());
         let signal = {
             let stopping = Arc::clone(&stopping);

@@ -466,7 +466,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         agent_tmp_mb,
         sso,
     } = args;
-    let workers = ckrv_api::jobs::worker_setup::WorkerSetup::load(
+    let workers = ckrv_api::dispatch::worker_setup::WorkerSetup::load(
         pipeline.as_deref(),
         agents.as_deref(),
         agent_secrets.as_deref(),
@@ -551,7 +551,9 @@ async fn open(data: &DataDir) -> anyhow::Result<Store> {
 async fn keys(command: KeysCommand) -> anyhow::Result<()> {
     match command {
         KeysCommand::Rotate { data } => {
-            let rotation = admin::rotate_keys(&open(&data).await?, &data.key_file()).await?;
+            let rotation =
+                ckrv_api::credentials::keys::rotate_keys(&open(&data).await?, &data.key_file())
+                    .await?;
             println!(
                 "added key {} (now active); re-encrypted {} credential(s) under it",
                 rotation.new_key, rotation.resealed
@@ -566,14 +568,16 @@ async fn keys(command: KeysCommand) -> anyhow::Result<()> {
         }
         KeysCommand::List { data } => {
             for (id, active, count) in
-                admin::key_usage(&open(&data).await?, &data.key_file()).await?
+                ckrv_api::credentials::keys::key_usage(&open(&data).await?, &data.key_file())
+                    .await?
             {
                 let state = if active { "active" } else { "old" };
                 println!("{id}  {state:<6}  {count} credential(s)");
             }
         }
         KeysCommand::Retire { id, data } => {
-            admin::retire_key(&open(&data).await?, &data.key_file(), &id).await?;
+            ckrv_api::credentials::keys::retire_key(&open(&data).await?, &data.key_file(), &id)
+                .await?;
             println!("retired key {id}");
         }
     }

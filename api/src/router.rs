@@ -15,7 +15,7 @@ use crate::state::AppState;
 use crate::{credentials, identity, jobs, ops};
 
 /// The OpenAPI document, served from the same rows it describes.
-const ROUTES: &[Route<AppState>] = &[Route::new(
+const ROUTES: &[Route<()>] = &[Route::new(
     answering(
         op(
             Method::Get,
@@ -29,20 +29,20 @@ const ROUTES: &[Route<AppState>] = &[Route::new(
     |method| on(method, openapi),
 )];
 
-/// Every route of the API, by domain (the web pages under `/activate` and `/account` are not
-/// API: `identity::web` mounts them).
-pub fn routes() -> impl Iterator<Item = &'static Route<AppState>> {
+/// What every route of the API serves, by domain, as the OpenAPI document describes it (the web
+/// pages under `/activate` and `/account` are not API: `identity::web` mounts them).
+pub fn operations() -> impl Iterator<Item = &'static Operation> {
     identity::routes::ROUTES
         .iter()
-        .chain(credentials::routes::ROUTES)
-        .chain(jobs::routes::ROUTES)
-        .chain(ops::health::ROUTES)
-        .chain(ROUTES)
-}
-
-/// What [`routes`] serve, as the OpenAPI document describes them.
-pub fn operations() -> impl Iterator<Item = &'static Operation> {
-    routes().map(|route| &route.operation)
+        .map(|route| &route.operation)
+        .chain(
+            credentials::routes::ROUTES
+                .iter()
+                .map(|route| &route.operation),
+        )
+        .chain(jobs::routes::ROUTES.iter().map(|route| &route.operation))
+        .chain(ops::health::ROUTES.iter().map(|route| &route.operation))
+        .chain(ROUTES.iter().map(|route| &route.operation))
 }
 
 /// The OpenAPI document of this API, built once.
@@ -55,18 +55,30 @@ async fn openapi() -> axum::Json<&'static Value> {
     axum::Json(document())
 }
 
+/// Each domain's routes with that domain's state, the web pages, and what answers a path or
+/// method the API does not have; every request runs inside `ops::health::request_context`.
 pub fn router(state: AppState) -> Router {
-    routes()
-        .fold(Router::new(), |router, route| {
-            router.route(route.operation.path, route.handler())
-        })
-        .merge(identity::web::router())
+    mount(identity::routes::ROUTES, state.identity.clone())
+        .merge(identity::web::router().with_state(state.identity))
+        .merge(mount(credentials::routes::ROUTES, state.credentials))
+        .merge(mount(jobs::routes::ROUTES, state.jobs))
+        .merge(mount(ops::health::ROUTES, state.ops.clone()))
+        .merge(mount(ROUTES, ()))
         .fallback(unknown_route)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
+            state.ops,
             ops::health::request_context,
         ))
+}
+
+/// `routes` on a router of their own, with their `state`.
+fn mount<S: Clone + Send + Sync + 'static>(routes: &[Route<S>], state: S) -> Router {
+    routes
+        .iter()
+        .fold(Router::new(), |router, route| {
+            router.route(route.operation.path, route.handler())
+        })
         .with_state(state)
 }
 

@@ -44,11 +44,11 @@ fn settings() -> KubernetesSettings {
 }
 
 /// The operator's agent keys, in a private file as `--agent-secrets` takes them.
-fn agent_secrets(dir: &Path) -> Arc<ckrv_api::jobs::worker_setup::WorkerSetup> {
+fn agent_secrets(dir: &Path) -> Arc<ckrv_api::dispatch::worker_setup::WorkerSetup> {
     let file = dir.join("agent-secrets.env");
     std::fs::write(&file, format!("ANTHROPIC_API_KEY={ANTHROPIC_KEY}\n")).unwrap();
     std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
-    Arc::new(ckrv_api::jobs::worker_setup::WorkerSetup::load(None, None, Some(&file)).unwrap())
+    Arc::new(ckrv_api::dispatch::worker_setup::WorkerSetup::load(None, None, Some(&file)).unwrap())
 }
 
 /// An API whose jobs go to `cluster`, on `dir` and, when given, an earlier API's database.
@@ -974,7 +974,7 @@ async fn a_pipeline_whose_agent_reports_cloning_is_refused_with_a_mocked_cluster
     )
     .unwrap();
     let setup =
-        ckrv_api::jobs::worker_setup::WorkerSetup::load(Some(&pipeline), None, None).unwrap();
+        ckrv_api::dispatch::worker_setup::WorkerSetup::load(Some(&pipeline), None, None).unwrap();
     let (_cluster, client) = MockCluster::start(NAMESPACE);
     let database = ckrv_test_support::TestDatabase::new(dir.path()).await;
     let mut config = support::test_config(dir.path(), &database);

@@ -124,13 +124,13 @@ async fn the_name_the_servers_own_jobs_run_under_is_no_external_workers() {
     let (_, before) = api.get(&path, access(&user)).await;
 
     let refused =
-        ckrv_api::identity::admin::add_worker(&store, ckrv_api::jobs::engine::SERVER_WORKER)
+        ckrv_api::identity::admin::add_worker(&store, ckrv_api::identity::tokens::SERVER_WORKER)
             .await
             .unwrap_err();
     assert!(refused.to_string().contains("reserved"), "{refused}");
     // So removing a worker of that name revokes nothing of the server's jobs.
     let removed =
-        ckrv_api::identity::admin::remove_worker(&store, ckrv_api::jobs::engine::SERVER_WORKER)
+        ckrv_api::identity::admin::remove_worker(&store, ckrv_api::identity::tokens::SERVER_WORKER)
             .await;
     assert!(removed.is_err(), "no such worker: {removed:?}");
     let (status, after) = api.get(&path, access(&user)).await;
@@ -164,7 +164,7 @@ async fn a_worker_gets_the_operators_pipeline_its_components_by_digest_and_only_
     )
     .unwrap();
     std::fs::set_permissions(&secrets, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let setup = ckrv_api::jobs::worker_setup::WorkerSetup::load(
+    let setup = ckrv_api::dispatch::worker_setup::WorkerSetup::load(
         Some(&etc.join("pipeline.toml")),
         None,
         Some(&secrets),

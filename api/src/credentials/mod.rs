@@ -3,5 +3,20 @@
 //!
 //! May call `store` and `identity` (the signed-in account).
 
+pub mod keys;
 pub mod routes;
 pub mod secrets;
+
+use std::sync::Arc;
+
+use axum::extract::FromRef;
+
+use crate::store::Store;
+
+/// What the credential routes are handed.
+#[derive(Clone, FromRef)]
+pub struct CredentialsState {
+    pub store: Store,
+    /// Keys that seal git credentials at rest.
+    pub secrets: Arc<secrets::KeyRing>,
+}

@@ -10,10 +10,10 @@ use ckrv_wit::types::{
 };
 
 use crate::clock;
+use crate::credentials::CredentialsState;
 use crate::error::{ApiJson, AppError, invalid};
-use crate::identity::auth::Session;
+use crate::identity::extract::Session;
 use crate::route::{Auth, Content, Method, Route, answering, op, with_body};
-use crate::state::AppState;
 use crate::store::NewCredential;
 
 const MAX_NAME: usize = 50;
@@ -21,7 +21,7 @@ const MAX_NAME: usize = 50;
 const MAX_VALUE_BYTES: usize = 16 * 1024;
 
 pub async fn add(
-    State(state): State<AppState>,
+    State(state): State<CredentialsState>,
     session: Session,
     ApiJson(request): ApiJson<CredentialCreate>,
 ) -> Result<(StatusCode, ApiJson<CredentialSummary>), AppError> {
@@ -83,7 +83,7 @@ pub async fn add(
 }
 
 pub async fn list(
-    State(state): State<AppState>,
+    State(state): State<CredentialsState>,
     session: Session,
 ) -> Result<ApiJson<CredentialList>, AppError> {
     Ok(ApiJson(CredentialList {
@@ -92,7 +92,7 @@ pub async fn list(
 }
 
 pub async fn remove(
-    State(state): State<AppState>,
+    State(state): State<CredentialsState>,
     session: Session,
     Path(name): Path<String>,
 ) -> Result<StatusCode, AppError> {
@@ -174,7 +174,7 @@ fn checked_value(kind: CredentialType, value: &str) -> Result<&str, AppError> {
 }
 
 /// Add, list and remove the caller's git credentials.
-pub const ROUTES: &[Route<AppState>] = &[
+pub const ROUTES: &[Route<CredentialsState>] = &[
     Route::new(
         answering(
             with_body(

@@ -16,6 +16,8 @@ use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use rand::Rng as _;
 use zeroize::Zeroizing;
 
+use crate::store::Sealed;
+
 /// The key file in the data directory, unless the operator names another.
 pub const DEFAULT_KEY_FILE: &str = "secrets.key";
 
@@ -49,22 +51,6 @@ pub enum SecretsError {
     Tampered,
     #[error("key {0} is the active key: add a new one first (`ckrv-api keys rotate`)")]
     Active(String),
-}
-
-/// A value sealed by [`SecretKeys::seal`], as it is stored.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Sealed {
-    pub key_id: String,
-    pub nonce: Vec<u8>,
-    pub ciphertext: Vec<u8>,
-}
-
-impl std::fmt::Debug for Sealed {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Sealed")
-            .field("key_id", &self.key_id)
-            .finish_non_exhaustive()
-    }
 }
 
 /// The server's keys for secrets at rest.

@@ -1,8 +1,12 @@
-//! Starting and stopping the worker of a job. The embedded default runs `ckrv-orchestrator` as
-//! a local child process; on Kubernetes each job is a Job of its own ([`kubernetes`]).
+//! Dispatch: starting and stopping the worker of a job, and what every worker is handed
+//! ([`worker_setup`]). The embedded default runs `ckrv-orchestrator` as a local child process;
+//! on Kubernetes each job is a Job of its own ([`kubernetes`]).
+//!
+//! May call `store` only; the job engine calls it.
 
 pub mod kubernetes;
 mod local;
+pub mod worker_setup;
 
 use ckrv_wit::types::JobPhase;
 

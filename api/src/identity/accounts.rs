@@ -8,7 +8,7 @@ use ckrv_wit::types::SubscriptionTier;
 use zeroize::Zeroizing;
 
 use crate::clock;
-use crate::identity::auth::{duration_ms, hash_secret, new_secret};
+use crate::identity::tokens::{duration_ms, hash_secret, new_secret};
 use crate::store::{Account, NewAccount, Store, StoreError};
 
 use super::password::{self, PasswordError};

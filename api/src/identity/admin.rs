@@ -1,14 +1,13 @@
-//! `ckrv-api users …`: what an administrator does to accounts, on the same data directory as
-//! `serve` (SQLite takes the two at once).
+//! `ckrv-api users …` and `ckrv-api workers …`: what an administrator does to accounts, their
+//! tokens and external workers' credentials, on the same data directory as `serve` (SQLite
+//! takes the two at once).
 
-use std::path::Path;
 use std::time::Duration;
 
 use ckrv_wit::types::SubscriptionTier;
 
-use crate::credentials::secrets::SecretKeys;
 use crate::identity::accounts::{self, IdentityError, NewUser};
-use crate::identity::auth;
+use crate::identity::tokens;
 use crate::store::{Account, PersonalToken, Store};
 
 #[derive(Debug, thiserror::Error)]
@@ -31,91 +30,6 @@ pub enum AdminError {
     WorkerExists(String),
     #[error("no worker named {0}: see them with `ckrv-api workers list`")]
     NoSuchWorker(String),
-    #[error(transparent)]
-    Secrets(#[from] crate::credentials::secrets::SecretsError),
-    #[error(
-        "key {id} still seals {count} credential(s): run `ckrv-api keys rotate` (which re-encrypts them) first"
-    )]
-    KeyInUse { id: String, count: i64 },
-}
-
-/// What `ckrv-api keys rotate` did.
-#[derive(Debug)]
-pub struct Rotation {
-    pub new_key: String,
-    pub resealed: usize,
-    /// Older keys, still in the file until retired.
-    pub older: Vec<String>,
-}
-
-/// Adds a new active key to `key_file` and re-encrypts every credential under it.
-pub async fn rotate_keys(store: &Store, key_file: &Path) -> Result<Rotation, AdminError> {
-    let new_key = SecretKeys::add_key(key_file)?;
-    let resealed = reseal_all(store, key_file).await?;
-    let keys = SecretKeys::load(key_file)?;
-    Ok(Rotation {
-        older: keys
-            .ids()
-            .into_iter()
-            .filter(|id| *id != new_key)
-            .map(String::from)
-            .collect(),
-        new_key,
-        resealed,
-    })
-}
-
-/// Re-encrypts every credential not under the active key; how many it did.
-async fn reseal_all(store: &Store, key_file: &Path) -> Result<usize, AdminError> {
-    let keys = SecretKeys::load(key_file)?;
-    let mut resealed = 0;
-    for (account, name, old) in store.credentials_not_under(keys.active()).await? {
-        let binding = crate::credentials::secrets::credential_binding(&account, &name);
-        let value = keys.open(&old, &binding)?;
-        let new = keys.seal(&binding, &value)?;
-        if store.reseal_credential(&account, &name, &old, &new).await? {
-            resealed += 1;
-        }
-    }
-    Ok(resealed)
-}
-
-/// Each key of `key_file`, oldest first: its id, whether it is active, and how many credentials
-/// it seals.
-pub async fn key_usage(
-    store: &Store,
-    key_file: &Path,
-) -> Result<Vec<(String, bool, i64)>, AdminError> {
-    let keys = SecretKeys::load(key_file)?;
-    let counts = store.credentials_per_key().await?;
-    Ok(keys
-        .ids()
-        .into_iter()
-        .map(|id| {
-            let count = counts.iter().find(|(k, _)| k == id).map_or(0, |(_, n)| *n);
-            (id.to_string(), id == keys.active(), count)
-        })
-        .collect())
-}
-
-/// Removes key `id` from `key_file`, once no credential is sealed under it.
-pub async fn retire_key(store: &Store, key_file: &Path, id: &str) -> Result<(), AdminError> {
-    if SecretKeys::load(key_file)?.active() == id {
-        return Err(crate::credentials::secrets::SecretsError::Active(id.to_string()).into());
-    }
-    let count = store
-        .credentials_per_key()
-        .await?
-        .into_iter()
-        .find(|(k, _)| k == id)
-        .map_or(0, |(_, n)| n);
-    if count > 0 {
-        return Err(AdminError::KeyInUse {
-            id: id.to_string(),
-            count,
-        });
-    }
-    Ok(SecretKeys::remove_key(key_file, id)?)
 }
 
 /// The URL links are made with: the one given, else the one `serve` last recorded.
@@ -189,7 +103,7 @@ pub async fn issue_token(
     ttl: Option<Duration>,
 ) -> Result<(String, String), AdminError> {
     let account = accounts::find_account(store, email).await?;
-    Ok(auth::issue_personal_token(store, &account.id, name, ttl).await?)
+    Ok(tokens::issue_personal_token(store, &account.id, name, ttl).await?)
 }
 
 pub async fn tokens(store: &Store, email: &str) -> Result<Vec<PersonalToken>, AdminError> {
@@ -219,13 +133,13 @@ pub async fn add_worker(store: &Store, name: &str) -> Result<String, AdminError>
     if !valid {
         return Err(AdminError::BadWorkerName(name.to_string()));
     }
-    if name == crate::jobs::engine::SERVER_WORKER {
+    if name == tokens::SERVER_WORKER {
         return Err(AdminError::ReservedWorkerName(name.to_string()));
     }
-    let secret = auth::new_secret(auth::WORKER_CREDENTIAL_PREFIX);
+    let secret = tokens::new_secret(tokens::WORKER_CREDENTIAL_PREFIX);
     let now = crate::clock::millis(crate::clock::now());
     if store
-        .add_worker_credential(name, &auth::hash_secret(&secret), now)
+        .add_worker_credential(name, &tokens::hash_secret(&secret), now)
         .await?
     {
         Ok(secret)

@@ -10,16 +10,7 @@ use std::time::Duration;
 use governor::clock::{Clock as _, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
-/// What a refused request must wait, for a `Retry-After` header.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RetryAfter(pub Duration);
-
-impl RetryAfter {
-    /// Whole seconds, at least one.
-    pub fn seconds(self) -> u64 {
-        self.0.as_secs() + u64::from(self.0.subsec_nanos() > 0)
-    }
-}
+use crate::error::RetryAfter;
 
 /// The limits one API process enforces.
 pub struct Limits {

@@ -226,6 +226,16 @@ fn job_object(job_id: &str, name: &str) -> ObjectPath {
     ObjectPath::from_iter(["jobs", job_id, name])
 }
 
+impl From<ArtifactError> for crate::error::AppError {
+    fn from(error: ArtifactError) -> Self {
+        tracing::error!(%error, "artifact store failure");
+        crate::error::AppError::new(
+            ckrv_wit::types::ErrorKind::Unavailable,
+            "the artifact store did not answer; try again shortly",
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

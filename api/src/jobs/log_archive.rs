@@ -254,3 +254,28 @@ async fn scan(
     }
     unreadable.map_or(Ok(()), Err)
 }
+
+impl From<ArchiveError> for crate::error::AppError {
+    fn from(error: ArchiveError) -> Self {
+        match error {
+            ArchiveError::Artifacts(e) => e.into(),
+            ArchiveError::Store(e) => e.into(),
+            tampered @ ArchiveError::Tampered { .. } => {
+                tracing::error!(error = %tampered, "an archived log failed its integrity check");
+                crate::error::AppError::new(
+                    ckrv_wit::types::ErrorKind::Internal,
+                    "this job's archived log was changed in storage after it was archived \
+                     (its SHA-256 no longer matches), so it is not served; the operator finds \
+                     the details in the API's log",
+                )
+            }
+            other => {
+                tracing::error!(error = %other, "archived log failure");
+                crate::error::AppError::new(
+                    ckrv_wit::types::ErrorKind::Internal,
+                    "internal error; see the API's log",
+                )
+            }
+        }
+    }
+}

@@ -1,16 +1,41 @@
 //! Jobs: everything from a job's creation to its results. The engine is the only writer of job
 //! state; around it sit the wake-ups log followers wait on, the artifact store (diffs and
-//! archived logs), log archiving, retention, monthly quotas, what every worker is handed, and
-//! the routes users and workers call about jobs.
+//! archived logs), log archiving, retention, and the routes users and workers call about jobs.
 //!
 //! May call `store`, `dispatch` (through the engine), `identity` (request extractors and token
-//! primitives), `credentials` (a job's git credential, for its worker) and `ops::metrics`.
+//! primitives), `credentials` (a job's git credential, for its worker) and `metrics`.
 
 pub mod artifacts;
 pub mod engine;
 pub mod events;
 pub mod log_archive;
-pub mod quota;
 pub mod retention;
 pub mod routes;
-pub mod worker_setup;
+
+use std::sync::Arc;
+
+use axum::extract::FromRef;
+
+use crate::credentials::secrets::KeyRing;
+use crate::dispatch::worker_setup::WorkerSetup;
+use crate::metrics::Metrics;
+use crate::store::Store;
+
+/// What the job routes are handed.
+#[derive(Clone, FromRef)]
+pub struct JobsState {
+    pub store: Store,
+    pub artifacts: artifacts::ArtifactStore,
+    /// Every change of a job's state goes through it.
+    pub engine: engine::JobEngine,
+    pub events: events::JobEvents,
+    /// The pipeline, agents and agent secrets handed to workers.
+    pub workers: Arc<WorkerSetup>,
+    /// Opens a job's git credential for its worker.
+    pub secrets: Arc<KeyRing>,
+    pub metrics: Arc<Metrics>,
+    /// Jobs may name local and loopback repositories (development only).
+    pub allow_local_repos: bool,
+    /// Where a person whose quota is used up can upgrade, when the operator has such a page.
+    pub billing_url: Option<String>,
+}

@@ -13,8 +13,8 @@ use ckrv_wit::protocol::paths;
 use serde_json::json;
 use tracing::Instrument as _;
 
+use crate::ops::OpsState;
 use crate::route::{Auth, Content, Method, Route, answering, op};
-use crate::state::AppState;
 
 /// The header a request id travels in, both ways.
 pub const REQUEST_ID: &str = "x-request-id";
@@ -23,7 +23,7 @@ pub async fn healthz() -> &'static str {
     "ok\n"
 }
 
-pub async fn readyz(State(state): State<AppState>) -> Response {
+pub async fn readyz(State(state): State<OpsState>) -> Response {
     let database = state.store.ping().await.map_err(|e| e.to_string());
     let artifacts = state.artifacts.check().await.map_err(|e| e.to_string());
     let stopping = state.events.is_stopping();
@@ -50,7 +50,7 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
     (status, axum::Json(body)).into_response()
 }
 
-pub async fn metrics(State(state): State<AppState>) -> Response {
+pub async fn metrics(State(state): State<OpsState>) -> Response {
     let counts = match state.store.job_counts().await {
         Ok(counts) => counts,
         Err(e) => {
@@ -74,7 +74,7 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
 /// Gives every request an id (the caller's `X-Request-Id` when it is a sane one, else a new
 /// one), runs it inside a span carrying that id, answers with the id, and counts it.
 pub async fn request_context(
-    State(state): State<AppState>,
+    State(state): State<OpsState>,
     mut request: Request,
     next: Next,
 ) -> Response {
@@ -107,7 +107,7 @@ const READY: &str = r#"{"type": "object", "required": ["ready", "database", "art
   "artifacts": {"enum": ["ok", "unavailable"]}, "stopping": {"type": "boolean"}}}"#;
 
 /// Liveness, readiness and metrics.
-pub const ROUTES: &[Route<AppState>] = &[
+pub const ROUTES: &[Route<OpsState>] = &[
     Route::new(
         answering(
             op(

@@ -4,7 +4,22 @@ use ckrv_wit::types::{CredentialSummary, CredentialType, GitProvider};
 use sqlx::Row;
 
 use super::{Store, StoreError, parse_enum};
-use crate::credentials::secrets::Sealed;
+
+/// A value sealed by `credentials::secrets::SecretKeys::seal`, as it is stored.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Sealed {
+    pub key_id: String,
+    pub nonce: Vec<u8>,
+    pub ciphertext: Vec<u8>,
+}
+
+impl std::fmt::Debug for Sealed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sealed")
+            .field("key_id", &self.key_id)
+            .finish_non_exhaustive()
+    }
+}
 
 /// A credential about to be stored.
 #[derive(Debug)]

@@ -16,7 +16,7 @@ mod web;
 mod workers;
 
 pub use accounts::{Account, NewAccount};
-pub use credentials::NewCredential;
+pub use credentials::{NewCredential, Sealed};
 pub use database::{Backend, Database};
 pub use device_codes::{DevicePoll, NewDeviceCode, PendingRequest};
 pub use idempotency::KeyUse;

@@ -24,7 +24,7 @@ use tokio::sync::mpsc;
 use self::manifests::{JOB_LABEL, JobPod, NetworkStage};
 pub use self::settings::{KubernetesSettings, Resources, SettingsError};
 use super::{DispatchError, Dispatcher, WorkerExit, WorkerStart};
-use crate::jobs::worker_setup::WorkerSetup;
+use crate::dispatch::worker_setup::WorkerSetup;
 use crate::store::{JobRow, Store};
 
 /// Starts each job's worker as a Kubernetes Job.

@@ -14,8 +14,9 @@ use ckrv_wit::types::{
 
 use crate::clock;
 use crate::error::{ApiJson, AppError, invalid};
-use crate::identity::auth::{self, Session, duration_ms};
-use crate::state::AppState;
+use crate::identity::IdentityState;
+use crate::identity::extract::Session;
+use crate::identity::tokens::{self, duration_ms};
 use crate::store::{DevicePoll, NewDeviceCode, RefreshUse};
 
 /// How long a person has to approve a code.
@@ -30,7 +31,7 @@ const MAX_CLIENT_ID_BYTES: usize = 255;
 const REFRESH_RETRY_GRACE: Duration = Duration::from_secs(20);
 
 pub async fn device(
-    State(state): State<AppState>,
+    State(state): State<IdentityState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     ApiJson(request): ApiJson<DeviceCodeRequest>,
 ) -> Result<ApiJson<DeviceCodeResponse>, AppError> {
@@ -46,14 +47,14 @@ pub async fn device(
             wait,
         ));
     }
-    let device_code = auth::new_secret("ckrv_dc");
-    let device_code_hash = auth::hash_secret(&device_code);
+    let device_code = tokens::new_secret("ckrv_dc");
+    let device_code_hash = tokens::hash_secret(&device_code);
     let now = clock::millis(clock::now());
     let requested_from = peer.ip().to_string();
     // A user-code collision with a live code is astronomically rare; retry rather than fail.
     let mut attempts = 0;
     let user_code = loop {
-        let user_code = auth::new_user_code();
+        let user_code = tokens::new_user_code();
         let new = NewDeviceCode {
             device_code_hash: &device_code_hash,
             user_code: &user_code,
@@ -80,14 +81,14 @@ pub async fn device(
 }
 
 pub async fn token(
-    State(state): State<AppState>,
+    State(state): State<IdentityState>,
     ApiJson(request): ApiJson<DeviceTokenRequest>,
 ) -> Result<ApiJson<TokenResponse>, AppError> {
     grant_type(&request.grant_type, DEVICE_CODE_GRANT)?;
     let poll = state
         .store
         .poll_device_code(
-            &auth::hash_secret(&request.device_code),
+            &tokens::hash_secret(&request.device_code),
             &request.client_id,
             clock::millis(clock::now()),
             duration_ms(POLL_INTERVAL) / 2,
@@ -95,7 +96,7 @@ pub async fn token(
         .await?;
     match poll {
         DevicePoll::Approved { account_id } => Ok(ApiJson(
-            auth::issue_session(&state.store, &account_id, None).await?,
+            tokens::issue_session(&state.store, &account_id, None).await?,
         )),
         DevicePoll::Denied => Err(AppError::new(
             ErrorKind::AccessDenied,
@@ -123,14 +124,14 @@ pub async fn token(
 }
 
 pub async fn refresh(
-    State(state): State<AppState>,
+    State(state): State<IdentityState>,
     ApiJson(request): ApiJson<RefreshRequest>,
 ) -> Result<ApiJson<TokenResponse>, AppError> {
     grant_type(&request.grant_type, REFRESH_TOKEN_GRANT)?;
     let presented = state
         .store
         .use_refresh_token(
-            &auth::hash_secret(&request.refresh_token),
+            &tokens::hash_secret(&request.refresh_token),
             clock::millis(clock::now()),
             duration_ms(REFRESH_RETRY_GRACE),
         )
@@ -146,7 +147,7 @@ pub async fn refresh(
         RefreshUse::Invalid => return Err(invalid_grant()),
     };
     Ok(ApiJson(
-        auth::issue_session(&state.store, &account_id, Some(&family)).await?,
+        tokens::issue_session(&state.store, &account_id, Some(&family)).await?,
     ))
 }
 
@@ -170,7 +171,7 @@ fn grant_type(given: &str, expected: &str) -> Result<(), AppError> {
 }
 
 pub async fn logout(
-    State(state): State<AppState>,
+    State(state): State<IdentityState>,
     session: Session,
 ) -> Result<StatusCode, AppError> {
     state.store.revoke_session(&session.access_hash).await?;

@@ -6,11 +6,11 @@ pub(crate) mod users;
 use axum::routing::on;
 use ckrv_wit::protocol::paths;
 
+use crate::identity::IdentityState;
 use crate::route::{Auth, Content, Method, Route, answering, op, with_body};
-use crate::state::AppState;
 
 /// The device flow, sessions and the signed-in user.
-pub const ROUTES: &[Route<AppState>] = &[
+pub const ROUTES: &[Route<IdentityState>] = &[
     Route::new(
         answering(
             with_body(

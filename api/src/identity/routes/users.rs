@@ -1,35 +1,19 @@
 //! The signed-in user and their quota.
 
 use axum::extract::State;
-use ckrv_wit::types::{ErrorKind, User};
+use ckrv_wit::types::User;
 
 use crate::clock;
 use crate::error::{ApiJson, AppError};
-use crate::identity::auth::Session;
-use crate::jobs::quota;
-use crate::state::AppState;
-use crate::store::Account;
-
-/// The session's account; a session can outlive nothing but its account's deletion.
-pub(crate) async fn account_of(state: &AppState, session: &Session) -> Result<Account, AppError> {
-    state
-        .store
-        .account(&session.account_id)
-        .await?
-        .filter(|account| !account.disabled)
-        .ok_or_else(|| {
-            AppError::new(
-                ErrorKind::NotAuthenticated,
-                "the account is disabled or no longer exists",
-            )
-        })
-}
+use crate::identity::IdentityState;
+use crate::identity::extract::Session;
+use crate::identity::quota;
 
 pub async fn me(
-    State(state): State<AppState>,
+    State(state): State<IdentityState>,
     session: Session,
 ) -> Result<ApiJson<User>, AppError> {
-    let account = account_of(&state, &session).await?;
+    let account = session.account(&state.store).await?;
     let (start, end) = quota::cycle(clock::now());
     let used = state
         .store

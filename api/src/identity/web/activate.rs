@@ -13,7 +13,7 @@ use serde::Deserialize;
 use super::{WebUser, escape, normalize_user_code, query_value, render, too_many};
 use crate::clock;
 use crate::error::AppError;
-use crate::state::AppState;
+use crate::identity::IdentityState;
 use crate::store::PendingRequest;
 
 #[derive(Deserialize, Default)]
@@ -22,7 +22,7 @@ pub struct CodeQuery {
 }
 
 pub async fn page(
-    State(state): State<AppState>,
+    State(state): State<IdentityState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     jar: SignedCookieJar,
     query: Result<Query<CodeQuery>, QueryRejection>,
@@ -67,7 +67,7 @@ pub struct Decision {
 }
 
 pub async fn decide(
-    State(state): State<AppState>,
+    State(state): State<IdentityState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     jar: SignedCookieJar,
     form: Result<Form<Decision>, FormRejection>,

@@ -20,10 +20,10 @@ use axum::routing::{get, post};
 
 pub use session::WebUser;
 
-use crate::identity::limits::RetryAfter;
-use crate::state::AppState;
+use crate::error::RetryAfter;
+use crate::identity::IdentityState;
 
-pub fn router() -> Router<AppState> {
+pub fn router() -> Router<IdentityState> {
     Router::new()
         .route("/signin", get(signin::page).post(signin::submit))
         .route("/signout", post(signin::sign_out))

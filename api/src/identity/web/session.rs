@@ -5,24 +5,17 @@
 
 use std::time::Duration;
 
-use axum::extract::FromRef;
-use axum_extra::extract::cookie::{Cookie, Key, SameSite, SignedCookieJar};
+use axum_extra::extract::cookie::{Cookie, SameSite, SignedCookieJar};
 
 use crate::clock;
 use crate::error::AppError;
-use crate::identity::auth::{duration_ms, hash_secret, new_secret};
-use crate::state::AppState;
+use crate::identity::IdentityState;
+use crate::identity::tokens::{duration_ms, hash_secret, new_secret};
 use crate::store::Account;
 
 pub const SESSION_COOKIE: &str = "ckrv_session";
 /// A browser stays signed in for a working day.
 pub const SESSION_TTL: Duration = Duration::from_secs(12 * 60 * 60);
-
-impl FromRef<AppState> for Key {
-    fn from_ref(state: &AppState) -> Key {
-        state.cookie_key.clone()
-    }
-}
 
 /// The signed-in person behind a browser request.
 #[derive(Debug, Clone)]
@@ -35,7 +28,7 @@ pub struct WebUser {
 impl WebUser {
     /// The session the request's cookie names, if it is live and its account enabled.
     pub async fn from_jar(
-        state: &AppState,
+        state: &IdentityState,
         jar: &SignedCookieJar,
     ) -> Result<Option<Self>, AppError> {
         let Some(cookie) = jar.get(SESSION_COOKIE) else {
@@ -68,7 +61,7 @@ impl WebUser {
     /// Ends the session here and in the store.
     pub async fn sign_out(
         self,
-        state: &AppState,
+        state: &IdentityState,
         jar: SignedCookieJar,
     ) -> Result<SignedCookieJar, AppError> {
         state.store.delete_web_session(&self.id_hash).await?;
@@ -78,7 +71,7 @@ impl WebUser {
 
 /// Starts a session for `account_id` and sets its cookie.
 pub async fn sign_in(
-    state: &AppState,
+    state: &IdentityState,
     jar: SignedCookieJar,
     account_id: &str,
 ) -> Result<SignedCookieJar, AppError> {
@@ -99,7 +92,12 @@ pub async fn sign_in(
 
 /// A cookie scripts cannot read, not sent along cross-site subrequests, and over HTTPS only
 /// when the service is served over HTTPS.
-fn cookie(state: &AppState, name: &'static str, value: String, ttl: Duration) -> Cookie<'static> {
+fn cookie(
+    state: &IdentityState,
+    name: &'static str,
+    value: String,
+    ttl: Duration,
+) -> Cookie<'static> {
     Cookie::build((name, value))
         .path("/")
         .http_only(true)
@@ -125,7 +123,12 @@ impl Binding {
     }
 
     /// Gives the browser `secret` to present later.
-    pub fn bind(&self, state: &AppState, jar: SignedCookieJar, secret: String) -> SignedCookieJar {
+    pub fn bind(
+        &self,
+        state: &IdentityState,
+        jar: SignedCookieJar,
+        secret: String,
+    ) -> SignedCookieJar {
         jar.add(cookie(state, self.cookie, secret, self.ttl))
     }
 

@@ -13,10 +13,10 @@ use zeroize::Zeroizing;
 use super::{escape, render, session};
 use crate::clock;
 use crate::error::AppError;
+use crate::identity::IdentityState;
 use crate::identity::accounts::{self, IdentityError, NewUser};
-use crate::identity::auth::hash_secret;
 use crate::identity::password;
-use crate::state::AppState;
+use crate::identity::tokens::hash_secret;
 use crate::store::Account;
 
 #[derive(Deserialize, Default)]
@@ -25,7 +25,7 @@ pub struct TokenQuery {
 }
 
 /// Whom the link is for: `Some(None)` is the first administrator, `None` a spent or unknown link.
-async fn holder(state: &AppState, token: &str) -> Result<Option<Option<Account>>, AppError> {
+async fn holder(state: &IdentityState, token: &str) -> Result<Option<Option<Account>>, AppError> {
     let now = clock::millis(clock::now());
     let Some(account_id) = state.store.setup_token(&hash_secret(token), now).await? else {
         return Ok(None);
@@ -37,7 +37,7 @@ async fn holder(state: &AppState, token: &str) -> Result<Option<Option<Account>>
 }
 
 pub async fn page(
-    State(state): State<AppState>,
+    State(state): State<IdentityState>,
     query: Result<Query<TokenQuery>, QueryRejection>,
 ) -> Result<Response, AppError> {
     let token = query.ok().and_then(|Query(q)| q.token).unwrap_or_default();
@@ -57,7 +57,7 @@ pub struct SetupForm {
 }
 
 pub async fn submit(
-    State(state): State<AppState>,
+    State(state): State<IdentityState>,
     jar: SignedCookieJar,
     form: Result<Form<SetupForm>, FormRejection>,
 ) -> Result<Response, AppError> {

@@ -15,9 +15,9 @@ use zeroize::Zeroizing;
 use super::session::{self, Binding, WebUser};
 use super::{escape, render, too_many};
 use crate::error::AppError;
+use crate::identity::IdentityState;
 use crate::identity::accounts;
-use crate::identity::auth::new_secret;
-use crate::state::AppState;
+use crate::identity::tokens::new_secret;
 
 /// The nonce the sign-in form must echo, so another site cannot sign a browser in to an
 /// account of its choosing (login CSRF).
@@ -29,7 +29,7 @@ pub struct Next {
 }
 
 pub async fn page_for(
-    state: &AppState,
+    state: &IdentityState,
     jar: SignedCookieJar,
     next: &str,
     problem: Option<(StatusCode, &str)>,
@@ -65,7 +65,7 @@ pub async fn page_for(
 }
 
 pub async fn page(
-    State(state): State<AppState>,
+    State(state): State<IdentityState>,
     jar: SignedCookieJar,
     next: Result<Query<Next>, QueryRejection>,
 ) -> Result<Response, AppError> {
@@ -85,7 +85,7 @@ pub struct SignInForm {
 }
 
 pub async fn submit(
-    State(state): State<AppState>,
+    State(state): State<IdentityState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     jar: SignedCookieJar,
     form: Result<Form<SignInForm>, FormRejection>,
@@ -130,7 +130,7 @@ pub struct SignOutForm {
 }
 
 pub async fn sign_out(
-    State(state): State<AppState>,
+    State(state): State<IdentityState>,
     jar: SignedCookieJar,
     form: Result<Form<SignOutForm>, FormRejection>,
 ) -> Result<Response, AppError> {

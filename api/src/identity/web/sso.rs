@@ -19,9 +19,9 @@ use super::signin::safe_next;
 use super::{escape, render};
 use crate::clock;
 use crate::error::AppError;
+use crate::identity::IdentityState;
 use crate::identity::accounts::{self, NewUser};
-use crate::identity::auth::{duration_ms, hash_secret};
-use crate::state::AppState;
+use crate::identity::tokens::{duration_ms, hash_secret};
 use crate::store::SsoLogin;
 
 /// How long a person has at the provider.
@@ -35,7 +35,7 @@ pub struct Next {
 }
 
 pub async fn start(
-    State(state): State<AppState>,
+    State(state): State<IdentityState>,
     jar: SignedCookieJar,
     next: Result<Query<Next>, QueryRejection>,
 ) -> Result<Response, AppError> {
@@ -76,7 +76,7 @@ pub struct Answer {
 }
 
 pub async fn callback(
-    State(state): State<AppState>,
+    State(state): State<IdentityState>,
     jar: SignedCookieJar,
     answer: Result<Query<Answer>, QueryRejection>,
 ) -> Result<Response, AppError> {

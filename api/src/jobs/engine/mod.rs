@@ -16,13 +16,9 @@ use tokio::sync::{Notify, mpsc};
 
 use crate::clock;
 use crate::dispatch::{Dispatcher, WorkerExit, WorkerStart};
-use crate::identity::auth::{duration_ms, hash_secret, new_secret};
+use crate::identity::tokens::{self, duration_ms, hash_secret, new_secret};
 use crate::jobs::events::JobEvents;
 use crate::store::{Admission, Claimed, NewClaim, Pick, Store, StoreError, Transition};
-
-/// The worker name of every job this server's own dispatcher starts (a local process or a
-/// Kubernetes Job). No external worker may take it: removing that worker would revoke them all.
-pub const SERVER_WORKER: &str = "local";
 
 /// How long workers hold jobs, how long jobs may run, and how many run at once.
 #[derive(Debug, Clone, Copy)]
@@ -165,7 +161,7 @@ impl JobEngine {
             return Ok(started);
         }
         let next = Pick::Next(self.settings.admission);
-        while let Some(claim) = self.claim(next, SERVER_WORKER).await? {
+        while let Some(claim) = self.claim(next, tokens::SERVER_WORKER).await? {
             let outcome = self.start_worker(&claim).await?;
             started.push((claim.job_id, outcome));
         }

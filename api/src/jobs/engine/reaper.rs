@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use super::JobEngine;
 use crate::clock;
-use crate::identity::auth::duration_ms;
+use crate::identity::tokens::duration_ms;
 use crate::store::StoreError;
 
 /// At most this many lost early workers per job before it fails instead of waiting again.

@@ -7,11 +7,11 @@ use ckrv_wit::types::{ErrorKind, JobState};
 
 use super::jobs::resolve;
 use crate::error::AppError;
-use crate::identity::auth::Session;
-use crate::state::AppState;
+use crate::identity::extract::Session;
+use crate::jobs::JobsState;
 
 pub async fn diff(
-    State(state): State<AppState>,
+    State(state): State<JobsState>,
     session: Session,
     Path(id): Path<String>,
 ) -> Result<impl IntoResponse, AppError> {

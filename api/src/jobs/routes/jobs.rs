@@ -9,9 +9,9 @@ use sha2::{Digest, Sha256};
 
 use crate::clock;
 use crate::error::{ApiJson, ApiQuery, AppError, invalid};
-use crate::identity::auth::Session;
-use crate::jobs::quota;
-use crate::state::AppState;
+use crate::identity::extract::Session;
+use crate::identity::quota;
+use crate::jobs::JobsState;
 use crate::store::{JobLookup, JobRow, KeyUse, NewJob};
 
 /// Specs are prose plus front matter; anything larger is a mistake.
@@ -24,7 +24,7 @@ const DEFAULT_PAGE: i64 = 20;
 const MAX_PAGE: i64 = 100;
 
 pub async fn create(
-    State(state): State<AppState>,
+    State(state): State<JobsState>,
     session: Session,
     headers: HeaderMap,
     ApiJson(request): ApiJson<JobCreate>,
@@ -67,7 +67,7 @@ pub async fn create(
 /// What an earlier request under `key` answers for this one: `None` when this request now holds
 /// the key and makes the job; the earlier job for a replay; an error for a key in use.
 async fn earlier_use(
-    state: &AppState,
+    state: &JobsState,
     session: &Session,
     request: &JobCreate,
     key: &str,
@@ -149,13 +149,13 @@ fn created(job: Job, replayed: bool) -> Response {
 /// start has failed it with the reason, which the caller reads in the job, and a retry under
 /// the same key finds this job rather than making and paying for another.
 async fn make(
-    state: &AppState,
+    state: &JobsState,
     session: &Session,
     request: &JobCreate,
     base_branch: &str,
     key: Option<&str>,
 ) -> Result<Job, AppError> {
-    let account = crate::identity::routes::users::account_of(state, session).await?;
+    let account = session.account(&state.store).await?;
     let now = clock::now();
     let (cycle_start, cycle_end) = quota::cycle(now);
     let limit = quota::monthly_limit(account.tier);
@@ -217,7 +217,11 @@ async fn make(
 
 /// A job may name only a credential of its own account (the seed's "Credential not found"
 /// otherwise).
-async fn check_credential(state: &AppState, session: &Session, name: &str) -> Result<(), AppError> {
+async fn check_credential(
+    state: &JobsState,
+    session: &Session,
+    name: &str,
+) -> Result<(), AppError> {
     if state
         .store
         .credential_exists(&session.account_id, name)
@@ -286,7 +290,7 @@ fn valid_branch(name: &str) -> bool {
 
 /// Resolves a job id or unique prefix among the caller's jobs.
 pub(super) async fn resolve(
-    state: &AppState,
+    state: &JobsState,
     session: &Session,
     id: &str,
 ) -> Result<JobRow, AppError> {
@@ -314,7 +318,7 @@ pub(super) async fn resolve(
 }
 
 pub async fn get(
-    State(state): State<AppState>,
+    State(state): State<JobsState>,
     session: Session,
     Path(id): Path<String>,
 ) -> Result<ApiJson<Job>, AppError> {
@@ -329,7 +333,7 @@ pub struct ListQuery {
 }
 
 pub async fn list(
-    State(state): State<AppState>,
+    State(state): State<JobsState>,
     session: Session,
     ApiQuery(query): ApiQuery<ListQuery>,
 ) -> Result<ApiJson<JobListResponse>, AppError> {
@@ -359,7 +363,7 @@ pub async fn list(
 }
 
 pub async fn cancel(
-    State(state): State<AppState>,
+    State(state): State<JobsState>,
     session: Session,
     Path(id): Path<String>,
 ) -> Result<ApiJson<Job>, AppError> {

@@ -15,9 +15,9 @@ use tokio::sync::broadcast;
 
 use super::jobs::resolve;
 use crate::error::{ApiJson, ApiQuery, AppError, invalid};
-use crate::identity::auth::Session;
+use crate::identity::extract::Session;
+use crate::jobs::JobsState;
 use crate::jobs::log_archive;
-use crate::state::AppState;
 use crate::store::JobRow;
 
 /// Entries per response. A contract client reads one response as the whole log, so the default
@@ -44,7 +44,7 @@ pub struct LogQuery {
 }
 
 pub async fn read(
-    State(state): State<AppState>,
+    State(state): State<JobsState>,
     session: Session,
     Path(id): Path<String>,
     ApiQuery(query): ApiQuery<LogQuery>,
@@ -90,7 +90,7 @@ pub async fn read(
 /// A page; while it would be empty and the job is still going, waits up to `wait` for an
 /// entry or the job's end. Subscribes before the first read, so no wake-up is missed.
 async fn waiting_page(
-    state: &AppState,
+    state: &JobsState,
     job_id: &str,
     after: u64,
     limit: u32,
@@ -116,7 +116,7 @@ async fn waiting_page(
 /// line the worker wrote before it completed the job. An archived log is read from the
 /// artifact store; its rows stay in the database long after readers have switched.
 async fn page(
-    state: &AppState,
+    state: &JobsState,
     job_id: &str,
     after: u64,
     limit: u32,
@@ -126,7 +126,7 @@ async fn page(
 
 /// A page, and whether it came from the archive.
 async fn read_page(
-    state: &AppState,
+    state: &JobsState,
     job_id: &str,
     after: u64,
     limit: u32,
@@ -159,7 +159,7 @@ fn archived(row: &JobRow) -> log_archive::Archived<'_> {
 }
 
 struct Follower {
-    state: AppState,
+    state: JobsState,
     job_id: String,
     after: u64,
     pending: VecDeque<LogEntry>,
@@ -171,7 +171,7 @@ struct Follower {
 
 /// `log` events in order, then one `end` event (data: the final status) when the job is over.
 fn follow(
-    state: AppState,
+    state: JobsState,
     job_id: String,
     after: u64,
 ) -> impl Stream<Item = Result<Event, Infallible>> {

@@ -12,10 +12,10 @@ use ckrv_wit::protocol::paths;
 use ckrv_wit::types::ErrorKind;
 
 use crate::error::AppError;
+use crate::jobs::JobsState;
 use crate::route::{
     Auth, Content, Method, Operation, Param, Route, answering, op, with_body, with_query,
 };
-use crate::state::AppState;
 
 /// The largest diff a worker may upload.
 const MAX_DIFF_BYTES: usize = 64 * 1024 * 1024;
@@ -36,7 +36,7 @@ const LIMIT_10K: &str = r#"{"type": "integer", "minimum": 1, "maximum": 10000}"#
 const SEQUENCE: &str = r#"{"type": "integer", "minimum": 0}"#;
 
 /// What users call about their jobs, then what a job's worker calls.
-pub const ROUTES: &[Route<AppState>] = &[
+pub const ROUTES: &[Route<JobsState>] = &[
     Route::new(
         Operation {
             headers: &[Param {

@@ -15,8 +15,9 @@ use ckrv_wit::types::{
 use sha2::{Digest as _, Sha256};
 
 use crate::error::{ApiJson, AppError, invalid};
-use crate::identity::auth::{ExternalWorker, WorkerGrant, duration_ms};
-use crate::state::AppState;
+use crate::identity::extract::{ExternalWorker, WorkerGrant};
+use crate::identity::tokens::duration_ms;
+use crate::jobs::JobsState;
 use crate::store::{JobRow, MAX_LOG_SEQUENCE, Pick, log_batch_fits};
 
 /// Lines per batch; the orchestrator sends far fewer.
@@ -24,7 +25,7 @@ const MAX_BATCH_LINES: usize = 10_000;
 /// The longest log message stored whole (the orchestrator already cuts agent lines at 16 KiB).
 const MAX_MESSAGE_BYTES: usize = 64 * 1024;
 
-async fn granted_job(state: &AppState, grant: &WorkerGrant, id: &str) -> Result<JobRow, AppError> {
+async fn granted_job(state: &JobsState, grant: &WorkerGrant, id: &str) -> Result<JobRow, AppError> {
     grant.check(id)?;
     state
         .store
@@ -34,7 +35,7 @@ async fn granted_job(state: &AppState, grant: &WorkerGrant, id: &str) -> Result<
 }
 
 /// Why a worker's write changed nothing: the job ended, or it runs under a newer claim.
-async fn refused(state: &AppState, grant: &WorkerGrant, id: &str) -> AppError {
+async fn refused(state: &JobsState, grant: &WorkerGrant, id: &str) -> AppError {
     match granted_job(state, grant, id).await {
         Ok(row) if row.state.is_terminal() => AppError::new(
             ErrorKind::Conflict,
@@ -63,7 +64,7 @@ async fn refused(state: &AppState, grant: &WorkerGrant, id: &str) -> AppError {
 /// An external worker asks for the next job the limits admit: 200 with the job and its own
 /// token, or 204 when nothing waits.
 pub async fn claim(
-    State(state): State<AppState>,
+    State(state): State<JobsState>,
     worker: ExternalWorker,
 ) -> Result<Response, AppError> {
     let next = Pick::Next(state.engine.settings().admission);
@@ -78,7 +79,7 @@ pub async fn claim(
 }
 
 pub async fn job(
-    State(state): State<AppState>,
+    State(state): State<JobsState>,
     grant: WorkerGrant,
     Path(id): Path<String>,
 ) -> Result<ApiJson<WorkerJob>, AppError> {
@@ -106,7 +107,7 @@ pub async fn job(
 /// The job's git credential, opened for the worker of claim `generation`, once: a second read
 /// under the same claim gets 409 rather than the secret again.
 async fn open_credential(
-    state: &AppState,
+    state: &JobsState,
     row: &JobRow,
     name: &str,
     generation: i64,
@@ -161,7 +162,7 @@ async fn open_credential(
 
 /// A component the pipeline names, by its SHA-256, for the worker of a running job.
 pub async fn component(
-    State(state): State<AppState>,
+    State(state): State<JobsState>,
     grant: WorkerGrant,
     Path((id, digest)): Path<(String, String)>,
 ) -> Result<Response, AppError> {
@@ -185,7 +186,7 @@ pub async fn component(
 /// Renews the worker's lease. 409 tells the worker its job ended (cancelled, timed out) or went
 /// to another worker: it stops.
 pub async fn heartbeat(
-    State(state): State<AppState>,
+    State(state): State<JobsState>,
     grant: WorkerGrant,
     Path(id): Path<String>,
 ) -> Result<StatusCode, AppError> {
@@ -198,7 +199,7 @@ pub async fn heartbeat(
 }
 
 pub async fn phase(
-    State(state): State<AppState>,
+    State(state): State<JobsState>,
     grant: WorkerGrant,
     Path(id): Path<String>,
     ApiJson(update): ApiJson<PhaseUpdate>,
@@ -218,7 +219,7 @@ pub async fn phase(
 /// The worker sends every line before it completes the job; once the job has ended its token
 /// is revoked, so nothing can be added to its log afterwards.
 pub async fn logs(
-    State(state): State<AppState>,
+    State(state): State<JobsState>,
     grant: WorkerGrant,
     Path(id): Path<String>,
     ApiJson(batch): ApiJson<LogBatch>,
@@ -276,7 +277,7 @@ fn cap_message(message: &mut String) {
 }
 
 pub async fn diff(
-    State(state): State<AppState>,
+    State(state): State<JobsState>,
     grant: WorkerGrant,
     Path(id): Path<String>,
     body: Bytes,
@@ -299,7 +300,7 @@ pub async fn diff(
 }
 
 pub async fn result(
-    State(state): State<AppState>,
+    State(state): State<JobsState>,
     grant: WorkerGrant,
     Path(id): Path<String>,
     ApiJson(stats): ApiJson<DiffStats>,
@@ -317,7 +318,7 @@ pub async fn result(
 }
 
 pub async fn complete(
-    State(state): State<AppState>,
+    State(state): State<JobsState>,
     grant: WorkerGrant,
     Path(id): Path<String>,
     ApiJson(completion): ApiJson<JobCompletion>,
