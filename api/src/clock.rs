@@ -1,7 +1,6 @@
 //! Time as the API stores it (unix milliseconds) and shows it (RFC 3339, whole seconds, UTC).
 
 use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 
 pub fn now() -> OffsetDateTime {
     OffsetDateTime::now_utc()
@@ -17,13 +16,9 @@ pub fn from_millis(millis: i64) -> OffsetDateTime {
         .unwrap_or(OffsetDateTime::UNIX_EPOCH)
 }
 
-/// RFC 3339 in UTC without fractional seconds, so stored strings sort by time.
+/// As the contract writes a timestamp (`ckrv_wit::timestamp`).
 pub fn rfc3339(at: OffsetDateTime) -> String {
-    at.to_offset(time::UtcOffset::UTC)
-        .replace_nanosecond(0)
-        .unwrap_or(at)
-        .format(&Rfc3339)
-        .unwrap_or_else(|_| at.unix_timestamp().to_string())
+    ckrv_wit::timestamp::format(at)
 }
 
 /// Runs `pass` every `period` (the first at once) until dropped. A pass that fails is logged

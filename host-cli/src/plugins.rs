@@ -283,11 +283,7 @@ pub fn checked_manifest(
         sha256: hex::encode(Sha256::digest(bytes)),
         origins,
         default_api_url: info.default_api_url.clone(),
-        installed_at: Some(
-            time::OffsetDateTime::now_utc()
-                .format(&time::format_description::well_known::Rfc3339)
-                .unwrap_or_default(),
-        ),
+        installed_at: Some(ckrv_wit::timestamp::now()),
     })
 }
 

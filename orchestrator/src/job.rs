@@ -438,9 +438,9 @@ fn given_workspace(dir: &Path) -> Result<PathBuf, String> {
 
 fn starting_message(stage: &str) -> String {
     match stage {
-        "clone" => "Cloning repository...".to_string(),
-        "diff" => "Computing the diff...".to_string(),
-        "upload" => "Uploading the result...".to_string(),
+        ckrv_pipeline::CLONE => "Cloning repository...".to_string(),
+        ckrv_pipeline::DIFF => "Computing the diff...".to_string(),
+        ckrv_pipeline::UPLOAD => "Uploading the result...".to_string(),
         other => format!("Running step {other}..."),
     }
 }

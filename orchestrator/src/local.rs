@@ -6,7 +6,7 @@ use std::io::Write as _;
 use std::path::PathBuf;
 
 use ckrv_pipeline::Pipeline;
-use ckrv_wit::types::{Job, LogLevel, StageKind, WorkerJob};
+use ckrv_wit::types::{Job, JobStatus, LogLevel, StageKind, WorkerJob};
 
 use crate::job::{JobOptions, StageSource, run_stages};
 use crate::logs::{JobLog, LogLines, Queued, Scrubber};
@@ -48,7 +48,9 @@ pub async fn run_local(job: LocalJob, options: &JobOptions) -> Result<String, St
         .pipeline
         .stages
         .iter()
-        .filter(|s| !(s.kind == StageKind::Builtin && s.source.as_deref() == Some("upload")))
+        .filter(|s| {
+            !(s.kind == StageKind::Builtin && s.source.as_deref() == Some(ckrv_pipeline::UPLOAD))
+        })
         .cloned()
         .collect();
     let stamp = std::time::SystemTime::now()
@@ -56,16 +58,26 @@ pub async fn run_local(job: LocalJob, options: &JobOptions) -> Result<String, St
         .map(|d| d.as_micros())
         .unwrap_or_default();
     let id = format!("local-{stamp:x}");
-    let record: Job = serde_json::from_value(serde_json::json!({
-        "id": id,
-        "status": "running",
-        "git_repo_url": job.repo,
-        "git_base_branch": job.base_branch,
-        "feature_branch_name": format!("ckrv/{id}"),
-        "created_at": crate::now(),
-        "spec_path": job.spec_path,
-    }))
-    .map_err(|e| format!("describing the job: {e}"))?;
+    let record = Job {
+        feature_branch_name: Some(format!("ckrv/{id}")),
+        id,
+        status: JobStatus::Running,
+        git_repo_url: job.repo,
+        git_base_branch: job.base_branch,
+        created_at: ckrv_wit::timestamp::now(),
+        started_at: None,
+        completed_at: None,
+        result_status: None,
+        result_summary: None,
+        error_message: None,
+        state: None,
+        phase: None,
+        agent: None,
+        spec_path: job.spec_path,
+        updated_at: None,
+        diff_stats: None,
+        diff_sha256: None,
+    };
     let worker_job = WorkerJob {
         job: record,
         spec_content: job.spec,

@@ -149,7 +149,7 @@ impl JobLog {
 
 fn line(level: LogLevel, source: &str, message: String) -> LogLine {
     LogLine {
-        timestamp: crate::now(),
+        timestamp: ckrv_wit::timestamp::now(),
         level,
         source: source.to_string(),
         message,

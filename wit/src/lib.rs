@@ -60,6 +60,8 @@ pub mod origin;
 pub mod programs;
 pub mod protocol;
 pub mod repo_url;
+#[cfg(feature = "timestamps")]
+pub mod timestamp;
 
 /// A string that names no case of a WIT enum.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -15,8 +15,14 @@ use std::sync::Arc;
 /// The default pipeline, `orchestrator/pipeline.toml`.
 pub const DEFAULT_PIPELINE: &str = include_str!("../../pipeline.toml");
 
+/// The built-in step that clones the job's repository.
+pub const CLONE: &str = "clone";
+/// The built-in step that computes the agent's change as a patch.
+pub const DIFF: &str = "diff";
+/// The built-in step that sends the patch and its summary to the API.
+pub const UPLOAD: &str = "upload";
 /// The steps built into every worker.
-pub const BUILTIN_STEPS: [&str; 3] = ["clone", "diff", "upload"];
+pub const BUILTIN_STEPS: [&str; 3] = [CLONE, DIFF, UPLOAD];
 
 /// The longest `timeout_s` a stage may set: a day.
 pub const MAX_TIMEOUT_S: u32 = 24 * 60 * 60;

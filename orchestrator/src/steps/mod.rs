@@ -38,9 +38,9 @@ pub use bindings::exports::ckrv::cloud::step::{StepContext, StepOutput};
 /// wasm32-wasip2 by this crate's build script.
 pub fn builtin_component(name: &str) -> Option<&'static [u8]> {
     Some(match name {
-        "clone" => include_bytes!(concat!(env!("OUT_DIR"), "/ckrv_step_clone.wasm")),
-        "diff" => include_bytes!(concat!(env!("OUT_DIR"), "/ckrv_step_diff.wasm")),
-        "upload" => include_bytes!(concat!(env!("OUT_DIR"), "/ckrv_step_upload.wasm")),
+        ckrv_pipeline::CLONE => include_bytes!(concat!(env!("OUT_DIR"), "/ckrv_step_clone.wasm")),
+        ckrv_pipeline::DIFF => include_bytes!(concat!(env!("OUT_DIR"), "/ckrv_step_diff.wasm")),
+        ckrv_pipeline::UPLOAD => include_bytes!(concat!(env!("OUT_DIR"), "/ckrv_step_upload.wasm")),
         _ => return None,
     })
 }
