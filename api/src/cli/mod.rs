@@ -1,3 +1,8 @@
-//! The `ckrv-api` command line, beside `main.rs`: one module per part that grew its own.
+//! The `ckrv-api` command line, one module per command; `main.rs` only parses and dispatches.
 
+pub mod data_dir;
 pub mod dispatcher;
+pub mod keys;
+pub mod serve;
+pub mod users;
+pub mod workers;
