@@ -18,18 +18,7 @@ use wasmtime::component::Component;
 use wasmtime_wasi::WasiCtx;
 
 mod bindings {
-    wasmtime::component::bindgen!({
-        path: "../wit",
-        world: "ckrv:cloud/provider-plugin",
-        imports: { default: async | trappable },
-        exports: { default: async },
-        with: {
-            "ckrv:cloud/types": ckrv_wit::types,
-            "wasi:http": wasmtime_wasi_http::p2::bindings::http,
-            "wasi:io": wasmtime_wasi::p2::bindings::io,
-            "wasi:clocks": wasmtime_wasi::p2::bindings::clocks,
-        },
-    });
+    ckrv_wasm_host::host_bindings!("../wit", "ckrv:cloud/provider-plugin");
 }
 
 pub use bindings::exports::ckrv::cloud::provider::{CallContext, PluginInfo};

@@ -17,19 +17,11 @@ use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
 pub use host::{StepData, StepState};
 
 mod bindings {
-    wasmtime::component::bindgen!({
-        path: "../wit",
-        world: "ckrv:cloud/worker-step",
-        imports: { default: async | trappable },
-        exports: { default: async },
-        with: {
-            "ckrv:cloud/types": ckrv_wit::types,
-            "wasi:http": wasmtime_wasi_http::p2::bindings::http,
-            "wasi:io": wasmtime_wasi::p2::bindings::io,
-            "wasi:clocks": wasmtime_wasi::p2::bindings::clocks,
-            "wasi:filesystem": wasmtime_wasi::p2::bindings::filesystem,
-        },
-    });
+    ckrv_wasm_host::host_bindings!(
+        "../wit",
+        "ckrv:cloud/worker-step",
+        "wasi:filesystem" => wasmtime_wasi::p2::bindings::filesystem,
+    );
 }
 
 pub use bindings::exports::ckrv::cloud::step::{StepContext, StepOutput};

@@ -7,6 +7,7 @@
 //! Each host adds only its own imports to the [`Linker`](wasmtime::component::Linker) that
 //! [`WasmHost::linker`] returns, keyed on its own data in [`HostState::data`].
 
+mod bindings;
 mod cache;
 mod error;
 mod limits;
