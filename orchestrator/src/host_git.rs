@@ -22,8 +22,74 @@ use std::path::{Path, PathBuf};
 
 use std::sync::{Arc, Mutex};
 
-use ckrv_wit::repo_url::{self, RepoUrl, Transport};
+use ckrv_wit::repo_url::{self, RepoUrl, RepoUrlError, Transport};
 use ckrv_wit::types::{CredentialType, GitCredential, GitProvider};
+
+/// Why host-side git refused or failed. Steps see it as text (the WIT `git` interface speaks
+/// strings); everything on the host keeps the kind.
+#[derive(Debug, thiserror::Error)]
+pub enum GitError {
+    #[error(transparent)]
+    Url(#[from] RepoUrlError),
+    #[error(transparent)]
+    Address(#[from] AddressError),
+    #[error("cannot resolve the repository host {host}: {source}")]
+    Resolve {
+        host: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "the job's credential is an access token, which works over https:// only; use a deploy key for ssh"
+    )]
+    TokenNeedsHttps,
+    #[error(
+        "the job's credential is a deploy key, which works over ssh:// only; use an access token for https"
+    )]
+    KeyNeedsSsh,
+    /// A file or process of the host's own, and what it was for.
+    #[error("{doing}: {source}")]
+    Io {
+        doing: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("`{0}` is not a revision")]
+    NotARevision(String),
+    #[error("`{0}` names no commit of the repository")]
+    NoSuchCommit(String),
+    /// Git refused: its own last line of error output (never a remote's page), or its exit.
+    #[error("{0}")]
+    Git(String),
+    #[error("git output is not valid UTF-8")]
+    NotUtf8,
+    #[error("{0} became a git repository while the diff was taken; the change is refused")]
+    BecameRepository(String),
+}
+
+/// Why the repository's host may not be connected to.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AddressError {
+    #[error("the repository host {host} resolves to {ip}, {kind}; only public hosts can be cloned")]
+    Internal {
+        host: String,
+        ip: IpAddr,
+        kind: String,
+    },
+    #[error("the repository host {0} has no address")]
+    None(String),
+    #[error("not an scp-like URL")]
+    NotScpLike,
+    #[error("{0}")]
+    Unparsable(String),
+    #[error("cannot point {url} at {ip}")]
+    CannotRewrite { url: String, ip: IpAddr },
+}
+
+/// An `Io` error's constructor, for `map_err`.
+fn io(doing: &'static str) -> impl Fn(std::io::Error) -> GitError + Copy {
+    move |source| GitError::Io { doing, source }
+}
 
 /// One job's host-side git.
 #[derive(Debug, Clone)]
@@ -68,7 +134,7 @@ impl RepoCredential {
         repo: &RepoUrl,
         askpass: &'a str,
         env: &mut Vec<(&'a str, &'a str)>,
-    ) -> Result<(), String> {
+    ) -> Result<(), GitError> {
         match (self.credential.credential_type, repo.transport) {
             (CredentialType::Pat, Transport::Https | Transport::Http) => {
                 env.extend([
@@ -84,27 +150,21 @@ impl RepoCredential {
                 ]);
                 Ok(())
             }
-            (CredentialType::Pat, _) => Err(
-                "the job's credential is an access token, which works over https:// only; use a deploy key for ssh"
-                    .to_string(),
-            ),
+            (CredentialType::Pat, _) => Err(GitError::TokenNeedsHttps),
             // The key goes in through the SSH command (see `key_file`).
             (CredentialType::DeployKey, Transport::Ssh) => Ok(()),
-            (CredentialType::DeployKey, _) => Err(
-                "the job's credential is a deploy key, which works over ssh:// only; use an access token for https"
-                    .to_string(),
-            ),
+            (CredentialType::DeployKey, _) => Err(GitError::KeyNeedsSsh),
         }
     }
 
     /// For a deploy key: the key in a file of its own (0600) in a new 0700 directory under
     /// `private`, removed when the returned directory is dropped, right after the clone.
-    fn key_file(&self, private: &Path) -> Result<Option<(tempfile::TempDir, PathBuf)>, String> {
+    fn key_file(&self, private: &Path) -> Result<Option<(tempfile::TempDir, PathBuf)>, GitError> {
         use std::os::unix::fs::OpenOptionsExt as _;
         if self.credential.credential_type != CredentialType::DeployKey {
             return Ok(None);
         }
-        let error = |e: std::io::Error| format!("preparing the deploy key: {e}");
+        let error = io("preparing the deploy key");
         let dir = tempfile::Builder::new()
             .prefix("ssh-key-")
             .tempdir_in(private)
@@ -168,7 +228,7 @@ impl HostGit {
     }
 
     /// The askpass program (no secret in it), written once to the private directory.
-    fn askpass(&self) -> Result<String, String> {
+    fn askpass(&self) -> Result<String, GitError> {
         use std::os::unix::fs::OpenOptionsExt as _;
         let path = self.private.join("askpass");
         if !path.exists() {
@@ -177,9 +237,9 @@ impl HostGit {
                 .create_new(true)
                 .mode(0o700)
                 .open(&path)
-                .map_err(|e| format!("preparing git's credential prompt: {e}"))?;
+                .map_err(io("preparing git's credential prompt"))?;
             std::io::Write::write_all(&mut file, ASKPASS.as_bytes())
-                .map_err(|e| format!("preparing git's credential prompt: {e}"))?;
+                .map_err(io("preparing git's credential prompt"))?;
         }
         Ok(path.display().to_string())
     }
@@ -195,8 +255,8 @@ impl HostGit {
 
     /// Clones `url` at `branch`: into the private base repository (the only network access),
     /// then from there into the workspace.
-    pub async fn clone_repo(&self, url: &str, branch: &str) -> Result<(), String> {
-        let repo = repo_url::check(url, self.allow_local).map_err(|e| e.to_string())?;
+    pub async fn clone_repo(&self, url: &str, branch: &str) -> Result<(), GitError> {
+        let repo = repo_url::check(url, self.allow_local)?;
         let pin = self.pin(url, &repo).await?;
         let mut args: Vec<String> = pin.config;
         args.extend(
@@ -270,7 +330,7 @@ impl HostGit {
     /// Fills the private index with the base and the workspace's file stats, so each diff later
     /// hashes only the files that changed (clone time, before the agent: every file is read
     /// once here).
-    async fn index_base(&self, base: &str) -> Result<(), String> {
+    async fn index_base(&self, base: &str) -> Result<(), GitError> {
         let args = self.with_base(&["reset", "-q", "--mixed", base]);
         self.git(&self.workspace, &args, &[], &[]).await.map(drop)
     }
@@ -287,7 +347,7 @@ impl HostGit {
 
     /// For the step harness: the workspace's own repository (the author's, trusted) becomes
     /// the base the diff compares with.
-    pub async fn adopt_workspace_repository(&self, base: &str) -> Result<(), String> {
+    pub async fn adopt_workspace_repository(&self, base: &str) -> Result<(), GitError> {
         let repo = self.base_repo().display().to_string();
         let workspace = self.workspace.display().to_string();
         let args = [
@@ -304,23 +364,22 @@ impl HostGit {
     }
 
     /// Leaves `patterns` (gitignore syntax) out of the diff: what an agent writes for itself.
-    pub fn exclude(&self, patterns: &[String]) -> Result<(), String> {
+    pub fn exclude(&self, patterns: &[String]) -> Result<(), GitError> {
         if patterns.is_empty() {
             return Ok(());
         }
         let info = self.base_repo().join("info");
-        std::fs::create_dir_all(&info).map_err(|e| format!("excluding agent files: {e}"))?;
+        std::fs::create_dir_all(&info).map_err(io("excluding agent files"))?;
         let mut text = std::fs::read_to_string(info.join("exclude")).unwrap_or_default();
         for pattern in patterns {
             text.push_str(pattern);
             text.push('\n');
         }
-        std::fs::write(info.join("exclude"), text)
-            .map_err(|e| format!("excluding agent files: {e}"))
+        std::fs::write(info.join("exclude"), text).map_err(io("excluding agent files"))
     }
 
     /// Creates and checks out `name` in the workspace (before the agent runs).
-    pub async fn create_branch(&self, name: &str) -> Result<(), String> {
+    pub async fn create_branch(&self, name: &str) -> Result<(), GitError> {
         self.git(&self.workspace, &["checkout", "-b", name], &[], &[])
             .await
             .map(drop)
@@ -328,9 +387,9 @@ impl HostGit {
 
     /// The full id of the commit `rev` names in the private base repository. A `rev` that
     /// could be read as an option is refused.
-    pub async fn resolve(&self, rev: &str) -> Result<String, String> {
+    pub async fn resolve(&self, rev: &str) -> Result<String, GitError> {
         if rev.starts_with('-') {
-            return Err(format!("`{rev}` is not a revision"));
+            return Err(GitError::NotARevision(rev.to_string()));
         }
         let git_dir = format!("--git-dir={}", self.base_repo().display());
         let commit = format!("{rev}^{{commit}}");
@@ -348,13 +407,13 @@ impl HostGit {
                 &[],
             )
             .await
-            .map_err(|_| format!("`{rev}` names no commit of the repository"))?;
+            .map_err(|_| GitError::NoSuchCommit(rev.to_string()))?;
         Ok(out.trim().to_string())
     }
 
     /// The binary-safe diff of the workspace's files against `base`, taken with the private
     /// base repository and a private index, and what it left out for the log.
-    pub async fn diff(&self, base: &str) -> Result<WorkspaceDiff, String> {
+    pub async fn diff(&self, base: &str) -> Result<WorkspaceDiff, GitError> {
         // The private index starts at the base (see `index_base`); staging the workspace makes
         // it the workspace, and the diff is index against base.
         let notices = self.stage_workspace().await?;
@@ -381,7 +440,7 @@ impl HostGit {
     /// letting git walk the workspace (see `stage`): tracked files that are gone are removed,
     /// and every file and link present, tracked or not ignored, is staged by name. The base's
     /// submodule commits are kept as they are. Returns what was left out, for the log.
-    async fn stage_workspace(&self) -> Result<Vec<String>, String> {
+    async fn stage_workspace(&self) -> Result<Vec<String>, GitError> {
         let tracked = self.tracked().await?;
         let mut present: Vec<stage::RelPath> = Vec::new();
         let mut notices: Vec<String> = Vec::new();
@@ -390,8 +449,8 @@ impl HostGit {
             let workspace = self.workspace.clone();
             let found = tokio::task::spawn_blocking(move || stage::list(&workspace, &level))
                 .await
-                .map_err(|e| format!("listing the workspace failed: {e}"))?
-                .map_err(|e| format!("listing the workspace failed: {e}"))?;
+                .map_err(|e| io("listing the workspace failed")(e.into()))?
+                .map_err(io("listing the workspace failed"))?;
             notices.extend(found.git_entries.iter().map(|path| left_out(path)));
             let mut next = Vec::new();
             // Untracked paths, and whether each is a directory, for the ignore rules to judge.
@@ -465,16 +524,15 @@ impl HostGit {
         // became a repository while this ran (something of the agent's still at work).
         let after = self.tracked().await?;
         if let Some(path) = after.gitlinks.difference(&tracked.gitlinks).next() {
-            return Err(format!(
-                "{} became a git repository while the diff was taken; the change is refused",
-                String::from_utf8_lossy(path)
+            return Err(GitError::BecameRepository(
+                String::from_utf8_lossy(path).into_owned(),
             ));
         }
         Ok(notices)
     }
 
     /// What the private index holds.
-    async fn tracked(&self) -> Result<stage::Tracked, String> {
+    async fn tracked(&self) -> Result<stage::Tracked, GitError> {
         let args = self.with_base(&["ls-files", "-s", "-z"]);
         let listing = self.git_bytes(&self.workspace, &args, None, &[0]).await?;
         Ok(stage::Tracked::parse(&listing))
@@ -484,7 +542,7 @@ impl HostGit {
     /// leave out. check-ignore takes pathspecs and refuses `:(literal)`, so each path goes as
     /// `./PATH`, which no magic reads (a name like `:(exclude)x` is a name); it answers with the
     /// ignored ones as given.
-    async fn ignored(&self, paths: &[stage::RelPath]) -> Result<HashSet<stage::RelPath>, String> {
+    async fn ignored(&self, paths: &[stage::RelPath]) -> Result<HashSet<stage::RelPath>, GitError> {
         if paths.is_empty() {
             return Ok(HashSet::new());
         }
@@ -504,13 +562,16 @@ impl HostGit {
 
     /// Resolves the repository's host and checks every address, unless local repositories are
     /// allowed; returns how to make git connect to the checked address only.
-    async fn pin(&self, url: &str, repo: &RepoUrl) -> Result<Pin, String> {
+    async fn pin(&self, url: &str, repo: &RepoUrl) -> Result<Pin, GitError> {
         let Some(host) = &repo.host else {
             return Ok(Pin::default());
         };
         let addresses: Vec<IpAddr> = tokio::net::lookup_host((host.as_str(), repo.port))
             .await
-            .map_err(|e| format!("cannot resolve the repository host {host}: {e}"))?
+            .map_err(|source| GitError::Resolve {
+                host: host.clone(),
+                source,
+            })?
             .map(|a| a.ip())
             .collect();
         let ip = checked_address(host, &addresses, self.allow_local)?;
@@ -545,9 +606,9 @@ impl HostGit {
         args: &[S],
         protocols: &[&str],
         env: &[(&str, &str)],
-    ) -> Result<String, String> {
+    ) -> Result<String, GitError> {
         let out = self.run_git(dir, args, protocols, env, None, &[0]).await?;
-        String::from_utf8(out).map_err(|_| "git output is not valid UTF-8".to_string())
+        String::from_utf8(out).map_err(|_| GitError::NotUtf8)
     }
 
     /// Local git (no transport) in `dir`, fed `input`, exiting with one of `success`; its
@@ -558,7 +619,7 @@ impl HostGit {
         args: &[S],
         input: Option<Vec<u8>>,
         success: &[i32],
-    ) -> Result<Vec<u8>, String> {
+    ) -> Result<Vec<u8>, GitError> {
         self.run_git(dir, args, &[], &[], input, success).await
     }
 
@@ -572,7 +633,7 @@ impl HostGit {
         env: &[(&str, &str)],
         input: Option<Vec<u8>>,
         success: &[i32],
-    ) -> Result<Vec<u8>, String> {
+    ) -> Result<Vec<u8>, GitError> {
         use tokio::io::AsyncWriteExt as _;
         let mut command = tokio::process::Command::new("git");
         command
@@ -605,9 +666,7 @@ impl HostGit {
         if !args.iter().any(|a| a.as_ref().starts_with("--git-dir=")) {
             command.env_remove("GIT_INDEX_FILE");
         }
-        let mut child = command
-            .spawn()
-            .map_err(|e| format!("could not run git: {e}"))?;
+        let mut child = command.spawn().map_err(io("could not run git"))?;
         let stdin = child.stdin.take();
         // Fed while its output is read, so neither pipe can fill up and stall the other.
         let feed = async move {
@@ -618,7 +677,7 @@ impl HostGit {
             }
         };
         let (fed, output) = tokio::join!(feed, child.wait_with_output());
-        let output = output.map_err(|e| format!("could not run git: {e}"))?;
+        let output = output.map_err(io("could not run git"))?;
         if !output
             .status
             .code()
@@ -630,13 +689,13 @@ impl HostGit {
                 .rev()
                 .find(|l| !l.trim().is_empty())
                 .unwrap_or("");
-            return Err(if last.is_empty() {
+            return Err(GitError::Git(if last.is_empty() {
                 format!("git exited with {}", output.status)
             } else {
                 last.trim().chars().take(500).collect()
-            });
+            }));
         }
-        fed.map_err(|e| format!("could not write to git: {e}"))?;
+        fed.map_err(io("could not write to git"))?;
         Ok(output.stdout)
     }
 }
@@ -708,32 +767,37 @@ pub fn checked_address(
     host: &str,
     addresses: &[IpAddr],
     allow_local: bool,
-) -> Result<IpAddr, String> {
+) -> Result<IpAddr, AddressError> {
     let internal = addresses
         .iter()
         .find_map(|ip| repo_url::address_kind(*ip).map(|kind| (ip, kind)));
     if let (false, Some((ip, kind))) = (allow_local, internal) {
-        return Err(format!(
-            "the repository host {host} resolves to {ip}, {kind}; only public hosts can be cloned"
-        ));
+        return Err(AddressError::Internal {
+            host: host.to_string(),
+            ip: *ip,
+            kind: kind.to_string(),
+        });
     }
     addresses
         .first()
         .copied()
-        .ok_or_else(|| format!("the repository host {host} has no address"))
+        .ok_or_else(|| AddressError::None(host.to_string()))
 }
 
 /// `url` with its host replaced by `ip`, in the same syntax.
-fn with_address(url: &str, repo: &RepoUrl, ip: IpAddr) -> Result<String, String> {
+fn with_address(url: &str, repo: &RepoUrl, ip: IpAddr) -> Result<String, AddressError> {
     if repo.scp_like {
-        let (user, rest) = url.split_once('@').ok_or("not an scp-like URL")?;
-        let (_, path) = rest.split_once(':').ok_or("not an scp-like URL")?;
+        let (user, rest) = url.split_once('@').ok_or(AddressError::NotScpLike)?;
+        let (_, path) = rest.split_once(':').ok_or(AddressError::NotScpLike)?;
         return Ok(format!("{user}@{}:{path}", bracketed(ip)));
     }
-    let mut parsed = url::Url::parse(url).map_err(|e| e.to_string())?;
+    let mut parsed = url::Url::parse(url).map_err(|e| AddressError::Unparsable(e.to_string()))?;
     parsed
         .set_ip_host(ip)
-        .map_err(|()| format!("cannot point {url} at {ip}"))?;
+        .map_err(|()| AddressError::CannotRewrite {
+            url: url.to_string(),
+            ip,
+        })?;
     Ok(parsed.to_string())
 }
 
@@ -761,7 +825,9 @@ mod tests {
             checked_address("git.example.com", &[public], false),
             Ok(public)
         );
-        let err = checked_address("rebind.example.com", &[public, metadata], false).unwrap_err();
+        let err = checked_address("rebind.example.com", &[public, metadata], false)
+            .unwrap_err()
+            .to_string();
         assert!(
             err.contains("169.254.169.254") && err.contains("link-local"),
             "{err}"
@@ -782,19 +848,23 @@ mod tests {
         let scp = repo_url::check("git@github.com:org/repo.git", false);
         let scp = scp.as_ref().map_err(ToString::to_string);
         assert_eq!(
-            scp.and_then(|r| with_address("git@github.com:org/repo.git", r, ip)),
+            scp.and_then(
+                |r| with_address("git@github.com:org/repo.git", r, ip).map_err(|e| e.to_string())
+            ),
             Ok("git@93.184.216.34:org/repo.git".to_string())
         );
         let url = "ssh://git@github.com:2222/org/repo.git";
         let ssh = repo_url::check(url, false).map_err(|e| e.to_string());
         assert_eq!(
-            ssh.and_then(|r| with_address(url, &r, ip)),
+            ssh.and_then(|r| with_address(url, &r, ip).map_err(|e| e.to_string())),
             Ok("ssh://git@93.184.216.34:2222/org/repo.git".to_string())
         );
         let v6: IpAddr = "2606:2800:220:1::1".parse().unwrap_or(ip);
         let scp = repo_url::check("git@github.com:org/repo.git", false).map_err(|e| e.to_string());
         assert_eq!(
-            scp.and_then(|r| with_address("git@github.com:org/repo.git", &r, v6)),
+            scp.and_then(
+                |r| with_address("git@github.com:org/repo.git", &r, v6).map_err(|e| e.to_string())
+            ),
             Ok("git@[2606:2800:220:1::1]:org/repo.git".to_string())
         );
     }

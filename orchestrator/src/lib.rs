@@ -7,5 +7,6 @@ pub mod job;
 pub mod local;
 pub mod logs;
 pub mod outbox;
+pub mod stages;
 pub mod steps;
 pub mod work;

@@ -8,8 +8,9 @@ use std::path::PathBuf;
 use ckrv_pipeline::Pipeline;
 use ckrv_wit::types::{Job, JobStatus, LogLevel, StageKind, WorkerJob};
 
-use crate::job::{JobOptions, StageSource, run_stages};
+use crate::job::JobOptions;
 use crate::logs::{JobLog, LogLines, Queued, Scrubber};
+use crate::stages::{StageSource, run_stages};
 
 /// What to run.
 pub struct LocalJob {
@@ -104,7 +105,7 @@ pub async fn run_local(job: LocalJob, options: &JobOptions) -> Result<String, St
     }
     drop(log);
     let _ = printer.await;
-    let outputs = outcome.map_err(|e| scrubber.scrub(&e))?;
+    let outputs = outcome.map_err(|e| scrubber.scrub(&e.to_string()))?;
     Ok(outputs
         .into_iter()
         .find(|(key, _)| key == "diff")

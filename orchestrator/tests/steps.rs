@@ -363,7 +363,7 @@ async fn hostile_repository_urls_are_refused_before_anything_connects() {
         let workspace = dir.path().join(format!("w{n}/workspace"));
         std::fs::create_dir_all(&workspace).unwrap();
         let git = HostGit::new(&workspace, &dir.path().join(format!("w{n}/git")), false).unwrap();
-        let err = git.clone_repo(&url, "main").await.unwrap_err();
+        let err = git.clone_repo(&url, "main").await.unwrap_err().to_string();
         assert!(err.contains(reason), "{url}: {err}");
         assert_eq!(std::fs::read_dir(&workspace).unwrap().count(), 0, "{url}");
     }
@@ -830,7 +830,7 @@ fn the_credential_goes_to_the_jobs_own_repository_once_and_nowhere_else() {
     std::fs::remove_dir_all(git.workspace()).unwrap();
     std::fs::create_dir(git.workspace()).unwrap();
     std::fs::remove_dir_all(_dir.path().join("git/base.git")).unwrap();
-    let again = clone(&job_url, &git.clone()).unwrap_err();
+    let again = clone(&job_url, &git.clone()).unwrap_err().to_string();
     assert!(!again.contains(TOKEN), "{again}");
     assert_eq!(server.authorizations.lock().unwrap().len(), sent);
 }

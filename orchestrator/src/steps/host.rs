@@ -2,7 +2,7 @@
 //! holds (WASI, HTTP under its policy, limits) is the shared host's.
 
 use super::bindings::ckrv::cloud::{git, log};
-use crate::host_git::HostGit;
+use crate::host_git::{GitError, HostGit};
 use crate::logs::JobLog;
 use ckrv_wasm_host::HostState;
 use ckrv_wit::types::LogLevel;
@@ -17,22 +17,27 @@ pub struct StepData {
 /// A step's store state.
 pub type StepState = HostState<StepData>;
 
+/// The WIT `git` interface speaks strings: the guest gets the error's message, nothing else.
+fn for_guest<T>(result: Result<T, GitError>) -> Result<T, String> {
+    result.map_err(|error| error.to_string())
+}
+
 impl git::Host for StepState {
     async fn clone_repo(
         &mut self,
         url: String,
         branch: String,
     ) -> wasmtime::Result<Result<(), String>> {
-        Ok(self.data.git.clone_repo(&url, &branch).await)
+        Ok(for_guest(self.data.git.clone_repo(&url, &branch).await))
     }
 
     async fn create_branch(&mut self, name: String) -> wasmtime::Result<Result<(), String>> {
-        Ok(self.data.git.create_branch(&name).await)
+        Ok(for_guest(self.data.git.create_branch(&name).await))
     }
 
     /// The patch; what the diff left out goes to the log as warnings the user sees.
     async fn diff(&mut self, base: String) -> wasmtime::Result<Result<String, String>> {
-        Ok(self.data.git.diff(&base).await.map(|diff| {
+        Ok(for_guest(self.data.git.diff(&base).await).map(|diff| {
             for notice in diff.notices {
                 self.data.log.write(LogLevel::Warn, &self.data.step, notice);
             }
@@ -41,7 +46,7 @@ impl git::Host for StepState {
     }
 
     async fn resolve(&mut self, rev: String) -> wasmtime::Result<Result<String, String>> {
-        Ok(self.data.git.resolve(&rev).await)
+        Ok(for_guest(self.data.git.resolve(&rev).await))
     }
 }
 

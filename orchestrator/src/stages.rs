@@ -1,0 +1,461 @@
+//! A job's pipeline, stage by stage, in a fresh workspace: the agent in its sandbox, each step
+//! as a WASM component with its own network policy and bounds. The job's reporting around it
+//! is `job`'s (or `local`'s, for a run without an API).
+
+use std::borrow::Cow;
+use std::path::{Path, PathBuf};
+
+use ckrv_agents::{
+    AgentDefinition, AgentRuntime, Invocation, ProcessRuntime, RunRequest, SandboxRuntime,
+    SandboxUnavailable, SpecError, Stream,
+};
+use ckrv_wasm_host::{Limits, Origin, OriginError, OriginPolicy};
+use ckrv_wit::types::{AgentSecret, LogLevel, PhaseUpdate, PipelineStage, StageKind, WorkerJob};
+
+use crate::api_client::{ApiClient, ApiClientError};
+use crate::host_git::{GitError, HostGit};
+use crate::job::{AgentPlace, JobOptions};
+use crate::logs::JobLog;
+use crate::steps::{DEFAULT_LIMITS, StepContext, StepEnv, builtin_component};
+
+const SOURCE: &str = "orchestrator";
+
+/// Why a job's stages stopped. The job's error message is its text.
+#[derive(Debug, thiserror::Error)]
+pub enum StageError {
+    #[error("the API named no feature branch for the job")]
+    NoFeatureBranch,
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+    /// A directory of the job's own, and what it was for.
+    #[error("{doing}: {source}")]
+    Io {
+        doing: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the workspace {} cannot be used: {source}", dir.display())]
+    Workspace {
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the workspace {} is not empty; the job needs a fresh one", .0.display())]
+    WorkspaceNotEmpty(PathBuf),
+    #[error(transparent)]
+    ApiOrigin(OriginError),
+    #[error("the API sent no pipeline stages")]
+    NoStages,
+    #[error("the API did not come back")]
+    ApiGone,
+    #[error(transparent)]
+    Git(#[from] GitError),
+    #[error(transparent)]
+    Sandbox(#[from] SandboxUnavailable),
+    #[error("starting agent {agent} failed: {source}")]
+    AgentStart {
+        agent: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("agent exited with status {0}")]
+    AgentExit(i32),
+    #[error("agent was killed by a signal")]
+    AgentKilled,
+    #[error("stage {stage}: this worker has no built-in step `{step}`")]
+    NoBuiltin { stage: String, step: String },
+    #[error("stage {stage}: reading its component failed: {source}")]
+    Component {
+        stage: String,
+        #[source]
+        source: ApiClientError,
+    },
+    #[error("stage {0}: its component is not in the pipeline")]
+    ComponentMissing(String),
+    #[error("stage {0} is the agent, not a step")]
+    NotAStep(String),
+    #[error("stage {stage}: allowed_hosts: {source}")]
+    AllowedHosts {
+        stage: String,
+        #[source]
+        source: OriginError,
+    },
+    /// A step failed: in its own words (the WIT boundary speaks strings), with what the host
+    /// denied it.
+    #[error("{0}")]
+    Step(String),
+}
+
+/// An `Io` error's constructor, for `map_err`.
+fn io(doing: &'static str) -> impl Fn(std::io::Error) -> StageError + Copy {
+    move |source| StageError::Io { doing, source }
+}
+
+/// Where a job's stages get what the API gives a worker: the operator's components and the
+/// origin steps may call with the job's token. A local run has no API.
+pub(crate) enum StageSource<'a> {
+    Api {
+        client: &'a ApiClient,
+        token: &'a str,
+    },
+    Local {
+        pipeline: &'a ckrv_pipeline::Pipeline,
+    },
+}
+
+impl StageSource<'_> {
+    fn api_url(&self) -> &str {
+        match self {
+            Self::Api { client, .. } => client.base_url(),
+            Self::Local { .. } => "",
+        }
+    }
+
+    /// The API's origin and the job's token, which the host adds to steps' requests to it.
+    fn api_origin(&self) -> Result<Option<(Origin, &str)>, StageError> {
+        match self {
+            Self::Api { client, token } => Ok(Some((
+                Origin::of_url(client.base_url()).map_err(StageError::ApiOrigin)?,
+                *token,
+            ))),
+            Self::Local { .. } => Ok(None),
+        }
+    }
+}
+
+/// Runs the pipeline's stages in a fresh workspace; returns the steps' outputs (after `diff`,
+/// `diff` holds the patch).
+pub(crate) async fn run_stages(
+    source: &StageSource<'_>,
+    options: &JobOptions,
+    log: &JobLog,
+    job: WorkerJob,
+) -> Result<Vec<(String, String)>, StageError> {
+    let WorkerJob {
+        job,
+        spec_content,
+        pipeline,
+        agent_secrets,
+        git_credential,
+        ..
+    } = job;
+    let feature_branch = job
+        .feature_branch_name
+        .clone()
+        .ok_or(StageError::NoFeatureBranch)?;
+    let invocation = ckrv_agents::resolve(&ckrv_agents::parse_spec(&spec_content)?)?;
+    log.info(
+        SOURCE,
+        format!(
+            "Job {} for {} ({})",
+            job.id, job.git_repo_url, job.git_base_branch
+        ),
+    );
+    let dirs = JobDirs::create(options)?;
+    let git = HostGit::new(&dirs.workspace, &dirs.git(), options.allow_local_repos)
+        .map_err(io("preparing the job's git failed"))?;
+    // The credential goes to the host's clone of the job's own repository, once; no step and
+    // no agent ever holds it.
+    let git = match git_credential {
+        Some(credential) => git.with_credential(&job.git_repo_url, credential),
+        None => git,
+    };
+    let api_origin = source.api_origin()?;
+    if pipeline.is_empty() {
+        return Err(StageError::NoStages);
+    }
+    let mut outputs: Vec<(String, String)> = Vec::new();
+    for stage in &pipeline {
+        log.phase(PhaseUpdate {
+            phase: stage.phase,
+            agent: Some(invocation.agent.name.clone()),
+        });
+        // A step may talk to the API (upload does): it starts once the API has everything
+        // before it, after an outage of any length. The agent needs no API and runs on, except
+        // in a job pod: there the API narrows the pod's network to the agent's when it takes
+        // the agent's phase, and the agent must not start before.
+        let waits = stage.kind != StageKind::Agent || matches!(options.agent, AgentPlace::Pod(_));
+        if waits && !log.delivered().await {
+            return Err(StageError::ApiGone);
+        }
+        if stage.kind == StageKind::Agent {
+            let request = agent_request(&invocation, &job.id, &dirs, &agent_secrets, options);
+            run_agent(options, log, invocation.agent, &request).await?;
+            git.exclude(&invocation.agent.exclude)?;
+            continue;
+        }
+        let ctx = StepContext {
+            job_id: job.id.clone(),
+            git_repo_url: job.git_repo_url.clone(),
+            git_base_branch: job.git_base_branch.clone(),
+            feature_branch_name: feature_branch.clone(),
+            api_url: source.api_url().to_string(),
+            params: stage
+                .params
+                .iter()
+                .map(|p| (p.name.clone(), p.value.clone()))
+                .collect(),
+            inputs: outputs.clone(),
+        };
+        let api = api_origin.as_ref().map(|(origin, token)| (origin, *token));
+        for (key, value) in run_step(source, options, log, stage, &git, api, ctx).await? {
+            outputs.retain(|(k, _)| *k != key);
+            outputs.push((key, value));
+        }
+    }
+    dirs.close();
+    Ok(outputs)
+}
+
+/// The job's directory: the workspace the agent and steps see, the agent's scratch space, and
+/// beside them the host's private git state, which neither ever sees. Removed when dropped.
+struct JobDirs {
+    dir: tempfile::TempDir,
+    workspace: PathBuf,
+    scratch: PathBuf,
+}
+
+impl JobDirs {
+    fn create(options: &JobOptions) -> Result<Self, StageError> {
+        let dir = crate::job::work_tempdir(options.work_dir.as_deref(), "ckrv-job-")
+            .map_err(io("creating the job directory failed"))?;
+        // Others may pass through (the agent's unprivileged user reaches its workspace) but
+        // not list it, and the private git state inside stays 0700.
+        let pass_through = || std::os::unix::fs::PermissionsExt::from_mode(0o711);
+        std::fs::set_permissions(dir.path(), pass_through())
+            .map_err(io("preparing the job directory failed"))?;
+        let workspace = match &options.workspace {
+            Some(given) => given_workspace(given)?,
+            None => {
+                let workspace = dir.path().join("workspace");
+                std::fs::create_dir(&workspace).map_err(io("creating the workspace failed"))?;
+                workspace
+            }
+        };
+        let scratch = dir.path().join("agent");
+        std::fs::create_dir(&scratch).map_err(io("creating the workspace failed"))?;
+        std::fs::set_permissions(&scratch, pass_through())
+            .map_err(io("preparing the job directory failed"))?;
+        Ok(Self {
+            dir,
+            workspace,
+            scratch,
+        })
+    }
+
+    /// The host's private git state.
+    fn git(&self) -> PathBuf {
+        self.dir.path().join("git")
+    }
+
+    fn close(self) {
+        if let Err(e) = self.dir.close() {
+            tracing::warn!(error = %e, "removing the workspace failed");
+        }
+    }
+}
+
+/// The workspace `--workspace` named: it must be an empty directory, as a fresh volume is.
+fn given_workspace(dir: &Path) -> Result<PathBuf, StageError> {
+    let mut entries = std::fs::read_dir(dir).map_err(|source| StageError::Workspace {
+        dir: dir.to_path_buf(),
+        source,
+    })?;
+    if entries.next().is_some() {
+        return Err(StageError::WorkspaceNotEmpty(dir.to_path_buf()));
+    }
+    Ok(dir.to_path_buf())
+}
+
+/// What the agent runs with: the spec's command in the job's workspace, and of the platform's
+/// secrets only those its definition declares.
+fn agent_request(
+    invocation: &Invocation,
+    job_id: &str,
+    dirs: &JobDirs,
+    secrets: &[AgentSecret],
+    options: &JobOptions,
+) -> RunRequest {
+    let agent = invocation.agent;
+    RunRequest {
+        command: invocation.command.clone(),
+        workspace: dirs.workspace.clone(),
+        scratch: dirs.scratch.clone(),
+        job_id: job_id.to_string(),
+        network: agent.network,
+        env: agent
+            .env
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        secrets: secrets
+            .iter()
+            .filter(|s| agent.secrets.contains(&s.name))
+            .map(|s| (s.name.clone(), s.value.clone()))
+            .collect(),
+        prompt: invocation.prompt.clone(),
+        agent_bin: options.agent_bin.clone(),
+    }
+}
+
+/// Runs the agent to its end, its output streamed to the job log under its name.
+async fn run_agent(
+    options: &JobOptions,
+    log: &JobLog,
+    agent: &AgentDefinition,
+    request: &RunRequest,
+) -> Result<(), StageError> {
+    log.info(SOURCE, format!("Starting agent: {}", agent.name));
+    let (lines, mut agent_output) = tokio::sync::mpsc::channel::<ckrv_agents::OutputLine>(256);
+    let forward = async {
+        while let Some(line) = agent_output.recv().await {
+            let level = match line.stream {
+                Stream::Stdout => LogLevel::Info,
+                Stream::Stderr => LogLevel::Warn,
+            };
+            log.send(level, &agent.name, line.line).await;
+        }
+    };
+    let sandbox = match &options.agent {
+        AgentPlace::Sandbox(limits) => SandboxRuntime::new(*limits),
+        _ => SandboxRuntime::default(),
+    };
+    let runtime: &dyn AgentRuntime = match &options.agent {
+        AgentPlace::Sandbox(_) => {
+            sandbox.probe().await?;
+            &sandbox
+        }
+        AgentPlace::Unsandboxed => {
+            log.warn(
+                SOURCE,
+                "WARNING: this agent runs without a sandbox, with the worker's rights: the server was started with --insecure-no-sandbox",
+            );
+            &ProcessRuntime
+        }
+        AgentPlace::Pod(pod) => {
+            log.info(
+                SOURCE,
+                "The agent runs in its own container of the job's pod",
+            );
+            pod
+        }
+    };
+    let run = runtime.run(request, lines);
+    let (status, ()) = tokio::join!(run, forward);
+    let status = status.map_err(|source| StageError::AgentStart {
+        agent: agent.name.clone(),
+        source,
+    })?;
+    match status.code {
+        Some(0) => {
+            log.info(SOURCE, format!("Agent {} finished", agent.name));
+            Ok(())
+        }
+        Some(code) => Err(StageError::AgentExit(code)),
+        None => Err(StageError::AgentKilled),
+    }
+}
+
+/// Runs one step's component with its policy and bounds; returns its outputs.
+async fn run_step(
+    source: &StageSource<'_>,
+    options: &JobOptions,
+    log: &JobLog,
+    stage: &PipelineStage,
+    git: &HostGit,
+    api: Option<(&Origin, &str)>,
+    ctx: StepContext,
+) -> Result<Vec<(String, String)>, StageError> {
+    log.info(SOURCE, starting_message(&stage.name));
+    let bytes = component_of(source, stage).await?;
+    let env = StepEnv {
+        name: &stage.name,
+        git,
+        log,
+        policy: stage_policy(stage, api)?,
+        limits: stage_limits(stage),
+    };
+    let output = options
+        .steps
+        .run(&bytes, ctx, env)
+        .await
+        .into_result(&stage.name)
+        .map_err(StageError::Step)?;
+    log.info(&stage.name, output.summary);
+    Ok(output.outputs)
+}
+
+fn starting_message(stage: &str) -> String {
+    match stage {
+        ckrv_pipeline::CLONE => "Cloning repository...".to_string(),
+        ckrv_pipeline::DIFF => "Computing the diff...".to_string(),
+        ckrv_pipeline::UPLOAD => "Uploading the result...".to_string(),
+        other => format!("Running step {other}..."),
+    }
+}
+
+/// The stage's component: built in, or the operator's, read from the API (or the local
+/// pipeline) by digest.
+async fn component_of(
+    source_of: &StageSource<'_>,
+    stage: &PipelineStage,
+) -> Result<Cow<'static, [u8]>, StageError> {
+    let source = stage.source.as_deref().unwrap_or_default();
+    match stage.kind {
+        StageKind::Builtin => {
+            builtin_component(source)
+                .map(Cow::Borrowed)
+                .ok_or_else(|| StageError::NoBuiltin {
+                    stage: stage.name.clone(),
+                    step: source.to_string(),
+                })
+        }
+        StageKind::Component => match source_of {
+            StageSource::Api { client, .. } => client
+                .fetch_component(source)
+                .await
+                .map(Cow::Owned)
+                .map_err(|source| StageError::Component {
+                    stage: stage.name.clone(),
+                    source,
+                }),
+            StageSource::Local { pipeline } => pipeline
+                .component(source)
+                .map(|bytes| Cow::Owned(bytes.to_vec()))
+                .ok_or_else(|| StageError::ComponentMissing(stage.name.clone())),
+        },
+        StageKind::Agent => Err(StageError::NotAStep(stage.name.clone())),
+    }
+}
+
+/// Where the stage's step may connect: the API, if there is one (the host adds the job's
+/// token), and the stage's allowed hosts.
+fn stage_policy(
+    stage: &PipelineStage,
+    api: Option<(&Origin, &str)>,
+) -> Result<OriginPolicy, StageError> {
+    let mut policy = match api {
+        Some((origin, token)) => OriginPolicy::deny_all().allow_with_bearer(origin.clone(), token),
+        None => OriginPolicy::deny_all(),
+    };
+    for host in &stage.allowed_hosts {
+        let origin = Origin::parse(host).map_err(|source| StageError::AllowedHosts {
+            stage: stage.name.clone(),
+            source,
+        })?;
+        policy = policy.allow(origin);
+    }
+    Ok(policy)
+}
+
+/// The stage's bounds: its own, else the worker's defaults.
+fn stage_limits(stage: &PipelineStage) -> Limits {
+    Limits {
+        memory_bytes: stage
+            .memory_mb
+            .map_or(DEFAULT_LIMITS.memory_bytes, |mb| mb as usize * 1024 * 1024),
+        timeout: stage.timeout_s.map_or(DEFAULT_LIMITS.timeout, |s| {
+            std::time::Duration::from_secs(u64::from(s))
+        }),
+    }
+}
