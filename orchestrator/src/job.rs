@@ -5,7 +5,7 @@ use crate::api_client::{ApiClient, ApiClientError};
 use crate::logs::{self, JobLog, Scrubber};
 use crate::outbox::{self, Outgoing, Report};
 use crate::stages::{StageSource, run_stages};
-use crate::steps::StepRunner;
+use crate::step_host::StepRunner;
 use ckrv_agents::{PodRuntime, SandboxLimits};
 use ckrv_wit::types::{JobCompletion, JobState};
 use std::path::{Path, PathBuf};

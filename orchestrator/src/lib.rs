@@ -8,5 +8,5 @@ pub mod local;
 pub mod logs;
 pub mod outbox;
 pub mod stages;
-pub mod steps;
+pub mod step_host;
 pub mod work;

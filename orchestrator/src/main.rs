@@ -10,7 +10,7 @@ use anyhow::Context;
 use ckrv_agents::PodRuntime;
 use ckrv_orchestrator::api_client::ApiClient;
 use ckrv_orchestrator::job::{AgentPlace, JobOptions, run_job};
-use ckrv_orchestrator::steps::StepRunner;
+use ckrv_orchestrator::step_host::StepRunner;
 use ckrv_orchestrator::work::{WorkOptions, work};
 use ckrv_wit::types::{JobCompletion, JobState};
 use clap::{Parser, Subcommand};
@@ -179,7 +179,7 @@ impl JobArgs {
         AgentPlace::local(!self.insecure_no_sandbox, limits)
     }
 
-    fn step_runner(&self) -> Result<StepRunner, ckrv_orchestrator::steps::StepError> {
+    fn step_runner(&self) -> Result<StepRunner, ckrv_orchestrator::step_host::StepError> {
         match &self.compile_cache {
             Some(dir) => StepRunner::with_cache(ckrv_wasm_host::CompileCache::disk(dir)),
             None => StepRunner::new(),

@@ -16,7 +16,7 @@ use crate::api_client::{ApiClient, ApiClientError};
 use crate::host_git::{GitError, HostGit};
 use crate::job::{AgentPlace, JobOptions};
 use crate::logs::JobLog;
-use crate::steps::{DEFAULT_LIMITS, StepContext, StepEnv, builtin_component};
+use crate::step_host::{DEFAULT_LIMITS, StepContext, StepEnv, builtin_component};
 
 const SOURCE: &str = "orchestrator";
 

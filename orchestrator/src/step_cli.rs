@@ -5,7 +5,7 @@
 use anyhow::Context as _;
 use ckrv_orchestrator::host_git::HostGit;
 use ckrv_orchestrator::logs::JobLog;
-use ckrv_orchestrator::steps::{DEFAULT_LIMITS, StepContext, StepEnv, StepRunner};
+use ckrv_orchestrator::step_host::{DEFAULT_LIMITS, StepContext, StepEnv, StepRunner};
 use ckrv_wasm_host::{Limits, Origin, OriginPolicy};
 use std::path::PathBuf;
 use std::time::Duration;

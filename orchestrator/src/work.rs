@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use crate::api_client::{ApiClient, ApiClientError};
 use crate::job::{AgentPlace, JobOptions, run_job};
-use crate::steps::StepRunner;
+use crate::step_host::StepRunner;
 
 /// How the jobs a worker claims are run.
 pub struct WorkOptions {

@@ -5,7 +5,7 @@ use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use ckrv_orchestrator::api_client::ApiClient;
 use ckrv_orchestrator::job::{AgentPlace, JobOptions, run_job};
-use ckrv_orchestrator::steps::StepRunner;
+use ckrv_orchestrator::step_host::StepRunner;
 use ckrv_pipeline::Pipeline;
 use ckrv_test_support::{FakeEndpoint, Recorded as Call, git};
 use ckrv_wit::types::{JobCompletion, JobPhase, JobState, LogBatch, PhaseUpdate};
@@ -524,7 +524,7 @@ async fn a_component_whose_bytes_do_not_match_its_digest_is_not_run() {
     let mut pipeline = Pipeline::parse(text, "p.toml", dir.path()).unwrap();
     // The API (here, the fake) serves other bytes under the digest the stage names.
     let digest = pipeline.stages[1].source.clone().unwrap();
-    let other = ckrv_orchestrator::steps::builtin_component("diff").unwrap();
+    let other = ckrv_orchestrator::step_host::builtin_component("diff").unwrap();
     pipeline.components.insert(digest, other.into());
     let spec = "---\nagent: script\nrun: echo hi\n---\n";
     let (outcome, _, _work) = run_with(spec, usize::MAX, pipeline, &[], None).await;

@@ -3,7 +3,7 @@
 
 use ckrv_orchestrator::host_git::HostGit;
 use ckrv_orchestrator::logs::JobLog;
-use ckrv_orchestrator::steps::{
+use ckrv_orchestrator::step_host::{
     DEFAULT_LIMITS, StepContext, StepEnv, StepError, StepOutput, StepRunner, builtin_component,
 };
 use ckrv_wasm_host::{Origin, OriginPolicy};

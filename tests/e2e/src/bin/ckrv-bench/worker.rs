@@ -9,7 +9,7 @@ use ckrv_agents::{RunRequest, SandboxRuntime, run_collecting};
 use ckrv_e2e::git;
 use ckrv_orchestrator::host_git::HostGit;
 use ckrv_orchestrator::logs::JobLog;
-use ckrv_orchestrator::steps::{
+use ckrv_orchestrator::step_host::{
     DEFAULT_LIMITS, StepContext, StepEnv, StepRunner, builtin_component,
 };
 use ckrv_wasm_host::OriginPolicy;

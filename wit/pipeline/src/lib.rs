@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// The default pipeline, `orchestrator/pipeline.toml`.
-pub const DEFAULT_PIPELINE: &str = include_str!("../../pipeline.toml");
+pub const DEFAULT_PIPELINE: &str = include_str!("../../../orchestrator/pipeline.toml");
 
 /// The built-in step that clones the job's repository.
 pub const CLONE: &str = "clone";

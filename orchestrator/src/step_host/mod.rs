@@ -1,7 +1,8 @@
-//! Runs step components in a sandbox: the workspace preopened as `/workspace` and nothing
-//! else of the filesystem, no environment or stdio, outbound HTTP only to the API (with the
-//! worker token added by the host) and the stage's allowed hosts, and bounded memory and
-//! wall-clock time (the shared host's limits).
+//! The host side of steps (the guest crates are `orchestrator/steps/*`): runs step components
+//! in a sandbox, the workspace preopened as `/workspace` and nothing else of the filesystem,
+//! no environment or stdio, outbound HTTP only to the API (with the worker token added by the
+//! host) and the stage's allowed hosts, and bounded memory and wall-clock time (the shared
+//! host's limits).
 
 mod host;
 
