@@ -102,6 +102,7 @@ impl Server {
                 (jobs::events::JobEvents::new(config.follow_recheck), None)
             }
         };
+        let metrics = Arc::new(metrics::Metrics::default());
         let (exits_tx, exits) = tokio::sync::mpsc::unbounded_channel();
         let dispatcher: Arc<dyn dispatch::Dispatcher> = match &config.dispatcher {
             DispatcherConfig::Local { orchestrator } => {
@@ -133,6 +134,7 @@ impl Server {
                     store.clone(),
                     Arc::clone(&config.workers),
                     exits_tx,
+                    Arc::clone(&metrics),
                 ))
             }
             DispatcherConfig::Custom(dispatcher) => Arc::clone(dispatcher),
@@ -152,7 +154,6 @@ impl Server {
             secrets.derive("ckrv web session cookies").as_slice(),
         );
         let secrets = Arc::new(credentials::secrets::KeyRing::new(key_file, secrets));
-        let metrics = Arc::new(metrics::Metrics::default());
         let state = state::AppState {
             identity: identity::IdentityState {
                 store: store.clone(),

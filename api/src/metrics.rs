@@ -1,5 +1,5 @@
 //! What `/metrics` shows, in the Prometheus text format: requests by method and status, their
-//! latency, log lines ingested, and (read from the database at each scrape, so every replica
+//! latency, log lines ingested, Kubernetes watch errors, and (read from the database at each scrape, so every replica
 //! agrees) jobs by state and the queue's depth.
 
 use std::time::Duration;
@@ -19,6 +19,11 @@ struct RequestLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResourceLabels {
+    resource: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StateLabels {
     state: String,
 }
@@ -30,6 +35,7 @@ pub struct Metrics {
     log_lines: Counter,
     jobs: Family<StateLabels, Gauge>,
     queued: Gauge,
+    watch_errors: Family<ResourceLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -54,6 +60,12 @@ impl Default for Metrics {
         registry.register("jobs", "Jobs by state", jobs.clone());
         let queued = Gauge::default();
         registry.register("queue_depth", "Jobs waiting for a worker", queued.clone());
+        let watch_errors = Family::<ResourceLabels, Counter>::default();
+        registry.register(
+            "kubernetes_watch_errors",
+            "Errors watching or handling the Kubernetes objects of jobs, by resource",
+            watch_errors.clone(),
+        );
         Self {
             registry,
             requests,
@@ -61,6 +73,7 @@ impl Default for Metrics {
             log_lines,
             jobs,
             queued,
+            watch_errors,
         }
     }
 }
@@ -74,6 +87,15 @@ impl Metrics {
             })
             .inc();
         self.latency.observe(took.as_secs_f64());
+    }
+
+    /// One error of the Kubernetes dispatcher's watch of `resource` (`pods`, `jobs`).
+    pub fn kubernetes_watch_error(&self, resource: &str) {
+        self.watch_errors
+            .get_or_create(&ResourceLabels {
+                resource: resource.to_owned(),
+            })
+            .inc();
     }
 
     pub fn log_lines_ingested(&self, lines: u64) {

@@ -718,6 +718,112 @@ async fn a_finished_pod_leaves_its_result_and_a_job_past_its_kubernetes_deadline
 }
 
 #[tokio::test]
+async fn a_deleted_pod_fails_its_job_with_its_last_word_and_a_refused_cleanup_is_counted_and_retried_on_a_mocked_cluster()
+ {
+    let dir = tempfile::tempdir().unwrap();
+    let (cluster, client) = MockCluster::start(NAMESPACE);
+    let api = api_on(dir.path(), client, None).await;
+    let user = api.login("dev@example.com").await;
+    let user = access(&user);
+    cluster.wait_watching("pods").await;
+    cluster.wait_watching("jobs").await;
+
+    // A pod deleted before anything judged it (by hand, say) fails its job.
+    let id = &dispatched(&api, &cluster, user, claude_job()).await;
+    cluster.update("pods", pod(id, json!({"phase": "Running"})));
+    cluster.remove("pods", &format!("{}-abcde", name_of(id)));
+    let failed = wait_state(&api, user, id, "failed").await;
+    assert_eq!(failed["error_message"], "the job's pod was deleted");
+    cluster
+        .wait_for("the failed job's Job deleted", |r| {
+            r.is("DELETE", "jobs") && r.name.as_deref() == Some(name_of(id).as_str())
+        })
+        .await;
+
+    // A pod that failed and went at once fails its job with why it failed, not that it went.
+    let evicted = &dispatched(&api, &cluster, user, claude_job()).await;
+    cluster.update(
+        "pods",
+        pod(
+            evicted,
+            json!({"phase": "Failed", "reason": "Evicted",
+                   "message": "The node was low on resource: memory."}),
+        ),
+    );
+    cluster.remove("pods", &format!("{}-abcde", name_of(evicted)));
+    let failed = wait_state(&api, user, evicted, "failed").await;
+    assert_eq!(
+        failed["error_message"],
+        "the job's pod was evicted: The node was low on resource: memory."
+    );
+    cluster
+        .wait_for("the evicted job's Job deleted", |r| {
+            r.is("DELETE", "jobs") && r.name.as_deref() == Some(name_of(evicted).as_str())
+        })
+        .await;
+
+    // A Job of ours for a job that does not run on it is deleted. The cluster refuses at
+    // first: the error is counted, and the delete is tried again until it goes through.
+    cluster.refuse("DELETE", "jobs", 500, "etcdserver: request timed out");
+    let stray = "ckrv-job-stray";
+    cluster.update(
+        "jobs",
+        json!({"apiVersion": "batch/v1", "kind": "Job",
+               "metadata": {"name": stray, "namespace": NAMESPACE,
+                            "labels": {"app.kubernetes.io/managed-by": "ckrv-api",
+                                       "ckrv.dev/job": "no-such-job", "ckrv.dev/generation": "1"}},
+               "status": {}}),
+    );
+    let deletes = || {
+        cluster
+            .requests()
+            .into_iter()
+            .filter(|r| r.is("DELETE", "jobs") && r.name.as_deref() == Some(stray))
+            .count()
+    };
+    cluster
+        .wait_for("the stray Job's delete", |r| {
+            r.is("DELETE", "jobs") && r.name.as_deref() == Some(stray)
+        })
+        .await;
+    let counted = "ckrv_kubernetes_watch_errors_total{resource=\"jobs\"}";
+    let mut metrics = String::new();
+    for _ in 0..100 {
+        metrics = api
+            .http
+            .get(format!("{}/metrics", api.url))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if metrics.contains(counted) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(metrics.contains(counted), "{metrics}");
+    assert!(
+        !metrics.contains("ckrv_kubernetes_watch_errors_total{resource=\"pods\"}"),
+        "{metrics}"
+    );
+    let refused = deletes();
+    cluster.stop_refusing();
+    for _ in 0..400 {
+        if cluster.object("jobs", stray).is_none() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        cluster.object("jobs", stray).is_none(),
+        "the stray Job is still there"
+    );
+    assert!(deletes() > refused);
+}
+
+#[tokio::test]
 async fn cancelling_deletes_the_jobs_kubernetes_job_with_foreground_propagation_on_a_mocked_cluster()
  {
     let dir = tempfile::tempdir().unwrap();

@@ -25,6 +25,7 @@ use self::manifests::{JOB_LABEL, JobPod, NetworkStage};
 pub use self::settings::{KubernetesSettings, Resources, SettingsError};
 use super::{DispatchError, Dispatcher, WorkerExit, WorkerStart};
 use crate::dispatch::worker_setup::WorkerSetup;
+use crate::metrics::Metrics;
 use crate::store::{JobRow, Store};
 
 /// Starts each job's worker as a Kubernetes Job.
@@ -34,6 +35,8 @@ pub struct KubernetesDispatcher {
     store: Store,
     workers: Arc<WorkerSetup>,
     exits: mpsc::UnboundedSender<WorkerExit>,
+    /// Where the watch counts its errors.
+    metrics: Arc<Metrics>,
     /// Claims whose pod network this replica has already narrowed.
     narrowed: Mutex<HashSet<(String, i64)>>,
 }
@@ -45,6 +48,7 @@ impl KubernetesDispatcher {
         store: Store,
         workers: Arc<WorkerSetup>,
         exits: mpsc::UnboundedSender<WorkerExit>,
+        metrics: Arc<Metrics>,
     ) -> Self {
         Self {
             client,
@@ -52,6 +56,7 @@ impl KubernetesDispatcher {
             store,
             workers,
             exits,
+            metrics,
             narrowed: Mutex::default(),
         }
     }
@@ -238,6 +243,7 @@ impl Dispatcher for KubernetesDispatcher {
             self.store.clone(),
             self.exits.clone(),
             self.settings.scheduling.schedule_timeout,
+            Arc::clone(&self.metrics),
         )))
     }
 }

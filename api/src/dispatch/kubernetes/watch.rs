@@ -1,13 +1,15 @@
-//! What the cluster says about job pods, turned into what the engine does. Two watchers (Jobs
-//! and Pods this API made, by label) read every change; a pod that cannot pull its image, is
-//! evicted, or whose container dies fails its job with the reason, and a Job past its deadline
-//! times its job out. The engine ignores a verdict on a claim that no longer runs, so every
-//! replica may watch and report alike. On each (re)start the watchers list what exists: a pod
-//! that failed while this API was down is judged then, and a Job left running for a job that
-//! has ended is deleted. A pod that no node will take fails its job with the scheduler's
-//! reason once it has waited the operator's schedule timeout.
-
+//! What the cluster says about job pods, turned into what the engine does. Two kube-runtime
+//! controllers (of the Jobs and Pods this API made, by label) judge every object's latest
+//! state; a pod that cannot pull its image, is evicted, or whose container dies fails its job
+//! with the reason, and a Job past its deadline times its job out. The engine ignores a verdict
+//! on a claim that no longer runs, so every replica may watch and report alike. On each
+//! (re)start the controllers list what exists: a pod that failed while this API was down is
+//! judged then, and a Job left running for a job that has ended is deleted. A pod that no node
+//! will take is requeued for the moment its wait reaches the operator's schedule timeout, and
+//! fails its job then with the scheduler's reason. The verdicts themselves are pure functions
+//! of an object's state ([`assess_pod`], [`assess_job`], [`assess_unscheduled`]).
 use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt as _;
@@ -17,14 +19,16 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::jiff::Timestamp;
 use kube::Api;
 use kube::api::DeleteParams;
-use kube::runtime::WatchStreamExt as _;
+use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::watcher::{self, Event};
+use kube::runtime::{WatchStreamExt as _, reflector};
 use tokio::sync::mpsc;
 
 use super::manifests::{
     AGENT, GENERATION_LABEL, INSTALL_ENTRYPOINT, JOB_LABEL, MANAGED_SELECTOR, ORCHESTRATOR,
 };
 use crate::dispatch::WorkerExit;
+use crate::metrics::Metrics;
 use crate::store::Store;
 use ckrv_wit::types::JobState;
 
@@ -243,47 +247,6 @@ pub fn assess_unscheduled(
     )))
 }
 
-/// Pods waiting for a node, by claim: the latest state and since when, re-judged on a timer
-/// because a pod that stays unschedulable may not change again.
-#[derive(Default)]
-struct Unscheduled(HashMap<Claim, (Pod, Timestamp)>);
-
-impl Unscheduled {
-    /// Notes the pod's latest state; a verdict if it has waited too long already.
-    fn observe(&mut self, claim: &Claim, pod: &Pod, limit: Duration) -> Option<Verdict> {
-        let Some(since) = unschedulable_since(pod) else {
-            self.forget(claim);
-            return None;
-        };
-        let now = Timestamp::now();
-        let first_seen = self.0.get(claim).map_or(now, |(_, seen)| *seen);
-        let since = since.unwrap_or(first_seen);
-        self.0.insert(claim.clone(), (pod.clone(), since));
-        assess_unscheduled(pod, since, now, limit)
-    }
-
-    /// Stops timing the claim's pod: it was judged, or is gone.
-    fn forget(&mut self, claim: &Claim) {
-        self.0.remove(claim);
-    }
-
-    /// Verdicts on the pods that have now waited too long; they are forgotten.
-    fn overdue(&mut self, limit: Duration) -> Vec<(Claim, Verdict)> {
-        let now = Timestamp::now();
-        let overdue: Vec<(Claim, Verdict)> = self
-            .0
-            .iter()
-            .filter_map(|(claim, (pod, since))| {
-                assess_unscheduled(pod, *since, now, limit).map(|v| (claim.clone(), v))
-            })
-            .collect();
-        for (claim, _) in &overdue {
-            self.forget(claim);
-        }
-        overdue
-    }
-}
-
 /// Whether the Job has finished (either way) or is being deleted.
 fn settled(job: &Job) -> bool {
     job.metadata.deletion_timestamp.is_some()
@@ -305,156 +268,301 @@ fn clip(text: &str) -> String {
     }
 }
 
+/// Why one object could not be handled; it is tried again after [`RETRY`].
+#[derive(Debug, thiserror::Error)]
+pub enum WatchError {
+    #[error("checking the job of Job {name}: {source}")]
+    Store {
+        name: String,
+        #[source]
+        source: crate::store::StoreError,
+    },
+    #[error("deleting the orphaned Job {name}: {source}")]
+    Delete {
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+}
+
+/// How soon an object whose handling failed is handled again.
+const RETRY: Duration = Duration::from_secs(5);
+
 /// Watches the namespace's job pods and Jobs until dropped, reporting verdicts on `exits` and
-/// deleting Jobs whose job has ended.
+/// deleting Jobs whose job has ended. Each is a kube-runtime controller: a reflector of the
+/// objects this API made (by label), a reconciler per object, requeues for what must be
+/// judged again later, and every error counted in `metrics`.
 pub async fn run(
     pods: Api<Pod>,
     jobs: Api<Job>,
     store: Store,
     exits: mpsc::UnboundedSender<WorkerExit>,
     schedule_timeout: Duration,
+    metrics: Arc<Metrics>,
 ) {
-    tokio::join!(
-        watch_pods(pods, exits.clone(), schedule_timeout),
-        watch_jobs(jobs, store, exits)
+    let pods = control(
+        pods,
+        Arc::new(PodWatch {
+            exits: exits.clone(),
+            schedule_timeout,
+            seen: Mutex::default(),
+        }),
+        reconcile_pod,
+        "pods",
+        Arc::clone(&metrics),
     );
+    let jobs = control(
+        jobs.clone(),
+        Arc::new(JobWatch {
+            jobs,
+            store,
+            exits,
+            seen: Mutex::default(),
+        }),
+        reconcile_job,
+        "jobs",
+        metrics,
+    );
+    tokio::join!(pods, jobs);
 }
 
-async fn watch_pods(
-    pods: Api<Pod>,
+/// What a watch keeps of the objects it has seen, and is told of each event first.
+trait Watch<K>: Send + Sync + 'static {
+    /// Sees every event before the controller does: deletions, and the start of a re-list.
+    fn event(&self, event: &Event<K>);
+}
+
+/// Runs a controller for `api`'s objects this API made until dropped; errors are logged,
+/// counted by `resource`, and retried (the watch with backoff, an object after [`RETRY`]).
+async fn control<K, W, F, Fut>(
+    api: Api<K>,
+    watch: Arc<W>,
+    reconcile: F,
+    resource: &'static str,
+    metrics: Arc<Metrics>,
+) where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+    W: Watch<K>,
+    F: FnMut(Arc<K>, Arc<W>) -> Fut,
+    Fut: std::future::Future<Output = Result<Action, WatchError>> + Send + 'static,
+{
+    let (reader, writer) = reflector::store();
+    let told = Arc::clone(&watch);
+    let trigger = watcher::watcher(api, watcher::Config::default().labels(MANAGED_SELECTOR))
+        .default_backoff()
+        .reflect(writer)
+        .inspect(move |event| {
+            if let Ok(event) = event {
+                told.event(event);
+            }
+        })
+        .applied_objects();
+    Controller::for_stream(trigger, reader)
+        .run(reconcile, retry, watch)
+        .for_each(|outcome| {
+            if let Err(error) = outcome {
+                // An object gone before its turn is expected, not an error.
+                if !matches!(error, controller::Error::ObjectNotFound(_)) {
+                    tracing::warn!(resource, %error, "watching job {resource}");
+                    metrics.kubernetes_watch_error(resource);
+                }
+            }
+            std::future::ready(())
+        })
+        .await;
+}
+
+/// The error policy: try the object again shortly.
+fn retry<K, W>(_: Arc<K>, _: &WatchError, _: Arc<W>) -> Action {
+    Action::requeue(RETRY)
+}
+
+/// The pods' watch: verdicts reported once per claim, and since when each pod has waited for
+/// a node when its status does not say.
+struct PodWatch {
     exits: mpsc::UnboundedSender<WorkerExit>,
     schedule_timeout: Duration,
-) {
-    // One report per claim is enough: every later state of a failed pod says the same.
-    let mut reported: HashSet<Claim> = HashSet::new();
-    let mut unscheduled = Unscheduled::default();
-    let report = |claim: Claim, verdict: Verdict, reported: &mut HashSet<Claim>| {
+    seen: Mutex<PodsSeen>,
+}
+
+#[derive(Default)]
+struct PodsSeen {
+    /// One report per claim is enough: every later state of a failed pod says the same.
+    reported: HashSet<Claim>,
+    /// When a pod waiting for a node was first seen, for a status without the time.
+    waiting_since: HashMap<Claim, Timestamp>,
+}
+
+impl PodWatch {
+    fn seen(&self) -> std::sync::MutexGuard<'_, PodsSeen> {
+        self.seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn report(&self, claim: Claim, verdict: Verdict) {
         tracing::info!(job_id = claim.job_id, ?verdict, "job pod judged");
-        reported.insert(claim.clone());
-        let _ = exits.send(verdict.exit(claim));
-    };
-    // A quarter of the timeout late at most; with no timeout there is nothing to time.
-    let period = match schedule_timeout {
-        Duration::ZERO => Duration::from_secs(3600),
-        limit => (limit / 4).clamp(Duration::from_millis(250), Duration::from_secs(30)),
-    };
-    let mut tick = tokio::time::interval(period);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut stream = watcher::watcher(pods, watcher::Config::default().labels(MANAGED_SELECTOR))
-        .default_backoff()
-        .boxed();
-    loop {
-        let event = tokio::select! {
-            event = stream.next() => match event {
-                Some(event) => event,
-                None => break,
-            },
-            _ = tick.tick() => {
-                for (claim, verdict) in unscheduled.overdue(schedule_timeout) {
-                    report(claim, verdict, &mut reported);
-                }
-                continue;
-            }
+        let mut seen = self.seen();
+        seen.waiting_since.remove(&claim);
+        seen.reported.insert(claim.clone());
+        let _ = self.exits.send(verdict.exit(claim));
+    }
+}
+
+impl Watch<Pod> for PodWatch {
+    fn event(&self, event: &Event<Pod>) {
+        let Event::Delete(pod) = event else {
+            return;
         };
-        match event {
-            Ok(Event::Apply(pod) | Event::InitApply(pod)) => {
-                let Some(claim) = Claim::of(&pod.metadata) else {
-                    continue;
-                };
-                if reported.contains(&claim) {
-                    continue;
-                }
-                if let Some(verdict) =
-                    assess_pod(&pod).or_else(|| unscheduled.observe(&claim, &pod, schedule_timeout))
-                {
-                    unscheduled.forget(&claim);
-                    report(claim, verdict, &mut reported);
-                }
-            }
-            Ok(Event::Delete(pod)) => {
-                let Some(claim) = Claim::of(&pod.metadata) else {
-                    continue;
-                };
-                unscheduled.forget(&claim);
-                if !reported.remove(&claim) {
-                    // Gone before it ended: stopped by this API (the job has ended, and the
-                    // engine ignores this) or by someone else.
-                    let exit = Verdict::Failed("the job's pod was deleted".to_string()).exit(claim);
-                    let _ = exits.send(exit);
-                }
-            }
-            Ok(Event::Init | Event::InitDone) => {}
-            Err(error) => tracing::warn!(%error, "watching job pods"),
+        let Some(claim) = Claim::of(&pod.metadata) else {
+            return;
+        };
+        let mut seen = self.seen();
+        seen.waiting_since.remove(&claim);
+        if !seen.reported.remove(&claim) {
+            // Not judged yet: its last state may say why it ended (the controller may not have
+            // reached it before it went), else it was stopped before it ended, by this API
+            // (the job has ended, and the engine ignores this) or by someone else.
+            let verdict = assess_pod(pod)
+                .unwrap_or_else(|| Verdict::Failed("the job's pod was deleted".to_string()));
+            let _ = self.exits.send(verdict.exit(claim));
         }
     }
 }
 
-async fn watch_jobs(jobs: Api<Job>, store: Store, exits: mpsc::UnboundedSender<WorkerExit>) {
-    let mut reported: HashSet<Claim> = HashSet::new();
-    let mut checked: HashSet<Claim> = HashSet::new();
-    let mut stream = watcher::watcher(
-        jobs.clone(),
-        watcher::Config::default().labels(MANAGED_SELECTOR),
-    )
-    .default_backoff()
-    .boxed();
-    while let Some(event) = stream.next().await {
-        let (job, listed) = match event {
-            Ok(Event::Apply(job)) => (job, false),
-            Ok(Event::InitApply(job)) => (job, true),
-            Ok(Event::Delete(job)) => {
+/// Judges the pod's latest state. A pod waiting for a node is judged again when its wait
+/// reaches the schedule timeout, since it may not change again by then.
+async fn reconcile_pod(pod: Arc<Pod>, watch: Arc<PodWatch>) -> Result<Action, WatchError> {
+    let Some(claim) = Claim::of(&pod.metadata) else {
+        return Ok(Action::await_change());
+    };
+    if watch.seen().reported.contains(&claim) {
+        return Ok(Action::await_change());
+    }
+    if let Some(verdict) = assess_pod(&pod) {
+        watch.report(claim, verdict);
+        return Ok(Action::await_change());
+    }
+    let Some(since) = unschedulable_since(&pod) else {
+        watch.seen().waiting_since.remove(&claim);
+        return Ok(Action::await_change());
+    };
+    let now = Timestamp::now();
+    let since = since.unwrap_or_else(|| {
+        *watch
+            .seen()
+            .waiting_since
+            .entry(claim.clone())
+            .or_insert(now)
+    });
+    let limit = watch.schedule_timeout;
+    if let Some(verdict) = assess_unscheduled(&pod, since, now, limit) {
+        watch.report(claim, verdict);
+        return Ok(Action::await_change());
+    }
+    if limit.is_zero() {
+        return Ok(Action::await_change());
+    }
+    let waited = now.duration_since(since).unsigned_abs();
+    Ok(Action::requeue(limit.saturating_sub(waited)))
+}
+
+/// The Jobs' watch: verdicts reported once per claim, and the Jobs checked for a job that
+/// still runs on them since the last (re)list.
+struct JobWatch {
+    jobs: Api<Job>,
+    store: Store,
+    exits: mpsc::UnboundedSender<WorkerExit>,
+    seen: Mutex<JobsSeen>,
+}
+
+#[derive(Default)]
+struct JobsSeen {
+    reported: HashSet<Claim>,
+    checked: HashSet<Claim>,
+}
+
+impl JobWatch {
+    fn seen(&self) -> std::sync::MutexGuard<'_, JobsSeen> {
+        self.seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl Watch<Job> for JobWatch {
+    fn event(&self, event: &Event<Job>) {
+        match event {
+            Event::Delete(job) => {
                 if let Some(claim) = Claim::of(&job.metadata) {
-                    reported.remove(&claim);
-                    checked.remove(&claim);
+                    let mut seen = self.seen();
+                    seen.reported.remove(&claim);
+                    seen.checked.remove(&claim);
                 }
-                continue;
             }
-            Ok(Event::Init | Event::InitDone) => continue,
-            Err(error) => {
-                tracing::warn!(%error, "watching job Jobs");
-                continue;
-            }
-        };
-        let Some(claim) = Claim::of(&job.metadata) else {
-            continue;
-        };
-        if !reported.contains(&claim)
-            && let Some(verdict) = assess_job(&job)
-        {
-            reported.insert(claim.clone());
-            let _ = exits.send(verdict.exit(claim.clone()));
-        }
-        // A Job found on (re)start, or first seen, must still serve its job's current claim.
-        if !settled(&job) && (listed || checked.insert(claim.clone())) {
-            delete_if_orphaned(&jobs, &store, &job, &claim).await;
+            // A (re)list: every Job it finds must be checked again, as on a restart.
+            Event::Init => self.seen().checked.clear(),
+            _ => {}
         }
     }
+}
+
+/// Reports a Job's verdict, and deletes a running Job whose job has ended or moved on.
+async fn reconcile_job(job: Arc<Job>, watch: Arc<JobWatch>) -> Result<Action, WatchError> {
+    let Some(claim) = Claim::of(&job.metadata) else {
+        return Ok(Action::await_change());
+    };
+    if let Some(verdict) = assess_job(&job)
+        && watch.seen().reported.insert(claim.clone())
+    {
+        let _ = watch.exits.send(verdict.exit(claim.clone()));
+    }
+    // A Job found on (re)start, or first seen, must still serve its job's current claim.
+    if !settled(&job) && !watch.seen().checked.contains(&claim) {
+        delete_if_orphaned(&watch, &job, &claim).await?;
+        watch.seen().checked.insert(claim);
+    }
+    Ok(Action::await_change())
 }
 
 /// Deletes a running Job whose job has ended or moved on to another claim: what a restart
 /// finds left over from a stop this API could not finish.
-async fn delete_if_orphaned(jobs: &Api<Job>, store: &Store, job: &Job, claim: &Claim) {
-    let current = match store.job(&claim.job_id).await {
-        Ok(row) => row.map(|r| (r.state, r.generation)),
-        Err(error) => {
-            tracing::warn!(job_id = claim.job_id, %error, "checking a Job's job");
-            return;
-        }
-    };
-    if current == Some((JobState::Running, claim.generation)) {
-        return;
-    }
+async fn delete_if_orphaned(watch: &JobWatch, job: &Job, claim: &Claim) -> Result<(), WatchError> {
     let Some(name) = job.metadata.name.as_deref() else {
-        return;
+        return Ok(());
     };
+    let current = watch
+        .store
+        .job(&claim.job_id)
+        .await
+        .map_err(|source| WatchError::Store {
+            name: name.to_string(),
+            source,
+        })?
+        .map(|row| (row.state, row.generation));
+    if current == Some((JobState::Running, claim.generation)) {
+        return Ok(());
+    }
     tracing::info!(
         job_id = claim.job_id,
         name,
         "deleting a Kubernetes Job whose job no longer runs on it"
     );
-    if let Err(error) = jobs.delete(name, &DeleteParams::foreground()).await {
-        tracing::warn!(name, %error, "deleting an orphaned Job");
-    }
+    watch
+        .jobs
+        .delete(name, &DeleteParams::foreground())
+        .await
+        .map(drop)
+        .map_err(|source| WatchError::Delete {
+            name: name.to_string(),
+            source,
+        })
 }
 
 #[cfg(test)]
