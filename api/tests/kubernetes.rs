@@ -789,15 +789,7 @@ async fn a_deleted_pod_fails_its_job_with_its_last_word_and_a_refused_cleanup_is
     let counted = "ckrv_kubernetes_watch_errors_total{resource=\"jobs\"}";
     let mut metrics = String::new();
     for _ in 0..100 {
-        metrics = api
-            .http
-            .get(format!("{}/metrics", api.url))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        metrics = api.metrics().await;
         if metrics.contains(counted) {
             break;
         }

@@ -76,15 +76,7 @@ async fn metrics_count_jobs_the_queue_log_lines_and_requests() {
     let again = json!({"first_sequence": 1, "lines": [line("one")]});
     api.post(&format!("/v1/worker/jobs/{}/logs", ids[0]), &worker, again)
         .await;
-    let text = api
-        .http
-        .get(format!("{}/metrics", api.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = api.metrics().await;
     assert!(text.contains("ckrv_log_lines_ingested_total 3"), "{text}");
 }
 

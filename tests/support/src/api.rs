@@ -206,6 +206,19 @@ impl TestApi {
         self.call(Method::POST, path, Some(token), Some(body)).await
     }
 
+    /// What `/metrics` shows now, as text.
+    pub async fn metrics(&self) -> String {
+        self.http
+            .get(format!("{}/metrics", self.url))
+            .send()
+            .await
+            .and_then(reqwest::Response::error_for_status)
+            .expect("the API answers /metrics")
+            .text()
+            .await
+            .expect("a text body")
+    }
+
     /// The store under the API, as the `ckrv-api users` commands open it.
     pub async fn store(&self) -> Store {
         Store::open(&Database::from_url(self.database.url()).unwrap())
