@@ -19,9 +19,13 @@ pub struct AgentDefinition {
     #[serde(default)]
     pub network: bool,
     /// Environment variables it may receive from the operator's agent secrets; an agent that
-    /// lists any needs at least one of them configured.
+    /// lists any needs at least one of them configured. Each is a model API's key, which the
+    /// agent never sees: one of [`AgentDefinition::models`] carries it.
     #[serde(default)]
     pub secrets: Vec<String>,
+    /// The hosted model APIs it calls, each reached through the platform's model gateway.
+    #[serde(default)]
+    pub models: Vec<ModelRoute>,
     /// The container image it runs in on Kubernetes (built from `agents/<name>/Containerfile`).
     pub image: String,
     /// Paths the agent writes for itself (caches), left out of the change (gitignore patterns).
@@ -33,6 +37,79 @@ pub struct AgentDefinition {
     /// What a spec's front matter may set, by key.
     #[serde(default)]
     pub options: BTreeMap<String, AgentOption>,
+}
+
+/// A hosted model API an agent calls, reached through the platform's model gateway: the agent
+/// gets the gateway's address and a placeholder bound to its job, never the key, which the
+/// gateway puts in on the way out.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelRoute {
+    /// Names the route in the gateway's path (`/v1/gateway/{name}/…`).
+    pub name: String,
+    /// The API's origin, such as `https://api.anthropic.com`.
+    pub upstream: String,
+    /// The operator's secret that holds the key, and the variable the CLI reads its key from
+    /// (where it finds the placeholder).
+    pub key: String,
+    /// Where the CLI sends the key, and so where the gateway finds the placeholder and puts
+    /// the key.
+    pub key_header: KeyHeader,
+    /// Variables that point the CLI at its API, each set to the gateway's route followed by
+    /// this path (`/v1` where the CLI expects the version in its base URL).
+    #[serde(default)]
+    pub base_url: BTreeMap<String, String>,
+}
+
+/// The request header a model API takes its key in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum KeyHeader {
+    /// Anthropic's.
+    #[serde(rename = "x-api-key")]
+    XApiKey,
+    /// Google's Gemini API.
+    #[serde(rename = "x-goog-api-key")]
+    XGoogApiKey,
+    /// `Authorization: Bearer KEY` (OpenAI and compatible APIs).
+    #[serde(rename = "authorization")]
+    Bearer,
+}
+
+impl KeyHeader {
+    /// The header's name, lower-case.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::XApiKey => "x-api-key",
+            Self::XGoogApiKey => "x-goog-api-key",
+            Self::Bearer => "authorization",
+        }
+    }
+
+    /// The key as a value of this header.
+    pub fn value(self, key: &str) -> String {
+        match self {
+            Self::Bearer => format!("Bearer {key}"),
+            Self::XApiKey | Self::XGoogApiKey => key.to_string(),
+        }
+    }
+
+    /// The key in a value of this header, if it holds one.
+    pub fn key_in(self, value: &str) -> Option<&str> {
+        let key = match self {
+            Self::Bearer => value
+                .strip_prefix("Bearer ")
+                .or_else(|| value.strip_prefix("bearer "))?,
+            Self::XApiKey | Self::XGoogApiKey => value,
+        };
+        Some(key.trim()).filter(|k| !k.is_empty())
+    }
+}
+
+impl AgentDefinition {
+    /// The model route named `name`, if the agent declares one.
+    pub fn model(&self, name: &str) -> Option<&ModelRoute> {
+        self.models.iter().find(|m| m.name == name)
+    }
 }
 
 /// How the spec's text (its body after the front matter) reaches the agent.
@@ -124,6 +201,26 @@ mod tests {
                 }
             }
             assert!(!agent.network || !agent.secrets.is_empty() || agent.name == "script");
+            // Every key is carried by exactly one model route, and every route's key is one
+            // of the agent's secrets: no key reaches an agent any other way.
+            let mut keys: Vec<&str> = agent.models.iter().map(|m| m.key.as_str()).collect();
+            keys.sort_unstable();
+            let mut secrets: Vec<&str> = agent.secrets.iter().map(String::as_str).collect();
+            secrets.sort_unstable();
+            assert_eq!(keys, secrets, "{}", agent.name);
+            for model in &agent.models {
+                assert!(model.upstream.starts_with("https://"), "{}", model.name);
+                assert!(!model.upstream.ends_with('/'), "{}", model.name);
+                assert!(!model.base_url.is_empty(), "{}", model.name);
+                assert!(
+                    model
+                        .name
+                        .bytes()
+                        .all(|b| b.is_ascii_lowercase() || b == b'-'),
+                    "{}",
+                    model.name
+                );
+            }
             for (key, option) in &agent.options {
                 assert!(
                     option.args.iter().any(|a| a.contains("{value}")),

@@ -9,7 +9,8 @@ mod sandbox;
 mod spec;
 
 pub use definition::{
-    AgentDefinition, AgentOption, OptionKind, PromptMode, agent_names, agents, find_agent,
+    AgentDefinition, AgentOption, KeyHeader, ModelRoute, OptionKind, PromptMode, agent_names,
+    agents, find_agent,
 };
 pub use output::MAX_LINE_BYTES;
 pub use pod::{PodError, PodRuntime};

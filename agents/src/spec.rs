@@ -9,6 +9,13 @@ use std::collections::BTreeMap;
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct SpecFrontMatter {
     pub agent: String,
+    /// The most the job's agent may spend on model APIs, in US dollars, as the model
+    /// gateway prices it; the operator's limits cap it.
+    #[serde(default)]
+    pub max_cost_usd: Option<f64>,
+    /// The most model tokens (input and output together) the job's agent may use.
+    #[serde(default)]
+    pub max_tokens: Option<u64>,
     /// Every other key: options of the agent's definition.
     #[serde(flatten)]
     pub options: BTreeMap<String, serde_yaml_ng::Value>,
@@ -111,6 +118,7 @@ pub fn resolve(spec: &Spec) -> Result<Invocation, SpecError> {
         name: spec.front.agent.clone(),
         known: agent_names(),
     })?;
+    check_budget(&spec.front)?;
     let options = option_args(agent, &spec.front.options)?;
     let mut command: Vec<String> = Vec::with_capacity(agent.command.len() + options.len());
     for arg in &agent.command {
@@ -141,6 +149,25 @@ pub fn resolve(spec: &Spec) -> Result<Invocation, SpecError> {
     })
 }
 
+/// A budget is a positive amount: zero would refuse the agent's first request.
+fn check_budget(front: &SpecFrontMatter) -> Result<(), SpecError> {
+    if let Some(cost) = front.max_cost_usd
+        && !(cost.is_finite() && cost > 0.0)
+    {
+        return Err(SpecError::BadOption {
+            key: "max_cost_usd".into(),
+            problem: format!("is {cost}; it must be a positive number of US dollars"),
+        });
+    }
+    if front.max_tokens == Some(0) {
+        return Err(SpecError::BadOption {
+            key: "max_tokens".into(),
+            problem: "is 0; it must be a positive number of tokens".into(),
+        });
+    }
+    Ok(())
+}
+
 /// The arguments the spec's options add, each checked against the definition.
 fn option_args(
     agent: &AgentDefinition,
@@ -148,7 +175,7 @@ fn option_args(
 ) -> Result<Vec<String>, SpecError> {
     if let Some(key) = given.keys().find(|k| !agent.options.contains_key(*k)) {
         let mut accepted: Vec<&str> = agent.options.keys().map(String::as_str).collect();
-        accepted.insert(0, "agent");
+        accepted.splice(0..0, ["agent", "max_cost_usd", "max_tokens"]);
         return Err(SpecError::UnknownOption {
             key: key.clone(),
             agent: agent.name.clone(),
@@ -260,7 +287,7 @@ mod tests {
         let err = invocation("---\nagent: script\nrun: x\nmodel: y\n---\n").unwrap_err();
         assert_eq!(
             err.to_string(),
-            "unknown front-matter key `model` for agent `script`; it accepts: agent, run"
+            "unknown front-matter key `model` for agent `script`; it accepts: agent, max_cost_usd, max_tokens, run"
         );
     }
 
@@ -307,5 +334,48 @@ mod tests {
             invocation("---\nagent: codex\n---\n\n").unwrap_err(),
             SpecError::EmptyPrompt("codex".into())
         );
+    }
+
+    #[test]
+    fn a_budget_is_read_from_the_front_matter_and_must_be_positive() {
+        let spec =
+            parse_spec("---\nagent: claude-code\nmax_cost_usd: 0.5\nmax_tokens: 20000\n---\nGo.\n")
+                .unwrap();
+        assert_eq!(spec.front.max_cost_usd, Some(0.5));
+        assert_eq!(spec.front.max_tokens, Some(20_000));
+        assert!(
+            spec.front.options.is_empty(),
+            "budgets are not agent options"
+        );
+        resolve(&spec).unwrap();
+        for (front, says) in [
+            (
+                "max_cost_usd: 0",
+                "`max_cost_usd`: is 0; it must be a positive number",
+            ),
+            (
+                "max_cost_usd: -2",
+                "`max_cost_usd`: is -2; it must be a positive number",
+            ),
+            ("max_cost_usd: .nan", "`max_cost_usd`: is NaN"),
+            (
+                "max_tokens: 0",
+                "`max_tokens`: is 0; it must be a positive number",
+            ),
+        ] {
+            let spec =
+                parse_spec(&format!("---\nagent: claude-code\n{front}\n---\nGo.\n")).unwrap();
+            let error = resolve(&spec).unwrap_err().to_string();
+            assert!(error.contains(says), "{front}: {error}");
+        }
+        for front in ["max_tokens: -1", "max_tokens: lots", "max_cost_usd: cheap"] {
+            let error = parse_spec(&format!("---\nagent: claude-code\n{front}\n---\nGo.\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                error.starts_with("invalid spec front matter"),
+                "{front}: {error}"
+            );
+        }
     }
 }

@@ -52,6 +52,11 @@ pub struct Config {
     /// The key file for secrets at rest; `secrets.key` in the data directory, made on first
     /// start, when `None`.
     pub secrets_key_file: Option<PathBuf>,
+    /// What model tokens cost: the built-in table, or the operator's entries over it.
+    pub model_prices: Arc<crate::gateway::PriceTable>,
+    /// The model gateway's upstreams by route name, in place of the agents' own (tests run
+    /// against stand-ins on loopback).
+    pub model_upstreams: std::collections::BTreeMap<String, String>,
 }
 
 /// How long results are kept unless the operator says otherwise: 30 days.
@@ -82,6 +87,8 @@ impl Config {
             engine: EngineSettings::default(),
             workers: Arc::default(),
             secrets_key_file: None,
+            model_prices: Arc::default(),
+            model_upstreams: std::collections::BTreeMap::new(),
         }
     }
 }

@@ -11,6 +11,7 @@ pub mod credentials;
 pub mod data_dir;
 pub mod dispatch;
 pub mod error;
+pub mod gateway;
 pub mod identity;
 pub mod jobs;
 pub mod metrics;
@@ -161,6 +162,15 @@ impl Server {
                 cookie_key,
                 public_url,
                 sso,
+            },
+            gateway: gateway::GatewayState {
+                store: store.clone(),
+                workers: Arc::clone(&config.workers),
+                engine: engine.clone(),
+                prices: Arc::clone(&config.model_prices),
+                upstreams: Arc::new(config.model_upstreams.clone()),
+                client: gateway::client().context("building the model gateway's HTTP client")?,
+                metrics: Arc::clone(&metrics),
             },
             jobs: jobs::JobsState {
                 store: store.clone(),

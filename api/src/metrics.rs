@@ -1,5 +1,5 @@
 //! What `/metrics` shows, in the Prometheus text format: requests by method and status, their
-//! latency, log lines ingested, Kubernetes watch errors, and (read from the database at each scrape, so every replica
+//! latency, log lines ingested, Kubernetes watch errors, the model gateway's requests and tokens, and (read from the database at each scrape, so every replica
 //! agrees) jobs by state and the queue's depth.
 
 use std::time::Duration;
@@ -24,6 +24,18 @@ struct ResourceLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ModelLabels {
+    route: String,
+    status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TokenLabels {
+    route: String,
+    direction: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StateLabels {
     state: String,
 }
@@ -36,6 +48,8 @@ pub struct Metrics {
     jobs: Family<StateLabels, Gauge>,
     queued: Gauge,
     watch_errors: Family<ResourceLabels, Counter>,
+    model_requests: Family<ModelLabels, Counter>,
+    model_tokens: Family<TokenLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -66,6 +80,18 @@ impl Default for Metrics {
             "Errors watching or handling the Kubernetes objects of jobs, by resource",
             watch_errors.clone(),
         );
+        let model_requests = Family::<ModelLabels, Counter>::default();
+        registry.register(
+            "gateway_requests",
+            "Model API requests through the gateway, by route and the status answered",
+            model_requests.clone(),
+        );
+        let model_tokens = Family::<TokenLabels, Counter>::default();
+        registry.register(
+            "gateway_tokens",
+            "Model tokens the gateway's answers reported, by route and direction (input, output)",
+            model_tokens.clone(),
+        );
         Self {
             registry,
             requests,
@@ -74,6 +100,8 @@ impl Default for Metrics {
             jobs,
             queued,
             watch_errors,
+            model_requests,
+            model_tokens,
         }
     }
 }
@@ -96,6 +124,28 @@ impl Metrics {
                 resource: resource.to_owned(),
             })
             .inc();
+    }
+
+    /// One request through the model gateway on `route`, and the status it answered.
+    pub fn model_request(&self, route: &str, status: u16) {
+        self.model_requests
+            .get_or_create(&ModelLabels {
+                route: route.to_owned(),
+                status,
+            })
+            .inc();
+    }
+
+    /// The tokens one model answer on `route` reported.
+    pub fn model_tokens(&self, route: &str, input: u64, output: u64) {
+        for (direction, tokens) in [("input", input), ("output", output)] {
+            self.model_tokens
+                .get_or_create(&TokenLabels {
+                    route: route.to_owned(),
+                    direction,
+                })
+                .inc_by(tokens);
+        }
     }
 
     pub fn log_lines_ingested(&self, lines: u64) {

@@ -12,7 +12,7 @@ use serde_json::Value;
 use crate::error::AppError;
 use crate::route::{Auth, Content, Method, Operation, Route, answering, op};
 use crate::state::AppState;
-use crate::{credentials, identity, jobs, ops};
+use crate::{credentials, gateway, identity, jobs, ops};
 
 /// The OpenAPI document, served from the same rows it describes.
 const ROUTES: &[Route<()>] = &[Route::new(
@@ -55,13 +55,14 @@ async fn openapi() -> axum::Json<&'static Value> {
     axum::Json(document())
 }
 
-/// Each domain's routes with that domain's state, the web pages, and what answers a path or
+/// Each domain's routes with that domain's state, the web pages, the model gateway, and what answers a path or
 /// method the API does not have; every request runs inside `ops::health::request_context`.
 pub fn router(state: AppState) -> Router {
     mount(identity::routes::ROUTES, state.identity.clone())
         .merge(identity::web::router().with_state(state.identity))
         .merge(mount(credentials::routes::ROUTES, state.credentials))
         .merge(mount(jobs::routes::ROUTES, state.jobs))
+        .merge(gateway::router(state.gateway))
         .merge(mount(ops::health::ROUTES, state.ops.clone()))
         .merge(mount(ROUTES, ()))
         .fallback(unknown_route)

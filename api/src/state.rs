@@ -2,6 +2,7 @@
 //! part, so identity code never sees the job engine and credentials never see artifacts.
 
 use crate::credentials::CredentialsState;
+use crate::gateway::GatewayState;
 use crate::identity::IdentityState;
 use crate::jobs::JobsState;
 use crate::ops::OpsState;
@@ -11,5 +12,6 @@ pub struct AppState {
     pub identity: IdentityState,
     pub jobs: JobsState,
     pub credentials: CredentialsState,
+    pub gateway: GatewayState,
     pub ops: OpsState,
 }

@@ -256,7 +256,9 @@ async fn a_job_becomes_a_suspended_job_its_secret_and_policy_then_starts_against
                 {"name": "HOME", "value": "/home/agent"},
                 {"name": "CKRV_JOB_ID", "value": id},
                 {"name": "ANTHROPIC_API_KEY", "valueFrom": {"secretKeyRef": {
-                    "name": name, "key": "agent.ANTHROPIC_API_KEY", "optional": true}}},
+                    "name": name, "key": "model-token", "optional": false}}},
+                {"name": "ANTHROPIC_BASE_URL",
+                 "value": format!("{WORKER_API}/v1/gateway/anthropic")},
             ],
             "resources": {
                 "limits": {"cpu": "2", "memory": "4Gi"},
@@ -340,12 +342,19 @@ async fn a_job_becomes_a_suspended_job_its_secret_and_policy_then_starts_against
         .map(String::as_str)
         .collect();
     keys.sort_unstable();
-    assert_eq!(keys, ["agent.ANTHROPIC_API_KEY", "worker-token"]);
-    assert_eq!(decoded(&secret, "agent.ANTHROPIC_API_KEY"), ANTHROPIC_KEY);
+    assert_eq!(keys, ["model-token", "worker-token"]);
+    // No key of the operator's reaches the pod: the agent gets the job's model token, which
+    // the gateway takes in its place, and the same one the worker reads.
+    assert!(!secret.to_string().contains(ANTHROPIC_KEY));
+    assert!(!job_sent.to_string().contains(ANTHROPIC_KEY));
+    let model_token = decoded(&secret, "model-token");
+    assert!(model_token.starts_with("ckrv_mt_"), "{model_token}");
     // The token in the Secret is the job's worker token: it reads the job, nothing else.
     let token = decoded(&secret, "worker-token");
     let (status, work) = api.get(&format!("/v1/worker/jobs/{id}"), &token).await;
     assert_eq!(status, StatusCode::OK, "{work}");
+    assert_eq!(work["model_access"]["token"], model_token.as_str());
+    assert_eq!(work["model_access"]["keys"], json!(["ANTHROPIC_API_KEY"]));
     let (status, _) = api.get("/v1/users/me", &token).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
 
@@ -413,7 +422,7 @@ async fn a_job_becomes_a_suspended_job_its_secret_and_policy_then_starts_against
     expect_valid(&yaml_of(&[&job_sent, &secret, &policy]));
 
     // The clone is done: the worker reports the agent's phase, and before the API answers it
-    // the pod keeps only DNS, the API and (claude-code calls its model) public HTTPS.
+    // the pod keeps only DNS and the API, whose gateway carries claude-code's model calls.
     let (status, body) = api
         .post(
             &format!("/v1/worker/jobs/{id}/phase"),
@@ -427,9 +436,7 @@ async fn a_job_becomes_a_suspended_job_its_secret_and_policy_then_starts_against
         .into_iter()
         .find(|r| r.is("PATCH", "networkpolicies"))
         .expect("the policy was narrowed before the phase was acknowledged");
-    let mut after = always.as_array().unwrap().clone();
-    after.push(public_on(443));
-    assert_eq!(narrowed.body, json!({"spec": {"egress": after}}));
+    assert_eq!(narrowed.body, json!({"spec": {"egress": always}}));
     // Later phases change nothing more.
     let (status, _) = api
         .post(
@@ -997,23 +1004,19 @@ fn every_agents_manifests_are_valid_kubernetes_in_both_network_stages() {
             generation: 3,
             agent,
             repo_port: 22,
-            public_https_after_clone: agent.network,
+            public_https_after_clone: false,
+            model_keys: agent.secrets.clone(),
         };
         let mut job = manifests::job(&settings, &pod);
         job.metadata.uid = Some("uid-1".into());
         let owner = manifests::owned_by(&job).unwrap();
-        let secrets: Vec<(String, String)> = agent
-            .secrets
-            .iter()
-            .map(|s| (s.clone(), "secret-value-0123".to_string()))
-            .collect();
         let mut values = vec![
             serde_json::to_value(&job).unwrap(),
             serde_json::to_value(manifests::secret(
                 &settings,
                 &pod,
                 "ckrv_wt_token",
-                &secrets,
+                "ckrv_mt_token",
                 owner.clone(),
             ))
             .unwrap(),

@@ -24,6 +24,7 @@ const RULES: &[(&str, &[&str], bool)] = &[
         true,
     ),
     ("identity", &["store"], true),
+    ("gateway", &["store", "dispatch", "identity", "jobs"], true),
     ("credentials", &["store", "identity"], true),
     ("dispatch", &["store"], true),
     ("ops", &["store", "jobs"], true),

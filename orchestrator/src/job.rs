@@ -81,7 +81,8 @@ pub async fn run_job(api: ApiClient, options: JobOptions) -> anyhow::Result<Resu
         let (api, spool) = (api.clone(), spool_dir.path().join("reports.jsonl"));
         tokio::spawn(async move { outbox::deliver(outbox_rx, api, &spool).await })
     };
-    let scrubber = Scrubber::new(job.agent_secrets.iter().map(|s| s.value.clone()).collect());
+    // The model token is no key, but it spends the job's budget: the log never shows it.
+    let scrubber = Scrubber::new(vec![job.model_access.token.clone()]);
     let (log, rx) = JobLog::scrubbing(scrubber.clone());
     let shipper = tokio::spawn(logs::ship(rx, reports.clone(), job.log_sequence + 1));
     let beat = Duration::from_millis(u64::from(job.heartbeat_ms.max(100)));

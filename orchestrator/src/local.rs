@@ -32,15 +32,12 @@ pub async fn run_local(job: LocalJob, options: &JobOptions) -> Result<String, St
         .map_err(|e| e.to_string())?
         .agent;
     // The developer's own keys, from this environment, only those the agent declares.
-    let agent_secrets: Vec<ckrv_wit::types::AgentSecret> = agent
+    let keys: Vec<(String, String)> = agent
         .secrets
         .iter()
         .filter_map(|name| {
             let value = std::env::var(name).ok().filter(|v| !v.is_empty())?;
-            Some(ckrv_wit::types::AgentSecret {
-                name: name.clone(),
-                value,
-            })
+            Some((name.clone(), value))
         })
         .collect();
     // Stages that send the result to an API have nowhere to send it: the patch comes back
@@ -78,6 +75,7 @@ pub async fn run_local(job: LocalJob, options: &JobOptions) -> Result<String, St
         updated_at: None,
         diff_stats: None,
         diff_sha256: None,
+        usage: None,
     };
     let worker_job = WorkerJob {
         job: record,
@@ -85,14 +83,18 @@ pub async fn run_local(job: LocalJob, options: &JobOptions) -> Result<String, St
         heartbeat_ms: 0,
         log_sequence: 0,
         pipeline: stages,
-        agent_secrets: agent_secrets.clone(),
+        model_access: ckrv_wit::types::ModelAccess {
+            token: String::new(),
+            keys: Vec::new(),
+        },
         git_credential: None,
     };
-    let scrubber = Scrubber::new(agent_secrets.into_iter().map(|s| s.value).collect());
+    let scrubber = Scrubber::new(keys.iter().map(|(_, value)| value.clone()).collect());
     let (log, lines) = JobLog::scrubbing(scrubber.clone());
     let printer = tokio::spawn(print(lines, job.json_log));
     let source = StageSource::Local {
         pipeline: &job.pipeline,
+        keys: &keys,
     };
     let outcome = run_stages(&source, options, &log, worker_job).await;
     match &outcome {

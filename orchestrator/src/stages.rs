@@ -10,7 +10,7 @@ use ckrv_agents::{
     SandboxUnavailable, SpecError, Stream,
 };
 use ckrv_wasm_host::{Limits, Origin, OriginError, OriginPolicy};
-use ckrv_wit::types::{AgentSecret, LogLevel, PhaseUpdate, PipelineStage, StageKind, WorkerJob};
+use ckrv_wit::types::{LogLevel, ModelAccess, PhaseUpdate, PipelineStage, StageKind, WorkerJob};
 
 use crate::api_client::{ApiClient, ApiClientError};
 use crate::host_git::{GitError, HostGit};
@@ -100,6 +100,8 @@ pub(crate) enum StageSource<'a> {
     },
     Local {
         pipeline: &'a ckrv_pipeline::Pipeline,
+        /// The developer's own keys, by variable: a local run has no gateway.
+        keys: &'a [(String, String)],
     },
 }
 
@@ -108,6 +110,34 @@ impl StageSource<'_> {
         match self {
             Self::Api { client, .. } => client.base_url(),
             Self::Local { .. } => "",
+        }
+    }
+
+    /// The agent's model environment: for each of its model routes whose key the operator
+    /// configured, the job's model token in the key variable and the gateway's address in
+    /// the base-URL variables. A local run passes the developer's own keys instead.
+    fn model_env(&self, agent: &AgentDefinition, access: &ModelAccess) -> Vec<(String, String)> {
+        match self {
+            Self::Api { client, .. } => agent
+                .models
+                .iter()
+                .filter(|route| access.keys.contains(&route.key))
+                .flat_map(|route| {
+                    let base =
+                        ckrv_wit::protocol::paths::gateway_base(client.base_url(), &route.name);
+                    std::iter::once((route.key.clone(), access.token.clone())).chain(
+                        route
+                            .base_url
+                            .iter()
+                            .map(move |(var, path)| (var.clone(), format!("{base}{path}"))),
+                    )
+                })
+                .collect(),
+            Self::Local { keys, .. } => keys
+                .iter()
+                .filter(|(name, _)| agent.secrets.contains(name))
+                .cloned()
+                .collect(),
         }
     }
 
@@ -135,7 +165,7 @@ pub(crate) async fn run_stages(
         job,
         spec_content,
         pipeline,
-        agent_secrets,
+        model_access,
         git_credential,
         ..
     } = job;
@@ -179,7 +209,8 @@ pub(crate) async fn run_stages(
             return Err(StageError::ApiGone);
         }
         if stage.kind == StageKind::Agent {
-            let request = agent_request(&invocation, &job.id, &dirs, &agent_secrets, options);
+            let model_env = source.model_env(invocation.agent, &model_access);
+            let request = agent_request(&invocation, &job.id, &dirs, model_env, options);
             run_agent(options, log, invocation.agent, &request).await?;
             git.exclude(&invocation.agent.exclude)?;
             continue;
@@ -267,13 +298,13 @@ fn given_workspace(dir: &Path) -> Result<PathBuf, StageError> {
     Ok(dir.to_path_buf())
 }
 
-/// What the agent runs with: the spec's command in the job's workspace, and of the platform's
-/// secrets only those its definition declares.
+/// What the agent runs with: the spec's command in the job's workspace, its definition's fixed
+/// environment, and its model environment (placeholders, never the operator's keys).
 fn agent_request(
     invocation: &Invocation,
     job_id: &str,
     dirs: &JobDirs,
-    secrets: &[AgentSecret],
+    model_env: Vec<(String, String)>,
     options: &JobOptions,
 ) -> RunRequest {
     let agent = invocation.agent;
@@ -288,11 +319,7 @@ fn agent_request(
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect(),
-        secrets: secrets
-            .iter()
-            .filter(|s| agent.secrets.contains(&s.name))
-            .map(|s| (s.name.clone(), s.value.clone()))
-            .collect(),
+        secrets: model_env,
         prompt: invocation.prompt.clone(),
         agent_bin: options.agent_bin.clone(),
     }
@@ -419,7 +446,7 @@ async fn component_of(
                     stage: stage.name.clone(),
                     source,
                 }),
-            StageSource::Local { pipeline } => pipeline
+            StageSource::Local { pipeline, .. } => pipeline
                 .component(source)
                 .map(|bytes| Cow::Owned(bytes.to_vec()))
                 .ok_or_else(|| StageError::ComponentMissing(stage.name.clone())),

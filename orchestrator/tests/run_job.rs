@@ -9,6 +9,7 @@ use ckrv_orchestrator::step_host::StepRunner;
 use ckrv_pipeline::Pipeline;
 use ckrv_test_support::{FakeEndpoint, Recorded as Call, git};
 use ckrv_wit::types::{JobCompletion, JobPhase, JobState, LogBatch, PhaseUpdate};
+use sha2::{Digest as _, Sha256};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -57,16 +58,16 @@ async fn run_renewing(
 }
 
 /// Runs the job against a fake that accepts `heartbeats` lease renewals and hands the worker
-/// `pipeline` and the agent `secrets`.
+/// `pipeline` and the agent's model `keys` the operator configured.
 async fn run_with(
     spec: &str,
     heartbeats: usize,
     pipeline: Pipeline,
-    secrets: &[(&str, &str)],
+    keys: &[&str],
     agent_bin: Option<&std::path::Path>,
 ) -> (Result<(), String>, Vec<Call>, tempfile::TempDir) {
     let origin = origin_repo();
-    let job = worker_job(spec, origin.path().to_str().unwrap(), &pipeline, secrets);
+    let job = worker_job(spec, origin.path().to_str().unwrap(), &pipeline, keys);
     let fake = FakeEndpoint::start(answer(job, heartbeats, Arc::new(pipeline))).await;
     run_against(&fake, agent_bin).await
 }
@@ -81,14 +82,12 @@ fn origin_repo() -> tempfile::TempDir {
     origin
 }
 
-/// What the fake API hands the worker of `job-1`: `spec` on `repo_url`, `pipeline`, the
-/// agent's `secrets`.
-fn worker_job(
-    spec: &str,
-    repo_url: &str,
-    pipeline: &Pipeline,
-    secrets: &[(&str, &str)],
-) -> serde_json::Value {
+/// The model token the fake API hands the worker of `job-1`.
+const MODEL_TOKEN: &str = "ckrv_mt_0123456789abcdef0123456789abcdef";
+
+/// What the fake API hands the worker of `job-1`: `spec` on `repo_url`, `pipeline`, and model
+/// access for the agent's `keys`.
+fn worker_job(spec: &str, repo_url: &str, pipeline: &Pipeline, keys: &[&str]) -> serde_json::Value {
     serde_json::json!({
         "job": {
             "id": "job-1", "status": "running", "state": "running", "phase": "queued",
@@ -101,10 +100,7 @@ fn worker_job(
         "heartbeat_ms": 100,
         "log_sequence": 7,
         "pipeline": pipeline.stages,
-        "agent_secrets": secrets
-            .iter()
-            .map(|(name, value)| serde_json::json!({"name": name, "value": value}))
-            .collect::<Vec<_>>(),
+        "model_access": {"token": MODEL_TOKEN, "keys": keys},
     })
 }
 
@@ -342,6 +338,23 @@ async fn a_worker_whose_job_ended_elsewhere_stops_its_agent_and_reports_nothing(
     );
 }
 
+/// The base-URL variables an agent gets, and how each value ends: the gateway's route and the
+/// path the CLI expects after its base URL.
+fn base_urls(agent: &str) -> Vec<(&'static str, &'static str)> {
+    match agent {
+        "codex" => vec![("OPENAI_BASE_URL", "/v1/gateway/openai/v1")],
+        "gemini-cli" => vec![("GOOGLE_GEMINI_BASE_URL", "/v1/gateway/gemini")],
+        "aider" => vec![
+            ("ANTHROPIC_API_BASE", "/v1/gateway/anthropic"),
+            ("ANTHROPIC_BASE_URL", "/v1/gateway/anthropic"),
+            ("OPENAI_API_BASE", "/v1/gateway/openai/v1"),
+            ("OPENAI_BASE_URL", "/v1/gateway/openai/v1"),
+            ("GEMINI_API_BASE", "/v1/gateway/gemini"),
+        ],
+        _ => vec![("ANTHROPIC_BASE_URL", "/v1/gateway/anthropic")],
+    }
+}
+
 /// What a stand-in agent said it received: its arguments, prompt and environment lines.
 fn said<'a>(lines: &'a [(String, String)], agent: &str, prefix: &str) -> Vec<&'a str> {
     lines
@@ -370,11 +383,13 @@ async fn each_real_agent_definition_is_invoked_as_its_cli_expects_in_the_sandbox
     let bin = tempfile::tempdir().unwrap();
     let bin = bin.path().join("bin");
     ckrv_test_support::install_agent_stand_ins(&bin, &["claude", "codex", "gemini", "aider"]);
-    let secrets = [
-        ("ANTHROPIC_API_KEY", "sk-ant-0123456789abcdef"),
-        ("CODEX_API_KEY", "sk-codex-0123456789abcdef"),
-        ("GEMINI_API_KEY", "AIza-gemini-0123456789abcdef"),
-        ("OPENAI_API_KEY", "sk-openai-0123456789abcdef"),
+    // The keys the operator configured: each agent gets the job's model token in those it
+    // declares, and the gateway's address for their routes.
+    let configured = [
+        "ANTHROPIC_API_KEY",
+        "CODEX_API_KEY",
+        "GEMINI_API_KEY",
+        "OPENAI_API_KEY",
     ];
     let codex_flags = [
         "exec",
@@ -448,8 +463,14 @@ async fn each_real_agent_definition_is_invoked_as_its_cli_expects_in_the_sandbox
     ];
     for (agent, program, model, argv, prompt, keys) in cases {
         let spec = format!("---\nagent: {agent}\nmodel: {model}\n---\nAdd a greeting.\n");
-        let (outcome, calls, _work) =
-            run_with(&spec, usize::MAX, Pipeline::builtin(), &secrets, Some(&bin)).await;
+        let (outcome, calls, _work) = run_with(
+            &spec,
+            usize::MAX,
+            Pipeline::builtin(),
+            &configured,
+            Some(&bin),
+        )
+        .await;
         let lines = log_lines(&calls);
         assert_eq!(outcome, Ok(()), "{agent}: {lines:?}");
         assert_eq!(said(&lines, agent, "argv: "), argv, "{agent}");
@@ -462,10 +483,28 @@ async fn each_real_agent_definition_is_invoked_as_its_cli_expects_in_the_sandbox
         got.sort_unstable();
         let expected: Vec<String> = keys.iter().map(|k| format!("{k}=[redacted]")).collect();
         assert_eq!(got, expected, "{agent}");
+        // What each key variable held is the job's model token, exactly.
+        let token_digest = hex::encode(Sha256::digest(MODEL_TOKEN));
+        let digests: Vec<String> = keys.iter().map(|k| format!("{k}={token_digest}")).collect();
+        let mut got = said(&lines, agent, "key-sha256: ");
+        got.sort_unstable();
+        assert_eq!(got, digests, "{agent}");
         assert!(
-            lines.iter().all(|(_, m)| !m.contains("0123456789abcdef")),
-            "{agent}: a secret reached the log"
+            lines.iter().all(|(_, m)| !m.contains(MODEL_TOKEN)),
+            "{agent}: the model token reached the log"
         );
+        // Each route's base URL leads to the API's gateway, below the worker's API URL.
+        let env = said(&lines, agent, "env: ");
+        for (var, route) in base_urls(agent) {
+            let value = env
+                .iter()
+                .find_map(|e| e.strip_prefix(&format!("{var}=")))
+                .unwrap_or_else(|| panic!("{agent}: no {var} in {env:?}"));
+            assert!(
+                value.starts_with("http://127.0.0.1:") && value.ends_with(route),
+                "{agent}: {var}={value}"
+            );
+        }
         let diff = calls
             .iter()
             .find(|c| c.path().ends_with("/artifacts/diff"))
@@ -552,7 +591,7 @@ async fn run_private(
         "heartbeat_ms": 100,
         "log_sequence": 0,
         "pipeline": pipeline.stages,
-        "agent_secrets": [],
+        "model_access": {"token": MODEL_TOKEN, "keys": []},
         "git_credential": credential,
     });
     let fake = FakeEndpoint::start(answer(job, usize::MAX, Arc::new(pipeline))).await;

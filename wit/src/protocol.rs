@@ -43,6 +43,16 @@ pub mod paths {
     pub const WORKER_RESULT: &str = "/v1/worker/jobs/{id}/result";
     pub const WORKER_COMPLETE: &str = "/v1/worker/jobs/{id}/complete";
 
+    // The model gateway: a job's agent, with its job's model token in the header its CLI
+    // sends a key in. `{route}` is one of the agent's model routes; the rest of the path is
+    // the model API's own.
+    pub const GATEWAY: &str = "/v1/gateway/{route}/{*path}";
+    /// Where the gateway's `route` is, below an API's base URL: the base URL an agent's CLI
+    /// is pointed at, before the route's own path.
+    pub fn gateway_base(api_url: &str, route: &str) -> String {
+        format!("{}/v1/gateway/{route}", api_url.trim_end_matches('/'))
+    }
+
     // Operations: no credential.
     pub const HEALTH: &str = "/healthz";
     pub const READY: &str = "/readyz";
@@ -71,6 +81,15 @@ pub mod paths {
                 super::fill(&super::fill(super::WORKER_COMPONENT, "j1"), "ab12"),
                 "/v1/worker/jobs/j1/components/ab12"
             );
+        }
+
+        #[test]
+        fn the_gateway_base_sits_below_the_api_url() {
+            let base = super::gateway_base("http://127.0.0.1:8080/", "anthropic");
+            assert_eq!(base, "http://127.0.0.1:8080/v1/gateway/anthropic");
+            // The route the server mounts is the same path, with the route filled in.
+            let mounted = super::fill(super::GATEWAY, "anthropic");
+            assert!(mounted.starts_with(&base["http://127.0.0.1:8080".len()..]));
         }
     }
 }

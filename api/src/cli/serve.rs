@@ -101,6 +101,15 @@ pub(crate) struct ServeArgs {
     #[arg(long, env = "CKRV_API_AGENT_TMP_MB", value_name = "MIB",
           value_parser = clap::value_parser!(u64).range(1..=ckrv_agents::MAX_TMP_MIB))]
     agent_tmp_mb: Option<u64>,
+    /// What model tokens cost: a TOML file of `[models.NAME]` tables (`input`, `output`: US
+    /// dollars per million tokens) whose entries replace the built-in prices by name
+    #[arg(long, env = "CKRV_API_MODEL_PRICES", value_name = "FILE")]
+    model_prices: Option<PathBuf>,
+    /// Send the model gateway's ROUTE (anthropic, openai, gemini, ...) to URL instead of the
+    /// vendor's API, e.g. a stand-in for tests (repeat it); http only to loopback
+    #[arg(long = "model-upstream", value_name = "ROUTE=URL",
+          value_parser = ckrv_api::gateway::parse_upstream)]
+    model_upstreams: Vec<(String, String)>,
     #[command(flatten)]
     sso: SsoArgs,
 }
@@ -198,8 +207,11 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         agent_secrets,
         agent_bin,
         agent_tmp_mb,
+        model_prices,
+        model_upstreams,
         sso,
     } = args;
+    let model_prices = ckrv_api::gateway::PriceTable::load(model_prices.as_deref())?;
     let workers = ckrv_api::dispatch::worker_setup::WorkerSetup::load(
         pipeline.as_deref(),
         agents.as_deref(),
@@ -253,6 +265,8 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         },
         workers: std::sync::Arc::new(workers),
         secrets_key_file: data.secrets_key_file.clone(),
+        model_prices: std::sync::Arc::new(model_prices),
+        model_upstreams: model_upstreams.into_iter().collect(),
     })
     .await?;
     println!("listening on {}", server.url());

@@ -51,6 +51,8 @@ pub struct WorkerStart<'a> {
     pub generation: i64,
     /// The job's worker token; it goes to the worker by a private channel only.
     pub token: &'a str,
+    /// The claim's model token, for a job pod's agent (a local worker reads it from the API).
+    pub model_token: &'a str,
 }
 
 /// A worker that ended without completing its job: the engine fails the job, or times it out,

@@ -1,14 +1,13 @@
 //! What the operator hands every worker, read and checked once at start: the pipeline
 //! (`--pipeline FILE`), which agents may run (`--agents`), and the agents' secrets
-//! (`--agent-secrets FILE|DIR`). Secrets are the platform's: a job never brings its own, and a
-//! worker gets only those its job's agent declares.
+//! (`--agent-secrets FILE|DIR`). Secrets are the platform's: a job never brings its own, and no
+//! worker ever holds one. The model gateway puts them into its agent's model requests.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use ckrv_agents::{agent_names, agents, find_agent, parse_spec, resolve};
 use ckrv_pipeline::{Pipeline, PipelineError};
-use ckrv_wit::types::AgentSecret;
 use zeroize::Zeroizing;
 
 /// The shortest secret accepted: shorter values could not be told apart from ordinary text
@@ -130,8 +129,9 @@ impl WorkerSetup {
         Ok(())
     }
 
-    /// The secrets of the spec's agent: only those its definition declares.
-    pub fn secrets_for(&self, spec: &str) -> Vec<AgentSecret> {
+    /// The key variables of the spec's agent whose keys are configured: those its job's
+    /// agent may call the model gateway for.
+    pub fn keys_for(&self, spec: &str) -> Vec<String> {
         let Some(agent) = parse_spec(spec)
             .ok()
             .and_then(|s| find_agent(&s.front.agent))
@@ -141,13 +141,15 @@ impl WorkerSetup {
         agent
             .secrets
             .iter()
-            .filter_map(|name| {
-                self.secrets.get(name).map(|value| AgentSecret {
-                    name: name.clone(),
-                    value: value.to_string(),
-                })
-            })
+            .filter(|name| self.secrets.contains_key(*name))
+            .cloned()
             .collect()
+    }
+
+    /// The operator's secret `name`: only the model gateway reads one, to put it into a
+    /// request on its way out.
+    pub fn key(&self, name: &str) -> Option<&str> {
+        self.secrets.get(name).map(|value| value.as_str())
     }
 }
 
@@ -280,15 +282,12 @@ mod tests {
             ),
         );
         let setup = WorkerSetup::load(None, None, Some(&file)).unwrap();
-        let claude = setup.secrets_for(&spec("claude-code"));
-        assert_eq!(claude.len(), 1);
-        assert_eq!(
-            (claude[0].name.as_str(), claude[0].value.as_str()),
-            ("ANTHROPIC_API_KEY", KEY)
-        );
+        // A claude-code job may use the Anthropic key (by name: only the gateway reads it).
+        assert_eq!(setup.keys_for(&spec("claude-code")), ["ANTHROPIC_API_KEY"]);
+        assert_eq!(setup.key("ANTHROPIC_API_KEY"), Some(KEY));
         assert!(
             setup
-                .secrets_for("---\nagent: script\nrun: env\n---\n")
+                .keys_for("---\nagent: script\nrun: env\n---\n")
                 .is_empty()
         );
         assert!(setup.check_spec(&spec("claude-code")).is_ok());
@@ -307,7 +306,8 @@ mod tests {
         private_file(dir.path(), "ANTHROPIC_API_KEY", &format!("{KEY}\n"));
         std::fs::create_dir(dir.path().join("..2026_11_24")).unwrap();
         let setup = WorkerSetup::load(None, None, Some(dir.path())).unwrap();
-        assert_eq!(setup.secrets_for(&spec("claude-code"))[0].value, KEY);
+        assert_eq!(setup.keys_for(&spec("claude-code")), ["ANTHROPIC_API_KEY"]);
+        assert_eq!(setup.key("ANTHROPIC_API_KEY"), Some(KEY));
     }
 
     #[test]
@@ -368,7 +368,7 @@ mod tests {
             .unwrap_err();
         assert_eq!(
             err,
-            "unknown front-matter key `colour` for agent `script`; it accepts: agent, run"
+            "unknown front-matter key `colour` for agent `script`; it accepts: agent, max_cost_usd, max_tokens, run"
         );
         assert_eq!(
             setup.check_spec(&spec("clawd")).unwrap_err(),

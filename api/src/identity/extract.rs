@@ -128,6 +128,8 @@ pub struct WorkerGrant {
     pub job_id: String,
     /// The claim the token was issued under.
     pub generation: i64,
+    /// The model token of that claim, for the worker to hand its agent.
+    pub model_token: String,
 }
 
 impl<S> FromRequestParts<S> for WorkerGrant
@@ -143,7 +145,11 @@ where
             .await?
             .1
         {
-            Some(TokenOwner::Worker { job_id, generation }) => Ok(Self { job_id, generation }),
+            Some(TokenOwner::Worker { job_id, generation }) => Ok(Self {
+                job_id,
+                generation,
+                model_token: super::tokens::model_token(bearer(parts)?),
+            }),
             _ => Err(AppError::new(
                 ErrorKind::NotAuthenticated,
                 "the worker token is invalid",

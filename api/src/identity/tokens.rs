@@ -32,6 +32,21 @@ pub fn hash_secret(secret: &str) -> String {
     hex::encode(Sha256::digest(secret.as_bytes()))
 }
 
+/// The model token of the claim whose worker token is `worker_token`: what the job's agent
+/// sends the model gateway instead of a key. Derived one way, so the worker and the job pod
+/// can be handed it without the API storing it, and the agent, which holds it, learns nothing
+/// of the worker's token.
+pub fn model_token(worker_token: &str) -> String {
+    let digest = Sha256::new()
+        .chain_update(b"ckrv model token\0")
+        .chain_update(worker_token.as_bytes())
+        .finalize();
+    format!("{MODEL_TOKEN_PREFIX}{}", hex::encode(digest))
+}
+
+/// How every model token starts: the gateway finds it by this among a request's headers.
+pub const MODEL_TOKEN_PREFIX: &str = "ckrv_mt_";
+
 /// A device-flow user code such as `BCDF-2345`: letters without vowels (no words) and digits.
 pub fn new_user_code() -> String {
     const LETTERS: &[u8] = b"BCDFGHJKLMNPQRSTVWXZ";

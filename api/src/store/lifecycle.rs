@@ -64,6 +64,8 @@ pub struct NewClaim<'a> {
     pub external: bool,
     /// The hash of the token the worker will act with.
     pub token_hash: &'a str,
+    /// The hash of the model token its agent calls the model gateway with.
+    pub model_token_hash: &'a str,
     pub token_expires_ms: i64,
     pub lease_until_ms: i64,
     pub now_ms: i64,
@@ -229,6 +231,14 @@ impl Store {
         .bind(generation)
         .bind(c.now_ms)
         .bind(c.token_expires_ms)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO model_tokens (token_hash, job_id, lease_generation) VALUES ($1, $2, $3)",
+        )
+        .bind(c.model_token_hash)
+        .bind(&job_id)
+        .bind(generation)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -536,6 +546,7 @@ mod tests {
                                 worker: "w",
                                 external: false,
                                 token_hash: &token,
+                                model_token_hash: &format!("model-{token}"),
                                 token_expires_ms: i64::MAX,
                                 lease_until_ms: 10_000,
                                 now_ms: 1,

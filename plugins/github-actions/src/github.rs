@@ -174,6 +174,7 @@ impl Run {
             updated_at: self.updated_at.clone(),
             diff_stats: None,
             diff_sha256: None,
+            usage: None,
         }
     }
 

@@ -1,15 +1,17 @@
 //! The real agent definitions through the real binaries: an operator enables agents and gives
 //! them their keys (`--agents`, `--agent-secrets`), and stand-in CLIs of the real programs'
-//! names (`--agent-bin`) report how they were called, in the sandbox. The key reaches the agent
-//! that declares it and no other, and its value appears in no log, response, database or file
-//! the service keeps. Bad operator settings stop the server with the problem named.
+//! names (`--agent-bin`) report how they were called, in the sandbox. The agent calls its model
+//! through the API's gateway with its job's model token; only the model API (a stand-in on
+//! loopback, `--model-upstream`) gets the key, which appears in no agent, log, response,
+//! database or file the service keeps. Bad operator settings stop the server with the problem
+//! named.
 #![allow(clippy::unwrap_used)]
 
 use std::path::Path;
 use std::process::Command;
 
 use ckrv_e2e::{Api, Developer, binary, files_containing, serve_app_repo};
-use ckrv_test_support::install_agent_stand_ins;
+use ckrv_test_support::{FakeEndpoint, Recorded, install_agent_stand_ins};
 
 const CLAUDE_KEY: &str = "sk-ant-api03-e2e-secret-value-0123456789";
 const CODEX_KEY: &str = "sk-proj-e2e-codex-secret-value-9876543210";
@@ -73,6 +75,17 @@ fn an_enabled_agent_gets_its_key_and_no_log_or_store_ever_shows_it() {
         &secrets,
         &format!("ANTHROPIC_API_KEY={CLAUDE_KEY}\nCODEX_API_KEY={CODEX_KEY}\n"),
     );
+    // Anthropic's API, as a stand-in on loopback: it answers with a message and its usage.
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let vendor = runtime.block_on(FakeEndpoint::start(|_request: Recorded| async {
+        axum::response::Response::builder()
+            .header("content-type", "application/json")
+            .body(axum::body::Body::from(
+                r#"{"type":"message","model":"claude-sonnet-4-5","content":[{"type":"text","text":"stand-in says hi"}],"usage":{"input_tokens":2000,"output_tokens":100}}"#,
+            ))
+            .unwrap()
+    }));
+    let upstream = format!("anthropic={}", vendor.url);
     let api_log = root.join("api.log");
     let api = Api::start_logging(
         &root.join("api"),
@@ -84,6 +97,8 @@ fn an_enabled_agent_gets_its_key_and_no_log_or_store_ever_shows_it() {
             secrets.to_str().unwrap(),
             "--agent-bin",
             bin.to_str().unwrap(),
+            "--model-upstream",
+            &upstream,
         ],
         &api_log,
     );
@@ -138,16 +153,39 @@ fn an_enabled_agent_gets_its_key_and_no_log_or_store_ever_shows_it() {
     let starting = log.find("claude: starting").unwrap();
     let done = log.find("claude: done").unwrap();
     assert!(starting < done, "{log}");
-    // The declared key arrived, exactly (its digest), and the log shows it redacted; the key
-    // of an agent not run here never reached this one.
+    // The agent got a placeholder in its key variable (redacted in the log), never the key,
+    // and the gateway's address; through them it reached its model, and only the model API
+    // got the key.
     assert!(log.contains("env: ANTHROPIC_API_KEY=[redacted]"), "{log}");
+    assert!(log.contains("key-sha256: ANTHROPIC_API_KEY="), "{log}");
     assert!(
-        log.contains(&format!(
+        !log.contains(&format!(
             "key-sha256: ANTHROPIC_API_KEY={}",
             sha256_hex(CLAUDE_KEY)
         )),
         "{log}"
     );
+    assert!(
+        log.contains(&format!(
+            "env: ANTHROPIC_BASE_URL={}/v1/gateway/anthropic",
+            api.url
+        )),
+        "{log}"
+    );
+    assert!(
+        log.contains("model-answer: ") && log.contains("stand-in says hi"),
+        "{log}"
+    );
+    let received = vendor.requests();
+    assert_eq!(received.len(), 1, "{log}");
+    assert_eq!(received[0].path(), "/v1/messages");
+    assert_eq!(received[0].header("x-api-key"), CLAUDE_KEY);
+    // What the model reported is the job's usage, in `ckrv status --json`.
+    let status: serde_json::Value =
+        serde_json::from_str(&dev.cli.ok(&dev.clone, &["status", &id, "--json"])).unwrap();
+    assert_eq!(status["usage"]["requests"], 1, "{status}");
+    assert_eq!(status["usage"]["input_tokens"], 2000, "{status}");
+    assert_eq!(status["usage"]["output_tokens"], 100, "{status}");
     assert!(!log.contains("CODEX_API_KEY"), "{log}");
     assert!(log.contains("env: DISABLE_AUTOUPDATER=1"), "{log}");
     // Nothing of the worker's reaches the agent either.

@@ -2,7 +2,9 @@
 //! directory given to workers as `--agent-bin`, it writes to its output exactly how it was
 //! called (arguments, environment, standard input, a prompt file), a SHA-256 of every `*_KEY`
 //! it received (so a test can prove the exact secret arrived while the log shows it redacted),
-//! then edits the workspace like an agent would.
+//! calls its model through the gateway as its CLI would when it was pointed at one (Anthropic's
+//! Messages API, with its key variable's value in `x-api-key`), then edits the workspace like
+//! an agent would.
 
 use std::path::Path;
 
@@ -21,6 +23,13 @@ for var in $(env | sed -n 's/^\([A-Z_]*_KEY\)=.*/\1/p' | sort); do
   eval "value=\$$var"
   printf 'key-sha256: %s=%s\n' "$var" "$(printf %s "$value" | sha256sum | cut -d' ' -f1)"
 done
+if [ -n "$ANTHROPIC_BASE_URL" ] && [ -n "$ANTHROPIC_API_KEY" ]; then
+  answer=$(curl -sS --max-time 20 -X POST "$ANTHROPIC_BASE_URL/v1/messages" \
+    -H "x-api-key: $ANTHROPIC_API_KEY" -H 'anthropic-version: 2023-06-01' \
+    -H 'content-type: application/json' \
+    -d '{"model":"claude-sonnet-4-5","max_tokens":64,"messages":[{"role":"user","content":"hi"}]}' 2>&1)
+  printf 'model-answer: %s\n' "$answer"
+fi
 printf 'edited by %s\n' "$name" >> README.md
 # Aider keeps its repository map here, whatever it is told.
 if [ "$name" = aider ]; then mkdir -p .aider.tags.cache.v4 && echo cache > .aider.tags.cache.v4/cache.db; fi

@@ -44,6 +44,8 @@ pub const INSTALL_ENTRYPOINT: &str = "install-entrypoint";
 
 /// The Secret's key holding the worker's token.
 pub const TOKEN_KEY: &str = "worker-token";
+/// The Secret's key for the job's model token, which only the agent's container reads.
+pub const MODEL_TOKEN_KEY: &str = "model-token";
 
 // Where the volumes are mounted (docs/job-pod.md).
 const WORKSPACE: &str = "/workspace";
@@ -85,9 +87,12 @@ pub struct JobPod<'a> {
     pub agent: &'a AgentDefinition,
     /// The port the repository is cloned from.
     pub repo_port: u16,
-    /// Whether anything after the clone calls out: the agent's hosted model, or a stage with
-    /// allowed hosts. Then public HTTPS stays open.
+    /// Whether anything after the clone calls out: a stage with allowed hosts. Then public
+    /// HTTPS stays open. (The agent's models are behind the API's gateway.)
     pub public_https_after_clone: bool,
+    /// The agent's key variables whose keys the operator configured: the agent gets the job's
+    /// model token in each, and the gateway's address for its route.
+    pub model_keys: Vec<String>,
 }
 
 /// Which part of the job the pod's network is shaped for.
@@ -276,20 +281,35 @@ fn agent(settings: &KubernetesSettings, pod: &JobPod<'_>, secret_name: &str) -> 
         value_env("HOME", AGENT_HOME),
         value_env("CKRV_JOB_ID", pod.job_id),
     ];
-    // The agent's keys come from the job's Secret into this container alone; the entrypoint
-    // hands the agent those its launch names.
-    env.extend(pod.agent.secrets.iter().map(|name| EnvVar {
-        name: name.clone(),
-        value_from: Some(EnvVarSource {
-            secret_key_ref: Some(SecretKeySelector {
-                name: secret_name.to_string(),
-                key: agent_secret_key(name),
-                optional: Some(true),
+    // The job's model token comes from its Secret into this container alone, in each key
+    // variable of a configured route, beside the gateway's address for that route; the
+    // entrypoint hands the agent those its launch names.
+    for route in pod
+        .agent
+        .models
+        .iter()
+        .filter(|route| pod.model_keys.contains(&route.key))
+    {
+        env.push(EnvVar {
+            name: route.key.clone(),
+            value_from: Some(EnvVarSource {
+                secret_key_ref: Some(SecretKeySelector {
+                    name: secret_name.to_string(),
+                    key: MODEL_TOKEN_KEY.to_string(),
+                    optional: Some(false),
+                }),
+                ..EnvVarSource::default()
             }),
-            ..EnvVarSource::default()
-        }),
-        ..EnvVar::default()
-    }));
+            ..EnvVar::default()
+        });
+        let base = ckrv_wit::protocol::paths::gateway_base(&settings.worker_api_url, &route.name);
+        env.extend(
+            route
+                .base_url
+                .iter()
+                .map(|(var, path)| value_env(var, &format!("{base}{path}"))),
+        );
+    }
     Container {
         name: AGENT.into(),
         image: Some(settings.agent_image(pod.agent).to_string()),
@@ -319,11 +339,6 @@ fn agent(settings: &KubernetesSettings, pod: &JobPod<'_>, secret_name: &str) -> 
     }
 }
 
-/// The Secret's key for one of the agent's secrets.
-pub fn agent_secret_key(name: &str) -> String {
-    format!("agent.{name}")
-}
-
 /// Who owns the job's other objects: its Job, so they go when it goes.
 pub fn owned_by(job: &Job) -> Option<OwnerReference> {
     Some(OwnerReference {
@@ -336,20 +351,22 @@ pub fn owned_by(job: &Job) -> Option<OwnerReference> {
     })
 }
 
-/// The worker's token (for the orchestrator's mount) and the agent's keys (for the agent's
-/// environment), owned by the Job.
+/// The worker's token (for the orchestrator's mount) and the job's model token (for the
+/// agent's environment), owned by the Job. No key of the operator's: the model gateway holds
+/// those.
 pub fn secret(
     settings: &KubernetesSettings,
     pod: &JobPod<'_>,
     token: &str,
-    agent_secrets: &[(String, String)],
+    model_token: &str,
     owner: OwnerReference,
 ) -> Secret {
     let mut data = BTreeMap::from([(TOKEN_KEY.to_string(), ByteString(token.as_bytes().to_vec()))]);
-    for (name, value) in agent_secrets {
+    // Only an agent with a configured model route has a variable to hold the model token.
+    if !pod.model_keys.is_empty() {
         data.insert(
-            agent_secret_key(name),
-            ByteString(value.as_bytes().to_vec()),
+            MODEL_TOKEN_KEY.to_string(),
+            ByteString(model_token.as_bytes().to_vec()),
         );
     }
     let mut metadata = metadata(settings, pod);

@@ -76,13 +76,13 @@ impl KubernetesDispatcher {
             generation: row.generation,
             agent,
             repo_port: manifests::repository_port(&row.job.git_repo_url),
-            public_https_after_clone: agent.network
-                || self
-                    .workers
-                    .pipeline
-                    .stages
-                    .iter()
-                    .any(|s| !s.allowed_hosts.is_empty()),
+            public_https_after_clone: self
+                .workers
+                .pipeline
+                .stages
+                .iter()
+                .any(|s| !s.allowed_hosts.is_empty()),
+            model_keys: self.workers.keys_for(&row.spec),
         }
     }
 
@@ -109,7 +109,7 @@ impl KubernetesDispatcher {
         created: &Job,
         pod: &JobPod<'_>,
         token: &str,
-        agent_secrets: &[(String, String)],
+        model_token: &str,
     ) -> Result<(), DispatchError> {
         let name = manifests::object_name(pod.job_id, pod.generation);
         let owner = manifests::owned_by(created).ok_or_else(|| DispatchError::Kubernetes {
@@ -120,7 +120,7 @@ impl KubernetesDispatcher {
         self.api::<Secret>()
             .create(
                 &create,
-                &manifests::secret(&self.settings, pod, token, agent_secrets, owner.clone()),
+                &manifests::secret(&self.settings, pod, token, model_token, owner.clone()),
             )
             .await
             .map_err(kube_error(&format!("creating the Secret {name}")))?;
@@ -152,12 +152,6 @@ impl Dispatcher for KubernetesDispatcher {
             generation: job.generation,
             ..self.job_pod(&row, &agent)
         };
-        let agent_secrets: Vec<(String, String)> = self
-            .workers
-            .secrets_for(&row.spec)
-            .into_iter()
-            .map(|s| (s.name, s.value))
-            .collect();
         let name = manifests::object_name(pod.job_id, pod.generation);
         let jobs = self.api::<Job>();
         let created = jobs
@@ -168,7 +162,7 @@ impl Dispatcher for KubernetesDispatcher {
             .await
             .map_err(kube_error(&format!("creating the Job {name}")))?;
         if let Err(error) = self
-            .complete_start(&created, &pod, job.token, &agent_secrets)
+            .complete_start(&created, &pod, job.token, job.model_token)
             .await
         {
             // Nothing half-made stays behind: the Job takes what it owns with it.

@@ -133,6 +133,7 @@ impl JobEngine {
                     worker,
                     external,
                     token_hash: &hash_secret(&token),
+                    model_token_hash: &hash_secret(&tokens::model_token(&token)),
                     token_expires_ms,
                     lease_until_ms: now_ms + duration_ms(self.settings.lease),
                     now_ms,
@@ -171,10 +172,12 @@ impl JobEngine {
     /// Hands a claimed job to the dispatcher; a job that cannot be started fails with the
     /// reason, which is also returned.
     async fn start_worker(&self, claim: &Claim) -> Result<Result<(), String>, StoreError> {
+        let model_token = tokens::model_token(&claim.token);
         let start = WorkerStart {
             job_id: &claim.job_id,
             generation: claim.generation,
             token: &claim.token,
+            model_token: &model_token,
         };
         match self.dispatcher.start(&start).await {
             Ok(()) => Ok(Ok(())),

@@ -8,8 +8,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse as _, Response};
 use bytes::Bytes;
 use ckrv_wit::types::{
-    DiffStats, ErrorKind, GitCredential, JobCompletion, JobState, LogBatch, PhaseUpdate,
-    WorkerClaim, WorkerJob,
+    DiffStats, ErrorKind, GitCredential, JobCompletion, JobState, LogBatch, ModelAccess,
+    PhaseUpdate, WorkerClaim, WorkerJob,
 };
 
 use sha2::{Digest as _, Sha256};
@@ -98,7 +98,10 @@ pub async fn job(
         heartbeat_ms: u32::try_from(duration_ms(heartbeat)).unwrap_or(u32::MAX),
         log_sequence,
         pipeline: state.workers.pipeline.stages.clone(),
-        agent_secrets: state.workers.secrets_for(&row.spec),
+        model_access: ModelAccess {
+            token: grant.model_token.clone(),
+            keys: state.workers.keys_for(&row.spec),
+        },
         git_credential,
         spec_content: row.spec,
     }))

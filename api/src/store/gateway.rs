@@ -1,0 +1,113 @@
+//! The model gateway's records: which running job a model token stands for, and what each
+//! job's agent spent.
+
+use ckrv_wit::types::ModelUsage;
+use sqlx::Row;
+
+use super::{Store, StoreError};
+
+/// The running job a model token stands for.
+#[derive(Debug, Clone)]
+pub struct ModelGrant {
+    pub job_id: String,
+    pub account_id: String,
+    /// The job's spec: its agent declares the routes the token may use.
+    pub spec: String,
+    /// What the job's agent has spent so far.
+    pub spent: SpentUsage,
+}
+
+/// Usage in the units the store keeps: whole micro-dollars, so sums are exact.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SpentUsage {
+    pub requests: u64,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub cost_micros: u64,
+}
+
+impl SpentUsage {
+    /// As the API shows it: `None` before the first request.
+    pub fn shown(self) -> Option<ModelUsage> {
+        (self.requests > 0).then(|| ModelUsage {
+            requests: self.requests,
+            input_tokens: self.input_tokens,
+            output_tokens: self.output_tokens,
+            cost_usd: self.cost_micros as f64 / 1_000_000.0,
+        })
+    }
+}
+
+/// A counter column, never negative, as the store keeps it.
+fn counter(row: &sqlx::any::AnyRow, column: &str) -> Result<u64, StoreError> {
+    let value: i64 = row.try_get(column)?;
+    u64::try_from(value).map_err(|_| StoreError::Corrupt(format!("{column} = {value}")))
+}
+
+fn spent_from_row(row: &sqlx::any::AnyRow) -> Result<SpentUsage, StoreError> {
+    Ok(SpentUsage {
+        requests: counter(row, "model_requests")?,
+        input_tokens: counter(row, "input_tokens")?,
+        output_tokens: counter(row, "output_tokens")?,
+        cost_micros: counter(row, "cost_micros")?,
+    })
+}
+
+/// A job row's usage, as [`ckrv_wit::types::Job::usage`] shows it.
+pub(super) fn usage_from_row(row: &sqlx::any::AnyRow) -> Result<Option<ModelUsage>, StoreError> {
+    Ok(spent_from_row(row)?.shown())
+}
+
+/// A counter's value as the store binds it: past `i64::MAX`, it stays there.
+fn bound(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+impl Store {
+    /// The job a model token (by its hash) stands for, while it runs under the claim the
+    /// token came with; `None` otherwise (unknown, ended, or claimed again since).
+    pub async fn model_grant(&self, token_hash: &str) -> Result<Option<ModelGrant>, StoreError> {
+        let row = sqlx::query(
+            "SELECT j.id, j.account_id, j.spec, j.model_requests, j.input_tokens,
+                    j.output_tokens, j.cost_micros
+             FROM model_tokens m JOIN jobs j ON j.id = m.job_id
+             WHERE m.token_hash = $1 AND j.state = 'running'
+               AND j.lease_generation = m.lease_generation",
+        )
+        .bind(token_hash)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|row| {
+            Ok(ModelGrant {
+                job_id: row.try_get("id")?,
+                account_id: row.try_get("account_id")?,
+                spec: row.try_get("spec")?,
+                spent: spent_from_row(&row)?,
+            })
+        })
+        .transpose()
+    }
+
+    /// Adds one answered request's usage to its job's.
+    pub async fn add_model_usage(
+        &self,
+        job_id: &str,
+        usage: &SpentUsage,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE jobs SET model_requests = model_requests + $1,
+                             input_tokens = input_tokens + $2,
+                             output_tokens = output_tokens + $3,
+                             cost_micros = cost_micros + $4
+             WHERE id = $5",
+        )
+        .bind(bound(usage.requests))
+        .bind(bound(usage.input_tokens))
+        .bind(bound(usage.output_tokens))
+        .bind(bound(usage.cost_micros))
+        .bind(job_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,342 @@
+//! The model gateway, as a job's agent uses it: with the job's model token where its CLI sends
+//! a key, against a stand-in of the vendor's API on loopback (`--model-upstream`). The
+//! stand-in gets the operator's real key; the agent's side never sees it; answers stream
+//! through as they come; usage lands on the job; budgets end the job; and every wrong token,
+//! route or upstream is refused with the reason.
+
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::response::Response;
+use ckrv_api::dispatch::worker_setup::WorkerSetup;
+use ckrv_test_support::{FakeEndpoint, Recorded};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use support::{RecordingDispatcher, TestApi, access};
+use tokio::sync::Notify;
+
+const ANTHROPIC_KEY: &str = "sk-ant-api03-the-operators-real-key-0123456789";
+const GEMINI_KEY: &str = "AIza-the-operators-gemini-key-0123456789";
+
+/// Agent secrets in a private file, as an operator gives them.
+fn workers(dir: &Path) -> Arc<WorkerSetup> {
+    let path = dir.join("agent-secrets.env");
+    std::fs::write(
+        &path,
+        format!("ANTHROPIC_API_KEY={ANTHROPIC_KEY}\nGEMINI_API_KEY={GEMINI_KEY}\n"),
+    )
+    .unwrap();
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    Arc::new(WorkerSetup::load(None, None, Some(&path)).unwrap())
+}
+
+/// An API whose gateway sends the `anthropic` and `gemini` routes to `upstream`, and a
+/// signed-in user.
+async fn api_with_upstream(dir: &Path, upstream: &str) -> (TestApi, String) {
+    let workers = workers(dir);
+    let upstream = upstream.to_string();
+    let api = TestApi::start_configured(dir, Arc::new(RecordingDispatcher::default()), |c| {
+        c.workers = workers;
+        c.model_upstreams = [("anthropic", &upstream), ("gemini", &upstream)]
+            .into_iter()
+            .map(|(route, url)| (route.to_string(), url.clone()))
+            .collect();
+    })
+    .await;
+    let tokens = api.login("dev@example.com").await;
+    let user = access(&tokens).to_string();
+    (api, user)
+}
+
+/// Creates a job of `spec`, and reads it as its worker does: its id and its model access.
+async fn job_with_model_access(api: &TestApi, user: &str, spec: &str) -> (String, Value) {
+    let (status, job) = api
+        .post(
+            "/v1/jobs",
+            user,
+            json!({"spec_content": spec, "git_repo_url": "https://git.example.com/app.git"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{job}");
+    let id = job["id"].as_str().unwrap().to_string();
+    let worker = api.dispatcher.token_for(&id);
+    let (status, work) = api.get(&format!("/v1/worker/jobs/{id}"), &worker).await;
+    assert_eq!(status, StatusCode::OK, "{work}");
+    (id, work["model_access"].clone())
+}
+
+/// A request to the gateway as Claude Code sends one: the token in `x-api-key`.
+async fn messages(api: &TestApi, token: &str, body: &str) -> reqwest::Response {
+    api.http
+        .post(format!(
+            "{}/v1/gateway/anthropic/v1/messages?beta=true",
+            api.url
+        ))
+        .header("x-api-key", token)
+        .header("anthropic-version", "2023-06-01")
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap()
+}
+
+/// The job's usage, once its last answer is counted (that happens as the answer ends).
+async fn usage_of(api: &TestApi, user: &str, id: &str, requests: u64) -> Value {
+    for _ in 0..200 {
+        let (_, job) = api.get(&format!("/v1/jobs/{id}"), user).await;
+        if job["usage"]["requests"].as_u64() == Some(requests) {
+            return job["usage"].clone();
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("job {id} never counted {requests} model requests");
+}
+
+fn sse(events: &[Value]) -> String {
+    events.iter().map(|e| format!("data: {e}\n\n")).collect()
+}
+
+#[tokio::test]
+async fn the_agent_calls_its_model_with_its_jobs_token_and_the_upstream_gets_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    // The stand-in streams its answer in two parts, the second only once the test has read
+    // the first through the gateway: an answer buffered anywhere on the way would never end.
+    let first_read = Arc::new(Notify::new());
+    let release = Arc::clone(&first_read);
+    let vendor = FakeEndpoint::start(move |_request: Recorded| {
+        let release = Arc::clone(&release);
+        async move {
+            let (tx, rx) = tokio::sync::mpsc::channel::<Result<String, std::io::Error>>(2);
+            tokio::spawn(async move {
+                let start = sse(&[json!({"type": "message_start", "message": {
+                    "model": "claude-sonnet-4-5",
+                    "usage": {"input_tokens": 1200, "output_tokens": 1}}})]);
+                tx.send(Ok(start)).await.unwrap();
+                release.notified().await;
+                let end = sse(&[
+                    json!({"type": "message_delta", "usage": {"output_tokens": 450}}),
+                    json!({"type": "message_stop"}),
+                ]);
+                tx.send(Ok(end)).await.unwrap();
+            });
+            Response::builder()
+                .header("content-type", "text/event-stream")
+                .header("request-id", "req_stand_in")
+                .body(Body::from_stream(
+                    tokio_stream::wrappers::ReceiverStream::new(rx),
+                ))
+                .unwrap()
+        }
+    })
+    .await;
+    let (api, user) = api_with_upstream(dir.path(), &vendor.url).await;
+    let (id, access) = job_with_model_access(
+        &api,
+        &user,
+        "---\nagent: claude-code\nmodel: sonnet\n---\nAdd a greeting.\n",
+    )
+    .await;
+    // The worker gets a placeholder for the agent and the names of the keys it stands for,
+    // never a key.
+    let token = access["token"].as_str().unwrap().to_string();
+    assert!(token.starts_with("ckrv_mt_"), "{access}");
+    assert_eq!(access["keys"], json!(["ANTHROPIC_API_KEY"]));
+    assert!(!access.to_string().contains(ANTHROPIC_KEY));
+
+    let body = r#"{"model":"claude-sonnet-4-5","max_tokens":512,"stream":true,"messages":[]}"#;
+    let mut answer = messages(&api, &token, body).await;
+    assert_eq!(answer.status(), StatusCode::OK);
+    assert_eq!(answer.headers()["content-type"], "text/event-stream");
+    assert_eq!(answer.headers()["request-id"], "req_stand_in");
+    let first = tokio::time::timeout(Duration::from_secs(10), answer.chunk())
+        .await
+        .expect("the first event arrives before the answer ends")
+        .unwrap()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&first).contains("message_start"));
+    first_read.notify_one();
+    let mut rest = Vec::new();
+    while let Some(chunk) = answer.chunk().await.unwrap() {
+        rest.extend_from_slice(&chunk);
+    }
+    assert!(String::from_utf8_lossy(&rest).contains("message_stop"));
+
+    // The vendor got the request as sent, with the operator's key in place of the token.
+    let received = vendor.requests();
+    assert_eq!(received.len(), 1);
+    let request = &received[0];
+    assert_eq!(request.uri.to_string(), "/v1/messages?beta=true");
+    assert_eq!(request.header("x-api-key"), ANTHROPIC_KEY);
+    assert_eq!(request.header("anthropic-version"), "2023-06-01");
+    assert_eq!(request.body, body.as_bytes());
+    let sent: String = request
+        .headers
+        .iter()
+        .map(|(name, value)| format!("{name}: {value:?}\n"))
+        .collect();
+    assert!(
+        !sent.contains("ckrv_mt_"),
+        "the token went upstream: {sent}"
+    );
+    assert!(!sent.contains("authorization"), "{sent}");
+
+    // The usage the answer reported is the job's, priced by the built-in table: 1,200 input
+    // and 450 output tokens of Sonnet at $3 and $15 per million.
+    let usage = usage_of(&api, &user, &id, 1).await;
+    assert_eq!(usage["input_tokens"], 1200, "{usage}");
+    assert_eq!(usage["output_tokens"], 450, "{usage}");
+    let cost = usage["cost_usd"].as_f64().unwrap();
+    assert!((cost - 0.01035).abs() < 1e-9, "{usage}");
+    let metrics = api.metrics().await;
+    assert!(
+        metrics.contains(r#"ckrv_gateway_requests_total{route="anthropic",status="200"} 1"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"ckrv_gateway_tokens_total{route="anthropic",direction="output"} 450"#),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn wrong_tokens_routes_and_ended_jobs_are_refused_before_anything_goes_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let vendor = FakeEndpoint::start(|_request: Recorded| async {
+        Response::builder()
+            .header("content-type", "application/json")
+            .body(Body::from(
+                r#"{"model":"claude-sonnet-4-5","usage":{"input_tokens":10,"output_tokens":2}}"#,
+            ))
+            .unwrap()
+    })
+    .await;
+    let (api, user) = api_with_upstream(dir.path(), &vendor.url).await;
+    let (id, access) =
+        job_with_model_access(&api, &user, "---\nagent: claude-code\n---\nGo.\n").await;
+    let token = access["token"].as_str().unwrap();
+
+    let refused = |response: reqwest::Response| async move {
+        let status = response.status();
+        let body: Value = response.json().await.unwrap();
+        assert!(!body.to_string().contains(ANTHROPIC_KEY));
+        (
+            status,
+            body["error_description"].as_str().unwrap().to_string(),
+        )
+    };
+    // No token, a made-up token, the worker's own token, and the real key itself.
+    let worker = api.dispatcher.token_for(&id);
+    for (credential, says) in [
+        ("", "no model token"),
+        (
+            "ckrv_mt_0000",
+            "the model token is not valid: its job is not running",
+        ),
+        (worker.as_str(), "no model token"),
+        (ANTHROPIC_KEY, "no model token"),
+    ] {
+        let (status, message) = refused(messages(&api, credential, "{}").await).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{credential}: {message}");
+        assert!(message.contains(says), "{credential}: {message}");
+    }
+    // A route the job's agent does not have, though the server holds its key.
+    let response = api
+        .http
+        .post(format!(
+            "{}/v1/gateway/gemini/v1beta/models/gemini-2.5-pro:generateContent",
+            api.url
+        ))
+        .header("x-goog-api-key", token)
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    let (status, message) = refused(response).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(message, "agent `claude-code` has no model route `gemini`");
+    assert!(vendor.requests().is_empty(), "nothing went out");
+
+    // While the job runs, the token works; once it ends, it does not.
+    assert_eq!(messages(&api, token, "{}").await.status(), StatusCode::OK);
+    api.work_job(&id, &[], None, Some(json!({"state": "succeeded"})))
+        .await;
+    let (status, message) = refused(messages(&api, token, "{}").await).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(message.contains("its job is not running"), "{message}");
+    assert_eq!(vendor.requests().len(), 1);
+    // The finished job keeps what it spent.
+    let (_, job) = api.get(&format!("/v1/jobs/{id}"), &user).await;
+    assert_eq!(job["usage"]["requests"], 1, "{job}");
+    // A job that never called a model shows no usage at all.
+    let (_, other) = api.create_job(&user).await;
+    assert!(other.get("usage").is_none_or(Value::is_null), "{other}");
+}
+
+#[tokio::test]
+async fn a_job_past_its_budget_gets_no_more_answers_and_ends_naming_the_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let vendor = FakeEndpoint::start(|_request: Recorded| async {
+        Response::builder()
+            .header("content-type", "application/json")
+            .body(Body::from(
+                r#"{"model":"claude-sonnet-4-5","usage":{"input_tokens":700,"output_tokens":400}}"#,
+            ))
+            .unwrap()
+    })
+    .await;
+    let (api, user) = api_with_upstream(dir.path(), &vendor.url).await;
+    let (id, access) = job_with_model_access(
+        &api,
+        &user,
+        "---\nagent: claude-code\nmax_tokens: 1000\n---\nGo.\n",
+    )
+    .await;
+    let token = access["token"].as_str().unwrap();
+    assert_eq!(messages(&api, token, "{}").await.status(), StatusCode::OK);
+    usage_of(&api, &user, &id, 1).await;
+    let response = messages(&api, token, "{}").await;
+    assert_eq!(response.status(), StatusCode::PAYMENT_REQUIRED);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"], "quota_exceeded", "{body}");
+    let reason = "the job's budget max_tokens = 1000 is spent (1100 tokens so far)";
+    assert_eq!(body["error_description"], reason);
+    assert_eq!(
+        vendor.requests().len(),
+        1,
+        "the second request never went out"
+    );
+    let (_, job) = api.get(&format!("/v1/jobs/{id}"), &user).await;
+    assert_eq!(job["state"], "failed", "{job}");
+    assert_eq!(job["error_message"], reason);
+}
+
+#[tokio::test]
+async fn an_upstream_that_does_not_answer_is_named_without_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    // A loopback port with nothing listening.
+    let closed = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}", listener.local_addr().unwrap())
+    };
+    let (api, user) = api_with_upstream(dir.path(), &closed).await;
+    let (_, access) =
+        job_with_model_access(&api, &user, "---\nagent: claude-code\n---\nGo.\n").await;
+    let response = messages(&api, access["token"].as_str().unwrap(), "{}").await;
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let text = response.text().await.unwrap();
+    assert!(
+        text.contains("the model API of route `anthropic` did not answer"),
+        "{text}"
+    );
+    assert!(
+        !text.contains(ANTHROPIC_KEY) && !text.contains(&closed),
+        "{text}"
+    );
+}
