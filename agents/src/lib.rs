@@ -2,6 +2,7 @@
 //! job's workspace: a process, bubblewrap, or the agent container of a Kubernetes job pod.
 
 mod definition;
+pub mod egress;
 mod output;
 pub mod pod;
 mod runtime;
