@@ -117,6 +117,15 @@ impl SandboxRuntime {
         }
     }
 
+    /// The bridge program a job that allows egress needs: a worker can check it when it starts,
+    /// rather than fail its first such job.
+    pub fn egress_bridge(&self) -> Result<&Path, NoEgressBridge> {
+        self.bridge
+            .as_deref()
+            .filter(|bridge| bridge.is_file())
+            .ok_or_else(|| NoEgressBridge(self.bridge.clone()))
+    }
+
     /// Checks that a sandbox can be created here, by creating one that runs `true`.
     pub async fn probe(&self) -> Result<(), SandboxUnavailable> {
         let dir = std::env::temp_dir();
@@ -226,10 +235,9 @@ impl SandboxRuntime {
         lines: &mpsc::Sender<OutputLine>,
     ) -> std::io::Result<Egress> {
         let bridge = self
-            .bridge
-            .clone()
-            .filter(|bridge| bridge.is_file())
-            .ok_or_else(|| std::io::Error::other(NoEgressBridge(self.bridge.clone())))?;
+            .egress_bridge()
+            .map_err(std::io::Error::other)?
+            .to_path_buf();
         std::fs::create_dir_all(&request.scratch)?;
         let (refused, mut refusals) = mpsc::channel::<Refusal>(64);
         let proxy = EgressProxy::start(request.scratch.join("egress.sock"), allowlist, refused)?;

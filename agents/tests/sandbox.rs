@@ -60,10 +60,12 @@ async fn run(
 
 /// A runtime with the bridge this package builds.
 fn runtime_with_bridge() -> SandboxRuntime {
-    SandboxRuntime {
+    let runtime = SandboxRuntime {
         bridge: Some(env!("CARGO_BIN_EXE_ckrv-egress-bridge").into()),
         ..SandboxRuntime::default()
-    }
+    };
+    assert!(runtime.egress_bridge().is_ok());
+    runtime
 }
 
 /// A stand-in HTTP server on the host's loopback that answers every request with `body`;
@@ -386,6 +388,7 @@ async fn egress_without_a_bridge_fails_the_run_saying_what_is_missing() {
             bridge: bridge.map(Into::into),
             ..SandboxRuntime::default()
         };
+        assert!(runtime.egress_bridge().is_err());
         let err = run_collecting(&runtime, &request)
             .await
             .unwrap_err()

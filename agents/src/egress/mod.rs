@@ -18,4 +18,4 @@ pub use bridge::{BRIDGE_PROGRAM, run_bridge};
 pub use policy::{
     Allowlist, Entry, NarrowError, Policy, PolicyError, REGISTRIES, Refusal, RefusalReason,
 };
-pub use proxy::{EgressProxy, MAX_HEAD_BYTES};
+pub use proxy::{EgressProxy, MAX_CONNECTIONS, MAX_HEAD_BYTES};

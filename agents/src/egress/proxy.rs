@@ -28,6 +28,9 @@ pub const MAX_HEAD_BYTES: usize = 16 * 1024;
 const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long resolving a name, and connecting to one address, may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// The most connections one proxy relays at once; more wait to be accepted. The proxy runs in
+/// the worker, so an agent opening connections without end must not use up its descriptors.
+pub const MAX_CONNECTIONS: usize = 256;
 
 /// A running proxy. Dropping it stops it: its listener and every connection it relays end, and
 /// its socket file is removed.
@@ -46,6 +49,16 @@ impl EgressProxy {
         allowlist: Allowlist,
         refusals: mpsc::Sender<Refusal>,
     ) -> io::Result<Self> {
+        Self::start_with_limit(path, allowlist, refusals, MAX_CONNECTIONS)
+    }
+
+    /// [`EgressProxy::start`], relaying at most `limit` connections at once.
+    pub(crate) fn start_with_limit(
+        path: impl Into<PathBuf>,
+        allowlist: Allowlist,
+        refusals: mpsc::Sender<Refusal>,
+        limit: usize,
+    ) -> io::Result<Self> {
         let path = path.into();
         match std::fs::remove_file(&path) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
@@ -53,7 +66,8 @@ impl EgressProxy {
         }
         let listener = UnixListener::bind(&path)?;
         std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
-        let task = tokio::spawn(serve(listener, Arc::new(allowlist), refusals));
+        let limit = Arc::new(tokio::sync::Semaphore::new(limit));
+        let task = tokio::spawn(serve(listener, Arc::new(allowlist), refusals, limit));
         Ok(Self { path, task })
     }
 
@@ -71,13 +85,27 @@ impl Drop for EgressProxy {
 }
 
 /// Accepts connections until aborted; the connections are its tasks, so they end with it.
-async fn serve(listener: UnixListener, allowlist: Arc<Allowlist>, refusals: mpsc::Sender<Refusal>) {
+async fn serve(
+    listener: UnixListener,
+    allowlist: Arc<Allowlist>,
+    refusals: mpsc::Sender<Refusal>,
+    limit: Arc<tokio::sync::Semaphore>,
+) {
     let mut connections = JoinSet::new();
     loop {
+        // A connection is accepted only when it may be relayed; until then it waits in the
+        // listener's backlog.
+        let Ok(permit) = limit.clone().acquire_owned().await else {
+            return;
+        };
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
-                    connections.spawn(connection(stream, allowlist.clone(), refusals.clone()));
+                    let (allowlist, refusals) = (allowlist.clone(), refusals.clone());
+                    connections.spawn(async move {
+                        connection(stream, allowlist, refusals).await;
+                        drop(permit);
+                    });
                 }
                 Err(error) => {
                     // Out of file descriptors, most likely: wait for connections to end.
@@ -85,7 +113,7 @@ async fn serve(listener: UnixListener, allowlist: Arc<Allowlist>, refusals: mpsc
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
             },
-            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            Some(_) = connections.join_next(), if !connections.is_empty() => drop(permit),
         }
     }
 }
@@ -695,6 +723,34 @@ mod tests {
         )
         .await;
         assert!(answer.starts_with("HTTP/1.1 200 OK"), "{answer}");
+    }
+
+    #[tokio::test]
+    async fn connections_past_the_limit_wait_for_one_to_end() {
+        let up = upstream().await;
+        let dir = tempfile::tempdir().unwrap();
+        let (tx, _refusals) = mpsc::channel(16);
+        let path = dir.path().join("egress.sock");
+        let _proxy =
+            EgressProxy::start_with_limit(&path, allowing("example.com", up.port), tx, 1).unwrap();
+        let connect = format!("CONNECT 127.0.0.1:{} HTTP/1.1\r\n\r\n", up.port);
+        let mut first = UnixStream::connect(&path).await.unwrap();
+        first.write_all(connect.as_bytes()).await.unwrap();
+        let mut established = [0u8; 39];
+        first.read_exact(&mut established).await.unwrap();
+        let mut second = UnixStream::connect(&path).await.unwrap();
+        second.write_all(connect.as_bytes()).await.unwrap();
+        let waited =
+            tokio::time::timeout(Duration::from_millis(300), second.read(&mut [0u8; 1])).await;
+        assert!(
+            waited.is_err(),
+            "the second connection was served past the limit"
+        );
+        drop(first);
+        let served =
+            tokio::time::timeout(Duration::from_secs(5), second.read_exact(&mut established)).await;
+        assert!(matches!(served, Ok(Ok(_))), "{served:?}");
+        assert_eq!(&established, b"HTTP/1.1 200 Connection Established\r\n\r\n");
     }
 
     #[tokio::test]
