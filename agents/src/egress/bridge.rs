@@ -131,7 +131,10 @@ mod tests {
             echoed
         };
         let command: Vec<OsString> = ["sh", "-c", "sleep 1; exit 7"].map(Into::into).to_vec();
-        let (code, echoed) = tokio::join!(run_bridge(listen, socket.clone(), &command), client);
+        let both = async { tokio::join!(run_bridge(listen, socket.clone(), &command), client) };
+        let (code, echoed) = tokio::time::timeout(std::time::Duration::from_secs(20), both)
+            .await
+            .expect("the bridge relays and ends in time");
         assert_eq!(code.unwrap(), 7);
         assert_eq!(&echoed, b"ping");
         let killed: Vec<OsString> = ["sh", "-c", "kill -9 $$"].map(Into::into).to_vec();
