@@ -200,8 +200,13 @@ impl SandboxRuntime {
                 BRIDGE_LISTEN,
                 "--socket",
                 EGRESS_SOCKET_PATH,
-                "--",
             ]);
+            // The gateway's URL on the worker's loopback works inside too.
+            let forwards = request.egress.iter().flat_map(Allowlist::loopback_forwards);
+            for forward in forwards.filter(|f| f.to_string() != BRIDGE_LISTEN) {
+                command.arg(format!("--forward={forward}"));
+            }
+            command.arg("--");
         }
         command
             .args(request.command_with_prompt_file(PROMPT_PATH))
@@ -574,6 +579,9 @@ mod tests {
             bridge: Path::new("/b"),
             socket: Path::new("/s"),
         };
+        let gateway = "http://127.0.0.1:4000/v1/gateway/anthropic";
+        request.egress =
+            crate::Policy::Model.allowlist(Some(crate::Entry::origin_of(gateway).unwrap()));
         let command = runtime.command(&request, None, None, Some(&egress));
         let args: Vec<String> = command
             .as_std()
@@ -583,7 +591,7 @@ mod tests {
         let tail = args.join(" ");
         assert!(
             tail.ends_with(
-                "-- /run/ckrv/egress-bridge --listen 127.0.0.1:3128 --socket /run/ckrv/egress.sock -- agent --flag"
+                "-- /run/ckrv/egress-bridge --listen 127.0.0.1:3128 --socket /run/ckrv/egress.sock --forward=127.0.0.1:4000 -- agent --flag"
             ),
             "{tail}"
         );

@@ -327,7 +327,8 @@ async fn an_agent_with_egress_reaches_its_allowlist_through_the_proxy_and_nothin
         "echo proxy=$HTTPS_PROXY,$http_proxy,no_proxy=[$no_proxy]; \
          curl -sS --max-time 10 http://127.0.0.1:{gateway}/v1/plain; echo; \
          curl -sS --max-time 10 --proxytunnel http://127.0.0.1:{gateway}/v1/tunnel; echo; \
-         curl -sS --max-time 5 --noproxy '*' http://127.0.0.1:{gateway}/direct >/dev/null 2>&1 \
+         curl -sS --max-time 10 --noproxy '*' http://127.0.0.1:{gateway}/v1/forwarded; echo; \
+         curl -sS --max-time 5 --noproxy '*' http://127.0.0.1:{other}/direct >/dev/null 2>&1 \
            && echo direct-connected || echo direct-failed; \
          echo plain-refused=$(curl -s --max-time 10 -o /dev/null -w '%{{http_code}}' http://localhost:{other}/); \
          echo tunnel-refused=$(curl -s --max-time 10 -o /dev/null -w '%{{http_connect}}' https://localhost:{other}/)"
@@ -341,8 +342,8 @@ async fn an_agent_with_egress_reaches_its_allowlist_through_the_proxy_and_nothin
     );
     assert_eq!(
         lines.iter().filter(|l| *l == "from-the-gateway").count(),
-        2,
-        "a plain request and a CONNECT tunnel reach the allowed stand-in: {lines:?}"
+        3,
+        "a plain request, a CONNECT tunnel and the gateway's URL without a proxy reach the allowed stand-in: {lines:?}"
     );
     assert!(
         has("direct-failed"),
@@ -357,7 +358,7 @@ async fn an_agent_with_egress_reaches_its_allowlist_through_the_proxy_and_nothin
     );
     let refusals: Vec<&String> = lines.iter().filter(|l| l.starts_with("egress: ")).collect();
     assert_eq!(refusals, [&refusal, &refusal], "{lines:?}");
-    assert_eq!(gateway_heard.load(Ordering::SeqCst), 2);
+    assert_eq!(gateway_heard.load(Ordering::SeqCst), 3);
     assert_eq!(
         other_heard.load(Ordering::SeqCst),
         0,

@@ -23,6 +23,10 @@ struct Cli {
     /// The egress proxy's Unix socket
     #[arg(long, value_name = "PATH")]
     socket: PathBuf,
+    /// A loopback address of the worker's to answer on here too, tunnelled to the same
+    /// address there (repeatable)
+    #[arg(long = "forward", value_name = "ADDR")]
+    forwards: Vec<SocketAddr>,
     /// The command to run, after `--`
     #[arg(last = true, required = true, value_name = "COMMAND")]
     command: Vec<OsString>,
@@ -34,11 +38,12 @@ fn main() -> ExitCode {
         .enable_all()
         .build()
         .and_then(|runtime| {
-            runtime.block_on(ckrv_agents::egress::run_bridge(
-                cli.listen,
-                cli.socket,
-                &cli.command,
-            ))
+            let config = ckrv_agents::egress::BridgeConfig {
+                listen: cli.listen,
+                socket: cli.socket,
+                forwards: cli.forwards,
+            };
+            runtime.block_on(ckrv_agents::egress::run_bridge(config, &cli.command))
         });
     match outcome {
         Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),

@@ -14,7 +14,7 @@ pub mod bridge;
 pub mod policy;
 pub mod proxy;
 
-pub use bridge::{BRIDGE_PROGRAM, run_bridge};
+pub use bridge::{BRIDGE_PROGRAM, BridgeConfig, run_bridge};
 pub use policy::{
     Allowlist, Entry, NarrowError, Policy, PolicyError, REGISTRIES, Refusal, RefusalReason,
 };

@@ -439,6 +439,24 @@ impl Allowlist {
         self.read_only
     }
 
+    /// The loopback addresses (with a port) of the entries marked local, `localhost` as
+    /// 127.0.0.1: services of the worker's, such as the gateway, whose URLs the bridge makes
+    /// work inside the sandbox too.
+    pub fn loopback_forwards(&self) -> Vec<std::net::SocketAddr> {
+        self.rules
+            .iter()
+            .filter(|rule| rule.local)
+            .filter_map(|rule| {
+                let ip = match &rule.entry.host {
+                    Host::Ip(ip) if ip.is_loopback() => *ip,
+                    Host::Name(name) if name == "localhost" => Ipv4Addr::LOCALHOST.into(),
+                    _ => return None,
+                };
+                Some(std::net::SocketAddr::new(ip, rule.entry.port?))
+            })
+            .collect()
+    }
+
     /// The policy this allowlist came from, as refusals name it.
     pub fn policy(&self) -> &str {
         &self.policy
@@ -792,6 +810,20 @@ mod tests {
             gateway
                 .check_address("localhost", 4000, "127.0.0.1".parse().unwrap())
                 .is_ok()
+        );
+        let list = list
+            .allow_local("[::1]:4001".parse().unwrap())
+            .allow_local("10.0.0.1:4002".parse().unwrap())
+            .allow_local("127.0.0.2".parse().unwrap());
+        let forwards: Vec<String> = list
+            .loopback_forwards()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            forwards,
+            ["127.0.0.1:4000", "[::1]:4001"],
+            "local, loopback, with a port"
         );
     }
 
