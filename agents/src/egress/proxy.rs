@@ -317,7 +317,7 @@ async fn relay(client: &mut UnixStream, head: Head, allowlist: &Allowlist) -> Re
             .map_err(Failure::Io)?;
         return Ok(());
     }
-    let (host, port, path) = absolute_target(request.target)?;
+    let (authority, host, port, path) = absolute_target(request.target)?;
     check_host(host)?;
     let rule = allowlist.rule(host, port).map_err(Failure::Refused)?;
     allowlist
@@ -331,6 +331,10 @@ async fn relay(client: &mut UnixStream, head: Head, allowlist: &Allowlist) -> Re
     }
     let mut upstream = open(rule, host, port).await?;
     let mut out = format!("{} {path} {}\r\n", request.method, request.version);
+    if request.header("host").is_empty() {
+        // HTTP/1.0 clients may send none; the origin-form line no longer names the host.
+        out.push_str(&format!("Host: {authority}\r\n"));
+    }
     for (name, value) in &request.headers {
         if !HOP_BY_HOP.iter().any(|h| name.eq_ignore_ascii_case(h)) {
             out.push_str(&format!("{name}: {value}\r\n"));
@@ -389,8 +393,9 @@ fn body_length(request: &Request<'_>) -> Result<Option<u64>, Failure> {
     }
 }
 
-/// `http://host[:port][/path]` as host, port (80 by default) and origin-form path.
-fn absolute_target(target: &str) -> Result<(&str, u16, String), Failure> {
+/// `http://host[:port][/path]` as its authority, host, port (80 by default) and origin-form
+/// path.
+fn absolute_target(target: &str) -> Result<(&str, &str, u16, String), Failure> {
     let Some(rest) = strip_prefix_ignore_case(target, "http://") else {
         return Err(Failure::BadRequest(if target.starts_with('/') {
             "this is a proxy: name the absolute URL (http://host/path), or CONNECT host:port"
@@ -410,7 +415,7 @@ fn absolute_target(target: &str) -> Result<(&str, u16, String), Failure> {
     } else {
         format!("/{path}")
     };
-    Ok((host, port.unwrap_or(80), path))
+    Ok((authority, host, port.unwrap_or(80), path))
 }
 
 /// A connection to `host:port`, which `rule` allows, at an address the rule allows too.
@@ -638,6 +643,20 @@ mod tests {
         );
         assert!(!answer.contains("/second") && !answer.contains("Proxy-Connection"));
         assert_eq!(up.heard.load(Ordering::SeqCst), 1);
+        let answer = exchange(
+            &proxy,
+            format!("HEAD http://127.0.0.1:{}/ HTTP/1.0\r\n\r\n", up.port).as_bytes(),
+        )
+        .await;
+        assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
+        assert!(
+            answer.ends_with(&format!(
+                "\r\n\r\nHEAD / HTTP/1.0\r\nHost: 127.0.0.1:{}\r\nConnection: close\r\n\r\n",
+                up.port
+            )),
+            "a request without Host gets one: {answer}"
+        );
+        assert_eq!(up.heard.load(Ordering::SeqCst), 2);
     }
 
     #[tokio::test]
