@@ -1,7 +1,9 @@
 //! Built-in agent definitions, embedded from `definitions/*.toml`: how each agent is run,
-//! how the spec reaches it, what it needs (secrets, network), and which options a spec may set.
+//! how the spec reaches it, what it needs (secrets, egress), and which options a spec may set.
 
 use serde::Deserialize;
+
+use crate::egress::Policy;
 use std::collections::BTreeMap;
 use std::sync::OnceLock;
 
@@ -15,9 +17,10 @@ pub struct AgentDefinition {
     /// and the arguments of the options the spec set go where `{options}` stands, or at the end.
     pub command: Vec<String>,
     pub prompt: PromptMode,
-    /// The agent needs the network (a hosted model's API); without it, its sandbox has none.
+    /// Where it needs to connect: `model` (the model gateway) for an agent that calls a hosted
+    /// model, `none` (the default) for one that needs no network, whose sandbox has none.
     #[serde(default)]
-    pub network: bool,
+    pub egress: Policy,
     /// Environment variables it may receive from the operator's agent secrets; an agent that
     /// lists any needs at least one of them configured. Each is a model API's key, which the
     /// agent never sees: one of [`AgentDefinition::models`] carries it.
@@ -200,7 +203,19 @@ mod tests {
                     assert_eq!((prompt, file), (0, 0), "{}", agent.name)
                 }
             }
-            assert!(!agent.network || !agent.secrets.is_empty() || agent.name == "script");
+            // An agent that calls a model needs its key; one that needs none gets no network.
+            assert_eq!(
+                agent.egress.allows_network(),
+                !agent.secrets.is_empty(),
+                "{}",
+                agent.name
+            );
+            let expected = if agent.name == "script" {
+                Policy::None
+            } else {
+                Policy::Model
+            };
+            assert_eq!(agent.egress, expected, "{}", agent.name);
             // Every key is carried by exactly one model route, and every route's key is one
             // of the agent's secrets: no key reaches an agent any other way.
             let mut keys: Vec<&str> = agent.models.iter().map(|m| m.key.as_str()).collect();
@@ -238,5 +253,29 @@ mod tests {
             agent_names(),
             "script, claude-code, codex, gemini-cli, aider"
         );
+    }
+
+    #[test]
+    fn a_definition_without_egress_gets_none_and_a_bad_egress_is_refused() {
+        let base = r#"
+name = "x"
+description = "x"
+command = ["x"]
+prompt = "none"
+image = "x"
+"#;
+        let agent: AgentDefinition = toml::from_str(base).unwrap();
+        assert_eq!(agent.egress, Policy::None);
+        let agent: AgentDefinition =
+            toml::from_str(&format!("{base}egress = \"registries\"\n")).unwrap();
+        assert_eq!(agent.egress, Policy::Registries);
+        let err = toml::from_str::<AgentDefinition>(&format!("{base}egress = \"npm,*\"\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("bad egress entry `*`"), "{err}");
+        let err = toml::from_str::<AgentDefinition>(&format!("{base}network = true\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown field `network`"), "{err}");
     }
 }

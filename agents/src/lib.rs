@@ -2,6 +2,7 @@
 //! job's workspace: a process, bubblewrap, or the agent container of a Kubernetes job pod.
 
 mod definition;
+pub mod egress;
 mod output;
 pub mod pod;
 mod runtime;
@@ -12,13 +13,15 @@ pub use definition::{
     AgentDefinition, AgentOption, KeyHeader, ModelRoute, OptionKind, PromptMode, agent_names,
     agents, find_agent,
 };
+pub use egress::{Allowlist, Entry, Policy, Refusal};
 pub use output::MAX_LINE_BYTES;
 pub use pod::{PodError, PodRuntime};
 pub use runtime::{
     AgentRuntime, ExitStatus, OutputLine, ProcessRuntime, RunRequest, Stream, run_collecting,
 };
 pub use sandbox::{
-    DEFAULT_TMP_BYTES, MAX_TMP_MIB, SandboxLimits, SandboxRuntime, SandboxUnavailable,
+    DEFAULT_TMP_BYTES, MAX_TMP_MIB, NoEgressBridge, SandboxLimits, SandboxRuntime,
+    SandboxUnavailable,
 };
 pub use spec::{
     Invocation, PROMPT_FILE, Prompt, Spec, SpecError, SpecFrontMatter, parse_front_matter,

@@ -7,6 +7,7 @@ use std::process::Stdio;
 use tokio::process::Command;
 use tokio::sync::mpsc;
 
+use crate::egress::Allowlist;
 use crate::output::pump;
 use crate::spec::{PROMPT_FILE, Prompt};
 
@@ -15,6 +16,10 @@ use crate::spec::{PROMPT_FILE, Prompt};
 pub enum Stream {
     Stdout,
     Stderr,
+    /// Not the agent's: a connection its sandbox's egress proxy refused, one line each
+    /// (`Connection blocked by network allowlist: HOST:PORT (REASON)`), for the job log and a
+    /// count.
+    Egress,
 }
 
 /// One line of the agent's output.
@@ -45,8 +50,10 @@ pub struct RunRequest {
     /// becomes part of the change) for the agent's home and its prompt file.
     pub scratch: PathBuf,
     pub job_id: String,
-    /// The agent's definition asks for network access.
-    pub network: bool,
+    /// Where the agent may connect, through the sandbox's egress proxy; `None`: nowhere, its
+    /// sandbox has no network. Only [`crate::SandboxRuntime`] enforces it: [`ProcessRuntime`]
+    /// cannot (the agent has the worker's network either way).
+    pub egress: Option<Allowlist>,
     /// The definition's fixed, non-secret environment.
     pub env: Vec<(String, String)>,
     /// The secrets it declared that the operator configured, by name. A process or sandbox
@@ -66,7 +73,7 @@ impl std::fmt::Debug for RunRequest {
             .field("command", &self.command)
             .field("workspace", &self.workspace)
             .field("job_id", &self.job_id)
-            .field("network", &self.network)
+            .field("egress", &self.egress.as_ref().map(Allowlist::policy))
             .field("env", &self.env.iter().map(|(k, _)| k).collect::<Vec<_>>())
             .field(
                 "secrets",
@@ -84,7 +91,7 @@ impl RunRequest {
             workspace,
             scratch,
             job_id: job_id.to_string(),
-            network: false,
+            egress: None,
             env: Vec::new(),
             secrets: Vec::new(),
             prompt: Prompt::None,
@@ -161,7 +168,8 @@ pub async fn run_collecting(
 }
 
 /// Runs the agent as a child process with a minimal environment, so the worker's own secrets
-/// (its token) never reach the agent.
+/// (its token) never reach the agent. It is not a sandbox: the agent has the worker's network
+/// whatever its request's egress says (`--insecure-no-sandbox`).
 #[derive(Debug, Clone, Default)]
 pub struct ProcessRuntime;
 
@@ -172,6 +180,13 @@ impl AgentRuntime for ProcessRuntime {
         lines: mpsc::Sender<OutputLine>,
     ) -> Pin<Box<dyn Future<Output = std::io::Result<ExitStatus>> + Send + 'a>> {
         Box::pin(async move {
+            if let Some(egress) = &request.egress {
+                tracing::warn!(
+                    job = %request.job_id,
+                    policy = egress.policy(),
+                    "the egress allowlist is not enforced without a sandbox: the agent has the worker's network"
+                );
+            }
             let prompt_file = request.write_prompt_file()?;
             let argv = request.command_with_prompt_file(
                 &prompt_file

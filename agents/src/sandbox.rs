@@ -5,9 +5,14 @@
 //! (`/usr` and its links, `/etc` with password hashes, SSH host keys and TLS private keys
 //! masked), its own `/proc`, `/dev` and an empty `/tmp`, and nothing else: not the API's data
 //! directory, not other workspaces, not the orchestrator. It has its own PID namespace, so every
-//! process it starts dies when it ends, no network unless its definition asks for one, no
+//! process it starts dies when it ends, a network namespace of its own with only loopback, no
 //! capabilities, a non-root user, and limits on CPU time, memory, processes, file size and open
 //! files (per process, from `prlimit`; the Kubernetes dispatcher adds cgroup limits).
+//!
+//! It never shares the host's network. When its job allows egress, the only way out is the
+//! worker's egress proxy ([`crate::egress`]), on a Unix socket bound into the sandbox: the
+//! `ckrv-egress-bridge` program starts the agent with `HTTP(S)_PROXY` pointing at a port on the
+//! sandbox's loopback, relayed to that socket, and every refusal is a [`Stream::Egress`] line.
 //!
 //! What bubblewrap builds in memory (tmpfs: the sandbox's root, `/dev`, the masks) is the
 //! host's memory, and the agent owns it: all of it is read-only but `/tmp` (its HOME) and
@@ -20,8 +25,10 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use tokio::process::Command;
+use tokio::sync::mpsc;
 
-use crate::runtime::{AgentRuntime, ExitStatus, OutputLine, RunRequest, run_streaming};
+use crate::egress::{Allowlist, BRIDGE_PROGRAM, EgressProxy, Refusal};
+use crate::runtime::{AgentRuntime, ExitStatus, OutputLine, RunRequest, Stream, run_streaming};
 
 /// Resource limits of one agent run (each applies per process, but `tmp_bytes`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,6 +68,10 @@ pub struct SandboxRuntime {
     pub limits: SandboxLimits,
     /// The bubblewrap program.
     pub bwrap: PathBuf,
+    /// The `ckrv-egress-bridge` program, bound into a sandbox whose job allows egress; by
+    /// default the one beside this process's own program, if there is one. A run with an
+    /// allowlist and no bridge fails with [`NoEgressBridge`].
+    pub bridge: Option<PathBuf>,
 }
 
 impl Default for SandboxRuntime {
@@ -75,6 +86,14 @@ impl Default for SandboxRuntime {
     "cannot create the agent's sandbox ({0}); install bubblewrap (`apt-get install bubblewrap`), or start ckrv-api with --insecure-no-sandbox, which runs agents with the worker's rights"
 )]
 pub struct SandboxUnavailable(pub String);
+
+/// A job allows egress, but its sandbox cannot have it: there is no bridge program.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "the job's egress allowlist needs the {BRIDGE_PROGRAM} program, and there is none {}: install it beside the worker's program",
+    match .0 { Some(path) => format!("at {}", path.display()), None => "beside the worker's program".into() }
+)]
+pub struct NoEgressBridge(pub Option<PathBuf>);
 
 /// Where the host's system directories live, to bind or link them the same way inside.
 const SYSTEM_LINKS: &[&str] = &["/bin", "/sbin", "/lib", "/lib64", "/lib32"];
@@ -94,7 +113,17 @@ impl SandboxRuntime {
         Self {
             limits,
             bwrap: "bwrap".into(),
+            bridge: bridge_beside_this_program(),
         }
+    }
+
+    /// The bridge program a job that allows egress needs: a worker can check it when it starts,
+    /// rather than fail its first such job.
+    pub fn egress_bridge(&self) -> Result<&Path, NoEgressBridge> {
+        self.bridge
+            .as_deref()
+            .filter(|bridge| bridge.is_file())
+            .ok_or_else(|| NoEgressBridge(self.bridge.clone()))
     }
 
     /// Checks that a sandbox can be created here, by creating one that runs `true`.
@@ -103,7 +132,7 @@ impl SandboxRuntime {
         let probe = RunRequest::new(vec!["true".into()], dir.clone(), dir, "probe");
         let output = tokio::time::timeout(
             PROBE_TIMEOUT,
-            self.command(&probe, None, None)
+            self.command(&probe, None, None, None)
                 .stdin(std::process::Stdio::null())
                 .kill_on_drop(true)
                 .output(),
@@ -127,13 +156,15 @@ impl SandboxRuntime {
 
     /// The full command: limits, then (as root) an unprivileged user, then bubblewrap, then the
     /// agent. `uid` is the user to run as when the worker is root; `prompt_file` is bound
-    /// read-only at [`PROMPT_PATH`]. The environment passes through each program's own
+    /// read-only at [`PROMPT_PATH`]; with `egress`, the agent runs under the bridge, its proxy
+    /// variables pointing at it. The environment passes through each program's own
     /// environment, never its arguments, where any process could read the secrets in it.
     fn command(
         &self,
         request: &RunRequest,
         uid: Option<u32>,
         prompt_file: Option<&Path>,
+        egress: Option<&EgressMounts<'_>>,
     ) -> Command {
         let l = self.limits;
         let mut command = Command::new("prlimit");
@@ -160,8 +191,24 @@ impl SandboxRuntime {
         };
         command
             .arg(&self.bwrap)
-            .args(bwrap_args(request, prompt_file, l.tmp_bytes))
-            .arg("--")
+            .args(bwrap_args(request, prompt_file, egress, l.tmp_bytes))
+            .arg("--");
+        if egress.is_some() {
+            command.args([
+                BRIDGE_PATH,
+                "--listen",
+                BRIDGE_LISTEN,
+                "--socket",
+                EGRESS_SOCKET_PATH,
+            ]);
+            // The gateway's URL on the worker's loopback works inside too.
+            let forwards = request.egress.iter().flat_map(Allowlist::loopback_forwards);
+            for forward in forwards.filter(|f| f.to_string() != BRIDGE_LISTEN) {
+                command.arg(format!("--forward={forward}"));
+            }
+            command.arg("--");
+        }
+        command
             .args(request.command_with_prompt_file(PROMPT_PATH))
             .env_clear()
             .env("PATH", path)
@@ -170,7 +217,92 @@ impl SandboxRuntime {
             .env("CKRV_JOB_ID", &request.job_id)
             .envs(request.environment())
             .current_dir("/");
+        if egress.is_some() {
+            // After the definition's environment, so it cannot point the agent elsewhere.
+            let proxy = format!("http://{BRIDGE_LISTEN}");
+            for name in ["HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"] {
+                command.env(name, &proxy);
+            }
+            for name in ["NO_PROXY", "no_proxy"] {
+                command.env(name, "");
+            }
+        }
         command
+    }
+
+    /// Starts the egress proxy of a run: its socket in the scratch directory, connectable by
+    /// the sandbox's user only, its refusals sent to `lines` as [`Stream::Egress`].
+    fn start_egress(
+        &self,
+        request: &RunRequest,
+        allowlist: Allowlist,
+        uid: Option<u32>,
+        lines: &mpsc::Sender<OutputLine>,
+    ) -> std::io::Result<Egress> {
+        let bridge = self
+            .egress_bridge()
+            .map_err(std::io::Error::other)?
+            .to_path_buf();
+        std::fs::create_dir_all(&request.scratch)?;
+        let (refused, mut refusals) = mpsc::channel::<Refusal>(64);
+        let proxy = EgressProxy::start(request.scratch.join("egress.sock"), allowlist, refused)?;
+        if let Some(uid) = uid {
+            std::os::unix::fs::chown(proxy.path(), Some(uid), Some(uid))?;
+        }
+        let lines = lines.clone();
+        let job = request.job_id.clone();
+        let reports = tokio::spawn(async move {
+            while let Some(refusal) = refusals.recv().await {
+                tracing::debug!(%job, %refusal, "egress refused");
+                let line = OutputLine {
+                    stream: Stream::Egress,
+                    line: refusal.to_string(),
+                };
+                if lines.send(line).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(Egress {
+            bridge,
+            proxy,
+            reports,
+        })
+    }
+}
+
+/// The bridge beside this process's program, if it is there.
+fn bridge_beside_this_program() -> Option<PathBuf> {
+    let bridge = std::env::current_exe().ok()?.parent()?.join(BRIDGE_PROGRAM);
+    bridge.is_file().then_some(bridge)
+}
+
+/// A run's egress: its proxy, and the task passing the proxy's refusals on.
+struct Egress {
+    bridge: PathBuf,
+    proxy: EgressProxy,
+    reports: tokio::task::JoinHandle<()>,
+}
+
+/// What a sandbox with egress binds in.
+struct EgressMounts<'a> {
+    bridge: &'a Path,
+    socket: &'a Path,
+}
+
+impl Egress {
+    fn mounts(&self) -> EgressMounts<'_> {
+        EgressMounts {
+            bridge: &self.bridge,
+            socket: self.proxy.path(),
+        }
+    }
+
+    /// Stops the proxy once the agent has ended, and waits until every refusal it reported
+    /// is passed on.
+    async fn stop(self) {
+        drop(self.proxy);
+        let _ = self.reports.await;
     }
 }
 
@@ -180,9 +312,22 @@ const PROMPT_PATH: &str = "/run/ckrv/prompt.md";
 const AGENT_BIN: &str = "/opt/ckrv/bin";
 /// The system's programs, inside the sandbox as outside.
 const SYSTEM_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
+/// Where the bridge program and the egress proxy's socket appear inside the sandbox.
+const BRIDGE_PATH: &str = "/run/ckrv/egress-bridge";
+const EGRESS_SOCKET_PATH: &str = "/run/ckrv/egress.sock";
+/// The agent's proxy address, on the sandbox's own loopback (its network namespace has
+/// nothing else, so any port is free).
+const BRIDGE_LISTEN: &str = "127.0.0.1:3128";
 
-/// bubblewrap's arguments for `request`, its `/tmp` and `/dev/shm` `tmp_bytes` each.
-fn bwrap_args(request: &RunRequest, prompt_file: Option<&Path>, tmp_bytes: u64) -> Vec<String> {
+/// bubblewrap's arguments for `request`, its `/tmp` and `/dev/shm` `tmp_bytes` each. The
+/// sandbox's network is always its own (`--unshare-all`, loopback only): with `egress`, the
+/// bridge and the proxy's socket are bound in, read-only.
+fn bwrap_args(
+    request: &RunRequest,
+    prompt_file: Option<&Path>,
+    egress: Option<&EgressMounts<'_>>,
+    tmp_bytes: u64,
+) -> Vec<String> {
     // tmpfs takes a size of 0 for no bound at all.
     let tmp_size = tmp_bytes.max(1).to_string();
     let mut args: Vec<String> = [
@@ -200,9 +345,6 @@ fn bwrap_args(request: &RunRequest, prompt_file: Option<&Path>, tmp_bytes: u64) 
     ]
     .map(String::from)
     .to_vec();
-    if request.network {
-        args.push("--share-net".into());
-    }
     for dir in SYSTEM_LINKS {
         let path = Path::new(dir);
         match std::fs::read_link(path) {
@@ -254,6 +396,16 @@ fn bwrap_args(request: &RunRequest, prompt_file: Option<&Path>, tmp_bytes: u64) 
             "--ro-bind".into(),
             file.display().to_string(),
             PROMPT_PATH.into(),
+        ]);
+    }
+    if let Some(egress) = egress {
+        args.extend([
+            "--ro-bind".into(),
+            egress.bridge.display().to_string(),
+            BRIDGE_PATH.into(),
+            "--ro-bind".into(),
+            egress.socket.display().to_string(),
+            EGRESS_SOCKET_PATH.into(),
         ]);
     }
     // The root bubblewrap builds (a tmpfs with the mount points) is read-only once all is
@@ -324,8 +476,19 @@ impl AgentRuntime for SandboxRuntime {
                     .map_err(std::io::Error::other)??;
             }
             let prompt_file = request.write_prompt_file()?;
-            let command = self.command(request, uid, prompt_file.as_deref());
-            run_streaming(command, request.stdin(), lines).await
+            let egress = match &request.egress {
+                Some(allowlist) => {
+                    Some(self.start_egress(request, allowlist.clone(), uid, &lines)?)
+                }
+                None => None,
+            };
+            let mounts = egress.as_ref().map(Egress::mounts);
+            let command = self.command(request, uid, prompt_file.as_deref(), mounts.as_ref());
+            let status = run_streaming(command, request.stdin(), lines).await;
+            if let Some(egress) = egress {
+                egress.stop().await;
+            }
+            status
         })
     }
 }
@@ -354,7 +517,7 @@ mod tests {
             "job-1",
         );
         request.secrets = vec![("API_KEY".into(), "sk-secret-value".into())];
-        let args = bwrap_args(&request, None, 1 << 20).join(" ");
+        let args = bwrap_args(&request, None, None, 1 << 20).join(" ");
         assert!(!args.contains("sk-secret-value"), "{args}");
         assert!(
             args.contains("--bind /tmp/ckrv-job-x/workspace /workspace"),
@@ -374,18 +537,89 @@ mod tests {
             "{args}"
         );
         assert!(
-            bwrap_args(&request, None, 0)
+            bwrap_args(&request, None, None, 0)
                 .join(" ")
                 .contains("--size 1 --tmpfs /tmp"),
             "a size of 0 is no bound to tmpfs"
         );
-        request.network = true;
-        let with_net = bwrap_args(&request, Some(Path::new("/tmp/p.md")), 1 << 20);
-        assert!(with_net.contains(&"--share-net".to_string()));
+        let egress = EgressMounts {
+            bridge: Path::new("/opt/ckrv/ckrv-egress-bridge"),
+            socket: Path::new("/tmp/ckrv-job-x/scratch/egress.sock"),
+        };
+        let with_egress = bwrap_args(
+            &request,
+            Some(Path::new("/tmp/p.md")),
+            Some(&egress),
+            1 << 20,
+        )
+        .join(" ");
+        assert!(!with_egress.contains("--share-net"), "{with_egress}");
+        assert!(with_egress.contains("--ro-bind /tmp/p.md /run/ckrv/prompt.md"));
         assert!(
-            with_net
-                .join(" ")
-                .contains("--ro-bind /tmp/p.md /run/ckrv/prompt.md")
+            with_egress.contains("--ro-bind /opt/ckrv/ckrv-egress-bridge /run/ckrv/egress-bridge")
+                && with_egress.contains(
+                    "--ro-bind /tmp/ckrv-job-x/scratch/egress.sock /run/ckrv/egress.sock"
+                ),
+            "{with_egress}"
+        );
+    }
+
+    #[test]
+    fn with_egress_the_agent_runs_under_the_bridge_with_its_proxy_set() {
+        let mut request = RunRequest::new(
+            vec!["agent".into(), "--flag".into()],
+            "/tmp/ckrv-job-x/workspace".into(),
+            "/tmp/ckrv-job-x/scratch".into(),
+            "job-1",
+        );
+        // The definition cannot point the agent past the proxy.
+        request.env = vec![("HTTPS_PROXY".into(), "http://elsewhere:1".into())];
+        let runtime = SandboxRuntime::default();
+        let egress = EgressMounts {
+            bridge: Path::new("/b"),
+            socket: Path::new("/s"),
+        };
+        let gateway = "http://127.0.0.1:4000/v1/gateway/anthropic";
+        request.egress =
+            crate::Policy::Model.allowlist(Some(crate::Entry::origin_of(gateway).unwrap()));
+        let command = runtime.command(&request, None, None, Some(&egress));
+        let args: Vec<String> = command
+            .as_std()
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        let tail = args.join(" ");
+        assert!(
+            tail.ends_with(
+                "-- /run/ckrv/egress-bridge --listen 127.0.0.1:3128 --socket /run/ckrv/egress.sock --forward=127.0.0.1:4000 -- agent --flag"
+            ),
+            "{tail}"
+        );
+        let env = |command: &Command, name: &str| {
+            command
+                .as_std()
+                .get_envs()
+                .filter(|(k, _)| *k == name)
+                .last()
+                .and_then(|(_, v)| v.map(|v| v.to_string_lossy().into_owned()))
+        };
+        for name in ["HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"] {
+            assert_eq!(
+                env(&command, name).as_deref(),
+                Some("http://127.0.0.1:3128"),
+                "{name}"
+            );
+        }
+        assert_eq!(env(&command, "NO_PROXY").as_deref(), Some(""));
+        assert_eq!(env(&command, "no_proxy").as_deref(), Some(""));
+        request.env.clear();
+        let without = runtime.command(&request, None, None, None);
+        assert_eq!(env(&without, "HTTPS_PROXY"), None);
+        assert!(
+            !without
+                .as_std()
+                .get_args()
+                .any(|a| a.to_string_lossy().contains("egress")),
         );
     }
 }

@@ -5,9 +5,11 @@
 use std::io::Read as _;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-use ckrv_agents::{RunRequest, SandboxLimits, SandboxRuntime, Stream, run_collecting};
+use ckrv_agents::{
+    Allowlist, Entry, Policy, RunRequest, SandboxLimits, SandboxRuntime, Stream, run_collecting,
+};
 
 /// A job directory: the workspace the agent gets, and beside it what it must not see.
 fn job_dir() -> tempfile::TempDir {
@@ -30,7 +32,7 @@ async fn run(
     runtime: &SandboxRuntime,
     workspace: &Path,
     script: &str,
-    network: bool,
+    egress: Option<Allowlist>,
 ) -> (Option<i32>, Vec<String>) {
     let scratch = workspace.with_file_name("scratch");
     std::fs::create_dir_all(&scratch).unwrap();
@@ -40,20 +42,56 @@ async fn run(
         scratch,
         "job-sandbox-test",
     );
-    request.network = network;
+    request.egress = egress;
     let (status, output) = run_collecting(runtime, &request).await.unwrap();
     let lines = output
         .into_iter()
         .map(|l| {
-            let prefix = if l.stream == Stream::Stderr {
-                "err: "
-            } else {
-                ""
+            let prefix = match l.stream {
+                Stream::Stdout => "",
+                Stream::Stderr => "err: ",
+                Stream::Egress => "egress: ",
             };
             format!("{prefix}{}", l.line)
         })
         .collect();
     (status.code, lines)
+}
+
+/// A runtime with the bridge this package builds.
+fn runtime_with_bridge() -> SandboxRuntime {
+    let runtime = SandboxRuntime {
+        bridge: Some(env!("CARGO_BIN_EXE_ckrv-egress-bridge").into()),
+        ..SandboxRuntime::default()
+    };
+    assert!(runtime.egress_bridge().is_ok());
+    runtime
+}
+
+/// A stand-in HTTP server on the host's loopback that answers every request with `body`;
+/// the count is of the connections it accepted.
+fn stand_in(body: &'static str) -> (u16, Arc<AtomicUsize>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let heard = Arc::new(AtomicUsize::new(0));
+    let count = heard.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            count.fetch_add(1, Ordering::SeqCst);
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).unwrap_or(0) == 1 {
+                head.push(byte[0]);
+            }
+            let answer = format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = std::io::Write::write_all(&mut stream, answer.as_bytes());
+        }
+    });
+    (port, heard)
 }
 
 #[tokio::test]
@@ -80,7 +118,7 @@ async fn an_agent_edits_its_workspace_and_sees_nothing_else_of_the_host() {
          echo x > /usr/planted 2>/dev/null || echo usr-read-only",
         secret = secret.display()
     );
-    let (code, lines) = run(&runtime, &workspace, &script, false).await;
+    let (code, lines) = run(&runtime, &workspace, &script, None).await;
     assert_eq!(code, Some(0), "{lines:?}");
     assert_eq!(
         std::fs::read_to_string(workspace.join("README.md")).unwrap(),
@@ -109,7 +147,7 @@ async fn an_agent_edits_its_workspace_and_sees_nothing_else_of_the_host() {
 }
 
 #[tokio::test]
-async fn an_agent_without_network_in_its_definition_reaches_nothing() {
+async fn an_agent_without_egress_reaches_nothing_and_has_no_proxy() {
     if !ckrv_test_support::sandbox_available() {
         return;
     }
@@ -123,13 +161,15 @@ async fn an_agent_without_network_in_its_definition_reaches_nothing() {
             let _ = stream.read(&mut [0u8; 16]);
         }
     });
-    let runtime = SandboxRuntime::default();
+    let runtime = runtime_with_bridge();
     let dir = job_dir();
     let script = format!(
-        "if bash -c 'echo hi > /dev/tcp/127.0.0.1/{port}' 2>/dev/null; then echo connected; else echo refused; fi"
+        "if bash -c 'echo hi > /dev/tcp/127.0.0.1/{port}' 2>/dev/null; then echo connected; else echo refused; fi; \
+         echo proxy=${{HTTPS_PROXY:-none}},${{http_proxy:-none}}; \
+         test -e /run/ckrv/egress.sock && echo socket || echo no-socket"
     );
-    let (_, lines) = run(&runtime, &dir.path().join("workspace"), &script, false).await;
-    assert!(lines.contains(&"refused".to_string()), "{lines:?}");
+    let (_, lines) = run(&runtime, &dir.path().join("workspace"), &script, None).await;
+    assert_eq!(lines, ["refused", "proxy=none,none", "no-socket"]);
     std::thread::sleep(std::time::Duration::from_millis(200));
     assert!(
         !heard.load(Ordering::SeqCst),
@@ -148,7 +188,7 @@ async fn nothing_an_agent_starts_outlives_it() {
         &runtime,
         &dir.path().join("workspace"),
         "sleep 31337 & nohup sleep 31338 >/dev/null 2>&1 & setsid sleep 31339 & echo started",
-        false,
+        None,
     )
     .await;
     assert_eq!(code, Some(0), "{lines:?}");
@@ -193,7 +233,7 @@ async fn runaway_agents_hit_their_limits() {
         &runtime,
         &workspace,
         "n=0; while [ $n -lt 64 ]; do sleep 5 & n=$((n+1)); done 2>&1 | head -n 1; echo done",
-        false,
+        None,
     )
     .await;
     assert!(
@@ -204,7 +244,7 @@ async fn runaway_agents_hit_their_limits() {
     );
     // A busy loop is stopped after its CPU time.
     let started = std::time::Instant::now();
-    let (code, _) = run(&runtime, &workspace, "while :; do :; done", false).await;
+    let (code, _) = run(&runtime, &workspace, "while :; do :; done", None).await;
     assert_ne!(code, Some(0));
     assert!(started.elapsed() < std::time::Duration::from_secs(30));
 }
@@ -231,7 +271,7 @@ async fn an_agent_filling_its_tmp_stops_at_the_bound_and_everything_else_is_read
          done; \
          echo x > /dev/null && echo devnull-works; \
          echo done";
-    let (code, lines) = run(&runtime, &dir.path().join("workspace"), script, false).await;
+    let (code, lines) = run(&runtime, &dir.path().join("workspace"), script, None).await;
     assert_eq!(code, Some(0), "{lines:?}");
     let has = |line: &str| lines.iter().any(|l| l == line);
     assert!(has("wrote-4MiB"), "a few MiB fit: {lines:?}");
@@ -262,10 +302,101 @@ async fn by_default_the_agents_tmp_is_bounded_at_one_gib() {
         &SandboxRuntime::default(),
         &dir.path().join("workspace"),
         "df -k --output=size /tmp /dev/shm | tail -n +2",
-        false,
+        None,
     )
     .await;
     assert_eq!(code, Some(0), "{lines:?}");
     let sizes: Vec<&str> = lines.iter().map(|l| l.trim()).collect();
     assert_eq!(sizes, ["1048576", "1048576"], "{lines:?}");
+}
+
+#[tokio::test]
+async fn an_agent_with_egress_reaches_its_allowlist_through_the_proxy_and_nothing_else() {
+    if !ckrv_test_support::sandbox_available() {
+        return;
+    }
+    // The model gateway's stand-in, on the host's loopback as a local gateway is; and another
+    // service of the host's that the agent must not reach.
+    let (gateway, gateway_heard) = stand_in("from-the-gateway");
+    let (other, other_heard) = stand_in("from-another-service");
+    let gateway_entry: Entry = format!("127.0.0.1:{gateway}").parse().unwrap();
+    let allowlist = Policy::Model.allowlist(Some(gateway_entry)).unwrap();
+    let dir = job_dir();
+    let workspace = dir.path().join("workspace");
+    let script = format!(
+        "echo proxy=$HTTPS_PROXY,$http_proxy,no_proxy=[$no_proxy]; \
+         curl -sS --max-time 10 http://127.0.0.1:{gateway}/v1/plain; echo; \
+         curl -sS --max-time 10 --proxytunnel http://127.0.0.1:{gateway}/v1/tunnel; echo; \
+         curl -sS --max-time 10 --noproxy '*' http://127.0.0.1:{gateway}/v1/forwarded; echo; \
+         curl -sS --max-time 5 --noproxy '*' http://127.0.0.1:{other}/direct >/dev/null 2>&1 \
+           && echo direct-connected || echo direct-failed; \
+         echo plain-refused=$(curl -s --max-time 10 -o /dev/null -w '%{{http_code}}' http://localhost:{other}/); \
+         echo tunnel-refused=$(curl -s --max-time 10 -o /dev/null -w '%{{http_connect}}' https://localhost:{other}/)"
+    );
+    let (code, lines) = run(&runtime_with_bridge(), &workspace, &script, Some(allowlist)).await;
+    assert_eq!(code, Some(0), "{lines:?}");
+    let has = |line: &str| lines.iter().any(|l| l == line);
+    assert!(
+        has("proxy=http://127.0.0.1:3128,http://127.0.0.1:3128,no_proxy=[]"),
+        "{lines:?}"
+    );
+    assert_eq!(
+        lines.iter().filter(|l| *l == "from-the-gateway").count(),
+        3,
+        "a plain request, a CONNECT tunnel and the gateway's URL without a proxy reach the allowed stand-in: {lines:?}"
+    );
+    assert!(
+        has("direct-failed"),
+        "the sandbox has its own loopback: {lines:?}"
+    );
+    assert!(
+        has("plain-refused=403") && has("tunnel-refused=403"),
+        "{lines:?}"
+    );
+    let refusal = format!(
+        "egress: Connection blocked by network allowlist: localhost:{other} (not in the job's allowlist, policy `model`)"
+    );
+    let refusals: Vec<&String> = lines.iter().filter(|l| l.starts_with("egress: ")).collect();
+    assert_eq!(refusals, [&refusal, &refusal], "{lines:?}");
+    assert_eq!(gateway_heard.load(Ordering::SeqCst), 3);
+    assert_eq!(
+        other_heard.load(Ordering::SeqCst),
+        0,
+        "the other service was reached"
+    );
+    assert!(
+        !dir.path().join("scratch/egress.sock").exists(),
+        "the proxy ends with the run"
+    );
+}
+
+#[tokio::test]
+async fn egress_without_a_bridge_fails_the_run_saying_what_is_missing() {
+    let dir = job_dir();
+    let workspace = dir.path().join("workspace");
+    let scratch = dir.path().join("scratch");
+    std::fs::create_dir_all(&scratch).unwrap();
+    let mut request = RunRequest::new(vec!["true".into()], workspace, scratch, "job-no-bridge");
+    request.egress = Policy::Model.allowlist(None);
+    for (bridge, says) in [
+        (None, "beside the worker's program".to_string()),
+        (
+            Some("/nonexistent/bridge"),
+            "at /nonexistent/bridge".to_string(),
+        ),
+    ] {
+        let runtime = SandboxRuntime {
+            bridge: bridge.map(Into::into),
+            ..SandboxRuntime::default()
+        };
+        assert!(runtime.egress_bridge().is_err());
+        let err = run_collecting(&runtime, &request)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("needs the ckrv-egress-bridge program") && err.contains(&says),
+            "{err}"
+        );
+    }
 }

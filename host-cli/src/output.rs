@@ -149,6 +149,27 @@ pub fn job_lines(job: &Job, now: OffsetDateTime) -> Vec<String> {
     if let Some(error) = &job.error_message {
         lines.push(format!("Error: {error}"));
     }
+    if let Some(usage) = &job.usage {
+        let requests = if usage.requests == 1 {
+            "request"
+        } else {
+            "requests"
+        };
+        lines.push(format!(
+            "Model usage: {} {requests}, {} input + {} output tokens, ${:.4}",
+            usage.requests, usage.input_tokens, usage.output_tokens, usage.cost_usd
+        ));
+    }
+    if let Some(refused) = job.egress_refusals {
+        let connections = if refused == 1 {
+            "connection"
+        } else {
+            "connections"
+        };
+        lines.push(format!(
+            "Egress refused: {refused} {connections} outside the job's policy (see `ckrv logs`, source egress)"
+        ));
+    }
     let short = short_id(&job.id);
     match state {
         JobState::Succeeded => lines.push(format!("Pull results:    ckrv pull {short}")),
@@ -340,8 +361,21 @@ mod tests {
             "feature_branch_name": "ckrv/3f8a9b2c", "created_at": "2026-11-22T12:00:00Z",
             "completed_at": "2026-11-22T12:05:00Z", "result_status": "failed",
             "error_message": "cancelled by the user",
+            "usage": {"requests": 3, "input_tokens": 12000, "output_tokens": 800,
+                      "cost_usd": 0.048},
+            "egress_refusals": 2,
         }));
         let lines = job_lines(&full, now);
+        assert!(
+            lines.contains(
+                &"Model usage: 3 requests, 12000 input + 800 output tokens, $0.0480".to_string()
+            ),
+            "{lines:?}"
+        );
+        assert!(lines.contains(
+            &"Egress refused: 2 connections outside the job's policy (see `ckrv logs`, source egress)"
+                .to_string()
+        ));
         assert!(
             lines.contains(&"Status: cancelled".to_string()),
             "{lines:?}"
@@ -371,11 +405,10 @@ mod tests {
         }));
         let lines = job_lines(&plain, now);
         assert_eq!(lines[1], "Status: succeeded");
-        assert!(
-            !lines
-                .iter()
-                .any(|l| l.starts_with("Phase") || l.starts_with("Spec"))
-        );
+        assert!(!lines.iter().any(|l| l.starts_with("Phase")
+            || l.starts_with("Spec")
+            || l.starts_with("Model")
+            || l.starts_with("Egress")));
         assert!(lines.contains(&"Repository: https://git.example.com/r.git (main)".to_string()));
         assert!(lines.contains(&"Result: 1 file changed, 2 insertions(+)".to_string()));
         assert_eq!(lines.last().unwrap(), "Pull results:    ckrv pull 3f8a9b2c");

@@ -32,6 +32,9 @@ pub struct JobOptions {
     pub agent: AgentPlace,
     /// Agent programs installed outside the system's directories.
     pub agent_bin: Option<PathBuf>,
+    /// The `ckrv-egress-bridge` program a sandbox with egress runs its agent under; the one
+    /// beside this program when `None`.
+    pub egress_bridge: Option<PathBuf>,
 }
 
 /// Where a job's agent runs.

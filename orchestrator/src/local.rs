@@ -76,6 +76,7 @@ pub async fn run_local(job: LocalJob, options: &JobOptions) -> Result<String, St
         diff_stats: None,
         diff_sha256: None,
         usage: None,
+        egress_refusals: None,
     };
     let worker_job = WorkerJob {
         job: record,

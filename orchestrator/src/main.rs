@@ -111,6 +111,10 @@ struct JobArgs {
     /// the agent's sandbox)
     #[arg(long, value_name = "DIR")]
     agent_bin: Option<PathBuf>,
+    /// The `ckrv-egress-bridge` program an agent with network access runs under in its
+    /// sandbox [default: the one beside this program]
+    #[arg(long, value_name = "FILE")]
+    egress_bridge: Option<PathBuf>,
     /// Keep compiled step components here (a directory only this user can write), so a
     /// worker started per job compiles each once [default: in memory]
     #[arg(long, value_name = "DIR")]
@@ -261,6 +265,7 @@ async fn main() -> anyhow::Result<()> {
                 allow_local_repos: how.allow_local_repos,
                 agent,
                 agent_bin: how.agent_bin,
+                egress_bridge: how.egress_bridge,
                 poll,
             };
             tracing::info!(api_url, "working: claiming jobs");
@@ -298,6 +303,7 @@ async fn run_one(run: RunArgs) -> anyhow::Result<()> {
         work_dir,
         allow_local_repos,
         agent_bin,
+        egress_bridge,
         ..
     } = how;
     let token = match &token_file {
@@ -335,6 +341,7 @@ async fn run_one(run: RunArgs) -> anyhow::Result<()> {
                 None => local_agent,
             },
             agent_bin,
+            egress_bridge,
         },
     )
     .await?;
@@ -373,6 +380,7 @@ async fn local(
         allow_local_repos: true,
         agent,
         agent_bin: how.agent_bin,
+        egress_bridge: how.egress_bridge,
     };
     let job = ckrv_orchestrator::local::LocalJob {
         spec: text,

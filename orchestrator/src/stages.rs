@@ -6,10 +6,11 @@ use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 
 use ckrv_agents::{
-    AgentDefinition, AgentRuntime, Invocation, ProcessRuntime, RunRequest, SandboxRuntime,
-    SandboxUnavailable, SpecError, Stream,
+    AgentDefinition, AgentRuntime, Allowlist, Entry, Invocation, Policy, ProcessRuntime,
+    RunRequest, SandboxRuntime, SandboxUnavailable, SpecError, Stream,
 };
 use ckrv_wasm_host::{Limits, Origin, OriginError, OriginPolicy};
+use ckrv_wit::protocol::EGRESS_LOG_SOURCE as EGRESS_SOURCE;
 use ckrv_wit::types::{LogLevel, ModelAccess, PhaseUpdate, PipelineStage, StageKind, WorkerJob};
 
 use crate::api_client::{ApiClient, ApiClientError};
@@ -70,6 +71,8 @@ pub enum StageError {
         #[source]
         source: ApiClientError,
     },
+    #[error("the agent's egress: {0}")]
+    Egress(#[source] ckrv_agents::egress::PolicyError),
     #[error("stage {0}: its component is not in the pipeline")]
     ComponentMissing(String),
     #[error("stage {0} is the agent, not a step")]
@@ -138,6 +141,26 @@ impl StageSource<'_> {
                 .filter(|(name, _)| agent.secrets.contains(name))
                 .cloned()
                 .collect(),
+        }
+    }
+
+    /// What the agent may connect to: its definition's policy, with the API's gateway (a local
+    /// run has none: the agent's model APIs themselves, as the developer's own keys reach
+    /// them).
+    fn egress(&self, agent: &AgentDefinition) -> Result<Option<Allowlist>, StageError> {
+        match self {
+            Self::Api { client, .. } => {
+                let gateway = Entry::origin_of(client.base_url()).map_err(StageError::Egress)?;
+                Ok(agent.egress.allowlist(Some(gateway)))
+            }
+            Self::Local { .. } if agent.egress.allows_network() => {
+                let mut entries = agent.egress.entries();
+                for route in &agent.models {
+                    entries.push(Entry::origin_of(&route.upstream).map_err(StageError::Egress)?);
+                }
+                Ok(Policy::List(entries).allowlist(None))
+            }
+            Self::Local { .. } => Ok(None),
         }
     }
 
@@ -210,7 +233,8 @@ pub(crate) async fn run_stages(
         }
         if stage.kind == StageKind::Agent {
             let model_env = source.model_env(invocation.agent, &model_access);
-            let request = agent_request(&invocation, &job.id, &dirs, model_env, options);
+            let egress = source.egress(invocation.agent)?;
+            let request = agent_request(&invocation, &job.id, &dirs, model_env, egress, options);
             run_agent(options, log, invocation.agent, &request).await?;
             git.exclude(&invocation.agent.exclude)?;
             continue;
@@ -305,6 +329,7 @@ fn agent_request(
     job_id: &str,
     dirs: &JobDirs,
     model_env: Vec<(String, String)>,
+    egress: Option<Allowlist>,
     options: &JobOptions,
 ) -> RunRequest {
     let agent = invocation.agent;
@@ -313,7 +338,7 @@ fn agent_request(
         workspace: dirs.workspace.clone(),
         scratch: dirs.scratch.clone(),
         job_id: job_id.to_string(),
-        network: agent.network,
+        egress,
         env: agent
             .env
             .iter()
@@ -336,17 +361,22 @@ async fn run_agent(
     let (lines, mut agent_output) = tokio::sync::mpsc::channel::<ckrv_agents::OutputLine>(256);
     let forward = async {
         while let Some(line) = agent_output.recv().await {
-            let level = match line.stream {
-                Stream::Stdout => LogLevel::Info,
-                Stream::Stderr => LogLevel::Warn,
-            };
-            log.send(level, &agent.name, line.line).await;
+            match line.stream {
+                Stream::Stdout => log.send(LogLevel::Info, &agent.name, line.line).await,
+                Stream::Stderr => log.send(LogLevel::Warn, &agent.name, line.line).await,
+                // A connection the job's egress policy refused: one line under its own source,
+                // which the API counts for `ckrv status`.
+                Stream::Egress => log.send(LogLevel::Warn, EGRESS_SOURCE, line.line).await,
+            }
         }
     };
-    let sandbox = match &options.agent {
+    let mut sandbox = match &options.agent {
         AgentPlace::Sandbox(limits) => SandboxRuntime::new(*limits),
         _ => SandboxRuntime::default(),
     };
+    if let Some(bridge) = &options.egress_bridge {
+        sandbox.bridge = Some(bridge.clone());
+    }
     let runtime: &dyn AgentRuntime = match &options.agent {
         AgentPlace::Sandbox(_) => {
             sandbox.probe().await?;

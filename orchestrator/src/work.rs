@@ -16,6 +16,7 @@ pub struct WorkOptions {
     /// Where each job's agent runs (never a job pod's container: a pod runs one job).
     pub agent: AgentPlace,
     pub agent_bin: Option<std::path::PathBuf>,
+    pub egress_bridge: Option<std::path::PathBuf>,
     /// How long to wait before asking again when nothing waits.
     pub poll: Duration,
 }
@@ -63,6 +64,7 @@ pub async fn work(api_url: &str, credential: &str, options: &WorkOptions) -> Res
                 allow_local_repos: options.allow_local_repos,
                 agent: options.agent.clone(),
                 agent_bin: options.agent_bin.clone(),
+                egress_bridge: options.egress_bridge.clone(),
             },
         )
         .await;

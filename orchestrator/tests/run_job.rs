@@ -121,6 +121,7 @@ async fn run_against(
             allow_local_repos: true,
             agent: AgentPlace::Sandbox(Default::default()),
             agent_bin: agent_bin.map(std::path::Path::to_path_buf),
+            egress_bridge: Some(ckrv_test_support::egress_bridge()),
         },
     )
     .await
@@ -492,6 +493,20 @@ async fn each_real_agent_definition_is_invoked_as_its_cli_expects_in_the_sandbox
         assert!(
             lines.iter().all(|(_, m)| !m.contains(MODEL_TOKEN)),
             "{agent}: the model token reached the log"
+        );
+        // The host outside its policy was refused, and the log says so under `egress`.
+        assert_eq!(said(&lines, agent, "outside: "), ["403"], "{agent}");
+        let refused: Vec<&str> = lines
+            .iter()
+            .filter(|(source, _)| source == "egress")
+            .map(|(_, m)| m.as_str())
+            .collect();
+        assert_eq!(
+            refused,
+            [
+                "Connection blocked by network allowlist: localhost:9 (not in the job's allowlist, policy `model`)"
+            ],
+            "{agent}"
         );
         // Each route's base URL leads to the API's gateway, below the worker's API URL.
         let env = said(&lines, agent, "env: ");

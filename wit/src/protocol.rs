@@ -16,6 +16,10 @@ pub const DEFAULT_API_URL: &str = "http://127.0.0.1:8080";
 /// The `token_type` of every access token the API issues.
 pub const BEARER: &str = "Bearer";
 
+/// The source of a job's log lines that each say one connection its agent's egress policy
+/// refused; the API counts them for the job.
+pub const EGRESS_LOG_SOURCE: &str = "egress";
+
 /// The API's routes. The server mounts these templates; clients fill them with [`fill`], so a
 /// path is spelled once for the API, the provider plugins and the template.
 pub mod paths {

@@ -58,6 +58,12 @@ pub(super) fn usage_from_row(row: &sqlx::any::AnyRow) -> Result<Option<ModelUsag
     Ok(spent_from_row(row)?.shown())
 }
 
+/// A job row's count of refused connections, as [`ckrv_wit::types::Job::egress_refusals`]
+/// shows it: `None` while there is none.
+pub(super) fn refusals_from_row(row: &sqlx::any::AnyRow) -> Result<Option<u64>, StoreError> {
+    Ok(Some(counter(row, "egress_refusals")?).filter(|n| *n > 0))
+}
+
 /// A counter's value as the store binds it: past `i64::MAX`, it stays there.
 fn bound(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)

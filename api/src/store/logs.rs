@@ -4,6 +4,8 @@
 use ckrv_wit::types::{LogEntry, LogLevel, LogLine};
 use sqlx::Row;
 
+use ckrv_wit::protocol::EGRESS_LOG_SOURCE;
+
 use super::{Store, StoreError, parse_enum};
 
 /// The largest sequence a log line can have: the column is a signed 64-bit integer.
@@ -44,7 +46,8 @@ async fn insert(
 
 impl Store {
     /// Stores the worker's lines, numbered from `first_sequence`; a line already stored under
-    /// its number (a batch sent again) is kept as it was. Lines past `cap` are dropped, and the
+    /// its number (a batch sent again) is kept as it was. Each stored line of the `egress`
+    /// source (a connection the agent's policy refused) counts on the job. Lines past `cap` are dropped, and the
     /// first batch to reach it adds one entry saying so. True when anything was added. The
     /// caller checks the batch with [`log_batch_fits`]; numbers past [`MAX_LOG_SEQUENCE`] are
     /// never stored (nor computed: the count never overflows).
@@ -56,6 +59,7 @@ impl Store {
         cap: u64,
     ) -> Result<bool, StoreError> {
         let mut added = false;
+        let mut refused: i64 = 0;
         let mut tx = self.pool.begin().await?;
         for (sequence, line) in (first_sequence..=MAX_LOG_SEQUENCE).zip(lines) {
             if sequence > cap {
@@ -71,7 +75,19 @@ impl Store {
                 added |= insert(&mut tx, job_id, cap + 1, &notice).await?;
                 break;
             }
-            added |= insert(&mut tx, job_id, sequence, line).await?;
+            let inserted = insert(&mut tx, job_id, sequence, line).await?;
+            if inserted && line.source == EGRESS_LOG_SOURCE {
+                refused += 1;
+            }
+            added |= inserted;
+        }
+        if refused > 0 {
+            // Counted as stored, so a batch sent again counts nothing twice.
+            sqlx::query("UPDATE jobs SET egress_refusals = egress_refusals + $1 WHERE id = $2")
+                .bind(refused)
+                .bind(job_id)
+                .execute(&mut *tx)
+                .await?;
         }
         tx.commit().await?;
         Ok(added)

@@ -175,6 +175,7 @@ impl Run {
             diff_stats: None,
             diff_sha256: None,
             usage: None,
+            egress_refusals: None,
         }
     }
 

@@ -186,6 +186,23 @@ fn an_enabled_agent_gets_its_key_and_no_log_or_store_ever_shows_it() {
     assert_eq!(status["usage"]["requests"], 1, "{status}");
     assert_eq!(status["usage"]["input_tokens"], 2000, "{status}");
     assert_eq!(status["usage"]["output_tokens"], 100, "{status}");
+    // The host outside the job's policy (what a hostile prompt would ask for) was refused, in
+    // the user's log and in the job's count.
+    assert!(log.contains("outside: 403"), "{log}");
+    assert!(
+        log.contains("egress: Connection blocked by network allowlist: localhost:9 (not in the job's allowlist, policy `model`)"),
+        "{log}"
+    );
+    assert_eq!(status["egress_refusals"], 1, "{status}");
+    let shown = dev.cli.ok(&dev.clone, &["status", &id]);
+    assert!(
+        shown.contains("Egress refused: 1 connection outside the job's policy"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("Model usage: 1 request, 2000 input + 100 output tokens, $0.0075"),
+        "{shown}"
+    );
     assert!(!log.contains("CODEX_API_KEY"), "{log}");
     assert!(log.contains("env: DISABLE_AUTOUPDATER=1"), "{log}");
     // Nothing of the worker's reaches the agent either.

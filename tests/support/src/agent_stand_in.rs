@@ -3,8 +3,8 @@
 //! called (arguments, environment, standard input, a prompt file), a SHA-256 of every `*_KEY`
 //! it received (so a test can prove the exact secret arrived while the log shows it redacted),
 //! calls its model through the gateway as its CLI would when it was pointed at one (Anthropic's
-//! Messages API, with its key variable's value in `x-api-key`), then edits the workspace like
-//! an agent would.
+//! Messages API, with its key variable's value in `x-api-key`), tries a host outside its egress
+//! policy (`localhost:9`), then edits the workspace like an agent would.
 
 use std::path::Path;
 
@@ -30,6 +30,9 @@ if [ -n "$ANTHROPIC_BASE_URL" ] && [ -n "$ANTHROPIC_API_KEY" ]; then
     -d '{"model":"claude-sonnet-4-5","max_tokens":64,"messages":[{"role":"user","content":"hi"}]}' 2>&1)
   printf 'model-answer: %s\n' "$answer"
 fi
+# What a hostile prompt asks for: a host outside the job's egress policy (loopback, so nothing
+# leaves the machine if the policy fails).
+printf 'outside: %s\n' "$(curl -sS --max-time 10 -o /dev/null -w '%{http_code}' http://localhost:9/ 2>&1)"
 printf 'edited by %s\n' "$name" >> README.md
 # Aider keeps its repository map here, whatever it is told.
 if [ "$name" = aider ]; then mkdir -p .aider.tags.cache.v4 && echo cache > .aider.tags.cache.v4/cache.db; fi
@@ -55,4 +58,21 @@ pub fn install_agent_stand_ins(dir: &Path, programs: &[&str]) {
     {
         let _ = std::fs::set_permissions(open, std::fs::Permissions::from_mode(0o755));
     }
+}
+
+/// The workspace's `ckrv-egress-bridge` (built with the workspace's binaries), for a sandbox
+/// run in a test's own process, whose program is not beside it.
+pub fn egress_bridge() -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("the test's program");
+    let mut dir = exe.parent().expect("a directory").to_path_buf();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    let bridge = dir.join("ckrv-egress-bridge");
+    assert!(
+        bridge.is_file(),
+        "{} is not built; run `cargo build -p ckrv-agents --bins` (or `cargo test` for the workspace)",
+        bridge.display()
+    );
+    bridge
 }

@@ -17,7 +17,7 @@ mod s3;
 mod secret_service;
 mod sshd;
 
-pub use agent_stand_in::install_agent_stand_ins;
+pub use agent_stand_in::{egress_bridge, install_agent_stand_ins};
 pub use browser::{Browser, PASSWORD, form_value};
 pub use database::{POSTGRES_ENV, TestDatabase};
 pub use fake_endpoint::{FakeEndpoint, Recorded};

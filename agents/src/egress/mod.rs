@@ -1,0 +1,21 @@
+//! Where an agent's sandbox may connect to: the egress allowlist (issue #21).
+//!
+//! A sandboxed agent has no network of its own. When its job allows egress, the only way out is
+//! an HTTP proxy the worker runs on a Unix socket, bound into the sandbox, which checks every
+//! connection against the job's [`Allowlist`] and reports each refusal. This module owns the
+//! three parts: the policy and its allowlist ([`policy`]: parsing, matching, narrowing), the
+//! proxy on the worker's side ([`proxy`]), and the bridge inside the sandbox ([`bridge`]),
+//! which gives agent CLIs the TCP proxy address they expect and relays to the socket.
+//!
+//! Inside a CONNECT tunnel (HTTPS) the proxy sees only the host and port, never the request:
+//! a policy can allow or refuse a destination, not a method or a path on it.
+
+pub mod bridge;
+pub mod policy;
+pub mod proxy;
+
+pub use bridge::{BRIDGE_PROGRAM, BridgeConfig, run_bridge};
+pub use policy::{
+    Allowlist, Entry, NarrowError, Policy, PolicyError, REGISTRIES, Refusal, RefusalReason,
+};
+pub use proxy::{EgressProxy, MAX_CONNECTIONS, MAX_HEAD_BYTES};
