@@ -144,8 +144,7 @@ async fn the_name_the_servers_own_jobs_run_under_is_no_external_workers() {
 const COMPONENT: &[u8] = b"\0asm\x0d\0\x01\0a platform team's step";
 
 #[tokio::test]
-async fn a_worker_gets_the_operators_pipeline_its_components_by_digest_and_only_its_agents_secrets()
-{
+async fn a_worker_gets_the_operators_pipeline_its_components_by_digest_and_no_key_of_its_agents() {
     use std::os::unix::fs::PermissionsExt as _;
     let dir = tempfile::tempdir().unwrap();
     let etc = dir.path().join("etc");
@@ -196,9 +195,20 @@ async fn a_worker_gets_the_operators_pipeline_its_components_by_digest_and_only_
     assert_eq!(stages[2]["kind"], "component");
     assert_eq!(stages[2]["timeout_s"], 30);
     assert_eq!(stages[2]["allowed_hosts"][0], "https://lint.example.com");
+    // The worker learns which of its agent's keys the operator holds, and the job's model
+    // token to hand the agent in their place, never a key.
     assert_eq!(
-        work["agent_secrets"],
-        serde_json::json!([{"name": "ANTHROPIC_API_KEY", "value": "sk-ant-api-test-0123456789"}])
+        work["model_access"]["keys"],
+        serde_json::json!(["ANTHROPIC_API_KEY"])
+    );
+    assert!(
+        work["model_access"]["token"]
+            .as_str()
+            .unwrap()
+            .starts_with("ckrv_mt_")
+    );
+    assert!(
+        !work.to_string().contains("sk-ant-api-test") && !work.to_string().contains("sk-codex")
     );
 
     let digest = stages[2]["source"].as_str().unwrap();
@@ -230,9 +240,14 @@ async fn a_worker_gets_the_operators_pipeline_its_components_by_digest_and_only_
     );
     let (status, _) = fetch(component, user.to_string()).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
-    // The script agent declares no secrets: its worker gets none.
-    let (_, work) = api
+    // The script agent declares no keys: its worker gets none to hand out, and each claim
+    // has a model token of its own.
+    let (_, script_work) = api
         .get(&format!("/v1/worker/jobs/{script_id}"), &other)
         .await;
-    assert_eq!(work["agent_secrets"], serde_json::json!([]));
+    assert_eq!(script_work["model_access"]["keys"], serde_json::json!([]));
+    assert_ne!(
+        script_work["model_access"]["token"],
+        work["model_access"]["token"]
+    );
 }
