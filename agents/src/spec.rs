@@ -16,6 +16,9 @@ pub struct SpecFrontMatter {
     /// The most model tokens (input and output together) the job's agent may use.
     #[serde(default)]
     pub max_tokens: Option<u64>,
+    /// Where the agent may connect, narrower than the operator's policy (or its own).
+    #[serde(default)]
+    pub egress: Option<crate::egress::Policy>,
     /// Every other key: options of the agent's definition.
     #[serde(flatten)]
     pub options: BTreeMap<String, serde_yaml_ng::Value>,
@@ -175,7 +178,7 @@ fn option_args(
 ) -> Result<Vec<String>, SpecError> {
     if let Some(key) = given.keys().find(|k| !agent.options.contains_key(*k)) {
         let mut accepted: Vec<&str> = agent.options.keys().map(String::as_str).collect();
-        accepted.splice(0..0, ["agent", "max_cost_usd", "max_tokens"]);
+        accepted.splice(0..0, ["agent", "egress", "max_cost_usd", "max_tokens"]);
         return Err(SpecError::UnknownOption {
             key: key.clone(),
             agent: agent.name.clone(),
@@ -287,7 +290,7 @@ mod tests {
         let err = invocation("---\nagent: script\nrun: x\nmodel: y\n---\n").unwrap_err();
         assert_eq!(
             err.to_string(),
-            "unknown front-matter key `model` for agent `script`; it accepts: agent, max_cost_usd, max_tokens, run"
+            "unknown front-matter key `model` for agent `script`; it accepts: agent, egress, max_cost_usd, max_tokens, run"
         );
     }
 
@@ -333,6 +336,27 @@ mod tests {
         assert_eq!(
             invocation("---\nagent: codex\n---\n\n").unwrap_err(),
             SpecError::EmptyPrompt("codex".into())
+        );
+    }
+
+    #[test]
+    fn an_egress_policy_is_read_from_the_front_matter() {
+        let spec =
+            parse_spec("---\nagent: claude-code\negress: none\n---\nGo.\n").unwrap();
+        assert_eq!(spec.front.egress, Some(crate::egress::Policy::None));
+        assert!(spec.front.options.is_empty());
+        let spec = parse_spec("---\nagent: claude-code\negress: \"*.npmjs.org, pypi.org\"\n---\nGo.\n")
+            .unwrap();
+        assert_eq!(
+            spec.front.egress.map(|p| p.to_string()).as_deref(),
+            Some("*.npmjs.org,pypi.org")
+        );
+        let error = parse_spec("---\nagent: claude-code\negress: \"https://evil.example\"\n---\nGo.\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.starts_with("invalid spec front matter") && error.contains("https://evil.example"),
+            "{error}"
         );
     }
 

@@ -68,6 +68,8 @@ async fn job_with_model_access(api: &TestApi, user: &str, spec: &str) -> (String
     let worker = api.dispatcher.token_for(&id);
     let (status, work) = api.get(&format!("/v1/worker/jobs/{id}"), &worker).await;
     assert_eq!(status, StatusCode::OK, "{work}");
+    // The operator set no egress policy: the agent's own, the gateway alone.
+    assert_eq!(work["egress"], "model", "{work}");
     (id, work["model_access"].clone())
 }
 
@@ -274,6 +276,23 @@ async fn wrong_tokens_routes_and_ended_jobs_are_refused_before_anything_goes_out
     // The finished job keeps what it spent.
     let (_, job) = api.get(&format!("/v1/jobs/{id}"), &user).await;
     assert_eq!(job["usage"]["requests"], 1, "{job}");
+    // A spec asking to reach past its policy is refused when submitted, naming the host.
+    let (status, body) = api
+        .post(
+            "/v1/jobs",
+            &user,
+            json!({"spec_content": "---\nagent: claude-code\negress: paste.example.net\n---\nGo.\n",
+                   "git_repo_url": "https://git.example.com/app.git"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(
+        body["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("the spec's egress `paste.example.net` is not allowed by the operator's policy `model`"),
+        "{body}"
+    );
     // A job that never called a model shows no usage at all.
     let (_, other) = api.create_job(&user).await;
     assert!(other.get("usage").is_none_or(Value::is_null), "{other}");

@@ -88,6 +88,7 @@ pub async fn run_local(job: LocalJob, options: &JobOptions) -> Result<String, St
             token: String::new(),
             keys: Vec::new(),
         },
+        egress: agent.egress.to_string(),
         git_credential: None,
     };
     let scrubber = Scrubber::new(keys.iter().map(|(_, value)| value.clone()).collect());

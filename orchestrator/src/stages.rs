@@ -144,14 +144,19 @@ impl StageSource<'_> {
         }
     }
 
-    /// What the agent may connect to: its definition's policy, with the API's gateway (a local
-    /// run has none: the agent's model APIs themselves, as the developer's own keys reach
-    /// them).
-    fn egress(&self, agent: &AgentDefinition) -> Result<Option<Allowlist>, StageError> {
+    /// What the agent may connect to: the job's policy (`policy`, as the API decided it), with
+    /// the API's gateway. A local run has no gateway: its agent's policy allows the agent's
+    /// model APIs themselves, which the developer's own keys reach.
+    fn egress(
+        &self,
+        agent: &AgentDefinition,
+        policy: &str,
+    ) -> Result<Option<Allowlist>, StageError> {
         match self {
             Self::Api { client, .. } => {
+                let policy: Policy = policy.parse().map_err(StageError::Egress)?;
                 let gateway = Entry::origin_of(client.base_url()).map_err(StageError::Egress)?;
-                Ok(agent.egress.allowlist(Some(gateway)))
+                Ok(policy.allowlist(Some(gateway)))
             }
             Self::Local { .. } if agent.egress.allows_network() => {
                 let mut entries = agent.egress.entries();
@@ -189,6 +194,7 @@ pub(crate) async fn run_stages(
         spec_content,
         pipeline,
         model_access,
+        egress,
         git_credential,
         ..
     } = job;
@@ -233,8 +239,9 @@ pub(crate) async fn run_stages(
         }
         if stage.kind == StageKind::Agent {
             let model_env = source.model_env(invocation.agent, &model_access);
-            let egress = source.egress(invocation.agent)?;
-            let request = agent_request(&invocation, &job.id, &dirs, model_env, egress, options);
+            let allowlist = source.egress(invocation.agent, &egress)?;
+            let request =
+                agent_request(&invocation, &job.id, &dirs, model_env, allowlist, options);
             run_agent(options, log, invocation.agent, &request).await?;
             git.exclude(&invocation.agent.exclude)?;
             continue;

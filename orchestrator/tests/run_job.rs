@@ -66,10 +66,35 @@ async fn run_with(
     keys: &[&str],
     agent_bin: Option<&std::path::Path>,
 ) -> (Result<(), String>, Vec<Call>, tempfile::TempDir) {
+    run_with_egress(spec, None, heartbeats, pipeline, keys, agent_bin).await
+}
+
+/// As [`run_with`], the API deciding the job's egress policy `egress` (the agent's own when
+/// `None`).
+async fn run_with_egress(
+    spec: &str,
+    egress: Option<&str>,
+    heartbeats: usize,
+    pipeline: Pipeline,
+    keys: &[&str],
+    agent_bin: Option<&std::path::Path>,
+) -> (Result<(), String>, Vec<Call>, tempfile::TempDir) {
     let origin = origin_repo();
-    let job = worker_job(spec, origin.path().to_str().unwrap(), &pipeline, keys);
+    let mut job = worker_job(spec, origin.path().to_str().unwrap(), &pipeline, keys);
+    if let Some(egress) = egress {
+        job["egress"] = egress.into();
+    }
     let fake = FakeEndpoint::start(answer(job, heartbeats, Arc::new(pipeline))).await;
     run_against(&fake, agent_bin).await
+}
+
+/// The egress policy of `spec`'s agent, as the API decides it when nothing narrows it.
+fn agent_egress(spec: &str) -> String {
+    let spec = ckrv_agents::parse_spec(spec).unwrap();
+    ckrv_agents::find_agent(&spec.front.agent)
+        .unwrap()
+        .egress
+        .to_string()
 }
 
 /// A repository with one commit on `main`: README.md, "hello".
@@ -101,6 +126,7 @@ fn worker_job(spec: &str, repo_url: &str, pipeline: &Pipeline, keys: &[&str]) ->
         "log_sequence": 7,
         "pipeline": pipeline.stages,
         "model_access": {"token": MODEL_TOKEN, "keys": keys},
+        "egress": agent_egress(spec),
     })
 }
 
@@ -533,6 +559,73 @@ async fn each_real_agent_definition_is_invoked_as_its_cli_expects_in_the_sandbox
     }
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn the_agent_connects_only_as_the_egress_policy_the_api_decided() {
+    if !ckrv_test_support::sandbox_available() {
+        return;
+    }
+    let bin = tempfile::tempdir().unwrap();
+    let bin = bin.path().join("bin");
+    ckrv_test_support::install_agent_stand_ins(&bin, &["claude"]);
+    let spec = "---\nagent: claude-code\n---\nAdd a greeting.\n";
+    let keys = ["ANTHROPIC_API_KEY"];
+    // The operator's `registries`: the gateway and the registries, and not the host outside.
+    let (outcome, calls, _work) = run_with_egress(
+        spec,
+        Some("registries"),
+        usize::MAX,
+        Pipeline::builtin(),
+        &keys,
+        Some(&bin),
+    )
+    .await;
+    assert_eq!(outcome, Ok(()));
+    let lines = log_lines(&calls);
+    let refused: Vec<&str> = lines
+        .iter()
+        .filter(|(source, _)| source == "egress")
+        .map(|(_, m)| m.as_str())
+        .collect();
+    assert_eq!(
+        refused,
+        ["Connection blocked by network allowlist: localhost:9 (not in the job's allowlist, policy `registries`)"]
+    );
+    // A spec that narrowed its job to `none`: no proxy, no network, nothing to refuse, and
+    // the model cannot be reached either.
+    let (outcome, calls, _work) = run_with_egress(
+        spec,
+        Some("none"),
+        usize::MAX,
+        Pipeline::builtin(),
+        &keys,
+        Some(&bin),
+    )
+    .await;
+    assert_eq!(outcome, Ok(()));
+    let lines = log_lines(&calls);
+    assert!(lines.iter().all(|(source, _)| source != "egress"), "{lines:?}");
+    assert_eq!(said(&lines, "claude-code", "outside: "), ["000"]);
+    assert!(
+        said(&lines, "claude-code", "env: ")
+            .iter()
+            .all(|e| !e.to_ascii_lowercase().starts_with("http")),
+        "no proxy variables without egress"
+    );
+    // A policy the worker cannot read fails the job before the agent starts.
+    let (outcome, calls, _work) = run_with_egress(
+        spec,
+        Some("https://not a policy"),
+        usize::MAX,
+        Pipeline::builtin(),
+        &keys,
+        Some(&bin),
+    )
+    .await;
+    let error = outcome.unwrap_err();
+    assert!(error.starts_with("the agent's egress: bad egress entry"), "{error}");
+    assert!(said(&log_lines(&calls), "claude-code", "").is_empty());
+}
+
 /// Built from `orchestrator/steps/hostile` by build.rs for the tests only.
 const HOSTILE_STEP: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/ckrv_step_hostile.wasm"));
 
@@ -607,6 +700,7 @@ async fn run_private(
         "log_sequence": 0,
         "pipeline": pipeline.stages,
         "model_access": {"token": MODEL_TOKEN, "keys": []},
+        "egress": "none",
         "git_credential": credential,
     });
     let fake = FakeEndpoint::start(answer(job, usize::MAX, Arc::new(pipeline))).await;

@@ -67,6 +67,21 @@ pub struct NarrowError {
 }
 
 impl Policy {
+    /// A job's policy: what its spec asks for (`requested`), which the operator's policy
+    /// (`operator`, `ckrv-api serve --egress-allow`) or else the agent's own (`agent`) must
+    /// allow; without a request, that policy itself.
+    pub fn for_job(
+        agent: &Policy,
+        operator: Option<&Policy>,
+        requested: Option<&Policy>,
+    ) -> Result<Policy, NarrowError> {
+        let ceiling = operator.unwrap_or(agent);
+        match requested {
+            Some(requested) => ceiling.narrow(requested),
+            None => Ok(ceiling.clone()),
+        }
+    }
+
     /// Whether the agent gets any network (through the proxy) at all.
     pub fn allows_network(&self) -> bool {
         *self != Policy::None
@@ -722,6 +737,39 @@ mod tests {
             let err = Entry::origin_of(bad).unwrap_err().to_string();
             assert!(err.contains(bad), "{err}");
         }
+    }
+
+    #[test]
+    fn a_jobs_policy_is_its_specs_within_the_operators_or_else_its_agents() {
+        let model = Policy::Model;
+        let registries: Policy = "registries".parse().unwrap();
+        let npm: Policy = "*.npmjs.org".parse().unwrap();
+        // Nothing asked, nothing set: the agent's own.
+        assert_eq!(Policy::for_job(&model, None, None), Ok(Policy::Model));
+        // The operator's policy replaces the agent's.
+        assert_eq!(
+            Policy::for_job(&model, Some(&registries), None),
+            Ok(registries.clone())
+        );
+        // A spec narrows within it, to none as well.
+        let narrowed: Policy = "registry.npmjs.org".parse().unwrap();
+        assert_eq!(
+            Policy::for_job(&model, Some(&registries), Some(&narrowed)),
+            Ok(narrowed.clone())
+        );
+        assert_eq!(
+            Policy::for_job(&model, Some(&npm), Some(&narrowed)),
+            Ok(narrowed.clone())
+        );
+        assert_eq!(
+            Policy::for_job(&model, Some(&registries), Some(&Policy::None)),
+            Ok(Policy::None)
+        );
+        // Never past it: not past the agent's own when the operator set nothing.
+        let error = Policy::for_job(&model, None, Some(&npm)).unwrap_err();
+        assert_eq!(error.entry, "*.npmjs.org");
+        assert_eq!(error.operator, "model");
+        assert!(Policy::for_job(&Policy::None, None, Some(&model)).is_err());
     }
 
     #[test]

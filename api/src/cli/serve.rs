@@ -101,6 +101,11 @@ pub(crate) struct ServeArgs {
     #[arg(long, env = "CKRV_API_AGENT_TMP_MB", value_name = "MIB",
           value_parser = clap::value_parser!(u64).range(1..=ckrv_agents::MAX_TMP_MIB))]
     agent_tmp_mb: Option<u64>,
+    /// Where every job's agent may connect, in place of each agent's own policy: none, model
+    /// (the model gateway), registries (it and common package registries) or a comma-separated
+    /// list of host, host:port and *.domain entries; a spec may ask for less
+    #[arg(long, env = "CKRV_API_EGRESS_ALLOW", value_name = "POLICY")]
+    egress_allow: Option<ckrv_agents::Policy>,
     /// What model tokens cost: a TOML file of `[models.NAME]` tables (`input`, `output`: US
     /// dollars per million tokens) whose entries replace the built-in prices by name
     #[arg(long, env = "CKRV_API_MODEL_PRICES", value_name = "FILE")]
@@ -209,6 +214,7 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         agent_tmp_mb,
         model_prices,
         model_upstreams,
+        egress_allow,
         sso,
     } = args;
     let model_prices = ckrv_api::gateway::PriceTable::load(model_prices.as_deref())?;
@@ -216,7 +222,8 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         pipeline.as_deref(),
         agents.as_deref(),
         agent_secrets.as_deref(),
-    )?;
+    )?
+    .with_egress(egress_allow);
     for agent in workers.agents_missing_secrets() {
         tracing::warn!(
             agent,

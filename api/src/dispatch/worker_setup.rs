@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use ckrv_agents::{agent_names, agents, find_agent, parse_spec, resolve};
+use ckrv_agents::{Policy, agent_names, agents, find_agent, parse_spec, resolve};
 use ckrv_pipeline::{Pipeline, PipelineError};
 use zeroize::Zeroizing;
 
@@ -14,11 +14,13 @@ use zeroize::Zeroizing;
 /// when they are scrubbed from logs.
 const MIN_SECRET_LEN: usize = 8;
 
-/// The pipeline, the agents that may run, and their secrets.
+/// The pipeline, the agents that may run, their secrets, and where agents may connect.
 pub struct WorkerSetup {
     pub pipeline: Pipeline,
     enabled: Vec<String>,
     secrets: BTreeMap<String, Zeroizing<String>>,
+    /// The operator's egress policy (`--egress-allow`), in place of each agent's own.
+    egress: Option<Policy>,
 }
 
 impl std::fmt::Debug for WorkerSetup {
@@ -27,6 +29,7 @@ impl std::fmt::Debug for WorkerSetup {
             .field("stages", &self.pipeline.stages.len())
             .field("enabled", &self.enabled)
             .field("secrets", &self.secrets.keys().collect::<Vec<_>>())
+            .field("egress", &self.egress)
             .finish()
     }
 }
@@ -38,6 +41,7 @@ impl Default for WorkerSetup {
             pipeline: Pipeline::builtin(),
             enabled: agents().iter().map(|a| a.name.clone()).collect(),
             secrets: BTreeMap::new(),
+            egress: None,
         }
     }
 }
@@ -101,8 +105,31 @@ impl WorkerSetup {
             .collect()
     }
 
+    /// With the operator's egress policy (`--egress-allow`): every job's agent may connect to
+    /// what it allows, and a spec may ask for less.
+    pub fn with_egress(mut self, egress: Option<Policy>) -> Self {
+        self.egress = egress;
+        self
+    }
+
+    /// The egress policy of the spec's job: its own request within the operator's policy, or
+    /// else that policy (the agent's own when the operator set none). `none` for a spec that
+    /// does not parse or asks past the policy (it was refused when submitted; the operator's
+    /// policy may have changed since).
+    pub fn egress_for(&self, spec: &str) -> Policy {
+        parse_spec(spec)
+            .ok()
+            .and_then(|spec| {
+                let agent = find_agent(&spec.front.agent)?;
+                Policy::for_job(&agent.egress, self.egress.as_ref(), spec.front.egress.as_ref())
+                    .ok()
+            })
+            .unwrap_or(Policy::None)
+    }
+
     /// Checks at dispatch that the spec can run here: its front matter names an enabled agent
-    /// with valid options, and the agent's secrets are configured.
+    /// with valid options, the agent's secrets are configured, and any egress it asks for is
+    /// within the operator's policy.
     pub fn check_spec(&self, spec: &str) -> Result<(), String> {
         let spec = parse_spec(spec).map_err(|e| e.to_string())?;
         if !self.enabled.contains(&spec.front.agent) {
@@ -126,6 +153,8 @@ impl WorkerSetup {
                 agent.secrets.join(", ")
             ));
         }
+        Policy::for_job(&agent.egress, self.egress.as_ref(), spec.front.egress.as_ref())
+            .map_err(|e| e.to_string())?;
         Ok(())
     }
 
@@ -300,6 +329,30 @@ mod tests {
     }
 
     #[test]
+    fn a_jobs_egress_is_its_specs_within_the_operators_policy() {
+        let setup = WorkerSetup::default();
+        assert_eq!(setup.egress_for(&spec("claude-code")), Policy::Model);
+        assert_eq!(
+            setup.egress_for("---\nagent: script\nrun: env\n---\n"),
+            Policy::None
+        );
+        let setup = setup.with_egress(Some("registries".parse().unwrap()));
+        assert_eq!(setup.egress_for(&spec("claude-code")), Policy::Registries);
+        let npm = "---\nagent: claude-code\negress: registry.npmjs.org\n---\nGo.\n";
+        assert_eq!(setup.egress_for(npm).to_string(), "registry.npmjs.org");
+        assert!(setup.check_spec(npm).unwrap_err().contains("needs one of"));
+        // Past the operator's policy: refused when submitted, naming what, and none if it
+        // ever reaches a worker.
+        let wide = "---\nagent: script\nrun: env\negress: paste.example.net\n---\n";
+        assert_eq!(
+            setup.check_spec(wide).unwrap_err(),
+            "the spec's egress `paste.example.net` is not allowed by the operator's policy \
+             `registries`: a spec may narrow the operator's egress policy, never widen it"
+        );
+        assert_eq!(setup.egress_for(wide), Policy::None);
+    }
+
+    #[test]
     fn a_directory_holds_one_secret_per_file_as_kubernetes_mounts_them() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
@@ -368,7 +421,7 @@ mod tests {
             .unwrap_err();
         assert_eq!(
             err,
-            "unknown front-matter key `colour` for agent `script`; it accepts: agent, max_cost_usd, max_tokens, run"
+            "unknown front-matter key `colour` for agent `script`; it accepts: agent, egress, max_cost_usd, max_tokens, run"
         );
         assert_eq!(
             setup.check_spec(&spec("clawd")).unwrap_err(),

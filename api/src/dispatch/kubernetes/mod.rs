@@ -76,12 +76,17 @@ impl KubernetesDispatcher {
             generation: row.generation,
             agent,
             repo_port: manifests::repository_port(&row.job.git_repo_url),
+            // NetworkPolicies cannot name hosts: a policy past the gateway opens public HTTPS.
             public_https_after_clone: self
                 .workers
                 .pipeline
                 .stages
                 .iter()
-                .any(|s| !s.allowed_hosts.is_empty()),
+                .any(|s| !s.allowed_hosts.is_empty())
+                || matches!(
+                    self.workers.egress_for(&row.spec),
+                    ckrv_agents::Policy::Registries | ckrv_agents::Policy::List(_)
+                ),
             model_keys: self.workers.keys_for(&row.spec),
         }
     }

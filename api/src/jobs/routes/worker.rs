@@ -102,6 +102,7 @@ pub async fn job(
             token: grant.model_token.clone(),
             keys: state.workers.keys_for(&row.spec),
         },
+        egress: state.workers.egress_for(&row.spec).to_string(),
         git_credential,
         spec_content: row.spec,
     }))
