@@ -341,21 +341,23 @@ mod tests {
 
     #[test]
     fn an_egress_policy_is_read_from_the_front_matter() {
-        let spec =
-            parse_spec("---\nagent: claude-code\negress: none\n---\nGo.\n").unwrap();
+        let spec = parse_spec("---\nagent: claude-code\negress: none\n---\nGo.\n").unwrap();
         assert_eq!(spec.front.egress, Some(crate::egress::Policy::None));
         assert!(spec.front.options.is_empty());
-        let spec = parse_spec("---\nagent: claude-code\negress: \"*.npmjs.org, pypi.org\"\n---\nGo.\n")
-            .unwrap();
+        let spec =
+            parse_spec("---\nagent: claude-code\negress: \"*.npmjs.org, pypi.org\"\n---\nGo.\n")
+                .unwrap();
         assert_eq!(
             spec.front.egress.map(|p| p.to_string()).as_deref(),
             Some("*.npmjs.org,pypi.org")
         );
-        let error = parse_spec("---\nagent: claude-code\negress: \"https://evil.example\"\n---\nGo.\n")
-            .unwrap_err()
-            .to_string();
+        let error =
+            parse_spec("---\nagent: claude-code\negress: \"https://evil.example\"\n---\nGo.\n")
+                .unwrap_err()
+                .to_string();
         assert!(
-            error.starts_with("invalid spec front matter") && error.contains("https://evil.example"),
+            error.starts_with("invalid spec front matter")
+                && error.contains("https://evil.example"),
             "{error}"
         );
     }

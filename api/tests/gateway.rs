@@ -287,10 +287,9 @@ async fn wrong_tokens_routes_and_ended_jobs_are_refused_before_anything_goes_out
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     assert!(
-        body["error_description"]
-            .as_str()
-            .unwrap()
-            .contains("the spec's egress `paste.example.net` is not allowed by the operator's policy `model`"),
+        body["error_description"].as_str().unwrap().contains(
+            "the spec's egress `paste.example.net` is not allowed by the operator's policy `model`"
+        ),
         "{body}"
     );
     // A job that never called a model shows no usage at all.

@@ -240,8 +240,7 @@ pub(crate) async fn run_stages(
         if stage.kind == StageKind::Agent {
             let model_env = source.model_env(invocation.agent, &model_access);
             let allowlist = source.egress(invocation.agent, &egress)?;
-            let request =
-                agent_request(&invocation, &job.id, &dirs, model_env, allowlist, options);
+            let request = agent_request(&invocation, &job.id, &dirs, model_env, allowlist, options);
             run_agent(options, log, invocation.agent, &request).await?;
             git.exclude(&invocation.agent.exclude)?;
             continue;

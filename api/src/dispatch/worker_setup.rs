@@ -121,8 +121,12 @@ impl WorkerSetup {
             .ok()
             .and_then(|spec| {
                 let agent = find_agent(&spec.front.agent)?;
-                Policy::for_job(&agent.egress, self.egress.as_ref(), spec.front.egress.as_ref())
-                    .ok()
+                Policy::for_job(
+                    &agent.egress,
+                    self.egress.as_ref(),
+                    spec.front.egress.as_ref(),
+                )
+                .ok()
             })
             .unwrap_or(Policy::None)
     }
@@ -153,8 +157,12 @@ impl WorkerSetup {
                 agent.secrets.join(", ")
             ));
         }
-        Policy::for_job(&agent.egress, self.egress.as_ref(), spec.front.egress.as_ref())
-            .map_err(|e| e.to_string())?;
+        Policy::for_job(
+            &agent.egress,
+            self.egress.as_ref(),
+            spec.front.egress.as_ref(),
+        )
+        .map_err(|e| e.to_string())?;
         Ok(())
     }
 
