@@ -631,7 +631,7 @@ mod tests {
         );
 
         // A component exporting something else.
-        let error = Provider::load(&renamed("ckrv:cloud/provides@0.3.0"), &access, cache.path())
+        let error = Provider::load(&renamed("ckrv:cloud/provides@0.4.0"), &access, cache.path())
             .await
             .map(|_| ())
             .unwrap_err();
