@@ -171,6 +171,9 @@ impl Server {
                 upstreams: Arc::new(config.model_upstreams.clone()),
                 client: gateway::client().context("building the model gateway's HTTP client")?,
                 metrics: Arc::clone(&metrics),
+                account_budget_micros: config
+                    .max_account_model_cost_usd
+                    .map(|usd| (usd * 1_000_000.0).round() as u64),
             },
             jobs: jobs::JobsState {
                 store: store.clone(),

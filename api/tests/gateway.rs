@@ -39,9 +39,19 @@ fn workers(dir: &Path) -> Arc<WorkerSetup> {
 /// An API whose gateway sends the `anthropic` and `gemini` routes to `upstream`, and a
 /// signed-in user.
 async fn api_with_upstream(dir: &Path, upstream: &str) -> (TestApi, String) {
+    api_configured(dir, upstream, |_| ()).await
+}
+
+/// As [`api_with_upstream`], with more of the configuration `configure` sets.
+async fn api_configured(
+    dir: &Path,
+    upstream: &str,
+    configure: impl FnOnce(&mut ckrv_api::Config),
+) -> (TestApi, String) {
     let workers = workers(dir);
     let upstream = upstream.to_string();
     let api = TestApi::start_configured(dir, Arc::new(RecordingDispatcher::default()), |c| {
+        configure(c);
         c.workers = workers;
         c.model_upstreams = [("anthropic", &upstream), ("gemini", &upstream)]
             .into_iter()
@@ -99,6 +109,19 @@ async fn usage_of(api: &TestApi, user: &str, id: &str, requests: u64) -> Value {
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     panic!("job {id} never counted {requests} model requests");
+}
+
+/// A stand-in Anthropic API whose every answer reports `input` and `output` tokens of Sonnet.
+async fn vendor_answering(input: u64, output: u64) -> FakeEndpoint {
+    FakeEndpoint::start(move |_request: Recorded| async move {
+        let answer = json!({"model": "claude-sonnet-4-5",
+                            "usage": {"input_tokens": input, "output_tokens": output}});
+        Response::builder()
+            .header("content-type", "application/json")
+            .body(Body::from(answer.to_string()))
+            .unwrap()
+    })
+    .await
 }
 
 fn sse(events: &[Value]) -> String {
@@ -210,15 +233,7 @@ async fn the_agent_calls_its_model_with_its_jobs_token_and_the_upstream_gets_the
 #[tokio::test]
 async fn wrong_tokens_routes_and_ended_jobs_are_refused_before_anything_goes_out() {
     let dir = tempfile::tempdir().unwrap();
-    let vendor = FakeEndpoint::start(|_request: Recorded| async {
-        Response::builder()
-            .header("content-type", "application/json")
-            .body(Body::from(
-                r#"{"model":"claude-sonnet-4-5","usage":{"input_tokens":10,"output_tokens":2}}"#,
-            ))
-            .unwrap()
-    })
-    .await;
+    let vendor = vendor_answering(10, 2).await;
     let (api, user) = api_with_upstream(dir.path(), &vendor.url).await;
     let (id, access) =
         job_with_model_access(&api, &user, "---\nagent: claude-code\n---\nGo.\n").await;
@@ -300,15 +315,7 @@ async fn wrong_tokens_routes_and_ended_jobs_are_refused_before_anything_goes_out
 #[tokio::test]
 async fn a_job_past_its_budget_gets_no_more_answers_and_ends_naming_the_budget() {
     let dir = tempfile::tempdir().unwrap();
-    let vendor = FakeEndpoint::start(|_request: Recorded| async {
-        Response::builder()
-            .header("content-type", "application/json")
-            .body(Body::from(
-                r#"{"model":"claude-sonnet-4-5","usage":{"input_tokens":700,"output_tokens":400}}"#,
-            ))
-            .unwrap()
-    })
-    .await;
+    let vendor = vendor_answering(700, 400).await;
     let (api, user) = api_with_upstream(dir.path(), &vendor.url).await;
     let (id, access) = job_with_model_access(
         &api,
@@ -333,6 +340,58 @@ async fn a_job_past_its_budget_gets_no_more_answers_and_ends_naming_the_budget()
     let (_, job) = api.get(&format!("/v1/jobs/{id}"), &user).await;
     assert_eq!(job["state"], "failed", "{job}");
     assert_eq!(job["error_message"], reason);
+}
+
+#[tokio::test]
+async fn an_accounts_monthly_budget_ends_its_jobs_and_whoami_shows_the_spend() {
+    let dir = tempfile::tempdir().unwrap();
+    // Each answer: 1,000 input and 1,000 output tokens of Sonnet, $0.018.
+    let vendor = vendor_answering(1000, 1000).await;
+    let (api, user) = api_configured(dir.path(), &vendor.url, |c| {
+        c.max_account_model_cost_usd = Some(0.01);
+    })
+    .await;
+    let (_, me) = api.get("/v1/users/me", &user).await;
+    assert_eq!(me["model_cost_usd"], 0.0, "{me}");
+    let spec = "---\nagent: claude-code\n---\nGo.\n";
+    let (first, access) = job_with_model_access(&api, &user, spec).await;
+    let token = access["token"].as_str().unwrap();
+    assert_eq!(messages(&api, token, "{}").await.status(), StatusCode::OK);
+    usage_of(&api, &user, &first, 1).await;
+    let (_, me) = api.get("/v1/users/me", &user).await;
+    assert!(
+        (me["model_cost_usd"].as_f64().unwrap() - 0.018).abs() < 1e-9,
+        "{me}"
+    );
+
+    // Another job of the same account: its first request finds the month's budget spent.
+    let (second, access) = job_with_model_access(&api, &user, spec).await;
+    let response = messages(&api, access["token"].as_str().unwrap(), "{}").await;
+    assert_eq!(response.status(), StatusCode::PAYMENT_REQUIRED);
+    let body: Value = response.json().await.unwrap();
+    let reason = body["error_description"].as_str().unwrap().to_string();
+    assert!(
+        reason.starts_with(
+            "the account's model budget of $0.01 for this month is spent ($0.0180 so far); it renews "
+        ),
+        "{reason}"
+    );
+    assert_eq!(vendor.requests().len(), 1);
+    let (_, job) = api.get(&format!("/v1/jobs/{second}"), &user).await;
+    assert_eq!(job["state"], "failed");
+    assert_eq!(job["error_message"], reason.as_str());
+    // Another account is not held to this one's spend.
+    let other = api.login("other@example.com").await;
+    let other = support::access(&other).to_string();
+    let (_, me) = api.get("/v1/users/me", &other).await;
+    assert_eq!(me["model_cost_usd"], 0.0, "{me}");
+    let (_, access) = job_with_model_access(&api, &other, spec).await;
+    assert_eq!(
+        messages(&api, access["token"].as_str().unwrap(), "{}")
+            .await
+            .status(),
+        StatusCode::OK
+    );
 }
 
 #[tokio::test]

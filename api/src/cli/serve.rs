@@ -110,6 +110,11 @@ pub(crate) struct ServeArgs {
     /// dollars per million tokens) whose entries replace the built-in prices by name
     #[arg(long, env = "CKRV_API_MODEL_PRICES", value_name = "FILE")]
     model_prices: Option<PathBuf>,
+    /// The most an account's jobs may spend on models in a calendar month (UTC), in US
+    /// dollars; past it the gateway refuses their requests and the job fails, saying so
+    #[arg(long, env = "CKRV_API_MAX_ACCOUNT_MODEL_COST_USD", value_name = "USD",
+          value_parser = positive_dollars)]
+    max_account_model_cost_usd: Option<f64>,
     /// Send the model gateway's ROUTE (anthropic, openai, gemini, ...) to URL instead of the
     /// vendor's API, e.g. a stand-in for tests (repeat it); http only to loopback
     #[arg(long = "model-upstream", value_name = "ROUTE=URL",
@@ -215,6 +220,7 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         model_prices,
         model_upstreams,
         egress_allow,
+        max_account_model_cost_usd,
         sso,
     } = args;
     let model_prices = ckrv_api::gateway::PriceTable::load(model_prices.as_deref())?;
@@ -274,6 +280,7 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         secrets_key_file: data.secrets_key_file.clone(),
         model_prices: std::sync::Arc::new(model_prices),
         model_upstreams: model_upstreams.into_iter().collect(),
+        max_account_model_cost_usd,
     })
     .await?;
     println!("listening on {}", server.url());
@@ -282,6 +289,14 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         println!("(or run `ckrv-api users add EMAIL --admin --password-stdin`)");
     }
     server.run_until(stop_signal()?).await
+}
+
+/// A budget in US dollars: a positive, finite amount.
+fn positive_dollars(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(usd) if usd.is_finite() && usd > 0.0 && usd <= 1e9 => Ok(usd),
+        _ => Err(format!("`{text}` is not a positive number of US dollars")),
+    }
 }
 
 /// Resolves on SIGTERM (how service managers and Kubernetes stop a process) or SIGINT (^C).

@@ -225,6 +225,10 @@ async fn check_budget(
         )),
         _ => None,
     };
+    let over = match over {
+        Some(reason) => Some(reason),
+        None => account_over_budget(gateway, grant).await?,
+    };
     let Some(reason) = over else {
         return Ok(());
     };
@@ -237,6 +241,29 @@ async fn check_budget(
         "model request refused: budget spent"
     );
     Err(AppError::new(ErrorKind::QuotaExceeded, reason))
+}
+
+/// Why the job's account may spend no more this month, if its operator's budget is spent.
+async fn account_over_budget(
+    gateway: &GatewayState,
+    grant: &ModelGrant,
+) -> Result<Option<String>, AppError> {
+    let Some(budget) = gateway.account_budget_micros else {
+        return Ok(None);
+    };
+    let (start, end) = crate::identity::quota::cycle(crate::clock::now());
+    let spent = gateway
+        .store
+        .model_cost_since(&grant.account_id, crate::clock::millis(start))
+        .await?;
+    Ok((spent >= budget).then(|| {
+        format!(
+            "the account's model budget of ${:.2} for this month is spent (${:.4} so far); it renews {}",
+            budget as f64 / 1_000_000.0,
+            spent as f64 / 1_000_000.0,
+            crate::clock::rfc3339(end)
+        )
+    }))
 }
 
 /// Counts one answer's usage against its job once the answer has passed (or its reader went).

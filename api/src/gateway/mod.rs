@@ -41,6 +41,9 @@ pub struct GatewayState {
     /// The client every forwarded request goes out with (rustls, no redirects followed).
     pub client: reqwest::Client,
     pub metrics: Arc<Metrics>,
+    /// The most an account's jobs may spend on models per month, in micro-dollars
+    /// (`--max-account-model-cost-usd`).
+    pub account_budget_micros: Option<u64>,
 }
 
 /// The client the gateway forwards with: rustls, and a redirect is passed back to the agent,

@@ -94,6 +94,24 @@ impl Store {
         .transpose()
     }
 
+    /// What the account's jobs created since `since_ms` spent on models, in micro-dollars.
+    pub async fn model_cost_since(
+        &self,
+        account_id: &str,
+        since_ms: i64,
+    ) -> Result<u64, StoreError> {
+        // SUM of a BIGINT is NUMERIC on PostgreSQL: cast back to the one integer both read.
+        let micros: i64 = sqlx::query_scalar(
+            "SELECT CAST(COALESCE(SUM(cost_micros), 0) AS BIGINT) FROM jobs
+             WHERE account_id = $1 AND created_ms >= $2",
+        )
+        .bind(account_id)
+        .bind(since_ms)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(u64::try_from(micros).unwrap_or(0))
+    }
+
     /// Adds one answered request's usage to its job's.
     pub async fn add_model_usage(
         &self,

@@ -18,6 +18,9 @@ pub async fn run(cloud: &mut Cloud, json: bool) -> anyhow::Result<()> {
         output::title(user.subscription_tier.as_str()),
     ));
     output::line(format!("Quota resets: {}", user.billing_cycle_end));
+    if let Some(cost) = user.model_cost_usd {
+        output::line(format!("Model spend this month: ${cost:.4}"));
+    }
     output::line(format!("Provider: {}", cloud.provider_name));
     output::line(format!("API: {}", cloud.api_url));
     match cloud.stored_in() {

@@ -76,6 +76,7 @@ impl Guest for GitHubActions {
             job_quota_remaining: u32::MAX,
             billing_cycle_end: String::new(),
             job_quota_limit: None,
+            model_cost_usd: None,
         })
     }
 

@@ -203,6 +203,12 @@ fn an_enabled_agent_gets_its_key_and_no_log_or_store_ever_shows_it() {
         shown.contains("Model usage: 1 request, 2000 input + 100 output tokens, $0.0075"),
         "{shown}"
     );
+    // The account's figure for the month, where the account is shown.
+    let whoami = dev.cli.ok(&dev.clone, &["cloud", "whoami"]);
+    assert!(
+        whoami.contains("Model spend this month: $0.0075"),
+        "{whoami}"
+    );
     assert!(!log.contains("CODEX_API_KEY"), "{log}");
     assert!(log.contains("env: DISABLE_AUTOUPDATER=1"), "{log}");
     // Nothing of the worker's reaches the agent either.

@@ -20,6 +20,10 @@ pub async fn me(
         .jobs_created_since(&account.id, clock::millis(start))
         .await?;
     let limit = quota::monthly_limit(account.tier);
+    let spent = state
+        .store
+        .model_cost_since(&account.id, clock::millis(start))
+        .await?;
     Ok(ApiJson(User {
         id: account.id,
         email: account.email,
@@ -28,5 +32,6 @@ pub async fn me(
         job_quota_remaining: limit.saturating_sub(used),
         billing_cycle_end: clock::rfc3339(end),
         job_quota_limit: Some(limit),
+        model_cost_usd: Some(spent as f64 / 1_000_000.0),
     }))
 }
