@@ -23,6 +23,8 @@ use tokio::sync::Notify;
 
 const ANTHROPIC_KEY: &str = "sk-ant-api03-the-operators-real-key-0123456789";
 const GEMINI_KEY: &str = "AIza-the-operators-gemini-key-0123456789";
+/// The jobs' repository: on loopback (nothing here clones it; the test plays the worker).
+const REPO: &str = "https://127.0.0.1:9/app.git";
 
 /// Agent secrets in a private file, as an operator gives them.
 fn workers(dir: &Path) -> Arc<WorkerSetup> {
@@ -52,6 +54,7 @@ async fn api_configured(
     let upstream = upstream.to_string();
     let api = TestApi::start_configured(dir, Arc::new(RecordingDispatcher::default()), |c| {
         configure(c);
+        c.allow_local_repos = true;
         c.workers = workers;
         c.model_upstreams = [("anthropic", &upstream), ("gemini", &upstream)]
             .into_iter()
@@ -70,7 +73,7 @@ async fn job_with_model_access(api: &TestApi, user: &str, spec: &str) -> (String
         .post(
             "/v1/jobs",
             user,
-            json!({"spec_content": spec, "git_repo_url": "https://git.example.com/app.git"}),
+            json!({"spec_content": spec, "git_repo_url": REPO}),
         )
         .await;
     assert_eq!(status, StatusCode::CREATED, "{job}");
@@ -297,7 +300,7 @@ async fn wrong_tokens_routes_and_ended_jobs_are_refused_before_anything_goes_out
             "/v1/jobs",
             &user,
             json!({"spec_content": "---\nagent: claude-code\negress: paste.example.net\n---\nGo.\n",
-                   "git_repo_url": "https://git.example.com/app.git"}),
+                   "git_repo_url": REPO}),
         )
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");

@@ -382,6 +382,15 @@ fn base_urls(agent: &str) -> Vec<(&'static str, &'static str)> {
     }
 }
 
+/// The log's lines that each say one connection the job's egress policy refused.
+fn refusals(lines: &[(String, String)]) -> Vec<&str> {
+    lines
+        .iter()
+        .filter(|(source, _)| source == "egress")
+        .map(|(_, m)| m.as_str())
+        .collect()
+}
+
 /// What a stand-in agent said it received: its arguments, prompt and environment lines.
 fn said<'a>(lines: &'a [(String, String)], agent: &str, prefix: &str) -> Vec<&'a str> {
     lines
@@ -522,13 +531,8 @@ async fn each_real_agent_definition_is_invoked_as_its_cli_expects_in_the_sandbox
         );
         // The host outside its policy was refused, and the log says so under `egress`.
         assert_eq!(said(&lines, agent, "outside: "), ["403"], "{agent}");
-        let refused: Vec<&str> = lines
-            .iter()
-            .filter(|(source, _)| source == "egress")
-            .map(|(_, m)| m.as_str())
-            .collect();
         assert_eq!(
-            refused,
+            refusals(&lines),
             [
                 "Connection blocked by network allowlist: localhost:9 (not in the job's allowlist, policy `model`)"
             ],
@@ -581,13 +585,8 @@ async fn the_agent_connects_only_as_the_egress_policy_the_api_decided() {
     .await;
     assert_eq!(outcome, Ok(()));
     let lines = log_lines(&calls);
-    let refused: Vec<&str> = lines
-        .iter()
-        .filter(|(source, _)| source == "egress")
-        .map(|(_, m)| m.as_str())
-        .collect();
     assert_eq!(
-        refused,
+        refusals(&lines),
         [
             "Connection blocked by network allowlist: localhost:9 (not in the job's allowlist, policy `registries`)"
         ]

@@ -114,23 +114,20 @@ mod tests {
             Ok(("anthropic".into(), "http://127.0.0.1:9000".into()))
         );
         assert_eq!(
-            parse_upstream("openai=https://llm.example.com/proxy"),
-            Ok(("openai".into(), "https://llm.example.com/proxy".into()))
+            parse_upstream("openai=https://llm.localhost/proxy"),
+            Ok(("openai".into(), "https://llm.localhost/proxy".into()))
         );
         for (bad, says) in [
             ("anthropic", "is not ROUTE=URL"),
             (
-                "nope=https://x.example",
+                "nope=https://x.localhost",
                 "no agent has a model route `nope`; the routes are: anthropic,",
             ),
-            (
-                "gemini=http://llm.example.com",
-                "https, or http on loopback",
-            ),
+            ("gemini=http://llm.localhost", "https, or http on loopback"),
             ("gemini=ftp://127.0.0.1", "https, or http on loopback"),
             ("gemini=not a url", "is not a URL"),
             (
-                "openai=https://u:p@llm.example.com",
+                "openai=https://u:p@llm.localhost",
                 "no query and no credentials",
             ),
         ] {

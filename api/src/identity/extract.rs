@@ -11,9 +11,9 @@ use crate::error::AppError;
 use crate::identity::tokens::hash_secret;
 use crate::store::{Account, Store, TokenKind, TokenOwner};
 
-fn bearer(parts: &Parts) -> Result<&str, AppError> {
-    let header = parts
-        .headers
+/// The request's bearer token: what a worker's requests and a session's carry.
+pub fn bearer(headers: &axum::http::HeaderMap) -> Result<&str, AppError> {
+    let header = headers
         .get(AUTHORIZATION)
         .ok_or_else(|| AppError::new(ErrorKind::NotAuthenticated, "missing bearer token"))?;
     header
@@ -39,7 +39,7 @@ async fn owner_of_bearer(
     store: &Store,
     kinds: &[TokenKind],
 ) -> Result<(String, Option<TokenOwner>), AppError> {
-    let hash = hash_secret(bearer(parts)?);
+    let hash = hash_secret(bearer(&parts.headers)?);
     let owner = store
         .token_owner(&hash, kinds, clock::millis(clock::now()))
         .await?;
@@ -109,7 +109,7 @@ where
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, AppError> {
         let store = Store::from_ref(state);
-        let hash = hash_secret(bearer(parts)?);
+        let hash = hash_secret(bearer(&parts.headers)?);
         let now = clock::millis(clock::now());
         match store.worker_by_credential(&hash, now).await? {
             Some(name) => Ok(Self { name }),
@@ -128,8 +128,6 @@ pub struct WorkerGrant {
     pub job_id: String,
     /// The claim the token was issued under.
     pub generation: i64,
-    /// The model token of that claim, for the worker to hand its agent.
-    pub model_token: String,
 }
 
 impl<S> FromRequestParts<S> for WorkerGrant
@@ -145,11 +143,7 @@ where
             .await?
             .1
         {
-            Some(TokenOwner::Worker { job_id, generation }) => Ok(Self {
-                job_id,
-                generation,
-                model_token: super::tokens::model_token(bearer(parts)?),
-            }),
+            Some(TokenOwner::Worker { job_id, generation }) => Ok(Self { job_id, generation }),
             _ => Err(AppError::new(
                 ErrorKind::NotAuthenticated,
                 "the worker token is invalid",

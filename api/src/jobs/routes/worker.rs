@@ -82,6 +82,7 @@ pub async fn job(
     State(state): State<JobsState>,
     grant: WorkerGrant,
     Path(id): Path<String>,
+    headers: axum::http::HeaderMap,
 ) -> Result<ApiJson<WorkerJob>, AppError> {
     let row = granted_job(&state, &grant, &id).await?;
     if row.state != JobState::Running || row.generation != grant.generation {
@@ -99,7 +100,10 @@ pub async fn job(
         log_sequence,
         pipeline: state.workers.pipeline.stages.clone(),
         model_access: ModelAccess {
-            token: grant.model_token.clone(),
+            // The claim's model token, derived from the worker token this request carries.
+            token: crate::identity::tokens::model_token(crate::identity::extract::bearer(
+                &headers,
+            )?),
             keys: state.workers.keys_for(&row.spec),
         },
         egress: state.workers.egress_for(&row.spec).to_string(),
