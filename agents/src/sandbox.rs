@@ -34,6 +34,10 @@ use crate::runtime::{AgentRuntime, ExitStatus, OutputLine, RunRequest, Stream, r
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SandboxLimits {
     pub cpu_seconds: u64,
+    /// The private writable memory a process may map (`RLIMIT_DATA`): its heap and what it
+    /// writes, not the address space it only reserves. Node's WebAssembly reserves about
+    /// 10 GiB per instance, so an address-space limit (`RLIMIT_AS`) stops Gemini CLI, and
+    /// V8, Bun and Go runtimes reserve far more than they use.
     pub memory_bytes: u64,
     pub processes: u64,
     pub file_bytes: u64,
@@ -170,7 +174,7 @@ impl SandboxRuntime {
         let mut command = Command::new("prlimit");
         command.args([
             format!("--cpu={}", l.cpu_seconds),
-            format!("--as={}", l.memory_bytes),
+            format!("--data={}", l.memory_bytes),
             format!("--nproc={}", l.processes),
             format!("--fsize={}", l.file_bytes),
             format!("--nofile={}", l.open_files),

@@ -250,6 +250,31 @@ async fn runaway_agents_hit_their_limits() {
 }
 
 #[tokio::test]
+async fn memory_an_agent_writes_is_bounded_while_what_it_only_reserves_is_not() {
+    if !ckrv_test_support::sandbox_available() {
+        return;
+    }
+    const MIB: u64 = 1024 * 1024;
+    let runtime = SandboxRuntime::new(SandboxLimits {
+        memory_bytes: 128 * MIB,
+        ..SandboxLimits::default()
+    });
+    let dir = job_dir();
+    let workspace = dir.path().join("workspace");
+    // 16 GiB reserved and never written, as V8 reserves for each WebAssembly instance (Gemini
+    // CLI's HTTP parser is one): allowed. 512 MiB written: refused.
+    let script = "python3 -c 'import mmap; m = mmap.mmap(-1, 16 << 30, prot=mmap.PROT_READ); print(\"reserved\", len(m))'; \
+                  python3 -c 'b = bytearray(512 << 20); print(\"wrote\", len(b))' 2>&1 | tail -n 1";
+    let (_, lines) = run(&runtime, &workspace, script, None).await;
+    assert!(
+        lines.iter().any(|l| l == "reserved 17179869184"),
+        "{lines:?}"
+    );
+    assert!(lines.iter().any(|l| l == "MemoryError"), "{lines:?}");
+    assert!(!lines.iter().any(|l| l.starts_with("wrote")), "{lines:?}");
+}
+
+#[tokio::test]
 async fn an_agent_filling_its_tmp_stops_at_the_bound_and_everything_else_is_read_only() {
     if !ckrv_test_support::sandbox_available() {
         return;

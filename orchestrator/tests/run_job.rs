@@ -438,6 +438,16 @@ async fn each_real_agent_definition_is_invoked_as_its_cli_expects_in_the_sandbox
         "check_for_update_on_startup=false",
         "-c",
         "analytics.enabled=false",
+        "-c",
+        "model_provider=ckrv-gateway",
+        "-c",
+        "model_providers.ckrv-gateway.name=ckrv-gateway",
+        "-c",
+        "model_providers.ckrv-gateway.base_url=GATEWAY/v1/gateway/openai/v1",
+        "-c",
+        "model_providers.ckrv-gateway.env_key=CODEX_API_KEY",
+        "-c",
+        "model_providers.ckrv-gateway.wire_api=responses",
         "--model",
         "gpt-5-codex",
         "-",
@@ -509,7 +519,18 @@ async fn each_real_agent_definition_is_invoked_as_its_cli_expects_in_the_sandbox
         .await;
         let lines = log_lines(&calls);
         assert_eq!(outcome, Ok(()), "{agent}: {lines:?}");
-        assert_eq!(said(&lines, agent, "argv: "), argv, "{agent}");
+        // The gateway's address (the API's, on a port of its own) reads as GATEWAY.
+        let called: Vec<String> = said(&lines, agent, "argv: ")
+            .into_iter()
+            .map(|arg| match arg.split_once("=http://127.0.0.1:") {
+                Some((setting, rest)) => match rest.split_once('/') {
+                    Some((_port, path)) => format!("{setting}=GATEWAY/{path}"),
+                    None => arg.to_string(),
+                },
+                None => arg.to_string(),
+            })
+            .collect();
+        assert_eq!(called, argv, "{agent}");
         assert_eq!(said(&lines, agent, prompt), ["Add a greeting."], "{agent}");
         // Exactly the declared keys arrived, each redacted in the log.
         let mut got: Vec<&str> = said(&lines, agent, "env: ")

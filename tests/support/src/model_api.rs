@@ -68,11 +68,7 @@ impl ModelApi {
                     json!({"type": "message_delta", "delta": {"stop_reason": stop, "stop_sequence": null}, "usage": {"output_tokens": OUTPUT_TOKENS}}),
                     json!({"type": "message_stop"}),
                 ];
-                let text: String = events
-                    .iter()
-                    .map(|e| format!("event: {}\ndata: {e}\n\n", e["type"].as_str().unwrap_or("")))
-                    .collect();
-                return Some(event_stream(text));
+                return Some(event_stream(sse(&events)));
             }
             let mut content = block;
             match content["type"].as_str() {
@@ -122,6 +118,90 @@ impl ModelApi {
                 "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
                 "usage": usage,
             })))
+        })
+        .await
+    }
+
+    /// OpenAI's Responses API (`POST /v1/responses`, streamed), as Codex calls it: while the
+    /// conversation has fewer function-call outputs than `commands`, the next is run with the
+    /// CLI's `exec_command` tool; then a last message ends the turn.
+    pub async fn openai_responses(secret: &str, commands: Vec<String>) -> Self {
+        Self::start(secret, move |request| {
+            if !request.path().ends_with("/responses") {
+                return None;
+            }
+            let body: Value = serde_json::from_slice(&request.body).ok()?;
+            let done = body["input"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|item| item["type"] == "function_call_output")
+                .count();
+            let item = match commands.get(done) {
+                Some(command) => json!({
+                    "type": "function_call", "id": format!("fc_{done}"),
+                    "call_id": format!("call_{done}"), "name": "exec_command",
+                    "arguments": json!({"cmd": command}).to_string(), "status": "completed",
+                }),
+                None => json!({
+                    "type": "message", "id": "msg_1", "role": "assistant", "status": "completed",
+                    "content": [{"type": "output_text", "text": "Done.", "annotations": []}],
+                }),
+            };
+            let response = json!({
+                "id": "resp_1", "object": "response", "status": "completed",
+                "model": body["model"], "output": [item],
+                "usage": {"input_tokens": INPUT_TOKENS, "output_tokens": OUTPUT_TOKENS, "total_tokens": INPUT_TOKENS + OUTPUT_TOKENS},
+            });
+            let events = [
+                json!({"type": "response.created", "response": {"id": "resp_1", "status": "in_progress"}}),
+                json!({"type": "response.output_item.done", "output_index": 0, "item": item}),
+                json!({"type": "response.completed", "response": response}),
+            ];
+            Some(event_stream(sse(&events)))
+        })
+        .await
+    }
+
+    /// Google's Gemini API (`POST /v1beta/models/{model}:streamGenerateContent?alt=sse` or
+    /// `:generateContent`): while the conversation has fewer function responses than `calls`,
+    /// the next is the answer (`(name, args)` of one of the CLI's tools); then a last text.
+    /// A request for JSON (Gemini CLI asks who speaks next) gets `{"next_speaker": "user"}`.
+    pub async fn gemini(secret: &str, calls: Vec<(&'static str, Value)>) -> Self {
+        Self::start(secret, move |request| {
+            let path = request.path();
+            if !path.ends_with(":streamGenerateContent") && !path.ends_with(":generateContent") {
+                return None;
+            }
+            let body: Value = serde_json::from_slice(&request.body).ok()?;
+            let done = body["contents"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|c| c["parts"].as_array())
+                .flatten()
+                .filter(|part| part.get("functionResponse").is_some())
+                .count();
+            let config = &body["generationConfig"];
+            let wants_json = config["responseMimeType"] == "application/json"
+                || config.get("responseJsonSchema").is_some()
+                || config.get("responseSchema").is_some();
+            let part = match calls.get(done) {
+                _ if wants_json => {
+                    json!({"text": json!({"reasoning": "The task is done.", "next_speaker": "user"}).to_string()})
+                }
+                Some((name, args)) => json!({"functionCall": {"name": name, "args": args}}),
+                None => json!({"text": "Done."}),
+            };
+            let answer = json!({
+                "candidates": [{"content": {"role": "model", "parts": [part]}, "finishReason": "STOP", "index": 0}],
+                "usageMetadata": {"promptTokenCount": INPUT_TOKENS, "candidatesTokenCount": OUTPUT_TOKENS, "totalTokenCount": INPUT_TOKENS + OUTPUT_TOKENS},
+                "modelVersion": "gemini-2.5-pro",
+            });
+            if path.ends_with(":streamGenerateContent") {
+                return Some(event_stream(format!("data: {answer}\r\n\r\n")));
+            }
+            Some(json_answer(&answer))
         })
         .await
     }
@@ -198,6 +278,14 @@ fn tool_results(messages: &Value) -> usize {
         .flatten()
         .filter(|block| block["type"] == "tool_result")
         .count()
+}
+
+/// Server-sent events, each named by its `type`.
+fn sse(events: &[Value]) -> String {
+    events
+        .iter()
+        .map(|e| format!("event: {}\ndata: {e}\n\n", e["type"].as_str().unwrap_or("")))
+        .collect()
 }
 
 fn event_stream(text: String) -> Response {
