@@ -57,8 +57,8 @@ pub struct Config {
     /// The model gateway's upstreams by route name, in place of the agents' own (tests run
     /// against stand-ins on loopback).
     pub model_upstreams: std::collections::BTreeMap<String, String>,
-    /// The most an account's jobs may spend on models per month, in US dollars.
-    pub max_account_model_cost_usd: Option<f64>,
+    /// The most a job, and an account's jobs in a month, may spend on models, by tier.
+    pub model_budgets: Arc<crate::identity::quota::ModelBudgets>,
 }
 
 /// How long results are kept unless the operator says otherwise: 30 days.
@@ -91,7 +91,7 @@ impl Config {
             secrets_key_file: None,
             model_prices: Arc::default(),
             model_upstreams: std::collections::BTreeMap::new(),
-            max_account_model_cost_usd: None,
+            model_budgets: Arc::default(),
         }
     }
 }

@@ -171,9 +171,7 @@ impl Server {
                 upstreams: Arc::new(config.model_upstreams.clone()),
                 client: gateway::client().context("building the model gateway's HTTP client")?,
                 metrics: Arc::clone(&metrics),
-                account_budget_micros: config
-                    .max_account_model_cost_usd
-                    .map(|usd| (usd * 1_000_000.0).round() as u64),
+                budgets: Arc::clone(&config.model_budgets),
             },
             jobs: jobs::JobsState {
                 store: store.clone(),
@@ -181,6 +179,7 @@ impl Server {
                 engine,
                 events: events.clone(),
                 workers: Arc::clone(&config.workers),
+                model_budgets: Arc::clone(&config.model_budgets),
                 secrets: Arc::clone(&secrets),
                 metrics: Arc::clone(&metrics),
                 allow_local_repos: config.allow_local_repos,

@@ -15,6 +15,7 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::response::Response;
 use ckrv_api::dispatch::worker_setup::WorkerSetup;
+use ckrv_api::identity::quota::{ModelBudgets, TierBudget, parse_budget};
 use ckrv_test_support::{FakeEndpoint, Recorded};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -346,12 +347,92 @@ async fn a_job_past_its_budget_gets_no_more_answers_and_ends_naming_the_budget()
 }
 
 #[tokio::test]
+async fn a_tiers_job_budget_caps_what_a_spec_asks_for_and_what_a_job_spends() {
+    let dir = tempfile::tempdir().unwrap();
+    // Each answer: 1,000 input and 1,000 output tokens of Sonnet, $0.018.
+    let vendor = vendor_answering(1000, 1000).await;
+    let (api, user) = api_configured(dir.path(), &vendor.url, |c| {
+        c.model_budgets = Arc::new(ModelBudgets {
+            job: TierBudget::new(["0.05", "free=0.01"].map(|b| parse_budget(b).unwrap())),
+            ..ModelBudgets::default()
+        });
+    })
+    .await;
+    // A free account's spec may not ask for more than its tier's cap.
+    let (status, body) = api
+        .post(
+            "/v1/jobs",
+            &user,
+            json!({"spec_content": "---\nagent: claude-code\nmax_cost_usd: 0.02\n---\nGo.\n",
+                   "git_repo_url": REPO}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(
+        body["error_description"],
+        "spec_content: max_cost_usd = 0.02 is more than a job of a free account may spend on \
+         models on this server ($0.01); ask for at most that"
+    );
+    // Without a budget of its own, the cap is the job's.
+    let spec = "---\nagent: claude-code\n---\nGo.\n";
+    let (id, access) = job_with_model_access(&api, &user, spec).await;
+    let token = access["token"].as_str().unwrap();
+    assert_eq!(messages(&api, token, "{}").await.status(), StatusCode::OK);
+    usage_of(&api, &user, &id, 1).await;
+    let response = messages(&api, token, "{}").await;
+    assert_eq!(response.status(), StatusCode::PAYMENT_REQUIRED);
+    let body: Value = response.json().await.unwrap();
+    let reason = "the model budget of $0.01 for a job of a free account on this server is \
+                  spent ($0.0180 so far)";
+    assert_eq!(body["error_description"], reason);
+    assert_eq!(
+        vendor.requests().len(),
+        1,
+        "the second request never went out"
+    );
+    let (_, job) = api.get(&format!("/v1/jobs/{id}"), &user).await;
+    assert_eq!(job["state"], "failed", "{job}");
+    assert_eq!(job["error_message"], reason);
+
+    // A pro account goes by the cap for every tier, and its own smaller budget counts.
+    let store = api.store().await;
+    let account = store
+        .account_by_email("dev@example.com")
+        .await
+        .unwrap()
+        .unwrap();
+    store
+        .set_tier(&account.id, ckrv_wit::types::SubscriptionTier::Pro)
+        .await
+        .unwrap();
+    let (id, access) = job_with_model_access(
+        &api,
+        &user,
+        "---\nagent: claude-code\nmax_cost_usd: 0.02\n---\nGo.\n",
+    )
+    .await;
+    let token = access["token"].as_str().unwrap();
+    assert_eq!(messages(&api, token, "{}").await.status(), StatusCode::OK);
+    usage_of(&api, &user, &id, 1).await;
+    assert_eq!(messages(&api, token, "{}").await.status(), StatusCode::OK);
+    usage_of(&api, &user, &id, 2).await;
+    let body: Value = messages(&api, token, "{}").await.json().await.unwrap();
+    assert_eq!(
+        body["error_description"],
+        "the job's budget max_cost_usd = 0.02 is spent ($0.0360 so far)"
+    );
+}
+
+#[tokio::test]
 async fn an_accounts_monthly_budget_ends_its_jobs_and_whoami_shows_the_spend() {
     let dir = tempfile::tempdir().unwrap();
     // Each answer: 1,000 input and 1,000 output tokens of Sonnet, $0.018.
     let vendor = vendor_answering(1000, 1000).await;
     let (api, user) = api_configured(dir.path(), &vendor.url, |c| {
-        c.max_account_model_cost_usd = Some(0.01);
+        c.model_budgets = Arc::new(ModelBudgets {
+            account_month: TierBudget::new([parse_budget("0.01").unwrap()]),
+            ..ModelBudgets::default()
+        });
     })
     .await;
     let (_, me) = api.get("/v1/users/me", &user).await;

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use ckrv_api::identity::quota;
 use clap::Args;
 use zeroize::Zeroizing;
 
@@ -111,10 +112,18 @@ pub(crate) struct ServeArgs {
     #[arg(long, env = "CKRV_API_MODEL_PRICES", value_name = "FILE")]
     model_prices: Option<PathBuf>,
     /// The most an account's jobs may spend on models in a calendar month (UTC), in US
-    /// dollars; past it the gateway refuses their requests and the job fails, saying so
-    #[arg(long, env = "CKRV_API_MAX_ACCOUNT_MODEL_COST_USD", value_name = "USD",
-          value_parser = positive_dollars)]
-    max_account_model_cost_usd: Option<f64>,
+    /// dollars: USD for every tier, TIER=USD for one (free, pro, enterprise; repeat it, or
+    /// separate with commas). Past it the gateway refuses their requests and the job fails,
+    /// saying so
+    #[arg(long, env = "CKRV_API_MAX_ACCOUNT_MODEL_COST_USD", value_name = "[TIER=]USD",
+          value_delimiter = ',', value_parser = quota::parse_budget)]
+    max_account_model_cost_usd: Vec<quota::BudgetEntry>,
+    /// The most one job may spend on models, in US dollars: USD for every tier, TIER=USD for
+    /// one (repeat it, or separate with commas). A spec's max_cost_usd may ask for less; one
+    /// that asks for more is refused when it is submitted
+    #[arg(long, env = "CKRV_API_MAX_JOB_MODEL_COST_USD", value_name = "[TIER=]USD",
+          value_delimiter = ',', value_parser = quota::parse_budget)]
+    max_job_model_cost_usd: Vec<quota::BudgetEntry>,
     /// Send the model gateway's ROUTE (anthropic, openai, gemini, ...) to URL instead of the
     /// vendor's API, e.g. a stand-in for tests (repeat it); http only to loopback
     #[arg(long = "model-upstream", value_name = "ROUTE=URL",
@@ -221,6 +230,7 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         model_upstreams,
         egress_allow,
         max_account_model_cost_usd,
+        max_job_model_cost_usd,
         sso,
     } = args;
     let model_prices = ckrv_api::gateway::PriceTable::load(model_prices.as_deref())?;
@@ -280,7 +290,10 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         secrets_key_file: data.secrets_key_file.clone(),
         model_prices: std::sync::Arc::new(model_prices),
         model_upstreams: model_upstreams.into_iter().collect(),
-        max_account_model_cost_usd,
+        model_budgets: std::sync::Arc::new(quota::ModelBudgets {
+            job: quota::TierBudget::new(max_job_model_cost_usd),
+            account_month: quota::TierBudget::new(max_account_model_cost_usd),
+        }),
     })
     .await?;
     println!("listening on {}", server.url());
@@ -289,14 +302,6 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         println!("(or run `ckrv-api users add EMAIL --admin --password-stdin`)");
     }
     server.run_until(stop_signal()?).await
-}
-
-/// A budget in US dollars: a positive, finite amount.
-fn positive_dollars(text: &str) -> Result<f64, String> {
-    match text.trim().parse::<f64>() {
-        Ok(usd) if usd.is_finite() && usd > 0.0 && usd <= 1e9 => Ok(usd),
-        _ => Err(format!("`{text}` is not a positive number of US dollars")),
-    }
 }
 
 /// Resolves on SIGTERM (how service managers and Kubernetes stop a process) or SIGINT (^C).

@@ -16,6 +16,7 @@ use futures::Stream;
 use super::GatewayState;
 use super::usage::{AnswerUsage, Meter};
 use crate::error::AppError;
+use crate::identity::quota::dollars_to_micros;
 use crate::identity::tokens::{MODEL_TOKEN_PREFIX, hash_secret};
 use crate::store::{ModelGrant, SpentUsage};
 
@@ -215,12 +216,25 @@ async fn check_budget(
 ) -> Result<(), AppError> {
     let spent = grant.spent;
     let tokens = spent.input_tokens.saturating_add(spent.output_tokens);
-    let over = match (front.max_cost_usd, front.max_tokens) {
-        (Some(max), _) if spent.cost_micros as f64 >= max * 1_000_000.0 => Some(format!(
-            "the job's budget max_cost_usd = {max} is spent (${:.4} so far)",
-            spent.cost_micros as f64 / 1_000_000.0
+    let so_far = spent.cost_micros as f64 / 1_000_000.0;
+    // The job's own budget counts while it is within its tier's: one submitted before the
+    // operator lowered the cap is held to the cap.
+    let cap = gateway.budgets.job.for_tier(grant.tier);
+    let own = front.max_cost_usd.map(dollars_to_micros);
+    let over = match (own, cap, front.max_tokens) {
+        (Some(own), cap, _) if cap.is_none_or(|cap| own <= cap) && spent.cost_micros >= own => {
+            Some(format!(
+                "the job's budget max_cost_usd = {} is spent (${so_far:.4} so far)",
+                front.max_cost_usd.unwrap_or_default()
+            ))
+        }
+        (_, Some(cap), _) if spent.cost_micros >= cap => Some(format!(
+            "the model budget of ${:.2} for a job of a {} account on this server is spent \
+             (${so_far:.4} so far)",
+            cap as f64 / 1_000_000.0,
+            grant.tier
         )),
-        (_, Some(max)) if tokens >= max => Some(format!(
+        (_, _, Some(max)) if tokens >= max => Some(format!(
             "the job's budget max_tokens = {max} is spent ({tokens} tokens so far)"
         )),
         _ => None,
@@ -248,7 +262,7 @@ async fn account_over_budget(
     gateway: &GatewayState,
     grant: &ModelGrant,
 ) -> Result<Option<String>, AppError> {
-    let Some(budget) = gateway.account_budget_micros else {
+    let Some(budget) = gateway.budgets.account_month.for_tier(grant.tier) else {
         return Ok(None);
     };
     let (start, end) = crate::identity::quota::cycle(crate::clock::now());

@@ -21,6 +21,7 @@ use axum::routing::any;
 use ckrv_wit::protocol::paths;
 
 use crate::dispatch::worker_setup::WorkerSetup;
+use crate::identity::quota::ModelBudgets;
 use crate::jobs::engine::JobEngine;
 use crate::metrics::Metrics;
 use crate::store::Store;
@@ -41,9 +42,8 @@ pub struct GatewayState {
     /// The client every forwarded request goes out with (rustls, no redirects followed).
     pub client: reqwest::Client,
     pub metrics: Arc<Metrics>,
-    /// The most an account's jobs may spend on models per month, in micro-dollars
-    /// (`--max-account-model-cost-usd`).
-    pub account_budget_micros: Option<u64>,
+    /// The operator's budgets for a job and for an account's month, by tier.
+    pub budgets: Arc<ModelBudgets>,
 }
 
 /// The client the gateway forwards with: rustls, and a redirect is passed back to the agent,

@@ -31,6 +31,8 @@ pub struct JobsState {
     pub events: events::JobEvents,
     /// The pipeline, agents and agent secrets handed to workers.
     pub workers: Arc<WorkerSetup>,
+    /// The operator's budgets: a job may not ask for more than its tier's.
+    pub model_budgets: Arc<crate::identity::quota::ModelBudgets>,
     /// Opens a job's git credential for its worker.
     pub secrets: Arc<KeyRing>,
     pub metrics: Arc<Metrics>,

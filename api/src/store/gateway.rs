@@ -1,7 +1,7 @@
 //! The model gateway's records: which running job a model token stands for, and what each
 //! job's agent spent.
 
-use ckrv_wit::types::ModelUsage;
+use ckrv_wit::types::{ModelUsage, SubscriptionTier};
 use sqlx::Row;
 
 use super::{Store, StoreError};
@@ -11,6 +11,8 @@ use super::{Store, StoreError};
 pub struct ModelGrant {
     pub job_id: String,
     pub account_id: String,
+    /// Its account's tier, which the operator's budgets go by.
+    pub tier: SubscriptionTier,
     /// The job's spec: its agent declares the routes the token may use.
     pub spec: String,
     /// What the job's agent has spent so far.
@@ -74,9 +76,10 @@ impl Store {
     /// token came with; `None` otherwise (unknown, ended, or claimed again since).
     pub async fn model_grant(&self, token_hash: &str) -> Result<Option<ModelGrant>, StoreError> {
         let row = sqlx::query(
-            "SELECT j.id, j.account_id, j.spec, j.model_requests, j.input_tokens,
+            "SELECT j.id, j.account_id, a.tier, j.spec, j.model_requests, j.input_tokens,
                     j.output_tokens, j.cost_micros
              FROM model_tokens m JOIN jobs j ON j.id = m.job_id
+             JOIN accounts a ON a.id = j.account_id
              WHERE m.token_hash = $1 AND j.state = 'running'
                AND j.lease_generation = m.lease_generation",
         )
@@ -87,6 +90,7 @@ impl Store {
             Ok(ModelGrant {
                 job_id: row.try_get("id")?,
                 account_id: row.try_get("account_id")?,
+                tier: super::parse_enum("tier", row.try_get("tier")?)?,
                 spec: row.try_get("spec")?,
                 spent: spent_from_row(&row)?,
             })

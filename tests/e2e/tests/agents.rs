@@ -321,4 +321,16 @@ fn bad_operator_settings_stop_the_server_naming_the_problem() {
         err.contains("--agents: unknown agent `clawd`; known agents: script, claude-code"),
         "{err}"
     );
+
+    // Model budgets: USD for every tier or TIER=USD, the tier one of the known ones.
+    let err = refused_serve(&dir.join("e"), &["--max-job-model-cost-usd", "5,gold=1"]);
+    assert!(
+        err.contains("`gold` is not a tier; give USD for every tier, or TIER=USD with TIER one of free, pro, enterprise"),
+        "{err}"
+    );
+    let err = refused_serve(&dir.join("f"), &["--max-account-model-cost-usd", "free=-3"]);
+    assert!(
+        err.contains("`-3` is not a positive number of US dollars"),
+        "{err}"
+    );
 }

@@ -10,7 +10,7 @@ use sha2::{Digest, Sha256};
 use crate::clock;
 use crate::error::{ApiJson, ApiQuery, AppError, invalid};
 use crate::identity::extract::Session;
-use crate::identity::quota;
+use crate::identity::quota::{self, dollars_to_micros};
 use crate::jobs::JobsState;
 use crate::store::{JobLookup, JobRow, KeyUse, NewJob};
 
@@ -39,6 +39,7 @@ pub async fn create(
         .workers
         .check_spec(&request.spec_content)
         .map_err(|e| invalid(format!("spec_content: {e}")))?;
+    check_budget(&state, &session, &request.spec_content).await?;
     if let Some(name) = &request.git_credential_name {
         check_credential(&state, &session, name).await?;
     }
@@ -61,6 +62,25 @@ pub async fn create(
             }
             Err(refused)
         }
+    }
+}
+
+/// A spec's `max_cost_usd` within what the operator lets a job of its account's tier spend.
+async fn check_budget(state: &JobsState, session: &Session, spec: &str) -> Result<(), AppError> {
+    let asked = ckrv_agents::parse_spec(spec)
+        .ok()
+        .and_then(|spec| spec.front.max_cost_usd);
+    let Some(asked) = asked else {
+        return Ok(());
+    };
+    let tier = session.account(&state.store).await?.tier;
+    match state.model_budgets.job.for_tier(tier) {
+        Some(cap) if dollars_to_micros(asked) > cap => Err(invalid(format!(
+            "spec_content: max_cost_usd = {asked} is more than a job of a {tier} account may \
+             spend on models on this server (${:.2}); ask for at most that",
+            cap as f64 / 1_000_000.0
+        ))),
+        _ => Ok(()),
     }
 }
 
