@@ -514,7 +514,10 @@ pub fn build_outside_workspace(source: &Path, into: &Path, rename: Option<&str>)
             "wasm32-wasip2",
         ])
         .env("CARGO_TARGET_DIR", &target)
+        // Plain cargo, as an author runs it: not the lints CI builds the workspace with.
         .env_remove("RUSTFLAGS")
+        .env_remove("RUSTC_WORKSPACE_WRAPPER")
+        .env_remove("CLIPPY_ARGS")
         .output()
         .expect("cargo runs");
     assert!(
