@@ -87,6 +87,19 @@ async fn job_with_model_access(api: &TestApi, user: &str, spec: &str) -> (String
     (id, work["model_access"].clone())
 }
 
+/// Submits a job of `spec`, which must be refused as a bad request; the error's body.
+async fn refused_spec(api: &TestApi, user: &str, spec: &str) -> Value {
+    let (status, body) = api
+        .post(
+            "/v1/jobs",
+            user,
+            json!({"spec_content": spec, "git_repo_url": REPO}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    body
+}
+
 /// A request to the gateway as Claude Code sends one: the token in `x-api-key`.
 async fn messages(api: &TestApi, token: &str, body: &str) -> reqwest::Response {
     api.http
@@ -296,15 +309,12 @@ async fn wrong_tokens_routes_and_ended_jobs_are_refused_before_anything_goes_out
     let (_, job) = api.get(&format!("/v1/jobs/{id}"), &user).await;
     assert_eq!(job["usage"]["requests"], 1, "{job}");
     // A spec asking to reach past its policy is refused when submitted, naming the host.
-    let (status, body) = api
-        .post(
-            "/v1/jobs",
-            &user,
-            json!({"spec_content": "---\nagent: claude-code\negress: paste.example.net\n---\nGo.\n",
-                   "git_repo_url": REPO}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    let body = refused_spec(
+        &api,
+        &user,
+        "---\nagent: claude-code\negress: paste.example.net\n---\nGo.\n",
+    )
+    .await;
     assert!(
         body["error_description"].as_str().unwrap().contains(
             "the spec's egress `paste.example.net` is not allowed by the operator's policy `model`"
@@ -359,15 +369,12 @@ async fn a_tiers_job_budget_caps_what_a_spec_asks_for_and_what_a_job_spends() {
     })
     .await;
     // A free account's spec may not ask for more than its tier's cap.
-    let (status, body) = api
-        .post(
-            "/v1/jobs",
-            &user,
-            json!({"spec_content": "---\nagent: claude-code\nmax_cost_usd: 0.02\n---\nGo.\n",
-                   "git_repo_url": REPO}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    let body = refused_spec(
+        &api,
+        &user,
+        "---\nagent: claude-code\nmax_cost_usd: 0.02\n---\nGo.\n",
+    )
+    .await;
     assert_eq!(
         body["error_description"],
         "spec_content: max_cost_usd = 0.02 is more than a job of a free account may spend on \

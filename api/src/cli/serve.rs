@@ -239,7 +239,7 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         agents.as_deref(),
         agent_secrets.as_deref(),
     )?
-    .with_egress(egress_allow);
+    .with_egress(egress_allow)?;
     for agent in workers.agents_missing_secrets() {
         tracing::warn!(
             agent,

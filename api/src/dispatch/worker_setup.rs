@@ -19,7 +19,8 @@ pub struct WorkerSetup {
     pub pipeline: Pipeline,
     enabled: Vec<String>,
     secrets: BTreeMap<String, Zeroizing<String>>,
-    /// The operator's egress policy (`--egress-allow`), in place of each agent's own.
+    /// The operator's egress policy (`--egress-allow`, or the pipeline's agent stage), in
+    /// place of each agent's own.
     egress: Option<Policy>,
 }
 
@@ -57,6 +58,10 @@ pub enum SetupError {
     NoAgents(String),
     #[error("agent secrets {path}: {problem}")]
     Secrets { path: PathBuf, problem: String },
+    #[error(
+        "--egress-allow `{flag}` and the pipeline's agent stage (egress = \"{stage}\") both set the agents' egress policy; keep one"
+    )]
+    TwoEgressPolicies { flag: String, stage: String },
 }
 
 impl WorkerSetup {
@@ -69,6 +74,7 @@ impl WorkerSetup {
         let mut setup = Self::default();
         if let Some(path) = pipeline {
             setup.pipeline = Pipeline::load(path)?;
+            setup.egress = setup.pipeline.agent_egress.clone();
         }
         if let Some(names) = enabled {
             let names: Vec<String> = names
@@ -106,10 +112,20 @@ impl WorkerSetup {
     }
 
     /// With the operator's egress policy (`--egress-allow`): every job's agent may connect to
-    /// what it allows, and a spec may ask for less.
-    pub fn with_egress(mut self, egress: Option<Policy>) -> Self {
-        self.egress = egress;
-        self
+    /// what it allows, and a spec may ask for less. The pipeline's agent stage may set it
+    /// instead, not as well.
+    pub fn with_egress(mut self, egress: Option<Policy>) -> Result<Self, SetupError> {
+        match (egress, &self.egress) {
+            (Some(flag), Some(stage)) => Err(SetupError::TwoEgressPolicies {
+                flag: flag.to_string(),
+                stage: stage.to_string(),
+            }),
+            (Some(flag), None) => {
+                self.egress = Some(flag);
+                Ok(self)
+            }
+            (None, _) => Ok(self),
+        }
     }
 
     /// The egress policy of the spec's job: its own request within the operator's policy, or
@@ -344,7 +360,9 @@ mod tests {
             setup.egress_for("---\nagent: script\nrun: env\n---\n"),
             Policy::None
         );
-        let setup = setup.with_egress(Some("registries".parse().unwrap()));
+        let setup = setup
+            .with_egress(Some("registries".parse().unwrap()))
+            .unwrap();
         assert_eq!(setup.egress_for(&spec("claude-code")), Policy::Registries);
         let npm = "---\nagent: claude-code\negress: registry.npmjs.org\n---\nGo.\n";
         assert_eq!(setup.egress_for(npm).to_string(), "registry.npmjs.org");
@@ -358,6 +376,40 @@ mod tests {
              `registries`: a spec may narrow the operator's egress policy, never widen it"
         );
         assert_eq!(setup.egress_for(wide), Policy::None);
+    }
+
+    #[test]
+    fn the_pipelines_agent_stage_sets_the_operators_policy_or_the_flag_does_not_both() {
+        let dir = tempfile::tempdir().unwrap();
+        let pipeline = dir.path().join("pipeline.toml");
+        std::fs::write(
+            &pipeline,
+            ckrv_pipeline::DEFAULT_PIPELINE.replace(
+                "agent = true\n",
+                "agent = true\negress = \"registry.npmjs.org\"\n",
+            ),
+        )
+        .unwrap();
+        let setup = WorkerSetup::load(Some(&pipeline), None, None).unwrap();
+        assert_eq!(
+            setup.egress_for(&spec("claude-code")).to_string(),
+            "registry.npmjs.org"
+        );
+        let wide = "---\nagent: script\nrun: env\negress: registries\n---\n";
+        assert!(
+            setup
+                .check_spec(wide)
+                .unwrap_err()
+                .contains("is not allowed by the operator's policy `registry.npmjs.org`")
+        );
+        let err = setup
+            .with_egress(Some("model".parse().unwrap()))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "--egress-allow `model` and the pipeline's agent stage (egress = \"registry.npmjs.org\") both set the agents' egress policy; keep one"
+        );
     }
 
     #[test]

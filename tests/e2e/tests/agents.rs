@@ -322,6 +322,26 @@ fn bad_operator_settings_stop_the_server_naming_the_problem() {
         "{err}"
     );
 
+    // The agents' egress policy comes from the flag or the pipeline's agent stage, not both.
+    std::fs::write(
+        &pipeline,
+        "[[stage]]\nstep = \"clone\"\nphase = \"cloning\"\n[[stage]]\nagent = true\nphase = \"agent\"\negress = \"registries\"\n",
+    )
+    .unwrap();
+    let err = refused_serve(
+        &dir.join("g"),
+        &[
+            "--pipeline",
+            pipeline.to_str().unwrap(),
+            "--egress-allow",
+            "model",
+        ],
+    );
+    assert!(
+        err.contains("--egress-allow `model` and the pipeline's agent stage (egress = \"registries\") both set the agents' egress policy; keep one"),
+        "{err}"
+    );
+
     // Model budgets: USD for every tier or TIER=USD, the tier one of the known ones.
     let err = refused_serve(&dir.join("e"), &["--max-job-model-cost-usd", "5,gold=1"]);
     assert!(

@@ -4,6 +4,7 @@
 //! file, the stage and the problem named, and hands the stages (components by digest) to every
 //! worker.
 
+use ckrv_agents::Policy;
 use ckrv_wit::origin::Origin;
 use ckrv_wit::types::{JobPhase, PipelineStage, StageKind, StageParam};
 use serde::Deserialize;
@@ -37,6 +38,9 @@ const MODULE_HEADER: [u8; 8] = [0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00];
 #[derive(Debug, Clone, PartialEq)]
 pub struct Pipeline {
     pub stages: Vec<PipelineStage>,
+    /// The agent stage's egress policy (`egress = "..."`): the operator's, in place of each
+    /// agent's own, as `ckrv-api serve --egress-allow` sets it.
+    pub agent_egress: Option<Policy>,
     /// SHA-256 (lower-case hex) → the component's bytes.
     pub components: BTreeMap<String, Arc<[u8]>>,
 }
@@ -76,6 +80,7 @@ struct StageDef {
     memory_mb: Option<i64>,
     #[serde(default)]
     allowed_hosts: Vec<String>,
+    egress: Option<String>,
 }
 
 impl Pipeline {
@@ -84,6 +89,7 @@ impl Pipeline {
         // The default is part of this crate and checked by its tests; it names no files.
         Self::parse(DEFAULT_PIPELINE, "<built-in>", Path::new(".")).unwrap_or_else(|_| Self {
             stages: Vec::new(),
+            agent_egress: None,
             components: BTreeMap::new(),
         })
     }
@@ -110,6 +116,7 @@ impl Pipeline {
         }
         let mut pipeline = Self {
             stages: Vec::with_capacity(file.stage.len()),
+            agent_egress: None,
             components: BTreeMap::new(),
         };
         for (i, def) in file.stage.into_iter().enumerate() {
@@ -164,6 +171,15 @@ impl Pipeline {
         };
         let name = def.name.clone().unwrap_or(default_name);
         let at = format!("stage {n} ({name})");
+        if let Some(egress) = &def.egress {
+            if kind != StageKind::Agent {
+                return Err(format!(
+                    "{at}: `egress` is the agent stage's policy; a step reaches only its `allowed_hosts`"
+                ));
+            }
+            let policy = egress.parse().map_err(|e| format!("{at}: egress: {e}"))?;
+            self.agent_egress = Some(policy);
+        }
         if name.is_empty() || name.len() > 64 || name.chars().any(|c| c.is_control()) {
             return Err(format!("{at}: `name` must be 1 to 64 printable characters"));
         }
@@ -286,6 +302,14 @@ mod tests {
     const AGENT: &str = "[[stage]]\nagent = true\nphase = \"agent\"\n";
 
     #[test]
+    fn the_agent_stage_may_set_the_operators_egress_policy() {
+        assert_eq!(Pipeline::builtin().agent_egress, None);
+        let text = format!("{AGENT}egress = \"registries\"\n");
+        let pipeline = Pipeline::parse(&text, "p.toml", Path::new(".")).unwrap();
+        assert_eq!(pipeline.agent_egress, Some(Policy::Registries));
+    }
+
+    #[test]
     fn the_default_pipeline_is_clone_agent_diff_upload() {
         let p = Pipeline::builtin();
         let names: Vec<_> = p.stages.iter().map(|s| s.name.as_str()).collect();
@@ -350,6 +374,14 @@ mod tests {
             (
                 "[[stage]]\nstep = \"diff\"\nphase = \"diffing\"\nparams = { x = [1] }\n",
                 "stage 1 (diff): param `x` must be",
+            ),
+            (
+                "[[stage]]\nstep = \"diff\"\nphase = \"diffing\"\negress = \"registries\"\n",
+                "stage 1 (diff): `egress` is the agent stage's policy; a step reaches only its `allowed_hosts`",
+            ),
+            (
+                "[[stage]]\nagent = true\nphase = \"agent\"\negress = \"pypi.org,https://x\"\n",
+                "stage 1 (agent): egress: bad egress entry `https://x`",
             ),
             (
                 "[[stage]]\ncomponent = \"missing.wasm\"\nphase = \"diffing\"\n",
