@@ -116,6 +116,21 @@ async fn messages(api: &TestApi, token: &str, body: &str) -> reqwest::Response {
         .unwrap()
 }
 
+/// One model request of job `id` that is answered, and counted as its `nth`.
+async fn spend(api: &TestApi, user: &str, token: &str, id: &str, nth: u64) {
+    assert_eq!(messages(api, token, "{}").await.status(), StatusCode::OK);
+    usage_of(api, user, id, nth).await;
+}
+
+/// A model request refused because a budget is spent (402 `quota_exceeded`): its reason.
+async fn refused_past_budget(api: &TestApi, token: &str) -> String {
+    let response = messages(api, token, "{}").await;
+    assert_eq!(response.status(), StatusCode::PAYMENT_REQUIRED);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"], "quota_exceeded", "{body}");
+    body["error_description"].as_str().unwrap().to_string()
+}
+
 /// The job's usage, once its last answer is counted (that happens as the answer ends).
 async fn usage_of(api: &TestApi, user: &str, id: &str, requests: u64) -> Value {
     for _ in 0..200 {
@@ -338,14 +353,9 @@ async fn a_job_past_its_budget_gets_no_more_answers_and_ends_naming_the_budget()
     )
     .await;
     let token = access["token"].as_str().unwrap();
-    assert_eq!(messages(&api, token, "{}").await.status(), StatusCode::OK);
-    usage_of(&api, &user, &id, 1).await;
-    let response = messages(&api, token, "{}").await;
-    assert_eq!(response.status(), StatusCode::PAYMENT_REQUIRED);
-    let body: Value = response.json().await.unwrap();
-    assert_eq!(body["error"], "quota_exceeded", "{body}");
+    spend(&api, &user, token, &id, 1).await;
     let reason = "the job's budget max_tokens = 1000 is spent (1100 tokens so far)";
-    assert_eq!(body["error_description"], reason);
+    assert_eq!(refused_past_budget(&api, token).await, reason);
     assert_eq!(
         vendor.requests().len(),
         1,
@@ -384,14 +394,10 @@ async fn a_tiers_job_budget_caps_what_a_spec_asks_for_and_what_a_job_spends() {
     let spec = "---\nagent: claude-code\n---\nGo.\n";
     let (id, access) = job_with_model_access(&api, &user, spec).await;
     let token = access["token"].as_str().unwrap();
-    assert_eq!(messages(&api, token, "{}").await.status(), StatusCode::OK);
-    usage_of(&api, &user, &id, 1).await;
-    let response = messages(&api, token, "{}").await;
-    assert_eq!(response.status(), StatusCode::PAYMENT_REQUIRED);
-    let body: Value = response.json().await.unwrap();
+    spend(&api, &user, token, &id, 1).await;
     let reason = "the model budget of $0.01 for a job of a free account on this server is \
                   spent ($0.0180 so far)";
-    assert_eq!(body["error_description"], reason);
+    assert_eq!(refused_past_budget(&api, token).await, reason);
     assert_eq!(
         vendor.requests().len(),
         1,
@@ -419,13 +425,10 @@ async fn a_tiers_job_budget_caps_what_a_spec_asks_for_and_what_a_job_spends() {
     )
     .await;
     let token = access["token"].as_str().unwrap();
-    assert_eq!(messages(&api, token, "{}").await.status(), StatusCode::OK);
-    usage_of(&api, &user, &id, 1).await;
-    assert_eq!(messages(&api, token, "{}").await.status(), StatusCode::OK);
-    usage_of(&api, &user, &id, 2).await;
-    let body: Value = messages(&api, token, "{}").await.json().await.unwrap();
+    spend(&api, &user, token, &id, 1).await;
+    spend(&api, &user, token, &id, 2).await;
     assert_eq!(
-        body["error_description"],
+        refused_past_budget(&api, token).await,
         "the job's budget max_cost_usd = 0.02 is spent ($0.0360 so far)"
     );
 }
@@ -447,8 +450,7 @@ async fn an_accounts_monthly_budget_ends_its_jobs_and_whoami_shows_the_spend() {
     let spec = "---\nagent: claude-code\n---\nGo.\n";
     let (first, access) = job_with_model_access(&api, &user, spec).await;
     let token = access["token"].as_str().unwrap();
-    assert_eq!(messages(&api, token, "{}").await.status(), StatusCode::OK);
-    usage_of(&api, &user, &first, 1).await;
+    spend(&api, &user, token, &first, 1).await;
     let (_, me) = api.get("/v1/users/me", &user).await;
     assert!(
         (me["model_cost_usd"].as_f64().unwrap() - 0.018).abs() < 1e-9,
@@ -457,10 +459,7 @@ async fn an_accounts_monthly_budget_ends_its_jobs_and_whoami_shows_the_spend() {
 
     // Another job of the same account: its first request finds the month's budget spent.
     let (second, access) = job_with_model_access(&api, &user, spec).await;
-    let response = messages(&api, access["token"].as_str().unwrap(), "{}").await;
-    assert_eq!(response.status(), StatusCode::PAYMENT_REQUIRED);
-    let body: Value = response.json().await.unwrap();
-    let reason = body["error_description"].as_str().unwrap().to_string();
+    let reason = refused_past_budget(&api, access["token"].as_str().unwrap()).await;
     assert!(
         reason.starts_with(
             "the account's model budget of $0.01 for this month is spent ($0.0180 so far); it renews "

@@ -16,7 +16,7 @@ use futures::Stream;
 use super::GatewayState;
 use super::usage::{AnswerUsage, Meter};
 use crate::error::AppError;
-use crate::identity::quota::dollars_to_micros;
+use crate::identity::quota::{dollars_to_micros, micros_to_dollars};
 use crate::identity::tokens::{MODEL_TOKEN_PREFIX, hash_secret};
 use crate::store::{ModelGrant, SpentUsage};
 
@@ -216,7 +216,7 @@ async fn check_budget(
 ) -> Result<(), AppError> {
     let spent = grant.spent;
     let tokens = spent.input_tokens.saturating_add(spent.output_tokens);
-    let so_far = spent.cost_micros as f64 / 1_000_000.0;
+    let so_far = micros_to_dollars(spent.cost_micros);
     // The job's own budget counts while it is within its tier's: one submitted before the
     // operator lowered the cap is held to the cap.
     let cap = gateway.budgets.job.for_tier(grant.tier);
@@ -231,7 +231,7 @@ async fn check_budget(
         (_, Some(cap), _) if spent.cost_micros >= cap => Some(format!(
             "the model budget of ${:.2} for a job of a {} account on this server is spent \
              (${so_far:.4} so far)",
-            cap as f64 / 1_000_000.0,
+            micros_to_dollars(cap),
             grant.tier
         )),
         (_, _, Some(max)) if tokens >= max => Some(format!(
@@ -273,8 +273,8 @@ async fn account_over_budget(
     Ok((spent >= budget).then(|| {
         format!(
             "the account's model budget of ${:.2} for this month is spent (${:.4} so far); it renews {}",
-            budget as f64 / 1_000_000.0,
-            spent as f64 / 1_000_000.0,
+            micros_to_dollars(budget),
+            micros_to_dollars(spent),
             crate::clock::rfc3339(end)
         )
     }))

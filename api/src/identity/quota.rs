@@ -95,6 +95,11 @@ pub fn dollars_to_micros(usd: f64) -> u64 {
     micros
 }
 
+/// US dollars of `micros`, for people to read.
+pub fn micros_to_dollars(micros: u64) -> f64 {
+    micros as f64 / 1_000_000.0
+}
+
 /// The current cycle as `[start, end)`.
 pub fn cycle(now: OffsetDateTime) -> (OffsetDateTime, OffsetDateTime) {
     let now = now.to_offset(time::UtcOffset::UTC);

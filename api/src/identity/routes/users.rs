@@ -32,6 +32,6 @@ pub async fn me(
         job_quota_remaining: limit.saturating_sub(used),
         billing_cycle_end: clock::rfc3339(end),
         job_quota_limit: Some(limit),
-        model_cost_usd: Some(spent as f64 / 1_000_000.0),
+        model_cost_usd: Some(quota::micros_to_dollars(spent)),
     }))
 }

@@ -10,7 +10,7 @@ use sha2::{Digest, Sha256};
 use crate::clock;
 use crate::error::{ApiJson, ApiQuery, AppError, invalid};
 use crate::identity::extract::Session;
-use crate::identity::quota::{self, dollars_to_micros};
+use crate::identity::quota::{self, dollars_to_micros, micros_to_dollars};
 use crate::jobs::JobsState;
 use crate::store::{JobLookup, JobRow, KeyUse, NewJob};
 
@@ -78,7 +78,7 @@ async fn check_budget(state: &JobsState, session: &Session, spec: &str) -> Resul
         Some(cap) if dollars_to_micros(asked) > cap => Err(invalid(format!(
             "spec_content: max_cost_usd = {asked} is more than a job of a {tier} account may \
              spend on models on this server (${:.2}); ask for at most that",
-            cap as f64 / 1_000_000.0
+            micros_to_dollars(cap)
         ))),
         _ => Ok(()),
     }
