@@ -277,8 +277,15 @@ impl Server {
             }
         };
         let app = router::router(self.state);
+        // Log streams and the model gateway's answers are small writes that must go out as
+        // they come: no Nagle delay waiting for the client's (delayed) ACK.
+        let listener = axum::serve::ListenerExt::tap_io(self.listener, |tcp| {
+            if let Err(error) = tcp.set_nodelay(true) {
+                tracing::debug!(%error, "TCP_NODELAY not set");
+            }
+        });
         let served = axum::serve(
-            self.listener,
+            listener,
             app.into_make_service_with_connect_info::<SocketAddr>(),
         )
         .with_graceful_shutdown(signal);
