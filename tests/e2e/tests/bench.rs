@@ -32,6 +32,14 @@ fn the_benchmark_measures_every_path_and_says_so_in_a_table() {
             "--sandboxes",
             "3",
         ])
+        .args([
+            "--model-requests",
+            "5",
+            "--download-mib",
+            "1",
+            "--downloads",
+            "2",
+        ])
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -41,9 +49,17 @@ fn the_benchmark_measures_every_path_and_says_so_in_a_table() {
         String::from_utf8_lossy(&out.stderr)
     );
     let rows: Vec<&str> = stdout.lines().filter(|l| l.starts_with("| ")).collect();
-    // The header, eight measurements of the job's path, three of the worker and seven of the
-    // engine, each with a sample count and four figures.
-    assert_eq!(rows.len(), 19, "{stdout}");
+    // The header, eight measurements of the job's path, four of the worker, two of egress,
+    // and eleven of the engine (four of them the model gateway's), each with a sample count
+    // and four figures.
+    assert_eq!(rows.len(), 26, "{stdout}");
+    for measured in [
+        "through the model gateway",
+        "egress proxy, CONNECT",
+        "with egress proxy and bridge",
+    ] {
+        assert!(stdout.contains(measured), "{measured}: {stdout}");
+    }
     for row in &rows[1..] {
         let cells: Vec<&str> = row.split('|').map(str::trim).collect();
         assert!(cells[2].parse::<usize>().unwrap() >= 1, "{row}");

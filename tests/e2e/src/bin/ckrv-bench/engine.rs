@@ -1,6 +1,7 @@
 //! The job engine under load, through the real `ckrv-api` (SQLite, `--external-workers`) on
 //! loopback, playing the worker over HTTP as `ckrv-orchestrator` does: many followers of one
-//! job's log, log ingestion, job creation, and reads as the job table grows.
+//! job's log, log ingestion, job creation, the model gateway (`gateway.rs`), and reads as the
+//! job table grows.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -12,6 +13,7 @@ use ckrv_e2e::Api;
 use futures::StreamExt;
 use serde_json::{Value, json};
 
+use crate::gateway;
 use crate::table::Table;
 
 const EMAIL: &str = "engine@example.com";
@@ -24,6 +26,7 @@ pub struct Load {
     pub creates: usize,
     pub clients: usize,
     pub requests: usize,
+    pub model_requests: usize,
     pub stored: Vec<usize>,
 }
 
@@ -33,17 +36,28 @@ pub fn run(
     runtime: &tokio::runtime::Runtime,
     table: &mut Table,
 ) -> Result<()> {
+    let stand_in = gateway::StandIn::start(runtime)?;
+    let secrets = gateway::secrets_file(&root.join("engine-secrets"))?;
+    let upstream = format!("anthropic={}", stand_in.url);
     let api = Api::start_with(
         &root.join("engine-api"),
         // The bench plays the worker without renewing leases: a long lease keeps its jobs. Its
         // jobs name a loopback repository that nothing ever clones (no worker runs).
         &[
+            "--agent-secrets",
+            &secrets.display().to_string(),
+            "--model-upstream",
+            &upstream,
             "--external-workers",
             "--allow-local-repos",
             "--max-log-lines",
             "100000000",
             "--worker-lease",
             "1h",
+            // Its jobs stay running (the followers', the log ingest's, the gateway's): room
+            // for all of them whatever the machine's cores.
+            "--max-running",
+            "8",
         ],
     );
     api.add_user(EMAIL, "bench-password-long-enough");
@@ -68,33 +82,40 @@ pub fn run(
     runtime.block_on(async {
         engine.followers(load, table).await?;
         engine.ingest(load, table).await?;
+        // Before the creates: their queued jobs would be claimed ahead of the gateway's.
+        gateway::measure(&engine, &stand_in, load.model_requests, table).await?;
         engine.creates(load, table).await?;
         engine.reads_as_jobs_grow(&api, load, table).await
     })
 }
 
-struct Engine {
-    url: String,
-    token: String,
+/// The API as its users and one external worker reach it.
+pub struct Engine {
+    pub url: String,
+    /// A user's access token.
+    pub token: String,
     worker_credential: String,
-    http: reqwest::Client,
+    pub http: reqwest::Client,
 }
 
-/// A claimed job: its id and the worker token that writes its log.
-struct Claimed {
-    id: String,
-    token: String,
+/// A claimed job: its id and the worker token that acts on it.
+pub struct Claimed {
+    pub id: String,
+    pub token: String,
     next_sequence: u64,
 }
 
+/// The spec of the engine's jobs: no worker ever runs them.
+const SCRIPT_SPEC: &str = "---\nagent: script\nrun: echo hi\n---\n# Bench\n";
+
 impl Engine {
-    async fn create_job(&self) -> Result<String> {
+    async fn create_job(&self, spec: &str) -> Result<String> {
         let response = self
             .http
             .post(format!("{}/v1/jobs", self.url))
             .bearer_auth(&self.token)
             .json(&json!({
-                "spec_content": "---\nagent: script\nrun: echo hi\n---\n# Bench\n",
+                "spec_content": spec,
                 "git_repo_url": "http://127.0.0.1:9/bench.git",
             }))
             .send()
@@ -108,9 +129,9 @@ impl Engine {
         Ok(job["id"].as_str().context("the job has an id")?.to_string())
     }
 
-    /// Creates a job and claims it as the bench's external worker.
-    async fn running_job(&self) -> Result<Claimed> {
-        let id = self.create_job().await?;
+    /// Creates a job of `spec` and claims it as the bench's external worker.
+    pub async fn running_job(&self, spec: &str) -> Result<Claimed> {
+        let id = self.create_job(spec).await?;
         let claim: Value = self
             .http
             .post(format!("{}/v1/worker/claim", self.url))
@@ -147,7 +168,7 @@ impl Engine {
 
     /// Many followers of one job's log: from a line's POST to its event at each follower.
     async fn followers(&self, load: &Load, table: &mut Table) -> Result<()> {
-        let mut job = self.running_job().await?;
+        let mut job = self.running_job(SCRIPT_SPEC).await?;
         let sent: Arc<Mutex<HashMap<usize, Instant>>> = Arc::default();
         let (connected_tx, mut connected) = tokio::sync::mpsc::channel(load.followers);
         let mut followers = Vec::new();
@@ -214,7 +235,7 @@ impl Engine {
 
     /// One job's log written as fast as one worker sends it: batches of 500, one at a time.
     async fn ingest(&self, load: &Load, table: &mut Table) -> Result<()> {
-        let mut job = self.running_job().await?;
+        let mut job = self.running_job(SCRIPT_SPEC).await?;
         let batch: Vec<String> = (0..500)
             .map(|i| format!("agent output line {i} with some text"))
             .collect();
@@ -249,7 +270,7 @@ impl Engine {
                 let mut times = Vec::with_capacity(per_client);
                 for _ in 0..per_client {
                     let at = Instant::now();
-                    engine.create_job().await?;
+                    engine.create_job(SCRIPT_SPEC).await?;
                     times.push(at.elapsed());
                 }
                 anyhow::Ok(times)
@@ -272,7 +293,7 @@ impl Engine {
 
     /// `GET /v1/jobs/{id}` and `GET /v1/jobs?limit=20` with the job table at each size.
     async fn reads_as_jobs_grow(&self, api: &Api, load: &Load, table: &mut Table) -> Result<()> {
-        let id = self.create_job().await?;
+        let id = self.create_job(SCRIPT_SPEC).await?;
         let database = format!("sqlite:{}", api.data_dir.join("ckrv.db").display());
         let pool = sqlx::SqlitePool::connect(&database).await?;
         for &size in &load.stored {

@@ -12,7 +12,9 @@
 //! the same profile first.
 
 mod cli;
+mod egress;
 mod engine;
+mod gateway;
 mod table;
 mod worker;
 
@@ -36,6 +38,9 @@ struct Args {
     /// Requests for the API read measurements.
     #[arg(long, default_value_t = 2000)]
     requests: usize,
+    /// Model requests each way (straight to a stand-in, and through the model gateway).
+    #[arg(long, default_value_t = 1000)]
+    model_requests: usize,
     /// Clients sending requests at once for the throughput measurements.
     #[arg(long, default_value_t = 8)]
     clients: usize,
@@ -66,6 +71,12 @@ struct Args {
     /// Agent sandboxes created and torn down.
     #[arg(long, default_value_t = 50)]
     sandboxes: usize,
+    /// MiB of each download through the agent sandbox's egress proxy.
+    #[arg(long, default_value_t = 256)]
+    download_mib: usize,
+    /// Downloads each way through the egress proxy.
+    #[arg(long, default_value_t = 5)]
+    downloads: usize,
     /// Only the worker's measurements (diff step, sandbox) and the job path.
     #[arg(long)]
     worker_only: bool,
@@ -94,10 +105,14 @@ fn main() -> Result<()> {
         || args.creates == 0
         || args.log_probes == 0
         || args.status_runs == 0
+        || args.model_requests == 0
+        || args.download_mib == 0
+        || args.downloads == 0
     {
         bail!(
             "--jobs, --requests, --clients, --followers, --follow-lines, --log-lines, \
-             --creates, --log-probes and --status-runs must be at least 1"
+             --creates, --log-probes, --status-runs, --model-requests, --download-mib and --downloads \
+             must be at least 1"
         );
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -154,6 +169,15 @@ fn main() -> Result<()> {
         &runtime,
         &mut table,
     )?;
+    egress::run(
+        root,
+        &egress::Downloads {
+            mib: args.download_mib,
+            count: args.downloads,
+        },
+        &runtime,
+        &mut table,
+    )?;
     if !args.worker_only {
         engine::run(
             root,
@@ -164,6 +188,7 @@ fn main() -> Result<()> {
                 creates: args.creates,
                 clients: args.clients,
                 requests: args.requests,
+                model_requests: args.model_requests,
                 stored: args.stored.clone(),
             },
             &runtime,

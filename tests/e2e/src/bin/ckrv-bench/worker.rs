@@ -5,7 +5,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
-use ckrv_agents::{RunRequest, SandboxRuntime, run_collecting};
+use ckrv_agents::{Entry, Policy, RunRequest, SandboxRuntime, run_collecting};
 use ckrv_e2e::git;
 use ckrv_orchestrator::host_git::HostGit;
 use ckrv_orchestrator::logs::JobLog;
@@ -150,7 +150,9 @@ fn diff(
     Ok(())
 }
 
-/// Creating the agent's sandbox, running `true` in it, and tearing it down.
+/// Creating the agent's sandbox, running `true` in it, and tearing it down: with no network,
+/// and with the egress proxy and the bridge a job with the `model` policy gets (the gateway
+/// at an address on loopback nothing listens on; `true` connects nowhere).
 fn sandbox(
     root: &Path,
     sizes: &Sizes,
@@ -166,16 +168,27 @@ fn sandbox(
     }
     let sandbox = SandboxRuntime::default();
     runtime.block_on(sandbox.probe())?;
-    let request = RunRequest::new(vec!["true".into()], workspace, scratch, "bench");
-    let mut times = Vec::with_capacity(sizes.sandboxes);
-    for _ in 0..sizes.sandboxes {
-        let start = Instant::now();
-        let (status, _) = runtime.block_on(run_collecting(&sandbox, &request))?;
-        times.push(start.elapsed());
-        if !status.success() {
-            bail!("`true` failed in the sandbox");
+    let offline = RunRequest::new(vec!["true".into()], workspace, scratch, "bench");
+    let mut bridged = offline.clone();
+    bridged.egress = Policy::Model.allowlist(Some(Entry::origin_of("http://127.0.0.1:9")?));
+    sandbox.egress_bridge()?;
+    for (what, request) in [
+        ("agent sandbox: create, run `true`, tear down", &offline),
+        (
+            "agent sandbox with egress proxy and bridge: create, run `true`, tear down",
+            &bridged,
+        ),
+    ] {
+        let mut times = Vec::with_capacity(sizes.sandboxes);
+        for _ in 0..sizes.sandboxes {
+            let start = Instant::now();
+            let (status, _) = runtime.block_on(run_collecting(&sandbox, request))?;
+            times.push(start.elapsed());
+            if !status.success() {
+                bail!("`true` failed in the sandbox ({what})");
+            }
         }
+        table.row(what, &times);
     }
-    table.row("agent sandbox: create, run `true`, tear down", &times);
     Ok(())
 }

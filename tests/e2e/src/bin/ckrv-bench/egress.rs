@@ -1,0 +1,137 @@
+//! Downloads through an agent sandbox's only way out: `curl` inside the bubblewrap sandbox,
+//! through the egress bridge and the worker's egress proxy, from a server on the worker's
+//! loopback that the job's allowlist names. Two paths: the gateway-style forward (the bridge
+//! tunnels the loopback address through the proxy with `CONNECT`), and plain HTTP sent to the
+//! proxy address the agent is given (`HTTP_PROXY`), which the proxy forwards itself.
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail, ensure};
+use ckrv_agents::{Entry, Policy, RunRequest, SandboxRuntime, Stream, run_collecting};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+use crate::table::Table;
+
+/// How much and how often.
+pub struct Downloads {
+    pub mib: usize,
+    pub count: usize,
+}
+
+pub fn run(
+    root: &Path,
+    downloads: &Downloads,
+    runtime: &tokio::runtime::Runtime,
+    table: &mut Table,
+) -> Result<()> {
+    let curl = std::process::Command::new("curl").arg("--version").output();
+    if !curl.is_ok_and(|out| out.status.success()) {
+        bail!("the egress measurement runs curl in the sandbox: install curl");
+    }
+    let bytes = downloads.mib * 1024 * 1024;
+    let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
+    let origin = listener.local_addr()?;
+    runtime.spawn(serve(listener, bytes));
+
+    let workspace = root.join("egress/workspace");
+    let scratch = root.join("egress/scratch");
+    std::fs::create_dir_all(&workspace)?;
+    std::fs::create_dir_all(&scratch)?;
+    for dir in [root, &root.join("egress")] {
+        std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o711))?;
+    }
+    let sandbox = SandboxRuntime::default();
+    runtime.block_on(sandbox.probe())?;
+    sandbox.egress_bridge()?;
+    let allowlist = Policy::Model
+        .allowlist(Some(Entry::origin_of(&format!("http://{origin}"))?))
+        .context("the model policy allows the network")?;
+    for (path, curl_flags) in [
+        ("CONNECT tunnel (loopback forward)", "--noproxy '*'"),
+        ("plain HTTP via the proxy", ""),
+    ] {
+        let script = format!(
+            "for i in $(seq {count}); do curl -sS {curl_flags} -o /dev/null \
+             -w '%{{size_download}} %{{time_total}}\\n' http://{origin}/blob || exit 1; done",
+            count = downloads.count
+        );
+        let mut request = RunRequest::new(
+            vec!["sh".into(), "-c".into(), script],
+            workspace.clone(),
+            scratch.clone(),
+            "bench-egress",
+        );
+        request.egress = Some(allowlist.clone());
+        let (status, lines) = runtime.block_on(run_collecting(&sandbox, &request))?;
+        let text = |stream| {
+            lines
+                .iter()
+                .filter(|l| l.stream == stream)
+                .map(|l| l.line.as_str())
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
+        ensure!(
+            status.success(),
+            "curl in the sandbox failed: {}{}",
+            text(Stream::Stderr),
+            text(Stream::Egress)
+        );
+        let mut times = Vec::new();
+        for line in text(Stream::Stdout).lines() {
+            let (size, seconds) = line.split_once(' ').context("curl's -w line")?;
+            ensure!(
+                size.parse::<usize>()? == bytes,
+                "a download through {path} got {size} of {bytes} bytes"
+            );
+            times.push(Duration::from_secs_f64(seconds.parse()?));
+        }
+        ensure!(times.len() == downloads.count, "{} downloads", times.len());
+        let mut sorted = times.clone();
+        sorted.sort();
+        let rate = bytes as f64 / sorted[sorted.len() / 2].as_secs_f64() / 1e6;
+        table.row(
+            &format!(
+                "{} MiB download in the sandbox through bridge and egress proxy, {path} \
+                 (median {rate:.0} MB/s)",
+                downloads.mib
+            ),
+            &times,
+        );
+    }
+    Ok(())
+}
+
+/// Answers every request on `listener` with `bytes` bytes.
+async fn serve(listener: tokio::net::TcpListener, bytes: usize) {
+    let chunk = vec![b'x'; 1024 * 1024];
+    let chunk: &'static [u8] = chunk.leak();
+    while let Ok((mut stream, _)) = listener.accept().await {
+        tokio::spawn(async move {
+            let mut head = Vec::new();
+            let mut buffer = [0u8; 4096];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                match stream.read(&mut buffer).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(read) => head.extend_from_slice(&buffer[..read]),
+                }
+            }
+            let header = format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {bytes}\r\nContent-Type: application/octet-stream\r\nConnection: close\r\n\r\n"
+            );
+            if stream.write_all(header.as_bytes()).await.is_err() {
+                return;
+            }
+            let mut left = bytes;
+            while left > 0 {
+                let n = left.min(chunk.len());
+                if stream.write_all(&chunk[..n]).await.is_err() {
+                    return;
+                }
+                left -= n;
+            }
+            let _ = stream.shutdown().await;
+        });
+    }
+}
