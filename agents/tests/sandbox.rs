@@ -396,6 +396,79 @@ async fn an_agent_with_egress_reaches_its_allowlist_through_the_proxy_and_nothin
 }
 
 #[tokio::test]
+async fn a_read_only_policy_lets_reads_through_but_no_write_and_no_tunnel_past_the_gateway() {
+    if !ckrv_test_support::sandbox_available() {
+        return;
+    }
+    let (gateway, gateway_heard) = stand_in("from-the-gateway");
+    let (mirror, mirror_heard) = stand_in("from-the-mirror");
+    let gateway_entry: Entry = format!("127.0.0.1:{gateway}").parse().unwrap();
+    let policy: Policy = "model;read-only".parse().unwrap();
+    // A package mirror the policy allows, on loopback as every test's hosts are.
+    let allowlist = policy
+        .allowlist(Some(gateway_entry))
+        .unwrap()
+        .allow_local(format!("localhost:{mirror}").parse().unwrap());
+    let dir = job_dir();
+    let code = |flags: &str, url: String, what: &str| {
+        format!(
+            "echo {what}=$(curl -s --max-time 10 {flags} -o /dev/null -w '%{{http_code}}' {url})"
+        )
+    };
+    let script = [
+        code("", format!("http://localhost:{mirror}/simple/"), "get"),
+        code("-I", format!("http://localhost:{mirror}/simple/"), "head"),
+        code("-X POST", format!("http://localhost:{mirror}/upload"), "post"),
+        code("-X PUT", format!("http://localhost:{mirror}/upload"), "put"),
+        format!(
+            "echo tunnel=$(curl -s --max-time 10 -o /dev/null -w '%{{http_connect}}' https://localhost:{mirror}/)"
+        ),
+        code("-X POST --proxytunnel", format!("http://127.0.0.1:{gateway}/v1/messages"), "gateway"),
+    ]
+    .join("; ");
+    let (code, lines) = run(
+        &runtime_with_bridge(),
+        &dir.path().join("workspace"),
+        &script,
+        Some(allowlist),
+    )
+    .await;
+    assert_eq!(code, Some(0), "{lines:?}");
+    for line in [
+        "get=200",
+        "head=200",
+        "post=403",
+        "put=403",
+        "tunnel=403",
+        "gateway=200",
+    ] {
+        assert!(lines.iter().any(|l| l == line), "{line}: {lines:?}");
+    }
+    let refusals: Vec<&str> = lines
+        .iter()
+        .filter_map(|l| l.strip_prefix("egress: "))
+        .collect();
+    let blocked = format!("Connection blocked by network allowlist: localhost:{mirror}");
+    assert_eq!(
+        refusals,
+        [
+            format!("{blocked} (method POST not allowed: the allowlist is read-only)"),
+            format!("{blocked} (method PUT not allowed: the allowlist is read-only)"),
+            format!(
+                "{blocked} (no HTTPS tunnel under a read-only allowlist: its requests cannot be checked; use http:// or a policy without `;read-only`)"
+            ),
+        ],
+        "{lines:?}"
+    );
+    assert_eq!(
+        mirror_heard.load(Ordering::SeqCst),
+        2,
+        "only the GET and the HEAD"
+    );
+    assert_eq!(gateway_heard.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
 async fn egress_without_a_bridge_fails_the_run_saying_what_is_missing() {
     let dir = job_dir();
     let workspace = dir.path().join("workspace");

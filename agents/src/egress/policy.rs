@@ -39,17 +39,27 @@ pub enum Policy {
     Registries,
     /// The gateway and these entries.
     List(Vec<Entry>),
+    /// The inner policy (`POLICY;read-only`), limited to requests that only read: GET, HEAD
+    /// and OPTIONS in plain HTTP, and no HTTPS tunnel except to the gateway, because a
+    /// tunnel's requests cannot be seen. Never wraps `none` or another `ReadOnly`.
+    ReadOnly(Box<Policy>),
 }
+
+/// The modifier that makes a policy read-only, after a `;`.
+const READ_ONLY: &str = "read-only";
 
 /// Accepted forms, said in every parse error.
 const ACCEPTED: &str = "a policy is `none`, `model`, `registries` or a comma-separated list of \
-                        `host`, `host:port`, `*.domain` or IP address entries";
+                        `host`, `host:port`, `*.domain` or IP address entries, optionally \
+                        followed by `;read-only`";
 
 /// A policy that does not parse.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PolicyError {
     #[error("empty egress policy: {ACCEPTED}")]
     Empty,
+    #[error("unknown egress modifier `{0}` (the one modifier is `;read-only`); {ACCEPTED}")]
+    Modifier(String),
     #[error("bad egress entry `{entry}`: {why}; {ACCEPTED}")]
     Entry { entry: String, why: &'static str },
     #[error("bad model gateway URL `{url}`: {why}")]
@@ -84,12 +94,35 @@ impl Policy {
 
     /// Whether the agent gets any network (through the proxy) at all.
     pub fn allows_network(&self) -> bool {
-        *self != Policy::None
+        match self {
+            Policy::ReadOnly(inner) => inner.allows_network(),
+            policy => *policy != Policy::None,
+        }
+    }
+
+    /// This policy limited to requests that only read; `none` stays `none`.
+    pub fn into_read_only(self) -> Policy {
+        match self {
+            Policy::None | Policy::ReadOnly(_) => self,
+            policy => Policy::ReadOnly(Box::new(policy)),
+        }
+    }
+
+    /// Whether only requests that read go through (see [`Policy::ReadOnly`]).
+    pub fn is_read_only(&self) -> bool {
+        matches!(self, Policy::ReadOnly(_))
+    }
+
+    /// Whether the agent may open HTTPS tunnels to hosts past the gateway: what a network
+    /// that cannot name hosts (a Kubernetes NetworkPolicy) must open public HTTPS for.
+    pub fn tunnels_past_gateway(&self) -> bool {
+        !self.is_read_only() && !self.entries().is_empty()
     }
 
     /// The entries besides the gateway.
     pub fn entries(&self) -> Vec<Entry> {
         match self {
+            Policy::ReadOnly(inner) => inner.entries(),
             Policy::None | Policy::Model => Vec::new(),
             Policy::Registries => REGISTRIES
                 .iter()
@@ -113,7 +146,7 @@ impl Policy {
             entry,
             operator: self.to_string(),
         };
-        if !self.allows_network() {
+        if !self.allows_network() || (self.is_read_only() && !requested.is_read_only()) {
             return Err(refuse(requested.to_string()));
         }
         let allowed = self.entries();
@@ -139,12 +172,17 @@ impl Policy {
                 .map(|entry| Rule {
                     entry,
                     local: false,
+                    gateway: false,
                 })
                 .collect(),
-            read_only: false,
+            read_only: self.is_read_only(),
         };
         if let Some(gateway) = gateway {
-            allowlist = allowlist.allow_local(gateway);
+            allowlist.rules.push(Rule {
+                entry: gateway,
+                local: true,
+                gateway: true,
+            });
         }
         Some(allowlist)
     }
@@ -154,6 +192,12 @@ impl FromStr for Policy {
     type Err = PolicyError;
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
+        if let Some((policy, modifier)) = text.split_once(';') {
+            return match modifier.trim() {
+                READ_ONLY => Ok(policy.parse::<Policy>()?.into_read_only()),
+                other => Err(PolicyError::Modifier(other.to_string())),
+            };
+        }
         match text.trim() {
             "" => Err(PolicyError::Empty),
             "none" => Ok(Policy::None),
@@ -182,6 +226,7 @@ impl fmt::Display for Policy {
             Policy::None => f.write_str("none"),
             Policy::Model => f.write_str("model"),
             Policy::Registries => f.write_str("registries"),
+            Policy::ReadOnly(inner) => write!(f, "{inner};{READ_ONLY}"),
             Policy::List(entries) => {
                 let entries: Vec<String> = entries.iter().map(Entry::to_string).collect();
                 f.write_str(&entries.join(","))
@@ -433,18 +478,24 @@ pub(crate) struct Rule {
     entry: Entry,
     /// Reachable on loopback and private addresses too.
     local: bool,
+    /// The model gateway: every method, even under read-only (the agent's model calls are
+    /// POSTs), which the platform's own service then checks.
+    gateway: bool,
 }
 
 impl Allowlist {
     /// Adds `entry`, reachable on any address, loopback and private ones included: the model
     /// gateway, which may listen on the worker's loopback, or a test's stand-in.
     pub fn allow_local(mut self, entry: Entry) -> Self {
-        self.rules.push(Rule { entry, local: true });
+        self.rules.push(Rule {
+            entry,
+            local: true,
+            gateway: false,
+        });
         self
     }
 
-    /// Plain-HTTP requests other than GET, HEAD and OPTIONS are refused. Inside a CONNECT
-    /// tunnel (HTTPS) the method cannot be seen, so this bounds plain HTTP only.
+    /// Only requests that read go through (see [`Policy::ReadOnly`]), except to the gateway.
     pub fn read_only(mut self, read_only: bool) -> Self {
         self.read_only = read_only;
         self
@@ -500,9 +551,16 @@ impl Allowlist {
             })
     }
 
-    /// Whether a plain-HTTP request with `method` may go through.
-    pub fn check_method(&self, method: &str, host: &str, port: u16) -> Result<(), Refusal> {
-        if self.read_only && !matches!(method, "GET" | "HEAD" | "OPTIONS") {
+    /// Whether a plain-HTTP request with `method` to `host:port`, which `rule` allows, may go
+    /// through: under read-only, only GET, HEAD and OPTIONS, but any to the gateway.
+    pub(crate) fn check_method(
+        &self,
+        rule: &Rule,
+        method: &str,
+        host: &str,
+        port: u16,
+    ) -> Result<(), Refusal> {
+        if self.read_only && !rule.gateway && !matches!(method, "GET" | "HEAD" | "OPTIONS") {
             return Err(Refusal::new(
                 host,
                 port,
@@ -510,6 +568,15 @@ impl Allowlist {
                     method: method.to_string(),
                 },
             ));
+        }
+        Ok(())
+    }
+
+    /// Whether an HTTPS tunnel (`CONNECT`) to `host:port`, which `rule` allows, may be
+    /// opened: under read-only only to the gateway, since a tunnel's methods cannot be seen.
+    pub(crate) fn check_tunnel(&self, rule: &Rule, host: &str, port: u16) -> Result<(), Refusal> {
+        if self.read_only && !rule.gateway {
+            return Err(Refusal::new(host, port, RefusalReason::Tunnel));
         }
         Ok(())
     }
@@ -617,6 +684,10 @@ pub enum RefusalReason {
     NotAllowed { policy: String },
     #[error("method {method} not allowed: the allowlist is read-only")]
     Method { method: String },
+    #[error(
+        "no HTTPS tunnel under a read-only allowlist: its requests cannot be checked; use http:// or a policy without `;read-only`"
+    )]
+    Tunnel,
     #[error("address {address} refused: {range}")]
     Address {
         address: IpAddr,
@@ -876,17 +947,86 @@ mod tests {
     }
 
     #[test]
-    fn read_only_refuses_methods_that_write() {
-        let list = policy("example.com").allowlist(None).unwrap();
-        assert!(list.check_method("POST", "example.com", 80).is_ok());
-        let list = list.read_only(true);
+    fn read_only_refuses_methods_that_write_and_tunnels_but_not_to_the_gateway() {
+        let gateway = Entry::origin_of("http://127.0.0.1:8080/").unwrap();
+        let list = policy("example.com")
+            .allowlist(Some(gateway.clone()))
+            .unwrap();
+        let host = list.rule("example.com", 80).unwrap();
+        assert!(list.check_method(host, "POST", "example.com", 80).is_ok());
+        assert!(list.check_tunnel(host, "example.com", 443).is_ok());
+
+        let list = policy("example.com;read-only")
+            .allowlist(Some(gateway))
+            .unwrap();
+        assert!(list.is_read_only());
+        let host = list.rule("example.com", 80).unwrap();
         for method in ["GET", "HEAD", "OPTIONS"] {
-            assert!(list.check_method(method, "example.com", 80).is_ok());
+            assert!(list.check_method(host, method, "example.com", 80).is_ok());
         }
-        let refusal = list.check_method("POST", "example.com", 80).unwrap_err();
+        let refusal = list
+            .check_method(host, "POST", "example.com", 80)
+            .unwrap_err();
         assert_eq!(
             refusal.to_string(),
             "Connection blocked by network allowlist: example.com:80 (method POST not allowed: the allowlist is read-only)"
         );
+        let refusal = list.check_tunnel(host, "example.com", 443).unwrap_err();
+        assert_eq!(refusal.reason, RefusalReason::Tunnel);
+        assert!(refusal.to_string().contains("no HTTPS tunnel"), "{refusal}");
+        // The agent's model calls are POSTs, often through a tunnel.
+        let gateway = list.rule("127.0.0.1", 8080).unwrap();
+        assert!(
+            list.check_method(gateway, "POST", "127.0.0.1", 8080)
+                .is_ok()
+        );
+        assert!(list.check_tunnel(gateway, "127.0.0.1", 8080).is_ok());
+    }
+
+    #[test]
+    fn read_only_is_a_modifier_a_spec_may_add_but_never_drop() {
+        let read_only = policy(" registries ; read-only ");
+        assert_eq!(read_only, Policy::Registries.into_read_only());
+        assert_eq!(read_only.to_string(), "registries;read-only");
+        assert_eq!(
+            policy(&read_only.to_string()),
+            read_only,
+            "Display parses back"
+        );
+        assert_eq!(read_only.entries(), Policy::Registries.entries());
+        assert!(read_only.allows_network() && !read_only.tunnels_past_gateway());
+        assert!(Policy::Registries.tunnels_past_gateway());
+        assert_eq!(policy("none;read-only"), Policy::None);
+        assert_eq!(read_only.clone().into_read_only(), read_only, "never twice");
+        assert_eq!(
+            policy("model;read-only")
+                .allowlist(None)
+                .map(|l| l.is_read_only()),
+            Some(true)
+        );
+
+        let err = "registries;read-write".parse::<Policy>().unwrap_err();
+        assert_eq!(err, PolicyError::Modifier("read-write".into()));
+        assert!(err.to_string().contains("`;read-only`"), "{err}");
+        assert!("registries;read-only;read-only".parse::<Policy>().is_err());
+        assert_eq!(
+            ";read-only".parse::<Policy>().unwrap_err(),
+            PolicyError::Empty
+        );
+
+        // The operator's read-only holds for every spec; a spec may add it.
+        let narrowed = read_only.narrow(&policy("pypi.org;read-only")).unwrap();
+        assert_eq!(narrowed.to_string(), "pypi.org;read-only");
+        let widened = read_only.narrow(&policy("pypi.org")).unwrap_err();
+        assert_eq!(widened.entry, "pypi.org");
+        assert_eq!(widened.operator, "registries;read-only");
+        assert_eq!(
+            Policy::Registries
+                .narrow(&policy("pypi.org;read-only"))
+                .unwrap(),
+            policy("pypi.org;read-only")
+        );
+        assert!(read_only.narrow(&policy("example.com;read-only")).is_err());
+        assert_eq!(read_only.narrow(&Policy::None).unwrap(), Policy::None);
     }
 }

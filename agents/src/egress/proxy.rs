@@ -306,6 +306,9 @@ async fn relay(client: &mut UnixStream, head: Head, allowlist: &Allowlist) -> Re
             .ok_or(Failure::BadRequest("CONNECT needs host:port"))?;
         check_host(host)?;
         let rule = allowlist.rule(host, port).map_err(Failure::Refused)?;
+        allowlist
+            .check_tunnel(rule, host, port)
+            .map_err(Failure::Refused)?;
         let mut upstream = open(rule, host, port).await?;
         client
             .write_all(b"HTTP/1.1 200 Connection Established\r\n\r\n")
@@ -321,7 +324,7 @@ async fn relay(client: &mut UnixStream, head: Head, allowlist: &Allowlist) -> Re
     check_host(host)?;
     let rule = allowlist.rule(host, port).map_err(Failure::Refused)?;
     allowlist
-        .check_method(request.method, host, port)
+        .check_method(rule, request.method, host, port)
         .map_err(Failure::Refused)?;
     let body = body_length(&request)?;
     if body.is_none() && allowlist.is_read_only() {
@@ -678,11 +681,39 @@ mod tests {
             }
         );
         assert_eq!(up.heard.load(Ordering::SeqCst), 0);
+        // Nor may it tunnel there, where its requests could not be seen.
+        let connect = format!(
+            "CONNECT 127.0.0.1:{} HTTP/1.1\r\n\r\nPOST /in-the-tunnel HTTP/1.1\r\nContent-Length: 6\r\n\r\nsecret",
+            up.port
+        );
+        let answer = exchange(&proxy, connect.as_bytes()).await;
+        assert!(answer.starts_with("HTTP/1.1 403 Forbidden\r\n"), "{answer}");
+        assert!(answer.contains("no HTTPS tunnel"), "{answer}");
+        assert_eq!(
+            proxy.refusals.try_recv().unwrap().reason,
+            RefusalReason::Tunnel
+        );
+        assert_eq!(up.heard.load(Ordering::SeqCst), 0);
         // Without read_only, the same request goes through, body and all.
         let proxy = start_proxy(allowing("example.com", up.port));
         let answer = exchange(&proxy, request.as_bytes()).await;
         assert!(
             answer.ends_with("Connection: close\r\n\r\nsecret"),
+            "{answer}"
+        );
+        // The gateway takes the agent's POSTs, plain or tunnelled, under read-only too.
+        let gateway = Entry::origin_of(&format!("http://127.0.0.1:{}", up.port)).unwrap();
+        let read_only: Policy = "example.com;read-only".parse().unwrap();
+        let proxy = start_proxy(read_only.allowlist(Some(gateway)).unwrap());
+        let answer = exchange(&proxy, request.as_bytes()).await;
+        assert!(
+            answer.ends_with("Connection: close\r\n\r\nsecret"),
+            "{answer}"
+        );
+        let answer = exchange(&proxy, connect.as_bytes()).await;
+        assert!(
+            answer.starts_with("HTTP/1.1 200 Connection Established\r\n\r\nHTTP/1.1 200 OK")
+                && answer.ends_with("secret"),
             "{answer}"
         );
     }

@@ -376,6 +376,24 @@ mod tests {
              `registries`: a spec may narrow the operator's egress policy, never widen it"
         );
         assert_eq!(setup.egress_for(wide), Policy::None);
+        // A spec may make its job read-only; under an operator's read-only it must stay so.
+        let reads = "---\nagent: script\nrun: env\negress: \"pypi.org;read-only\"\n---\n";
+        assert_eq!(setup.egress_for(reads).to_string(), "pypi.org;read-only");
+        let setup = WorkerSetup::default()
+            .with_egress(Some("registries;read-only".parse().unwrap()))
+            .unwrap();
+        assert_eq!(
+            setup.egress_for(&spec("claude-code")).to_string(),
+            "registries;read-only"
+        );
+        assert_eq!(setup.egress_for(reads).to_string(), "pypi.org;read-only");
+        let writes = "---\nagent: script\nrun: env\negress: pypi.org\n---\n";
+        assert!(
+            setup
+                .check_spec(writes)
+                .unwrap_err()
+                .starts_with("the spec's egress `pypi.org` is not allowed by the operator's policy `registries;read-only`"),
+        );
     }
 
     #[test]

@@ -83,10 +83,7 @@ impl KubernetesDispatcher {
                 .stages
                 .iter()
                 .any(|s| !s.allowed_hosts.is_empty())
-                || matches!(
-                    self.workers.egress_for(&row.spec),
-                    ckrv_agents::Policy::Registries | ckrv_agents::Policy::List(_)
-                ),
+                || self.workers.egress_for(&row.spec).tunnels_past_gateway(),
             model_keys: self.workers.keys_for(&row.spec),
         }
     }
