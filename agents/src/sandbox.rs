@@ -76,6 +76,9 @@ pub struct SandboxRuntime {
     /// default the one beside this process's own program, if there is one. A run with an
     /// allowlist and no bridge fails with [`NoEgressBridge`].
     pub bridge: Option<PathBuf>,
+    /// The roots a read-only policy's proxy verifies real hosts against; the system's when
+    /// `None` (a test sets its own stand-in's).
+    pub egress_roots: Option<rustls::RootCertStore>,
 }
 
 impl Default for SandboxRuntime {
@@ -118,6 +121,7 @@ impl SandboxRuntime {
             limits,
             bwrap: "bwrap".into(),
             bridge: bridge_beside_this_program(),
+            egress_roots: None,
         }
     }
 
@@ -221,8 +225,13 @@ impl SandboxRuntime {
             .env("CKRV_JOB_ID", &request.job_id)
             .envs(request.environment())
             .current_dir("/");
-        if egress.is_some() {
+        if let Some(egress) = egress {
             // After the definition's environment, so it cannot point the agent elsewhere.
+            if egress.ca_bundle.is_some() {
+                for name in CA_BUNDLE_VARIABLES {
+                    command.env(name, CA_BUNDLE_PATH);
+                }
+            }
             let proxy = format!("http://{BRIDGE_LISTEN}");
             for name in ["HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"] {
                 command.env(name, &proxy);
@@ -249,10 +258,18 @@ impl SandboxRuntime {
             .to_path_buf();
         std::fs::create_dir_all(&request.scratch)?;
         let (refused, mut refusals) = mpsc::channel::<Refusal>(64);
-        let proxy = EgressProxy::start(request.scratch.join("egress.sock"), allowlist, refused)?;
+        let socket = request.scratch.join("egress.sock");
+        let proxy = match &self.egress_roots {
+            Some(roots) => EgressProxy::start_trusting(socket, allowlist, refused, roots.clone())?,
+            None => EgressProxy::start(socket, allowlist, refused)?,
+        };
         if let Some(uid) = uid {
             std::os::unix::fs::chown(proxy.path(), Some(uid), Some(uid))?;
         }
+        let ca_bundle = match proxy.ca_pem() {
+            Some(pem) => Some(write_ca_bundle(&request.scratch, pem)?),
+            None => None,
+        };
         let lines = lines.clone();
         let job = request.job_id.clone();
         let reports = tokio::spawn(async move {
@@ -270,9 +287,35 @@ impl SandboxRuntime {
         Ok(Egress {
             bridge,
             proxy,
+            ca_bundle,
             reports,
         })
     }
+}
+
+/// The system's root certificates, where Debian, Fedora and Alpine keep them.
+const SYSTEM_CA_BUNDLES: [&str; 3] = [
+    "/etc/ssl/certs/ca-certificates.crt",
+    "/etc/pki/tls/certs/ca-bundle.crt",
+    "/etc/ssl/cert.pem",
+];
+
+/// Writes the certificates the agent's clients trust under a read-only policy: the system's
+/// and the proxy's authority (the gateway's tunnel is not read, and may need the former).
+/// World-readable: it holds no secret, and the agent may run as another user.
+fn write_ca_bundle(scratch: &Path, ca_pem: &str) -> std::io::Result<PathBuf> {
+    let mut bundle = SYSTEM_CA_BUNDLES
+        .iter()
+        .find_map(|path| std::fs::read_to_string(path).ok())
+        .unwrap_or_default();
+    if !bundle.is_empty() && !bundle.ends_with('\n') {
+        bundle.push('\n');
+    }
+    bundle.push_str(ca_pem);
+    let path = scratch.join("egress-ca.pem");
+    std::fs::write(&path, bundle)?;
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o644))?;
+    Ok(path)
 }
 
 /// The bridge beside this process's program, if it is there.
@@ -285,6 +328,8 @@ fn bridge_beside_this_program() -> Option<PathBuf> {
 struct Egress {
     bridge: PathBuf,
     proxy: EgressProxy,
+    /// Under a read-only policy: the certificates the agent's clients must trust.
+    ca_bundle: Option<PathBuf>,
     reports: tokio::task::JoinHandle<()>,
 }
 
@@ -292,6 +337,7 @@ struct Egress {
 struct EgressMounts<'a> {
     bridge: &'a Path,
     socket: &'a Path,
+    ca_bundle: Option<&'a Path>,
 }
 
 impl Egress {
@@ -299,6 +345,7 @@ impl Egress {
         EgressMounts {
             bridge: &self.bridge,
             socket: self.proxy.path(),
+            ca_bundle: self.ca_bundle.as_deref(),
         }
     }
 
@@ -319,6 +366,18 @@ const SYSTEM_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
 /// Where the bridge program and the egress proxy's socket appear inside the sandbox.
 const BRIDGE_PATH: &str = "/run/ckrv/egress-bridge";
 const EGRESS_SOCKET_PATH: &str = "/run/ckrv/egress.sock";
+/// Where the certificates a read-only policy's clients trust appear, and the variables that
+/// point curl, OpenSSL, Node, Python (requests, pip), git and cargo at them.
+const CA_BUNDLE_PATH: &str = "/run/ckrv/egress-ca.pem";
+const CA_BUNDLE_VARIABLES: [&str; 7] = [
+    "SSL_CERT_FILE",
+    "CURL_CA_BUNDLE",
+    "NODE_EXTRA_CA_CERTS",
+    "REQUESTS_CA_BUNDLE",
+    "PIP_CERT",
+    "GIT_SSL_CAINFO",
+    "CARGO_HTTP_CAINFO",
+];
 /// The agent's proxy address, on the sandbox's own loopback (its network namespace has
 /// nothing else, so any port is free).
 const BRIDGE_LISTEN: &str = "127.0.0.1:3128";
@@ -411,6 +470,13 @@ fn bwrap_args(
             egress.socket.display().to_string(),
             EGRESS_SOCKET_PATH.into(),
         ]);
+        if let Some(bundle) = egress.ca_bundle {
+            args.extend([
+                "--ro-bind".into(),
+                bundle.display().to_string(),
+                CA_BUNDLE_PATH.into(),
+            ]);
+        }
     }
     // The root bubblewrap builds (a tmpfs with the mount points) is read-only once all is
     // mounted: the agent writes only its workspace and its bounded /tmp and /dev/shm.
@@ -549,6 +615,7 @@ mod tests {
         let egress = EgressMounts {
             bridge: Path::new("/opt/ckrv/ckrv-egress-bridge"),
             socket: Path::new("/tmp/ckrv-job-x/scratch/egress.sock"),
+            ca_bundle: None,
         };
         let with_egress = bwrap_args(
             &request,
@@ -582,6 +649,7 @@ mod tests {
         let egress = EgressMounts {
             bridge: Path::new("/b"),
             socket: Path::new("/s"),
+            ca_bundle: None,
         };
         let gateway = "http://127.0.0.1:4000/v1/gateway/anthropic";
         request.egress =
@@ -616,6 +684,38 @@ mod tests {
         }
         assert_eq!(env(&command, "NO_PROXY").as_deref(), Some(""));
         assert_eq!(env(&command, "no_proxy").as_deref(), Some(""));
+        assert_eq!(
+            env(&command, "SSL_CERT_FILE"),
+            None,
+            "not read-only: no bundle"
+        );
+        // Read-only: every client is pointed at the bundle with the proxy's authority, over
+        // what the definition says.
+        request
+            .env
+            .push(("SSL_CERT_FILE".into(), "/elsewhere.pem".into()));
+        let read_only = EgressMounts {
+            ca_bundle: Some(Path::new("/tmp/ckrv-job-x/scratch/egress-ca.pem")),
+            ..egress
+        };
+        let command = runtime.command(&request, None, None, Some(&read_only));
+        for name in CA_BUNDLE_VARIABLES {
+            assert_eq!(
+                env(&command, name).as_deref(),
+                Some(CA_BUNDLE_PATH),
+                "{name}"
+            );
+        }
+        let args: Vec<String> = command
+            .as_std()
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        assert!(
+            args.join(" ").contains(
+                "--ro-bind /tmp/ckrv-job-x/scratch/egress-ca.pem /run/ckrv/egress-ca.pem"
+            )
+        );
         request.env.clear();
         let without = runtime.command(&request, None, None, None);
         assert_eq!(env(&without, "HTTPS_PROXY"), None);

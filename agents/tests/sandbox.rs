@@ -396,38 +396,50 @@ async fn an_agent_with_egress_reaches_its_allowlist_through_the_proxy_and_nothin
 }
 
 #[tokio::test]
-async fn a_read_only_policy_lets_reads_through_but_no_write_and_no_tunnel_past_the_gateway() {
+async fn a_read_only_policy_lets_reads_through_and_refuses_writes_over_http_and_https() {
     if !ckrv_test_support::sandbox_available() {
         return;
     }
     let (gateway, gateway_heard) = stand_in("from-the-gateway");
     let (mirror, mirror_heard) = stand_in("from-the-mirror");
+    let secure = ckrv_test_support::HttpsStandIn::start().await;
     let gateway_entry: Entry = format!("127.0.0.1:{gateway}").parse().unwrap();
     let policy: Policy = "model;read-only".parse().unwrap();
-    // A package mirror the policy allows, on loopback as every test's hosts are.
+    // Package mirrors the policy allows, over HTTP and HTTPS, on loopback as every test's
+    // hosts are.
     let allowlist = policy
         .allowlist(Some(gateway_entry))
         .unwrap()
-        .allow_local(format!("localhost:{mirror}").parse().unwrap());
+        .allow_local(format!("localhost:{mirror}").parse().unwrap())
+        .allow_local(format!("localhost:{}", secure.port).parse().unwrap());
+    let runtime = SandboxRuntime {
+        egress_roots: Some(secure.roots.clone()),
+        ..runtime_with_bridge()
+    };
     let dir = job_dir();
     let code = |flags: &str, url: String, what: &str| {
         format!(
             "echo {what}=$(curl -s --max-time 10 {flags} -o /dev/null -w '%{{http_code}}' {url})"
         )
     };
+    let https = format!("https://localhost:{}/simple/", secure.port);
     let script = [
         code("", format!("http://localhost:{mirror}/simple/"), "get"),
         code("-I", format!("http://localhost:{mirror}/simple/"), "head"),
         code("-X POST", format!("http://localhost:{mirror}/upload"), "post"),
         code("-X PUT", format!("http://localhost:{mirror}/upload"), "put"),
-        format!(
-            "echo tunnel=$(curl -s --max-time 10 -o /dev/null -w '%{{http_connect}}' https://localhost:{mirror}/)"
+        code("", https.clone(), "https-get"),
+        code("-X POST -d secret", https, "https-post"),
+        code(
+            "-X POST --proxytunnel",
+            format!("http://127.0.0.1:{gateway}/v1/messages"),
+            "gateway",
         ),
-        code("-X POST --proxytunnel", format!("http://127.0.0.1:{gateway}/v1/messages"), "gateway"),
+        "echo trust=$SSL_CERT_FILE,$NODE_EXTRA_CA_CERTS; grep -c 'BEGIN CERTIFICATE' $SSL_CERT_FILE".into(),
     ]
     .join("; ");
     let (code, lines) = run(
-        &runtime_with_bridge(),
+        &runtime,
         &dir.path().join("workspace"),
         &script,
         Some(allowlist),
@@ -439,8 +451,10 @@ async fn a_read_only_policy_lets_reads_through_but_no_write_and_no_tunnel_past_t
         "head=200",
         "post=403",
         "put=403",
-        "tunnel=403",
+        "https-get=200",
+        "https-post=403",
         "gateway=200",
+        "trust=/run/ckrv/egress-ca.pem,/run/ckrv/egress-ca.pem",
     ] {
         assert!(lines.iter().any(|l| l == line), "{line}: {lines:?}");
     }
@@ -448,15 +462,17 @@ async fn a_read_only_policy_lets_reads_through_but_no_write_and_no_tunnel_past_t
         .iter()
         .filter_map(|l| l.strip_prefix("egress: "))
         .collect();
-    let blocked = format!("Connection blocked by network allowlist: localhost:{mirror}");
+    let blocked = |port: u16, method: &str| {
+        format!(
+            "Connection blocked by network allowlist: localhost:{port} (method {method} not allowed: the allowlist is read-only)"
+        )
+    };
     assert_eq!(
         refusals,
         [
-            format!("{blocked} (method POST not allowed: the allowlist is read-only)"),
-            format!("{blocked} (method PUT not allowed: the allowlist is read-only)"),
-            format!(
-                "{blocked} (no HTTPS tunnel under a read-only allowlist: its requests cannot be checked; use http:// or a policy without `;read-only`)"
-            ),
+            blocked(mirror, "POST"),
+            blocked(mirror, "PUT"),
+            blocked(secure.port, "POST")
         ],
         "{lines:?}"
     );
@@ -465,6 +481,7 @@ async fn a_read_only_policy_lets_reads_through_but_no_write_and_no_tunnel_past_t
         2,
         "only the GET and the HEAD"
     );
+    assert_eq!(secure.heard(), 1, "only the HTTPS GET");
     assert_eq!(gateway_heard.load(Ordering::SeqCst), 1);
 }
 

@@ -7,14 +7,17 @@
 //! proxy on the worker's side ([`proxy`]), and the bridge inside the sandbox ([`bridge`]),
 //! which gives agent CLIs the TCP proxy address they expect and relays to the socket.
 //!
-//! Inside a CONNECT tunnel (HTTPS) the proxy sees only the host and port, never the request:
-//! a policy can allow or refuse a destination, not a method or a path on it.
+//! Inside a CONNECT tunnel (HTTPS) the proxy sees only the host and port, never the request,
+//! unless the policy is read-only: then [`intercept`] ends the agent's TLS in the proxy, with
+//! a certificate authority made for that proxy alone, so each request's method is checked.
 
 pub mod bridge;
+pub mod intercept;
 pub mod policy;
 pub mod proxy;
 
 pub use bridge::{BRIDGE_PROGRAM, BridgeConfig, run_bridge};
+pub use intercept::{InterceptError, Interceptor};
 pub use policy::{
     Allowlist, Entry, NarrowError, Policy, PolicyError, REGISTRIES, Refusal, RefusalReason,
 };

@@ -40,8 +40,8 @@ pub enum Policy {
     /// The gateway and these entries.
     List(Vec<Entry>),
     /// The inner policy (`POLICY;read-only`), limited to requests that only read: GET, HEAD
-    /// and OPTIONS in plain HTTP, and no HTTPS tunnel except to the gateway, because a
-    /// tunnel's requests cannot be seen. Never wraps `none` or another `ReadOnly`.
+    /// and OPTIONS, over HTTP and (read by the proxy) HTTPS; the gateway takes any. Never
+    /// wraps `none` or another `ReadOnly`.
     ReadOnly(Box<Policy>),
 }
 
@@ -113,8 +113,9 @@ impl Policy {
         matches!(self, Policy::ReadOnly(_))
     }
 
-    /// Whether the agent may open HTTPS tunnels to hosts past the gateway: what a network
-    /// that cannot name hosts (a Kubernetes NetworkPolicy) must open public HTTPS for.
+    /// Whether the agent may open HTTPS connections to hosts past the gateway that nothing
+    /// reads: what a network that can neither name hosts nor see methods (a Kubernetes
+    /// NetworkPolicy) must open public HTTPS for, and cannot allow under read-only.
     pub fn tunnels_past_gateway(&self) -> bool {
         !self.is_read_only() && !self.entries().is_empty()
     }
@@ -572,13 +573,11 @@ impl Allowlist {
         Ok(())
     }
 
-    /// Whether an HTTPS tunnel (`CONNECT`) to `host:port`, which `rule` allows, may be
-    /// opened: under read-only only to the gateway, since a tunnel's methods cannot be seen.
-    pub(crate) fn check_tunnel(&self, rule: &Rule, host: &str, port: u16) -> Result<(), Refusal> {
-        if self.read_only && !rule.gateway {
-            return Err(Refusal::new(host, port, RefusalReason::Tunnel));
-        }
-        Ok(())
+    /// Whether a tunnel (`CONNECT`) to a host `rule` allows must be read rather than passed
+    /// through: under read-only, every tunnel but the gateway's, so each request's method is
+    /// checked.
+    pub(crate) fn reads_tunnel(&self, rule: &Rule) -> bool {
+        self.read_only && !rule.gateway
     }
 }
 
@@ -684,10 +683,6 @@ pub enum RefusalReason {
     NotAllowed { policy: String },
     #[error("method {method} not allowed: the allowlist is read-only")]
     Method { method: String },
-    #[error(
-        "no HTTPS tunnel under a read-only allowlist: its requests cannot be checked; use http:// or a policy without `;read-only`"
-    )]
-    Tunnel,
     #[error("address {address} refused: {range}")]
     Address {
         address: IpAddr,
@@ -947,14 +942,14 @@ mod tests {
     }
 
     #[test]
-    fn read_only_refuses_methods_that_write_and_tunnels_but_not_to_the_gateway() {
+    fn read_only_refuses_methods_that_write_and_reads_tunnels_but_not_the_gateways() {
         let gateway = Entry::origin_of("http://127.0.0.1:8080/").unwrap();
         let list = policy("example.com")
             .allowlist(Some(gateway.clone()))
             .unwrap();
         let host = list.rule("example.com", 80).unwrap();
         assert!(list.check_method(host, "POST", "example.com", 80).is_ok());
-        assert!(list.check_tunnel(host, "example.com", 443).is_ok());
+        assert!(!list.reads_tunnel(host));
 
         let list = policy("example.com;read-only")
             .allowlist(Some(gateway))
@@ -971,16 +966,17 @@ mod tests {
             refusal.to_string(),
             "Connection blocked by network allowlist: example.com:80 (method POST not allowed: the allowlist is read-only)"
         );
-        let refusal = list.check_tunnel(host, "example.com", 443).unwrap_err();
-        assert_eq!(refusal.reason, RefusalReason::Tunnel);
-        assert!(refusal.to_string().contains("no HTTPS tunnel"), "{refusal}");
+        assert!(
+            list.reads_tunnel(host),
+            "its requests are read, to check their methods"
+        );
         // The agent's model calls are POSTs, often through a tunnel.
         let gateway = list.rule("127.0.0.1", 8080).unwrap();
         assert!(
             list.check_method(gateway, "POST", "127.0.0.1", 8080)
                 .is_ok()
         );
-        assert!(list.check_tunnel(gateway, "127.0.0.1", 8080).is_ok());
+        assert!(!list.reads_tunnel(gateway));
     }
 
     #[test]

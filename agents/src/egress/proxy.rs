@@ -19,6 +19,7 @@ use tokio::net::{TcpStream, UnixListener, UnixStream};
 use tokio::sync::mpsc;
 use tokio::task::{JoinHandle, JoinSet};
 
+use super::intercept::Interceptor;
 use super::policy::{Allowlist, Refusal, Rule, split_host_port, strip_prefix_ignore_case};
 
 /// The longest request head the proxy reads (request line and headers); a longer one is
@@ -38,6 +39,8 @@ pub const MAX_CONNECTIONS: usize = 256;
 pub struct EgressProxy {
     path: PathBuf,
     task: JoinHandle<()>,
+    /// Under a read-only allowlist: the certificate authority the sandbox must trust.
+    ca_pem: Option<String>,
 }
 
 impl EgressProxy {
@@ -49,16 +52,37 @@ impl EgressProxy {
         allowlist: Allowlist,
         refusals: mpsc::Sender<Refusal>,
     ) -> io::Result<Self> {
-        Self::start_with_limit(path, allowlist, refusals, MAX_CONNECTIONS)
+        Self::start_with(path, allowlist, refusals, MAX_CONNECTIONS, None)
     }
 
-    /// [`EgressProxy::start`], relaying at most `limit` connections at once.
-    pub(crate) fn start_with_limit(
+    /// [`EgressProxy::start`], verifying the hosts of HTTPS it reads (under a read-only
+    /// allowlist) against `roots` instead of the system's.
+    pub fn start_trusting(
+        path: impl Into<PathBuf>,
+        allowlist: Allowlist,
+        refusals: mpsc::Sender<Refusal>,
+        roots: rustls::RootCertStore,
+    ) -> io::Result<Self> {
+        Self::start_with(path, allowlist, refusals, MAX_CONNECTIONS, Some(roots))
+    }
+
+    /// [`EgressProxy::start`], relaying at most `limit` connections at once. A read-only
+    /// allowlist gets an [`Interceptor`], so HTTPS requests can be checked too.
+    pub(crate) fn start_with(
         path: impl Into<PathBuf>,
         allowlist: Allowlist,
         refusals: mpsc::Sender<Refusal>,
         limit: usize,
+        roots: Option<rustls::RootCertStore>,
     ) -> io::Result<Self> {
+        let interceptor = match allowlist.is_read_only() {
+            true => Some(Arc::new(
+                Interceptor::new(roots.unwrap_or_else(Interceptor::system_roots))
+                    .map_err(io::Error::other)?,
+            )),
+            false => None,
+        };
+        let ca_pem = interceptor.as_ref().map(|i| i.ca_pem().to_string());
         let path = path.into();
         match std::fs::remove_file(&path) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
@@ -67,13 +91,23 @@ impl EgressProxy {
         let listener = UnixListener::bind(&path)?;
         std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
         let limit = Arc::new(tokio::sync::Semaphore::new(limit));
-        let task = tokio::spawn(serve(listener, Arc::new(allowlist), refusals, limit));
-        Ok(Self { path, task })
+        let checks = Arc::new(Checks {
+            allowlist,
+            interceptor,
+        });
+        let task = tokio::spawn(serve(listener, checks, refusals, limit));
+        Ok(Self { path, task, ca_pem })
     }
 
     /// The socket's path.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The certificate authority (PEM) of the HTTPS this proxy reads, under a read-only
+    /// allowlist: the sandbox's clients must trust it.
+    pub fn ca_pem(&self) -> Option<&str> {
+        self.ca_pem.as_deref()
     }
 }
 
@@ -84,10 +118,17 @@ impl Drop for EgressProxy {
     }
 }
 
+/// What each connection is checked against.
+struct Checks {
+    allowlist: Allowlist,
+    /// Reads HTTPS requests, under a read-only allowlist.
+    interceptor: Option<Arc<Interceptor>>,
+}
+
 /// Accepts connections until aborted; the connections are its tasks, so they end with it.
 async fn serve(
     listener: UnixListener,
-    allowlist: Arc<Allowlist>,
+    checks: Arc<Checks>,
     refusals: mpsc::Sender<Refusal>,
     limit: Arc<tokio::sync::Semaphore>,
 ) {
@@ -101,9 +142,9 @@ async fn serve(
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
-                    let (allowlist, refusals) = (allowlist.clone(), refusals.clone());
+                    let (checks, refusals) = (checks.clone(), refusals.clone());
                     connections.spawn(async move {
-                        connection(stream, allowlist, refusals).await;
+                        connection(stream, checks, refusals).await;
                         drop(permit);
                     });
                 }
@@ -130,16 +171,20 @@ enum Failure {
     Io(io::Error),
 }
 
-async fn connection(
-    mut client: UnixStream,
-    allowlist: Arc<Allowlist>,
-    refusals: mpsc::Sender<Refusal>,
-) {
+async fn connection(mut client: UnixStream, checks: Arc<Checks>, refusals: mpsc::Sender<Refusal>) {
     let outcome = match tokio::time::timeout(HEAD_TIMEOUT, read_head(&mut client)).await {
         Err(_) => Err(Failure::Timeout),
         Ok(Err(failure)) => Err(failure),
-        Ok(Ok(head)) => relay(&mut client, head, &allowlist).await,
+        Ok(Ok(head)) => relay(&mut client, head, &checks, &refusals).await,
     };
+    answer(&mut client, outcome, &refusals).await;
+}
+
+/// Answers a request that got no response from its destination; reports a refusal first.
+async fn answer<S>(client: &mut S, outcome: Result<(), Failure>, refusals: &mpsc::Sender<Refusal>)
+where
+    S: Drain + tokio::io::AsyncWrite + Unpin,
+{
     let answered = match outcome {
         Ok(()) => Ok(()),
         Err(Failure::Io(error)) => Err(error),
@@ -148,29 +193,50 @@ async fn connection(
             // Reported before it is answered, so the report is out by the time the agent
             // knows (and perhaps ends).
             let _ = refusals.send(refusal.clone()).await;
-            respond(&mut client, "403 Forbidden", &refusal.to_string()).await
+            respond(client, "403 Forbidden", &refusal.to_string()).await
         }
-        Err(Failure::BadRequest(why)) => respond(&mut client, "400 Bad Request", why).await,
+        Err(Failure::BadRequest(why)) => respond(client, "400 Bad Request", why).await,
         Err(Failure::TooLarge) => {
             let why = format!("the request head is larger than {MAX_HEAD_BYTES} bytes");
-            respond(&mut client, "431 Request Header Fields Too Large", &why).await
+            respond(client, "431 Request Header Fields Too Large", &why).await
         }
         Err(Failure::Timeout) => {
-            respond(
-                &mut client,
-                "408 Request Timeout",
-                "no request head in time",
-            )
-            .await
+            respond(client, "408 Request Timeout", "no request head in time").await
         }
-        Err(Failure::Unreachable(why)) => respond(&mut client, "502 Bad Gateway", &why).await,
+        Err(Failure::Unreachable(why)) => respond(client, "502 Bad Gateway", &why).await,
     };
     if let Err(error) = answered {
         tracing::debug!(%error, "egress connection ended");
     }
 }
 
-async fn respond(client: &mut UnixStream, status: &str, body: &str) -> io::Result<()> {
+/// A client connection whose unread input can be dropped without waiting.
+trait Drain {
+    /// Reads what is already there, up to a bound, without waiting.
+    fn drain(&mut self);
+}
+
+impl Drain for UnixStream {
+    fn drain(&mut self) {
+        let mut unread = [0u8; 4096];
+        for _ in 0..64 {
+            match self.try_read(&mut unread) {
+                Ok(read) if read > 0 => {}
+                _ => break,
+            }
+        }
+    }
+}
+
+impl<S> Drain for tokio_rustls::server::TlsStream<S> {
+    /// Inside TLS, nothing can be read without waiting; the answer is sent all the same.
+    fn drain(&mut self) {}
+}
+
+async fn respond<S>(client: &mut S, status: &str, body: &str) -> io::Result<()>
+where
+    S: Drain + tokio::io::AsyncWrite + Unpin,
+{
     let response = format!(
         "HTTP/1.1 {status}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}\n",
         body.len() + 1
@@ -179,13 +245,7 @@ async fn respond(client: &mut UnixStream, status: &str, body: &str) -> io::Resul
     client.shutdown().await?;
     // What the client sent and the proxy did not read (an oversized head, a refused body)
     // would make closing reset the connection, and the client might never read the answer.
-    let mut unread = [0u8; 4096];
-    for _ in 0..64 {
-        match client.try_read(&mut unread) {
-            Ok(read) if read > 0 => {}
-            _ => break,
-        }
-    }
+    client.drain();
     Ok(())
 }
 
@@ -195,7 +255,7 @@ struct Head {
     rest: Vec<u8>,
 }
 
-async fn read_head(client: &mut UnixStream) -> Result<Head, Failure> {
+async fn read_head<S: tokio::io::AsyncRead + Unpin>(client: &mut S) -> Result<Head, Failure> {
     let mut buffer = Vec::with_capacity(2048);
     let mut chunk = [0u8; 4096];
     loop {
@@ -298,7 +358,13 @@ fn check_host(host: &str) -> Result<(), Failure> {
     }
 }
 
-async fn relay(client: &mut UnixStream, head: Head, allowlist: &Allowlist) -> Result<(), Failure> {
+async fn relay(
+    client: &mut UnixStream,
+    head: Head,
+    checks: &Checks,
+    refusals: &mpsc::Sender<Refusal>,
+) -> Result<(), Failure> {
+    let allowlist = &checks.allowlist;
     let request = parse(&head.text)?;
     if request.method == "CONNECT" {
         let (host, port) = split_host_port(request.target)
@@ -306,9 +372,20 @@ async fn relay(client: &mut UnixStream, head: Head, allowlist: &Allowlist) -> Re
             .ok_or(Failure::BadRequest("CONNECT needs host:port"))?;
         check_host(host)?;
         let rule = allowlist.rule(host, port).map_err(Failure::Refused)?;
-        allowlist
-            .check_tunnel(rule, host, port)
-            .map_err(Failure::Refused)?;
+        if allowlist.reads_tunnel(rule) {
+            let Some(interceptor) = &checks.interceptor else {
+                return Err(Failure::Unreachable(
+                    "a read-only allowlist's tunnels must be read, and this proxy cannot".into(),
+                ));
+            };
+            if !head.rest.is_empty() {
+                return Err(Failure::BadRequest(
+                    "data sent before the tunnel was established",
+                ));
+            }
+            let target = Target { host, port, rule };
+            return intercept(client, target, allowlist, interceptor, refusals).await;
+        }
         let mut upstream = open(rule, host, port).await?;
         client
             .write_all(b"HTTP/1.1 200 Connection Established\r\n\r\n")
@@ -323,16 +400,107 @@ async fn relay(client: &mut UnixStream, head: Head, allowlist: &Allowlist) -> Re
     let (authority, host, port, path) = absolute_target(request.target)?;
     check_host(host)?;
     let rule = allowlist.rule(host, port).map_err(Failure::Refused)?;
+    let target = Target { host, port, rule };
+    let body = check_request(&request, &target, allowlist)?;
+    let upstream = open(rule, host, port).await?;
+    forward(
+        client, &request, authority, &path, &head.rest, body, upstream,
+    )
+    .await
+}
+
+/// Where a request goes, and the rule that allows it.
+struct Target<'a> {
+    host: &'a str,
+    port: u16,
+    rule: &'a Rule,
+}
+
+/// Checks a request's method and body against the allowlist; returns the body's length.
+fn check_request(
+    request: &Request<'_>,
+    target: &Target<'_>,
+    allowlist: &Allowlist,
+) -> Result<Option<u64>, Failure> {
     allowlist
-        .check_method(rule, request.method, host, port)
+        .check_method(target.rule, request.method, target.host, target.port)
         .map_err(Failure::Refused)?;
-    let body = body_length(&request)?;
+    let body = body_length(request)?;
     if body.is_none() && allowlist.is_read_only() {
         return Err(Failure::BadRequest(
             "a read-only allowlist takes no request body of unknown length",
         ));
     }
-    let mut upstream = open(rule, host, port).await?;
+    Ok(body)
+}
+
+/// A tunnel under a read-only allowlist: ends the client's TLS as the host, reads its
+/// request, checks it like a plain one, and forwards it over TLS to the real host.
+async fn intercept(
+    client: &mut UnixStream,
+    target: Target<'_>,
+    allowlist: &Allowlist,
+    interceptor: &Interceptor,
+    refusals: &mpsc::Sender<Refusal>,
+) -> Result<(), Failure> {
+    client
+        .write_all(b"HTTP/1.1 200 Connection Established\r\n\r\n")
+        .await
+        .map_err(Failure::Io)?;
+    let accepted = tokio::time::timeout(HEAD_TIMEOUT, interceptor.accept(target.host, client));
+    let mut tls = match accepted.await {
+        Ok(Ok(tls)) => tls,
+        // The client gave up, or does not trust the proxy's authority: nothing to answer.
+        Ok(Err(error)) => return Err(Failure::Io(error)),
+        Err(_) => return Err(Failure::Io(io::ErrorKind::TimedOut.into())),
+    };
+    let outcome = async {
+        let head = tokio::time::timeout(HEAD_TIMEOUT, read_head(&mut tls))
+            .await
+            .map_err(|_| Failure::Timeout)??;
+        let request = parse(&head.text)?;
+        if !request.target.starts_with('/') {
+            return Err(Failure::BadRequest(
+                "inside a tunnel, name the path (/path), not a URL",
+            ));
+        }
+        let body = check_request(&request, &target, allowlist)?;
+        let tcp = open(target.rule, target.host, target.port).await?;
+        let upstream = interceptor.connect(target.host, tcp).await.map_err(|e| {
+            Failure::Unreachable(format!("TLS to {}:{}: {e}", target.host, target.port))
+        })?;
+        let authority = format!("{}:{}", target.host, target.port);
+        forward(
+            &mut tls,
+            &request,
+            &authority,
+            request.target,
+            &head.rest,
+            body,
+            upstream,
+        )
+        .await
+    }
+    .await;
+    answer(&mut tls, outcome, refusals).await;
+    Ok(())
+}
+
+/// Sends one request on to `upstream` (its head in origin form, hop-by-hop headers dropped,
+/// `Connection: close`), then its body, and the response back to the client.
+async fn forward<C, U>(
+    client: &mut C,
+    request: &Request<'_>,
+    authority: &str,
+    path: &str,
+    rest: &[u8],
+    body: Option<u64>,
+    mut upstream: U,
+) -> Result<(), Failure>
+where
+    C: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    U: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     let mut out = format!("{} {path} {}\r\n", request.method, request.version);
     if request.header("host").is_empty() {
         // HTTP/1.0 clients may send none; the origin-form line no longer names the host.
@@ -350,21 +518,20 @@ async fn relay(client: &mut UnixStream, head: Head, allowlist: &Allowlist) -> Re
         .write_all(out.as_bytes())
         .await
         .map_err(Failure::Io)?;
-    let (mut client_read, mut client_write) = client.split();
-    let (mut upstream_read, mut upstream_write) = upstream.split();
+    let (mut client_read, mut client_write) = tokio::io::split(client);
+    let (mut upstream_read, mut upstream_write) = tokio::io::split(upstream);
     let send = async {
         match body {
             Some(length) => {
-                let sent = head
-                    .rest
+                let sent = rest
                     .len()
                     .min(usize::try_from(length).unwrap_or(usize::MAX));
-                upstream_write.write_all(&head.rest[..sent]).await?;
+                upstream_write.write_all(&rest[..sent]).await?;
                 let left = length.saturating_sub(sent as u64);
                 tokio::io::copy(&mut (&mut client_read).take(left), &mut upstream_write).await?;
             }
             None => {
-                upstream_write.write_all(&head.rest).await?;
+                upstream_write.write_all(rest).await?;
                 tokio::io::copy(&mut client_read, &mut upstream_write).await?;
             }
         }
@@ -681,17 +848,16 @@ mod tests {
             }
         );
         assert_eq!(up.heard.load(Ordering::SeqCst), 0);
-        // Nor may it tunnel there, where its requests could not be seen.
+        // Nor does a tunnel pass it unseen: the proxy expects TLS it can read, and bytes that
+        // are not reach nobody.
         let connect = format!(
             "CONNECT 127.0.0.1:{} HTTP/1.1\r\n\r\nPOST /in-the-tunnel HTTP/1.1\r\nContent-Length: 6\r\n\r\nsecret",
             up.port
         );
         let answer = exchange(&proxy, connect.as_bytes()).await;
-        assert!(answer.starts_with("HTTP/1.1 403 Forbidden\r\n"), "{answer}");
-        assert!(answer.contains("no HTTPS tunnel"), "{answer}");
-        assert_eq!(
-            proxy.refusals.try_recv().unwrap().reason,
-            RefusalReason::Tunnel
+        assert!(
+            answer.starts_with("HTTP/1.1 400 Bad Request\r\n"),
+            "{answer}"
         );
         assert_eq!(up.heard.load(Ordering::SeqCst), 0);
         // Without read_only, the same request goes through, body and all.
@@ -701,7 +867,7 @@ mod tests {
             answer.ends_with("Connection: close\r\n\r\nsecret"),
             "{answer}"
         );
-        // The gateway takes the agent's POSTs, plain or tunnelled, under read-only too.
+        // The gateway takes the agent's POSTs, plain or tunnelled (not read), under read-only.
         let gateway = Entry::origin_of(&format!("http://127.0.0.1:{}", up.port)).unwrap();
         let read_only: Policy = "example.com;read-only".parse().unwrap();
         let proxy = start_proxy(read_only.allowlist(Some(gateway)).unwrap());
@@ -716,6 +882,129 @@ mod tests {
                 && answer.ends_with("secret"),
             "{answer}"
         );
+    }
+
+    /// `request` to `https://localhost:PORT` through the proxy, trusting `ca_pem`: the answer,
+    /// or the error that ended it.
+    async fn https_exchange(
+        proxy: &Proxy,
+        ca_pem: &str,
+        port: u16,
+        request: &str,
+    ) -> io::Result<String> {
+        use rustls::pki_types::pem::PemObject as _;
+        let mut client = UnixStream::connect(proxy.proxy.path()).await?;
+        client
+            .write_all(format!("CONNECT localhost:{port} HTTP/1.1\r\n\r\n").as_bytes())
+            .await?;
+        let Ok(head) = read_head(&mut client).await else {
+            return Err(io::ErrorKind::InvalidData.into());
+        };
+        assert_eq!(head.text, "HTTP/1.1 200 Connection Established");
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in rustls::pki_types::CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+            roots.add(cert.unwrap()).unwrap();
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let mut tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+            .connect(name, client)
+            .await?;
+        tls.write_all(request.as_bytes()).await?;
+        let mut answer = Vec::new();
+        tokio::time::timeout(Duration::from_secs(10), tls.read_to_end(&mut answer))
+            .await
+            .expect("the proxy answers and closes in time")?;
+        Ok(String::from_utf8_lossy(&answer).into_owned())
+    }
+
+    fn start_proxy_trusting(allowlist: Allowlist, roots: rustls::RootCertStore) -> Proxy {
+        let dir = tempfile::tempdir().unwrap();
+        let (tx, refusals) = mpsc::channel(16);
+        let path = dir.path().join("egress.sock");
+        let proxy = EgressProxy::start_trusting(path, allowlist, tx, roots).unwrap();
+        Proxy {
+            _dir: dir,
+            proxy,
+            refusals,
+        }
+    }
+
+    /// `model;read-only`, and the stand-in at `localhost:PORT` (marked local).
+    fn read_only_to(port: u16) -> Allowlist {
+        "model;read-only"
+            .parse::<Policy>()
+            .unwrap()
+            .allowlist(None)
+            .unwrap()
+            .allow_local(format!("localhost:{port}").parse().unwrap())
+    }
+
+    #[tokio::test]
+    async fn under_read_only_https_is_read_so_reads_go_through_and_writes_are_refused() {
+        let up = ckrv_test_support::HttpsStandIn::start().await;
+        let mut proxy = start_proxy_trusting(read_only_to(up.port), up.roots.clone());
+        let ca = proxy.proxy.ca_pem().expect("an authority").to_string();
+        assert!(ca.starts_with("-----BEGIN CERTIFICATE-----"), "{ca}");
+
+        let get = "GET /simple/pkg/ HTTP/1.1\r\nHost: localhost\r\nConnection: keep-alive\r\n\r\n";
+        let answer = https_exchange(&proxy, &ca, up.port, get).await.unwrap();
+        assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
+        assert!(
+            answer.ends_with("GET /simple/pkg/ HTTP/1.1\r\nHost: localhost\r\nConnection: close"),
+            "the real host got the request, its hop-by-hop headers replaced: {answer}"
+        );
+        assert_eq!(up.heard(), 1);
+
+        let post = "POST /upload HTTP/1.1\r\nHost: localhost\r\nContent-Length: 6\r\n\r\nsecret";
+        let answer = https_exchange(&proxy, &ca, up.port, post).await.unwrap();
+        assert!(answer.starts_with("HTTP/1.1 403 Forbidden\r\n"), "{answer}");
+        assert!(answer.contains("method POST not allowed"), "{answer}");
+        let refusal = proxy.refusals.try_recv().unwrap();
+        assert_eq!(
+            refusal.reason,
+            RefusalReason::Method {
+                method: "POST".into()
+            }
+        );
+        assert_eq!(
+            (refusal.host.as_str(), refusal.port),
+            ("localhost", up.port)
+        );
+        assert_eq!(up.heard(), 1, "the POST never left");
+
+        // A client that does not trust the proxy's authority gets no request through.
+        let (_, stranger, _) = ckrv_test_support::localhost_authority();
+        let refused = https_exchange(&proxy, &stranger, up.port, get).await;
+        assert!(refused.is_err(), "{refused:?}");
+        assert_eq!(up.heard(), 1);
+    }
+
+    #[tokio::test]
+    async fn under_read_only_a_host_whose_certificate_fails_is_answered_502() {
+        let up = ckrv_test_support::HttpsStandIn::start().await;
+        // The system's roots do not know the stand-in's authority.
+        let proxy = start_proxy(read_only_to(up.port));
+        let ca = proxy.proxy.ca_pem().unwrap().to_string();
+        let get = "GET / HTTP/1.1\r\nHost: localhost\r\n\r\n";
+        let answer = https_exchange(&proxy, &ca, up.port, get).await.unwrap();
+        assert!(
+            answer.starts_with("HTTP/1.1 502 Bad Gateway\r\n"),
+            "{answer}"
+        );
+        assert!(
+            answer.contains(&format!("TLS to localhost:{}", up.port)),
+            "{answer}"
+        );
+        assert_eq!(up.heard(), 0);
+        // Not read-only: no authority, and tunnels are passed through unread.
+        let plain = start_proxy(allowing("example.com", up.port));
+        assert!(plain.proxy.ca_pem().is_none());
     }
 
     #[tokio::test]
@@ -786,7 +1075,7 @@ mod tests {
         let (tx, _refusals) = mpsc::channel(16);
         let path = dir.path().join("egress.sock");
         let _proxy =
-            EgressProxy::start_with_limit(&path, allowing("example.com", up.port), tx, 1).unwrap();
+            EgressProxy::start_with(&path, allowing("example.com", up.port), tx, 1, None).unwrap();
         let connect = format!("CONNECT 127.0.0.1:{} HTTP/1.1\r\n\r\n", up.port);
         let mut first = UnixStream::connect(&path).await.unwrap();
         first.write_all(connect.as_bytes()).await.unwrap();

@@ -105,7 +105,7 @@ pub(crate) struct ServeArgs {
     /// Where every job's agent may connect, in place of each agent's own policy: none, model
     /// (the model gateway), registries (it and common package registries) or a comma-separated
     /// list of host, host:port and *.domain entries, any of them followed by `;read-only` (only
-    /// GET, HEAD and OPTIONS, and no HTTPS tunnel past the gateway); a spec may ask for less
+    /// GET, HEAD and OPTIONS, HTTPS included); a spec may ask for less
     #[arg(long, env = "CKRV_API_EGRESS_ALLOW", value_name = "POLICY")]
     egress_allow: Option<ckrv_agents::Policy>,
     /// What model tokens cost: a TOML file of `[models.NAME]` tables (`input`, `output`: US

@@ -10,6 +10,7 @@ mod browser;
 mod database;
 mod fake_endpoint;
 mod git;
+mod https_stand_in;
 #[cfg(feature = "api")]
 pub mod kube_mock;
 pub mod kubernetes;
@@ -26,6 +27,7 @@ pub use browser::{Browser, PASSWORD, form_value};
 pub use database::{POSTGRES_ENV, TestDatabase};
 pub use fake_endpoint::{FakeEndpoint, Recorded};
 pub use git::{StaticServer, create_served_repo, git};
+pub use https_stand_in::{HttpsStandIn, localhost_authority};
 pub use loopback_only::in_loopback_only_network;
 pub use model_api::ModelApi;
 pub use requirement::{SANDBOX_REQUIRED_ENV, required, sandbox_available, skip_unless_required};
