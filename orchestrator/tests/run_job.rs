@@ -595,46 +595,34 @@ async fn the_agent_connects_only_as_the_egress_policy_the_api_decided() {
     let spec = "---\nagent: claude-code\n---\nAdd a greeting.\n";
     let keys = ["ANTHROPIC_API_KEY"];
     // The operator's `registries`: the gateway and the registries, and not the host outside.
-    let (outcome, calls, _work) = run_with_egress(
-        spec,
-        Some("registries"),
-        usize::MAX,
-        Pipeline::builtin(),
-        &keys,
-        Some(&bin),
-    )
-    .await;
-    assert_eq!(outcome, Ok(()));
-    let lines = log_lines(&calls);
-    assert_eq!(
-        refusals(&lines),
-        [
-            "Connection blocked by network allowlist: localhost:9 (not in the job's allowlist, policy `registries`)"
-        ]
-    );
-    // Read-only: the agent's model calls (POSTs to the gateway) still go through, and what
-    // it reads is read through the proxy's own authority, which its clients are told of.
-    let (outcome, calls, _work) = run_with_egress(
-        spec,
-        Some("registries;read-only"),
-        usize::MAX,
-        Pipeline::builtin(),
-        &keys,
-        Some(&bin),
-    )
-    .await;
-    assert_eq!(outcome, Ok(()));
-    let lines = log_lines(&calls);
-    assert_eq!(
-        refusals(&lines),
-        [
-            "Connection blocked by network allowlist: localhost:9 (not in the job's allowlist, policy `registries;read-only`)"
-        ]
-    );
-    assert!(
-        said(&lines, "claude-code", "env: ").contains(&"SSL_CERT_FILE=/run/ckrv/egress-ca.pem"),
-        "{lines:?}"
-    );
+    // Read-only too: the agent's model calls (POSTs to the gateway) still go through, and its
+    // clients are told to trust the authority the proxy reads HTTPS with.
+    for policy in ["registries", "registries;read-only"] {
+        let (outcome, calls, _work) = run_with_egress(
+            spec,
+            Some(policy),
+            usize::MAX,
+            Pipeline::builtin(),
+            &keys,
+            Some(&bin),
+        )
+        .await;
+        assert_eq!(outcome, Ok(()), "{policy}");
+        let lines = log_lines(&calls);
+        assert_eq!(
+            refusals(&lines),
+            [format!(
+                "Connection blocked by network allowlist: localhost:9 (not in the job's allowlist, policy `{policy}`)"
+            )]
+        );
+        let trusted =
+            said(&lines, "claude-code", "env: ").contains(&"SSL_CERT_FILE=/run/ckrv/egress-ca.pem");
+        assert_eq!(
+            trusted,
+            policy.ends_with(";read-only"),
+            "{policy}: {lines:?}"
+        );
+    }
     // A spec that narrowed its job to `none`: no proxy, no network, nothing to refuse, and
     // the model cannot be reached either.
     let (outcome, calls, _work) = run_with_egress(
