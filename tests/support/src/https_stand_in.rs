@@ -35,7 +35,8 @@ pub fn localhost_authority() -> (RootCertStore, String, rustls::ServerConfig) {
     (roots, ca_cert.pem(), server)
 }
 
-/// A running HTTPS stand-in: every request is answered `200` with its own head as the body.
+/// A running HTTPS stand-in: every request is answered `200` with its own head as the body,
+/// or with a blob of a given size.
 pub struct HttpsStandIn {
     pub port: u16,
     /// Requests read (after a completed handshake).
@@ -45,8 +46,18 @@ pub struct HttpsStandIn {
 }
 
 impl HttpsStandIn {
-    /// Listens on 127.0.0.1; serves on the current tokio runtime until it ends.
+    /// Listens on 127.0.0.1 and answers each request with its head; serves on the current
+    /// tokio runtime until it ends.
     pub async fn start() -> Self {
+        Self::answering(None).await
+    }
+
+    /// As [`HttpsStandIn::start`], answering each request with `bytes` bytes.
+    pub async fn serving(bytes: usize) -> Self {
+        Self::answering(Some(bytes)).await
+    }
+
+    async fn answering(blob: Option<usize>) -> Self {
         let (roots, _, server) = localhost_authority();
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -72,12 +83,27 @@ impl HttpsStandIn {
                     }
                     count.fetch_add(1, Ordering::SeqCst);
                     let head = &head[..head.len() - 4];
+                    let length = blob.unwrap_or(head.len());
                     let answer = format!(
-                        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                        head.len()
+                        "HTTP/1.1 200 OK\r\nContent-Length: {length}\r\nConnection: close\r\n\r\n"
                     );
                     let _ = stream.write_all(answer.as_bytes()).await;
-                    let _ = stream.write_all(head).await;
+                    match blob {
+                        Some(mut left) => {
+                            // From one chunk, so a large answer costs no memory of its own.
+                            let chunk = [b'x'; 64 * 1024];
+                            while left > 0 {
+                                let n = left.min(chunk.len());
+                                if stream.write_all(&chunk[..n]).await.is_err() {
+                                    return;
+                                }
+                                left -= n;
+                            }
+                        }
+                        None => {
+                            let _ = stream.write_all(head).await;
+                        }
+                    }
                     let _ = stream.shutdown().await;
                 });
             }

@@ -1,8 +1,9 @@
 //! Downloads through an agent sandbox's only way out: `curl` inside the bubblewrap sandbox,
 //! through the egress bridge and the worker's egress proxy, from a server on the worker's
 //! loopback that the job's allowlist names. Two paths: the gateway-style forward (the bridge
-//! tunnels the loopback address through the proxy with `CONNECT`), and plain HTTP sent to the
-//! proxy address the agent is given (`HTTP_PROXY`), which the proxy forwards itself.
+//! tunnels the loopback address through the proxy with `CONNECT`), plain HTTP sent to the
+//! proxy address the agent is given (`HTTP_PROXY`), which the proxy forwards itself, and under a
+//! read-only policy HTTPS, which the proxy reads (TLS ended and made again) to check methods.
 
 use std::path::Path;
 use std::time::Duration;
@@ -47,13 +48,40 @@ pub fn run(
     let allowlist = Policy::Model
         .allowlist(Some(Entry::origin_of(&format!("http://{origin}"))?))
         .context("the model policy allows the network")?;
-    for (path, curl_flags) in [
-        ("CONNECT tunnel (loopback forward)", "--noproxy '*'"),
-        ("plain HTTP via the proxy", ""),
+    // Read-only: HTTPS from a stand-in with a test authority, which the proxy reads and
+    // verifies; the agent's curl trusts the proxy's authority from its environment.
+    let secure = runtime.block_on(ckrv_test_support::HttpsStandIn::serving(bytes));
+    let read_only = Policy::Model
+        .into_read_only()
+        .allowlist(Some(Entry::origin_of(&format!("http://{origin}"))?))
+        .context("the model policy allows the network")?
+        .allow_local(format!("localhost:{}", secure.port).parse()?);
+    let reading = SandboxRuntime {
+        egress_roots: Some(secure.roots.clone()),
+        ..SandboxRuntime::default()
+    };
+    let plain = format!("http://{origin}/blob");
+    let https = format!("https://localhost:{}/blob", secure.port);
+    for (path, curl_flags, url, allowlist, sandbox) in [
+        (
+            "CONNECT tunnel (loopback forward)",
+            "--noproxy '*'",
+            &plain,
+            &allowlist,
+            &sandbox,
+        ),
+        ("plain HTTP via the proxy", "", &plain, &allowlist, &sandbox),
+        (
+            "read-only HTTPS, read and re-encrypted by the proxy",
+            "",
+            &https,
+            &read_only,
+            &reading,
+        ),
     ] {
         let script = format!(
             "for i in $(seq {count}); do curl -sS {curl_flags} -o /dev/null \
-             -w '%{{size_download}} %{{time_total}}\\n' http://{origin}/blob || exit 1; done",
+             -w '%{{size_download}} %{{time_total}}\\n' {url} || exit 1; done",
             count = downloads.count
         );
         let mut request = RunRequest::new(
@@ -63,7 +91,7 @@ pub fn run(
             "bench-egress",
         );
         request.egress = Some(allowlist.clone());
-        let (status, lines) = runtime.block_on(run_collecting(&sandbox, &request))?;
+        let (status, lines) = runtime.block_on(run_collecting(sandbox, &request))?;
         let text = |stream| {
             lines
                 .iter()
