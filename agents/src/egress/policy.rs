@@ -552,23 +552,26 @@ impl Allowlist {
             })
     }
 
-    /// Whether a plain-HTTP request with `method` to `host:port`, which `rule` allows, may go
-    /// through: under read-only, only GET, HEAD and OPTIONS, but any to the gateway.
-    pub(crate) fn check_method(
+    /// Whether a request with `method` and a body of `body` bytes (`None`: of unknown
+    /// length) to `host:port`, which `rule` allows, may go through: under read-only, only GET,
+    /// HEAD and OPTIONS without a body, so nothing is written; any request to the gateway.
+    pub(crate) fn check_request(
         &self,
         rule: &Rule,
         method: &str,
+        body: Option<u64>,
         host: &str,
         port: u16,
     ) -> Result<(), Refusal> {
-        if self.read_only && !rule.gateway && !matches!(method, "GET" | "HEAD" | "OPTIONS") {
-            return Err(Refusal::new(
-                host,
-                port,
-                RefusalReason::Method {
-                    method: method.to_string(),
-                },
-            ));
+        if !self.read_only || rule.gateway {
+            return Ok(());
+        }
+        let method = method.to_string();
+        if !matches!(method.as_str(), "GET" | "HEAD" | "OPTIONS") {
+            return Err(Refusal::new(host, port, RefusalReason::Method { method }));
+        }
+        if body != Some(0) {
+            return Err(Refusal::new(host, port, RefusalReason::Body { method }));
         }
         Ok(())
     }
@@ -683,6 +686,8 @@ pub enum RefusalReason {
     NotAllowed { policy: String },
     #[error("method {method} not allowed: the allowlist is read-only")]
     Method { method: String },
+    #[error("a {method} with a body not allowed: the allowlist is read-only")]
+    Body { method: String },
     #[error("address {address} refused: {range}")]
     Address {
         address: IpAddr,
@@ -948,7 +953,10 @@ mod tests {
             .allowlist(Some(gateway.clone()))
             .unwrap();
         let host = list.rule("example.com", 80).unwrap();
-        assert!(list.check_method(host, "POST", "example.com", 80).is_ok());
+        assert!(
+            list.check_request(host, "POST", Some(6), "example.com", 80)
+                .is_ok()
+        );
         assert!(!list.reads_tunnel(host));
 
         let list = policy("example.com;read-only")
@@ -957,15 +965,27 @@ mod tests {
         assert!(list.is_read_only());
         let host = list.rule("example.com", 80).unwrap();
         for method in ["GET", "HEAD", "OPTIONS"] {
-            assert!(list.check_method(host, method, "example.com", 80).is_ok());
+            assert!(
+                list.check_request(host, method, Some(0), "example.com", 80)
+                    .is_ok()
+            );
         }
-        let refusal = list
-            .check_method(host, "POST", "example.com", 80)
-            .unwrap_err();
+        let refused = |method, body| {
+            list.check_request(host, method, body, "example.com", 80)
+                .unwrap_err()
+                .to_string()
+        };
         assert_eq!(
-            refusal.to_string(),
+            refused("POST", Some(0)),
             "Connection blocked by network allowlist: example.com:80 (method POST not allowed: the allowlist is read-only)"
         );
+        // Nor may a read carry what it could write: a body, of a known length or not.
+        for body in [Some(6), None] {
+            assert_eq!(
+                refused("GET", body),
+                "Connection blocked by network allowlist: example.com:80 (a GET with a body not allowed: the allowlist is read-only)"
+            );
+        }
         assert!(
             list.reads_tunnel(host),
             "its requests are read, to check their methods"
@@ -973,7 +993,7 @@ mod tests {
         // The agent's model calls are POSTs, often through a tunnel.
         let gateway = list.rule("127.0.0.1", 8080).unwrap();
         assert!(
-            list.check_method(gateway, "POST", "127.0.0.1", 8080)
+            list.check_request(gateway, "POST", None, "127.0.0.1", 8080)
                 .is_ok()
         );
         assert!(!list.reads_tunnel(gateway));

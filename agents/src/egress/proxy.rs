@@ -422,15 +422,10 @@ fn check_request(
     target: &Target<'_>,
     allowlist: &Allowlist,
 ) -> Result<Option<u64>, Failure> {
-    allowlist
-        .check_method(target.rule, request.method, target.host, target.port)
-        .map_err(Failure::Refused)?;
     let body = body_length(request)?;
-    if body.is_none() && allowlist.is_read_only() {
-        return Err(Failure::BadRequest(
-            "a read-only allowlist takes no request body of unknown length",
-        ));
-    }
+    allowlist
+        .check_request(target.rule, request.method, body, target.host, target.port)
+        .map_err(Failure::Refused)?;
     Ok(body)
 }
 
@@ -977,6 +972,18 @@ mod tests {
             ("localhost", up.port)
         );
         assert_eq!(up.heard(), 1, "the POST never left");
+        // Nor does a GET that carries a body.
+        let carrying =
+            "GET /simple/ HTTP/1.1\r\nHost: localhost\r\nContent-Length: 6\r\n\r\nsecret";
+        let answer = https_exchange(&proxy, &ca, up.port, carrying)
+            .await
+            .unwrap();
+        assert!(answer.contains("a GET with a body not allowed"), "{answer}");
+        assert!(matches!(
+            proxy.refusals.try_recv().unwrap().reason,
+            RefusalReason::Body { .. }
+        ));
+        assert_eq!(up.heard(), 1);
 
         // A client that does not trust the proxy's authority gets no request through.
         let (_, stranger, _) = ckrv_test_support::localhost_authority();
