@@ -129,6 +129,7 @@ impl Server {
                 settings.allow_local_repos = config.allow_local_repos;
                 settings.check()?;
                 dispatch::kubernetes::check_pipeline(&config.workers.pipeline)?;
+                dispatch::kubernetes::check_egress(&config.workers)?;
                 Arc::new(dispatch::KubernetesDispatcher::new(
                     kubernetes.client.clone(),
                     settings,

@@ -45,22 +45,10 @@ fn settings() -> KubernetesSettings {
 
 /// The operator's agent keys, in a private file as `--agent-secrets` takes them.
 fn agent_secrets(dir: &Path) -> Arc<ckrv_api::dispatch::worker_setup::WorkerSetup> {
-    agent_secrets_and_egress(dir, None)
-}
-
-/// [`agent_secrets`] with the operator's egress policy (`--egress-allow`).
-fn agent_secrets_and_egress(
-    dir: &Path,
-    egress: Option<&str>,
-) -> Arc<ckrv_api::dispatch::worker_setup::WorkerSetup> {
     let file = dir.join("agent-secrets.env");
     std::fs::write(&file, format!("ANTHROPIC_API_KEY={ANTHROPIC_KEY}\n")).unwrap();
     std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let setup = ckrv_api::dispatch::worker_setup::WorkerSetup::load(None, None, Some(&file))
-        .unwrap()
-        .with_egress(egress.map(|policy| policy.parse().unwrap()))
-        .unwrap();
-    Arc::new(setup)
+    Arc::new(ckrv_api::dispatch::worker_setup::WorkerSetup::load(None, None, Some(&file)).unwrap())
 }
 
 /// An API whose jobs go to `cluster`, on `dir` and, when given, an earlier API's database.
@@ -79,17 +67,7 @@ async fn api_with(
     database: Option<Arc<ckrv_test_support::TestDatabase>>,
     settings: KubernetesSettings,
 ) -> TestApi {
-    api_with_workers(dir, client, database, settings, agent_secrets(dir)).await
-}
-
-/// [`api_with`] with other workers' settings.
-async fn api_with_workers(
-    dir: &Path,
-    client: kube::Client,
-    database: Option<Arc<ckrv_test_support::TestDatabase>>,
-    settings: KubernetesSettings,
-    workers: Arc<ckrv_api::dispatch::worker_setup::WorkerSetup>,
-) -> TestApi {
+    let workers = agent_secrets(dir);
     let configure = move |c: &mut ckrv_api::Config| {
         c.dispatcher =
             DispatcherConfig::Kubernetes(Box::new(KubernetesConfig { client, settings }));
@@ -476,43 +454,6 @@ async fn a_job_becomes_a_suspended_job_its_secret_and_policy_then_starts_against
             .count(),
         1
     );
-}
-
-#[tokio::test]
-async fn a_read_only_policy_opens_no_public_https_once_cloned_on_a_mocked_cluster() {
-    // NetworkPolicies cannot name hosts: `registries` opens public HTTPS for the pod's proxy
-    // to reach them; under `;read-only` the proxy opens no tunnel past the gateway, so the
-    // pod gets none.
-    for (egress, rules) in [("registries", 3), ("registries;read-only", 2)] {
-        let dir = tempfile::tempdir().unwrap();
-        let (cluster, client) = MockCluster::start(NAMESPACE);
-        let workers = agent_secrets_and_egress(dir.path(), Some(egress));
-        let api = api_with_workers(dir.path(), client, None, settings(), workers).await;
-        let user = api.login("dev@example.com").await;
-        let id = &dispatched(&api, &cluster, access(&user), claude_job()).await;
-        let token = worker_token(&cluster, id);
-        let (status, _) = api
-            .post(
-                &format!("/v1/worker/jobs/{id}/phase"),
-                &token,
-                json!({"phase": "agent", "agent": "claude-code"}),
-            )
-            .await;
-        assert_eq!(status, StatusCode::NO_CONTENT, "{egress}");
-        let narrowed = cluster
-            .requests()
-            .into_iter()
-            .find(|r| r.is("PATCH", "networkpolicies"))
-            .unwrap();
-        let after_clone = narrowed.body["spec"]["egress"].as_array().unwrap();
-        assert_eq!(after_clone.len(), rules, "{egress}: {after_clone:?}");
-        let public: Vec<&Value> = after_clone
-            .iter()
-            .filter(|rule| !rule["to"][0]["ipBlock"].is_null())
-            .collect();
-        assert_eq!(public.len(), rules - 2, "{egress}: {after_clone:?}");
-        assert!(public.iter().all(|rule| rule["ports"][0]["port"] == 443));
-    }
 }
 
 #[tokio::test]

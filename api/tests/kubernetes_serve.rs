@@ -198,3 +198,25 @@ async fn a_cluster_that_lets_it_list_jobs_and_pods_lets_it_serve_against_a_stand
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[tokio::test]
+async fn an_egress_policy_past_the_gateway_stops_serve_on_kubernetes_against_a_stand_in_kubernetes_api()
+ {
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = cluster(dir.path(), StatusCode::OK).await;
+    // A NetworkPolicy cannot name hosts: these would open every public address to the agent.
+    for policy in ["registries", "pypi.org", "pypi.org;read-only"] {
+        let mut args = KUBERNETES.to_vec();
+        args.extend(["--egress-allow", policy]);
+        let mut command = serve(dir.path(), Some(&kubeconfig), &args);
+        let err = tokio::task::spawn_blocking(move || refused(&mut command))
+            .await
+            .unwrap();
+        assert!(
+            err.contains(&format!(
+                "--egress-allow: the operator's egress policy `{policy}` (this flag or the pipeline's agent stage) cannot be held with --dispatcher kubernetes"
+            )) && err.contains("use `model` (the default) or `none` here"),
+            "{policy}: {err}"
+        );
+    }
+}

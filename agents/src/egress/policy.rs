@@ -113,13 +113,6 @@ impl Policy {
         matches!(self, Policy::ReadOnly(_))
     }
 
-    /// Whether the agent may open HTTPS connections to hosts past the gateway that nothing
-    /// reads: what a network that can neither name hosts nor see methods (a Kubernetes
-    /// NetworkPolicy) must open public HTTPS for, and cannot allow under read-only.
-    pub fn tunnels_past_gateway(&self) -> bool {
-        !self.is_read_only() && !self.entries().is_empty()
-    }
-
     /// The entries besides the gateway.
     pub fn entries(&self) -> Vec<Entry> {
         match self {
@@ -1010,8 +1003,8 @@ mod tests {
             "Display parses back"
         );
         assert_eq!(read_only.entries(), Policy::Registries.entries());
-        assert!(read_only.allows_network() && !read_only.tunnels_past_gateway());
-        assert!(Policy::Registries.tunnels_past_gateway());
+        assert!(read_only.allows_network() && read_only.is_read_only());
+        assert!(!Policy::Registries.is_read_only());
         assert_eq!(policy("none;read-only"), Policy::None);
         assert_eq!(read_only.clone().into_read_only(), read_only, "never twice");
         assert_eq!(

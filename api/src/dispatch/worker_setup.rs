@@ -128,6 +128,11 @@ impl WorkerSetup {
         }
     }
 
+    /// The operator's egress policy, if any (`--egress-allow`, or the pipeline's agent stage).
+    pub fn operator_egress(&self) -> Option<&Policy> {
+        self.egress.as_ref()
+    }
+
     /// The egress policy of the spec's job: its own request within the operator's policy, or
     /// else that policy (the agent's own when the operator set none). `none` for a spec that
     /// does not parse or asks past the policy (it was refused when submitted; the operator's

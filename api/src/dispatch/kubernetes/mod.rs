@@ -76,14 +76,14 @@ impl KubernetesDispatcher {
             generation: row.generation,
             agent,
             repo_port: manifests::repository_port(&row.job.git_repo_url),
-            // NetworkPolicies cannot name hosts: a policy past the gateway opens public HTTPS.
+            // Only for the pipeline's steps: an agent's policy past the gateway cannot be held
+            // here (see `unenforceable_egress`), and is refused when the server starts.
             public_https_after_clone: self
                 .workers
                 .pipeline
                 .stages
                 .iter()
-                .any(|s| !s.allowed_hosts.is_empty())
-                || self.workers.egress_for(&row.spec).tunnels_past_gateway(),
+                .any(|s| !s.allowed_hosts.is_empty()),
             model_keys: self.workers.keys_for(&row.spec),
         }
     }
@@ -258,6 +258,24 @@ pub fn check_pipeline(pipeline: &ckrv_pipeline::Pipeline) -> Result<(), Settings
             problem: format!(
                 "the agent stage reports phase `{}`; with --dispatcher kubernetes it must come after `cloning` (e.g. `agent`), because the job pod's network narrows when the phase moves past cloning",
                 agent.phase
+            ),
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// Checks that the operator's egress policy can be held in a job pod. A NetworkPolicy names
+/// addresses, not hosts, and the agent shares the pod's one network namespace with the
+/// orchestrator, so a policy past the gateway (`registries`, a list, read-only or not) would
+/// open every public address to the agent; only `none` and `model` can be held.
+pub fn check_egress(
+    workers: &crate::dispatch::worker_setup::WorkerSetup,
+) -> Result<(), SettingsError> {
+    match workers.operator_egress() {
+        Some(policy) if !policy.entries().is_empty() => Err(SettingsError {
+            flag: "--egress-allow",
+            problem: format!(
+                "the operator's egress policy `{policy}` (this flag or the pipeline's agent stage) cannot be held with --dispatcher kubernetes: a job pod's NetworkPolicy cannot name hosts, and the agent shares the pod's network with the orchestrator, so the agent would reach every public address; use `model` (the default) or `none` here, or run such jobs on the local dispatcher, whose egress proxy holds them"
             ),
         }),
         _ => Ok(()),
