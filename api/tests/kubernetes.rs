@@ -67,7 +67,17 @@ async fn api_with(
     database: Option<Arc<ckrv_test_support::TestDatabase>>,
     settings: KubernetesSettings,
 ) -> TestApi {
-    let workers = agent_secrets(dir);
+    api_with_workers(dir, client, database, settings, agent_secrets(dir)).await
+}
+
+/// [`api_with`] with other workers' settings (a pipeline, an egress policy).
+async fn api_with_workers(
+    dir: &Path,
+    client: kube::Client,
+    database: Option<Arc<ckrv_test_support::TestDatabase>>,
+    settings: KubernetesSettings,
+    workers: Arc<ckrv_api::dispatch::worker_setup::WorkerSetup>,
+) -> TestApi {
     let configure = move |c: &mut ckrv_api::Config| {
         c.dispatcher =
             DispatcherConfig::Kubernetes(Box::new(KubernetesConfig { client, settings }));
@@ -1065,32 +1075,107 @@ fn every_agents_manifests_are_valid_kubernetes_in_both_network_stages() {
 }
 
 #[tokio::test]
-async fn a_pipeline_whose_agent_reports_cloning_is_refused_with_a_mocked_cluster() {
+async fn public_https_opens_only_in_the_phase_of_a_step_that_needs_it_never_the_agents_on_a_mocked_cluster()
+ {
     let dir = tempfile::tempdir().unwrap();
     let pipeline = dir.path().join("pipeline.toml");
     std::fs::write(
         &pipeline,
-        "[[stage]]\nstep = \"clone\"\nphase = \"cloning\"\n[[stage]]\nagent = true\nphase = \"cloning\"\n\
-         [[stage]]\nstep = \"diff\"\nphase = \"diffing\"\n[[stage]]\nstep = \"upload\"\nphase = \"uploading\"\n",
+        "[[stage]]\nstep = \"clone\"\nphase = \"cloning\"\n[[stage]]\nagent = true\nphase = \"agent\"\n\
+         [[stage]]\nstep = \"diff\"\nphase = \"diffing\"\n\
+         [[stage]]\nstep = \"upload\"\nphase = \"uploading\"\nallowed_hosts = [\"https://hooks.example.com\"]\n",
     )
     .unwrap();
+    let workers =
+        ckrv_api::dispatch::worker_setup::WorkerSetup::load(Some(&pipeline), None, None).unwrap();
+    let (cluster, client) = MockCluster::start(NAMESPACE);
+    let api = api_with_workers(dir.path(), client, None, settings(), Arc::new(workers)).await;
+    let user = api.login("dev@example.com").await;
+    let id = &dispatched(&api, &cluster, access(&user), support::job_request()).await;
+    let token = worker_token(&cluster, id);
+    // Each patch of the pod's network, as the rules' public ports.
+    let patches = || -> Vec<Vec<Value>> {
+        cluster
+            .requests()
+            .into_iter()
+            .filter(|r| r.is("PATCH", "networkpolicies"))
+            .map(|r| {
+                r.body["spec"]["egress"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .filter(|rule| !rule["to"][0]["ipBlock"].is_null())
+                    .map(|rule| rule["ports"][0]["port"].clone())
+                    .collect()
+            })
+            .collect()
+    };
+    for (phase, expected) in [
+        // The agent runs with DNS and the API only.
+        ("agent", vec![vec![]]),
+        // Nothing to change for the diff.
+        ("diffing", vec![vec![]]),
+        // The upload step's hook needs public HTTPS: the agent's container has ended.
+        ("uploading", vec![vec![], vec![json!(443)]]),
+    ] {
+        let mut body = json!({"phase": phase});
+        if phase == "agent" {
+            body["agent"] = "script".into();
+        }
+        let (status, _) = api
+            .post(&format!("/v1/worker/jobs/{id}/phase"), &token, body)
+            .await;
+        assert_eq!(status, StatusCode::NO_CONTENT, "{phase}");
+        assert_eq!(patches(), expected, "{phase}");
+    }
+}
+
+/// Why a server on a mocked cluster with the pipeline `text` refuses to start.
+async fn refused_pipeline(dir: &Path, text: &str) -> String {
+    let pipeline = dir.join("pipeline.toml");
+    std::fs::write(&pipeline, text).unwrap();
     let setup =
         ckrv_api::dispatch::worker_setup::WorkerSetup::load(Some(&pipeline), None, None).unwrap();
     let (_cluster, client) = MockCluster::start(NAMESPACE);
-    let database = ckrv_test_support::TestDatabase::new(dir.path()).await;
-    let mut config = support::test_config(dir.path(), &database);
+    let database = ckrv_test_support::TestDatabase::new(dir).await;
+    let mut config = support::test_config(dir, &database);
     config.dispatcher = DispatcherConfig::Kubernetes(Box::new(KubernetesConfig {
         client,
         settings: settings(),
     }));
     config.workers = Arc::new(setup);
-    let error = ckrv_api::Server::bind(config)
+    ckrv_api::Server::bind(config)
         .await
         .err()
         .expect("the server refuses to start")
-        .to_string();
+        .to_string()
+}
+
+#[tokio::test]
+async fn a_pipeline_whose_agent_reports_cloning_is_refused_with_a_mocked_cluster() {
+    let dir = tempfile::tempdir().unwrap();
+    let error = refused_pipeline(
+        dir.path(),
+        "[[stage]]\nstep = \"clone\"\nphase = \"cloning\"\n[[stage]]\nagent = true\nphase = \"cloning\"\n\
+         [[stage]]\nstep = \"diff\"\nphase = \"diffing\"\n[[stage]]\nstep = \"upload\"\nphase = \"uploading\"\n",
+    )
+    .await;
     assert!(
         error.starts_with("--pipeline: the agent stage reports phase `cloning`; with --dispatcher kubernetes it must come after `cloning`"),
+        "{error}"
+    );
+
+    // A step that calls out in the agent's own phase would open public HTTPS to the agent.
+    let dir = tempfile::tempdir().unwrap();
+    let error = refused_pipeline(
+        dir.path(),
+        "[[stage]]\nstep = \"clone\"\nphase = \"cloning\"\n[[stage]]\nagent = true\nphase = \"agent\"\n\
+         [[stage]]\nstep = \"diff\"\nphase = \"agent\"\nallowed_hosts = [\"https://hooks.example.com\"]\n\
+         [[stage]]\nstep = \"upload\"\nphase = \"uploading\"\n",
+    )
+    .await;
+    assert!(
+        error.starts_with("--pipeline: the stage `diff` has allowed_hosts and reports the agent stage's phase `agent`"),
         "{error}"
     );
 }

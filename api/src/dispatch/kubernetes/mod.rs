@@ -9,7 +9,7 @@ pub mod manifests;
 pub mod settings;
 pub mod watch;
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use ckrv_agents::AgentDefinition;
@@ -37,8 +37,9 @@ pub struct KubernetesDispatcher {
     exits: mpsc::UnboundedSender<WorkerExit>,
     /// Where the watch counts its errors.
     metrics: Arc<Metrics>,
-    /// Claims whose pod network this replica has already narrowed.
-    narrowed: Mutex<HashSet<(String, i64)>>,
+    /// Claims whose pod network this replica has set after the clone, with whether that
+    /// network opened public HTTPS (for a step's `allowed_hosts`).
+    narrowed: Mutex<HashMap<(String, i64), bool>>,
 }
 
 impl KubernetesDispatcher {
@@ -76,14 +77,9 @@ impl KubernetesDispatcher {
             generation: row.generation,
             agent,
             repo_port: manifests::repository_port(&row.job.git_repo_url),
-            // Only for the pipeline's steps: an agent's policy past the gateway cannot be held
-            // here (see `unenforceable_egress`), and is refused when the server starts.
-            public_https_after_clone: self
-                .workers
-                .pipeline
-                .stages
-                .iter()
-                .any(|s| !s.allowed_hosts.is_empty()),
+            // Set per phase (`phase_changed`): only while a step with allowed hosts runs,
+            // never while the agent does.
+            public_https_after_clone: false,
             model_keys: self.workers.keys_for(&row.spec),
         }
     }
@@ -141,7 +137,7 @@ impl KubernetesDispatcher {
         Ok(())
     }
 
-    fn narrowed(&self) -> std::sync::MutexGuard<'_, HashSet<(String, i64)>> {
+    fn narrowed(&self) -> std::sync::MutexGuard<'_, HashMap<(String, i64), bool>> {
         self.narrowed.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
@@ -178,7 +174,7 @@ impl Dispatcher for KubernetesDispatcher {
     }
 
     async fn stop(&self, job_id: &str) {
-        self.narrowed().retain(|(id, _)| id != job_id);
+        self.narrowed().retain(|(id, _), _| id != job_id);
         let jobs = self.api::<Job>();
         let mine = ListParams::default().labels(&format!("{JOB_LABEL}={job_id}"));
         let listed = match jobs.list(&mine).await {
@@ -206,12 +202,15 @@ impl Dispatcher for KubernetesDispatcher {
         generation: i64,
         phase: JobPhase,
     ) -> Result<(), DispatchError> {
-        if phase.is_restartable() || self.narrowed().contains(&(job_id.to_string(), generation)) {
+        let claim = (job_id.to_string(), generation);
+        let https = public_https_in(&self.workers.pipeline, phase);
+        if phase.is_restartable() || self.narrowed().get(&claim) == Some(&https) {
             return Ok(());
         }
         let (row, agent) = self.job_and_agent(job_id).await?;
         let pod = JobPod {
             generation,
+            public_https_after_clone: https,
             ..self.job_pod(&row, &agent)
         };
         let name = manifests::object_name(job_id, generation);
@@ -223,11 +222,13 @@ impl Dispatcher for KubernetesDispatcher {
             .map_err(kube_error(&format!(
                 "narrowing the network of the job's pod (NetworkPolicy {name})"
             )))?;
-        self.narrowed().insert((job_id.to_string(), generation));
+        self.narrowed().insert(claim, https);
         tracing::info!(
             job_id,
             name,
-            "the job pod's network narrowed after its clone"
+            %phase,
+            public_https = https,
+            "the job pod's network set for its phase"
         );
         Ok(())
     }
@@ -244,23 +245,54 @@ impl Dispatcher for KubernetesDispatcher {
     }
 }
 
+/// Whether the pod's network opens public HTTPS in `phase`: while a step stage that reports
+/// it has allowed hosts, and never in the agent stage's phase.
+fn public_https_in(pipeline: &ckrv_pipeline::Pipeline, phase: JobPhase) -> bool {
+    let agent_phase = pipeline
+        .stages
+        .iter()
+        .any(|s| s.kind == ckrv_wit::types::StageKind::Agent && s.phase == phase);
+    !agent_phase
+        && pipeline
+            .stages
+            .iter()
+            .any(|s| s.phase == phase && !s.allowed_hosts.is_empty())
+}
+
 /// Checks that the pipeline lets the pod's network narrow before the agent starts: that
 /// happens when the job's phase moves past `cloning`, so the agent stage must report a later
-/// phase than that.
+/// phase than that; and that no step with allowed hosts shares the agent's phase, whose
+/// network opens nothing public.
 pub fn check_pipeline(pipeline: &ckrv_pipeline::Pipeline) -> Result<(), SettingsError> {
-    match pipeline
+    let Some(agent) = pipeline
         .stages
         .iter()
         .find(|s| s.kind == ckrv_wit::types::StageKind::Agent)
-    {
-        Some(agent) if agent.phase.is_restartable() => Err(SettingsError {
+    else {
+        return Ok(());
+    };
+    if agent.phase.is_restartable() {
+        return Err(SettingsError {
             flag: "--pipeline",
             problem: format!(
                 "the agent stage reports phase `{}`; with --dispatcher kubernetes it must come after `cloning` (e.g. `agent`), because the job pod's network narrows when the phase moves past cloning",
                 agent.phase
             ),
+        });
+    }
+    match pipeline
+        .stages
+        .iter()
+        .find(|s| s.kind != agent.kind && s.phase == agent.phase && !s.allowed_hosts.is_empty())
+    {
+        Some(step) => Err(SettingsError {
+            flag: "--pipeline",
+            problem: format!(
+                "the stage `{}` has allowed_hosts and reports the agent stage's phase `{}`; with --dispatcher kubernetes give it a phase of its own, because the job pod's network opens public HTTPS only in the phases of such steps, never while the agent runs",
+                step.name, agent.phase
+            ),
         }),
-        _ => Ok(()),
+        None => Ok(()),
     }
 }
 
