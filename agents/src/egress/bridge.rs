@@ -99,6 +99,9 @@ async fn accept(listener: TcpListener, socket: Arc<PathBuf>, forward: Option<Soc
     loop {
         match listener.accept().await {
             Ok((stream, _)) => {
+                // A relay: each write goes on at once (a TLS handshake's small writes would
+                // otherwise wait for delayed ACKs).
+                let _ = stream.set_nodelay(true);
                 tokio::spawn(relay(stream, socket.clone(), forward));
             }
             Err(error) => {

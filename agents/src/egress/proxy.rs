@@ -599,7 +599,12 @@ async fn open(rule: &Rule, host: &str, port: u16) -> Result<TcpStream, Failure> 
             continue;
         }
         match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(address)).await {
-            Ok(Ok(stream)) => return Ok(stream),
+            Ok(Ok(stream)) => {
+                // A relay: each write goes on at once (a TLS handshake's small writes would
+                // otherwise wait for delayed ACKs).
+                let _ = stream.set_nodelay(true);
+                return Ok(stream);
+            }
             Ok(Err(error)) => failed = Some(error.to_string()),
             Err(_) => failed = Some("timed out".to_string()),
         }

@@ -39,6 +39,8 @@ fn the_benchmark_measures_every_path_and_says_so_in_a_table() {
             "1",
             "--downloads",
             "2",
+            "--small-requests",
+            "3",
         ])
         .output()
         .unwrap();
@@ -49,14 +51,15 @@ fn the_benchmark_measures_every_path_and_says_so_in_a_table() {
         String::from_utf8_lossy(&out.stderr)
     );
     let rows: Vec<&str> = stdout.lines().filter(|l| l.starts_with("| ")).collect();
-    // The header, eight measurements of the job's path, four of the worker, three of egress,
+    // The header, eight measurements of the job's path, four of the worker, five of egress,
     // and eleven of the engine (four of them the model gateway's), each with a sample count
     // and four figures.
-    assert_eq!(rows.len(), 27, "{stdout}");
+    assert_eq!(rows.len(), 29, "{stdout}");
     for measured in [
         "through the model gateway",
         "egress proxy, CONNECT",
         "read-only HTTPS, read and re-encrypted by the proxy",
+        "1 KiB GET in the sandbox, one curl, a new connection each, read-only HTTPS, read by the proxy",
         "with egress proxy and bridge",
     ] {
         assert!(stdout.contains(measured), "{measured}: {stdout}");

@@ -68,6 +68,8 @@ impl HttpsStandIn {
         let count = heard.clone();
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
+                // As a real server does: its handshake's writes go out at once.
+                let _ = stream.set_nodelay(true);
                 let (acceptor, count) = (acceptor.clone(), count.clone());
                 tokio::spawn(async move {
                     let Ok(mut stream) = acceptor.accept(stream).await else {

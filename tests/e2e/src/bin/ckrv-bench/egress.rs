@@ -18,6 +18,8 @@ use crate::table::Table;
 pub struct Downloads {
     pub mib: usize,
     pub count: usize,
+    /// How many small requests measure what a request costs.
+    pub small: usize,
 }
 
 pub fn run(
@@ -62,6 +64,7 @@ pub fn run(
     };
     let plain = format!("http://{origin}/blob");
     let https = format!("https://localhost:{}/blob", secure.port);
+    let mib = downloads.mib;
     for (path, curl_flags, url, allowlist, sandbox) in [
         (
             "CONNECT tunnel (loopback forward)",
@@ -79,56 +82,156 @@ pub fn run(
             &reading,
         ),
     ] {
-        let script = format!(
-            "for i in $(seq {count}); do curl -sS {curl_flags} -o /dev/null \
-             -w '%{{size_download}} %{{time_total}}\\n' {url} || exit 1; done",
-            count = downloads.count
-        );
-        let mut request = RunRequest::new(
-            vec!["sh".into(), "-c".into(), script],
-            workspace.clone(),
-            scratch.clone(),
-            "bench-egress",
-        );
-        request.egress = Some(allowlist.clone());
-        let (status, lines) = runtime.block_on(run_collecting(sandbox, &request))?;
-        let text = |stream| {
-            lines
-                .iter()
-                .filter(|l| l.stream == stream)
-                .map(|l| l.line.as_str())
-                .collect::<Vec<_>>()
-                .join("\n")
-        };
-        ensure!(
-            status.success(),
-            "curl in the sandbox failed: {}{}",
-            text(Stream::Stderr),
-            text(Stream::Egress)
-        );
-        let mut times = Vec::new();
-        for line in text(Stream::Stdout).lines() {
-            let (size, seconds) = line.split_once(' ').context("curl's -w line")?;
-            ensure!(
-                size.parse::<usize>()? == bytes,
-                "a download through {path} got {size} of {bytes} bytes"
-            );
-            times.push(Duration::from_secs_f64(seconds.parse()?));
-        }
-        ensure!(times.len() == downloads.count, "{} downloads", times.len());
+        let times = curl_in_sandbox(
+            runtime,
+            sandbox,
+            allowlist,
+            (&workspace, &scratch),
+            Transfers {
+                target: &format!("{curl_flags} {url}"),
+                count: downloads.count,
+                bytes,
+                curls: Curls::Each,
+            },
+        )?;
         let mut sorted = times.clone();
         sorted.sort();
         let rate = bytes as f64 / sorted[sorted.len() / 2].as_secs_f64() / 1e6;
         table.row(
             &format!(
-                "{} MiB download in the sandbox through bridge and egress proxy, {path} \
-                 (median {rate:.0} MB/s)",
-                downloads.mib
+                "{mib} MiB download in the sandbox through bridge and egress proxy, {path} \
+                 (median {rate:.0} MB/s)"
             ),
             &times,
         );
     }
+
+    // What reading HTTPS costs a request (a CONNECT, two TLS handshakes, one request per
+    // connection), against plain HTTP through the same proxy: small answers, many requests.
+    let small = 1024;
+    let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
+    let small_origin = listener.local_addr()?;
+    runtime.spawn(serve(listener, small));
+    let small_secure = runtime.block_on(ckrv_test_support::HttpsStandIn::serving(small));
+    let small_read_only = read_only
+        .clone()
+        .allow_local(format!("localhost:{}", small_secure.port).parse()?);
+    let small_reading = SandboxRuntime {
+        egress_roots: Some(small_secure.roots.clone()),
+        ..SandboxRuntime::default()
+    };
+    let small_allowlist = allowlist
+        .clone()
+        .allow_local(format!("{small_origin}").parse()?);
+    for (path, url, allowlist, sandbox) in [
+        (
+            "plain HTTP via the proxy",
+            format!("http://{small_origin}/small"),
+            &small_allowlist,
+            &sandbox,
+        ),
+        (
+            "read-only HTTPS, read by the proxy",
+            format!("https://localhost:{}/small", small_secure.port),
+            &small_read_only,
+            &small_reading,
+        ),
+    ] {
+        let times = curl_in_sandbox(
+            runtime,
+            sandbox,
+            allowlist,
+            (&workspace, &scratch),
+            Transfers {
+                target: &url,
+                count: downloads.small,
+                bytes: small,
+                curls: Curls::One,
+            },
+        )?;
+        table.row(
+            &format!("1 KiB GET in the sandbox, one curl, a new connection each, {path}"),
+            &times,
+        );
+    }
     Ok(())
+}
+
+/// How `curl_in_sandbox` runs curl.
+#[derive(Clone, Copy)]
+enum Curls {
+    /// A curl each transfer.
+    Each,
+    /// One curl for all of them, as a long-lived client is: it reads its certificates once
+    /// (curl spends about 30 ms reading the system's bundle), then opens a connection each.
+    One,
+}
+
+/// `count` transfers of `curl TARGET`, each `bytes` long.
+struct Transfers<'a> {
+    target: &'a str,
+    count: usize,
+    bytes: usize,
+    curls: Curls,
+}
+
+/// Runs the transfers in the sandbox under `allowlist`; each one's time, its length checked.
+fn curl_in_sandbox(
+    runtime: &tokio::runtime::Runtime,
+    sandbox: &SandboxRuntime,
+    allowlist: &ckrv_agents::Allowlist,
+    (workspace, scratch): (&Path, &Path),
+    transfers: Transfers<'_>,
+) -> Result<Vec<Duration>> {
+    let Transfers {
+        target,
+        count,
+        bytes,
+        curls,
+    } = transfers;
+    let write_out = "-w '%{size_download} %{time_total}\\n'";
+    let script = match curls {
+        Curls::Each => format!(
+            "for i in $(seq {count}); do curl -sS -o /dev/null {write_out} {target} || exit 1; done"
+        ),
+        Curls::One => format!(
+            "curl -sS {write_out}{}",
+            format!(" -o /dev/null {target}").repeat(count)
+        ),
+    };
+    let mut request = RunRequest::new(
+        vec!["sh".into(), "-c".into(), script],
+        workspace.to_path_buf(),
+        scratch.to_path_buf(),
+        "bench-egress",
+    );
+    request.egress = Some(allowlist.clone());
+    let (status, lines) = runtime.block_on(run_collecting(sandbox, &request))?;
+    let text = |stream| {
+        lines
+            .iter()
+            .filter(|l| l.stream == stream)
+            .map(|l| l.line.as_str())
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    ensure!(
+        status.success(),
+        "curl in the sandbox failed: {}{}",
+        text(Stream::Stderr),
+        text(Stream::Egress)
+    );
+    let mut times = Vec::new();
+    for line in text(Stream::Stdout).lines() {
+        let (size, seconds) = line.split_once(' ').context("curl's -w line")?;
+        ensure!(
+            size.parse::<usize>()? == bytes,
+            "a download of {target} got {size} of {bytes} bytes"
+        );
+        times.push(Duration::from_secs_f64(seconds.parse()?));
+    }
+    ensure!(times.len() == count, "{} downloads of {count}", times.len());
+    Ok(times)
 }
 
 /// Answers every request on `listener` with `bytes` bytes.

@@ -77,6 +77,9 @@ struct Args {
     /// Downloads each way through the egress proxy.
     #[arg(long, default_value_t = 5)]
     downloads: usize,
+    /// Small (1 KiB) requests each way through the egress proxy: what a request costs.
+    #[arg(long, default_value_t = 200)]
+    small_requests: usize,
     /// Only the worker's measurements (diff step, sandbox) and the job path.
     #[arg(long)]
     worker_only: bool,
@@ -108,11 +111,12 @@ fn main() -> Result<()> {
         || args.model_requests == 0
         || args.download_mib == 0
         || args.downloads == 0
+        || args.small_requests == 0
     {
         bail!(
             "--jobs, --requests, --clients, --followers, --follow-lines, --log-lines, \
-             --creates, --log-probes, --status-runs, --model-requests, --download-mib and --downloads \
-             must be at least 1"
+             --creates, --log-probes, --status-runs, --model-requests, --download-mib, --downloads \
+             and --small-requests must be at least 1"
         );
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -174,6 +178,7 @@ fn main() -> Result<()> {
         &egress::Downloads {
             mib: args.download_mib,
             count: args.downloads,
+            small: args.small_requests,
         },
         &runtime,
         &mut table,
