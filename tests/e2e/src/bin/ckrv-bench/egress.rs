@@ -162,8 +162,8 @@ pub fn run(
 enum Curls {
     /// A curl each transfer.
     Each,
-    /// One curl for all of them, as a long-lived client is: it reads its certificates once
-    /// (curl spends about 30 ms reading the system's bundle), then opens a connection each.
+    /// One curl for all of them: its start is paid once, but it still opens a connection,
+    /// and (curl 7.88) reads its CA bundle, for each (docs/benchmarks.md).
     One,
 }
 
