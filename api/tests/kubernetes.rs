@@ -1083,7 +1083,7 @@ async fn public_https_opens_only_in_the_phase_of_a_step_that_needs_it_never_the_
         &pipeline,
         "[[stage]]\nstep = \"clone\"\nphase = \"cloning\"\n[[stage]]\nagent = true\nphase = \"agent\"\n\
          [[stage]]\nstep = \"diff\"\nphase = \"diffing\"\n\
-         [[stage]]\nstep = \"upload\"\nphase = \"uploading\"\nallowed_hosts = [\"https://hooks.example.com\"]\n",
+         [[stage]]\nstep = \"upload\"\nphase = \"uploading\"\nallowed_hosts = [\"https://hooks.localhost\"]\n",
     )
     .unwrap();
     let workers =
@@ -1170,7 +1170,7 @@ async fn a_pipeline_whose_agent_reports_cloning_is_refused_with_a_mocked_cluster
     let error = refused_pipeline(
         dir.path(),
         "[[stage]]\nstep = \"clone\"\nphase = \"cloning\"\n[[stage]]\nagent = true\nphase = \"agent\"\n\
-         [[stage]]\nstep = \"diff\"\nphase = \"agent\"\nallowed_hosts = [\"https://hooks.example.com\"]\n\
+         [[stage]]\nstep = \"diff\"\nphase = \"agent\"\nallowed_hosts = [\"https://hooks.localhost\"]\n\
          [[stage]]\nstep = \"upload\"\nphase = \"uploading\"\n",
     )
     .await;
