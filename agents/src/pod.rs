@@ -190,6 +190,18 @@ pub fn write_done(control: &Path) -> std::io::Result<()> {
     write_atomic(&control.join(DONE), b"")
 }
 
+/// With egress, the variables naming the API's egress proxy, which the pod's agent container
+/// holds when the API runs one (from the job's Secret: its URL carries the job's model token):
+/// the agent gets them, or nothing where the container has none.
+fn proxy_variables(request: &RunRequest) -> impl Iterator<Item = String> + '_ {
+    let names = crate::egress::PROXY_VARIABLES
+        .into_iter()
+        .chain(crate::egress::NO_PROXY_VARIABLES);
+    names
+        .filter(|_| request.egress.is_some())
+        .map(str::to_string)
+}
+
 /// Runs the agent in the job pod's agent container, through the files in `control` (the
 /// orchestrator's, read-only to the agent) and `output` (the entrypoint's, read-only here).
 #[derive(Debug, Clone)]
@@ -220,6 +232,7 @@ impl PodRuntime {
                 .secrets
                 .iter()
                 .map(|(name, _)| name.clone())
+                .chain(proxy_variables(request))
                 .collect(),
             stdin: matches!(request.prompt, Prompt::Stdin(_)),
         }
@@ -436,6 +449,28 @@ mod tests {
         );
         assert_eq!(Launch::parse(json.as_bytes()).unwrap(), launch);
         assert!(pod.launch(&request(Prompt::Stdin("x".into()))).stdin);
+    }
+
+    #[test]
+    fn with_egress_the_launch_names_the_proxy_variables_too() {
+        let pod = PodRuntime::new("/ckrv/control".into(), "/ckrv/agent".into());
+        let mut request = request(Prompt::Stdin("x".into()));
+        request.egress = crate::Policy::Model.allowlist(None);
+        let launch = pod.launch(&request);
+        assert_eq!(
+            launch.secrets,
+            [
+                "ANTHROPIC_API_KEY",
+                "HTTP_PROXY",
+                "HTTPS_PROXY",
+                "http_proxy",
+                "https_proxy",
+                "NO_PROXY",
+                "no_proxy"
+            ]
+        );
+        request.egress = None;
+        assert_eq!(pod.launch(&request).secrets, ["ANTHROPIC_API_KEY"]);
     }
 
     #[test]

@@ -233,10 +233,10 @@ impl SandboxRuntime {
                 }
             }
             let proxy = format!("http://{BRIDGE_LISTEN}");
-            for name in ["HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"] {
+            for name in crate::egress::PROXY_VARIABLES {
                 command.env(name, &proxy);
             }
-            for name in ["NO_PROXY", "no_proxy"] {
+            for name in crate::egress::NO_PROXY_VARIABLES {
                 command.env(name, "");
             }
         }

@@ -21,4 +21,13 @@ pub use intercept::{InterceptError, Interceptor};
 pub use policy::{
     Allowlist, Entry, NarrowError, Policy, PolicyError, REGISTRIES, Refusal, RefusalReason,
 };
-pub use proxy::{EgressProxy, MAX_CONNECTIONS, MAX_HEAD_BYTES};
+pub use proxy::{
+    Admission, Admitted, EgressProxy, MAX_CONNECTIONS, MAX_HEAD_BYTES, MAX_SHARED_CONNECTIONS,
+    SharedEgressProxy,
+};
+
+/// The variables that name an HTTP proxy to agent CLIs (curl, Node, Python, git, cargo all
+/// read one of them).
+pub const PROXY_VARIABLES: [&str; 4] = ["HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"];
+/// The variables that name the hosts reached without the proxy.
+pub const NO_PROXY_VARIABLES: [&str; 2] = ["NO_PROXY", "no_proxy"];

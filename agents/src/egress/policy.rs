@@ -478,6 +478,16 @@ pub(crate) struct Rule {
 }
 
 impl Allowlist {
+    /// Nothing at all, for a job of `policy` (`none`) whose agent asks a proxy all the same:
+    /// each attempt is refused, and seen.
+    pub fn refusing_all(policy: &Policy) -> Self {
+        Allowlist {
+            policy: policy.to_string(),
+            rules: Vec::new(),
+            read_only: false,
+        }
+    }
+
     /// Adds `entry`, reachable on any address, loopback and private ones included: the model
     /// gateway, which may listen on the worker's loopback, or a test's stand-in.
     pub fn allow_local(mut self, entry: Entry) -> Self {

@@ -7,7 +7,13 @@
 //! to, and the connection goes to the address that was checked (so DNS cannot change it in
 //! between). A refusal is answered `403 Forbidden`, and reported on the proxy's channel, one
 //! [`Refusal`] per refused request, before the answer is written.
+//!
+//! The same proxy also runs shared, on TCP ([`SharedEgressProxy`]): the control plane's, for
+//! job pods on Kubernetes, whose agents cannot have a socket of their own. There each
+//! connection names its job in `Proxy-Authorization`, and an [`Admission`] gives it that job's
+//! allowlist and refusal channel, or answers `407`.
 
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -15,7 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use tokio::net::{TcpStream, UnixListener, UnixStream};
+use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use tokio::sync::mpsc;
 use tokio::task::{JoinHandle, JoinSet};
 
@@ -95,7 +101,9 @@ impl EgressProxy {
             allowlist,
             interceptor,
         });
-        let task = tokio::spawn(serve(listener, checks, refusals, limit));
+        let task = tokio::spawn(serve(listener, limit, move |stream| {
+            connection(stream, checks.clone(), refusals.clone())
+        }));
         Ok(Self { path, task, ca_pem })
     }
 
@@ -125,13 +133,89 @@ struct Checks {
     interceptor: Option<Arc<Interceptor>>,
 }
 
-/// Accepts connections until aborted; the connections are its tasks, so they end with it.
-async fn serve(
-    listener: UnixListener,
-    checks: Arc<Checks>,
-    refusals: mpsc::Sender<Refusal>,
-    limit: Arc<tokio::sync::Semaphore>,
-) {
+/// Who a connection of a [`SharedEgressProxy`] is for, from what it sent in
+/// `Proxy-Authorization`.
+pub trait Admission: Send + Sync + 'static {
+    /// The allowlist and refusal channel of the job whose credentials `authorization` holds
+    /// (`None`: the client sent none), or why the connection is refused (answered `407`).
+    fn admit(
+        &self,
+        authorization: Option<&str>,
+    ) -> impl Future<Output = Result<Admitted, String>> + Send;
+}
+
+/// What an admitted connection is checked against, and where its refusals go.
+#[derive(Debug)]
+pub struct Admitted {
+    pub allowlist: Allowlist,
+    pub refusals: mpsc::Sender<Refusal>,
+}
+
+/// A proxy on TCP that many jobs share, each connection admitted by an [`Admission`]. HTTPS
+/// under a read-only allowlist cannot be read here (no sandbox trusts this proxy's authority),
+/// so such tunnels are answered `502`. Dropping it stops it and every connection it relays.
+#[derive(Debug)]
+pub struct SharedEgressProxy {
+    address: SocketAddr,
+    task: JoinHandle<()>,
+}
+
+impl SharedEgressProxy {
+    /// Serves on `listener`. Must be called in a tokio runtime.
+    pub fn start<A: Admission>(listener: TcpListener, admission: A) -> io::Result<Self> {
+        let address = listener.local_addr()?;
+        let admission = Arc::new(admission);
+        let limit = Arc::new(tokio::sync::Semaphore::new(MAX_SHARED_CONNECTIONS));
+        let task = tokio::spawn(serve(listener, limit, move |stream: TcpStream| {
+            let _ = stream.set_nodelay(true);
+            shared_connection(stream, admission.clone())
+        }));
+        Ok(Self { address, task })
+    }
+
+    /// The address it listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.address
+    }
+}
+
+impl Drop for SharedEgressProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The most connections a [`SharedEgressProxy`] relays at once, for all jobs together.
+pub const MAX_SHARED_CONNECTIONS: usize = 4096;
+
+/// A listener of the proxy's: a Unix socket, or TCP for the shared proxy.
+trait Listener: Send + 'static {
+    type Stream: Send + 'static;
+    fn accept(&self) -> impl Future<Output = io::Result<Self::Stream>> + Send;
+}
+
+impl Listener for UnixListener {
+    type Stream = UnixStream;
+    async fn accept(&self) -> io::Result<UnixStream> {
+        UnixListener::accept(self).await.map(|(stream, _)| stream)
+    }
+}
+
+impl Listener for TcpListener {
+    type Stream = TcpStream;
+    async fn accept(&self) -> io::Result<TcpStream> {
+        TcpListener::accept(self).await.map(|(stream, _)| stream)
+    }
+}
+
+/// Accepts connections until aborted, each handled by `handle`; the connections are its
+/// tasks, so they end with it.
+async fn serve<L, F, C>(listener: L, limit: Arc<tokio::sync::Semaphore>, handle: F)
+where
+    L: Listener,
+    F: Fn(L::Stream) -> C + Send + 'static,
+    C: Future<Output = ()> + Send + 'static,
+{
     let mut connections = JoinSet::new();
     loop {
         // A connection is accepted only when it may be relayed; until then it waits in the
@@ -141,10 +225,10 @@ async fn serve(
         };
         tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => {
-                    let (checks, refusals) = (checks.clone(), refusals.clone());
+                Ok(stream) => {
+                    let connection = handle(stream);
                     connections.spawn(async move {
-                        connection(stream, checks, refusals).await;
+                        connection.await;
                         drop(permit);
                     });
                 }
@@ -166,23 +250,64 @@ enum Failure {
     TooLarge,
     Timeout,
     Refused(Refusal),
+    /// A shared proxy's client named no job it may act for.
+    Unauthorized(String),
     Unreachable(String),
     /// The client went away, or a relay failed part way: nothing to answer.
     Io(io::Error),
 }
 
-async fn connection(mut client: UnixStream, checks: Arc<Checks>, refusals: mpsc::Sender<Refusal>) {
-    let outcome = match tokio::time::timeout(HEAD_TIMEOUT, read_head(&mut client)).await {
+/// A client's side of a connection.
+trait Client: Drain + tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<S: Drain + tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Client for S {}
+
+async fn read_head_in_time<S: Client>(client: &mut S) -> Result<Head, Failure> {
+    match tokio::time::timeout(HEAD_TIMEOUT, read_head(client)).await {
         Err(_) => Err(Failure::Timeout),
-        Ok(Err(failure)) => Err(failure),
-        Ok(Ok(head)) => relay(&mut client, head, &checks, &refusals).await,
-    };
-    answer(&mut client, outcome, &refusals).await;
+        Ok(head) => head,
+    }
 }
 
-/// Answers a request that got no response from its destination; reports a refusal first.
-async fn answer<S>(client: &mut S, outcome: Result<(), Failure>, refusals: &mpsc::Sender<Refusal>)
-where
+async fn connection(mut client: UnixStream, checks: Arc<Checks>, refusals: mpsc::Sender<Refusal>) {
+    let outcome = match read_head_in_time(&mut client).await {
+        Ok(head) => relay(&mut client, head, &checks, &refusals).await,
+        Err(failure) => Err(failure),
+    };
+    answer(&mut client, outcome, Some(&refusals)).await;
+}
+
+/// A connection of the shared proxy: admitted by its `Proxy-Authorization` first.
+async fn shared_connection<A: Admission>(mut client: TcpStream, admission: Arc<A>) {
+    let head = match read_head_in_time(&mut client).await {
+        Ok(head) => head,
+        Err(failure) => return answer(&mut client, Err(failure), None).await,
+    };
+    let authorization = match parse(&head.text) {
+        Ok(request) => request
+            .header("proxy-authorization")
+            .first()
+            .map(|value| value.to_string()),
+        Err(failure) => return answer(&mut client, Err(failure), None).await,
+    };
+    let admitted = match admission.admit(authorization.as_deref()).await {
+        Ok(admitted) => admitted,
+        Err(why) => return answer(&mut client, Err(Failure::Unauthorized(why)), None).await,
+    };
+    let checks = Checks {
+        allowlist: admitted.allowlist,
+        interceptor: None,
+    };
+    let outcome = relay(&mut client, head, &checks, &admitted.refusals).await;
+    answer(&mut client, outcome, Some(&admitted.refusals)).await;
+}
+
+/// Answers a request that got no response from its destination; reports a refusal first
+/// (a connection not yet admitted has no `refusals`, and nothing of it is refused).
+async fn answer<S>(
+    client: &mut S,
+    outcome: Result<(), Failure>,
+    refusals: Option<&mpsc::Sender<Refusal>>,
+) where
     S: Drain + tokio::io::AsyncWrite + Unpin,
 {
     let answered = match outcome {
@@ -192,8 +317,13 @@ where
             tracing::debug!(%refusal, "egress refused");
             // Reported before it is answered, so the report is out by the time the agent
             // knows (and perhaps ends).
-            let _ = refusals.send(refusal.clone()).await;
+            if let Some(refusals) = refusals {
+                let _ = refusals.send(refusal.clone()).await;
+            }
             respond(client, "403 Forbidden", &refusal.to_string()).await
+        }
+        Err(Failure::Unauthorized(why)) => {
+            respond(client, "407 Proxy Authentication Required", &why).await
         }
         Err(Failure::BadRequest(why)) => respond(client, "400 Bad Request", why).await,
         Err(Failure::TooLarge) => {
@@ -216,15 +346,26 @@ trait Drain {
     fn drain(&mut self);
 }
 
+/// Reads, with `try_read`, what is already there, up to a bound, and drops it.
+fn drain_ready(mut try_read: impl FnMut(&mut [u8]) -> io::Result<usize>) {
+    let mut unread = [0u8; 4096];
+    for _ in 0..64 {
+        match try_read(&mut unread) {
+            Ok(read) if read > 0 => {}
+            _ => break,
+        }
+    }
+}
+
 impl Drain for UnixStream {
     fn drain(&mut self) {
-        let mut unread = [0u8; 4096];
-        for _ in 0..64 {
-            match self.try_read(&mut unread) {
-                Ok(read) if read > 0 => {}
-                _ => break,
-            }
-        }
+        drain_ready(|unread| self.try_read(unread));
+    }
+}
+
+impl Drain for TcpStream {
+    fn drain(&mut self) {
+        drain_ready(|unread| self.try_read(unread));
     }
 }
 
@@ -237,8 +378,13 @@ async fn respond<S>(client: &mut S, status: &str, body: &str) -> io::Result<()>
 where
     S: Drain + tokio::io::AsyncWrite + Unpin,
 {
+    // A client that sent no credentials, or wrong ones, is told how to send them.
+    let challenge = match status.starts_with("407") {
+        true => "Proxy-Authenticate: Basic realm=\"ckrv egress\"\r\n",
+        false => "",
+    };
     let response = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}\n",
+        "HTTP/1.1 {status}\r\n{challenge}Content-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}\n",
         body.len() + 1
     );
     client.write_all(response.as_bytes()).await?;
@@ -358,8 +504,8 @@ fn check_host(host: &str) -> Result<(), Failure> {
     }
 }
 
-async fn relay(
-    client: &mut UnixStream,
+async fn relay<S: Client>(
+    client: &mut S,
     head: Head,
     checks: &Checks,
     refusals: &mpsc::Sender<Refusal>,
@@ -431,8 +577,8 @@ fn check_request(
 
 /// A tunnel under a read-only allowlist: ends the client's TLS as the host, reads its
 /// request, checks it like a plain one, and forwards it over TLS to the real host.
-async fn intercept(
-    client: &mut UnixStream,
+async fn intercept<S: Client>(
+    client: &mut S,
     target: Target<'_>,
     allowlist: &Allowlist,
     interceptor: &Interceptor,
@@ -477,7 +623,7 @@ async fn intercept(
         .await
     }
     .await;
-    answer(&mut tls, outcome, refusals).await;
+    answer(&mut tls, outcome, Some(refusals)).await;
     Ok(())
 }
 
@@ -1130,5 +1276,141 @@ mod tests {
             matches!(ended, Ok(Ok(0))),
             "the tunnel ends with the proxy: {ended:?}"
         );
+    }
+
+    /// Admits `Basic am9iOnRva2Vu` (`job:token`) with its allowlist; nothing else.
+    struct OneJob {
+        allowlist: Allowlist,
+        refusals: mpsc::Sender<Refusal>,
+        asked: Arc<std::sync::Mutex<Vec<Option<String>>>>,
+    }
+
+    impl Admission for OneJob {
+        async fn admit(&self, authorization: Option<&str>) -> Result<Admitted, String> {
+            self.asked
+                .lock()
+                .unwrap()
+                .push(authorization.map(str::to_string));
+            match authorization {
+                Some("Basic am9iOnRva2Vu") => Ok(Admitted {
+                    allowlist: self.allowlist.clone(),
+                    refusals: self.refusals.clone(),
+                }),
+                _ => Err("name your job: its model token as the proxy password".into()),
+            }
+        }
+    }
+
+    async fn shared_exchange(proxy: &SharedEgressProxy, request: &str) -> String {
+        let mut client = TcpStream::connect(proxy.local_addr()).await.unwrap();
+        client.write_all(request.as_bytes()).await.unwrap();
+        let mut answer = Vec::new();
+        tokio::time::timeout(Duration::from_secs(10), client.read_to_end(&mut answer))
+            .await
+            .expect("the proxy answers and closes in time")
+            .unwrap();
+        String::from_utf8_lossy(&answer).into_owned()
+    }
+
+    #[tokio::test]
+    async fn the_shared_proxy_admits_only_named_jobs_and_checks_each_against_its_allowlist() {
+        let up = upstream().await;
+        let other = upstream().await;
+        let (tx, mut refusals) = mpsc::channel(16);
+        let asked = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let admission = OneJob {
+            allowlist: allowing("registries", up.port),
+            refusals: tx,
+            asked: asked.clone(),
+        };
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let proxy = SharedEgressProxy::start(listener, admission).unwrap();
+
+        let anonymous = format!("CONNECT 127.0.0.1:{0} HTTP/1.1\r\n\r\n", up.port);
+        let answer = shared_exchange(&proxy, &anonymous).await;
+        assert!(
+            answer.starts_with("HTTP/1.1 407 Proxy Authentication Required\r\nProxy-Authenticate: Basic realm=\"ckrv egress\"\r\n"),
+            "{answer}"
+        );
+        assert!(
+            answer.ends_with("\r\n\r\nname your job: its model token as the proxy password\n"),
+            "{answer}"
+        );
+        let wrong = format!(
+            "GET http://127.0.0.1:{0}/ HTTP/1.1\r\nProxy-Authorization: Basic d3Jvbmc=\r\n\r\n",
+            up.port
+        );
+        assert!(
+            shared_exchange(&proxy, &wrong)
+                .await
+                .starts_with("HTTP/1.1 407 ")
+        );
+        assert_eq!(
+            up.heard.load(Ordering::SeqCst),
+            0,
+            "nothing passes unadmitted"
+        );
+
+        // Admitted: the credentials stay with the proxy, and the request goes on.
+        let get = format!(
+            "GET http://127.0.0.1:{0}/x HTTP/1.1\r\nHost: 127.0.0.1:{0}\r\nProxy-Authorization: Basic am9iOnRva2Vu\r\n\r\n",
+            up.port
+        );
+        let answer = shared_exchange(&proxy, &get).await;
+        assert!(answer.starts_with("HTTP/1.1 200 OK"), "{answer}");
+        assert!(answer.contains("GET /x HTTP/1.1"), "{answer}");
+        assert!(
+            !answer.to_ascii_lowercase().contains("proxy-authorization"),
+            "{answer}"
+        );
+        assert_eq!(up.heard.load(Ordering::SeqCst), 1);
+
+        // Outside the job's allowlist: refused, and reported on the job's channel.
+        let outside = format!(
+            "CONNECT localhost:{0} HTTP/1.1\r\nProxy-Authorization: Basic am9iOnRva2Vu\r\n\r\n",
+            other.port
+        );
+        let answer = shared_exchange(&proxy, &outside).await;
+        assert!(answer.starts_with("HTTP/1.1 403 Forbidden\r\n"), "{answer}");
+        let refusal = refusals.try_recv().unwrap();
+        assert_eq!(
+            (refusal.host.as_str(), refusal.port),
+            ("localhost", other.port)
+        );
+        assert!(refusals.try_recv().is_err());
+        assert_eq!(other.heard.load(Ordering::SeqCst), 0);
+        let asked = asked.lock().unwrap().clone();
+        assert_eq!(
+            asked,
+            [
+                None,
+                Some("Basic d3Jvbmc=".into()),
+                Some("Basic am9iOnRva2Vu".into()),
+                Some("Basic am9iOnRva2Vu".into())
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn the_shared_proxy_cannot_read_https_so_a_read_only_tunnel_is_answered_502() {
+        let up = upstream().await;
+        let (tx, _refusals) = mpsc::channel(16);
+        let admission = OneJob {
+            allowlist: read_only_to(up.port),
+            refusals: tx,
+            asked: Arc::default(),
+        };
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let proxy = SharedEgressProxy::start(listener, admission).unwrap();
+        let connect = format!(
+            "CONNECT localhost:{0} HTTP/1.1\r\nProxy-Authorization: Basic am9iOnRva2Vu\r\n\r\n",
+            up.port
+        );
+        let answer = shared_exchange(&proxy, &connect).await;
+        assert!(
+            answer.starts_with("HTTP/1.1 502 Bad Gateway\r\n"),
+            "{answer}"
+        );
+        assert_eq!(up.heard.load(Ordering::SeqCst), 0);
     }
 }
