@@ -115,6 +115,9 @@ pub enum DispatcherConfig {
 pub struct KubernetesConfig {
     pub client: kube::Client,
     pub settings: crate::dispatch::KubernetesSettings,
+    /// Where the egress proxy for job pods listens (`--egress-proxy-listen`): without it, an
+    /// agent in a pod reaches the gateway alone.
+    pub egress_proxy_listen: Option<std::net::SocketAddr>,
 }
 
 impl std::fmt::Debug for DispatcherConfig {

@@ -42,6 +42,8 @@ pub struct Server {
     /// How long finished jobs' results are kept.
     retention: std::time::Duration,
     log_archive: jobs::log_archive::ArchiveSettings,
+    /// The egress proxy for job pods (Kubernetes), serving while the server lives.
+    egress_proxy: Option<ckrv_agents::egress::SharedEgressProxy>,
 }
 
 impl Server {
@@ -105,6 +107,7 @@ impl Server {
         };
         let metrics = Arc::new(metrics::Metrics::default());
         let (exits_tx, exits) = tokio::sync::mpsc::unbounded_channel();
+        let mut pod_egress = None;
         let dispatcher: Arc<dyn dispatch::Dispatcher> = match &config.dispatcher {
             DispatcherConfig::Local { orchestrator } => {
                 let workers = dispatch::LocalWorkers {
@@ -129,7 +132,16 @@ impl Server {
                 settings.allow_local_repos = config.allow_local_repos;
                 settings.check()?;
                 dispatch::kubernetes::check_pipeline(&config.workers.pipeline)?;
-                dispatch::kubernetes::check_egress(&config.workers)?;
+                if let Some(listen) = kubernetes.egress_proxy_listen {
+                    let listener = tokio::net::TcpListener::bind(listen)
+                        .await
+                        .with_context(|| format!("binding the egress proxy's {listen}"))?;
+                    settings.egress_proxy_port = Some(listener.local_addr()?.port());
+                    let gateway = ckrv_agents::Entry::origin_of(&settings.worker_api_url)
+                        .context("--worker-api-url as the egress proxy's gateway")?;
+                    pod_egress = Some((listener, gateway));
+                }
+                dispatch::kubernetes::check_egress(&config.workers, pod_egress.is_some())?;
                 Arc::new(dispatch::KubernetesDispatcher::new(
                     kubernetes.client.clone(),
                     settings,
@@ -140,6 +152,19 @@ impl Server {
                 ))
             }
             DispatcherConfig::Custom(dispatcher) => Arc::clone(dispatcher),
+        };
+        let egress_proxy = match pod_egress {
+            Some((listener, gateway)) => {
+                let admission = gateway::egress::PodEgress {
+                    store: store.clone(),
+                    workers: Arc::clone(&config.workers),
+                    gateway,
+                };
+                let proxy = ckrv_agents::egress::SharedEgressProxy::start(listener, admission)?;
+                tracing::info!(address = %proxy.local_addr(), "egress proxy for job pods");
+                Some(proxy)
+            }
+            None => None,
         };
         let sso = match &config.sso {
             Some(sso) => Some(Arc::new(identity::sso::Sso::new(sso.clone(), &public_url)?)),
@@ -204,12 +229,18 @@ impl Server {
             relay,
             retention: config.retention,
             log_archive: config.log_archive,
+            egress_proxy,
         })
     }
 
     /// The URL this server answers on (loopback when bound to every interface).
     pub fn url(&self) -> String {
         self.url.clone()
+    }
+
+    /// Where the egress proxy for job pods listens, when it runs.
+    pub fn egress_proxy_addr(&self) -> Option<SocketAddr> {
+        self.egress_proxy.as_ref().map(|proxy| proxy.local_addr())
     }
 
     /// Serves until the future is dropped.

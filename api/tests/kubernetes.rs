@@ -79,8 +79,11 @@ async fn api_with_workers(
     workers: Arc<ckrv_api::dispatch::worker_setup::WorkerSetup>,
 ) -> TestApi {
     let configure = move |c: &mut ckrv_api::Config| {
-        c.dispatcher =
-            DispatcherConfig::Kubernetes(Box::new(KubernetesConfig { client, settings }));
+        c.dispatcher = DispatcherConfig::Kubernetes(Box::new(KubernetesConfig {
+            client,
+            settings,
+            egress_proxy_listen: None,
+        }));
         c.workers = workers;
         c.engine.job_timeout = Duration::from_secs(1800);
     };
@@ -1142,6 +1145,7 @@ async fn refused_pipeline(dir: &Path, text: &str) -> String {
     config.dispatcher = DispatcherConfig::Kubernetes(Box::new(KubernetesConfig {
         client,
         settings: settings(),
+        egress_proxy_listen: None,
     }));
     config.workers = Arc::new(setup);
     ckrv_api::Server::bind(config)
@@ -1178,4 +1182,169 @@ async fn a_pipeline_whose_agent_reports_cloning_is_refused_with_a_mocked_cluster
         error.starts_with("--pipeline: the stage `diff` has allowed_hosts and reports the agent stage's phase `agent`"),
         "{error}"
     );
+}
+
+/// Sends `request` to the proxy at `proxy` and reads its answer to the end.
+async fn through_proxy(proxy: &str, request: String) -> String {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut stream = tokio::net::TcpStream::connect(proxy).await.unwrap();
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer))
+        .await
+        .expect("the proxy answers in time")
+        .unwrap();
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[tokio::test]
+async fn with_the_apis_egress_proxy_a_pods_agent_reaches_only_its_policy_and_each_refusal_reaches_its_worker_on_a_mocked_cluster()
+ {
+    let dir = tempfile::tempdir().unwrap();
+    // The API's Service as job pods reach it, here a stand-in on loopback: the proxy allows
+    // it (the gateway) to every job with network.
+    let service = ckrv_test_support::FakeEndpoint::start(|_| {
+        std::future::ready(axum::response::IntoResponse::into_response(
+            "the API's service",
+        ))
+    })
+    .await;
+    let service_port = url::Url::parse(&service.url).unwrap().port().unwrap();
+    let mut settings = settings();
+    settings.worker_api_url = service.url.clone();
+    let (cluster, client) = MockCluster::start(NAMESPACE);
+    let workers = agent_secrets(dir.path());
+    let configure = move |c: &mut ckrv_api::Config| {
+        c.dispatcher = DispatcherConfig::Kubernetes(Box::new(KubernetesConfig {
+            client,
+            settings,
+            egress_proxy_listen: Some("127.0.0.1:0".parse().unwrap()),
+        }));
+        c.workers = workers;
+    };
+    let recorder = Arc::new(RecordingDispatcher::default());
+    let api = TestApi::start_configured(dir.path(), recorder, configure).await;
+    let api_port = url::Url::parse(&api.url).unwrap().port().unwrap();
+    let user = api.login("dev@example.com").await;
+    let user = access(&user);
+    let id = &dispatched(&api, &cluster, user, claude_job()).await;
+    let name = name_of(id);
+
+    // The Secret holds the proxy's URL with the job's model token as its password; only the
+    // agent's container reads it, as HTTP(S)_PROXY; the API's host is reached directly.
+    let secret = cluster.object("secrets", &name).unwrap();
+    let model_token = decoded(&secret, "model-token");
+    let proxy_url = decoded(&secret, "egress-proxy");
+    let proxy = proxy_url
+        .strip_prefix(&format!("http://job:{model_token}@"))
+        .unwrap_or_else(|| panic!("{proxy_url}"))
+        .to_string();
+    let proxy_port: u16 = proxy.strip_prefix("127.0.0.1:").unwrap().parse().unwrap();
+    let job = cluster.object("jobs", &name).unwrap();
+    let containers = job["spec"]["template"]["spec"]["containers"].clone();
+    let env_of = |container: usize| containers[container]["env"].as_array().unwrap().clone();
+    for name_ in ["HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"] {
+        assert!(
+            env_of(1).contains(&json!({"name": name_, "valueFrom": {"secretKeyRef": {
+                "name": name, "key": "egress-proxy", "optional": false}}})),
+            "{name_}: {containers}"
+        );
+    }
+    assert!(env_of(1).contains(&json!({"name": "NO_PROXY", "value": "127.0.0.1"})));
+    assert!(
+        !env_of(0).iter().any(|e| e["name"] == "HTTPS_PROXY"),
+        "the orchestrator's own network"
+    );
+    let policy = cluster.object("networkpolicies", &name).unwrap();
+    assert_eq!(
+        policy["spec"]["egress"][1]["ports"],
+        json!([{"protocol": "TCP", "port": api_port}, {"protocol": "TCP", "port": proxy_port}]),
+        "the API's pods on the API's port and the proxy's: {policy}"
+    );
+    let secrets_yaml = yaml_of(&[&job, &secret, &policy]);
+    expect_valid(&secrets_yaml);
+
+    let credentials =
+        base64::engine::general_purpose::STANDARD.encode(format!("job:{model_token}"));
+    // Allowed: the gateway (the API's service).
+    let allowed = through_proxy(
+        &proxy,
+        format!(
+            "GET http://127.0.0.1:{service_port}/v1/gateway/anthropic/x HTTP/1.1\r\nHost: 127.0.0.1:{service_port}\r\nProxy-Authorization: Basic {credentials}\r\n\r\n"
+        ),
+    )
+    .await;
+    assert!(allowed.starts_with("HTTP/1.1 200 OK"), "{allowed}");
+    assert!(allowed.ends_with("the API's service"), "{allowed}");
+    assert!(
+        service
+            .requests()
+            .iter()
+            .all(|r| r.header("proxy-authorization").is_empty()),
+        "the token stays with the proxy"
+    );
+    // Outside the job's policy (`model`): refused, told, kept for the worker.
+    let refused = through_proxy(
+        &proxy,
+        format!("CONNECT paste.localhost:443 HTTP/1.1\r\nProxy-Authorization: Basic {credentials}\r\n\r\n"),
+    )
+    .await;
+    let line = "Connection blocked by network allowlist: paste.localhost:443 (not in the job's allowlist, policy `model`)";
+    assert!(refused.starts_with("HTTP/1.1 403 Forbidden"), "{refused}");
+    assert!(refused.ends_with(&format!("{line}\n")), "{refused}");
+    // No job, or another token: 407, and nothing kept.
+    for credentials in [
+        None,
+        Some("job:ckrv_mt_0000"),
+        Some(&*format!("job:{}", decoded(&secret, "worker-token"))),
+    ] {
+        let header = credentials
+            .map(|c| {
+                format!(
+                    "Proxy-Authorization: Basic {}\r\n",
+                    base64::engine::general_purpose::STANDARD.encode(c)
+                )
+            })
+            .unwrap_or_default();
+        let answer = through_proxy(
+            &proxy,
+            format!("CONNECT paste.localhost:443 HTTP/1.1\r\n{header}\r\n"),
+        )
+        .await;
+        assert!(
+            answer.starts_with("HTTP/1.1 407 Proxy Authentication Required"),
+            "{answer}"
+        );
+        assert!(answer.contains("Proxy-Authenticate: Basic"), "{answer}");
+    }
+
+    // The job's worker hears of the refusal with its next heartbeat, once.
+    let token = worker_token(&cluster, id);
+    let heartbeat = format!("/v1/worker/jobs/{id}/heartbeat");
+    let mut heard = Vec::new();
+    for _ in 0..100 {
+        let (status, answer) = api.post(&heartbeat, &token, Value::Null).await;
+        if status == StatusCode::OK {
+            heard.extend(answer["egress_refusals"].as_array().unwrap().clone());
+            break;
+        }
+        assert_eq!(status, StatusCode::NO_CONTENT, "{answer}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(heard, [json!(line)]);
+    let (status, _) = api.post(&heartbeat, &token, Value::Null).await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "told once");
+
+    // Once the job has ended its token names no job: the proxy admits it no more.
+    let (status, _) = api
+        .post(&format!("/v1/jobs/{id}/cancel"), user, Value::Null)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    wait_state(&api, user, id, "cancelled").await;
+    let late = through_proxy(
+        &proxy,
+        format!("GET http://127.0.0.1:{service_port}/ HTTP/1.1\r\nProxy-Authorization: Basic {credentials}\r\n\r\n"),
+    )
+    .await;
+    assert!(late.starts_with("HTTP/1.1 407 "), "{late}");
 }

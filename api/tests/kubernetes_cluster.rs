@@ -42,6 +42,7 @@ async fn on_a_real_cluster_a_job_whose_image_is_missing_fails_saying_so_and_is_c
             c.dispatcher = DispatcherConfig::Kubernetes(Box::new(KubernetesConfig {
                 client: client.clone(),
                 settings,
+                egress_proxy_listen: None,
             }));
         })
         .await;

@@ -200,14 +200,32 @@ async fn a_cluster_that_lets_it_list_jobs_and_pods_lets_it_serve_against_a_stand
 }
 
 #[tokio::test]
-async fn an_egress_policy_past_the_gateway_stops_serve_on_kubernetes_against_a_stand_in_kubernetes_api()
+async fn an_egress_policy_past_the_gateway_stops_serve_on_kubernetes_without_the_egress_proxy_against_a_stand_in_kubernetes_api()
  {
     let dir = tempfile::tempdir().unwrap();
     let kubeconfig = cluster(dir.path(), StatusCode::OK).await;
-    // A NetworkPolicy cannot name hosts: these would open every public address to the agent.
-    for policy in ["registries", "pypi.org", "pypi.org;read-only"] {
+    // A NetworkPolicy cannot name hosts: without the API's proxy these would open every public
+    // address to the agent; and that proxy cannot read HTTPS, which read-only needs.
+    let cases = [
+        (
+            "registries",
+            false,
+            "run the API's egress proxy (--egress-proxy-listen",
+        ),
+        (
+            "pypi.org",
+            false,
+            "run the API's egress proxy (--egress-proxy-listen",
+        ),
+        ("pypi.org;read-only", false, "drop `;read-only` here"),
+        ("pypi.org;read-only", true, "drop `;read-only` here"),
+    ];
+    for (policy, proxy, what_to_do) in cases {
         let mut args = KUBERNETES.to_vec();
         args.extend(["--egress-allow", policy]);
+        if proxy {
+            args.extend(["--egress-proxy-listen", "127.0.0.1:0"]);
+        }
         let mut command = serve(dir.path(), Some(&kubeconfig), &args);
         let err = tokio::task::spawn_blocking(move || refused(&mut command))
             .await
@@ -215,8 +233,41 @@ async fn an_egress_policy_past_the_gateway_stops_serve_on_kubernetes_against_a_s
         assert!(
             err.contains(&format!(
                 "--egress-allow: the operator's egress policy `{policy}` (this flag or the pipeline's agent stage) cannot be held with --dispatcher kubernetes"
-            )) && err.contains("use `model` (the default) or `none` here"),
+            )) && err.contains(what_to_do),
             "{policy}: {err}"
         );
     }
+    // With the proxy, a host list is held: serve starts.
+    let mut args = KUBERNETES.to_vec();
+    args.extend([
+        "--egress-allow",
+        "registries",
+        "--egress-proxy-listen",
+        "127.0.0.1:0",
+    ]);
+    let mut child = serve(dir.path(), Some(&kubeconfig), &args).spawn().unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let first = tokio::task::spawn_blocking(move || {
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).unwrap();
+        line
+    });
+    let line = tokio::time::timeout(Duration::from_secs(30), first)
+        .await
+        .expect("serve printed its address")
+        .unwrap();
+    child.kill().unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        line.starts_with("listening on http://127.0.0.1:"),
+        "{line}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Not a flag of the other dispatchers.
+    let mut command = serve(dir.path(), None, &["--egress-proxy-listen", "127.0.0.1:0"]);
+    let err = refused(&mut command);
+    assert!(
+        err.contains("--egress-proxy-listen is for --dispatcher kubernetes"),
+        "{err}"
+    );
 }

@@ -2,7 +2,7 @@
 
 use crate::outbox::{Delivery, Report, ReportSink};
 use ckrv_wit::protocol::paths;
-use ckrv_wit::types::{JobCompletion, WorkerClaim, WorkerJob};
+use ckrv_wit::types::{HeartbeatAnswer, JobCompletion, WorkerClaim, WorkerJob};
 use reqwest::{Client, Method, Url};
 use serde::Serialize;
 use std::time::Duration;
@@ -152,15 +152,20 @@ impl ApiClient {
             .map_err(|source| ApiClientError::Decode { url, source })
     }
 
-    /// Renews the lease on the job.
-    pub async fn heartbeat(&self) -> Result<(), ApiClientError> {
-        self.send(
-            Method::POST,
-            &self.url(paths::WORKER_HEARTBEAT),
-            None::<&()>,
-        )
-        .await
-        .map(drop)
+    /// Renews the lease on the job; the answer holds the connections the API's egress proxy
+    /// refused the job's agent since the last one (an API that answers 204 refused none).
+    pub async fn heartbeat(&self) -> Result<HeartbeatAnswer, ApiClientError> {
+        let url = self.url(paths::WORKER_HEARTBEAT);
+        let response = self.send(Method::POST, &url, None::<&()>).await?;
+        if response.status() == reqwest::StatusCode::NO_CONTENT {
+            return Ok(HeartbeatAnswer {
+                egress_refusals: Vec::new(),
+            });
+        }
+        response
+            .json()
+            .await
+            .map_err(|source| ApiClientError::Decode { url, source })
     }
 
     pub async fn complete(&self, completion: &JobCompletion) -> Result<(), ApiClientError> {

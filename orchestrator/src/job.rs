@@ -7,7 +7,7 @@ use crate::outbox::{self, Outgoing, Report};
 use crate::stages::{StageSource, run_stages};
 use crate::step_host::StepRunner;
 use ckrv_agents::{PodRuntime, SandboxLimits};
-use ckrv_wit::types::{JobCompletion, JobState};
+use ckrv_wit::types::{HeartbeatAnswer, JobCompletion, JobState};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -100,7 +100,7 @@ pub async fn run_job(api: ApiClient, options: JobOptions) -> anyhow::Result<Resu
             &log,
             job,
         ) => outcome.map(drop).map_err(|e| e.to_string()),
-        ended = heartbeat(&api, beat) => {
+        ended = heartbeat(&api, beat, Some(&log)) => {
             // Dropping the stages kills the agent and removes the workspace; the job has
             // ended, so what is left to report goes only as far as the API refusing it.
             drop(log);
@@ -111,6 +111,10 @@ pub async fn run_job(api: ApiClient, options: JobOptions) -> anyhow::Result<Resu
             return Ok(Err(ended));
         }
     };
+    // Refusals of the agent's last moments, from the API's egress proxy, before the end.
+    if let Ok(answer) = api.heartbeat().await {
+        log_refusals(&log, answer);
+    }
     if let Err(error) = &outcome {
         log.error(SOURCE, format!("Job failed: {error}"));
     } else {
@@ -141,7 +145,7 @@ pub async fn run_job(api: ApiClient, options: JobOptions) -> anyhow::Result<Resu
     drop(reports);
     let delivered = tokio::select! {
         delivered = delivery => delivered?,
-        ended = heartbeat(&api, beat) => {
+        ended = heartbeat(&api, beat, None) => {
             tracing::warn!(reason = %ended, "the job ended elsewhere before its reports were delivered");
             return Ok(Err(ended));
         }
@@ -151,6 +155,14 @@ pub async fn run_job(api: ApiClient, options: JobOptions) -> anyhow::Result<Resu
         tracing::warn!(refused = delivered.refused, "the API refused some reports");
     }
     Ok(outcome)
+}
+
+/// Each connection the API's egress proxy refused the agent: one line under the `egress`
+/// source, which the API counts for `ckrv status`.
+fn log_refusals(log: &JobLog, answer: HeartbeatAnswer) {
+    for refusal in answer.egress_refusals {
+        log.warn(ckrv_wit::protocol::EGRESS_LOG_SOURCE, refusal);
+    }
 }
 
 /// A fresh directory under `work_dir` (the system's temporary directory when `None`), the
@@ -169,15 +181,20 @@ pub(crate) fn work_tempdir(
 
 /// Renews the job's lease every `beat` until the API says the job is no longer this worker's
 /// (409: cancelled, timed out, given to another; 401: its token revoked), and returns why.
-/// Failed attempts are retried: the API may be restarting.
-async fn heartbeat(api: &ApiClient, beat: Duration) -> String {
+/// Failed attempts are retried: the API may be restarting. The refusals each answer carries go
+/// to `log` while there is one.
+async fn heartbeat(api: &ApiClient, beat: Duration, log: Option<&JobLog>) -> String {
     let mut ticks = tokio::time::interval(beat);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ticks.tick().await;
     loop {
         ticks.tick().await;
         match api.heartbeat().await {
-            Ok(()) => {}
+            Ok(answer) => {
+                if let Some(log) = log {
+                    log_refusals(log, answer);
+                }
+            }
             Err(ApiClientError::Status {
                 status: 401 | 409,
                 body,

@@ -365,6 +365,68 @@ async fn a_worker_whose_job_ended_elsewhere_stops_its_agent_and_reports_nothing(
     );
 }
 
+/// A refusal of the API's egress proxy, as a heartbeat's answer carries it.
+const PROXY_REFUSAL: &str = "Connection blocked by network allowlist: paste.localhost:443 (not in the job's allowlist, policy `model`)";
+
+/// Runs `spec` against a fake API whose first heartbeat answer carries [`PROXY_REFUSAL`] (the
+/// job pod's agent was refused by the API's proxy), renewing every `heartbeat_ms`.
+async fn run_hearing_a_refusal(spec: &str, heartbeat_ms: u64) -> Vec<(String, String)> {
+    let origin = origin_repo();
+    let pipeline = Pipeline::builtin();
+    let mut job = worker_job(spec, origin.path().to_str().unwrap(), &pipeline, &[]);
+    job["heartbeat_ms"] = heartbeat_ms.into();
+    let inner = answer(job, usize::MAX, Arc::new(pipeline));
+    let told = Arc::new(AtomicUsize::new(0));
+    let fake = FakeEndpoint::start(move |call: Call| {
+        let inner = inner.clone();
+        let told = told.clone();
+        async move {
+            if call.path().ends_with("/heartbeat") {
+                let refusals: Vec<&str> = match told.fetch_add(1, Ordering::SeqCst) {
+                    0 => vec![PROXY_REFUSAL],
+                    _ => vec![],
+                };
+                return axum::Json(serde_json::json!({ "egress_refusals": refusals }))
+                    .into_response();
+            }
+            inner(call).await
+        }
+    })
+    .await;
+    let (outcome, calls, _work_dir) = run_against(&fake, None).await;
+    outcome.unwrap();
+    log_lines(&calls)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn refusals_of_the_apis_egress_proxy_come_with_heartbeats_into_the_log_once() {
+    if !ckrv_test_support::sandbox_available() {
+        return;
+    }
+    // Heard while the agent runs, and heard in the heartbeat after it ends (the agent's last
+    // moments): each one line under the `egress` source, before the job's end.
+    let slow = "---\nagent: script\nrun: sleep 1\n---\n# Wait\n";
+    let quick = "---\nagent: script\nrun: \"true\"\n---\n# Go\n";
+    for (spec, heartbeat_ms) in [(slow, 100), (quick, 600_000)] {
+        let lines = run_hearing_a_refusal(spec, heartbeat_ms).await;
+        let egress: Vec<usize> = lines
+            .iter()
+            .enumerate()
+            .filter(|(_, (source, _))| source == "egress")
+            .map(|(at, (_, message))| {
+                assert_eq!(message, PROXY_REFUSAL);
+                at
+            })
+            .collect();
+        assert_eq!(egress.len(), 1, "{lines:?}");
+        let end = lines
+            .iter()
+            .position(|(_, m)| m == "Job succeeded")
+            .unwrap();
+        assert!(egress[0] < end, "{lines:?}");
+    }
+}
+
 /// The base-URL variables an agent gets, and how each value ends: the gateway's route and the
 /// path the CLI expects after its base URL.
 fn base_urls(agent: &str) -> Vec<(&'static str, &'static str)> {

@@ -116,6 +116,12 @@ struct KubernetesArgs {
     /// The PriorityClass of job pods [default: the cluster's default]
     #[arg(long, env = "CKRV_API_JOB_PRIORITY_CLASS", value_name = "NAME")]
     job_priority_class: Option<String>,
+    /// Run the egress proxy job pods' agents reach the internet through, on this address
+    /// (e.g. 0.0.0.0:3128; the Service must expose the same port): each connection is checked
+    /// against its job's egress policy, and each refusal goes into the job's log. Without it
+    /// an agent in a pod reaches the model gateway alone
+    #[arg(long, env = "CKRV_API_EGRESS_PROXY_LISTEN", value_name = "ADDR")]
+    egress_proxy_listen: Option<std::net::SocketAddr>,
     /// How long a job pod may wait for a node that can take it before its job fails with the
     /// scheduler's reason (0 waits until the job's timeout)
     #[arg(long, env = "CKRV_API_JOB_SCHEDULE_TIMEOUT", default_value = DEFAULT_SCHEDULE_TIMEOUT,
@@ -137,6 +143,7 @@ impl DispatcherArgs {
                 (k.worker_image.is_some(), "--worker-image"),
                 (k.worker_api_url.is_some(), "--worker-api-url"),
                 (k.namespace.is_some(), "--namespace"),
+                (k.egress_proxy_listen.is_some(), "--egress-proxy-listen"),
             ]
             .into_iter()
             .find_map(|(given, flag)| given.then_some(flag))
@@ -229,6 +236,7 @@ impl KubernetesArgs {
         Ok(DispatcherConfig::Kubernetes(Box::new(KubernetesConfig {
             client,
             settings,
+            egress_proxy_listen: self.egress_proxy_listen,
         })))
     }
 }

@@ -4,10 +4,11 @@
 //! over rustls and streams the answer back as it comes, counting the tokens the answer
 //! reports against the job. No key of the operator's ever reaches a worker or an agent.
 //!
-//! Owns forwarding (`forward`), reading usage from answers (`usage`) and what tokens cost
-//! (`prices`). May call `store`, `dispatch::worker_setup` (the operator's keys), `identity`
+//! Owns forwarding (`forward`), reading usage from answers (`usage`), what tokens cost
+//! (`prices`), and the egress proxy job pods reach the internet through (`egress`). May call `store`, `dispatch::worker_setup` (the operator's keys), `identity`
 //! (token primitives), `jobs::engine` (to end a job that spent its budget) and `metrics`.
 
+pub mod egress;
 pub mod forward;
 pub mod prices;
 pub mod usage;

@@ -138,4 +138,47 @@ impl Store {
         .await?;
         Ok(())
     }
+
+    /// Keeps a connection the API's egress proxy refused the job's agent, for its worker to
+    /// take ([`Store::take_egress_notices`]). At most [`MAX_EGRESS_NOTICES`] wait per job: an
+    /// agent refused without end cannot fill the database while its worker is away.
+    pub async fn add_egress_notice(&self, job_id: &str, message: &str) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO egress_notices (job_id, message)
+             SELECT $1, $2
+             WHERE (SELECT COUNT(*) FROM egress_notices WHERE job_id = $1) < $3",
+        )
+        .bind(job_id)
+        .bind(message)
+        .bind(MAX_EGRESS_NOTICES)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The job's waiting notices, oldest first, removed as they are read.
+    pub async fn take_egress_notices(&self, job_id: &str) -> Result<Vec<String>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let rows = sqlx::query(
+            "SELECT id, message FROM egress_notices WHERE job_id = $1 ORDER BY id LIMIT $2",
+        )
+        .bind(job_id)
+        .bind(MAX_EGRESS_NOTICES)
+        .fetch_all(&mut *tx)
+        .await?;
+        let Some(last) = rows.last() else {
+            return Ok(Vec::new());
+        };
+        let last: i64 = last.try_get("id")?;
+        sqlx::query("DELETE FROM egress_notices WHERE job_id = $1 AND id <= $2")
+            .bind(job_id)
+            .bind(last)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        rows.iter().map(|row| Ok(row.try_get("message")?)).collect()
+    }
 }
+
+/// The most refusal notices one job keeps waiting for its worker.
+pub const MAX_EGRESS_NOTICES: i64 = 1000;

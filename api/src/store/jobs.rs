@@ -223,10 +223,13 @@ impl Store {
         now: &str,
     ) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
-        sqlx::query("DELETE FROM logs WHERE job_id = $1")
-            .bind(job_id)
-            .execute(&mut *tx)
-            .await?;
+        // Refusals no worker took are not logged any more.
+        for table in ["logs", "egress_notices"] {
+            sqlx::query(&format!("DELETE FROM {table} WHERE job_id = $1"))
+                .bind(job_id)
+                .execute(&mut *tx)
+                .await?;
+        }
         sqlx::query(&format!("UPDATE jobs SET {column} = $1 WHERE id = $2"))
             .bind(now)
             .bind(job_id)

@@ -396,8 +396,87 @@ fn check_invariants(rendered: &Rendered, set: &Path) {
             assert!(types.contains(&json!("Ingress")), "{set}: {policy}");
         } else {
             check_api_policy(policy, &job_pod_labels, &set.to_string());
+            check_egress_proxy_policy(policy, &env, &job_pod_labels, &set.to_string());
         }
     }
+    check_egress_proxy(rendered, &env, &set.to_string());
+}
+
+/// The port of the API's egress proxy for job pods, when the set runs one.
+fn egress_proxy_port(env: &BTreeMap<String, String>) -> Option<u64> {
+    let listen = env.get("CKRV_API_EGRESS_PROXY_LISTEN")?;
+    Some(listen.strip_prefix("0.0.0.0:").unwrap().parse().unwrap())
+}
+
+/// With the egress proxy, the pods listen on its port and the Service exposes it under the
+/// same number (job pods' `HTTPS_PROXY` names the worker API URL's host with that port).
+fn check_egress_proxy(rendered: &Rendered, env: &BTreeMap<String, String>, set: &str) {
+    let ports = rendered.api_container()["ports"].as_array().unwrap();
+    let service_ports = rendered.one("Service")["spec"]["ports"].as_array().unwrap();
+    let Some(port) = egress_proxy_port(env) else {
+        assert_eq!(ports.len(), 1, "{set}");
+        assert_eq!(service_ports.len(), 1, "{set}");
+        return;
+    };
+    assert!(
+        ports.contains(&json!({"name": "egress-proxy", "containerPort": port, "protocol": "TCP"})),
+        "{set}: {ports:?}"
+    );
+    assert!(
+        service_ports.contains(&json!({"name": "egress-proxy", "port": port,
+                                       "targetPort": "egress-proxy", "protocol": "TCP"})),
+        "{set}: {service_ports:?}"
+    );
+}
+
+/// With the egress proxy, the API's policy lets job pods (and no one else) reach its port, and
+/// the API's pods reach public addresses on any port, never private ones.
+fn check_egress_proxy_policy(
+    policy: &Value,
+    env: &BTreeMap<String, String>,
+    job_pod_labels: &BTreeMap<String, String>,
+    set: &str,
+) {
+    let ingress = policy["spec"]["ingress"].as_array().unwrap();
+    let egress = policy["spec"]["egress"].as_array().unwrap();
+    let public: Vec<&Value> = egress
+        .iter()
+        .filter(|rule| rule["to"][0]["ipBlock"]["cidr"] == "0.0.0.0/0")
+        .collect();
+    let Some(port) = egress_proxy_port(env) else {
+        assert_eq!(ingress.len(), 1, "{set}");
+        assert!(public.is_empty(), "{set}: {policy}");
+        return;
+    };
+    assert_eq!(ingress.len(), 2, "{set}");
+    assert_eq!(
+        ingress[1]["ports"],
+        json!([{"port": port, "protocol": "TCP"}]),
+        "{set}"
+    );
+    let from = ingress[1]["from"].as_array().unwrap();
+    assert_eq!(from.len(), 1, "{set}");
+    assert_eq!(
+        labels(&from[0]["podSelector"]["matchLabels"])
+            .iter()
+            .filter(|(k, v)| job_pod_labels.get(*k) != Some(v))
+            .count(),
+        0,
+        "{set}"
+    );
+    assert_eq!(public.len(), 1, "{set}: {policy}");
+    assert!(public[0].get("ports").is_none(), "{set}: any port");
+    let except = public[0]["to"][0]["ipBlock"]["except"].as_array().unwrap();
+    for private in [
+        "10.0.0.0/8",
+        "127.0.0.0/8",
+        "169.254.0.0/16",
+        "172.16.0.0/12",
+        "192.168.0.0/16",
+    ] {
+        assert!(except.contains(&json!(private)), "{set}: {private} open");
+    }
+    assert_eq!(env["CKRV_API_EGRESS_ALLOW"], "registries", "{set}");
 }
 
 /// The API's NetworkPolicy: its port open to job pods (alone or with everyone); DNS and the
@@ -406,7 +485,6 @@ fn check_api_policy(policy: &Value, job_pod_labels: &BTreeMap<String, String>, s
     let spec = &policy["spec"];
     assert_eq!(spec["policyTypes"], json!(["Ingress", "Egress"]), "{set}");
     let ingress = spec["ingress"].as_array().unwrap();
-    assert_eq!(ingress.len(), 1, "{set}");
     assert_eq!(
         ingress[0]["ports"],
         json!([{"port": 8080, "protocol": "TCP"}]),
@@ -424,7 +502,8 @@ fn check_api_policy(policy: &Value, job_pod_labels: &BTreeMap<String, String>, s
     let egress = spec["egress"].as_array().unwrap();
     let ports: BTreeSet<(u64, &str)> = egress
         .iter()
-        .flat_map(|rule| rule["ports"].as_array().unwrap())
+        // A rule without ports (the egress proxy's public addresses) names none.
+        .flat_map(|rule| rule["ports"].as_array().into_iter().flatten())
         .map(|p| (p["port"].as_u64().unwrap(), str(&p["protocol"])))
         .collect();
     assert!(

@@ -46,6 +46,9 @@ pub const INSTALL_ENTRYPOINT: &str = "install-entrypoint";
 pub const TOKEN_KEY: &str = "worker-token";
 /// The Secret's key for the job's model token, which only the agent's container reads.
 pub const MODEL_TOKEN_KEY: &str = "model-token";
+/// The Secret's key for the URL of the API's egress proxy with the job's model token as its
+/// password, which only the agent's container reads (as `HTTPS_PROXY` and the like).
+pub const EGRESS_PROXY_KEY: &str = "egress-proxy";
 
 // Where the volumes are mounted (docs/job-pod.md).
 const WORKSPACE: &str = "/workspace";
@@ -290,18 +293,7 @@ fn agent(settings: &KubernetesSettings, pod: &JobPod<'_>, secret_name: &str) -> 
         .iter()
         .filter(|route| pod.model_keys.contains(&route.key))
     {
-        env.push(EnvVar {
-            name: route.key.clone(),
-            value_from: Some(EnvVarSource {
-                secret_key_ref: Some(SecretKeySelector {
-                    name: secret_name.to_string(),
-                    key: MODEL_TOKEN_KEY.to_string(),
-                    optional: Some(false),
-                }),
-                ..EnvVarSource::default()
-            }),
-            ..EnvVar::default()
-        });
+        env.push(secret_env(&route.key, secret_name, MODEL_TOKEN_KEY));
         let base = ckrv_wit::protocol::paths::gateway_base(&settings.worker_api_url, &route.name);
         env.extend(
             route
@@ -309,6 +301,17 @@ fn agent(settings: &KubernetesSettings, pod: &JobPod<'_>, secret_name: &str) -> 
                 .iter()
                 .map(|(var, path)| value_env(var, &format!("{base}{path}"))),
         );
+    }
+    // The API's egress proxy, when it runs one: the proxy URL carries the job's model token,
+    // so it too comes from the Secret. The gateway is reached directly.
+    if settings.egress_proxy_port.is_some() {
+        for name in ckrv_agents::egress::PROXY_VARIABLES {
+            env.push(secret_env(name, secret_name, EGRESS_PROXY_KEY));
+        }
+        let api_host = api_host(settings);
+        for name in ckrv_agents::egress::NO_PROXY_VARIABLES {
+            env.push(value_env(name, &api_host));
+        }
     }
     Container {
         name: AGENT.into(),
@@ -339,6 +342,39 @@ fn agent(settings: &KubernetesSettings, pod: &JobPod<'_>, secret_name: &str) -> 
     }
 }
 
+/// `name` from the Secret's `key`.
+fn secret_env(name: &str, secret_name: &str, key: &str) -> EnvVar {
+    EnvVar {
+        name: name.to_string(),
+        value_from: Some(EnvVarSource {
+            secret_key_ref: Some(SecretKeySelector {
+                name: secret_name.to_string(),
+                key: key.to_string(),
+                optional: Some(false),
+            }),
+            ..EnvVarSource::default()
+        }),
+        ..EnvVar::default()
+    }
+}
+
+/// The host of the worker API URL: the API's Service, which the proxy shares.
+fn api_host(settings: &KubernetesSettings) -> String {
+    url::Url::parse(&settings.worker_api_url)
+        .ok()
+        .and_then(|url| url.host_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
+/// The URL of the API's egress proxy for the job whose model token is `model_token`.
+pub fn egress_proxy_url(settings: &KubernetesSettings, model_token: &str) -> Option<String> {
+    let port = settings.egress_proxy_port?;
+    Some(format!(
+        "http://job:{model_token}@{}:{port}",
+        api_host(settings)
+    ))
+}
+
 /// Who owns the job's other objects: its Job, so they go when it goes.
 pub fn owned_by(job: &Job) -> Option<OwnerReference> {
     Some(OwnerReference {
@@ -351,8 +387,8 @@ pub fn owned_by(job: &Job) -> Option<OwnerReference> {
     })
 }
 
-/// The worker's token (for the orchestrator's mount) and the job's model token (for the
-/// agent's environment), owned by the Job. No key of the operator's: the model gateway holds
+/// The worker's token (for the orchestrator's mount), the job's model token and its egress
+/// proxy's URL (for the agent's environment), owned by the Job. No key of the operator's: the model gateway holds
 /// those.
 pub fn secret(
     settings: &KubernetesSettings,
@@ -368,6 +404,9 @@ pub fn secret(
             MODEL_TOKEN_KEY.to_string(),
             ByteString(model_token.as_bytes().to_vec()),
         );
+    }
+    if let Some(url) = egress_proxy_url(settings, model_token) {
+        data.insert(EGRESS_PROXY_KEY.to_string(), ByteString(url.into_bytes()));
     }
     let mut metadata = metadata(settings, pod);
     metadata.owner_references = Some(vec![owner]);
@@ -434,7 +473,13 @@ pub fn egress(
                 pod_selector: Some(selector(&settings.api_pod_labels)),
                 ..NetworkPolicyPeer::default()
             }]),
-            ports: Some(vec![port("TCP", settings.api_port)]),
+            // The API, and its egress proxy when it runs one.
+            ports: Some(
+                std::iter::once(settings.api_port)
+                    .chain(settings.egress_proxy_port)
+                    .map(|number| port("TCP", number))
+                    .collect(),
+            ),
         },
     ];
     let public_port = match stage {

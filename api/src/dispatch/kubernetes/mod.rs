@@ -298,20 +298,26 @@ pub fn check_pipeline(pipeline: &ckrv_pipeline::Pipeline) -> Result<(), Settings
 
 /// Checks that the operator's egress policy can be held in a job pod. A NetworkPolicy names
 /// addresses, not hosts, and the agent shares the pod's one network namespace with the
-/// orchestrator, so a policy past the gateway (`registries`, a list, read-only or not) would
-/// open every public address to the agent; only `none` and `model` can be held.
+/// orchestrator, so a policy past the gateway (`registries`, a list) is held only by the API's
+/// egress proxy (`with_proxy`); and that proxy cannot read HTTPS, which a read-only policy
+/// needs. Without the proxy only `none` and `model` can be held.
 pub fn check_egress(
     workers: &crate::dispatch::worker_setup::WorkerSetup,
+    with_proxy: bool,
 ) -> Result<(), SettingsError> {
-    match workers.operator_egress() {
-        Some(policy) if !policy.entries().is_empty() => Err(SettingsError {
-            flag: "--egress-allow",
-            problem: format!(
-                "the operator's egress policy `{policy}` (this flag or the pipeline's agent stage) cannot be held with --dispatcher kubernetes: a job pod's NetworkPolicy cannot name hosts, and the agent shares the pod's network with the orchestrator, so the agent would reach every public address; use `model` (the default) or `none` here, or run such jobs on the local dispatcher, whose egress proxy holds them"
-            ),
-        }),
-        _ => Ok(()),
-    }
+    let problem = match workers.operator_egress() {
+        Some(policy) if policy.is_read_only() => format!(
+            "the operator's egress policy `{policy}` (this flag or the pipeline's agent stage) cannot be held with --dispatcher kubernetes: the API's egress proxy cannot read a job pod's HTTPS (no agent image trusts an authority of the proxy's), so a read-only policy would refuse all of it; drop `;read-only` here, or run such jobs on the local dispatcher, whose sandbox trusts its proxy's authority"
+        ),
+        Some(policy) if !with_proxy && !policy.entries().is_empty() => format!(
+            "the operator's egress policy `{policy}` (this flag or the pipeline's agent stage) cannot be held with --dispatcher kubernetes without --egress-proxy-listen: a job pod's NetworkPolicy cannot name hosts, and the agent shares the pod's network with the orchestrator, so it would reach every public address; run the API's egress proxy (--egress-proxy-listen 0.0.0.0:3128), or use `model` (the default) or `none` here"
+        ),
+        _ => return Ok(()),
+    };
+    Err(SettingsError {
+        flag: "--egress-allow",
+        problem,
+    })
 }
 
 /// Asks the cluster, once at start, whether this API may see the namespace's Jobs and Pods, so

@@ -52,6 +52,10 @@ pub struct KubernetesSettings {
     pub api_pod_labels: BTreeMap<String, String>,
     /// The port the API's pods listen on (a policy names the pod's port, not the Service's).
     pub api_port: u16,
+    /// The port of the API's egress proxy for job pods, when it runs one: the agent's
+    /// `HTTPS_PROXY` names it at the worker API URL's host (the Service must expose this port
+    /// under the same number).
+    pub egress_proxy_port: Option<u16>,
     /// Extra labels on everything made for a job (a release's instance label, say).
     pub job_labels: BTreeMap<String, String>,
     /// The service account of job pods; the namespace's default when `None`. Its token is
@@ -116,6 +120,7 @@ impl KubernetesSettings {
             image_pull_secrets: Vec::new(),
             api_pod_labels: parse_label(DEFAULT_API_POD_LABEL).into_iter().collect(),
             api_port,
+            egress_proxy_port: None,
             job_labels: BTreeMap::new(),
             worker_service_account: None,
             dns_namespace: DEFAULT_DNS_NAMESPACE.into(),

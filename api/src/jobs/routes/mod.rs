@@ -207,12 +207,18 @@ pub const ROUTES: &[Route<JobsState>] = &[
         |method| on(method, worker::component),
     ),
     Route::new(
-        op(
-            Method::Post,
-            paths::WORKER_HEARTBEAT,
-            "renewLease",
-            "Renew the worker's lease",
-            Auth::Worker,
+        answering(
+            op(
+                Method::Post,
+                paths::WORKER_HEARTBEAT,
+                "renewLease",
+                "Renew the worker's lease; the answer carries its agent's refused connections",
+                Auth::Worker,
+            ),
+            &[
+                (200, Content::Json("HeartbeatAnswer")),
+                (204, Content::None),
+            ],
         ),
         |method| on(method, worker::heartbeat),
     ),

@@ -8,8 +8,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse as _, Response};
 use bytes::Bytes;
 use ckrv_wit::types::{
-    DiffStats, ErrorKind, GitCredential, JobCompletion, JobState, LogBatch, ModelAccess,
-    PhaseUpdate, WorkerClaim, WorkerJob,
+    DiffStats, ErrorKind, GitCredential, HeartbeatAnswer, JobCompletion, JobState, LogBatch,
+    ModelAccess, PhaseUpdate, WorkerClaim, WorkerJob,
 };
 
 use sha2::{Digest as _, Sha256};
@@ -191,19 +191,23 @@ pub async fn component(
         .into_response())
 }
 
-/// Renews the worker's lease. 409 tells the worker its job ended (cancelled, timed out) or went
-/// to another worker: it stops.
+/// Renews the worker's lease: 204, or 200 with the connections the API's egress proxy refused
+/// its agent since (for its log). 409 tells the worker its job ended (cancelled, timed out) or
+/// went to another worker: it stops.
 pub async fn heartbeat(
     State(state): State<JobsState>,
     grant: WorkerGrant,
     Path(id): Path<String>,
-) -> Result<StatusCode, AppError> {
+) -> Result<Response, AppError> {
     grant.check(&id)?;
-    if state.engine.heartbeat(&id, grant.generation).await? {
-        Ok(StatusCode::NO_CONTENT)
-    } else {
-        Err(refused(&state, &grant, &id).await)
+    if !state.engine.heartbeat(&id, grant.generation).await? {
+        return Err(refused(&state, &grant, &id).await);
     }
+    let egress_refusals = state.store.take_egress_notices(&id).await?;
+    if egress_refusals.is_empty() {
+        return Ok(StatusCode::NO_CONTENT.into_response());
+    }
+    Ok(ApiJson(HeartbeatAnswer { egress_refusals }).into_response())
 }
 
 pub async fn phase(
