@@ -40,6 +40,27 @@ fn refused(command: &mut Command) -> String {
     String::from_utf8(out.stderr).unwrap()
 }
 
+/// Waits for `child` (`ckrv-api serve`) to say where it listens, then stops it.
+async fn expect_serving(mut child: std::process::Child) {
+    let stdout = child.stdout.take().unwrap();
+    let first = tokio::task::spawn_blocking(move || {
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).unwrap();
+        line
+    });
+    let line = tokio::time::timeout(Duration::from_secs(30), first)
+        .await
+        .expect("serve printed its address")
+        .unwrap();
+    child.kill().unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        line.starts_with("listening on http://127.0.0.1:"),
+        "{line}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 const KUBERNETES: [&str; 6] = [
     "--dispatcher",
     "kubernetes",
@@ -167,7 +188,7 @@ async fn a_cluster_that_lets_it_list_jobs_and_pods_lets_it_serve_against_a_stand
     let dir = tempfile::tempdir().unwrap();
     let kubeconfig = cluster(dir.path(), StatusCode::OK).await;
     // Job scheduling as the chart renders it into the environment.
-    let mut child = serve(dir.path(), Some(&kubeconfig), &KUBERNETES)
+    let child = serve(dir.path(), Some(&kubeconfig), &KUBERNETES)
         .env(
             "CKRV_API_JOB_NODE_SELECTOR",
             "example.com/pool=agents,kubernetes.io/arch=amd64",
@@ -180,23 +201,7 @@ async fn a_cluster_that_lets_it_list_jobs_and_pods_lets_it_serve_against_a_stand
         .env("CKRV_API_JOB_SCHEDULE_TIMEOUT", "5m")
         .spawn()
         .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let first = tokio::task::spawn_blocking(move || {
-        let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).unwrap();
-        line
-    });
-    let line = tokio::time::timeout(Duration::from_secs(30), first)
-        .await
-        .expect("serve printed its address")
-        .unwrap();
-    child.kill().unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        line.starts_with("listening on http://127.0.0.1:"),
-        "{line}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    expect_serving(child).await;
 }
 
 #[tokio::test]
@@ -245,24 +250,7 @@ async fn an_egress_policy_past_the_gateway_stops_serve_on_kubernetes_without_the
         "--egress-proxy-listen",
         "127.0.0.1:0",
     ]);
-    let mut child = serve(dir.path(), Some(&kubeconfig), &args).spawn().unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let first = tokio::task::spawn_blocking(move || {
-        let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).unwrap();
-        line
-    });
-    let line = tokio::time::timeout(Duration::from_secs(30), first)
-        .await
-        .expect("serve printed its address")
-        .unwrap();
-    child.kill().unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        line.starts_with("listening on http://127.0.0.1:"),
-        "{line}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    expect_serving(serve(dir.path(), Some(&kubeconfig), &args).spawn().unwrap()).await;
     // Not a flag of the other dispatchers.
     let mut command = serve(dir.path(), None, &["--egress-proxy-listen", "127.0.0.1:0"]);
     let err = refused(&mut command);

@@ -849,7 +849,15 @@ mod tests {
     /// Sends `request` through the proxy and reads until it closes (a proxy that lets
     /// through what it should not may leave the stand-in waiting: that fails, not hangs).
     async fn exchange(proxy: &Proxy, request: &[u8]) -> String {
-        let mut client = UnixStream::connect(proxy.proxy.path()).await.unwrap();
+        let client = UnixStream::connect(proxy.proxy.path()).await.unwrap();
+        exchange_on(client, request).await
+    }
+
+    /// [`exchange`] on a connection to any proxy.
+    async fn exchange_on<S>(mut client: S, request: &[u8]) -> String
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    {
         client.write_all(request).await.unwrap();
         let mut answer = Vec::new();
         tokio::time::timeout(Duration::from_secs(10), client.read_to_end(&mut answer))
@@ -1302,14 +1310,8 @@ mod tests {
     }
 
     async fn shared_exchange(proxy: &SharedEgressProxy, request: &str) -> String {
-        let mut client = TcpStream::connect(proxy.local_addr()).await.unwrap();
-        client.write_all(request.as_bytes()).await.unwrap();
-        let mut answer = Vec::new();
-        tokio::time::timeout(Duration::from_secs(10), client.read_to_end(&mut answer))
-            .await
-            .expect("the proxy answers and closes in time")
-            .unwrap();
-        String::from_utf8_lossy(&answer).into_owned()
+        let client = TcpStream::connect(proxy.local_addr()).await.unwrap();
+        exchange_on(client, request.as_bytes()).await
     }
 
     #[tokio::test]
