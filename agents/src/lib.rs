@@ -3,6 +3,7 @@
 
 mod definition;
 pub mod egress;
+pub mod environment;
 mod output;
 pub mod pod;
 mod runtime;
