@@ -368,6 +368,8 @@ async fn a_job_becomes_a_suspended_job_its_secret_and_policy_then_starts_against
     assert_eq!(status, StatusCode::OK, "{work}");
     assert_eq!(work["model_access"]["token"], model_token.as_str());
     assert_eq!(work["model_access"]["keys"], json!(["ANTHROPIC_API_KEY"]));
+    // The operator's limit on the repository's setup (the default: 10 minutes).
+    assert_eq!(work["setup_timeout_s"], 600);
     let (status, _) = api.get("/v1/users/me", &token).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
 

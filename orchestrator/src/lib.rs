@@ -7,6 +7,7 @@ pub mod job;
 pub mod local;
 pub mod logs;
 pub mod outbox;
+pub mod setup;
 pub mod stages;
 pub mod step_host;
 pub mod work;

@@ -6,8 +6,8 @@ use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 
 use ckrv_agents::{
-    AgentDefinition, AgentRuntime, Allowlist, Entry, Invocation, Policy, ProcessRuntime,
-    RunRequest, SandboxRuntime, SandboxUnavailable, SpecError, Stream,
+    AgentDefinition, AgentRuntime, Allowlist, Entry, ExitStatus, Invocation, Policy,
+    ProcessRuntime, RunRequest, SandboxRuntime, SandboxUnavailable, SpecError, Stream,
 };
 use ckrv_wasm_host::{Limits, Origin, OriginError, OriginPolicy};
 use ckrv_wit::protocol::EGRESS_LOG_SOURCE as EGRESS_SOURCE;
@@ -87,6 +87,8 @@ pub enum StageError {
     /// denied it.
     #[error("{0}")]
     Step(String),
+    #[error(transparent)]
+    Setup(#[from] crate::setup::SetupError),
 }
 
 /// An `Io` error's constructor, for `map_err`.
@@ -147,7 +149,7 @@ impl StageSource<'_> {
     /// What the agent may connect to: the job's policy (`policy`, as the API decided it), with
     /// the API's gateway. A local run has no gateway: its agent's policy allows the agent's
     /// model APIs themselves, which the developer's own keys reach.
-    fn egress(
+    pub(crate) fn egress(
         &self,
         agent: &AgentDefinition,
         policy: &str,
@@ -196,6 +198,7 @@ pub(crate) async fn run_stages(
         model_access,
         egress,
         git_credential,
+        setup_timeout_s,
         ..
     } = job;
     let feature_branch = job
@@ -224,7 +227,24 @@ pub(crate) async fn run_stages(
         return Err(StageError::NoStages);
     }
     let mut outputs: Vec<(String, String)> = Vec::new();
+    let mut environment = None;
     for stage in &pipeline {
+        if stage.kind == StageKind::Agent {
+            let setup = crate::setup::Setup {
+                job_id: &job.id,
+                workspace: &dirs.workspace,
+                scratch: &dirs.scratch,
+                timeout: setup_timeout_s.map_or(crate::setup::DEFAULT_TIMEOUT, |s| {
+                    std::time::Duration::from_secs(u64::from(s))
+                }),
+            };
+            environment = setup
+                .run(source, options, log, invocation.agent, &egress)
+                .await?;
+            if let Some(environment) = &environment {
+                git.exclude(&crate::setup::cache_patterns(environment))?;
+            }
+        }
         log.phase(PhaseUpdate {
             phase: stage.phase,
             agent: Some(invocation.agent.name.clone()),
@@ -240,7 +260,15 @@ pub(crate) async fn run_stages(
         if stage.kind == StageKind::Agent {
             let model_env = source.model_env(invocation.agent, &model_access);
             let allowlist = source.egress(invocation.agent, &egress)?;
-            let request = agent_request(&invocation, &job.id, &dirs, model_env, allowlist, options);
+            let mut request =
+                agent_request(&invocation, &job.id, &dirs, model_env, allowlist, options);
+            // The repository's plain variables first: the definition's own win.
+            if let Some(environment) = &environment {
+                let mut env: Vec<(String, String)> = environment.env.clone().into_iter().collect();
+                env.retain(|(name, _)| !request.env.iter().any(|(n, _)| n == name));
+                env.append(&mut request.env);
+                request.env = env;
+            }
             run_agent(options, log, invocation.agent, &request).await?;
             git.exclude(&invocation.agent.exclude)?;
             continue;
@@ -364,16 +392,52 @@ async fn run_agent(
     request: &RunRequest,
 ) -> Result<(), StageError> {
     log.info(SOURCE, format!("Starting agent: {}", agent.name));
-    let (lines, mut agent_output) = tokio::sync::mpsc::channel::<ckrv_agents::OutputLine>(256);
+    let (status, _) = run_where_the_agent_runs(options, log, &agent.name, request).await?;
+    let status = status.map_err(|source| StageError::AgentStart {
+        agent: agent.name.clone(),
+        source,
+    })?;
+    match status.code {
+        Some(0) => {
+            log.info(SOURCE, format!("Agent {} finished", agent.name));
+            Ok(())
+        }
+        Some(code) => Err(StageError::AgentExit(code)),
+        None => Err(StageError::AgentKilled),
+    }
+}
+
+/// How many of a run's last output lines an error quotes.
+pub(crate) const LAST_LINES: usize = 10;
+
+/// Runs `request` where the job's agent runs (its sandbox, its pod's agent container, or
+/// unsandboxed), its output streamed to the job log under `name`. Returns how it ended and its
+/// last [`LAST_LINES`] lines of output.
+pub(crate) async fn run_where_the_agent_runs(
+    options: &JobOptions,
+    log: &JobLog,
+    name: &str,
+    request: &RunRequest,
+) -> Result<(std::io::Result<ExitStatus>, Vec<String>), StageError> {
+    let (lines, mut output) = tokio::sync::mpsc::channel::<ckrv_agents::OutputLine>(256);
+    let mut last = std::collections::VecDeque::with_capacity(LAST_LINES);
     let forward = async {
-        while let Some(line) = agent_output.recv().await {
-            match line.stream {
-                Stream::Stdout => log.send(LogLevel::Info, &agent.name, line.line).await,
-                Stream::Stderr => log.send(LogLevel::Warn, &agent.name, line.line).await,
+        while let Some(line) = output.recv().await {
+            let level = match line.stream {
+                Stream::Stdout => LogLevel::Info,
+                Stream::Stderr => LogLevel::Warn,
                 // A connection the job's egress policy refused: one line under its own source,
                 // which the API counts for `ckrv status`.
-                Stream::Egress => log.send(LogLevel::Warn, EGRESS_SOURCE, line.line).await,
+                Stream::Egress => {
+                    log.send(LogLevel::Warn, EGRESS_SOURCE, line.line).await;
+                    continue;
+                }
+            };
+            if last.len() == LAST_LINES {
+                last.pop_front();
             }
+            last.push_back(line.line.clone());
+            log.send(level, name, line.line).await;
         }
     };
     let mut sandbox = match &options.agent {
@@ -405,18 +469,7 @@ async fn run_agent(
     };
     let run = runtime.run(request, lines);
     let (status, ()) = tokio::join!(run, forward);
-    let status = status.map_err(|source| StageError::AgentStart {
-        agent: agent.name.clone(),
-        source,
-    })?;
-    match status.code {
-        Some(0) => {
-            log.info(SOURCE, format!("Agent {} finished", agent.name));
-            Ok(())
-        }
-        Some(code) => Err(StageError::AgentExit(code)),
-        None => Err(StageError::AgentKilled),
-    }
+    Ok((status, last.into()))
 }
 
 /// Runs one step's component with its policy and bounds; returns its outputs.

@@ -1251,3 +1251,116 @@ async fn a_token_file_that_is_missing_or_empty_fails_clearly() {
         "{stderr}"
     );
 }
+
+/// Runs `spec` on a repository whose `.ckrv/environment.toml` is `environment`, the API
+/// giving setup `setup_timeout_s`.
+async fn run_with_environment(
+    environment: &str,
+    spec: &str,
+    setup_timeout_s: Option<u32>,
+) -> (Result<(), String>, Vec<Call>) {
+    let origin = origin_repo();
+    std::fs::create_dir(origin.path().join(".ckrv")).unwrap();
+    std::fs::write(origin.path().join(".ckrv/environment.toml"), environment).unwrap();
+    git(origin.path(), &["add", "-A"]);
+    git(origin.path(), &["commit", "-q", "-m", "environment"]);
+    let pipeline = Pipeline::builtin();
+    let mut job = worker_job(spec, origin.path().to_str().unwrap(), &pipeline, &[]);
+    job["setup_timeout_s"] = setup_timeout_s.into();
+    let fake = FakeEndpoint::start(answer(job, usize::MAX, Arc::new(pipeline))).await;
+    let (outcome, calls, _work_dir) = run_against(&fake, None).await;
+    (outcome, calls)
+}
+
+fn phases(calls: &[Call]) -> Vec<JobPhase> {
+    bodies::<PhaseUpdate>(calls, "/phase")
+        .into_iter()
+        .map(|update| update.phase)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_repositorys_setup_runs_before_the_agent_in_its_own_phase_and_stays_out_of_the_diff() {
+    if !ckrv_test_support::sandbox_available() {
+        return;
+    }
+    let environment = "setup = \"\"\"\necho preparing\nmkdir -p deps && echo ready > deps/tool\necho \"greeting=$GREETING\"\n\"\"\"\ncache = [\"deps/\"]\n[env]\nGREETING = \"hi\"\n";
+    let spec = "---\nagent: script\nrun: |\n  cat deps/tool\n  echo \"agent sees $GREETING\"\n  echo world >> README.md\n---\n# Use the tool\n";
+    let (outcome, calls) = run_with_environment(environment, spec, None).await;
+    outcome.unwrap();
+    let lines = log_lines(&calls);
+    let at = |source: &str, message: &str| {
+        lines
+            .iter()
+            .position(|(s, m)| s == source && m == message)
+            .unwrap_or_else(|| panic!("no {source}: {message} in {lines:?}"))
+    };
+    assert!(at("setup", "preparing") < at("setup", "greeting=hi"));
+    assert!(at("setup", "greeting=hi") < at("orchestrator", "Starting agent: script"));
+    assert!(at("script", "ready") < at("script", "agent sees hi"));
+    assert!(
+        lines
+            .iter()
+            .any(|(s, m)| s == "setup" && m.starts_with("Setup finished in "))
+    );
+    assert_eq!(
+        phases(&calls),
+        [
+            JobPhase::Cloning,
+            JobPhase::Setup,
+            JobPhase::Agent,
+            JobPhase::Diffing,
+            JobPhase::Uploading
+        ]
+    );
+    let diff = uploaded_diff(&calls);
+    assert!(diff.contains("+world"), "{diff}");
+    assert!(
+        !diff.contains("deps/tool"),
+        "setup's result is no part of the change: {diff}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_slow_or_overreaching_setup_fails_the_job_before_the_agent_saying_why() {
+    if !ckrv_test_support::sandbox_available() {
+        return;
+    }
+    let spec = "---\nagent: script\nrun: echo agent-ran\n---\n# Go\n";
+    let cases = [
+        (
+            "setup = \"echo one\\necho two\\nexit 3\"\n",
+            None,
+            "setup exited with status 3; its last lines:\none\ntwo",
+        ),
+        (
+            "setup = \"sleep 30\"\n",
+            Some(1),
+            "setup did not finish within its limit of 1 s (the operator's --setup-timeout)",
+        ),
+        (
+            "setup = \"true\"\negress = \"registries\"\n",
+            None,
+            ".ckrv/environment.toml: egress `registries` is not within the job's policy `none`",
+        ),
+        (
+            "setup = \"true\"\n[env]\nPATH = \"/evil\"\n",
+            None,
+            ".ckrv/environment.toml: env `PATH` is set by the platform and cannot be replaced",
+        ),
+    ];
+    for (environment, timeout, why) in cases {
+        let (outcome, calls) = run_with_environment(environment, spec, timeout).await;
+        let error = outcome.unwrap_err();
+        assert!(error.starts_with(why), "{environment}: {error}");
+        let lines = log_lines(&calls);
+        assert!(
+            !lines.iter().any(|(_, m)| m == "agent-ran"),
+            "{environment}: the agent ran: {lines:?}"
+        );
+        assert!(
+            !calls.iter().any(|c| c.path().ends_with("/artifacts/diff")),
+            "{environment}"
+        );
+    }
+}

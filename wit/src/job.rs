@@ -67,10 +67,11 @@ impl JobPhase {
         match self {
             Self::Queued => 0,
             Self::Cloning => 1,
-            Self::Agent => 2,
-            Self::Diffing => 3,
-            Self::Uploading => 4,
-            Self::Finished => 5,
+            Self::Setup => 2,
+            Self::Agent => 3,
+            Self::Diffing => 4,
+            Self::Uploading => 5,
+            Self::Finished => 6,
         }
     }
 
@@ -186,6 +187,10 @@ mod tests {
     #[test]
     fn phases_only_move_forward_and_finished_is_set_by_the_end() {
         assert!(JobPhase::Cloning.can_become(JobPhase::Agent));
+        assert!(JobPhase::Cloning.can_become(JobPhase::Setup));
+        assert!(JobPhase::Setup.can_become(JobPhase::Agent));
+        assert!(!JobPhase::Agent.can_become(JobPhase::Setup));
+        assert!(!JobPhase::Setup.is_restartable());
         assert!(JobPhase::Agent.can_become(JobPhase::Agent));
         assert!(!JobPhase::Diffing.can_become(JobPhase::Cloning));
         assert!(!JobPhase::Uploading.can_become(JobPhase::Finished));

@@ -54,6 +54,10 @@ pub(crate) struct ServeArgs {
     /// if it had not got past cloning
     #[arg(long, env = "CKRV_API_WORKER_LEASE", default_value = "30s", value_parser = duration)]
     worker_lease: Duration,
+    /// A repository's setup (its .ckrv/environment.toml) running longer than this fails its
+    /// job, naming the limit (e.g. 10m)
+    #[arg(long, env = "CKRV_API_SETUP_TIMEOUT", default_value = "10m", value_parser = duration)]
+    setup_timeout: Duration,
     /// At most this many jobs run at once; more wait `pending` (phase `queued`) and start in
     /// the order they came as jobs end [default: the number of CPU cores]
     #[arg(long, env = "CKRV_API_MAX_RUNNING", value_name = "N",
@@ -217,6 +221,7 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         insecure_no_sandbox,
         job_timeout,
         worker_lease,
+        setup_timeout,
         max_running,
         max_running_per_account,
         max_log_lines,
@@ -284,6 +289,7 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         engine: ckrv_api::jobs::engine::EngineSettings {
             lease: worker_lease,
             job_timeout,
+            setup_timeout,
             admission,
             max_log_lines,
         },

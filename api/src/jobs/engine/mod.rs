@@ -31,7 +31,12 @@ pub struct EngineSettings {
     pub admission: Admission,
     /// A job's log keeps this many lines, then says it was truncated.
     pub max_log_lines: u64,
+    /// How long a repository's setup (`.ckrv/environment.toml`) may run before its job fails.
+    pub setup_timeout: Duration,
 }
+
+/// How long a repository's setup may run unless the operator says otherwise.
+pub const DEFAULT_SETUP_TIMEOUT: Duration = Duration::from_secs(10 * 60);
 
 impl Default for EngineSettings {
     fn default() -> Self {
@@ -40,6 +45,7 @@ impl Default for EngineSettings {
         Self {
             lease: Duration::from_secs(30),
             job_timeout: Duration::from_secs(60 * 60),
+            setup_timeout: DEFAULT_SETUP_TIMEOUT,
             admission: Admission {
                 max_running: cores,
                 max_running_per_account: cores,

@@ -88,7 +88,8 @@ pub async fn job(
     if row.state != JobState::Running || row.generation != grant.generation {
         return Err(refused(&state, &grant, &id).await);
     }
-    let heartbeat = state.engine.settings().heartbeat();
+    let settings = state.engine.settings();
+    let heartbeat = settings.heartbeat();
     let log_sequence = state.store.last_log_sequence(&id).await?;
     let git_credential = match &row.credential_name {
         Some(name) => Some(open_credential(&state, &row, name, grant.generation).await?),
@@ -109,6 +110,7 @@ pub async fn job(
         egress: state.workers.egress_for(&row.spec).to_string(),
         git_credential,
         spec_content: row.spec,
+        setup_timeout_s: Some(u32::try_from(settings.setup_timeout.as_secs()).unwrap_or(u32::MAX)),
     }))
 }
 
