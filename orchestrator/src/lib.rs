@@ -8,6 +8,7 @@ pub mod local;
 pub mod logs;
 pub mod outbox;
 pub mod setup;
+pub mod snapshot;
 pub mod stages;
 pub mod step_host;
 pub mod work;
