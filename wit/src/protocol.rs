@@ -20,6 +20,10 @@ pub const BEARER: &str = "Bearer";
 /// refused; the API counts them for the job.
 pub const EGRESS_LOG_SOURCE: &str = "egress";
 
+/// The header that carries a snapshot's SHA-256 (hex), both ways
+/// (`paths::WORKER_SNAPSHOT`).
+pub const SNAPSHOT_SHA256_HEADER: &str = "ckrv-snapshot-sha256";
+
 /// The API's routes. The server mounts these templates; clients fill them with [`fill`], so a
 /// path is spelled once for the API, the provider plugins and the template.
 pub mod paths {
@@ -46,6 +50,8 @@ pub mod paths {
     pub const WORKER_DIFF: &str = "/v1/worker/jobs/{id}/artifacts/diff";
     pub const WORKER_RESULT: &str = "/v1/worker/jobs/{id}/result";
     pub const WORKER_COMPLETE: &str = "/v1/worker/jobs/{id}/complete";
+    /// The job's account's snapshot of a repository setup, by key (docs/environments.md).
+    pub const WORKER_SNAPSHOT: &str = "/v1/worker/jobs/{id}/snapshots/{key}";
 
     // The model gateway: a job's agent, with its job's model token in the header its CLI
     // sends a key in. `{route}` is one of the agent's model routes; the rest of the path is

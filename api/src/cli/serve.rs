@@ -58,6 +58,15 @@ pub(crate) struct ServeArgs {
     /// job, naming the limit (e.g. 10m)
     #[arg(long, env = "CKRV_API_SETUP_TIMEOUT", default_value = "10m", value_parser = duration)]
     setup_timeout: Duration,
+    /// The largest snapshot of a repository's setup a worker may save, in MiB
+    #[arg(long, env = "CKRV_API_MAX_SNAPSHOT_MB", default_value = "2048", value_name = "MIB",
+          value_parser = clap::value_parser!(u64).range(1..=1024 * 1024))]
+    max_snapshot_mb: u64,
+    /// What one account's snapshots may hold together, in MiB; the least recently used are
+    /// dropped past it
+    #[arg(long, env = "CKRV_API_ACCOUNT_SNAPSHOTS_MB", default_value = "10240", value_name = "MIB",
+          value_parser = clap::value_parser!(u64).range(1..=1024 * 1024 * 1024))]
+    account_snapshots_mb: u64,
     /// At most this many jobs run at once; more wait `pending` (phase `queued`) and start in
     /// the order they came as jobs end [default: the number of CPU cores]
     #[arg(long, env = "CKRV_API_MAX_RUNNING", value_name = "N",
@@ -222,6 +231,8 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         job_timeout,
         worker_lease,
         setup_timeout,
+        max_snapshot_mb,
+        account_snapshots_mb,
         max_running,
         max_running_per_account,
         max_log_lines,
@@ -290,6 +301,8 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             lease: worker_lease,
             job_timeout,
             setup_timeout,
+            max_snapshot_bytes: max_snapshot_mb * 1024 * 1024,
+            account_snapshot_bytes: account_snapshots_mb * 1024 * 1024,
             admission,
             max_log_lines,
         },

@@ -181,11 +181,38 @@ impl ArtifactStore {
         &self,
         job_id: &str,
     ) -> Result<BoxStream<'static, Result<Bytes, object_store::Error>>, ArtifactError> {
-        Ok(self
-            .inner
-            .get(&job_object(job_id, LOG))
-            .await?
-            .into_stream())
+        self.stream(&job_object(job_id, LOG)).await
+    }
+
+    /// Writes an account's snapshot in parts; nothing is visible until the writer is shut
+    /// down.
+    pub fn snapshot_writer(&self, account_id: &str, key: &str) -> BufWriter {
+        BufWriter::new(Arc::clone(&self.inner), snapshot_object(account_id, key))
+    }
+
+    /// An account's snapshot as it arrives.
+    pub async fn snapshot_reader(
+        &self,
+        account_id: &str,
+        key: &str,
+    ) -> Result<BoxStream<'static, Result<Bytes, object_store::Error>>, ArtifactError> {
+        self.stream(&snapshot_object(account_id, key)).await
+    }
+
+    /// An object's bytes as they arrive.
+    async fn stream(
+        &self,
+        path: &ObjectPath,
+    ) -> Result<BoxStream<'static, Result<Bytes, object_store::Error>>, ArtifactError> {
+        Ok(self.inner.get(path).await?.into_stream())
+    }
+
+    /// Removes an account's snapshot; already gone is fine.
+    pub async fn delete_snapshot(&self, account_id: &str, key: &str) -> Result<(), ArtifactError> {
+        match self.inner.delete(&snapshot_object(account_id, key)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Removes the job's diff and archived log; either already gone is fine.
@@ -220,6 +247,12 @@ impl ArtifactStore {
 
 const DIFF: &str = "diff.patch";
 const LOG: &str = "log.jsonl";
+
+/// Account ids are UUIDs the API generated and keys 64 hex digits (the route checks): safe
+/// path segments.
+fn snapshot_object(account_id: &str, key: &str) -> ObjectPath {
+    ObjectPath::from_iter(["snapshots", account_id, &format!("{key}.tar.zst")])
+}
 
 /// Job ids are UUIDs the API generated, so they are safe path segments.
 fn job_object(job_id: &str, name: &str) -> ObjectPath {

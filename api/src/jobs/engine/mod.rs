@@ -33,7 +33,13 @@ pub struct EngineSettings {
     pub max_log_lines: u64,
     /// How long a repository's setup (`.ckrv/environment.toml`) may run before its job fails.
     pub setup_timeout: Duration,
+    /// The largest snapshot of a setup a worker may save.
+    pub max_snapshot_bytes: u64,
+    /// What an account's snapshots may hold together; the least recently used go past it.
+    pub account_snapshot_bytes: u64,
 }
+
+const MIB: u64 = 1024 * 1024;
 
 /// How long a repository's setup may run unless the operator says otherwise.
 pub const DEFAULT_SETUP_TIMEOUT: Duration = Duration::from_secs(10 * 60);
@@ -46,6 +52,8 @@ impl Default for EngineSettings {
             lease: Duration::from_secs(30),
             job_timeout: Duration::from_secs(60 * 60),
             setup_timeout: DEFAULT_SETUP_TIMEOUT,
+            max_snapshot_bytes: 2048 * MIB,
+            account_snapshot_bytes: 10 * 1024 * MIB,
             admission: Admission {
                 max_running: cores,
                 max_running_per_account: cores,

@@ -4,6 +4,7 @@
 pub(crate) mod artifacts;
 pub(crate) mod jobs;
 pub(crate) mod logs;
+pub(crate) mod snapshots;
 pub(crate) mod worker;
 
 use axum::extract::DefaultBodyLimit;
@@ -260,6 +261,33 @@ pub const ROUTES: &[Route<JobsState>] = &[
             Content::Text("text/x-diff"),
         ),
         |method| on(method, worker::diff).layer(DefaultBodyLimit::max(MAX_DIFF_BYTES)),
+    ),
+    Route::new(
+        answering(
+            op(
+                Method::Get,
+                paths::WORKER_SNAPSHOT,
+                "getSnapshot",
+                "The job's account's snapshot of a repository setup, by key",
+                Auth::Worker,
+            ),
+            &[(200, Content::Text("application/octet-stream"))],
+        ),
+        |method| on(method, snapshots::get),
+    ),
+    Route::new(
+        with_body(
+            op(
+                Method::Put,
+                paths::WORKER_SNAPSHOT,
+                "putSnapshot",
+                "Save a snapshot of the repository's setup for the job's account",
+                Auth::Worker,
+            ),
+            Content::Text("application/octet-stream"),
+        ),
+        // Streamed and bounded by the operator's --max-snapshot-mb instead.
+        |method| on(method, snapshots::put).layer(DefaultBodyLimit::disable()),
     ),
     Route::new(
         with_body(

@@ -25,7 +25,11 @@ const MAX_BATCH_LINES: usize = 10_000;
 /// The longest log message stored whole (the orchestrator already cuts agent lines at 16 KiB).
 const MAX_MESSAGE_BYTES: usize = 64 * 1024;
 
-async fn granted_job(state: &JobsState, grant: &WorkerGrant, id: &str) -> Result<JobRow, AppError> {
+pub(crate) async fn granted_job(
+    state: &JobsState,
+    grant: &WorkerGrant,
+    id: &str,
+) -> Result<JobRow, AppError> {
     grant.check(id)?;
     state
         .store
@@ -35,7 +39,7 @@ async fn granted_job(state: &JobsState, grant: &WorkerGrant, id: &str) -> Result
 }
 
 /// Why a worker's write changed nothing: the job ended, or it runs under a newer claim.
-async fn refused(state: &JobsState, grant: &WorkerGrant, id: &str) -> AppError {
+pub(crate) async fn refused(state: &JobsState, grant: &WorkerGrant, id: &str) -> AppError {
     match granted_job(state, grant, id).await {
         Ok(row) if row.state.is_terminal() => AppError::new(
             ErrorKind::Conflict,
