@@ -1,10 +1,11 @@
 //! The worker endpoints of the API (docs/protocol.md, "Worker").
 
 use crate::outbox::{Delivery, Report, ReportSink};
-use ckrv_wit::protocol::paths;
+use ckrv_wit::protocol::{SNAPSHOT_SHA256_HEADER, paths};
 use ckrv_wit::types::{HeartbeatAnswer, JobCompletion, WorkerClaim, WorkerJob};
 use reqwest::{Client, Method, Url};
 use serde::Serialize;
+use std::path::Path;
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -31,6 +32,12 @@ pub enum ApiClientError {
         #[source]
         source: reqwest::Error,
     },
+    #[error("{doing}: {source}")]
+    File {
+        doing: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 impl ApiClientError {
@@ -39,7 +46,7 @@ impl ApiClientError {
         match self {
             Self::Transport { .. } => true,
             Self::Status { status, .. } => *status >= 500 || matches!(status, 408 | 429),
-            Self::BadUrl(_) | Self::Decode { .. } => false,
+            Self::BadUrl(_) | Self::Decode { .. } | Self::File { .. } => false,
         }
     }
 }
@@ -166,6 +173,94 @@ impl ApiClient {
             .json()
             .await
             .map_err(|source| ApiClientError::Decode { url, source })
+    }
+
+    /// The job's account's snapshot under `key`, written to `to`: its SHA-256 as the API
+    /// names it, or `None` when there is none. Tried once: setup runs without it.
+    pub async fn fetch_snapshot(
+        &self,
+        key: &str,
+        to: &Path,
+    ) -> Result<Option<String>, ApiClientError> {
+        use tokio::io::AsyncWriteExt as _;
+        let url = paths::fill(&self.url(paths::WORKER_SNAPSHOT), key);
+        let transport = |source| ApiClientError::Transport {
+            url: url.clone(),
+            source,
+        };
+        let mut response = self
+            .http
+            .get(&url)
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .map_err(transport)?;
+        match response.status() {
+            reqwest::StatusCode::NOT_FOUND => return Ok(None),
+            status if !status.is_success() => {
+                return Err(ApiClientError::Status {
+                    url,
+                    status: status.as_u16(),
+                    body: response.text().await.unwrap_or_default(),
+                });
+            }
+            _ => {}
+        }
+        let digest = response
+            .headers()
+            .get(SNAPSHOT_SHA256_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        let file_error = |doing| move |source| ApiClientError::File { doing, source };
+        let mut file = tokio::fs::File::create(to)
+            .await
+            .map_err(file_error("saving the snapshot"))?;
+        while let Some(chunk) = response.chunk().await.map_err(transport)? {
+            file.write_all(&chunk)
+                .await
+                .map_err(file_error("saving the snapshot"))?;
+        }
+        file.flush()
+            .await
+            .map_err(file_error("saving the snapshot"))?;
+        Ok(Some(digest))
+    }
+
+    /// Saves `from` as the job's account's snapshot under `key`; `sha256` is its digest.
+    pub async fn save_snapshot(
+        &self,
+        key: &str,
+        from: &Path,
+        sha256: &str,
+    ) -> Result<(), ApiClientError> {
+        let url = paths::fill(&self.url(paths::WORKER_SNAPSHOT), key);
+        let file = tokio::fs::File::open(from)
+            .await
+            .map_err(|source| ApiClientError::File {
+                doing: "reading the snapshot",
+                source,
+            })?;
+        let response = self
+            .http
+            .put(&url)
+            .bearer_auth(&self.token)
+            .header(SNAPSHOT_SHA256_HEADER, sha256)
+            .body(reqwest::Body::from(file))
+            .send()
+            .await
+            .map_err(|source| ApiClientError::Transport {
+                url: url.clone(),
+                source,
+            })?;
+        if response.status().is_success() {
+            return Ok(());
+        }
+        Err(ApiClientError::Status {
+            url,
+            status: response.status().as_u16(),
+            body: response.text().await.unwrap_or_default(),
+        })
     }
 
     pub async fn complete(&self, completion: &JobCompletion) -> Result<(), ApiClientError> {

@@ -10,8 +10,10 @@ use ckrv_agents::environment::{CachePath, ENVIRONMENT_FILE, Environment, Environ
 use ckrv_agents::{AgentDefinition, Policy, RunRequest};
 use ckrv_wit::types::{JobPhase, PhaseUpdate};
 
+use crate::api_client::ApiClient;
 use crate::job::{AgentPlace, JobOptions};
 use crate::logs::JobLog;
+use crate::snapshot;
 use crate::stages::{StageError, StageSource, run_where_the_agent_runs};
 
 /// The log source of setup's output and of what is said about it.
@@ -34,6 +36,10 @@ pub enum SetupError {
     Exit { code: i32, last: String },
     #[error("setup was killed by a signal; its last lines:\n{last}")]
     Killed { last: String },
+    #[error(transparent)]
+    SnapshotFile(#[from] snapshot::SnapshotError),
+    #[error("{0}")]
+    Snapshot(String),
     #[error(
         "setup did not finish within its limit of {} s (the operator's --setup-timeout); make it shorter, or ask for a longer limit",
         .0.as_secs()
@@ -41,9 +47,13 @@ pub enum SetupError {
     Timeout(Duration),
 }
 
+/// The most a snapshot may unpack to: a bound on a hostile archive, far above a real setup's.
+pub const MAX_RESTORE_BYTES: u64 = 64 * 1024 * 1024 * 1024;
+
 /// One job's setup: where it runs and for how long at most.
 pub(crate) struct Setup<'a> {
     pub job_id: &'a str,
+    pub repo_url: &'a str,
     pub workspace: &'a Path,
     pub scratch: &'a Path,
     pub timeout: Duration,
@@ -81,6 +91,40 @@ impl Setup<'_> {
             requested: requested.to_string(),
             allowed: allowed.to_string(),
         })?;
+        log.phase(PhaseUpdate {
+            phase: JobPhase::Setup,
+            agent: Some(agent.name.clone()),
+        });
+        let snapshots = match (source.api(), environment.cache.is_empty()) {
+            (Some(api), false) => Some((api, self.key(&environment, agent)?)),
+            _ => None,
+        };
+        if environment
+            .cache
+            .iter()
+            .any(|path| matches!(path, CachePath::Home(_)))
+        {
+            log.warn(
+                SOURCE,
+                "cache paths under ~/ are not kept in snapshots yet: only the workspace's are",
+            );
+        }
+        if let Some((api, key)) = &snapshots {
+            match self.restore(api, key, &environment).await {
+                Ok(Some(said)) => {
+                    log.info(SOURCE, said);
+                    return Ok(Some(environment));
+                }
+                Ok(None) => log.info(
+                    SOURCE,
+                    format!("No snapshot {} yet: setup runs", short(key)),
+                ),
+                Err(why) => log.warn(
+                    SOURCE,
+                    format!("Snapshot {} not used ({why}): setup runs", short(key)),
+                ),
+            }
+        }
         let mut request = RunRequest::new(
             vec!["sh".into(), "-c".into(), script.clone()],
             self.workspace.to_path_buf(),
@@ -89,10 +133,6 @@ impl Setup<'_> {
         );
         request.env = environment.env.clone().into_iter().collect();
         request.egress = source.egress(agent, &policy.to_string())?;
-        log.phase(PhaseUpdate {
-            phase: JobPhase::Setup,
-            agent: Some(agent.name.clone()),
-        });
         log.info(
             SOURCE,
             format!("Running the repository's setup ({ENVIRONMENT_FILE}, egress `{policy}`)"),
@@ -110,11 +150,129 @@ impl Setup<'_> {
                     SOURCE,
                     format!("Setup finished in {:.1} s", started.elapsed().as_secs_f64()),
                 );
+                if let Some((api, key)) = &snapshots {
+                    match self.save(api, key, &environment).await {
+                        Ok(said) => log.info(SOURCE, said),
+                        Err(why) => {
+                            log.warn(SOURCE, format!("Snapshot {} not saved: {why}", short(key)))
+                        }
+                    }
+                }
                 Ok(Some(environment))
             }
             Some(code) => Err(SetupError::Exit { code, last }.into()),
             None => Err(SetupError::Killed { last }.into()),
         }
+    }
+
+    /// The snapshot key of this job's setup.
+    fn key(
+        &self,
+        environment: &Environment,
+        agent: &AgentDefinition,
+    ) -> Result<String, SetupError> {
+        Ok(snapshot::key(&snapshot::KeyInputs {
+            repo_url: self.repo_url,
+            environment,
+            workspace: self.workspace,
+            agent,
+            image: Some(&agent.image),
+        })?)
+    }
+
+    /// Restores the account's snapshot under `key` into the workspace: what to say when it
+    /// did, `None` when there is none. On failure what it unpacked is removed again.
+    async fn restore(
+        &self,
+        api: &ApiClient,
+        key: &str,
+        environment: &Environment,
+    ) -> Result<Option<String>, SetupError> {
+        let started = Instant::now();
+        let file = self.scratch.join("snapshot.tar.zst");
+        let fetched = api.fetch_snapshot(key, &file).await;
+        let digest = match fetched {
+            Ok(Some(digest)) => digest,
+            Ok(None) => return Ok(None),
+            Err(error) => {
+                let _ = std::fs::remove_file(&file);
+                return Err(SetupError::Snapshot(error.to_string()));
+            }
+        };
+        let bytes = std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
+        let workspace = self.workspace.to_path_buf();
+        let unpacked = {
+            let file = file.clone();
+            tokio::task::spawn_blocking(move || {
+                snapshot::restore(&file, &digest, &workspace, None, MAX_RESTORE_BYTES)
+            })
+            .await
+            .map_err(|e| SetupError::Snapshot(e.to_string()))?
+        };
+        let _ = std::fs::remove_file(&file);
+        match unpacked {
+            Ok(restored) => Ok(Some(format!(
+                "Snapshot {} restored ({}, {} entries) in {:.1} s; setup not run",
+                short(key),
+                megabytes(bytes),
+                restored.entries,
+                started.elapsed().as_secs_f64()
+            ))),
+            Err(error) => {
+                for pattern in &environment.cache {
+                    if let CachePath::Workspace(path) = pattern {
+                        let _ = remove_any(&self.workspace.join(path));
+                    }
+                }
+                Err(error.into())
+            }
+        }
+    }
+
+    /// Packs the workspace's `cache` paths and saves them under `key`: what to say.
+    async fn save(
+        &self,
+        api: &ApiClient,
+        key: &str,
+        environment: &Environment,
+    ) -> Result<String, SetupError> {
+        let file = self.scratch.join("snapshot.tar.zst");
+        let packed = {
+            let (workspace, cache, file) = (
+                self.workspace.to_path_buf(),
+                environment.cache.clone(),
+                file.clone(),
+            );
+            tokio::task::spawn_blocking(move || snapshot::pack(&workspace, None, &cache, &file))
+                .await
+                .map_err(|e| SetupError::Snapshot(e.to_string()))??
+        };
+        let saved = api.save_snapshot(key, &file, &packed.sha256).await;
+        let _ = std::fs::remove_file(&file);
+        saved.map_err(|e| SetupError::Snapshot(e.to_string()))?;
+        Ok(format!(
+            "Snapshot {} saved ({})",
+            short(key),
+            megabytes(packed.bytes)
+        ))
+    }
+}
+
+/// A key as people read it: its first eight digits.
+fn short(key: &str) -> &str {
+    key.get(..8).unwrap_or(key)
+}
+
+fn megabytes(bytes: u64) -> String {
+    format!("{:.1} MB", bytes as f64 / 1_000_000.0)
+}
+
+/// Removes a file, link or directory tree, not following links.
+fn remove_any(path: &Path) -> std::io::Result<()> {
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.is_dir() => std::fs::remove_dir_all(path),
+        Ok(_) => std::fs::remove_file(path),
+        Err(_) => Ok(()),
     }
 }
 

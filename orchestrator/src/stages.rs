@@ -171,6 +171,14 @@ impl StageSource<'_> {
         }
     }
 
+    /// The API, for a job it runs (a local run has none).
+    pub(crate) fn api(&self) -> Option<&ApiClient> {
+        match self {
+            Self::Api { client, .. } => Some(client),
+            Self::Local { .. } => None,
+        }
+    }
+
     /// The API's origin and the job's token, which the host adds to steps' requests to it.
     fn api_origin(&self) -> Result<Option<(Origin, &str)>, StageError> {
         match self {
@@ -232,6 +240,7 @@ pub(crate) async fn run_stages(
         if stage.kind == StageKind::Agent {
             let setup = crate::setup::Setup {
                 job_id: &job.id,
+                repo_url: &job.git_repo_url,
                 workspace: &dirs.workspace,
                 scratch: &dirs.scratch,
                 timeout: setup_timeout_s.map_or(crate::setup::DEFAULT_TIMEOUT, |s| {

@@ -1364,3 +1364,133 @@ async fn a_failed_slow_or_overreaching_setup_fails_the_job_before_the_agent_sayi
         );
     }
 }
+
+/// Snapshots a fake API keeps, by key: the bytes and the digest the worker named.
+type Snapshots = Arc<std::sync::Mutex<std::collections::HashMap<String, (Vec<u8>, String)>>>;
+
+/// Runs `spec` on `origin` against a fake API that keeps the snapshots workers save in
+/// `snapshots` and serves them back (with a byte flipped when `damage`).
+async fn run_keeping_snapshots(
+    origin: &std::path::Path,
+    spec: &str,
+    snapshots: &Snapshots,
+    damage: bool,
+) -> Vec<(String, String)> {
+    let pipeline = Pipeline::builtin();
+    let job = worker_job(spec, origin.to_str().unwrap(), &pipeline, &[]);
+    let inner = answer(job, usize::MAX, Arc::new(pipeline));
+    let kept = snapshots.clone();
+    let fake = FakeEndpoint::start(move |call: Call| {
+        let (inner, kept) = (inner.clone(), kept.clone());
+        async move {
+            let Some(key) = call.path().strip_prefix("/v1/worker/jobs/job-1/snapshots/") else {
+                return inner(call).await;
+            };
+            let key = key.to_string();
+            if call.method == Method::PUT {
+                let digest = call.header("ckrv-snapshot-sha256").to_string();
+                kept.lock()
+                    .unwrap()
+                    .insert(key, (call.body.to_vec(), digest));
+                return StatusCode::NO_CONTENT.into_response();
+            }
+            match kept.lock().unwrap().get(&key).cloned() {
+                Some((mut bytes, digest)) => {
+                    if damage {
+                        let middle = bytes.len() / 2;
+                        bytes[middle] ^= 0xff;
+                    }
+                    ([("ckrv-snapshot-sha256", digest)], bytes).into_response()
+                }
+                None => StatusCode::NOT_FOUND.into_response(),
+            }
+        }
+    })
+    .await;
+    let (outcome, calls, _work_dir) = run_against(&fake, None).await;
+    outcome.unwrap();
+    let lines = log_lines(&calls);
+    let diff = uploaded_diff(&calls);
+    assert!(diff.contains("+world") && !diff.contains("deps/"), "{diff}");
+    lines
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_next_job_starts_from_the_snapshot_and_a_damaged_one_runs_setup_again() {
+    if !ckrv_test_support::sandbox_available() {
+        return;
+    }
+    let origin = origin_repo();
+    std::fs::create_dir(origin.path().join(".ckrv")).unwrap();
+    std::fs::write(
+        origin.path().join(".ckrv/environment.toml"),
+        "setup = \"echo preparing; mkdir -p deps && echo ready > deps/tool\"\nkey_files = [\"deps.lock\"]\ncache = [\"deps/\"]\n",
+    )
+    .unwrap();
+    std::fs::write(origin.path().join("deps.lock"), "v1\n").unwrap();
+    git(origin.path(), &["add", "-A"]);
+    git(origin.path(), &["commit", "-q", "-m", "environment"]);
+    let spec = "---\nagent: script\nrun: |\n  cat deps/tool\n  echo world >> README.md\n---\n# Use the tool\n";
+    let snapshots = Snapshots::default();
+    let said = |lines: &[(String, String)], source: &str, start: &str| {
+        lines
+            .iter()
+            .any(|(s, m)| s == source && m.starts_with(start))
+    };
+
+    // The first job runs setup and saves what it made.
+    let lines = run_keeping_snapshots(origin.path(), spec, &snapshots, false).await;
+    assert!(said(&lines, "setup", "No snapshot "), "{lines:?}");
+    assert!(said(&lines, "setup", "preparing"), "{lines:?}");
+    assert!(
+        said(&lines, "setup", "Snapshot ") && lines.iter().any(|(_, m)| m.contains(" saved (")),
+        "{lines:?}"
+    );
+    let key = {
+        let kept = snapshots.lock().unwrap();
+        assert_eq!(kept.len(), 1);
+        let (key, (bytes, digest)) = kept.iter().next().unwrap();
+        assert_eq!(digest, &hex::encode(Sha256::digest(bytes)));
+        key.clone()
+    };
+    assert_eq!(key.len(), 64);
+
+    // The next starts from it: setup does not run, and the agent finds what setup made.
+    let lines = run_keeping_snapshots(origin.path(), spec, &snapshots, false).await;
+    assert!(
+        lines.iter().any(|(s, m)| s == "setup"
+            && m.starts_with(&format!("Snapshot {} restored (", &key[..8]))
+            && m.ends_with("; setup not run")),
+        "{lines:?}"
+    );
+    assert!(!said(&lines, "setup", "preparing"), "{lines:?}");
+    assert!(said(&lines, "script", "ready"), "{lines:?}");
+
+    // A damaged one is not used: setup runs and saves it anew.
+    let lines = run_keeping_snapshots(origin.path(), spec, &snapshots, true).await;
+    assert!(
+        lines
+            .iter()
+            .any(|(s, m)| s == "setup" && m.contains("not used (the snapshot is damaged")),
+        "{lines:?}"
+    );
+    assert!(said(&lines, "setup", "preparing"), "{lines:?}");
+    assert!(said(&lines, "script", "ready"), "{lines:?}");
+    assert!(
+        lines.iter().any(|(_, m)| m.contains(" saved (")),
+        "{lines:?}"
+    );
+    {
+        // Saved anew, intact.
+        let kept = snapshots.lock().unwrap();
+        let (bytes, resaved) = &kept[&key];
+        assert_eq!(resaved, &hex::encode(Sha256::digest(bytes)));
+    }
+
+    // A changed lockfile is another key: setup runs.
+    std::fs::write(origin.path().join("deps.lock"), "v2\n").unwrap();
+    git(origin.path(), &["commit", "-q", "-am", "bump"]);
+    let lines = run_keeping_snapshots(origin.path(), spec, &snapshots, false).await;
+    assert!(said(&lines, "setup", "No snapshot "), "{lines:?}");
+    assert_eq!(snapshots.lock().unwrap().len(), 2);
+}
