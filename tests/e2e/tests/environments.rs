@@ -1,0 +1,129 @@
+//! A repository's ready-to-work environment through the real binaries (`ckrv`, `ckrv-api`
+//! with local workers, `ckrv-orchestrator`, bubblewrap; docs/environments.md): its setup runs
+//! once in phase `setup` and is saved as a snapshot in the API's artifact store; the account's
+//! next job restores it instead of running setup; another account's job never gets it.
+#![allow(clippy::unwrap_used)]
+
+use ckrv_e2e::{Api, Developer, StaticServer, create_served_repo};
+
+const ENVIRONMENT: &str = "setup = \"\"\"
+echo preparing
+mkdir -p deps && echo \"tool $TOOL_VERSION\" > deps/tool
+\"\"\"
+key_files = [\"deps.lock\"]
+cache = [\"deps/\"]
+
+[env]
+TOOL_VERSION = \"1.2\"
+";
+
+const SPEC: &str = "---\nagent: script\nrun: |\n  cat deps/tool\n  echo \"done\" >> README.md\n---\n# Use the tool\n";
+
+/// Runs [`SPEC`] as `dev`; the finished job's log (its diff checked too).
+fn job_log(dev: &Developer, api_url: &str, repo_url: &str) -> String {
+    std::fs::create_dir_all(dev.clone.join("specs")).unwrap();
+    std::fs::write(dev.clone.join("specs/tool.md"), SPEC).unwrap();
+    let out = dev.cli.ok(
+        &dev.clone,
+        &[
+            "run",
+            "--cloud",
+            "--spec",
+            "specs/tool.md",
+            "--repo",
+            repo_url,
+            "--base-branch",
+            "main",
+            "--json",
+        ],
+    );
+    let job: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let id = job["id"].as_str().unwrap().to_string();
+    let job = dev.cli.finished(&dev.clone, &id);
+    let log = dev.cli.ok(&dev.clone, &["logs", &id]);
+    assert_eq!(job["state"], "succeeded", "{job}\n{log}");
+    let diff = std::process::Command::new("curl")
+        .args(["-sf", "-H", &format!("Authorization: Bearer {}", dev.token)])
+        .arg(format!("{api_url}/v1/jobs/{id}/artifacts/diff"))
+        .output()
+        .unwrap();
+    let diff = String::from_utf8_lossy(&diff.stdout);
+    assert!(
+        diff.contains("+done") && !diff.contains("deps/tool"),
+        "{diff}"
+    );
+    log
+}
+
+#[test]
+fn setup_runs_once_and_the_accounts_next_job_starts_from_its_snapshot() {
+    if !ckrv_test_support::sandbox_available() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let served = root.join("served");
+    std::fs::create_dir_all(&served).unwrap();
+    create_served_repo(
+        &served,
+        "app",
+        &[
+            ("README.md", "# App\n"),
+            (".ckrv/environment.toml", ENVIRONMENT),
+            ("deps.lock", "v1\n"),
+        ],
+    );
+    let repos = StaticServer::start(&served);
+    let repo_url = format!("http://{}/app.git", repos.addr);
+    let api = Api::start(&root.join("api"));
+    let dev = Developer::new(&api, root, "dev@example.com", &repo_url);
+
+    let first = job_log(&dev, &api.url, &repo_url);
+    for said in [
+        "No snapshot ",
+        "preparing",
+        "Setup finished in ",
+        " saved (",
+    ] {
+        assert!(first.contains(said), "{said}: {first}");
+    }
+    assert!(
+        first.contains("tool 1.2"),
+        "the agent found what setup made: {first}"
+    );
+    let stored: Vec<_> = walk(&api.data_dir)
+        .into_iter()
+        .filter(|p| p.contains("/snapshots/") && p.ends_with(".tar.zst"))
+        .collect();
+    assert_eq!(stored.len(), 1, "{stored:?}");
+
+    let second = job_log(&dev, &api.url, &repo_url);
+    assert!(second.contains("; setup not run"), "{second}");
+    assert!(!second.contains("preparing"), "{second}");
+    assert!(second.contains("tool 1.2"), "{second}");
+
+    // Another account's job on the same repository runs setup itself.
+    let other = Developer::new(&api, root, "other@example.com", &repo_url);
+    let theirs = job_log(&other, &api.url, &repo_url);
+    assert!(
+        theirs.contains("No snapshot ") && theirs.contains("preparing"),
+        "{theirs}"
+    );
+}
+
+/// Every file under `dir`.
+fn walk(dir: &std::path::Path) -> Vec<String> {
+    let mut found = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(d) = pending.pop() {
+        for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                pending.push(path);
+            } else {
+                found.push(path.display().to_string());
+            }
+        }
+    }
+    found
+}
