@@ -193,3 +193,33 @@ async fn an_account_over_its_cap_loses_its_least_recently_used_snapshots() {
     assert_eq!(get(&api, &job, KEY_B).await.0, StatusCode::NOT_FOUND);
     assert_eq!(get(&api, &job, KEY_C).await.0, StatusCode::OK);
 }
+
+#[tokio::test]
+async fn a_snapshot_no_job_used_for_the_retention_is_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let api =
+        TestApi::start_configured(dir.path(), Arc::new(RecordingDispatcher::default()), |c| {
+            c.retention = std::time::Duration::from_secs(1);
+        })
+        .await;
+    let dev = api.login("dev@example.com").await;
+    let job = running_job(&api, access(&dev)).await;
+    save(&api, &job, KEY_A, b"old").await;
+    let archive = |key: &str| {
+        let accounts = dir.path().join("artifacts/snapshots");
+        std::fs::read_dir(&accounts)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|account| account.path().join(format!("{key}.tar.zst")).exists())
+    };
+    assert!(archive(KEY_A));
+    for _ in 0..200 {
+        if !archive(KEY_A) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(!archive(KEY_A), "the unused snapshot's archive is removed");
+    assert_eq!(get(&api, &job, KEY_A).await.0, StatusCode::NOT_FOUND);
+}

@@ -1,5 +1,6 @@
 //! Retention: a finished job's diff and log are kept for the configured time after it ended,
-//! then removed; the job stays listed, and asking for its results says they expired.
+//! then removed; the job stays listed, and asking for its results says they expired. A
+//! snapshot of a repository's setup that no job has used for as long is removed too.
 
 use std::time::Duration;
 
@@ -13,9 +14,15 @@ const BATCH: i64 = 100;
 /// Expires what is older than `retention`, every so often, until dropped.
 pub async fn run(store: Store, artifacts: ArtifactStore, retention: Duration) {
     let period = (retention / 2).clamp(Duration::from_millis(100), Duration::from_secs(60));
-    clock::every(period, "expiring old jobs' results", || {
-        expire(&store, &artifacts, retention)
-    })
+    clock::every(
+        period,
+        "expiring old jobs' results and unused snapshots",
+        || async {
+            let jobs = expire(&store, &artifacts, retention).await?;
+            let snapshots = expire_snapshots(&store, &artifacts, retention).await?;
+            anyhow::Ok(jobs + snapshots)
+        },
+    )
     .await;
 }
 
@@ -40,5 +47,28 @@ pub async fn expire(
             tracing::info!(job_id = id, "job's diff and log expired");
         }
         expired += ids.len();
+    }
+}
+
+/// One pass: every snapshot no job has used for `retention` is removed.
+pub async fn expire_snapshots(
+    store: &Store,
+    artifacts: &ArtifactStore,
+    retention: Duration,
+) -> anyhow::Result<usize> {
+    let cutoff = clock::millis(clock::now() - retention);
+    let mut expired = 0;
+    loop {
+        let unused = store.unused_snapshots(cutoff, BATCH).await?;
+        if unused.is_empty() {
+            return Ok(expired);
+        }
+        for (account, key) in &unused {
+            // The archive goes first: a row left behind is forgotten when asked for.
+            artifacts.delete_snapshot(account, key).await?;
+            store.delete_snapshot(account, key).await?;
+            tracing::info!(key, "unused snapshot expired");
+        }
+        expired += unused.len();
     }
 }

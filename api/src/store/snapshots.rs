@@ -90,6 +90,25 @@ impl Store {
         rows.iter().map(from_row).collect()
     }
 
+    /// Up to `limit` snapshots (account, key) last used before `before_ms`.
+    pub async fn unused_snapshots(
+        &self,
+        before_ms: i64,
+        limit: i64,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT account_id, snapshot_key FROM snapshots WHERE used_ms < $1
+             ORDER BY used_ms LIMIT $2",
+        )
+        .bind(before_ms)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| Ok((row.try_get("account_id")?, row.try_get("snapshot_key")?)))
+            .collect()
+    }
+
     /// Forgets the account's snapshot under `key`; whether there was one.
     pub async fn delete_snapshot(&self, account_id: &str, key: &str) -> Result<bool, StoreError> {
         let done = sqlx::query("DELETE FROM snapshots WHERE account_id = $1 AND snapshot_key = $2")
