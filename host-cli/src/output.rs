@@ -115,6 +115,31 @@ pub fn phase_name(phase: JobPhase) -> &'static str {
     }
 }
 
+/// What the repository's setup did, as `ckrv status` says it: `Setup: snapshot hit (1a2b3c4d,
+/// 312.4 MB, restored in 0.8 s)` or `Setup: ran (41.0 s), snapshot saved (1a2b3c4d, 312.4 MB)`.
+pub fn setup_line(setup: &ckrv_wit::types::SetupSummary) -> String {
+    let seconds = setup.duration_ms as f64 / 1000.0;
+    let snapshot = match (&setup.snapshot_key, setup.snapshot_bytes) {
+        (Some(key), Some(bytes)) => format!(
+            "{}, {:.1} MB",
+            key.get(..8).unwrap_or(key),
+            bytes as f64 / 1_000_000.0
+        ),
+        (Some(key), None) => key.get(..8).unwrap_or(key).to_string(),
+        _ => String::new(),
+    };
+    if setup.snapshot_hit {
+        return format!("Setup: snapshot hit ({snapshot}, restored in {seconds:.1} s)");
+    }
+    match (setup.saved, setup.snapshot_key.is_some()) {
+        (true, _) => format!("Setup: ran ({seconds:.1} s), snapshot saved ({snapshot})"),
+        (false, true) => {
+            format!("Setup: ran ({seconds:.1} s), snapshot not saved (see `ckrv logs`)")
+        }
+        (false, false) => format!("Setup: ran ({seconds:.1} s)"),
+    }
+}
+
 /// The lines `ckrv status` prints. Extensions a provider did not send are left out.
 pub fn job_lines(job: &Job, now: OffsetDateTime) -> Vec<String> {
     let state = job.lifecycle();
@@ -169,6 +194,9 @@ pub fn job_lines(job: &Job, now: OffsetDateTime) -> Vec<String> {
         lines.push(format!(
             "Egress refused: {refused} {connections} outside the job's policy (see `ckrv logs`, source egress)"
         ));
+    }
+    if let Some(setup) = &job.setup {
+        lines.push(setup_line(setup));
     }
     let short = short_id(&job.id);
     match state {
@@ -364,6 +392,8 @@ mod tests {
             "usage": {"requests": 3, "input_tokens": 12000, "output_tokens": 800,
                       "cost_usd": 0.048},
             "egress_refusals": 2,
+            "setup": {"snapshot_hit": true, "snapshot_key": "1a2b3c4d5e6f", "snapshot_bytes": 312_400_000,
+                      "duration_ms": 800, "saved": false},
         }));
         let lines = job_lines(&full, now);
         assert!(
@@ -378,6 +408,12 @@ mod tests {
         ));
         assert!(
             lines.contains(&"Status: cancelled".to_string()),
+            "{lines:?}"
+        );
+        assert!(
+            lines.contains(
+                &"Setup: snapshot hit (1a2b3c4d, 312.4 MB, restored in 0.8 s)".to_string()
+            ),
             "{lines:?}"
         );
         assert!(lines.contains(&"Phase: finished (agent: script)".to_string()));
@@ -408,10 +444,40 @@ mod tests {
         assert!(!lines.iter().any(|l| l.starts_with("Phase")
             || l.starts_with("Spec")
             || l.starts_with("Model")
-            || l.starts_with("Egress")));
+            || l.starts_with("Egress")
+            || l.starts_with("Setup")));
         assert!(lines.contains(&"Repository: https://git.example.com/r.git (main)".to_string()));
         assert!(lines.contains(&"Result: 1 file changed, 2 insertions(+)".to_string()));
         assert_eq!(lines.last().unwrap(), "Pull results:    ckrv pull 3f8a9b2c");
+    }
+
+    #[test]
+    fn the_setup_line_says_whether_a_snapshot_was_used_or_saved() {
+        let summary = |json: serde_json::Value| -> ckrv_wit::types::SetupSummary {
+            serde_json::from_value(json).unwrap()
+        };
+        let key = "1a2b3c4d5e6f7a8b";
+        assert_eq!(
+            setup_line(&summary(
+                serde_json::json!({"snapshot_hit": false, "snapshot_key": key,
+                "snapshot_bytes": 2_500_000, "duration_ms": 41_000, "saved": true})
+            )),
+            "Setup: ran (41.0 s), snapshot saved (1a2b3c4d, 2.5 MB)"
+        );
+        assert_eq!(
+            setup_line(&summary(
+                serde_json::json!({"snapshot_hit": false, "snapshot_key": key,
+                "duration_ms": 1_500, "saved": false})
+            )),
+            "Setup: ran (1.5 s), snapshot not saved (see `ckrv logs`)"
+        );
+        assert_eq!(
+            setup_line(&summary(
+                serde_json::json!({"snapshot_hit": false, "duration_ms": 20,
+                "saved": false})
+            )),
+            "Setup: ran (0.0 s)"
+        );
     }
 
     #[test]

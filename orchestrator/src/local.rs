@@ -77,6 +77,7 @@ pub async fn run_local(job: LocalJob, options: &JobOptions) -> Result<String, St
         diff_sha256: None,
         usage: None,
         egress_refusals: None,
+        setup: None,
     };
     let worker_job = WorkerJob {
         job: record,

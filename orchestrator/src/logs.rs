@@ -297,6 +297,7 @@ mod tests {
         log.phase(PhaseUpdate {
             phase: JobPhase::Agent,
             agent: Some("script".into()),
+            setup: None,
         });
         log.info("test", "agent says hi");
         let reports = shipped(log, rx).await;

@@ -302,7 +302,11 @@ mod tests {
     }
 
     fn phase(phase: JobPhase) -> Report {
-        Report::Phase(PhaseUpdate { phase, agent: None })
+        Report::Phase(PhaseUpdate {
+            phase,
+            agent: None,
+            setup: None,
+        })
     }
 
     /// Ten minutes without the API (in paused time): everything produced meanwhile waits on

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use ckrv_agents::environment::{CachePath, ENVIRONMENT_FILE, Environment, EnvironmentError};
 use ckrv_agents::{AgentDefinition, Policy, RunRequest};
-use ckrv_wit::types::{JobPhase, PhaseUpdate};
+use ckrv_wit::types::{JobPhase, PhaseUpdate, SetupSummary};
 
 use crate::api_client::ApiClient;
 use crate::job::{AgentPlace, JobOptions};
@@ -50,6 +50,33 @@ pub enum SetupError {
 /// The most a snapshot may unpack to: a bound on a hostile archive, far above a real setup's.
 pub const MAX_RESTORE_BYTES: u64 = 64 * 1024 * 1024 * 1024;
 
+/// What setup left for the agent: the environment (whose variables the agent gets too) and,
+/// when setup or a snapshot ran, what happened, for the job's status.
+#[derive(Debug, Default)]
+pub(crate) struct Prepared {
+    pub environment: Option<Environment>,
+    pub summary: Option<SetupSummary>,
+}
+
+impl Prepared {
+    fn without_setup(environment: Environment) -> Self {
+        Prepared {
+            environment: Some(environment),
+            summary: None,
+        }
+    }
+}
+
+/// A restored snapshot.
+struct Restored {
+    archive_bytes: u64,
+    entries: u64,
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
 /// One job's setup: where it runs and for how long at most.
 pub(crate) struct Setup<'a> {
     pub job_id: &'a str,
@@ -69,12 +96,12 @@ impl Setup<'_> {
         log: &JobLog,
         agent: &AgentDefinition,
         job_egress: &str,
-    ) -> Result<Option<Environment>, StageError> {
+    ) -> Result<Prepared, StageError> {
         let Some(environment) = Environment::load(self.workspace).map_err(SetupError::from)? else {
-            return Ok(None);
+            return Ok(Prepared::default());
         };
         let Some(script) = &environment.setup else {
-            return Ok(Some(environment));
+            return Ok(Prepared::without_setup(environment));
         };
         if matches!(options.agent, AgentPlace::Pod(_)) {
             log.warn(
@@ -83,7 +110,7 @@ impl Setup<'_> {
                     "{ENVIRONMENT_FILE}: setup does not run in a Kubernetes job pod yet; the agent starts without it"
                 ),
             );
-            return Ok(Some(environment));
+            return Ok(Prepared::without_setup(environment));
         }
         let allowed: Policy = job_egress.parse().map_err(StageError::Egress)?;
         let requested = environment.egress.clone().unwrap_or_default();
@@ -94,6 +121,7 @@ impl Setup<'_> {
         log.phase(PhaseUpdate {
             phase: JobPhase::Setup,
             agent: Some(agent.name.clone()),
+            setup: None,
         });
         let snapshots = match (source.api(), environment.cache.is_empty()) {
             (Some(api), false) => Some((api, self.key(&environment, agent)?)),
@@ -110,10 +138,30 @@ impl Setup<'_> {
             );
         }
         if let Some((api, key)) = &snapshots {
+            let started = Instant::now();
             match self.restore(api, key, &environment).await {
-                Ok(Some(said)) => {
-                    log.info(SOURCE, said);
-                    return Ok(Some(environment));
+                Ok(Some(restored)) => {
+                    log.info(
+                        SOURCE,
+                        format!(
+                            "Snapshot {} restored ({}, {} entries) in {:.1} s; setup not run",
+                            short(key),
+                            megabytes(restored.archive_bytes),
+                            restored.entries,
+                            started.elapsed().as_secs_f64()
+                        ),
+                    );
+                    let summary = SetupSummary {
+                        snapshot_hit: true,
+                        snapshot_key: Some(key.clone()),
+                        snapshot_bytes: Some(restored.archive_bytes),
+                        duration_ms: millis(started.elapsed()),
+                        saved: false,
+                    };
+                    return Ok(Prepared {
+                        environment: Some(environment),
+                        summary: Some(summary),
+                    });
                 }
                 Ok(None) => log.info(
                     SOURCE,
@@ -146,19 +194,38 @@ impl Setup<'_> {
         let last = last.join("\n");
         match status.code {
             Some(0) => {
+                let took = started.elapsed();
                 log.info(
                     SOURCE,
-                    format!("Setup finished in {:.1} s", started.elapsed().as_secs_f64()),
+                    format!("Setup finished in {:.1} s", took.as_secs_f64()),
                 );
+                let mut summary = SetupSummary {
+                    snapshot_hit: false,
+                    snapshot_key: None,
+                    snapshot_bytes: None,
+                    duration_ms: millis(took),
+                    saved: false,
+                };
                 if let Some((api, key)) = &snapshots {
+                    summary.snapshot_key = Some(key.clone());
                     match self.save(api, key, &environment).await {
-                        Ok(said) => log.info(SOURCE, said),
+                        Ok(bytes) => {
+                            log.info(
+                                SOURCE,
+                                format!("Snapshot {} saved ({})", short(key), megabytes(bytes)),
+                            );
+                            summary.snapshot_bytes = Some(bytes);
+                            summary.saved = true;
+                        }
                         Err(why) => {
                             log.warn(SOURCE, format!("Snapshot {} not saved: {why}", short(key)))
                         }
                     }
                 }
-                Ok(Some(environment))
+                Ok(Prepared {
+                    environment: Some(environment),
+                    summary: Some(summary),
+                })
             }
             Some(code) => Err(SetupError::Exit { code, last }.into()),
             None => Err(SetupError::Killed { last }.into()),
@@ -187,8 +254,7 @@ impl Setup<'_> {
         api: &ApiClient,
         key: &str,
         environment: &Environment,
-    ) -> Result<Option<String>, SetupError> {
-        let started = Instant::now();
+    ) -> Result<Option<Restored>, SetupError> {
         let file = self.scratch.join("snapshot.tar.zst");
         let fetched = api.fetch_snapshot(key, &file).await;
         let digest = match fetched {
@@ -211,13 +277,10 @@ impl Setup<'_> {
         };
         let _ = std::fs::remove_file(&file);
         match unpacked {
-            Ok(restored) => Ok(Some(format!(
-                "Snapshot {} restored ({}, {} entries) in {:.1} s; setup not run",
-                short(key),
-                megabytes(bytes),
-                restored.entries,
-                started.elapsed().as_secs_f64()
-            ))),
+            Ok(restored) => Ok(Some(Restored {
+                archive_bytes: bytes,
+                entries: restored.entries,
+            })),
             Err(error) => {
                 for pattern in &environment.cache {
                     if let CachePath::Workspace(path) = pattern {
@@ -229,13 +292,13 @@ impl Setup<'_> {
         }
     }
 
-    /// Packs the workspace's `cache` paths and saves them under `key`: what to say.
+    /// Packs the workspace's `cache` paths and saves them under `key`: the archive's size.
     async fn save(
         &self,
         api: &ApiClient,
         key: &str,
         environment: &Environment,
-    ) -> Result<String, SetupError> {
+    ) -> Result<u64, SetupError> {
         let file = self.scratch.join("snapshot.tar.zst");
         let packed = {
             let (workspace, cache, file) = (
@@ -250,11 +313,7 @@ impl Setup<'_> {
         let saved = api.save_snapshot(key, &file, &packed.sha256).await;
         let _ = std::fs::remove_file(&file);
         saved.map_err(|e| SetupError::Snapshot(e.to_string()))?;
-        Ok(format!(
-            "Snapshot {} saved ({})",
-            short(key),
-            megabytes(packed.bytes)
-        ))
+        Ok(packed.bytes)
     }
 }
 

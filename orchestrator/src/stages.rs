@@ -236,6 +236,7 @@ pub(crate) async fn run_stages(
     }
     let mut outputs: Vec<(String, String)> = Vec::new();
     let mut environment = None;
+    let mut setup_summary = None;
     for stage in &pipeline {
         if stage.kind == StageKind::Agent {
             let setup = crate::setup::Setup {
@@ -247,16 +248,20 @@ pub(crate) async fn run_stages(
                     std::time::Duration::from_secs(u64::from(s))
                 }),
             };
-            environment = setup
+            let prepared = setup
                 .run(source, options, log, invocation.agent, &egress)
                 .await?;
-            if let Some(environment) = &environment {
+            if let Some(environment) = &prepared.environment {
                 git.exclude(&crate::setup::cache_patterns(environment))?;
             }
+            environment = prepared.environment;
+            setup_summary = prepared.summary;
         }
         log.phase(PhaseUpdate {
             phase: stage.phase,
             agent: Some(invocation.agent.name.clone()),
+            // What the setup did goes with the agent's phase, once.
+            setup: setup_summary.take(),
         });
         // A step may talk to the API (upload does): it starts once the API has everything
         // before it, after an outage of any length. The agent needs no API and runs on, except

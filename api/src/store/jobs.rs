@@ -8,7 +8,7 @@ use super::{Store, StoreError, parse_enum};
 const COLUMNS: &str = "seq, id, account_id, spec, spec_path, git_repo_url, git_base_branch, \
      state, phase, agent, feature_branch_name, diff_stats_json, error_message, has_diff, diff_sha256, \
      created_at, updated_at, started_at, completed_at, lease_generation, started_ms, expired_at, logs_archived_at, logs_sha256, git_credential_name, \
-     model_requests, input_tokens, output_tokens, cost_micros, egress_refusals";
+     model_requests, input_tokens, output_tokens, cost_micros, egress_refusals, setup_json";
 
 /// A job id's length: a UUID in its hyphenated form.
 const FULL_ID_LEN: usize = 36;
@@ -382,6 +382,13 @@ fn job_from_row(row: &sqlx::any::AnyRow) -> Result<JobRow, StoreError> {
             diff_sha256: row.try_get("diff_sha256")?,
             usage: super::gateway::usage_from_row(row)?,
             egress_refusals: super::gateway::refusals_from_row(row)?,
+            setup: row
+                .try_get::<Option<String>, _>("setup_json")?
+                .map(|json| {
+                    serde_json::from_str(&json)
+                        .map_err(|e| StoreError::Corrupt(format!("setup summary: {e}")))
+                })
+                .transpose()?,
         },
     })
 }

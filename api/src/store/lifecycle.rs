@@ -4,7 +4,7 @@
 //! The API's job engine decides which move to make; these statements make sure a race or a
 //! stale worker cannot make a move the rules forbid.
 
-use ckrv_wit::types::{DiffStats, JobPhase, JobState};
+use ckrv_wit::types::{DiffStats, JobPhase, JobState, SetupSummary};
 use sqlx::Row;
 
 use super::{Backend, Store, StoreError};
@@ -376,6 +376,20 @@ impl Store {
         let json = serde_json::to_string(stats)
             .map_err(|e| StoreError::Corrupt(format!("diff stats: {e}")))?;
         self.update_claimed("diff_stats_json = $1", &json, job_id, generation, now)
+            .await
+    }
+
+    /// Notes what the job's setup did; false unless the job runs under the worker's claim.
+    pub async fn set_setup_summary(
+        &self,
+        job_id: &str,
+        generation: i64,
+        summary: &SetupSummary,
+        now: &str,
+    ) -> Result<bool, StoreError> {
+        let json = serde_json::to_string(summary)
+            .map_err(|e| StoreError::Corrupt(format!("setup summary: {e}")))?;
+        self.update_claimed("setup_json = $1", &json, job_id, generation, now)
             .await
     }
 

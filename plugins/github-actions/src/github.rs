@@ -176,6 +176,7 @@ impl Run {
             diff_sha256: None,
             usage: None,
             egress_refusals: None,
+            setup: None,
         }
     }
 

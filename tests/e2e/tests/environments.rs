@@ -19,7 +19,7 @@ TOOL_VERSION = \"1.2\"
 
 const SPEC: &str = "---\nagent: script\nrun: |\n  cat deps/tool\n  echo \"done\" >> README.md\n---\n# Use the tool\n";
 
-/// Runs [`SPEC`] as `dev`; the finished job's log (its diff checked too).
+/// Runs [`SPEC`] as `dev`; the finished job's log and `ckrv status` (its diff checked too).
 fn job_log(dev: &Developer, api_url: &str, repo_url: &str) -> String {
     std::fs::create_dir_all(dev.clone.join("specs")).unwrap();
     std::fs::write(dev.clone.join("specs/tool.md"), SPEC).unwrap();
@@ -42,6 +42,8 @@ fn job_log(dev: &Developer, api_url: &str, repo_url: &str) -> String {
     let job = dev.cli.finished(&dev.clone, &id);
     let log = dev.cli.ok(&dev.clone, &["logs", &id]);
     assert_eq!(job["state"], "succeeded", "{job}\n{log}");
+    let status = dev.cli.ok(&dev.clone, &["status", &id]);
+    let log = format!("{log}\n{status}");
     let diff = std::process::Command::new("curl")
         .args(["-sf", "-H", &format!("Authorization: Bearer {}", dev.token)])
         .arg(format!("{api_url}/v1/jobs/{id}/artifacts/diff"))
@@ -83,6 +85,8 @@ fn setup_runs_once_and_the_accounts_next_job_starts_from_its_snapshot() {
         "No snapshot ",
         "preparing",
         "Setup finished in ",
+        "Setup: ran (",
+        "), snapshot saved (",
         " saved (",
     ] {
         assert!(first.contains(said), "{said}: {first}");
@@ -99,6 +103,10 @@ fn setup_runs_once_and_the_accounts_next_job_starts_from_its_snapshot() {
 
     let second = job_log(&dev, &api.url, &repo_url);
     assert!(second.contains("; setup not run"), "{second}");
+    assert!(
+        second.contains("Setup: snapshot hit ("),
+        "ckrv status says so: {second}"
+    );
     assert!(!second.contains("preparing"), "{second}");
     assert!(second.contains("tool 1.2"), "{second}");
 

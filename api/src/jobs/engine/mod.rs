@@ -11,7 +11,7 @@ pub use reaper::run_reaper;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ckrv_wit::types::{DiffStats, JobPhase, JobState};
+use ckrv_wit::types::{DiffStats, JobPhase, JobState, SetupSummary};
 use tokio::sync::{Notify, mpsc};
 
 use crate::clock;
@@ -282,6 +282,25 @@ impl JobEngine {
         let changed = self
             .store
             .set_diff_stats(job_id, generation, stats, &now)
+            .await?;
+        if changed {
+            self.events.changed(job_id);
+        }
+        Ok(changed)
+    }
+
+    /// The worker's report of what the job's setup did; false unless the job runs under the
+    /// worker's claim.
+    pub async fn attach_setup(
+        &self,
+        job_id: &str,
+        generation: i64,
+        summary: &SetupSummary,
+    ) -> Result<bool, StoreError> {
+        let now = clock::rfc3339(clock::now());
+        let changed = self
+            .store
+            .set_setup_summary(job_id, generation, summary, &now)
             .await?;
         if changed {
             self.events.changed(job_id);

@@ -223,6 +223,14 @@ pub async fn phase(
     ApiJson(update): ApiJson<PhaseUpdate>,
 ) -> Result<StatusCode, AppError> {
     grant.check(&id)?;
+    if let Some(summary) = &update.setup
+        && !state
+            .engine
+            .attach_setup(&id, grant.generation, summary)
+            .await?
+    {
+        return Err(refused(&state, &grant, &id).await);
+    }
     if state
         .engine
         .phase(&id, grant.generation, update.phase, update.agent.as_deref())
