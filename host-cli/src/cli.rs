@@ -160,6 +160,10 @@ pub struct RunArgs {
     /// A stored git credential for a private repository
     #[arg(long, value_name = "NAME")]
     pub credential: Option<String>,
+    /// Cloud runs: run the repository's setup (.ckrv/environment.toml) afresh, restoring no
+    /// snapshot; the new one is saved
+    #[arg(long, requires = "cloud")]
+    pub no_snapshot: bool,
     /// Local runs: a pipeline file as `ckrv-api serve --pipeline` takes [default: the
     /// built-in clone, agent, diff]
     #[arg(long, value_name = "FILE", conflicts_with = "cloud")]

@@ -92,6 +92,7 @@ pub async fn run_local(job: LocalJob, options: &JobOptions) -> Result<String, St
         egress: agent.egress.to_string(),
         git_credential: None,
         setup_timeout_s: None,
+        fresh_setup: None,
     };
     let scrubber = Scrubber::new(keys.iter().map(|(_, value)| value.clone()).collect());
     let (log, lines) = JobLog::scrubbing(scrubber.clone());

@@ -81,6 +81,8 @@ fn millis(duration: Duration) -> u64 {
 pub(crate) struct Setup<'a> {
     pub job_id: &'a str,
     pub repo_url: &'a str,
+    /// Restore no snapshot: the job asked for a fresh setup (`--no-snapshot`).
+    pub fresh: bool,
     pub workspace: &'a Path,
     pub scratch: &'a Path,
     pub timeout: Duration,
@@ -137,7 +139,16 @@ impl Setup<'_> {
                 "cache paths under ~/ are not kept in snapshots yet: only the workspace's are",
             );
         }
-        if let Some((api, key)) = &snapshots {
+        if let (true, Some((_, key))) = (self.fresh, &snapshots) {
+            log.info(
+                SOURCE,
+                format!(
+                    "A fresh setup was asked for (--no-snapshot): snapshot {} not restored",
+                    short(key)
+                ),
+            );
+        }
+        if let (false, Some((api, key))) = (self.fresh, &snapshots) {
             let started = Instant::now();
             match self.restore(api, key, &environment).await {
                 Ok(Some(restored)) => {

@@ -207,6 +207,7 @@ pub(crate) async fn run_stages(
         egress,
         git_credential,
         setup_timeout_s,
+        fresh_setup,
         ..
     } = job;
     let feature_branch = job
@@ -242,6 +243,7 @@ pub(crate) async fn run_stages(
             let setup = crate::setup::Setup {
                 job_id: &job.id,
                 repo_url: &job.git_repo_url,
+                fresh: fresh_setup.unwrap_or(false),
                 workspace: &dirs.workspace,
                 scratch: &dirs.scratch,
                 timeout: setup_timeout_s.map_or(crate::setup::DEFAULT_TIMEOUT, |s| {

@@ -8,7 +8,7 @@ use super::{Store, StoreError, parse_enum};
 const COLUMNS: &str = "seq, id, account_id, spec, spec_path, git_repo_url, git_base_branch, \
      state, phase, agent, feature_branch_name, diff_stats_json, error_message, has_diff, diff_sha256, \
      created_at, updated_at, started_at, completed_at, lease_generation, started_ms, expired_at, logs_archived_at, logs_sha256, git_credential_name, \
-     model_requests, input_tokens, output_tokens, cost_micros, egress_refusals, setup_json";
+     model_requests, input_tokens, output_tokens, cost_micros, egress_refusals, setup_json, no_snapshot";
 
 /// A job id's length: a UUID in its hyphenated form.
 const FULL_ID_LEN: usize = 36;
@@ -36,6 +36,8 @@ pub struct JobRow {
     pub logs_sha256: Option<String>,
     /// The stored git credential it clones with.
     pub credential_name: Option<String>,
+    /// Its setup runs afresh, restoring no snapshot.
+    pub no_snapshot: bool,
 }
 
 /// A job about to be created.
@@ -54,6 +56,8 @@ pub struct NewJob<'a> {
     /// The request's `Idempotency-Key`, claimed beforehand: it comes to stand for this job in
     /// the same transaction that makes the job, so no retry can make a second one.
     pub idempotency_key: Option<&'a str>,
+    /// Its setup runs afresh, restoring no snapshot.
+    pub no_snapshot: bool,
 }
 
 /// What a job id (or prefix) names.
@@ -80,8 +84,8 @@ impl Store {
         let inserted = sqlx::query(
             "INSERT INTO jobs (id, account_id, spec, spec_path, git_repo_url, git_base_branch,
                                git_credential_name, state, phase, feature_branch_name,
-                               created_ms, created_at, updated_at)
-             SELECT $1, $2, $3, $4, $5, $6, $7, 'pending', 'queued', $8, $9, $10, $11
+                               created_ms, created_at, updated_at, no_snapshot)
+             SELECT $1, $2, $3, $4, $5, $6, $7, 'pending', 'queued', $8, $9, $10, $11, $15
              WHERE (SELECT COUNT(*) FROM jobs WHERE account_id = $12 AND created_ms >= $13) < $14",
         )
         .bind(new.id)
@@ -98,6 +102,7 @@ impl Store {
         .bind(new.account_id)
         .bind(cycle_start_ms)
         .bind(i64::from(limit))
+        .bind(i32::from(new.no_snapshot))
         .execute(&mut *tx)
         .await?;
         if inserted.rows_affected() == 0 {
@@ -360,6 +365,7 @@ fn job_from_row(row: &sqlx::any::AnyRow) -> Result<JobRow, StoreError> {
         logs_archived_at: row.try_get("logs_archived_at")?,
         logs_sha256: row.try_get("logs_sha256")?,
         credential_name: row.try_get("git_credential_name")?,
+        no_snapshot: row.try_get::<i32, _>("no_snapshot")? != 0,
         state,
         job: Job {
             id: row.try_get("id")?,

@@ -535,6 +535,7 @@ mod tests {
                     created_ms: 0,
                     created_at: "2026-11-23T00:00:00Z",
                     idempotency_key: None,
+                    no_snapshot: false,
                 },
                 u32::MAX,
                 0,

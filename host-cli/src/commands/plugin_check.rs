@@ -172,6 +172,7 @@ async fn points(cloud: &mut Cloud, report: &mut Report, spec: &str, repo: &str, 
         git_base_branch: Some(base.to_string()),
         git_credential_name: None,
         spec_path: Some("ckrv-conformance.md".into()),
+        no_snapshot: None,
     };
     let key = uuid::Uuid::new_v4().to_string();
     let job = match cloud

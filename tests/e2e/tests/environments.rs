@@ -21,22 +21,26 @@ const SPEC: &str = "---\nagent: script\nrun: |\n  cat deps/tool\n  echo \"done\"
 
 /// Runs [`SPEC`] as `dev`; the finished job's log and `ckrv status` (its diff checked too).
 fn job_log(dev: &Developer, api_url: &str, repo_url: &str) -> String {
+    job_log_with(dev, api_url, repo_url, &[])
+}
+
+/// [`job_log`], `ckrv run` given `extra` flags too.
+fn job_log_with(dev: &Developer, api_url: &str, repo_url: &str, extra: &[&str]) -> String {
     std::fs::create_dir_all(dev.clone.join("specs")).unwrap();
     std::fs::write(dev.clone.join("specs/tool.md"), SPEC).unwrap();
-    let out = dev.cli.ok(
-        &dev.clone,
-        &[
-            "run",
-            "--cloud",
-            "--spec",
-            "specs/tool.md",
-            "--repo",
-            repo_url,
-            "--base-branch",
-            "main",
-            "--json",
-        ],
-    );
+    let mut args = vec![
+        "run",
+        "--cloud",
+        "--spec",
+        "specs/tool.md",
+        "--repo",
+        repo_url,
+        "--base-branch",
+        "main",
+        "--json",
+    ];
+    args.extend_from_slice(extra);
+    let out = dev.cli.ok(&dev.clone, &args);
     let job: serde_json::Value = serde_json::from_str(&out).unwrap();
     let id = job["id"].as_str().unwrap().to_string();
     let job = dev.cli.finished(&dev.clone, &id);
@@ -109,6 +113,18 @@ fn setup_runs_once_and_the_accounts_next_job_starts_from_its_snapshot() {
     );
     assert!(!second.contains("preparing"), "{second}");
     assert!(second.contains("tool 1.2"), "{second}");
+
+    // Asked for a fresh setup, a job runs it although the snapshot is there, and saves anew.
+    let fresh = job_log_with(&dev, &api.url, &repo_url, &["--no-snapshot"]);
+    assert!(
+        fresh.contains("A fresh setup was asked for (--no-snapshot)"),
+        "{fresh}"
+    );
+    assert!(
+        fresh.contains("preparing") && fresh.contains("Setup: ran ("),
+        "{fresh}"
+    );
+    assert!(!fresh.contains("; setup not run"), "{fresh}");
 
     // Another account's job on the same repository runs setup itself.
     let other = Developer::new(&api, root, "other@example.com", &repo_url);

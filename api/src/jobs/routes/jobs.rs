@@ -198,6 +198,7 @@ async fn make(
         created_ms: clock::millis(now),
         created_at: &created_at,
         idempotency_key: key,
+        no_snapshot: request.no_snapshot.unwrap_or(false),
     };
     let Some(row) = state
         .store

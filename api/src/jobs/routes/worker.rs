@@ -115,6 +115,7 @@ pub async fn job(
         git_credential,
         spec_content: row.spec,
         setup_timeout_s: Some(u32::try_from(settings.setup_timeout.as_secs()).unwrap_or(u32::MAX)),
+        fresh_setup: Some(row.no_snapshot),
     }))
 }
 
