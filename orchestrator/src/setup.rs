@@ -105,15 +105,6 @@ impl Setup<'_> {
         let Some(script) = &environment.setup else {
             return Ok(Prepared::without_setup(environment));
         };
-        if matches!(options.agent, AgentPlace::Pod(_)) {
-            log.warn(
-                SOURCE,
-                format!(
-                    "{ENVIRONMENT_FILE}: setup does not run in a Kubernetes job pod yet; the agent starts without it"
-                ),
-            );
-            return Ok(Prepared::without_setup(environment));
-        }
         let allowed: Policy = job_egress.parse().map_err(StageError::Egress)?;
         let requested = environment.egress.clone().unwrap_or_default();
         let policy = allowed.narrow(&requested).map_err(|_| SetupError::Egress {
@@ -183,6 +174,17 @@ impl Setup<'_> {
                     format!("Snapshot {} not used ({why}): setup runs", short(key)),
                 ),
             }
+        }
+        // In a job pod the agent's container runs one command: a snapshot is restored here, in
+        // the orchestrator's container, but setup itself cannot run yet.
+        if matches!(options.agent, AgentPlace::Pod(_)) {
+            log.warn(
+                SOURCE,
+                format!(
+                    "{ENVIRONMENT_FILE}: setup does not run in a Kubernetes job pod yet; the agent starts without it"
+                ),
+            );
+            return Ok(Prepared::without_setup(environment));
         }
         let mut request = RunRequest::new(
             vec!["sh".into(), "-c".into(), script.clone()],

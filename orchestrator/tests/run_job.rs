@@ -1494,3 +1494,79 @@ async fn the_next_job_starts_from_the_snapshot_and_a_damaged_one_runs_setup_agai
     assert!(said(&lines, "setup", "No snapshot "), "{lines:?}");
     assert_eq!(snapshots.lock().unwrap().len(), 2);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn in_a_job_pod_the_orchestrator_restores_the_snapshot_before_the_agent_starts() {
+    use ckrv_orchestrator::snapshot;
+    let environment = "setup = \"echo preparing; mkdir -p deps && echo ready > deps/tool\"\nkey_files = [\"deps.lock\"]\ncache = [\"deps/\"]\n";
+    let origin = origin_repo();
+    std::fs::create_dir(origin.path().join(".ckrv")).unwrap();
+    std::fs::write(origin.path().join(".ckrv/environment.toml"), environment).unwrap();
+    std::fs::write(origin.path().join("deps.lock"), "v1\n").unwrap();
+    git(origin.path(), &["add", "-A"]);
+    git(origin.path(), &["commit", "-q", "-m", "environment"]);
+    let repo_url = origin.path().to_str().unwrap();
+    // The snapshot an earlier job of the account saved, under the key this job computes.
+    let made = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(made.path().join("deps")).unwrap();
+    std::fs::write(made.path().join("deps/tool"), "ready from the snapshot\n").unwrap();
+    std::fs::write(made.path().join("deps.lock"), "v1\n").unwrap();
+    let parsed =
+        ckrv_agents::environment::Environment::parse_bytes(environment.as_bytes()).unwrap();
+    let agent = ckrv_agents::find_agent("script").unwrap();
+    let key = snapshot::key(&snapshot::KeyInputs {
+        repo_url,
+        environment: &parsed,
+        workspace: made.path(),
+        agent,
+        image: Some(&agent.image),
+    })
+    .unwrap();
+    let archive = made.path().join("s.tar.zst");
+    let packed = snapshot::pack(made.path(), None, &parsed.cache, &archive).unwrap();
+    let bytes = std::fs::read(&archive).unwrap();
+
+    let spec = "---\nagent: script\nrun: |\n  cat deps/tool\n  echo world >> README.md\n---\n# Use the tool\n";
+    let pipeline = Pipeline::builtin();
+    let job = worker_job(spec, repo_url, &pipeline, &[]);
+    let inner = answer(job, usize::MAX, Arc::new(pipeline));
+    let served = format!("/v1/worker/jobs/job-1/snapshots/{key}");
+    let fake = FakeEndpoint::start(move |call: Call| {
+        let (inner, served, bytes, digest) = (
+            inner.clone(),
+            served.clone(),
+            bytes.clone(),
+            packed.sha256.clone(),
+        );
+        async move {
+            if call.path() == served && call.method == Method::GET {
+                return ([("ckrv-snapshot-sha256", digest)], bytes).into_response();
+            }
+            inner(call).await
+        }
+    })
+    .await;
+    let pod = JobPod::new();
+    let mut entrypoint = pod.entrypoint();
+    let out = pod.orchestrator(&fake.url, &pod.token_file).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines = log_lines(&fake.requests());
+    assert!(
+        lines
+            .iter()
+            .any(|(s, m)| s == "setup" && m.ends_with("; setup not run")),
+        "{lines:?}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|(s, m)| s == "script" && m == "ready from the snapshot"),
+        "{lines:?}"
+    );
+    assert!(!lines.iter().any(|(_, m)| m == "preparing"), "{lines:?}");
+    assert_eq!(entrypoint.exit_code().await, Some(0));
+}
