@@ -7,6 +7,7 @@
 //! or the agent's home (no `..`, no absolute path, nothing through a symbolic link), only
 //! files, directories and symbolic links are taken, and the unpacked size is bounded.
 
+use std::collections::HashSet;
 use std::fs::File;
 use std::io::{self, BufReader, Read, Write};
 use std::path::{Component, Path, PathBuf};
@@ -233,6 +234,7 @@ pub fn restore(
         entries: 0,
         bytes: 0,
     };
+    let mut checked = HashSet::new();
     for entry in tar.entries().map_err(io_error("reading the snapshot"))? {
         let mut entry = entry.map_err(io_error("reading the snapshot"))?;
         let name = entry
@@ -255,7 +257,8 @@ pub fn restore(
         if restored.bytes > limit {
             return Err(SnapshotError::TooLarge { limit });
         }
-        let Some(target) = place(root, &relative).map_err(io_error("unpacking the snapshot"))?
+        let Some(target) =
+            place(root, &relative, &mut checked).map_err(io_error("unpacking the snapshot"))?
         else {
             return Err(SnapshotError::Outside(shown));
         };
@@ -271,19 +274,32 @@ pub fn restore(
 /// symbolic link (which an earlier entry could have planted to lead elsewhere); whatever is at
 /// the path itself (but a directory) is removed, so a link there is replaced, never followed.
 /// `None` when a parent is a link or not a directory.
-fn place(root: &Path, relative: &Path) -> io::Result<Option<PathBuf>> {
+fn place(
+    root: &Path,
+    relative: &Path,
+    checked: &mut HashSet<PathBuf>,
+) -> io::Result<Option<PathBuf>> {
     let mut at = root.to_path_buf();
     let mut parts = relative.components().peekable();
     while let Some(part) = parts.next() {
         at.push(part);
         let last = parts.peek().is_none();
+        // A directory this restore checked or made stays one: only the restore writes, and
+        // nothing it unpacks can replace a directory.
+        if !last && checked.contains(&at) {
+            continue;
+        }
         match std::fs::symlink_metadata(&at) {
             Ok(meta) if last && !meta.is_dir() => std::fs::remove_file(&at)?,
-            Ok(meta) if last || meta.is_dir() => {}
+            Ok(_) if last => {}
+            Ok(meta) if meta.is_dir() => {
+                checked.insert(at.clone());
+            }
             Ok(_) => return Ok(None),
             Err(error) if error.kind() == io::ErrorKind::NotFound => {
                 if !last {
                     std::fs::create_dir(&at)?;
+                    checked.insert(at.clone());
                 }
             }
             Err(error) => return Err(error),

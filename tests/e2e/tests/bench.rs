@@ -42,6 +42,14 @@ fn the_benchmark_measures_every_path_and_says_so_in_a_table() {
             "--small-requests",
             "3",
         ])
+        .args([
+            "--snapshot-files",
+            "300",
+            "--snapshot-mib",
+            "1",
+            "--snapshot-restores",
+            "2",
+        ])
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -51,16 +59,19 @@ fn the_benchmark_measures_every_path_and_says_so_in_a_table() {
         String::from_utf8_lossy(&out.stderr)
     );
     let rows: Vec<&str> = stdout.lines().filter(|l| l.starts_with("| ")).collect();
-    // The header, eight measurements of the job's path, four of the worker, five of egress,
-    // and eleven of the engine (four of them the model gateway's), each with a sample count
-    // and four figures.
-    assert_eq!(rows.len(), 29, "{stdout}");
+    // The header, eight measurements of the job's path, four of the worker, three of
+    // snapshots, five of egress, and eleven of the engine (four of them the model gateway's),
+    // each with a sample count and four figures.
+    assert_eq!(rows.len(), 32, "{stdout}");
     for measured in [
         "through the model gateway",
         "egress proxy, CONNECT",
         "read-only HTTPS, read and re-encrypted by the proxy",
         "1 KiB GET in the sandbox, one curl, a new connection each, read-only HTTPS, read by the proxy",
         "with egress proxy and bridge",
+        "| snapshot: pack, 300 files, 1 MiB",
+        "| snapshot: restore (digest checked), 300 files, 1 MiB",
+        "| `tar -I zstd -x` of the same archive, 300 files, 1 MiB",
     ] {
         assert!(stdout.contains(measured), "{measured}: {stdout}");
     }

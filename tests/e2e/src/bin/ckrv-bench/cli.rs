@@ -157,7 +157,10 @@ fn install_builtin_copies(stage: &Stage) -> Result<String> {
     let wasm = std::fs::read_dir(&build)?
         .filter_map(Result::ok)
         .map(|e| e.path().join("out/ckrv_plugin_chakravarti.wasm"))
-        .find(|p| p.is_file())
+        .filter_map(|p| Some((std::fs::metadata(&p).ok()?.modified().ok()?, p)))
+        // The newest: an older build of the plugin may still lie in another build directory.
+        .max()
+        .map(|(_, p)| p)
         .context("the built-in plugin's component under target/<profile>/build")?;
     for name in ["third-a", "third-b", "third-c"] {
         let out = stage.cli.run(

@@ -15,6 +15,7 @@ mod cli;
 mod egress;
 mod engine;
 mod gateway;
+mod snapshots;
 mod table;
 mod worker;
 
@@ -80,6 +81,18 @@ struct Args {
     /// Small (1 KiB) requests each way through the egress proxy: what a request costs.
     #[arg(long, default_value_t = 200)]
     small_requests: usize,
+    /// Files in the tree a snapshot is made of and restored.
+    #[arg(long, default_value_t = 50_000)]
+    snapshot_files: usize,
+    /// MiB in that tree.
+    #[arg(long, default_value_t = 500)]
+    snapshot_mib: usize,
+    /// Restores each way (ours, `tar -I zstd -x`).
+    #[arg(long, default_value_t = 3)]
+    snapshot_restores: usize,
+    /// Only the snapshot measurements (pack, restore against `tar -I zstd -x`).
+    #[arg(long, conflicts_with_all = ["worker_only", "cli_only"])]
+    snapshots_only: bool,
     /// Only the worker's measurements (diff step, sandbox) and the job path.
     #[arg(long)]
     worker_only: bool,
@@ -112,12 +125,32 @@ fn main() -> Result<()> {
         || args.download_mib == 0
         || args.downloads == 0
         || args.small_requests == 0
+        || args.snapshot_files == 0
+        || args.snapshot_mib == 0
+        || args.snapshot_restores == 0
     {
         bail!(
             "--jobs, --requests, --clients, --followers, --follow-lines, --log-lines, \
-             --creates, --log-probes, --status-runs, --model-requests, --download-mib, --downloads \
-             and --small-requests must be at least 1"
+             --creates, --log-probes, --status-runs, --model-requests, --download-mib, --downloads, \
+             --small-requests and --snapshot-files, --snapshot-mib, --snapshot-restores must be at \
+             least 1"
         );
+    }
+    if args.snapshots_only {
+        let tmp = tempfile::tempdir()?;
+        let mut table = Table::default();
+        snapshots::run(
+            tmp.path(),
+            &snapshots::Tree {
+                files: args.snapshot_files,
+                mib: args.snapshot_mib,
+                restores: args.snapshot_restores,
+            },
+            &mut table,
+        )?;
+        let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+        println!("{} · {cores} cores\n\n{}", machine(), table.render());
+        return Ok(());
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -171,6 +204,15 @@ fn main() -> Result<()> {
             sandboxes: args.sandboxes,
         },
         &runtime,
+        &mut table,
+    )?;
+    snapshots::run(
+        root,
+        &snapshots::Tree {
+            files: args.snapshot_files,
+            mib: args.snapshot_mib,
+            restores: args.snapshot_restores,
+        },
         &mut table,
     )?;
     egress::run(
