@@ -449,19 +449,20 @@ mod tests {
         assert!(!ws2.join("src").exists(), "only the cache paths");
     }
 
+    /// A snapshot of `deps/file` holding `text`, made under `dir`: the archive and its digest.
+    fn packed_deps(dir: &Path, text: &str) -> (PathBuf, Packed) {
+        let ws = dir.join("ws");
+        write(&ws.join("deps/file"), text);
+        let archive = dir.join("s.tar.zst");
+        let cache = environment("cache = [\"deps\"]").cache;
+        let packed = pack(&ws, None, &cache, &archive).unwrap();
+        (archive, packed)
+    }
+
     #[test]
     fn a_damaged_snapshot_is_refused_before_anything_is_written() {
         let dir = tempfile::tempdir().unwrap();
-        let ws = dir.path().join("ws");
-        write(&ws.join("deps/a"), "a");
-        let archive = dir.path().join("s.tar.zst");
-        let packed = pack(
-            &ws,
-            None,
-            &environment("cache = [\"deps\"]").cache,
-            &archive,
-        )
-        .unwrap();
+        let (archive, packed) = packed_deps(dir.path(), "a");
         let mut bytes = std::fs::read(&archive).unwrap();
         let middle = bytes.len() / 2;
         bytes[middle] ^= 0xff;
@@ -551,16 +552,7 @@ mod tests {
     #[test]
     fn a_snapshot_that_unpacks_past_its_limit_is_refused() {
         let dir = tempfile::tempdir().unwrap();
-        let ws = dir.path().join("ws");
-        write(&ws.join("deps/big"), &"0".repeat(100_000));
-        let archive = dir.path().join("s.tar.zst");
-        let packed = pack(
-            &ws,
-            None,
-            &environment("cache = [\"deps\"]").cache,
-            &archive,
-        )
-        .unwrap();
+        let (archive, packed) = packed_deps(dir.path(), &"0".repeat(100_000));
         assert!(packed.bytes < 10_000, "zeros compress: {packed:?}");
         let target = tempfile::tempdir().unwrap();
         let error = restore(&archive, &packed.sha256, target.path(), None, 50_000).unwrap_err();

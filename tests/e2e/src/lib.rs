@@ -550,11 +550,17 @@ pub fn repository_root() -> PathBuf {
 /// A repository `app` (one commit: `README.md` "# App") served over HTTP on loopback from
 /// `root/served`; the server, and the URL to clone.
 pub fn serve_app_repo(root: &Path) -> (StaticServer, String) {
+    serve_repo(root, "app", &[("README.md", "# App\n")])
+}
+
+/// A repository `name` of `files`, served over HTTP on loopback from `root/served`: the server
+/// (keep it alive) and the clone URL.
+pub fn serve_repo(root: &Path, name: &str, files: &[(&str, &str)]) -> (StaticServer, String) {
     let served = root.join("served");
     std::fs::create_dir_all(&served).expect("creating the served directory");
-    create_served_repo(&served, "app", &[("README.md", "# App\n")]);
+    create_served_repo(&served, name, files);
     let repos = StaticServer::start(&served);
-    let url = format!("http://{}/app.git", repos.addr);
+    let url = format!("http://{}/{name}.git", repos.addr);
     (repos, url)
 }
 

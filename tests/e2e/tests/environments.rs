@@ -4,7 +4,7 @@
 //! next job restores it instead of running setup; another account's job never gets it.
 #![allow(clippy::unwrap_used)]
 
-use ckrv_e2e::{Api, Developer, StaticServer, create_served_repo};
+use ckrv_e2e::{Api, Developer, serve_repo};
 
 const ENVIRONMENT: &str = "setup = \"\"\"
 echo preparing
@@ -68,10 +68,8 @@ fn setup_runs_once_and_the_accounts_next_job_starts_from_its_snapshot() {
     }
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
-    let served = root.join("served");
-    std::fs::create_dir_all(&served).unwrap();
-    create_served_repo(
-        &served,
+    let (_repos, repo_url) = serve_repo(
+        root,
         "app",
         &[
             ("README.md", "# App\n"),
@@ -79,8 +77,6 @@ fn setup_runs_once_and_the_accounts_next_job_starts_from_its_snapshot() {
             ("deps.lock", "v1\n"),
         ],
     );
-    let repos = StaticServer::start(&served);
-    let repo_url = format!("http://{}/app.git", repos.addr);
     let api = Api::start(&root.join("api"));
     let dev = Developer::new(&api, root, "dev@example.com", &repo_url);
 

@@ -107,6 +107,15 @@ struct Args {
     status_runs: usize,
 }
 
+/// The snapshot measurement's sizes, from the flags.
+fn snapshot_tree(args: &Args) -> snapshots::Tree {
+    snapshots::Tree {
+        files: args.snapshot_files,
+        mib: args.snapshot_mib,
+        restores: args.snapshot_restores,
+    }
+}
+
 fn main() -> Result<()> {
     let args = Args::parse();
     if [
@@ -139,15 +148,7 @@ fn main() -> Result<()> {
     if args.snapshots_only {
         let tmp = tempfile::tempdir()?;
         let mut table = Table::default();
-        snapshots::run(
-            tmp.path(),
-            &snapshots::Tree {
-                files: args.snapshot_files,
-                mib: args.snapshot_mib,
-                restores: args.snapshot_restores,
-            },
-            &mut table,
-        )?;
+        snapshots::run(tmp.path(), &snapshot_tree(&args), &mut table)?;
         let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
         println!("{} · {cores} cores\n\n{}", machine(), table.render());
         return Ok(());
@@ -206,15 +207,7 @@ fn main() -> Result<()> {
         &runtime,
         &mut table,
     )?;
-    snapshots::run(
-        root,
-        &snapshots::Tree {
-            files: args.snapshot_files,
-            mib: args.snapshot_mib,
-            restores: args.snapshot_restores,
-        },
-        &mut table,
-    )?;
+    snapshots::run(root, &snapshot_tree(&args), &mut table)?;
     egress::run(
         root,
         &egress::Downloads {
