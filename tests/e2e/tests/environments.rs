@@ -1,7 +1,8 @@
 //! A repository's ready-to-work environment through the real binaries (`ckrv`, `ckrv-api`
 //! with local workers, `ckrv-orchestrator`, bubblewrap; docs/environments.md): its setup runs
 //! once in phase `setup` and is saved as a snapshot in the API's artifact store; the account's
-//! next job restores it instead of running setup; another account's job never gets it.
+//! next job restores it instead of running setup; another account's job never gets it. With
+//! the artifacts on S3 (moto on loopback), the snapshot lives in the bucket.
 #![allow(clippy::unwrap_used)]
 
 use ckrv_e2e::{Api, Developer, serve_repo};
@@ -146,4 +147,53 @@ fn walk(dir: &std::path::Path) -> Vec<String> {
         }
     }
     found
+}
+
+#[test]
+fn snapshots_live_in_an_s3_bucket_when_the_artifacts_do() {
+    use ckrv_test_support::{S3_ACCESS_KEY, S3_SECRET_KEY, S3Server};
+    if !ckrv_test_support::sandbox_available() {
+        return;
+    }
+    let Some(s3) = S3Server::start() else { return };
+    s3.create_bucket("ckrv-artifacts");
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let (_repos, repo_url) = serve_repo(
+        root,
+        "app",
+        &[
+            ("README.md", "# App\n"),
+            (".ckrv/environment.toml", ENVIRONMENT),
+            ("deps.lock", "v1\n"),
+        ],
+    );
+    let api = Api::start_in_env(
+        &root.join("api"),
+        "127.0.0.1:0",
+        &[
+            "--allow-local-repos",
+            "--artifacts",
+            "s3://ckrv-artifacts/team-a",
+            "--artifacts-endpoint",
+            &s3.endpoint,
+        ],
+        &[
+            ("AWS_ACCESS_KEY_ID", S3_ACCESS_KEY),
+            ("AWS_SECRET_ACCESS_KEY", S3_SECRET_KEY),
+            ("AWS_REGION", "us-east-1"),
+        ],
+    );
+    let dev = Developer::new(&api, root, "dev@example.com", &repo_url);
+    let first = job_log(&dev, &api.url, &repo_url);
+    assert!(first.contains(" saved ("), "{first}");
+    let snapshots: Vec<String> = s3
+        .keys("ckrv-artifacts")
+        .into_iter()
+        .filter(|k| k.starts_with("team-a/snapshots/") && k.ends_with(".tar.zst"))
+        .collect();
+    assert_eq!(snapshots.len(), 1, "{:?}", s3.keys("ckrv-artifacts"));
+    let second = job_log(&dev, &api.url, &repo_url);
+    assert!(second.contains("; setup not run"), "{second}");
+    assert!(second.contains("tool 1.2"), "{second}");
 }
