@@ -21,8 +21,9 @@ pub const MAX_ENVIRONMENT_BYTES: usize = 64 * 1024;
 /// The most `key_files`, `cache` paths and `env` variables each.
 pub const MAX_ENTRIES: usize = 64;
 
-/// Variables the platform sets for setup and agent, which the file may not replace: the
-/// sandbox's own, the proxy's, the CA bundle's, and every `CKRV_` one.
+/// Variables the platform sets for setup and agent besides the proxy and CA bundle ones
+/// (`crate::egress::PROXY_VARIABLES`, `crate::sandbox::CA_BUNDLE_VARIABLES`), which the file
+/// may not replace either; nor any `CKRV_` one.
 const RESERVED: &[&str] = &[
     "PATH",
     "HOME",
@@ -31,20 +32,23 @@ const RESERVED: &[&str] = &[
     "SHELL",
     "LD_PRELOAD",
     "LD_LIBRARY_PATH",
-    "HTTP_PROXY",
-    "HTTPS_PROXY",
     "ALL_PROXY",
-    "NO_PROXY",
-    "SSL_CERT_FILE",
     "SSL_CERT_DIR",
-    "CURL_CA_BUNDLE",
-    "NODE_EXTRA_CA_CERTS",
     "NODE_OPTIONS",
-    "REQUESTS_CA_BUNDLE",
-    "PIP_CERT",
-    "GIT_SSL_CAINFO",
-    "CARGO_HTTP_CAINFO",
 ];
+
+/// Whether the platform sets `name` (compared without case: `https_proxy` is `HTTPS_PROXY`).
+fn reserved(name: &str) -> bool {
+    let set_by_us = RESERVED
+        .iter()
+        .chain(&crate::egress::PROXY_VARIABLES)
+        .chain(&crate::egress::NO_PROXY_VARIABLES)
+        .chain(&crate::sandbox::CA_BUNDLE_VARIABLES);
+    set_by_us
+        .into_iter()
+        .any(|reserved| reserved.eq_ignore_ascii_case(name))
+        || name.to_ascii_uppercase().starts_with("CKRV_")
+}
 
 /// A repository's environment, checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -259,8 +263,7 @@ fn check_variable(name: &str, value: &str) -> Result<(), EnvironmentError> {
             name: name.to_string(),
         });
     }
-    let upper = name.to_ascii_uppercase();
-    if RESERVED.contains(&upper.as_str()) || upper.starts_with("CKRV_") {
+    if reserved(name) {
         return Err(EnvironmentError::ReservedVariable {
             name: name.to_string(),
         });

@@ -369,7 +369,7 @@ const EGRESS_SOCKET_PATH: &str = "/run/ckrv/egress.sock";
 /// Where the certificates a read-only policy's clients trust appear, and the variables that
 /// point curl, OpenSSL, Node, Python (requests, pip), git and cargo at them.
 const CA_BUNDLE_PATH: &str = "/run/ckrv/egress-ca.pem";
-const CA_BUNDLE_VARIABLES: [&str; 7] = [
+pub(crate) const CA_BUNDLE_VARIABLES: [&str; 7] = [
     "SSL_CERT_FILE",
     "CURL_CA_BUNDLE",
     "NODE_EXTRA_CA_CERTS",

@@ -1252,6 +1252,22 @@ async fn a_token_file_that_is_missing_or_empty_fails_clearly() {
     );
 }
 
+/// An environment whose setup makes `deps/tool`, kept in snapshots keyed by `deps.lock`.
+const DEPS_ENVIRONMENT: &str = "setup = \"echo preparing; mkdir -p deps && echo ready > deps/tool\"\nkey_files = [\"deps.lock\"]\ncache = [\"deps/\"]\n";
+
+/// [`origin_repo`] with `.ckrv/environment.toml` holding `environment`, and `files`.
+fn origin_with_environment(environment: &str, files: &[(&str, &str)]) -> tempfile::TempDir {
+    let origin = origin_repo();
+    std::fs::create_dir(origin.path().join(".ckrv")).unwrap();
+    std::fs::write(origin.path().join(".ckrv/environment.toml"), environment).unwrap();
+    for (name, text) in files {
+        std::fs::write(origin.path().join(name), text).unwrap();
+    }
+    git(origin.path(), &["add", "-A"]);
+    git(origin.path(), &["commit", "-q", "-m", "environment"]);
+    origin
+}
+
 /// Runs `spec` on a repository whose `.ckrv/environment.toml` is `environment`, the API
 /// giving setup `setup_timeout_s`.
 async fn run_with_environment(
@@ -1259,11 +1275,7 @@ async fn run_with_environment(
     spec: &str,
     setup_timeout_s: Option<u32>,
 ) -> (Result<(), String>, Vec<Call>) {
-    let origin = origin_repo();
-    std::fs::create_dir(origin.path().join(".ckrv")).unwrap();
-    std::fs::write(origin.path().join(".ckrv/environment.toml"), environment).unwrap();
-    git(origin.path(), &["add", "-A"]);
-    git(origin.path(), &["commit", "-q", "-m", "environment"]);
+    let origin = origin_with_environment(environment, &[]);
     let pipeline = Pipeline::builtin();
     let mut job = worker_job(spec, origin.path().to_str().unwrap(), &pipeline, &[]);
     job["setup_timeout_s"] = setup_timeout_s.into();
@@ -1420,16 +1432,7 @@ async fn the_next_job_starts_from_the_snapshot_and_a_damaged_one_runs_setup_agai
     if !ckrv_test_support::sandbox_available() {
         return;
     }
-    let origin = origin_repo();
-    std::fs::create_dir(origin.path().join(".ckrv")).unwrap();
-    std::fs::write(
-        origin.path().join(".ckrv/environment.toml"),
-        "setup = \"echo preparing; mkdir -p deps && echo ready > deps/tool\"\nkey_files = [\"deps.lock\"]\ncache = [\"deps/\"]\n",
-    )
-    .unwrap();
-    std::fs::write(origin.path().join("deps.lock"), "v1\n").unwrap();
-    git(origin.path(), &["add", "-A"]);
-    git(origin.path(), &["commit", "-q", "-m", "environment"]);
+    let origin = origin_with_environment(DEPS_ENVIRONMENT, &[("deps.lock", "v1\n")]);
     let spec = "---\nagent: script\nrun: |\n  cat deps/tool\n  echo world >> README.md\n---\n# Use the tool\n";
     let snapshots = Snapshots::default();
     let said = |lines: &[(String, String)], source: &str, start: &str| {
@@ -1498,13 +1501,8 @@ async fn the_next_job_starts_from_the_snapshot_and_a_damaged_one_runs_setup_agai
 #[tokio::test(flavor = "multi_thread")]
 async fn in_a_job_pod_the_orchestrator_restores_the_snapshot_before_the_agent_starts() {
     use ckrv_orchestrator::snapshot;
-    let environment = "setup = \"echo preparing; mkdir -p deps && echo ready > deps/tool\"\nkey_files = [\"deps.lock\"]\ncache = [\"deps/\"]\n";
-    let origin = origin_repo();
-    std::fs::create_dir(origin.path().join(".ckrv")).unwrap();
-    std::fs::write(origin.path().join(".ckrv/environment.toml"), environment).unwrap();
-    std::fs::write(origin.path().join("deps.lock"), "v1\n").unwrap();
-    git(origin.path(), &["add", "-A"]);
-    git(origin.path(), &["commit", "-q", "-m", "environment"]);
+    let environment = DEPS_ENVIRONMENT;
+    let origin = origin_with_environment(environment, &[("deps.lock", "v1\n")]);
     let repo_url = origin.path().to_str().unwrap();
     // The snapshot an earlier job of the account saved, under the key this job computes.
     let made = tempfile::tempdir().unwrap();

@@ -18,6 +18,13 @@ cache = [\"deps/\"]
 TOOL_VERSION = \"1.2\"
 ";
 
+/// The served repository: a README, the environment, and its key file.
+const APP: [(&str, &str); 3] = [
+    ("README.md", "# App\n"),
+    (".ckrv/environment.toml", ENVIRONMENT),
+    ("deps.lock", "v1\n"),
+];
+
 const SPEC: &str = "---\nagent: script\nrun: |\n  cat deps/tool\n  echo \"done\" >> README.md\n---\n# Use the tool\n";
 
 /// Runs [`SPEC`] as `dev`; the finished job's log and `ckrv status` (its diff checked too).
@@ -69,15 +76,7 @@ fn setup_runs_once_and_the_accounts_next_job_starts_from_its_snapshot() {
     }
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
-    let (_repos, repo_url) = serve_repo(
-        root,
-        "app",
-        &[
-            ("README.md", "# App\n"),
-            (".ckrv/environment.toml", ENVIRONMENT),
-            ("deps.lock", "v1\n"),
-        ],
-    );
+    let (_repos, repo_url) = serve_repo(root, "app", &APP);
     let api = Api::start(&root.join("api"));
     let dev = Developer::new(&api, root, "dev@example.com", &repo_url);
 
@@ -159,15 +158,7 @@ fn snapshots_live_in_an_s3_bucket_when_the_artifacts_do() {
     s3.create_bucket("ckrv-artifacts");
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
-    let (_repos, repo_url) = serve_repo(
-        root,
-        "app",
-        &[
-            ("README.md", "# App\n"),
-            (".ckrv/environment.toml", ENVIRONMENT),
-            ("deps.lock", "v1\n"),
-        ],
-    );
+    let (_repos, repo_url) = serve_repo(root, "app", &APP);
     let api = Api::start_in_env(
         &root.join("api"),
         "127.0.0.1:0",

@@ -19,9 +19,14 @@ use crate::identity::extract::WorkerGrant;
 use crate::jobs::JobsState;
 use crate::store::{JobRow, over_cap};
 
+/// A SHA-256 as hex: 64 lower-case hex digits.
+fn is_sha256(text: &str) -> bool {
+    text.len() == 64 && text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
 /// A snapshot key: 64 lower-case hex digits (a SHA-256), so it is a safe object name.
 fn check_key(key: &str) -> Result<(), AppError> {
-    if key.len() == 64 && key.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+    if is_sha256(key) {
         Ok(())
     } else {
         Err(AppError::new(
@@ -93,8 +98,8 @@ pub async fn put(
     let expected = headers
         .get(SNAPSHOT_SHA256_HEADER)
         .and_then(|v| v.to_str().ok())
-        .filter(|v| v.len() == 64 && v.bytes().all(|b| b.is_ascii_hexdigit()))
         .map(str::to_ascii_lowercase)
+        .filter(|v| is_sha256(v))
         .ok_or_else(|| {
             AppError::new(
                 ErrorKind::InvalidRequest,
