@@ -133,12 +133,24 @@ async fn a_damaged_archive_is_an_error_that_names_nothing_inside() {
         .join("artifacts/jobs")
         .join(&id)
         .join("log.jsonl");
+    // The file appears before the job is marked archived: wait for the mark (its rows gone),
+    // or the read below still comes from the rows.
+    let store = api.store().await;
     for _ in 0..200 {
-        if archive.exists() {
+        if archive.exists() && store.last_log_sequence(&id).await.unwrap() == 0 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    assert!(
+        store
+            .job(&id)
+            .await
+            .unwrap()
+            .unwrap()
+            .logs_archived_at
+            .is_some()
+    );
     std::fs::write(&archive, b"{\"sequence\": 1, not json\n").unwrap();
     let (status, error) = api.get(&format!("/v1/jobs/{id}/logs"), user).await;
     assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR, "{error}");
