@@ -43,6 +43,29 @@ pub enum SnapshotError {
     Kind { path: String, kind: &'static str },
     #[error("the snapshot unpacks to more than {limit} bytes")]
     TooLarge { limit: u64 },
+    #[error(
+        "the cache path `{0}` goes through a symbolic link or a file, not directories: it is not packed"
+    )]
+    Through(String),
+}
+
+/// Whether every directory on the way from `root` to `relative` (not `relative` itself) is a
+/// real directory or absent, never a link or a file: true also when one is missing (then so is
+/// what lies past it).
+fn real_dirs_to(root: &Path, relative: &Path) -> io::Result<bool> {
+    let mut path = root.to_path_buf();
+    let mut parts: Vec<_> = relative.components().collect();
+    parts.pop();
+    for part in parts {
+        path.push(part);
+        match std::fs::symlink_metadata(&path) {
+            Ok(meta) if meta.is_dir() => {}
+            Ok(_) => return Ok(false),
+            Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(true),
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(true)
 }
 
 fn io_error(doing: &'static str) -> impl Fn(io::Error) -> SnapshotError {
@@ -109,9 +132,12 @@ pub fn key(inputs: &KeyInputs<'_>) -> Result<String, SnapshotError> {
     Ok(hex::encode(hash.finalize()))
 }
 
-/// A key file's contents: `None` when it is not there, or is not a regular file (a link is
-/// not followed out of the workspace).
+/// A key file's contents: `None` when it is not there, or is not a regular file, or the way to
+/// it goes through a link (a link is not followed out of the workspace).
 fn read_inside(workspace: &Path, file: &Path) -> io::Result<Option<Vec<u8>>> {
+    if !real_dirs_to(workspace, file)? {
+        return Ok(None);
+    }
     let path = workspace.join(file);
     match std::fs::symlink_metadata(&path) {
         Ok(meta) if meta.file_type().is_file() => std::fs::read(path).map(Some),
@@ -155,6 +181,11 @@ pub fn pack(
                 None => continue,
             },
         };
+        // A repository or its setup can put a link where a directory on the way was: packing
+        // through it would take the worker's own files.
+        if !real_dirs_to(root, relative).map_err(io_error("packing the snapshot"))? {
+            return Err(SnapshotError::Through(path.to_string()));
+        }
         let source = root.join(relative);
         let Ok(meta) = std::fs::symlink_metadata(&source) else {
             continue;
@@ -447,6 +478,41 @@ mod tests {
         );
         assert_eq!(read(home2.join(".npm/_cacache/index")), "cached");
         assert!(!ws2.join("src").exists(), "only the cache paths");
+    }
+
+    #[test]
+    fn a_link_on_the_way_to_a_cache_path_or_key_file_is_not_followed_to_the_workers_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ws, outside) = (dir.path().join("ws"), dir.path().join("outside"));
+        write(&outside.join("etc/secret"), "the worker's own");
+        std::fs::create_dir_all(&ws).unwrap();
+        // The repository (or its setup) made `deps` a link to the worker's files.
+        std::os::unix::fs::symlink(&outside, ws.join("deps")).unwrap();
+        let archive = dir.path().join("s.tar.zst");
+        let cache = environment("cache = [\"deps/etc\"]").cache;
+        let error = pack(&ws, None, &cache, &archive).unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .contains("`deps/etc` goes through a symbolic link"),
+            "{error}"
+        );
+        // As a key file it counts as absent: its contents never reach the key.
+        let with_link = environment("key_files = [\"deps/etc/secret\"]");
+        let key_of = |ws: &Path| {
+            key(&KeyInputs {
+                repo_url: "https://forge.localhost/a.git",
+                environment: &with_link,
+                workspace: ws,
+                agent: agent(),
+                image: None,
+            })
+            .unwrap()
+        };
+        let linked = key_of(&ws);
+        std::fs::remove_file(ws.join("deps")).unwrap();
+        let absent = key_of(&ws);
+        assert_eq!(linked, absent);
     }
 
     /// A snapshot of `deps/file` holding `text`, made under `dir`: the archive and its digest.
