@@ -149,6 +149,10 @@ fn main() -> Result<()> {
         let tmp = tempfile::tempdir()?;
         let mut table = Table::default();
         snapshots::run(tmp.path(), &snapshot_tree(&args), &mut table)?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?;
+        snapshots::job_on_hit(tmp.path(), &snapshot_tree(&args), &runtime, &mut table)?;
         let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
         println!("{} · {cores} cores\n\n{}", machine(), table.render());
         return Ok(());
@@ -208,6 +212,7 @@ fn main() -> Result<()> {
         &mut table,
     )?;
     snapshots::run(root, &snapshot_tree(&args), &mut table)?;
+    snapshots::job_on_hit(root, &snapshot_tree(&args), &runtime, &mut table)?;
     egress::run(
         root,
         &egress::Downloads {
@@ -282,6 +287,41 @@ impl Stage {
         runtime: &tokio::runtime::Runtime,
     ) -> Result<(String, Duration, Duration)> {
         let start = Instant::now();
+        let id = self.dispatch(repo_url)?;
+        let to_id = start.elapsed();
+        let url = format!("{}/v1/jobs/{id}", self.api.url);
+        let state = runtime.block_on(async {
+            loop {
+                let job = self.get_job(&url).await?;
+                let state = job["state"].as_str().unwrap_or_default().to_string();
+                if !matches!(state.as_str(), "pending" | "running") {
+                    return anyhow::Ok(state);
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })?;
+        let to_end = start.elapsed();
+        if state != "succeeded" {
+            bail!("job {id} ended {state}; see `ckrv logs {id}`");
+        }
+        Ok((id, to_id, to_end))
+    }
+
+    /// `GET` the job at `url` as the stage's account.
+    async fn get_job(&self, url: &str) -> Result<serde_json::Value> {
+        Ok(self
+            .http
+            .get(url)
+            .bearer_auth(&self.token)
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?)
+    }
+
+    /// `ckrv run --cloud` of the stage's spec on `repo_url`: the job's id.
+    fn dispatch(&self, repo_url: &str) -> Result<String> {
         let out = self.cli.run(
             &self.work,
             &[
@@ -296,36 +336,12 @@ impl Stage {
                 "--json",
             ],
         );
-        let to_id = start.elapsed();
         if !out.status.success() {
             bail!("ckrv run failed: {}", String::from_utf8_lossy(&out.stderr));
         }
         let job: serde_json::Value =
             serde_json::from_slice(&out.stdout).context("ckrv run --json prints the job")?;
-        let id = job["id"].as_str().context("the job has an id")?.to_string();
-        let url = format!("{}/v1/jobs/{id}", self.api.url);
-        let state = runtime.block_on(async {
-            loop {
-                let job: serde_json::Value = self
-                    .http
-                    .get(&url)
-                    .bearer_auth(&self.token)
-                    .send()
-                    .await?
-                    .json()
-                    .await?;
-                let state = job["state"].as_str().unwrap_or_default().to_string();
-                if !matches!(state.as_str(), "pending" | "running") {
-                    return anyhow::Ok(state);
-                }
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        })?;
-        let to_end = start.elapsed();
-        if state != "succeeded" {
-            bail!("job {id} ended {state}; see `ckrv logs {id}`");
-        }
-        Ok((id, to_id, to_end))
+        Ok(job["id"].as_str().context("the job has an id")?.to_string())
     }
 
     /// `GET /v1/jobs/{id}` one at a time, then from several clients at once.

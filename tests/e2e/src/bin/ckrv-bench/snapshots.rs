@@ -1,13 +1,16 @@
 //! Snapshots of a repository's setup (docs/environments.md): packing a generated tree of many
 //! files, and restoring it with the worker's restore (digest checked, every entry placed
-//! inside the workspace) against `tar -x` with zstd of the same archive, side by side.
+//! inside the workspace) against `tar -x` with zstd of the same archive, side by side. Then
+//! whole jobs through the API on a snapshot hit of such a tree: how long from the clone's end
+//! (phase `setup`) until the agent starts (phase `agent`).
 
 use std::path::Path;
 use std::process::Command;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use anyhow::{Result, ensure};
+use anyhow::{Context as _, Result, ensure};
 use ckrv_agents::environment::CachePath;
+use ckrv_e2e::{StaticServer, create_served_repo};
 use ckrv_orchestrator::snapshot;
 
 use crate::table::Table;
@@ -115,4 +118,115 @@ fn generate(dir: &Path, files: usize, bytes: usize) -> Result<u64> {
         written += text.len() as u64;
     }
     Ok(written)
+}
+
+/// The generator a repository's setup runs: `files` files of about `mib` MiB together under
+/// `node_modules/`, 100 to a directory, hex text (it compresses about as packages do).
+const GENERATE: &str = r#"import os, random, sys
+root, files, mib = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+each = max(1, mib * 1024 * 1024 // files)
+for i in range(files):
+    sub = f"{root}/pkg-{i // 100}"
+    if i % 100 == 0:
+        os.makedirs(sub, exist_ok=True)
+    with open(f"{sub}/f{i}.js", "w") as f:
+        f.write(random.Random(i).randbytes(each // 2 + 1).hex()[:each])
+"#;
+
+/// Jobs through the API (local workers, sandboxed) of a repository whose setup makes `tree`:
+/// the first runs setup and saves the snapshot, each of `tree.restores` more restores it. For
+/// each, the time from phase `setup` (the clone has ended) to phase `agent` as the API saw them
+/// (polled every 5 ms), and the worker's own count of its restore (fetch, digest, unpack).
+pub fn job_on_hit(
+    root: &Path,
+    tree: &Tree,
+    runtime: &tokio::runtime::Runtime,
+    table: &mut Table,
+) -> Result<()> {
+    let root = root.join("snapshot-jobs");
+    let served = root.join("served");
+    std::fs::create_dir_all(&served)?;
+    let environment = format!(
+        "setup = \"python3 .ckrv/generate.py node_modules {} {}\"\ncache = [\"node_modules/\"]\n",
+        tree.files, tree.mib
+    );
+    create_served_repo(
+        &served,
+        "env",
+        &[
+            ("README.md", "draft\n"),
+            (".ckrv/environment.toml", &environment),
+            (".ckrv/generate.py", GENERATE),
+        ],
+    );
+    let server = StaticServer::start(&served);
+    let repo_url = format!("http://{}/env.git", server.addr);
+    let stage = crate::Stage::new(&root, &[])?;
+    let (first, _, _) = stage.job(&repo_url, runtime)?;
+    let url = |id: &str| format!("{}/v1/jobs/{id}", stage.api.url);
+    let saved = runtime.block_on(stage.get_job(&url(&first)))?;
+    let bytes = saved["setup"]["snapshot_bytes"]
+        .as_u64()
+        .unwrap_or_default();
+    ensure!(
+        saved["setup"]["saved"] == true,
+        "the first job saved no snapshot: {saved}"
+    );
+    let mut gaps = Vec::new();
+    let mut restores = Vec::new();
+    for _ in 0..tree.restores {
+        let id = stage.dispatch(&repo_url)?;
+        let (setup, agent) = runtime.block_on(phase_times(&stage, &url(&id)))?;
+        gaps.push(agent.saturating_duration_since(setup));
+        let job = runtime.block_on(stage.get_job(&url(&id)))?;
+        ensure!(
+            job["state"] == "succeeded" && job["setup"]["snapshot_hit"] == true,
+            "job {id} did not end succeeded on a snapshot hit: {job}"
+        );
+        let worker = job["setup"]["duration_ms"]
+            .as_u64()
+            .context("the job says how long its restore took")?;
+        restores.push(Duration::from_millis(worker));
+    }
+    let label = format!(
+        "{} files, {} MiB ({:.1} MB packed)",
+        tree.files,
+        tree.mib,
+        bytes as f64 / 1e6
+    );
+    table.row(
+        &format!("job on a snapshot hit: clone's end (phase setup) → agent starts, {label}"),
+        &gaps,
+    );
+    table.row(
+        &format!("of which the worker's restore (fetch, digest, unpack), {label}"),
+        &restores,
+    );
+    let _ = std::fs::remove_dir_all(&root);
+    Ok(())
+}
+
+/// When the job at `url` was first seen in phase `setup` (else last seen cloning) and first
+/// seen in phase `agent` or later, polling every 5 ms until it ends.
+async fn phase_times(stage: &crate::Stage, url: &str) -> Result<(Instant, Instant)> {
+    let (mut cloning, mut setup, mut agent) = (None, None, None);
+    loop {
+        let job = stage.get_job(url).await?;
+        let now = Instant::now();
+        match job["phase"].as_str() {
+            Some("queued" | "cloning") => cloning = Some(now),
+            Some("setup") => setup = setup.or(Some(now)),
+            Some("agent" | "diffing" | "uploading" | "finished") => agent = agent.or(Some(now)),
+            _ => {}
+        }
+        if !matches!(job["state"].as_str(), Some("pending" | "running")) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // A restore quicker than a poll: the clone was last seen going on.
+    match (setup.or(cloning), agent) {
+        (Some(setup), Some(agent)) => Ok((setup, agent)),
+        _ => anyhow::bail!("the job's phases setup and agent were not both seen at {url}"),
+    }
 }
