@@ -133,6 +133,18 @@ struct Written {
 }
 
 impl Environment {
+    /// The `cache` paths under the agent's home, relative to it: the directories its runs
+    /// keep ([`crate::RunRequest::home_cache`]).
+    pub fn home_cache(&self) -> Vec<PathBuf> {
+        self.cache
+            .iter()
+            .filter_map(|path| match path {
+                CachePath::Home(path) => Some(path.clone()),
+                CachePath::Workspace(_) => None,
+            })
+            .collect()
+    }
+
     /// Reads `.ckrv/environment.toml` under `workspace`: `None` when the repository has none.
     /// A symbolic link there is not followed (it could name a file outside the workspace).
     pub fn load(workspace: &Path) -> Result<Option<Self>, EnvironmentError> {

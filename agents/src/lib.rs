@@ -18,7 +18,8 @@ pub use egress::{Allowlist, Entry, Policy, Refusal};
 pub use output::MAX_LINE_BYTES;
 pub use pod::{PodError, PodRuntime};
 pub use runtime::{
-    AgentRuntime, ExitStatus, OutputLine, ProcessRuntime, RunRequest, Stream, run_collecting,
+    AgentRuntime, ExitStatus, OutputLine, ProcessRuntime, RunRequest, Stream, home_in,
+    run_collecting,
 };
 pub use sandbox::{
     DEFAULT_TMP_BYTES, MAX_TMP_MIB, NoEgressBridge, SandboxLimits, SandboxRuntime,

@@ -1,7 +1,7 @@
 //! Running an agent's command in the workspace, streaming its output line by line.
 
 use std::future::Future;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::process::Stdio;
 use tokio::process::Command;
@@ -41,6 +41,12 @@ impl ExitStatus {
     }
 }
 
+/// The agent's home on the worker's disk for the runs whose scratch directory is `scratch`
+/// ([`RunRequest::home_dir`]).
+pub fn home_in(scratch: &Path) -> PathBuf {
+    scratch.join("home")
+}
+
 /// What to run and where.
 #[derive(Clone)]
 pub struct RunRequest {
@@ -64,6 +70,11 @@ pub struct RunRequest {
     /// A directory of agent programs installed outside the system's (`--agent-bin`), searched
     /// first.
     pub agent_bin: Option<PathBuf>,
+    /// Directories under the agent's home (relative, checked: no `..`, not absolute) that
+    /// outlive one run: they are kept in [`RunRequest::home_dir`] on the worker's disk, so
+    /// what setup puts there (`~/.cargo/registry`) the agent finds, and a snapshot keeps it.
+    /// The rest of the home is the run's own.
+    pub home_cache: Vec<PathBuf>,
 }
 
 impl std::fmt::Debug for RunRequest {
@@ -96,7 +107,14 @@ impl RunRequest {
             secrets: Vec::new(),
             prompt: Prompt::None,
             agent_bin: None,
+            home_cache: Vec::new(),
         }
+    }
+
+    /// The agent's home on the worker's disk, in the scratch directory: a process's `HOME`,
+    /// and where a sandbox keeps [`RunRequest::home_cache`].
+    pub fn home_dir(&self) -> PathBuf {
+        home_in(&self.scratch)
     }
 
     /// The command with `{prompt_file}` replaced by `path`.
@@ -202,7 +220,7 @@ impl AgentRuntime for ProcessRuntime {
                 Some(bin) => format!("{}:{system}", bin.display()),
                 None => system,
             };
-            let home = request.scratch.join("home");
+            let home = request.home_dir();
             std::fs::create_dir_all(&home)?;
             let mut command = Command::new(program);
             command

@@ -140,7 +140,7 @@ impl SandboxRuntime {
         let probe = RunRequest::new(vec!["true".into()], dir.clone(), dir, "probe");
         let output = tokio::time::timeout(
             PROBE_TIMEOUT,
-            self.command(&probe, None, None, None)
+            self.command(&probe, None, None, None, &[])
                 .stdin(std::process::Stdio::null())
                 .kill_on_drop(true)
                 .output(),
@@ -165,14 +165,16 @@ impl SandboxRuntime {
     /// The full command: limits, then (as root) an unprivileged user, then bubblewrap, then the
     /// agent. `uid` is the user to run as when the worker is root; `prompt_file` is bound
     /// read-only at [`PROMPT_PATH`]; with `egress`, the agent runs under the bridge, its proxy
-    /// variables pointing at it. The environment passes through each program's own
-    /// environment, never its arguments, where any process could read the secrets in it.
+    /// variables pointing at it; `home_binds` are bound at their places under its home. The
+    /// environment passes through each program's own environment, never its arguments, where
+    /// any process could read the secrets in it.
     fn command(
         &self,
         request: &RunRequest,
         uid: Option<u32>,
         prompt_file: Option<&Path>,
         egress: Option<&EgressMounts<'_>>,
+        home_binds: &[(PathBuf, String)],
     ) -> Command {
         let l = self.limits;
         let mut command = Command::new("prlimit");
@@ -199,7 +201,13 @@ impl SandboxRuntime {
         };
         command
             .arg(&self.bwrap)
-            .args(bwrap_args(request, prompt_file, egress, l.tmp_bytes))
+            .args(bwrap_args(
+                request,
+                prompt_file,
+                egress,
+                home_binds,
+                l.tmp_bytes,
+            ))
             .arg("--");
         if egress.is_some() {
             command.args([
@@ -220,7 +228,7 @@ impl SandboxRuntime {
             .args(request.command_with_prompt_file(PROMPT_PATH))
             .env_clear()
             .env("PATH", path)
-            .env("HOME", "/tmp")
+            .env("HOME", SANDBOX_HOME)
             .env("TMPDIR", "/tmp")
             .env("CKRV_JOB_ID", &request.job_id)
             .envs(request.environment())
@@ -357,6 +365,9 @@ impl Egress {
     }
 }
 
+/// The agent's home: the sandbox's own `/tmp`, so what it writes there is the run's alone,
+/// but for the directories a job keeps ([`RunRequest::home_cache`]), bound over it.
+const SANDBOX_HOME: &str = "/tmp";
 /// Where the agent finds a file prompt.
 const PROMPT_PATH: &str = "/run/ckrv/prompt.md";
 /// Where `--agent-bin` appears inside the sandbox, read-only, first on `PATH`.
@@ -384,11 +395,13 @@ const BRIDGE_LISTEN: &str = "127.0.0.1:3128";
 
 /// bubblewrap's arguments for `request`, its `/tmp` and `/dev/shm` `tmp_bytes` each. The
 /// sandbox's network is always its own (`--unshare-all`, loopback only): with `egress`, the
-/// bridge and the proxy's socket are bound in, read-only.
+/// bridge and the proxy's socket are bound in, read-only. Each of `home_binds` (a directory of
+/// the worker's, its place inside) is bound read-write over the home's tmpfs.
 fn bwrap_args(
     request: &RunRequest,
     prompt_file: Option<&Path>,
     egress: Option<&EgressMounts<'_>>,
+    home_binds: &[(PathBuf, String)],
     tmp_bytes: u64,
 ) -> Vec<String> {
     // tmpfs takes a size of 0 for no bound at all.
@@ -447,6 +460,9 @@ fn bwrap_args(
     args.extend([tmp_size, "--tmpfs".into(), "/tmp".into(), "--bind".into()]);
     args.push(request.workspace.display().to_string());
     args.push("/workspace".into());
+    for (host, inside) in home_binds {
+        args.extend(["--bind".into(), host.display().to_string(), inside.clone()]);
+    }
     if let Some(bin) = &request.agent_bin {
         args.extend([
             "--ro-bind".into(),
@@ -498,6 +514,67 @@ fn bwrap_args(
     args
 }
 
+/// The directories of the agent's home that outlive the run (`cache`, from
+/// [`RunRequest::home_cache`]): made in `home` ([`RunRequest::home_dir`]) where missing, handed
+/// to the agent's user (`uid`, as root), each with its place under [`SANDBOX_HOME`].
+fn home_binds(
+    home: &Path,
+    cache: &[PathBuf],
+    uid: Option<u32>,
+) -> std::io::Result<Vec<(PathBuf, String)>> {
+    let mut binds = Vec::new();
+    for relative in cache {
+        let host = real_dir(home, relative)?;
+        if let Some(uid) = uid {
+            hand_over(&host, uid)?;
+        }
+        binds.push((host, format!("{SANDBOX_HOME}/{}", relative.display())));
+    }
+    Ok(binds)
+}
+
+/// `root/relative` as a directory, made where missing, `root` and every part of the way a real
+/// directory. An earlier run could have left a symbolic link on the way, pointing anywhere on
+/// the worker; bubblewrap would follow it and bind that into the sandbox, so it is refused.
+fn real_dir(root: &Path, relative: &Path) -> std::io::Result<PathBuf> {
+    use std::path::Component;
+    let not_a_dir = |path: &Path| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!(
+                "{} is not a directory (a link or a file left there): the agent's home cache is not bound",
+                path.display()
+            ),
+        )
+    };
+    let mut path = root.to_path_buf();
+    let parts: Vec<Component<'_>> = relative.components().collect();
+    for at in 0..=parts.len() {
+        match at.checked_sub(1).map(|i| parts[i]) {
+            None => {}
+            Some(Component::Normal(name)) => path.push(name),
+            Some(_) => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    format!("home cache path {} leaves the home", relative.display()),
+                ));
+            }
+        }
+        match std::fs::symlink_metadata(&path) {
+            Ok(meta) if meta.is_dir() => {}
+            Ok(_) => return Err(not_a_dir(&path)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => std::fs::create_dir(&path)?,
+            Err(e) => return Err(e),
+        }
+        // The agent's user passes through the worker's directories on the way (as it does
+        // through the job's directory to its workspace) but lists none of them.
+        if at < parts.len() {
+            std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o711))?;
+        }
+    }
+    Ok(path)
+}
+
 /// As root, the unprivileged user a job's agent runs as: one per job (so one job's processes
 /// cannot use up another's process limit), never root.
 fn job_uid(job_id: &str) -> u32 {
@@ -545,6 +622,12 @@ impl AgentRuntime for SandboxRuntime {
                     .await
                     .map_err(std::io::Error::other)??;
             }
+            let home_binds = {
+                let (home, cache) = (request.home_dir(), request.home_cache.clone());
+                tokio::task::spawn_blocking(move || home_binds(&home, &cache, uid))
+                    .await
+                    .map_err(std::io::Error::other)??
+            };
             let prompt_file = request.write_prompt_file()?;
             let egress = match &request.egress {
                 Some(allowlist) => {
@@ -553,7 +636,13 @@ impl AgentRuntime for SandboxRuntime {
                 None => None,
             };
             let mounts = egress.as_ref().map(Egress::mounts);
-            let command = self.command(request, uid, prompt_file.as_deref(), mounts.as_ref());
+            let command = self.command(
+                request,
+                uid,
+                prompt_file.as_deref(),
+                mounts.as_ref(),
+                &home_binds,
+            );
             let status = run_streaming(command, request.stdin(), lines).await;
             if let Some(egress) = egress {
                 egress.stop().await;
@@ -587,7 +676,7 @@ mod tests {
             "job-1",
         );
         request.secrets = vec![("API_KEY".into(), "sk-secret-value".into())];
-        let args = bwrap_args(&request, None, None, 1 << 20).join(" ");
+        let args = bwrap_args(&request, None, None, &[], 1 << 20).join(" ");
         assert!(!args.contains("sk-secret-value"), "{args}");
         assert!(
             args.contains("--bind /tmp/ckrv-job-x/workspace /workspace"),
@@ -607,7 +696,7 @@ mod tests {
             "{args}"
         );
         assert!(
-            bwrap_args(&request, None, None, 0)
+            bwrap_args(&request, None, None, &[], 0)
                 .join(" ")
                 .contains("--size 1 --tmpfs /tmp"),
             "a size of 0 is no bound to tmpfs"
@@ -617,14 +706,27 @@ mod tests {
             socket: Path::new("/tmp/ckrv-job-x/scratch/egress.sock"),
             ca_bundle: None,
         };
+        let home = [(
+            PathBuf::from("/tmp/ckrv-job-x/scratch/home/.npm"),
+            "/tmp/.npm".to_string(),
+        )];
         let with_egress = bwrap_args(
             &request,
             Some(Path::new("/tmp/p.md")),
             Some(&egress),
+            &home,
             1 << 20,
         )
         .join(" ");
         assert!(!with_egress.contains("--share-net"), "{with_egress}");
+        // A kept home directory is bound over the home's tmpfs, after it.
+        let bound = with_egress
+            .find("--bind /tmp/ckrv-job-x/scratch/home/.npm /tmp/.npm")
+            .unwrap();
+        assert!(
+            with_egress.find("--tmpfs /tmp").unwrap() < bound,
+            "{with_egress}"
+        );
         assert!(with_egress.contains("--ro-bind /tmp/p.md /run/ckrv/prompt.md"));
         assert!(
             with_egress.contains("--ro-bind /opt/ckrv/ckrv-egress-bridge /run/ckrv/egress-bridge")
@@ -654,7 +756,7 @@ mod tests {
         let gateway = "http://127.0.0.1:4000/v1/gateway/anthropic";
         request.egress =
             crate::Policy::Model.allowlist(Some(crate::Entry::origin_of(gateway).unwrap()));
-        let command = runtime.command(&request, None, None, Some(&egress));
+        let command = runtime.command(&request, None, None, Some(&egress), &[]);
         let args: Vec<String> = command
             .as_std()
             .get_args()
@@ -698,7 +800,7 @@ mod tests {
             ca_bundle: Some(Path::new("/tmp/ckrv-job-x/scratch/egress-ca.pem")),
             ..egress
         };
-        let command = runtime.command(&request, None, None, Some(&read_only));
+        let command = runtime.command(&request, None, None, Some(&read_only), &[]);
         for name in CA_BUNDLE_VARIABLES {
             assert_eq!(
                 env(&command, name).as_deref(),
@@ -717,7 +819,7 @@ mod tests {
             )
         );
         request.env.clear();
-        let without = runtime.command(&request, None, None, None);
+        let without = runtime.command(&request, None, None, None, &[]);
         assert_eq!(env(&without, "HTTPS_PROXY"), None);
         assert!(
             !without

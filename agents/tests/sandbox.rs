@@ -515,3 +515,61 @@ async fn egress_without_a_bridge_fails_the_run_saying_what_is_missing() {
         );
     }
 }
+
+#[tokio::test]
+async fn home_cache_directories_outlive_a_run_and_a_link_left_on_the_way_is_not_followed() {
+    if !ckrv_test_support::sandbox_available() {
+        return;
+    }
+    let runtime = SandboxRuntime::default();
+    let dir = job_dir();
+    let workspace = dir.path().join("workspace");
+    let scratch = dir.path().join("scratch");
+    std::fs::create_dir_all(&scratch).unwrap();
+    let request = |script: &str, cache: &[&str]| {
+        let mut request = RunRequest::new(
+            vec!["sh".into(), "-c".into(), script.into()],
+            workspace.clone(),
+            scratch.clone(),
+            "job-home-cache",
+        );
+        request.home_cache = cache.iter().map(Into::into).collect();
+        request
+    };
+    // Setup fills a cache under its home (and a file beside it, which is its run's alone) and
+    // plants a link inside the kept directory.
+    let setup = request(
+        "mkdir -p $HOME/.cache/pip && echo wheel > $HOME/.cache/pip/tool.whl && \
+         echo scratch > $HOME/other && ln -s / $HOME/.cache/pip/root && \
+         mkdir -p $HOME/.cargo/registry && echo crate > $HOME/.cargo/registry/index && echo ok",
+        &[".cache/pip", ".cargo/registry"],
+    );
+    let (status, output) = run_collecting(&runtime, &setup).await.unwrap();
+    let said: Vec<&str> = output.iter().map(|l| l.line.as_str()).collect();
+    assert_eq!(status.code, Some(0), "{said:?}");
+    // The kept directories are on the worker's disk, in the job's scratch directory.
+    let kept = scratch.join("home/.cache/pip/tool.whl");
+    assert_eq!(std::fs::read_to_string(&kept).unwrap(), "wheel\n");
+    assert!(
+        !scratch.join("home/other").exists(),
+        "only the cache paths are kept"
+    );
+
+    // The next run finds them; what else was in the home is gone.
+    let agent = request(
+        "cat $HOME/.cache/pip/tool.whl $HOME/.cargo/registry/index; \
+         test -e $HOME/other && echo other-kept; echo done",
+        &[".cache/pip", ".cargo/registry"],
+    );
+    let (status, output) = run_collecting(&runtime, &agent).await.unwrap();
+    let said: Vec<&str> = output.iter().map(|l| l.line.as_str()).collect();
+    assert_eq!(status.code, Some(0), "{said:?}");
+    assert_eq!(said, ["wheel", "crate", "done"]);
+
+    // A link where a kept directory's path goes (as a hostile run could leave inside another
+    // kept directory) would bind what it points at: the run is refused instead.
+    let hostile = request("echo started", &[".cache/pip/root/etc"]);
+    let error = run_collecting(&runtime, &hostile).await.unwrap_err();
+    assert!(error.to_string().contains("is not a directory"), "{error}");
+    assert!(!dir.path().join("workspace/started").exists());
+}

@@ -2,7 +2,8 @@
 //! worker saves one under a key and a later job of the same account gets it back, checked
 //! against its SHA-256; another account's job never sees it; a snapshot past the operator's
 //! size limit, or whose bytes do not match its digest, is refused; an account over its cap
-//! loses its least recently used snapshots; a job that ended can do nothing.
+//! loses its least recently used snapshots; a job that ended can do nothing. Its people list
+//! their own snapshots and drop them (`GET /v1/snapshots`, `DELETE /v1/snapshots/{key}`).
 
 #![allow(clippy::unwrap_used)]
 
@@ -25,6 +26,13 @@ async fn api(dir: &std::path::Path) -> TestApi {
         c.engine.account_snapshot_bytes = 2500;
     })
     .await
+}
+
+/// The access tokens of two accounts, dev's and another's.
+async fn two_accounts(api: &TestApi) -> (String, String) {
+    let dev = api.login("dev@example.com").await;
+    let other = api.login("other@example.com").await;
+    (access(&dev).to_string(), access(&other).to_string())
 }
 
 /// A running job of `user`'s: its id and its worker's token.
@@ -90,10 +98,8 @@ async fn get(
 async fn a_snapshot_comes_back_to_its_accounts_next_job_and_to_no_one_else() {
     let dir = tempfile::tempdir().unwrap();
     let api = api(dir.path()).await;
-    let dev = api.login("dev@example.com").await;
-    let dev = access(&dev);
-    let other = api.login("other@example.com").await;
-    let other = access(&other);
+    let (dev, other) = two_accounts(&api).await;
+    let (dev, other) = (dev.as_str(), other.as_str());
 
     let first = running_job(&api, dev).await;
     assert_eq!(get(&api, &first, KEY_A).await.0, StatusCode::NOT_FOUND);
@@ -222,4 +228,99 @@ async fn a_snapshot_no_job_used_for_the_retention_is_removed() {
     }
     assert!(!archive(KEY_A), "the unused snapshot's archive is removed");
     assert_eq!(get(&api, &job, KEY_A).await.0, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn people_list_and_drop_their_own_snapshots_and_no_one_elses() {
+    let dir = tempfile::tempdir().unwrap();
+    let api = api(dir.path()).await;
+    let (dev, other) = two_accounts(&api).await;
+    let (dev, other) = (dev.as_str(), other.as_str());
+    let (status, list) = api.get("/v1/snapshots", dev).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(list["snapshots"], serde_json::json!([]));
+
+    let job = running_job(&api, dev).await;
+    save(&api, &job, KEY_A, b"first").await;
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    save(&api, &job, KEY_B, b"second!").await;
+    let (_, list) = api.get("/v1/snapshots", dev).await;
+    let listed = list["snapshots"].as_array().unwrap();
+    assert_eq!(listed.len(), 2, "{list}");
+    // Most recently used first, with where each came from.
+    assert_eq!(listed[0]["key"], KEY_B);
+    assert_eq!(listed[0]["bytes"], 7);
+    assert_eq!(listed[0]["job_id"], job.0.as_str());
+    let (_, created) = api.get(&format!("/v1/jobs/{}", job.0), dev).await;
+    assert_eq!(listed[0]["repository"], created["git_repo_url"]);
+    assert_eq!(listed[1]["key"], KEY_A);
+    assert!(listed[1]["last_used_at"].as_str().unwrap().ends_with('Z'));
+
+    // Another account sees none of them and can drop none of them.
+    let (_, theirs) = api.get("/v1/snapshots", other).await;
+    assert_eq!(theirs["snapshots"], serde_json::json!([]));
+    let delete = async |token: &str, key: &str| {
+        api.call(
+            reqwest::Method::DELETE,
+            &format!("/v1/snapshots/{key}"),
+            Some(token),
+            None,
+        )
+        .await
+    };
+    let (status, body) = delete(other, KEY_A).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    assert_eq!(get(&api, &job, KEY_A).await.0, StatusCode::OK);
+
+    // Bad keys say what a key is; a prefix of several is a conflict.
+    for bad in ["aaaa", "not-hex-at-all", &"a".repeat(65)] {
+        let (status, body) = delete(dev, bad).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {body}");
+        assert!(
+            body["error_description"]
+                .as_str()
+                .unwrap()
+                .contains("hex digits"),
+            "{body}"
+        );
+    }
+    let twins = [
+        format!("abababab{}", "0".repeat(56)),
+        format!("abababab{}", "1".repeat(56)),
+    ];
+    save(&api, &job, &twins[0], b"x").await;
+    save(&api, &job, &twins[1], b"y").await;
+    let (status, body) = delete(dev, "abababab").await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert!(
+        body["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("2 snapshots"),
+        "{body}"
+    );
+    for twin in &twins {
+        let (status, body) = delete(dev, &twin[..9]).await;
+        assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+    }
+
+    // A unique prefix drops it: gone from the list, the store, and the next job's restore.
+    let (status, _) = delete(dev, &KEY_A[..8].to_ascii_uppercase()).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    assert_eq!(get(&api, &job, KEY_A).await.0, StatusCode::NOT_FOUND);
+    let (_, list) = api.get("/v1/snapshots", dev).await;
+    let keys: Vec<&str> = list["snapshots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["key"].as_str().unwrap())
+        .collect();
+    assert_eq!(keys, [KEY_B]);
+    let (status, _) = delete(dev, KEY_A).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    // Without a token, nothing.
+    let (status, _) = api
+        .call(reqwest::Method::GET, "/v1/snapshots", None, None)
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
 }

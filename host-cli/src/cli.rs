@@ -51,6 +51,10 @@ pub enum Command {
     /// Install, list and remove provider plugins
     #[command(subcommand)]
     Plugin(PluginCommand),
+    /// Your snapshots of repository setups (.ckrv/environment.toml): list them, drop one so
+    /// the next job of its repository runs setup afresh
+    #[command(subcommand)]
+    Env(EnvCommand),
     /// Print a shell completion script: `ckrv completions bash > /etc/bash_completion.d/ckrv`
     Completions {
         /// The shell
@@ -278,6 +282,28 @@ pub enum CredentialsCommand {
     Remove {
         /// The credential's name
         name: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EnvCommand {
+    /// List your account's snapshots, most recently used first: key, repository, size, when
+    /// saved and last used, and the job that saved it
+    #[command(visible_alias = "ls")]
+    List {
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Drop snapshots: the next job of each one's repository runs setup and saves a new one
+    #[command(visible_alias = "remove")]
+    Rm {
+        /// Keys, or unique prefixes of at least 8 hex digits, as `ckrv env list` shows them
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        keys: Vec<String>,
+        /// Drop every snapshot of your account
+        #[arg(long)]
+        all: bool,
     },
 }
 

@@ -11,7 +11,7 @@ use ckrv_wasm_host::{
 use ckrv_wit::WIT_VERSION;
 use ckrv_wit::types::{
     ApiError, CredentialCreate, CredentialSummary, DeviceCodeResponse, Job, JobCreate,
-    JobListResponse, JobStatus, LogQuery, LogResponse, TokenResponse, User,
+    JobListResponse, JobStatus, LogQuery, LogResponse, SnapshotSummary, TokenResponse, User,
 };
 use wasmtime::Store;
 use wasmtime::component::Component;
@@ -229,6 +229,16 @@ impl Provider {
 
     pub async fn credentials_remove(&mut self, ctx: &CallContext, name: &str) -> CallResult<()> {
         self.guarded(async |g, s| g.call_credentials_remove(s, ctx, name).await)
+            .await
+    }
+
+    pub async fn snapshots_list(&mut self, ctx: &CallContext) -> CallResult<Vec<SnapshotSummary>> {
+        self.guarded(async |g, s| g.call_snapshots_list(s, ctx).await)
+            .await
+    }
+
+    pub async fn snapshots_remove(&mut self, ctx: &CallContext, key: &str) -> CallResult<()> {
+        self.guarded(async |g, s| g.call_snapshots_remove(s, ctx, key).await)
             .await
     }
 

@@ -93,6 +93,8 @@ pub async fn run_local(job: LocalJob, options: &JobOptions) -> Result<String, St
         git_credential: None,
         setup_timeout_s: None,
         fresh_setup: None,
+        setup_egress: None,
+        egress_internal: None,
     };
     let scrubber = Scrubber::new(keys.iter().map(|(_, value)| value.clone()).collect());
     let (log, lines) = JobLog::scrubbing(scrubber.clone());

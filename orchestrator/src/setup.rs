@@ -7,7 +7,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use ckrv_agents::environment::{CachePath, ENVIRONMENT_FILE, Environment, EnvironmentError};
-use ckrv_agents::{AgentDefinition, Policy, RunRequest};
+use ckrv_agents::{AgentDefinition, Policy, RunRequest, home_in};
 use ckrv_wit::types::{JobPhase, PhaseUpdate, SetupSummary};
 
 use crate::api_client::ApiClient;
@@ -27,9 +27,13 @@ pub enum SetupError {
     #[error(transparent)]
     Environment(#[from] EnvironmentError),
     #[error(
-        "{ENVIRONMENT_FILE}: egress `{requested}` is not within the job's policy `{allowed}`: setup may reach at most what the job's agent may (the operator's --egress-allow)"
+        "{ENVIRONMENT_FILE}: egress `{requested}` is not within `{allowed}`, the most setup may reach here ({whose}); ask for less, or ask the operator"
     )]
-    Egress { requested: String, allowed: String },
+    Egress {
+        requested: String,
+        allowed: String,
+        whose: &'static str,
+    },
     #[error("starting setup failed: {0}")]
     Start(#[source] std::io::Error),
     #[error("setup exited with status {code}; its last lines:\n{last}")]
@@ -45,6 +49,14 @@ pub enum SetupError {
         .0.as_secs()
     )]
     Timeout(Duration),
+}
+
+/// Where setup may connect: within `ceiling` (the operator's `--setup-egress-allow`) when
+/// set, else within the job's own policy; `internal` entries may reach internal addresses.
+pub(crate) struct SetupEgress<'a> {
+    pub job: &'a str,
+    pub ceiling: Option<&'a str>,
+    pub internal: &'a [ckrv_agents::Entry],
 }
 
 /// The most a snapshot may unpack to: a bound on a hostile archive, far above a real setup's.
@@ -97,7 +109,7 @@ impl Setup<'_> {
         options: &JobOptions,
         log: &JobLog,
         agent: &AgentDefinition,
-        job_egress: &str,
+        egress: &SetupEgress<'_>,
     ) -> Result<Prepared, StageError> {
         let Some(environment) = Environment::load(self.workspace).map_err(SetupError::from)? else {
             return Ok(Prepared::default());
@@ -105,11 +117,19 @@ impl Setup<'_> {
         let Some(script) = &environment.setup else {
             return Ok(Prepared::without_setup(environment));
         };
-        let allowed: Policy = job_egress.parse().map_err(StageError::Egress)?;
+        let (ceiling, whose) = match egress.ceiling {
+            Some(ceiling) => (ceiling, "the operator's --setup-egress-allow"),
+            None => (
+                egress.job,
+                "the job's own policy: the operator's --egress-allow",
+            ),
+        };
+        let allowed: Policy = ceiling.parse().map_err(StageError::Egress)?;
         let requested = environment.egress.clone().unwrap_or_default();
         let policy = allowed.narrow(&requested).map_err(|_| SetupError::Egress {
             requested: requested.to_string(),
             allowed: allowed.to_string(),
+            whose,
         })?;
         log.phase(PhaseUpdate {
             phase: JobPhase::Setup,
@@ -120,14 +140,11 @@ impl Setup<'_> {
             (Some(api), false) => Some((api, self.key(&environment, agent)?)),
             _ => None,
         };
-        if environment
-            .cache
-            .iter()
-            .any(|path| matches!(path, CachePath::Home(_)))
-        {
+        let in_pod = matches!(options.agent, AgentPlace::Pod(_));
+        if in_pod && !environment.home_cache().is_empty() {
             log.warn(
                 SOURCE,
-                "cache paths under ~/ are not kept in snapshots yet: only the workspace's are",
+                "cache paths under ~/ do not reach the agent in a Kubernetes job pod yet: only the workspace's do",
             );
         }
         if let (true, Some((_, key))) = (self.fresh, &snapshots) {
@@ -177,7 +194,7 @@ impl Setup<'_> {
         }
         // In a job pod the agent's container runs one command: a snapshot is restored here, in
         // the orchestrator's container, but setup itself cannot run yet.
-        if matches!(options.agent, AgentPlace::Pod(_)) {
+        if in_pod {
             log.warn(
                 SOURCE,
                 format!(
@@ -193,7 +210,8 @@ impl Setup<'_> {
             self.job_id,
         );
         request.env = environment.env.clone().into_iter().collect();
-        request.egress = source.egress(agent, &policy.to_string())?;
+        request.home_cache = environment.home_cache();
+        request.egress = source.egress(agent, &policy.to_string(), egress.internal)?;
         log.info(
             SOURCE,
             format!("Running the repository's setup ({ENVIRONMENT_FILE}, egress `{policy}`)"),
@@ -279,11 +297,11 @@ impl Setup<'_> {
             }
         };
         let bytes = std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
-        let workspace = self.workspace.to_path_buf();
+        let (workspace, home) = (self.workspace.to_path_buf(), self.home()?);
         let unpacked = {
             let file = file.clone();
             tokio::task::spawn_blocking(move || {
-                snapshot::restore(&file, &digest, &workspace, None, MAX_RESTORE_BYTES)
+                snapshot::restore(&file, &digest, &workspace, Some(&home), MAX_RESTORE_BYTES)
             })
             .await
             .map_err(|e| SetupError::Snapshot(e.to_string()))?
@@ -295,17 +313,28 @@ impl Setup<'_> {
                 entries: restored.entries,
             })),
             Err(error) => {
+                let home = home_in(self.scratch);
                 for pattern in &environment.cache {
-                    if let CachePath::Workspace(path) = pattern {
-                        let _ = remove_any(&self.workspace.join(path));
-                    }
+                    let _ = match pattern {
+                        CachePath::Workspace(path) => remove_any(&self.workspace.join(path)),
+                        CachePath::Home(path) => remove_any(&home.join(path)),
+                    };
                 }
                 Err(error.into())
             }
         }
     }
 
-    /// Packs the workspace's `cache` paths and saves them under `key`: the archive's size.
+    /// The agent's home on the worker's disk, made: where its `~/` cache paths are kept.
+    fn home(&self) -> Result<std::path::PathBuf, SetupError> {
+        let home = home_in(self.scratch);
+        std::fs::create_dir_all(&home)
+            .map_err(|e| SetupError::Snapshot(format!("making the agent's home: {e}")))?;
+        Ok(home)
+    }
+
+    /// Packs the `cache` paths (the workspace's and the agent's home's) and saves them under
+    /// `key`: the archive's size.
     async fn save(
         &self,
         api: &ApiClient,
@@ -314,14 +343,17 @@ impl Setup<'_> {
     ) -> Result<u64, SetupError> {
         let file = self.scratch.join("snapshot.tar.zst");
         let packed = {
-            let (workspace, cache, file) = (
+            let (workspace, home, cache, file) = (
                 self.workspace.to_path_buf(),
+                self.home()?,
                 environment.cache.clone(),
                 file.clone(),
             );
-            tokio::task::spawn_blocking(move || snapshot::pack(&workspace, None, &cache, &file))
-                .await
-                .map_err(|e| SetupError::Snapshot(e.to_string()))??
+            tokio::task::spawn_blocking(move || {
+                snapshot::pack(&workspace, Some(&home), &cache, &file)
+            })
+            .await
+            .map_err(|e| SetupError::Snapshot(e.to_string()))??
         };
         let saved = api.save_snapshot(key, &file, &packed.sha256).await;
         let _ = std::fs::remove_file(&file);

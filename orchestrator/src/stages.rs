@@ -153,12 +153,15 @@ impl StageSource<'_> {
         &self,
         agent: &AgentDefinition,
         policy: &str,
+        internal: &[Entry],
     ) -> Result<Option<Allowlist>, StageError> {
         match self {
             Self::Api { client, .. } => {
                 let policy: Policy = policy.parse().map_err(StageError::Egress)?;
                 let gateway = Entry::origin_of(client.base_url()).map_err(StageError::Egress)?;
-                Ok(policy.allowlist(Some(gateway)))
+                Ok(policy
+                    .allowlist(Some(gateway))
+                    .map(|list| list.with_internal(internal)))
             }
             Self::Local { .. } if agent.egress.allows_network() => {
                 let mut entries = agent.egress.entries();
@@ -208,8 +211,16 @@ pub(crate) async fn run_stages(
         git_credential,
         setup_timeout_s,
         fresh_setup,
+        setup_egress,
+        egress_internal,
         ..
     } = job;
+    let internal = egress_internal
+        .unwrap_or_default()
+        .iter()
+        .map(|entry| entry.parse::<Entry>())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(StageError::Egress)?;
     let feature_branch = job
         .feature_branch_name
         .clone()
@@ -250,8 +261,13 @@ pub(crate) async fn run_stages(
                     std::time::Duration::from_secs(u64::from(s))
                 }),
             };
+            let policies = crate::setup::SetupEgress {
+                job: &egress,
+                ceiling: setup_egress.as_deref(),
+                internal: &internal,
+            };
             let prepared = setup
-                .run(source, options, log, invocation.agent, &egress)
+                .run(source, options, log, invocation.agent, &policies)
                 .await?;
             if let Some(environment) = &prepared.environment {
                 git.exclude(&crate::setup::cache_patterns(environment))?;
@@ -275,7 +291,7 @@ pub(crate) async fn run_stages(
         }
         if stage.kind == StageKind::Agent {
             let model_env = source.model_env(invocation.agent, &model_access);
-            let allowlist = source.egress(invocation.agent, &egress)?;
+            let allowlist = source.egress(invocation.agent, &egress, &internal)?;
             let mut request =
                 agent_request(&invocation, &job.id, &dirs, model_env, allowlist, options);
             // The repository's plain variables first: the definition's own win.
@@ -284,6 +300,8 @@ pub(crate) async fn run_stages(
                 env.retain(|(name, _)| !request.env.iter().any(|(n, _)| n == name));
                 env.append(&mut request.env);
                 request.env = env;
+                // What setup kept under its home, the agent finds under its own.
+                request.home_cache = environment.home_cache();
             }
             run_agent(options, log, invocation.agent, &request).await?;
             git.exclude(&invocation.agent.exclude)?;
@@ -397,6 +415,7 @@ fn agent_request(
         secrets: model_env,
         prompt: invocation.prompt.clone(),
         agent_bin: options.agent_bin.clone(),
+        home_cache: Vec::new(),
     }
 }
 

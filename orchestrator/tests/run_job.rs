@@ -1275,10 +1275,22 @@ async fn run_with_environment(
     spec: &str,
     setup_timeout_s: Option<u32>,
 ) -> (Result<(), String>, Vec<Call>) {
+    run_with_environment_and(environment, spec, |job| {
+        job["setup_timeout_s"] = setup_timeout_s.into();
+    })
+    .await
+}
+
+/// [`run_with_environment`], the worker job changed by `change` first.
+async fn run_with_environment_and(
+    environment: &str,
+    spec: &str,
+    change: impl FnOnce(&mut serde_json::Value),
+) -> (Result<(), String>, Vec<Call>) {
     let origin = origin_with_environment(environment, &[]);
     let pipeline = Pipeline::builtin();
     let mut job = worker_job(spec, origin.path().to_str().unwrap(), &pipeline, &[]);
-    job["setup_timeout_s"] = setup_timeout_s.into();
+    change(&mut job);
     let fake = FakeEndpoint::start(answer(job, usize::MAX, Arc::new(pipeline))).await;
     let (outcome, calls, _work_dir) = run_against(&fake, None).await;
     (outcome, calls)
@@ -1353,7 +1365,7 @@ async fn a_failed_slow_or_overreaching_setup_fails_the_job_before_the_agent_sayi
         (
             "setup = \"true\"\negress = \"registries\"\n",
             None,
-            ".ckrv/environment.toml: egress `registries` is not within the job's policy `none`",
+            ".ckrv/environment.toml: egress `registries` is not within `none`, the most setup may reach here (the job's own policy",
         ),
         (
             "setup = \"true\"\n[env]\nPATH = \"/evil\"\n",
@@ -1375,6 +1387,40 @@ async fn a_failed_slow_or_overreaching_setup_fails_the_job_before_the_agent_sayi
             "{environment}"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_operators_setup_ceiling_replaces_the_jobs_policy_for_setup_alone() {
+    if !ckrv_test_support::sandbox_available() {
+        return;
+    }
+    // The job's agent may reach nothing; the operator lets setup reach one mirror.
+    let spec = "---\nagent: script\nrun: echo agent-ran\n---\n# Go\n";
+    let ceiling = |job: &mut serde_json::Value| {
+        job["setup_egress"] = "mirror.localhost:8081".into();
+        job["egress_internal"] = serde_json::json!(["mirror.localhost:8081"]);
+    };
+    let within = "setup = \"echo set-up\"\negress = \"mirror.localhost:8081\"\n";
+    let (outcome, calls) = run_with_environment_and(within, spec, ceiling).await;
+    outcome.unwrap();
+    let lines = log_lines(&calls);
+    assert!(
+        lines
+            .iter()
+            .any(|(s, m)| s == "setup" && m.contains("egress `mirror.localhost:8081`")),
+        "{lines:?}"
+    );
+    assert!(lines.iter().any(|(_, m)| m == "agent-ran"), "{lines:?}");
+    let beyond = "setup = \"echo set-up\"\negress = \"registries\"\n";
+    let (outcome, calls) = run_with_environment_and(beyond, spec, ceiling).await;
+    let error = outcome.unwrap_err();
+    assert!(
+        error.starts_with(
+            ".ckrv/environment.toml: egress `registries` is not within `mirror.localhost:8081`, the most setup may reach here (the operator's --setup-egress-allow)"
+        ),
+        "{error}"
+    );
+    assert!(!log_lines(&calls).iter().any(|(_, m)| m == "agent-ran"));
 }
 
 /// Snapshots a fake API keeps, by key: the bytes and the digest the worker named.

@@ -39,6 +39,10 @@ pub mod paths {
     pub const JOB_CANCEL: &str = "/v1/jobs/{id}/cancel";
     pub const JOB_LOGS: &str = "/v1/jobs/{id}/logs";
     pub const JOB_DIFF: &str = "/v1/jobs/{id}/artifacts/diff";
+    /// The account's snapshots of repository setups (docs/environments.md).
+    pub const SNAPSHOTS: &str = "/v1/snapshots";
+    /// One of them, by its key or a unique prefix of at least 8 hex digits.
+    pub const SNAPSHOT: &str = "/v1/snapshots/{key}";
 
     // A job's worker: with the job's worker token (an external worker's credential to claim).
     pub const WORKER_CLAIM: &str = "/v1/worker/claim";

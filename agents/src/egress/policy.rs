@@ -499,6 +499,19 @@ impl Allowlist {
         self
     }
 
+    /// Marks the entries that one of `internal` covers (the operator's `--egress-internal`:
+    /// hosts it runs inside its network, such as a package mirror) reachable on loopback and
+    /// private addresses. Entries it does not cover stay public-only: a wildcard rule is not
+    /// made internal by one name under it.
+    pub fn with_internal(mut self, internal: &[Entry]) -> Self {
+        for rule in &mut self.rules {
+            if internal.iter().any(|entry| entry.covers(&rule.entry)) {
+                rule.local = true;
+            }
+        }
+        self
+    }
+
     /// Only requests that read go through (see [`Policy::ReadOnly`]), except to the gateway.
     pub fn read_only(mut self, read_only: bool) -> Self {
         self.read_only = read_only;
@@ -885,6 +898,43 @@ mod tests {
             (err.entry.as_str(), err.operator.as_str()),
             ("model", "none")
         );
+    }
+
+    #[test]
+    fn only_entries_the_operator_names_internal_may_reach_internal_addresses() {
+        let internal: Vec<Entry> = ["mirror.localhost:8081", "127.0.0.1:9000"]
+            .iter()
+            .map(|e| e.parse().unwrap())
+            .collect();
+        let list =
+            policy("mirror.localhost:8081,127.0.0.1:9000,other.localhost:8081,*.apps.localhost")
+                .allowlist(None)
+                .unwrap()
+                .with_internal(&internal);
+        let loopback: IpAddr = "127.0.0.1".parse().unwrap();
+        let reach = |host: &str, port: u16| {
+            list.rule(host, port)
+                .unwrap()
+                .check_address(host, port, loopback)
+        };
+        assert!(reach("mirror.localhost", 8081).is_ok());
+        assert!(reach("127.0.0.1", 9000).is_ok());
+        // Another name on the same port, and any name the wildcard allows, stay public-only.
+        assert!(reach("other.localhost", 8081).is_err());
+        assert!(reach("x.apps.localhost", 443).is_err());
+        assert_eq!(
+            list.loopback_forwards()
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>(),
+            ["127.0.0.1:9000"]
+        );
+        // An internal entry the policy does not allow is not added.
+        let list = policy("example.com")
+            .allowlist(None)
+            .unwrap()
+            .with_internal(&internal);
+        assert!(list.check("mirror.localhost", 8081).is_err());
     }
 
     #[test]

@@ -121,6 +121,21 @@ pub(crate) struct ServeArgs {
     /// GET, HEAD and OPTIONS, HTTPS included); a spec may ask for less
     #[arg(long, env = "CKRV_API_EGRESS_ALLOW", value_name = "POLICY")]
     egress_allow: Option<ckrv_agents::Policy>,
+    /// The most a repository's setup (.ckrv/environment.toml `egress`) may reach, a policy as
+    /// --egress-allow takes it (e.g. registries, or your mirrors' hosts): setup may then reach
+    /// what its agent may not [default: each job's own policy]
+    #[arg(long, env = "CKRV_API_SETUP_EGRESS_ALLOW", value_name = "POLICY")]
+    setup_egress_allow: Option<ckrv_agents::Policy>,
+    /// Hosts you run inside your network, such as a package mirror (host:port, comma-separated):
+    /// where a policy allows one, it may resolve to a private or loopback address, which every
+    /// other entry is refused (so no job reaches this machine's or the network's services)
+    #[arg(
+        long,
+        env = "CKRV_API_EGRESS_INTERNAL",
+        value_name = "HOST:PORT",
+        value_delimiter = ','
+    )]
+    egress_internal: Vec<ckrv_agents::Entry>,
     /// What model tokens cost: a TOML file of `[models.NAME]` tables (`input`, `output`: US
     /// dollars per million tokens) whose entries replace the built-in prices by name
     #[arg(long, env = "CKRV_API_MODEL_PRICES", value_name = "FILE")]
@@ -246,6 +261,8 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         model_prices,
         model_upstreams,
         egress_allow,
+        setup_egress_allow,
+        egress_internal,
         max_account_model_cost_usd,
         max_job_model_cost_usd,
         sso,
@@ -256,7 +273,8 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         agents.as_deref(),
         agent_secrets.as_deref(),
     )?
-    .with_egress(egress_allow)?;
+    .with_egress(egress_allow)?
+    .with_setup_egress(setup_egress_allow, egress_internal);
     for agent in workers.agents_missing_secrets() {
         tracing::warn!(
             agent,

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use ckrv_agents::{Policy, agent_names, agents, find_agent, parse_spec, resolve};
+use ckrv_agents::{Entry, Policy, agent_names, agents, find_agent, parse_spec, resolve};
 use ckrv_pipeline::{Pipeline, PipelineError};
 use zeroize::Zeroizing;
 
@@ -22,6 +22,12 @@ pub struct WorkerSetup {
     /// The operator's egress policy (`--egress-allow`, or the pipeline's agent stage), in
     /// place of each agent's own.
     egress: Option<Policy>,
+    /// The most a repository's setup may reach (`--setup-egress-allow`); the job's own
+    /// policy when unset.
+    setup_egress: Option<Policy>,
+    /// Entries the operator runs inside its network (`--egress-internal`), reachable on
+    /// private and loopback addresses.
+    internal: Vec<Entry>,
 }
 
 impl std::fmt::Debug for WorkerSetup {
@@ -31,6 +37,8 @@ impl std::fmt::Debug for WorkerSetup {
             .field("enabled", &self.enabled)
             .field("secrets", &self.secrets.keys().collect::<Vec<_>>())
             .field("egress", &self.egress)
+            .field("setup_egress", &self.setup_egress)
+            .field("internal", &self.internal)
             .finish()
     }
 }
@@ -43,6 +51,8 @@ impl Default for WorkerSetup {
             enabled: agents().iter().map(|a| a.name.clone()).collect(),
             secrets: BTreeMap::new(),
             egress: None,
+            setup_egress: None,
+            internal: Vec::new(),
         }
     }
 }
@@ -126,6 +136,26 @@ impl WorkerSetup {
             }
             (None, _) => Ok(self),
         }
+    }
+
+    /// With the most a repository's setup may reach (`--setup-egress-allow`; the job's own
+    /// policy when `None`), and the entries the operator runs inside its network
+    /// (`--egress-internal`), which may then resolve to private and loopback addresses.
+    pub fn with_setup_egress(mut self, setup: Option<Policy>, internal: Vec<Entry>) -> Self {
+        self.setup_egress = setup;
+        self.internal = internal;
+        self
+    }
+
+    /// The most a repository's setup may reach, when the operator says (else the job's own
+    /// policy applies).
+    pub fn setup_egress(&self) -> Option<&Policy> {
+        self.setup_egress.as_ref()
+    }
+
+    /// The entries the operator runs inside its network (`--egress-internal`).
+    pub fn internal(&self) -> &[Entry] {
+        &self.internal
     }
 
     /// The operator's egress policy, if any (`--egress-allow`, or the pipeline's agent stage).

@@ -49,6 +49,7 @@ impl Admission for PodEgress {
         let policy = self.workers.egress_for(&grant.spec);
         let allowlist = policy
             .allowlist(Some(self.gateway.clone()))
+            .map(|list| list.with_internal(self.workers.internal()))
             .unwrap_or_else(|| Allowlist::refusing_all(&policy));
         let (refusals, mut refused) = mpsc::channel::<Refusal>(16);
         let store = self.store.clone();

@@ -26,7 +26,7 @@ pub use idempotency::KeyUse;
 pub use jobs::{JobLookup, JobRow, NewJob};
 pub use lifecycle::{Admission, Claimed, Lease, NewClaim, Pick, Transition};
 pub use logs::{MAX_LOG_SEQUENCE, log_batch_fits};
-pub use snapshots::{Snapshot, over_cap};
+pub use snapshots::{NewSnapshot, Snapshot, over_cap};
 pub use tokens::{NewToken, PersonalToken, RefreshUse, TokenKind, TokenOwner, TokenStatus};
 pub use web::{SsoLogin, WebSession};
 pub use workers::WorkerCredential;

@@ -9,6 +9,10 @@ use super::{Store, StoreError};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Snapshot {
     pub key: String,
+    /// The repository whose setup it holds.
+    pub repository: String,
+    /// The job that saved it.
+    pub job_id: String,
     pub sha256: String,
     pub bytes: u64,
     pub created_ms: i64,
@@ -19,6 +23,8 @@ fn from_row(row: &sqlx::any::AnyRow) -> Result<Snapshot, StoreError> {
     let bytes: i64 = row.try_get("bytes")?;
     Ok(Snapshot {
         key: row.try_get("snapshot_key")?,
+        repository: row.try_get("repository")?,
+        job_id: row.try_get("job_id")?,
         sha256: row.try_get("sha256")?,
         bytes: u64::try_from(bytes).map_err(|_| StoreError::Corrupt(format!("bytes = {bytes}")))?,
         created_ms: row.try_get("created_ms")?,
@@ -26,7 +32,19 @@ fn from_row(row: &sqlx::any::AnyRow) -> Result<Snapshot, StoreError> {
     })
 }
 
-const COLUMNS: &str = "snapshot_key, sha256, bytes, created_ms, used_ms";
+const COLUMNS: &str = "snapshot_key, repository, job_id, sha256, bytes, created_ms, used_ms";
+
+/// A snapshot as it is saved.
+#[derive(Debug, Clone, Copy)]
+pub struct NewSnapshot<'a> {
+    pub account_id: &'a str,
+    pub key: &'a str,
+    pub repository: &'a str,
+    pub job_id: &'a str,
+    pub sha256: &'a str,
+    pub bytes: u64,
+    pub now_ms: i64,
+}
 
 impl Store {
     /// The account's snapshot under `key`, marked used at `now_ms`.
@@ -54,26 +72,23 @@ impl Store {
         row.as_ref().map(from_row).transpose()
     }
 
-    /// Records (or replaces) the account's snapshot under `key`.
-    pub async fn put_snapshot(
-        &self,
-        account_id: &str,
-        key: &str,
-        sha256: &str,
-        bytes: u64,
-        now_ms: i64,
-    ) -> Result<(), StoreError> {
+    /// Records (or replaces) the account's snapshot under its key.
+    pub async fn put_snapshot(&self, new: &NewSnapshot<'_>) -> Result<(), StoreError> {
         sqlx::query(
-            "INSERT INTO snapshots (account_id, snapshot_key, sha256, bytes, created_ms, used_ms)
-             VALUES ($1, $2, $3, $4, $5, $5)
+            "INSERT INTO snapshots
+                 (account_id, snapshot_key, repository, job_id, sha256, bytes, created_ms, used_ms)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $7)
              ON CONFLICT (account_id, snapshot_key)
-             DO UPDATE SET sha256 = $3, bytes = $4, created_ms = $5, used_ms = $5",
+             DO UPDATE SET repository = $3, job_id = $4, sha256 = $5, bytes = $6,
+                           created_ms = $7, used_ms = $7",
         )
-        .bind(account_id)
-        .bind(key)
-        .bind(sha256)
-        .bind(i64::try_from(bytes).unwrap_or(i64::MAX))
-        .bind(now_ms)
+        .bind(new.account_id)
+        .bind(new.key)
+        .bind(new.repository)
+        .bind(new.job_id)
+        .bind(new.sha256)
+        .bind(i64::try_from(new.bytes).unwrap_or(i64::MAX))
+        .bind(new.now_ms)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -142,6 +157,8 @@ mod tests {
     fn snapshot(key: &str, bytes: u64) -> Snapshot {
         Snapshot {
             key: key.into(),
+            repository: String::new(),
+            job_id: String::new(),
             sha256: String::new(),
             bytes,
             created_ms: 0,

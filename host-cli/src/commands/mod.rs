@@ -2,6 +2,7 @@
 
 mod cancel;
 mod credentials;
+mod env;
 mod list;
 mod login;
 mod logout;
@@ -39,6 +40,7 @@ pub async fn dispatch(mut cli: Cli) -> anyhow::Result<()> {
         Command::Cancel(args) => cancel::run(&mut Cloud::connect(&config).await?, args).await,
         Command::Wait(args) => wait::run(&mut Cloud::connect(&config).await?, args).await,
         Command::Plugin(command) => plugin::run(&config, command).await,
+        Command::Env(command) => env::run(&mut Cloud::connect(&config).await?, command).await,
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "ckrv", &mut std::io::stdout());
             Ok(())

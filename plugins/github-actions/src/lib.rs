@@ -14,7 +14,7 @@ use ckrv_wit::guest::wasi::clocks::monotonic_clock;
 use ckrv_wit::types::{
     ApiError, CredentialCreate, CredentialSummary, DeviceCodeResponse, ErrorKind, Job, JobCreate,
     JobListResponse, JobState, JobStatus, LogEntry, LogLevel, LogQuery, LogResponse,
-    SubscriptionTier, TokenResponse, User,
+    SnapshotSummary, SubscriptionTier, TokenResponse, User,
 };
 use exports::ckrv::cloud::provider::{CallContext, Guest, PluginInfo};
 use github::{
@@ -90,6 +90,14 @@ impl Guest for GitHubActions {
 
     fn credentials_remove(_: CallContext, _: String) -> Result<(), ApiError> {
         Err(no_credentials())
+    }
+
+    fn snapshots_list(_: CallContext) -> Result<Vec<SnapshotSummary>, ApiError> {
+        Err(no_snapshots())
+    }
+
+    fn snapshots_remove(_: CallContext, _: String) -> Result<(), ApiError> {
+        Err(no_snapshots())
     }
 
     /// Dispatches the workflow on the base branch with the spec. The key is in the run's name,
@@ -358,6 +366,13 @@ fn unzip(zip: &[u8], name: &str) -> Result<Vec<u8>, ApiError> {
         )
     })?;
     Ok(bytes)
+}
+
+fn no_snapshots() -> ApiError {
+    error(
+        ErrorKind::Forbidden,
+        "workflow runs keep no snapshots of a setup; cache dependencies with actions/cache in the workflow instead",
+    )
 }
 
 fn no_credentials() -> ApiError {

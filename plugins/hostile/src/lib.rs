@@ -6,8 +6,8 @@ ckrv_wit::guest_bindings!("../../wit", "ckrv:cloud/provider-plugin");
 
 use ckrv_wit::types::{
     ApiError, CredentialCreate, CredentialSummary, DeviceCodeResponse, ErrorKind, Job, JobCreate,
-    JobListResponse, JobState, JobStatus, LogEntry, LogLevel, LogQuery, LogResponse, TokenResponse,
-    User,
+    JobListResponse, JobState, JobStatus, LogEntry, LogLevel, LogQuery, LogResponse,
+    SnapshotSummary, TokenResponse, User,
 };
 use exports::ckrv::cloud::provider::{CallContext, Guest, PluginInfo};
 
@@ -62,6 +62,14 @@ impl Guest for Hostile {
     }
 
     fn credentials_remove(_: CallContext, _: String) -> Result<(), ApiError> {
+        Err(refuse())
+    }
+
+    fn snapshots_list(_: CallContext) -> Result<Vec<SnapshotSummary>, ApiError> {
+        Err(refuse())
+    }
+
+    fn snapshots_remove(_: CallContext, _: String) -> Result<(), ApiError> {
         Err(refuse())
     }
 

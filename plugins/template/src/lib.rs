@@ -15,7 +15,7 @@ use ckrv_wit::protocol::{CLI_CLIENT_ID, DEFAULT_API_URL, DEVICE_CODE_GRANT, REFR
 use ckrv_wit::types::{
     ApiError, CredentialCreate, CredentialList, CredentialSummary, DeviceCodeRequest,
     DeviceCodeResponse, DeviceTokenRequest, ErrorKind, Job, JobCreate, JobListResponse, JobStatus,
-    LogQuery, LogResponse, RefreshRequest, TokenResponse, User,
+    LogQuery, LogResponse, RefreshRequest, SnapshotList, SnapshotSummary, TokenResponse, User,
 };
 use exports::ckrv::cloud::provider::{CallContext, Guest, PluginInfo};
 use serde::de::DeserializeOwned;
@@ -105,6 +105,15 @@ impl Guest for Provider {
 
     fn credentials_remove(ctx: CallContext, name: String) -> Result<(), ApiError> {
         let path = fill(paths::CREDENTIAL, segment(&name)?);
+        call(&ctx, "DELETE", &path, None).map(drop)
+    }
+
+    fn snapshots_list(ctx: CallContext) -> Result<Vec<SnapshotSummary>, ApiError> {
+        json::<SnapshotList>(call(&ctx, "GET", paths::SNAPSHOTS, None)?).map(|list| list.snapshots)
+    }
+
+    fn snapshots_remove(ctx: CallContext, key: String) -> Result<(), ApiError> {
+        let path = fill(paths::SNAPSHOT, segment(&key)?);
         call(&ctx, "DELETE", &path, None).map(drop)
     }
 

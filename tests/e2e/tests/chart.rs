@@ -477,6 +477,14 @@ fn check_egress_proxy_policy(
         assert!(except.contains(&json!(private)), "{set}: {private} open");
     }
     assert_eq!(env["CKRV_API_EGRESS_ALLOW"], "registries", "{set}");
+    assert_eq!(
+        env["CKRV_API_SETUP_EGRESS_ALLOW"], "pypi.org,files.pythonhosted.org,mirror.internal:8081",
+        "{set}"
+    );
+    assert_eq!(
+        env["CKRV_API_EGRESS_INTERNAL"], "mirror.internal:8081",
+        "{set}"
+    );
 }
 
 /// The API's NetworkPolicy: its port open to job pods (alone or with everyone); DNS and the

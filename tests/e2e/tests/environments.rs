@@ -6,13 +6,15 @@
 #![allow(clippy::unwrap_used)]
 
 use ckrv_e2e::{Api, Developer, serve_repo};
+use ckrv_test_support::package_index::{self, PackageIndex};
 
 const ENVIRONMENT: &str = "setup = \"\"\"
 echo preparing
 mkdir -p deps && echo \"tool $TOOL_VERSION\" > deps/tool
+mkdir -p ~/.tool-cache && echo \"home cache $TOOL_VERSION\" > ~/.tool-cache/index
 \"\"\"
 key_files = [\"deps.lock\"]
-cache = [\"deps/\"]
+cache = [\"deps/\", \"~/.tool-cache\"]
 
 [env]
 TOOL_VERSION = \"1.2\"
@@ -25,7 +27,7 @@ const APP: [(&str, &str); 3] = [
     ("deps.lock", "v1\n"),
 ];
 
-const SPEC: &str = "---\nagent: script\nrun: |\n  cat deps/tool\n  echo \"done\" >> README.md\n---\n# Use the tool\n";
+const SPEC: &str = "---\nagent: script\nrun: |\n  cat deps/tool ~/.tool-cache/index\n  echo \"done\" >> README.md\n---\n# Use the tool\n";
 
 /// Runs [`SPEC`] as `dev`; the finished job's log and `ckrv status` (its diff checked too).
 fn job_log(dev: &Developer, api_url: &str, repo_url: &str) -> String {
@@ -34,13 +36,35 @@ fn job_log(dev: &Developer, api_url: &str, repo_url: &str) -> String {
 
 /// [`job_log`], `ckrv run` given `extra` flags too.
 fn job_log_with(dev: &Developer, api_url: &str, repo_url: &str, extra: &[&str]) -> String {
+    let (id, log) = run_spec(dev, repo_url, ("specs/tool.md", SPEC), extra);
+    let diff = std::process::Command::new("curl")
+        .args(["-sf", "-H", &format!("Authorization: Bearer {}", dev.token)])
+        .arg(format!("{api_url}/v1/jobs/{id}/artifacts/diff"))
+        .output()
+        .unwrap();
+    let diff = String::from_utf8_lossy(&diff.stdout);
+    assert!(
+        diff.contains("+done") && !diff.contains("deps/tool"),
+        "{diff}"
+    );
+    log
+}
+
+/// Runs `spec` (its path and text) on `repo_url` as `dev`, `ckrv run` given `extra` flags too;
+/// once it succeeded, its id and its log with `ckrv status` after it.
+fn run_spec(
+    dev: &Developer,
+    repo_url: &str,
+    (path, spec): (&str, &str),
+    extra: &[&str],
+) -> (String, String) {
     std::fs::create_dir_all(dev.clone.join("specs")).unwrap();
-    std::fs::write(dev.clone.join("specs/tool.md"), SPEC).unwrap();
+    std::fs::write(dev.clone.join(path), spec).unwrap();
     let mut args = vec![
         "run",
         "--cloud",
         "--spec",
-        "specs/tool.md",
+        path,
         "--repo",
         repo_url,
         "--base-branch",
@@ -55,18 +79,7 @@ fn job_log_with(dev: &Developer, api_url: &str, repo_url: &str, extra: &[&str]) 
     let log = dev.cli.ok(&dev.clone, &["logs", &id]);
     assert_eq!(job["state"], "succeeded", "{job}\n{log}");
     let status = dev.cli.ok(&dev.clone, &["status", &id]);
-    let log = format!("{log}\n{status}");
-    let diff = std::process::Command::new("curl")
-        .args(["-sf", "-H", &format!("Authorization: Bearer {}", dev.token)])
-        .arg(format!("{api_url}/v1/jobs/{id}/artifacts/diff"))
-        .output()
-        .unwrap();
-    let diff = String::from_utf8_lossy(&diff.stdout);
-    assert!(
-        diff.contains("+done") && !diff.contains("deps/tool"),
-        "{diff}"
-    );
-    log
+    (id, format!("{log}\n{status}"))
 }
 
 #[test]
@@ -92,8 +105,8 @@ fn setup_runs_once_and_the_accounts_next_job_starts_from_its_snapshot() {
         assert!(first.contains(said), "{said}: {first}");
     }
     assert!(
-        first.contains("tool 1.2"),
-        "the agent found what setup made: {first}"
+        first.contains("tool 1.2") && first.contains("home cache 1.2"),
+        "the agent found what setup made, in the workspace and its home: {first}"
     );
     let stored: Vec<_> = walk(&api.data_dir)
         .into_iter()
@@ -108,7 +121,10 @@ fn setup_runs_once_and_the_accounts_next_job_starts_from_its_snapshot() {
         "ckrv status says so: {second}"
     );
     assert!(!second.contains("preparing"), "{second}");
-    assert!(second.contains("tool 1.2"), "{second}");
+    assert!(
+        second.contains("tool 1.2") && second.contains("home cache 1.2"),
+        "{second}"
+    );
 
     // Asked for a fresh setup, a job runs it although the snapshot is there, and saves anew.
     let fresh = job_log_with(&dev, &api.url, &repo_url, &["--no-snapshot"]);
@@ -121,6 +137,37 @@ fn setup_runs_once_and_the_accounts_next_job_starts_from_its_snapshot() {
         "{fresh}"
     );
     assert!(!fresh.contains("; setup not run"), "{fresh}");
+
+    // `ckrv env list` shows the account's one snapshot (the fresh setup replaced it under the
+    // same key); `ckrv env rm` drops it, and the next job runs setup again.
+    let listed: serde_json::Value =
+        serde_json::from_str(&dev.cli.ok(&dev.clone, &["env", "list", "--json"])).unwrap();
+    let listed = listed.as_array().unwrap();
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0]["repository"], repo_url.as_str());
+    let key = listed[0]["key"].as_str().unwrap().to_string();
+    let table = dev.cli.ok(&dev.clone, &["env", "list"]);
+    assert!(
+        table.contains(&key[..12]) && table.contains(&repo_url) && table.contains(" MB"),
+        "{table}"
+    );
+    let dropped = dev.cli.ok(&dev.clone, &["env", "rm", &key[..12]]);
+    assert!(dropped.contains("dropped"), "{dropped}");
+    assert!(
+        !walk(&api.data_dir).iter().any(|p| p.contains(&key)),
+        "the archive is gone too"
+    );
+    let none = dev.cli.ok(&dev.clone, &["env", "list"]);
+    assert!(none.contains("No snapshots"), "{none}");
+    let gone = dev.cli.run(&dev.clone, &["env", "rm", &key[..12]]);
+    let err = String::from_utf8_lossy(&gone.stderr);
+    assert_eq!(gone.status.code(), Some(1), "{err}");
+    assert!(err.contains("no snapshot"), "{err}");
+    let again = job_log(&dev, &api.url, &repo_url);
+    assert!(
+        again.contains("No snapshot ") && again.contains("preparing"),
+        "{again}"
+    );
 
     // Another account's job on the same repository runs setup itself.
     let other = Developer::new(&api, root, "other@example.com", &repo_url);
@@ -187,4 +234,127 @@ fn snapshots_live_in_an_s3_bucket_when_the_artifacts_do() {
     let second = job_log(&dev, &api.url, &repo_url);
     assert!(second.contains("; setup not run"), "{second}");
     assert!(second.contains("tool 1.2"), "{second}");
+}
+
+/// A repository whose setup makes a virtualenv and installs a package with a real `pip` from
+/// an index on loopback (the operator's mirror: `--egress-internal`), allowed to setup alone
+/// (`--setup-egress-allow`), with `requirements.lock` its key file.
+fn pip_repository(index: &PackageIndex) -> [(String, String); 3] {
+    let environment = format!(
+        "setup = \"\"\"
+python3 -m venv .venv
+.venv/bin/pip install --disable-pip-version-check --no-input --index-url {url} {package}=={version}
+python3 -c 'import urllib.request; urllib.request.urlopen(\\\"http://elsewhere.localhost:{port}/\\\")' 2>/dev/null || echo elsewhere-refused
+\"\"\"
+key_files = [\"requirements.lock\"]
+cache = [\".venv/\"]
+egress = \"127.0.0.1:{port}\"
+",
+        url = index.url(),
+        port = index.port,
+        package = package_index::PACKAGE,
+        version = package_index::VERSION,
+    );
+    [
+        ("README.md".into(), "# App\n".into()),
+        (".ckrv/environment.toml".into(), environment),
+        (
+            "requirements.lock".into(),
+            format!("{}=={}\n", package_index::PACKAGE, package_index::VERSION),
+        ),
+    ]
+}
+
+const PIP_SPEC: &str = "---\nagent: script\nrun: |\n  .venv/bin/python -c 'import ckrv_demo; print(ckrv_demo.GREETING)'\n  echo \"done\" >> README.md\n---\n# Use the package\n";
+
+/// Runs [`PIP_SPEC`] as `dev`: the finished job's log and `ckrv status`.
+fn pip_job(dev: &Developer, repo_url: &str) -> String {
+    run_spec(dev, repo_url, ("specs/pip.md", PIP_SPEC), &[]).1
+}
+
+#[test]
+fn setup_installs_real_packages_through_the_egress_proxy_once_and_the_snapshot_holds_them() {
+    if !ckrv_test_support::sandbox_available() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let Some(index) = PackageIndex::start(root) else {
+        return;
+    };
+    let files = pip_repository(&index);
+    let files: Vec<(&str, &str)> = files
+        .iter()
+        .map(|(p, c)| (p.as_str(), c.as_str()))
+        .collect();
+    let (_repos, repo_url) = serve_repo(root, "py", &files);
+    let mirror = format!("127.0.0.1:{}", index.port);
+    let api = Api::start_with(
+        &root.join("api"),
+        &[
+            "--allow-local-repos",
+            "--setup-egress-allow",
+            &mirror,
+            "--egress-internal",
+            &mirror,
+        ],
+    );
+    let dev = Developer::new(&api, root, "dev@example.com", &repo_url);
+
+    // The first job runs setup: pip downloads the wheel through the egress proxy, and what
+    // setup tried beyond its list was refused and logged.
+    let first = pip_job(&dev, &repo_url);
+    for said in [
+        "Successfully installed ckrv-demo-1.0",
+        "elsewhere-refused",
+        "elsewhere.localhost",
+        package_index::GREETING,
+        "), snapshot saved (",
+    ] {
+        assert!(first.contains(said), "{said}: {first}");
+    }
+    assert_eq!(index.downloads(), 1);
+
+    // The next one restores the snapshot: no setup, no download, and the agent imports it.
+    let second = pip_job(&dev, &repo_url);
+    assert!(second.contains("; setup not run"), "{second}");
+    assert!(!second.contains("Successfully installed"), "{second}");
+    assert!(second.contains(package_index::GREETING), "{second}");
+    assert_eq!(index.downloads(), 1, "the snapshot held the package");
+
+    // A changed lockfile is a miss: setup runs again and saves under a new key.
+    let src = root.join("served/py-src");
+    std::fs::write(
+        src.join("requirements.lock"),
+        "ckrv-demo==1.0\n# pinned again\n",
+    )
+    .unwrap();
+    ckrv_test_support::git(&src, &["commit", "-qam", "lockfile changed"]);
+    let bare = root.join("served/py.git");
+    ckrv_test_support::git(&src, &["push", "-q", bare.to_str().unwrap(), "main"]);
+    ckrv_test_support::git(&bare, &["update-server-info"]);
+    let third = pip_job(&dev, &repo_url);
+    assert!(
+        third.contains("No snapshot ") && third.contains("Successfully installed"),
+        "{third}"
+    );
+    assert_eq!(index.downloads(), 2);
+
+    // A damaged snapshot is not used: setup runs and saves it anew.
+    let archives: Vec<String> = walk(&api.data_dir)
+        .into_iter()
+        .filter(|p| p.contains("/snapshots/") && p.ends_with(".tar.zst"))
+        .collect();
+    assert_eq!(archives.len(), 2, "{archives:?}");
+    for archive in &archives {
+        let mut bytes = std::fs::read(archive).unwrap();
+        let middle = bytes.len() / 2;
+        bytes[middle] ^= 0xff;
+        std::fs::write(archive, bytes).unwrap();
+    }
+    let fourth = pip_job(&dev, &repo_url);
+    assert!(fourth.contains("not used ("), "{fourth}");
+    assert!(fourth.contains("Successfully installed"), "{fourth}");
+    assert!(fourth.contains(package_index::GREETING), "{fourth}");
+    assert_eq!(index.downloads(), 3);
 }

@@ -16,6 +16,7 @@ pub mod kube_mock;
 pub mod kubernetes;
 mod loopback_only;
 mod model_api;
+pub mod package_index;
 mod requirement;
 mod s3;
 mod secret_service;

@@ -1,6 +1,7 @@
 //! The routes of jobs: what users call (create, read, list, cancel, logs, the diff) and what a
 //! job's worker calls (`/v1/worker/…`).
 
+pub(crate) mod account_snapshots;
 pub(crate) mod artifacts;
 pub(crate) mod jobs;
 pub(crate) mod logs;
@@ -167,6 +168,29 @@ pub const ROUTES: &[Route<JobsState>] = &[
             &[(200, Content::Text("text/plain"))],
         ),
         |method| on(method, artifacts::diff),
+    ),
+    Route::new(
+        answering(
+            op(
+                Method::Get,
+                paths::SNAPSHOTS,
+                "listSnapshots",
+                "The account's snapshots of repository setups, most recently used first",
+                Auth::User,
+            ),
+            &[(200, Content::Json("SnapshotList"))],
+        ),
+        |method| on(method, account_snapshots::list),
+    ),
+    Route::new(
+        op(
+            Method::Delete,
+            paths::SNAPSHOT,
+            "removeSnapshot",
+            "Drop one of the account's snapshots, by its key or a unique prefix",
+            Auth::User,
+        ),
+        |method| on(method, account_snapshots::remove),
     ),
     Route::new(
         answering(

@@ -17,7 +17,7 @@ use crate::clock;
 use crate::error::AppError;
 use crate::identity::extract::WorkerGrant;
 use crate::jobs::JobsState;
-use crate::store::{JobRow, over_cap};
+use crate::store::{JobRow, NewSnapshot, over_cap};
 
 /// A SHA-256 as hex: 64 lower-case hex digits.
 fn is_sha256(text: &str) -> bool {
@@ -147,7 +147,15 @@ pub async fn put(
     let now = clock::millis(clock::now());
     state
         .store
-        .put_snapshot(account, &key, &found, bytes, now)
+        .put_snapshot(&NewSnapshot {
+            account_id: account,
+            key: &key,
+            repository: &row.job.git_repo_url,
+            job_id: &row.job.id,
+            sha256: &found,
+            bytes,
+            now_ms: now,
+        })
         .await?;
     let all = state.store.snapshots(account).await?;
     for old in over_cap(&all, settings.account_snapshot_bytes, &key) {

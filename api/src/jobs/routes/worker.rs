@@ -116,6 +116,15 @@ pub async fn job(
         spec_content: row.spec,
         setup_timeout_s: Some(u32::try_from(settings.setup_timeout.as_secs()).unwrap_or(u32::MAX)),
         fresh_setup: Some(row.no_snapshot),
+        setup_egress: state.workers.setup_egress().map(ToString::to_string),
+        egress_internal: Some(
+            state
+                .workers
+                .internal()
+                .iter()
+                .map(ToString::to_string)
+                .collect(),
+        ),
     }))
 }
 
