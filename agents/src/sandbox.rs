@@ -537,42 +537,38 @@ fn home_binds(
 /// directory. An earlier run could have left a symbolic link on the way, pointing anywhere on
 /// the worker; bubblewrap would follow it and bind that into the sandbox, so it is refused.
 fn real_dir(root: &Path, relative: &Path) -> std::io::Result<PathBuf> {
-    use std::path::Component;
-    let not_a_dir = |path: &Path| {
-        std::io::Error::new(
+    let mut path = root.to_path_buf();
+    made_real_dir(&path)?;
+    for part in relative.components() {
+        let std::path::Component::Normal(name) = part else {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("home cache path {} leaves the home", relative.display()),
+            ));
+        };
+        // The agent's user passes through the worker's directories on the way (as it does
+        // through the job's directory to its workspace) but lists none of them.
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o711))?;
+        path.push(name);
+        made_real_dir(&path)?;
+    }
+    Ok(path)
+}
+
+/// `path` as a directory: made where missing; a link or a file there is an error.
+fn made_real_dir(path: &Path) -> std::io::Result<()> {
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.is_dir() => Ok(()),
+        Ok(_) => Err(std::io::Error::new(
             std::io::ErrorKind::InvalidData,
             format!(
                 "{} is not a directory (a link or a file left there): the agent's home cache is not bound",
                 path.display()
             ),
-        )
-    };
-    let mut path = root.to_path_buf();
-    let parts: Vec<Component<'_>> = relative.components().collect();
-    for at in 0..=parts.len() {
-        match at.checked_sub(1).map(|i| parts[i]) {
-            None => {}
-            Some(Component::Normal(name)) => path.push(name),
-            Some(_) => {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::InvalidInput,
-                    format!("home cache path {} leaves the home", relative.display()),
-                ));
-            }
-        }
-        match std::fs::symlink_metadata(&path) {
-            Ok(meta) if meta.is_dir() => {}
-            Ok(_) => return Err(not_a_dir(&path)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => std::fs::create_dir(&path)?,
-            Err(e) => return Err(e),
-        }
-        // The agent's user passes through the worker's directories on the way (as it does
-        // through the job's directory to its workspace) but lists none of them.
-        if at < parts.len() {
-            std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o711))?;
-        }
+        )),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => std::fs::create_dir(path),
+        Err(e) => Err(e),
     }
-    Ok(path)
 }
 
 /// As root, the unprivileged user a job's agent runs as: one per job (so one job's processes
