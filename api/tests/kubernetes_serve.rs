@@ -259,3 +259,30 @@ async fn an_egress_policy_past_the_gateway_stops_serve_on_kubernetes_without_the
         "{err}"
     );
 }
+
+#[test]
+fn bad_setup_egress_and_internal_entries_are_refused_naming_the_flag_and_the_entry() {
+    let dir = tempfile::tempdir().unwrap();
+    for (args, expected) in [
+        (
+            ["--setup-egress-allow", "https://pypi.org/simple"],
+            "bad egress entry `https://pypi.org/simple`: give a host, not a URL",
+        ),
+        (
+            ["--egress-internal", "mirror.localhost:99999"],
+            "bad egress entry `mirror.localhost:99999`",
+        ),
+        (
+            ["--egress-internal", "registries"],
+            "a preset is the whole policy, not an entry of a list",
+        ),
+    ] {
+        let out = serve(dir.path(), None, &args).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(
+            err.contains(args[0]) && err.contains(expected),
+            "{args:?}: {err}"
+        );
+    }
+}
