@@ -42,6 +42,30 @@ pub const STDOUT: &str = "stdout";
 pub const STDERR: &str = "stderr";
 /// In the output directory: how the agent ended.
 pub const EXIT: &str = "exit.json";
+/// The prefix of the setup run's files ([`PodRun::Setup`]): `setup.launch.json`,
+/// `setup.stdout`, and so on.
+pub const SETUP_PREFIX: &str = "setup.";
+
+/// Which of the agent container's runs a file belongs to: the repository's setup
+/// (docs/environments.md) runs first, when there is one, then the agent, each with its own
+/// launch, stop, output and exit status; `ready`, `alive` and `done` are the container's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PodRun {
+    Setup,
+    #[default]
+    Agent,
+}
+
+impl PodRun {
+    /// The name of this run's `file` (one of [`LAUNCH`], [`PROMPT`], [`STOP`], [`STDOUT`],
+    /// [`STDERR`], [`EXIT`]).
+    pub fn file(self, file: &str) -> String {
+        match self {
+            Self::Setup => format!("{SETUP_PREFIX}{file}"),
+            Self::Agent => file.to_string(),
+        }
+    }
+}
 
 /// The version of `launch.json` this crate writes and reads.
 pub const LAUNCH_VERSION: u32 = 1;
@@ -114,8 +138,9 @@ pub enum PodError {
     /// The entrypoint could not run the agent: its words.
     #[error("{0}")]
     NotStarted(String),
-    #[error("the agent was already launched in this pod ({LAUNCH} exists)")]
-    AlreadyLaunched,
+    /// One launch of each run per pod: the launch file's name.
+    #[error("already launched in this pod ({0} exists)")]
+    AlreadyLaunched(String),
     #[error("empty agent command")]
     EmptyCommand,
     #[error("{LAUNCH} is not valid: {0}")]
@@ -208,6 +233,11 @@ fn proxy_variables(request: &RunRequest) -> impl Iterator<Item = String> + '_ {
 pub struct PodRuntime {
     pub control: PathBuf,
     pub output: PathBuf,
+    /// The run this runtime launches: the agent, or the repository's setup before it.
+    pub run: PodRun,
+    /// The agent container's home as the orchestrator mounts it, where the environment's
+    /// `~/` cache paths are restored and packed; without it they stay out of the pod.
+    pub home: Option<PathBuf>,
     /// How old the entrypoint's heartbeat may get while the agent runs ([`HEARTBEAT_TIMEOUT`]).
     pub heartbeat_timeout: Duration,
 }
@@ -217,13 +247,31 @@ impl PodRuntime {
         Self {
             control,
             output,
+            run: PodRun::Agent,
+            home: None,
             heartbeat_timeout: HEARTBEAT_TIMEOUT,
         }
     }
 
+    /// The same container, launching the repository's setup.
+    pub fn for_setup(&self) -> Self {
+        Self {
+            run: PodRun::Setup,
+            ..self.clone()
+        }
+    }
+
+    fn control_file(&self, file: &str) -> PathBuf {
+        self.control.join(self.run.file(file))
+    }
+
+    fn output_file(&self, file: &str) -> PathBuf {
+        self.output.join(self.run.file(file))
+    }
+
     /// The `launch.json` for `request`: the secrets by name only.
     pub fn launch(&self, request: &RunRequest) -> Launch {
-        let prompt = self.control.join(PROMPT);
+        let prompt = self.control_file(PROMPT);
         Launch {
             version: LAUNCH_VERSION,
             argv: request.command_with_prompt_file(&prompt.display().to_string()),
@@ -246,12 +294,12 @@ impl PodRuntime {
         if request.command.is_empty() {
             return Err(PodError::EmptyCommand);
         }
-        let launch_path = self.control.join(LAUNCH);
+        let launch_path = self.control_file(LAUNCH);
         if launch_path.exists() {
-            return Err(PodError::AlreadyLaunched);
+            return Err(PodError::AlreadyLaunched(self.run.file(LAUNCH)));
         }
         if let Prompt::Stdin(text) | Prompt::File(text) = &request.prompt {
-            let path = self.control.join(PROMPT);
+            let path = self.control_file(PROMPT);
             write_atomic(&path, text.as_bytes())
                 .map_err(PodError::file("writing the prompt", &path))?;
         }
@@ -259,21 +307,21 @@ impl PodRuntime {
         write_atomic(&launch_path, &launch)
             .map_err(PodError::file("writing the launch", &launch_path))?;
         // From here on, a run that does not see the agent's end tells it to stop.
-        let stop = StopOnDrop(Some(self.control.join(STOP)));
+        let stop = StopOnDrop(Some(self.control_file(STOP)));
         self.wait_ready().await;
         let ended = AtomicBool::new(false);
         tokio::try_join!(
             self.watch(&ended),
             follow_lines(
-                self.output.join(STDOUT),
+                self.output_file(STDOUT),
                 Stream::Stdout,
                 &ended,
                 lines.clone()
             ),
-            follow_lines(self.output.join(STDERR), Stream::Stderr, &ended, lines),
+            follow_lines(self.output_file(STDERR), Stream::Stderr, &ended, lines),
         )?;
         stop.disarm();
-        let path = self.output.join(EXIT);
+        let path = self.output_file(EXIT);
         let bytes = std::fs::read(&path).map_err(PodError::file("reading", &path))?;
         match serde_json::from_slice(&bytes).map_err(PodError::BadExit)? {
             AgentExit::Code(code) => Ok(ExitStatus { code: Some(code) }),
@@ -298,7 +346,7 @@ impl PodRuntime {
     /// Returns once the agent's exit status is there (and `ended` says so to the followers),
     /// or fails when the entrypoint's heartbeat stops.
     async fn watch(&self, ended: &AtomicBool) -> Result<(), PodError> {
-        let exit = self.output.join(EXIT);
+        let exit = self.output_file(EXIT);
         loop {
             if exit.exists() {
                 ended.store(true, Ordering::Release);

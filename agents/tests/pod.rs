@@ -437,3 +437,127 @@ async fn sigterm_to_the_agent_container_stops_the_agent_and_reports_it() {
     assert_eq!(status.code, None, "killed by a signal");
     assert_eq!(entrypoint.exit_code().await, Some(0));
 }
+
+#[tokio::test]
+async fn setup_runs_first_in_the_same_container_and_the_agent_finds_what_it_left() {
+    let pod = Pod::new();
+    let home = pod.workspace.with_file_name("home");
+    std::fs::create_dir(&home).unwrap();
+    let mut entrypoint = pod.entrypoint(&[("HOME", home.to_str().unwrap())]);
+    let setup = "echo setting up
+echo careful >&2
+mkdir -p deps && echo ready > deps/tool
+echo cached > \"$HOME/cache\"
+sleep 60 & echo $! > left.pid";
+    let (status, lines) = run_collecting(&pod.runtime().for_setup(), &sh(&pod, setup))
+        .await
+        .unwrap();
+    assert_eq!(status.code, Some(0));
+    assert_eq!(of(&lines, Stream::Stdout), ["setting up"]);
+    assert_eq!(of(&lines, Stream::Stderr), ["careful"]);
+    // What setup left running ended with it.
+    let left = std::fs::read_to_string(pod.workspace.join("left.pid")).unwrap();
+    assert!(ended(left.trim()), "setup's `sleep` outlived it");
+    // The container waits for the agent's launch: setup's status is its own.
+    assert!(pod.exists(&pod.output, "setup.exit.json"));
+    assert!(!pod.exists(&pod.output, EXIT));
+    let (status, lines) = run_collecting(
+        &pod.runtime(),
+        &sh(&pod, "cat deps/tool \"$HOME/cache\"; exit 4"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(status.code, Some(4));
+    assert_eq!(of(&lines, Stream::Stdout), ["ready", "cached"]);
+    assert!(of(&lines, Stream::Stderr).is_empty(), "{lines:?}");
+    assert_eq!(entrypoint.exit_code().await, Some(0));
+}
+
+#[tokio::test]
+async fn a_failed_setup_reports_its_status_and_done_then_ends_the_container_without_the_agent() {
+    let pod = Pod::new();
+    let mut entrypoint = pod.entrypoint(&[]);
+    let (status, lines) = run_collecting(
+        &pod.runtime().for_setup(),
+        &sh(&pod, "echo no index; exit 3"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(status.code, Some(3));
+    assert_eq!(of(&lines, Stream::Stdout), ["no index"]);
+    ckrv_agents::pod::write_done(&pod.control).unwrap();
+    assert_eq!(entrypoint.exit_code().await, Some(0));
+    assert!(!pod.exists(&pod.output, EXIT), "the agent ran");
+}
+
+#[tokio::test]
+async fn a_stopped_setup_is_killed_and_a_second_setup_is_refused() {
+    let pod = Pod::new();
+    let mut entrypoint = pod.entrypoint(&[]);
+    let runtime = pod.runtime().for_setup();
+    let request = sh(&pod, "echo $$ > setup.pid; exec sleep 60");
+    let run = runtime.run(&request, mpsc::channel(16).0);
+    // Dropping the run (the job was cancelled, or setup's time ran out) stops setup.
+    let _ = tokio::time::timeout(Duration::from_millis(500), run).await;
+    appears(&pod.control.join("setup.stop")).await;
+    let pid = std::fs::read_to_string(pod.workspace.join("setup.pid")).unwrap();
+    appears(&pod.output.join("setup.exit.json")).await;
+    assert!(ended(pid.trim()), "setup still runs");
+    assert!(
+        !pod.exists(&pod.control, STOP),
+        "the agent's stop was written"
+    );
+    // One setup per pod.
+    let again = run_collecting(&runtime, &sh(&pod, "true")).await;
+    assert!(
+        again.unwrap_err().to_string().contains("already launched"),
+        "a second setup ran"
+    );
+    ckrv_agents::pod::write_done(&pod.control).unwrap();
+    assert_eq!(entrypoint.exit_code().await, Some(0));
+}
+
+/// As the container's PID 1 (here in a PID namespace of bubblewrap's, `--as-pid-1`), the
+/// entrypoint ends what setup left outside its process group before the agent starts.
+#[tokio::test]
+async fn as_pid_1_it_ends_what_setup_left_running_outside_its_group() {
+    if !ckrv_test_support::sandbox_available() {
+        return;
+    }
+    let pod = Pod::new();
+    let mut args = vec![
+        "--dev-bind".into(),
+        "/".into(),
+        "/".into(),
+        "--proc".into(),
+        "/proc".into(),
+        "--unshare-pid".into(),
+        "--as-pid-1".into(),
+        "--die-with-parent".into(),
+        "--chdir".into(),
+        pod.workspace.clone().into_os_string(),
+        ENTRYPOINT.into(),
+    ];
+    args.extend(ckrv_agents::pod::entrypoint_args(&pod.control, &pod.output));
+    let child = Command::new("bwrap")
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap())
+        .spawn()
+        .unwrap();
+    let mut entrypoint = Entrypoint(child);
+    // A daemon in its own session: no process group kill reaches it.
+    let setup = "setsid sh -c 'while :; do date +%s%N > beat; sleep 0.05; done' </dev/null >/dev/null 2>&1 &
+sleep 0.3";
+    let (status, _) = run_collecting(&pod.runtime().for_setup(), &sh(&pod, setup))
+        .await
+        .unwrap();
+    assert_eq!(status.code, Some(0));
+    let beat = || std::fs::read_to_string(pod.workspace.join("beat")).unwrap_or_default();
+    let first = beat();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!first.is_empty(), "the daemon never ran");
+    assert_eq!(beat(), first, "setup's daemon still runs after setup");
+    ckrv_agents::pod::write_done(&pod.control).unwrap();
+    assert_eq!(entrypoint.exit_code().await, Some(0));
+}

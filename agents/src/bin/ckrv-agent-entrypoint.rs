@@ -3,8 +3,8 @@
 //! The agent container starts with the pod, from the agent's own image, but the agent must
 //! not run before the orchestrator has cloned the repository and the API has closed the pod's
 //! network. So the container's command is this small static program, which an init container
-//! copied from the worker image (`install`). It waits for the orchestrator's `launch.json`,
-//! runs the agent with only the environment it is given, its output appended to files the
+//! copied from the worker image (`install`). It waits for the orchestrator's `launch.json`
+//! (after `setup.launch.json`, the repository's setup, when there is one), runs the agent with only the environment it is given, its output appended to files the
 //! orchestrator follows, stops it when told, and writes how it ended (`run`). The protocol's
 //! types are the library's (`ckrv_agents::pod`), shared with the orchestrator's side.
 //!
@@ -19,8 +19,8 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::Context as _;
 use ckrv_agents::pod::{
-    ALIVE, AgentExit, DONE, EXIT, HEARTBEAT_INTERVAL, LAUNCH, Launch, PROMPT, READY, STDERR,
-    STDOUT, STOP, STOP_GRACE, write_atomic,
+    ALIVE, AgentExit, DONE, EXIT, HEARTBEAT_INTERVAL, LAUNCH, Launch, PROMPT, PodRun, READY,
+    STDERR, STDOUT, STOP, STOP_GRACE, write_atomic,
 };
 use clap::{Parser, Subcommand};
 use rustix::process::{Pid, Signal, WaitOptions, WaitStatus};
@@ -104,8 +104,7 @@ fn install(dir: &Path) -> anyhow::Result<()> {
 
 /// `run --control DIR --output DIR`.
 async fn run(control: &Path, output: &Path) -> anyhow::Result<()> {
-    let exit_path = output.join(EXIT);
-    if exit_path.exists() {
+    if output.join(EXIT).exists() {
         eprintln!("{NAME}: the agent has already run in this pod; nothing to do");
         return Ok(());
     }
@@ -124,17 +123,28 @@ async fn run(control: &Path, output: &Path) -> anyhow::Result<()> {
     let heartbeat = tokio::spawn(heartbeat(alive));
     let mut stopping = Stopping::listen()?;
 
-    let launch_path = control.join(LAUNCH);
-    let launch = loop {
+    // The repository's setup may come first; the agent's launch ends the container's work.
+    let mut setup_ran = output.join(PodRun::Setup.file(EXIT)).exists();
+    loop {
         // A stop or done before the agent started: the orchestrator gave up on it.
         if control.join(DONE).exists() || control.join(STOP).exists() {
             eprintln!("{NAME}: the orchestrator is done; the agent was not started");
             return Ok(());
         }
-        if launch_path.exists() {
-            break std::fs::read(&launch_path)
-                .map_err(|e| format!("reading {}: {e}", launch_path.display()))
-                .and_then(|bytes| Launch::parse(&bytes).map_err(|e| e.to_string()));
+        if !setup_ran && control.join(PodRun::Setup.file(LAUNCH)).exists() {
+            launch(PodRun::Setup, control, output, &mut stopping).await?;
+            setup_ran = true;
+            // Nothing setup started outlives it: not its processes, nor its connections.
+            end_leftovers();
+            if stopping.received {
+                return Ok(());
+            }
+            continue;
+        }
+        if control.join(LAUNCH).exists() {
+            launch(PodRun::Agent, control, output, &mut stopping).await?;
+            heartbeat.abort();
+            return Ok(());
         }
         tokio::select! {
             () = tokio::time::sleep(POLL) => {}
@@ -143,25 +153,54 @@ async fn run(control: &Path, output: &Path) -> anyhow::Result<()> {
                 return Ok(());
             }
         }
-    };
+    }
+}
+
+/// Reads `run`'s launch, runs it to its end and writes how it ended.
+async fn launch(
+    run: PodRun,
+    control: &Path,
+    output: &Path,
+    stopping: &mut Stopping,
+) -> anyhow::Result<()> {
+    let launch_path = control.join(run.file(LAUNCH));
+    let launch = std::fs::read(&launch_path)
+        .map_err(|e| format!("reading {}: {e}", launch_path.display()))
+        .and_then(|bytes| Launch::parse(&bytes).map_err(|e| e.to_string()));
     let exit = match launch {
-        Ok(launch) => run_agent(&launch, control, output, &mut stopping).await,
+        Ok(launch) => run_agent(&launch, run, control, output, stopping).await,
         Err(why) => AgentExit::Error(why),
     };
+    let exit_path = output.join(run.file(EXIT));
     let json = serde_json::to_vec(&exit).context("encoding the exit status")?;
     write_atomic(&exit_path, &json).with_context(|| format!("writing {}", exit_path.display()))?;
-    heartbeat.abort();
+    let what = match run {
+        PodRun::Setup => "setup",
+        PodRun::Agent => "the agent",
+    };
     match exit {
-        AgentExit::Code(code) => eprintln!("{NAME}: the agent exited with status {code}"),
-        AgentExit::Signal(signal) => eprintln!("{NAME}: the agent was killed by signal {signal}"),
-        AgentExit::Error(why) => eprintln!("{NAME}: the agent did not run: {why}"),
+        AgentExit::Code(code) => eprintln!("{NAME}: {what} exited with status {code}"),
+        AgentExit::Signal(signal) => eprintln!("{NAME}: {what} was killed by signal {signal}"),
+        AgentExit::Error(why) => eprintln!("{NAME}: {what} did not run: {why}"),
     }
     Ok(())
 }
 
-/// Runs the agent to its end (or until it is stopped) and says how it ended.
+/// As the container's PID 1, kills every other process in it: what a run started outside its
+/// process group (a daemon that called `setsid`) ends before the next run. Elsewhere (a test,
+/// a shell) that would reach the whole machine, so it only reaps.
+fn end_leftovers() {
+    if rustix::process::getpid().is_init() {
+        // kill(-1): every process this one may signal, which in a container is all the others.
+        let _ = rustix::process::kill_process_group(Pid::INIT, Signal::KILL);
+    }
+    reap(Pid::INIT);
+}
+
+/// Runs the agent (or setup) to its end, or until it is stopped, and says how it ended.
 async fn run_agent(
     launch: &Launch,
+    run: PodRun,
     control: &Path,
     output: &Path,
     stopping: &mut Stopping,
@@ -184,7 +223,7 @@ async fn run_agent(
         // Its own group, so it and everything it starts are stopped together.
         .process_group(0);
     let stdin = if launch.stdin {
-        let prompt = control.join(PROMPT);
+        let prompt = control.join(run.file(PROMPT));
         match std::fs::File::open(&prompt) {
             Ok(file) => Stdio::from(file),
             Err(e) => return AgentExit::Error(format!("reading {}: {e}", prompt.display())),
@@ -194,7 +233,7 @@ async fn run_agent(
     };
     command.stdin(stdin);
     for (name, to_stderr) in [(STDOUT, false), (STDERR, true)] {
-        let path = output.join(name);
+        let path = output.join(run.file(name));
         match OpenOptions::new().create(true).append(true).open(&path) {
             Ok(file) if to_stderr => command.stderr(file),
             Ok(file) => command.stdout(file),
@@ -213,6 +252,7 @@ async fn run_agent(
     };
     let pid = Pid::from_child(&child);
     eprintln!("{NAME}: started `{program}` (pid {pid})");
+    let stop = control.join(run.file(STOP));
     let mut term_sent: Option<tokio::time::Instant> = None;
     let mut killed = false;
     loop {
@@ -228,7 +268,7 @@ async fn run_agent(
             let _ = rustix::process::kill_process_group(pid, Signal::KILL);
             return exit_of(status);
         }
-        if term_sent.is_none() && (control.join(STOP).exists() || control.join(DONE).exists()) {
+        if term_sent.is_none() && (stop.exists() || control.join(DONE).exists()) {
             eprintln!("{NAME}: the orchestrator says stop; stopping the agent");
             term_sent = Some(stop_group(pid));
         }
@@ -317,6 +357,8 @@ async fn heartbeat(alive: PathBuf) {
 struct Stopping {
     term: tokio::signal::unix::Signal,
     interrupt: tokio::signal::unix::Signal,
+    /// A signal came: nothing more is launched.
+    received: bool,
 }
 
 impl Stopping {
@@ -324,6 +366,7 @@ impl Stopping {
         Ok(Self {
             term: signal(SignalKind::terminate()).context("listening for SIGTERM")?,
             interrupt: signal(SignalKind::interrupt()).context("listening for SIGINT")?,
+            received: false,
         })
     }
 
@@ -332,5 +375,6 @@ impl Stopping {
             _ = self.term.recv() => {}
             _ = self.interrupt.recv() => {}
         }
+        self.received = true;
     }
 }
