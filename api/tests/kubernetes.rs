@@ -242,7 +242,8 @@ async fn a_job_becomes_a_suspended_job_its_secret_and_policy_then_starts_against
                      "--token-file", "/ckrv/secrets/worker-token",
                      "--work-dir", "/work", "--workspace", "/workspace",
                      "--agent-control", "/ckrv/control",
-                     "--agent-output", "/ckrv/agent"],
+                     "--agent-output", "/ckrv/agent",
+                     "--agent-home", "/ckrv/home"],
             "env": [{"name": "HOME", "value": "/work"}],
             "resources": {
                 "limits": {"cpu": "500m", "memory": "512Mi"},
@@ -254,6 +255,7 @@ async fn a_job_becomes_a_suspended_job_its_secret_and_policy_then_starts_against
                 {"mountPath": "/workspace", "name": "workspace"},
                 {"mountPath": "/ckrv/control", "name": "control"},
                 {"mountPath": "/ckrv/agent", "name": "agent-output", "readOnly": true},
+                {"mountPath": "/ckrv/home", "name": "agent-home"},
                 {"mountPath": "/work", "name": "work"},
                 {"mountPath": "/tmp", "name": "tmp"},
                 {"mountPath": "/ckrv/secrets", "name": "worker-token", "readOnly": true},
@@ -1349,4 +1351,116 @@ async fn with_the_apis_egress_proxy_a_pods_agent_reaches_only_its_policy_and_eac
     )
     .await;
     assert!(late.starts_with("HTTP/1.1 407 "), "{late}");
+}
+
+#[tokio::test]
+async fn while_a_pods_job_is_in_setup_the_egress_proxy_applies_setups_policy_on_a_mocked_cluster() {
+    let dir = tempfile::tempdir().unwrap();
+    // A package index inside the operator's network, here on loopback: reachable by setup
+    // (within the operator's --setup-egress-allow and --egress-internal), never by the agent.
+    let index = ckrv_test_support::FakeEndpoint::start(|_| {
+        std::future::ready(axum::response::IntoResponse::into_response("the index"))
+    })
+    .await;
+    let index_port = url::Url::parse(&index.url).unwrap().port().unwrap();
+    let index_entry = format!("localhost:{index_port}");
+    let mut settings = settings();
+    settings.worker_api_url = "http://127.0.0.1:9".into();
+    let (cluster, client) = MockCluster::start(NAMESPACE);
+    let file = dir.path().join("agent-secrets.env");
+    std::fs::write(&file, format!("ANTHROPIC_API_KEY={ANTHROPIC_KEY}\n")).unwrap();
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let workers = Arc::new(
+        ckrv_api::dispatch::worker_setup::WorkerSetup::load(None, None, Some(&file))
+            .unwrap()
+            .with_setup_egress(
+                Some(index_entry.parse().unwrap()),
+                vec![index_entry.parse().unwrap()],
+            ),
+    );
+    let configure = move |c: &mut ckrv_api::Config| {
+        c.dispatcher = DispatcherConfig::Kubernetes(Box::new(KubernetesConfig {
+            client,
+            settings,
+            egress_proxy_listen: Some("127.0.0.1:0".parse().unwrap()),
+        }));
+        c.workers = workers;
+    };
+    let recorder = Arc::new(RecordingDispatcher::default());
+    let api = TestApi::start_configured(dir.path(), recorder, configure).await;
+    let user = api.login("dev@example.com").await;
+    let user = access(&user);
+    let id = &dispatched(&api, &cluster, user, claude_job()).await;
+    let secret = cluster.object("secrets", &name_of(id)).unwrap();
+    let model_token = decoded(&secret, "model-token");
+    let proxy = decoded(&secret, "egress-proxy")
+        .strip_prefix(&format!("http://job:{model_token}@"))
+        .unwrap()
+        .to_string();
+    let credentials =
+        base64::engine::general_purpose::STANDARD.encode(format!("job:{model_token}"));
+    let fetch = || {
+        through_proxy(
+            &proxy,
+            format!(
+                "GET http://{index_entry}/simple/ HTTP/1.1\r\nHost: {index_entry}\r\nProxy-Authorization: Basic {credentials}\r\n\r\n"
+            ),
+        )
+    };
+    let token = worker_token(&cluster, id);
+    let phase = format!("/v1/worker/jobs/{id}/phase");
+
+    // Before setup, the job's own policy (`model`) holds.
+    assert!(fetch().await.starts_with("HTTP/1.1 403 "));
+    // A policy past the operator's ceiling, or sent with another phase, is refused, naming it.
+    let (status, body) = api
+        .post(
+            &phase,
+            &token,
+            json!({"phase": "setup", "agent": "claude-code", "setup_egress": "elsewhere.localhost"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    let message = body.to_string();
+    assert!(
+        message.contains("elsewhere.localhost") && message.contains(&index_entry),
+        "{body}"
+    );
+    let (status, body) = api
+        .post(
+            &phase,
+            &token,
+            json!({"phase": "agent", "agent": "claude-code", "setup_egress": index_entry}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(fetch().await.starts_with("HTTP/1.1 403 "));
+
+    // In phase setup, setup's policy: the index answers through the proxy.
+    let (status, body) = api
+        .post(
+            &phase,
+            &token,
+            json!({"phase": "setup", "agent": "claude-code", "setup_egress": index_entry}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+    let fetched = fetch().await;
+    assert!(fetched.starts_with("HTTP/1.1 200 OK"), "{fetched}");
+    assert!(fetched.ends_with("the index"), "{fetched}");
+    assert_eq!(index.requests().len(), 1);
+
+    // Once the agent's phase begins, the job's own policy again.
+    let (status, body) = api
+        .post(
+            &phase,
+            &token,
+            json!({"phase": "agent", "agent": "claude-code"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+    let refused = fetch().await;
+    assert!(refused.starts_with("HTTP/1.1 403 "), "{refused}");
+    assert!(refused.contains("policy `model`"), "{refused}");
+    assert_eq!(index.requests().len(), 1, "the agent reached the index");
 }

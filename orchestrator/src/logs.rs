@@ -298,6 +298,7 @@ mod tests {
             phase: JobPhase::Agent,
             agent: Some("script".into()),
             setup: None,
+            setup_egress: None,
         });
         log.info("test", "agent says hi");
         let reports = shipped(log, rx).await;

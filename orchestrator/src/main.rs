@@ -149,12 +149,19 @@ struct PodArgs {
     /// The agent container's output directory (read-only here), with --agent-control
     #[arg(long, value_name = "DIR", requires = "agent_control")]
     agent_output: Option<PathBuf>,
+    /// The agent container's home as mounted here, with --agent-control: the repository
+    /// environment's `~/` cache paths are restored into it and packed from it
+    #[arg(long, value_name = "DIR", requires = "agent_control")]
+    agent_home: Option<PathBuf>,
 }
 
 impl PodArgs {
     fn runtime(self) -> Option<PodRuntime> {
         match (self.agent_control, self.agent_output) {
-            (Some(control), Some(output)) => Some(PodRuntime::new(control, output)),
+            (Some(control), Some(output)) => Some(PodRuntime {
+                home: self.agent_home,
+                ..PodRuntime::new(control, output)
+            }),
             _ => None,
         }
     }

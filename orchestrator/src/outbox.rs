@@ -306,6 +306,7 @@ mod tests {
             phase,
             agent: None,
             setup: None,
+            setup_egress: None,
         })
     }
 

@@ -1,7 +1,7 @@
 //! The repository's setup (`.ckrv/environment.toml`, docs/environments.md): after the clone and
-//! before the agent, in phase `setup`, where the agent runs (its sandbox), with the
-//! environment's egress within the job's own policy and a time limit. Its output goes to the
-//! job's log under `setup`; a failed setup fails the job with its exit status and last lines.
+//! before the agent, in phase `setup`, where the agent runs (its sandbox, or its container of
+//! a job pod), with the environment's egress within the operator's ceiling and a time limit.
+//! Its output goes to the job's log under `setup`; a failed setup fails the job with its exit status and last lines.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -15,6 +15,7 @@ use crate::job::{AgentPlace, JobOptions};
 use crate::logs::JobLog;
 use crate::snapshot;
 use crate::stages::{StageError, StageSource, run_where_the_agent_runs};
+use ckrv_agents::pod::PodRun;
 
 /// The log source of setup's output and of what is said about it.
 pub const SOURCE: &str = "setup";
@@ -97,6 +98,8 @@ pub(crate) struct Setup<'a> {
     pub fresh: bool,
     pub workspace: &'a Path,
     pub scratch: &'a Path,
+    /// The agent container's home as this container mounts it, in a job pod.
+    pub agent_home: Option<&'a Path>,
     pub timeout: Duration,
 }
 
@@ -135,16 +138,22 @@ impl Setup<'_> {
             phase: JobPhase::Setup,
             agent: Some(agent.name.clone()),
             setup: None,
+            // A job pod's setup reaches the network through the API's egress proxy, which
+            // needs to know.
+            setup_egress: Some(policy.to_string()),
         });
         let snapshots = match (source.api(), environment.cache.is_empty()) {
             (Some(api), false) => Some((api, self.key(&environment, agent)?)),
             _ => None,
         };
-        let in_pod = matches!(options.agent, AgentPlace::Pod(_));
-        if in_pod && !environment.home_cache().is_empty() {
+        let pod = match &options.agent {
+            AgentPlace::Pod(pod) => Some(pod),
+            _ => None,
+        };
+        if pod.is_some_and(|pod| pod.home.is_none()) && !environment.home_cache().is_empty() {
             log.warn(
                 SOURCE,
-                "cache paths under ~/ do not reach the agent in a Kubernetes job pod yet: only the workspace's do",
+                "cache paths under ~/ are not kept: this job pod's orchestrator has no --agent-home",
             );
         }
         if let (true, Some((_, key))) = (self.fresh, &snapshots) {
@@ -192,16 +201,10 @@ impl Setup<'_> {
                 ),
             }
         }
-        // In a job pod the agent's container runs one command: a snapshot is restored here, in
-        // the orchestrator's container, but setup itself cannot run yet.
-        if in_pod {
-            log.warn(
-                SOURCE,
-                format!(
-                    "{ENVIRONMENT_FILE}: setup does not run in a Kubernetes job pod yet; the agent starts without it"
-                ),
-            );
-            return Ok(Prepared::without_setup(environment));
+        // In a job pod setup runs in the agent's container, whose network the API narrows to
+        // setup's (and its proxy applies setup's policy) once it has the phase.
+        if pod.is_some() && !log.delivered().await {
+            return Err(StageError::ApiGone);
         }
         let mut request = RunRequest::new(
             vec!["sh".into(), "-c".into(), script.clone()],
@@ -217,7 +220,7 @@ impl Setup<'_> {
             format!("Running the repository's setup ({ENVIRONMENT_FILE}, egress `{policy}`)"),
         );
         let started = Instant::now();
-        let run = run_where_the_agent_runs(options, log, SOURCE, &request);
+        let run = run_where_the_agent_runs(options, log, SOURCE, PodRun::Setup, &request);
         let (status, last) = tokio::time::timeout(self.timeout, run)
             .await
             .map_err(|_| SetupError::Timeout(self.timeout))??;
@@ -297,7 +300,7 @@ impl Setup<'_> {
             }
         };
         let bytes = std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
-        let (workspace, home) = (self.workspace.to_path_buf(), self.home()?);
+        let (workspace, home) = (self.workspace.to_path_buf(), self.make_home()?);
         let unpacked = {
             let file = file.clone();
             tokio::task::spawn_blocking(move || {
@@ -313,7 +316,7 @@ impl Setup<'_> {
                 entries: restored.entries,
             })),
             Err(error) => {
-                let home = home_in(self.scratch);
+                let home = self.home();
                 for pattern in &environment.cache {
                     let _ = match pattern {
                         CachePath::Workspace(path) => remove_any(&self.workspace.join(path)),
@@ -325,9 +328,16 @@ impl Setup<'_> {
         }
     }
 
-    /// The agent's home on the worker's disk, made: where its `~/` cache paths are kept.
-    fn home(&self) -> Result<std::path::PathBuf, SetupError> {
-        let home = home_in(self.scratch);
+    /// The agent's home, where its `~/` cache paths are kept: in a job pod the agent
+    /// container's (`--agent-home`), else a directory on the worker's disk.
+    fn home(&self) -> std::path::PathBuf {
+        self.agent_home
+            .map_or_else(|| home_in(self.scratch), Path::to_path_buf)
+    }
+
+    /// [`Self::home`], made.
+    fn make_home(&self) -> Result<std::path::PathBuf, SetupError> {
+        let home = self.home();
         std::fs::create_dir_all(&home)
             .map_err(|e| SetupError::Snapshot(format!("making the agent's home: {e}")))?;
         Ok(home)
@@ -345,7 +355,7 @@ impl Setup<'_> {
         let packed = {
             let (workspace, home, cache, file) = (
                 self.workspace.to_path_buf(),
-                self.home()?,
+                self.make_home()?,
                 environment.cache.clone(),
                 file.clone(),
             );

@@ -5,8 +5,9 @@
 use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 
+use ckrv_agents::pod::PodRun;
 use ckrv_agents::{
-    AgentDefinition, AgentRuntime, Allowlist, Entry, ExitStatus, Invocation, Policy,
+    AgentDefinition, AgentRuntime, Allowlist, Entry, ExitStatus, Invocation, PodRuntime, Policy,
     ProcessRuntime, RunRequest, SandboxRuntime, SandboxUnavailable, SpecError, Stream,
 };
 use ckrv_wasm_host::{Limits, Origin, OriginError, OriginPolicy};
@@ -257,6 +258,10 @@ pub(crate) async fn run_stages(
                 fresh: fresh_setup.unwrap_or(false),
                 workspace: &dirs.workspace,
                 scratch: &dirs.scratch,
+                agent_home: match &options.agent {
+                    AgentPlace::Pod(pod) => pod.home.as_deref(),
+                    _ => None,
+                },
                 timeout: setup_timeout_s.map_or(crate::setup::DEFAULT_TIMEOUT, |s| {
                     std::time::Duration::from_secs(u64::from(s))
                 }),
@@ -280,6 +285,7 @@ pub(crate) async fn run_stages(
             agent: Some(invocation.agent.name.clone()),
             // What the setup did goes with the agent's phase, once.
             setup: setup_summary.take(),
+            setup_egress: None,
         });
         // A step may talk to the API (upload does): it starts once the API has everything
         // before it, after an outage of any length. The agent needs no API and runs on, except
@@ -427,7 +433,8 @@ async fn run_agent(
     request: &RunRequest,
 ) -> Result<(), StageError> {
     log.info(SOURCE, format!("Starting agent: {}", agent.name));
-    let (status, _) = run_where_the_agent_runs(options, log, &agent.name, request).await?;
+    let (status, _) =
+        run_where_the_agent_runs(options, log, &agent.name, PodRun::Agent, request).await?;
     let status = status.map_err(|source| StageError::AgentStart {
         agent: agent.name.clone(),
         source,
@@ -446,12 +453,13 @@ async fn run_agent(
 pub(crate) const LAST_LINES: usize = 10;
 
 /// Runs `request` where the job's agent runs (its sandbox, its pod's agent container, or
-/// unsandboxed), its output streamed to the job log under `name`. Returns how it ended and its
-/// last [`LAST_LINES`] lines of output.
+/// unsandboxed), its output streamed to the job log under `name`; in a job pod, as the agent
+/// container's `run`. Returns how it ended and its last [`LAST_LINES`] lines of output.
 pub(crate) async fn run_where_the_agent_runs(
     options: &JobOptions,
     log: &JobLog,
     name: &str,
+    run: PodRun,
     request: &RunRequest,
 ) -> Result<(std::io::Result<ExitStatus>, Vec<String>), StageError> {
     let (lines, mut output) = tokio::sync::mpsc::channel::<ckrv_agents::OutputLine>(256);
@@ -475,6 +483,7 @@ pub(crate) async fn run_where_the_agent_runs(
             log.send(level, name, line.line).await;
         }
     };
+    let pod_run: PodRuntime;
     let mut sandbox = match &options.agent {
         AgentPlace::Sandbox(limits) => SandboxRuntime::new(*limits),
         _ => SandboxRuntime::default(),
@@ -497,9 +506,13 @@ pub(crate) async fn run_where_the_agent_runs(
         AgentPlace::Pod(pod) => {
             log.info(
                 SOURCE,
-                "The agent runs in its own container of the job's pod",
+                match run {
+                    PodRun::Agent => "The agent runs in its own container of the job's pod",
+                    PodRun::Setup => "Setup runs in the agent's container of the job's pod",
+                },
             );
-            pod
+            pod_run = PodRuntime { run, ..pod.clone() };
+            &pod_run
         }
     };
     let run = runtime.run(request, lines);

@@ -987,6 +987,8 @@ struct JobPod {
     output: std::path::PathBuf,
     workspace: std::path::PathBuf,
     work: std::path::PathBuf,
+    /// The agent container's home, which the orchestrator mounts too.
+    home: std::path::PathBuf,
     token_file: std::path::PathBuf,
 }
 
@@ -1022,8 +1024,13 @@ impl JobPod {
             std::fs::create_dir_all(&path).unwrap();
             path
         };
-        let (control, output, workspace, work) =
-            (dir("control"), dir("agent"), dir("workspace"), dir("work"));
+        let (control, output, workspace, work, home) = (
+            dir("control"),
+            dir("agent"),
+            dir("workspace"),
+            dir("work"),
+            dir("home"),
+        );
         let token_file = dir("secrets").join("token");
         // As a Secret's file ends: maybe with a newline, which is not part of the token.
         std::fs::write(&token_file, "worker-token\n").unwrap();
@@ -1033,6 +1040,7 @@ impl JobPod {
             output,
             workspace,
             work,
+            home,
             token_file,
         }
     }
@@ -1080,7 +1088,7 @@ impl JobPod {
             .current_dir(&self.workspace)
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap())
-            .env("HOME", "/home/agent")
+            .env("HOME", &self.home)
             .env("CKRV_WORKER_TOKEN", "not-for-the-agent")
             .spawn()
             .unwrap();
@@ -1112,6 +1120,8 @@ impl JobPod {
             .arg(&self.control)
             .arg("--agent-output")
             .arg(&self.output)
+            .arg("--agent-home")
+            .arg(&self.home)
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap())
             .stdin(std::process::Stdio::null())
@@ -1163,7 +1173,10 @@ async fn in_a_job_pod_the_agent_runs_in_its_container_once_the_api_has_its_phase
         "{lines:?}"
     );
     assert!(has("script", "changing"), "{lines:?}");
-    assert!(has("script", "token=none home=/home/agent"), "{lines:?}");
+    assert!(
+        has("script", &format!("token=none home={}", pod.home.display())),
+        "{lines:?}"
+    );
     assert!(has("script", "careful"), "{lines:?}");
     let diff = calls
         .iter()
@@ -1613,4 +1626,174 @@ async fn in_a_job_pod_the_orchestrator_restores_the_snapshot_before_the_agent_st
     );
     assert!(!lines.iter().any(|(_, m)| m == "preparing"), "{lines:?}");
     assert_eq!(entrypoint.exit_code().await, Some(0));
+}
+
+/// Runs `spec` on `origin` in a [`JobPod`], against a fake API that keeps the snapshots in
+/// `snapshots` and answers the `setup` phase only after a while, as the API does once the
+/// pod's network and its egress proxy have setup's policy. Returns the log, the phase
+/// updates, and whether setup was launched before that answer.
+async fn run_in_pod_keeping_snapshots(
+    origin: &std::path::Path,
+    spec: &str,
+    snapshots: &Snapshots,
+) -> (Vec<(String, String)>, Vec<PhaseUpdate>, bool) {
+    let pipeline = Pipeline::builtin();
+    let job = worker_job(spec, origin.to_str().unwrap(), &pipeline, &[]);
+    let inner = answer(job, usize::MAX, Arc::new(pipeline));
+    let pod = JobPod::new();
+    let early = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (kept, launch, flag) = (
+        snapshots.clone(),
+        pod.control.join("setup.launch.json"),
+        early.clone(),
+    );
+    let fake = FakeEndpoint::start(move |call: Call| {
+        let (inner, kept, launch, flag) =
+            (inner.clone(), kept.clone(), launch.clone(), flag.clone());
+        async move {
+            if call.path().ends_with("/phase")
+                && call.json::<PhaseUpdate>().phase == JobPhase::Setup
+            {
+                tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+                if launch.exists() {
+                    flag.store(true, Ordering::SeqCst);
+                }
+            }
+            let Some(key) = call.path().strip_prefix("/v1/worker/jobs/job-1/snapshots/") else {
+                return inner(call).await;
+            };
+            let key = key.to_string();
+            if call.method == Method::PUT {
+                let digest = call.header("ckrv-snapshot-sha256").to_string();
+                kept.lock()
+                    .unwrap()
+                    .insert(key, (call.body.to_vec(), digest));
+                return StatusCode::NO_CONTENT.into_response();
+            }
+            match kept.lock().unwrap().get(&key).cloned() {
+                Some((bytes, digest)) => {
+                    ([("ckrv-snapshot-sha256", digest)], bytes).into_response()
+                }
+                None => StatusCode::NOT_FOUND.into_response(),
+            }
+        }
+    })
+    .await;
+    let mut entrypoint = pod.entrypoint();
+    let out = pod.orchestrator(&fake.url, &pod.token_file).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(entrypoint.exit_code().await, Some(0));
+    let calls = fake.requests();
+    let done: JobCompletion = serde_json::from_slice(&calls.last().unwrap().body).unwrap();
+    assert_eq!(done.state, JobState::Succeeded, "{:?}", log_lines(&calls));
+    let diff = uploaded_diff(&calls);
+    assert!(diff.contains("+world") && !diff.contains("deps/"), "{diff}");
+    let phases = bodies::<PhaseUpdate>(&calls, "/phase");
+    (log_lines(&calls), phases, early.load(Ordering::SeqCst))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn in_a_job_pod_setup_runs_in_the_agent_container_and_its_home_cache_is_kept() {
+    let environment = "setup = \"echo preparing; mkdir -p deps ~/.cache/tool && echo ready > deps/tool && echo home-ready > ~/.cache/tool/x\"\nkey_files = [\"deps.lock\"]\ncache = [\"deps/\", \"~/.cache/tool\"]\n";
+    let origin = origin_with_environment(environment, &[("deps.lock", "v1\n")]);
+    let spec = "---\nagent: script\nrun: |\n  cat deps/tool ~/.cache/tool/x\n  echo world >> README.md\n---\n# Use the tool\n";
+    let snapshots = Snapshots::default();
+    let said = |lines: &[(String, String)], source: &str, message: &str| {
+        lines.iter().any(|(s, m)| s == source && m == message)
+    };
+
+    // The first job's setup runs in the agent's container, once the API has its phase and
+    // policy, and the agent finds what it made, in the workspace and in its home.
+    let (lines, phases, early) =
+        run_in_pod_keeping_snapshots(origin.path(), spec, &snapshots).await;
+    assert!(!early, "setup was launched before the API had its phase");
+    let setup_phase = phases
+        .iter()
+        .find(|p| p.phase == JobPhase::Setup)
+        .expect("phase setup reported");
+    assert!(setup_phase.setup_egress.is_some(), "{setup_phase:?}");
+    assert!(
+        phases
+            .iter()
+            .filter(|p| p.phase != JobPhase::Setup)
+            .all(|p| p.setup_egress.is_none()),
+        "{phases:?}"
+    );
+    assert!(
+        said(
+            &lines,
+            "orchestrator",
+            "Setup runs in the agent's container of the job's pod"
+        ),
+        "{lines:?}"
+    );
+    assert!(said(&lines, "setup", "preparing"), "{lines:?}");
+    assert!(said(&lines, "script", "ready"), "{lines:?}");
+    assert!(said(&lines, "script", "home-ready"), "{lines:?}");
+    // The snapshot holds the home's cache path as well as the workspace's.
+    let (bytes, digest) = {
+        let kept = snapshots.lock().unwrap();
+        assert_eq!(kept.len(), 1, "one snapshot saved");
+        kept.values().next().unwrap().clone()
+    };
+    let unpacked = tempfile::tempdir().unwrap();
+    let archive = unpacked.path().join("s.tar.zst");
+    std::fs::write(&archive, bytes).unwrap();
+    let (workspace, home) = (unpacked.path().join("w"), unpacked.path().join("h"));
+    for dir in [&workspace, &home] {
+        std::fs::create_dir(dir).unwrap();
+    }
+    ckrv_orchestrator::snapshot::restore(&archive, &digest, &workspace, Some(&home), 1 << 30)
+        .unwrap();
+    assert_eq!(
+        std::fs::read_to_string(home.join(".cache/tool/x")).unwrap(),
+        "home-ready\n"
+    );
+    assert!(workspace.join("deps/tool").exists());
+
+    // The next job's pod starts from the snapshot: restored into the workspace and the agent's
+    // home, setup not run.
+    let (lines, _, _) = run_in_pod_keeping_snapshots(origin.path(), spec, &snapshots).await;
+    assert!(
+        lines
+            .iter()
+            .any(|(s, m)| s == "setup" && m.ends_with("; setup not run")),
+        "{lines:?}"
+    );
+    assert!(!said(&lines, "setup", "preparing"), "{lines:?}");
+    assert!(said(&lines, "script", "ready"), "{lines:?}");
+    assert!(said(&lines, "script", "home-ready"), "{lines:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn in_a_job_pod_a_failed_setup_fails_the_job_with_its_last_lines_and_the_agent_never_runs() {
+    let environment = "setup = \"echo no index here; exit 7\"\n";
+    let origin = origin_with_environment(environment, &[]);
+    let spec = "---\nagent: script\nrun: echo ran > ran.txt\n---\n";
+    let pipeline = Pipeline::builtin();
+    let job = worker_job(spec, origin.path().to_str().unwrap(), &pipeline, &[]);
+    let pod = JobPod::new();
+    let (fake, _) = pod.fake_api(job, pipeline).await;
+    let mut entrypoint = pod.entrypoint();
+    let out = pod.orchestrator(&fake.url, &pod.token_file).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let calls = fake.requests();
+    let done: JobCompletion = serde_json::from_slice(&calls.last().unwrap().body).unwrap();
+    assert_eq!(done.state, JobState::Failed);
+    let error = done.error_message.unwrap();
+    assert!(
+        error.contains("setup exited with status 7") && error.contains("no index here"),
+        "{error}"
+    );
+    assert_eq!(entrypoint.exit_code().await, Some(0));
+    assert!(!pod.workspace.join("ran.txt").exists(), "the agent ran");
+    assert!(!pod.has(&pod.output, ckrv_agents::pod::EXIT));
 }

@@ -2,13 +2,14 @@
 //! the orchestrator, and a NetworkPolicy names addresses, not hosts, so no proxy inside the pod
 //! could hold a host list: the pod reaches the API, and the API holds it. The agent's
 //! `HTTPS_PROXY` names this proxy with its job's model token as the password; each connection
-//! is checked against that job's egress policy (as `ckrv_agents::egress` checks a sandbox's),
+//! is checked against that job's egress policy (as `ckrv_agents::egress` checks a sandbox's;
+//! while the job is in phase `setup`, against the policy its setup runs under),
 //! and each refusal waits in the database for the job's worker to log it.
 
 use std::sync::Arc;
 
 use base64::Engine as _;
-use ckrv_agents::egress::{Admission, Admitted, Allowlist, Entry, Refusal};
+use ckrv_agents::egress::{Admission, Admitted, Allowlist, Entry, Policy, Refusal};
 use tokio::sync::mpsc;
 
 use crate::dispatch::worker_setup::WorkerSetup;
@@ -46,7 +47,13 @@ impl Admission for PodEgress {
                 return Err("the API cannot check the job's token now; try again".into());
             }
         };
-        let policy = self.workers.egress_for(&grant.spec);
+        // Setup's policy while the job is in phase `setup` (its worker reported it, and the
+        // API checked it against the operator's ceiling), the job's own otherwise.
+        let policy = match grant.setup_egress.as_deref().map(str::parse::<Policy>) {
+            Some(Ok(policy)) => policy,
+            Some(Err(_)) => Policy::None,
+            None => self.workers.egress_for(&grant.spec),
+        };
         let allowlist = policy
             .allowlist(Some(self.gateway.clone()))
             .map(|list| list.with_internal(self.workers.internal()))

@@ -17,6 +17,8 @@ pub struct ModelGrant {
     pub spec: String,
     /// What the job's agent has spent so far.
     pub spent: SpentUsage,
+    /// While the job is in phase `setup`: the egress policy its setup runs under.
+    pub setup_egress: Option<String>,
 }
 
 /// Usage in the units the store keeps: whole micro-dollars, so sums are exact.
@@ -77,7 +79,8 @@ impl Store {
     pub async fn model_grant(&self, token_hash: &str) -> Result<Option<ModelGrant>, StoreError> {
         let row = sqlx::query(
             "SELECT j.id, j.account_id, a.tier, j.spec, j.model_requests, j.input_tokens,
-                    j.output_tokens, j.cost_micros
+                    j.output_tokens, j.cost_micros,
+                    CASE WHEN j.phase = 'setup' THEN j.setup_egress END AS setup_egress
              FROM model_tokens m JOIN jobs j ON j.id = m.job_id
              JOIN accounts a ON a.id = j.account_id
              WHERE m.token_hash = $1 AND j.state = 'running'
@@ -93,6 +96,7 @@ impl Store {
                 tier: super::parse_enum("tier", row.try_get("tier")?)?,
                 spec: row.try_get("spec")?,
                 spent: spent_from_row(&row)?,
+                setup_egress: row.try_get("setup_egress")?,
             })
         })
         .transpose()

@@ -365,6 +365,26 @@ impl Store {
         Ok(query.execute(&self.pool).await?.rows_affected() == 1)
     }
 
+    /// Records the egress policy the job's setup runs under; false unless the job runs under
+    /// the worker's claim.
+    pub async fn set_setup_egress(
+        &self,
+        job_id: &str,
+        generation: i64,
+        policy: &str,
+    ) -> Result<bool, StoreError> {
+        let updated = sqlx::query(
+            "UPDATE jobs SET setup_egress = $1
+             WHERE id = $2 AND state = 'running' AND lease_generation = $3",
+        )
+        .bind(policy)
+        .bind(job_id)
+        .bind(generation)
+        .execute(&self.pool)
+        .await?;
+        Ok(updated.rows_affected() == 1)
+    }
+
     /// Records what the job changed; false unless it runs under the worker's claim.
     pub async fn set_diff_stats(
         &self,

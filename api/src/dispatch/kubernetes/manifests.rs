@@ -58,6 +58,8 @@ const ENTRYPOINT_DIR: &str = "/ckrv/bin";
 const SECRETS_DIR: &str = "/ckrv/secrets";
 const WORK: &str = "/work";
 const AGENT_HOME: &str = "/home/agent";
+/// The agent's home as the orchestrator mounts it, to restore and pack setup's `~/` caches.
+const AGENT_HOME_IN_ORCHESTRATOR: &str = "/ckrv/home";
 
 /// Addresses a job pod may never reach on the repository's or the models' port: private,
 /// shared, loopback, link-local (cloud metadata), multicast and reserved ranges, where the
@@ -254,6 +256,8 @@ fn orchestrator(settings: &KubernetesSettings, pod: &JobPod<'_>) -> Container {
         CONTROL,
         "--agent-output",
         AGENT_OUTPUT,
+        "--agent-home",
+        AGENT_HOME_IN_ORCHESTRATOR,
     ]);
     if settings.allow_local_repos {
         args.push("--allow-local-repos".into());
@@ -271,6 +275,7 @@ fn orchestrator(settings: &KubernetesSettings, pod: &JobPod<'_>) -> Container {
             mount("workspace", WORKSPACE, false),
             mount("control", CONTROL, false),
             mount("agent-output", AGENT_OUTPUT, true),
+            mount("agent-home", AGENT_HOME_IN_ORCHESTRATOR, false),
             mount("work", WORK, false),
             mount("tmp", "/tmp", false),
             mount("worker-token", SECRETS_DIR, true),

@@ -7,9 +7,10 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse as _, Response};
 use bytes::Bytes;
+use ckrv_agents::Policy;
 use ckrv_wit::types::{
-    DiffStats, ErrorKind, GitCredential, HeartbeatAnswer, JobCompletion, JobState, LogBatch,
-    ModelAccess, PhaseUpdate, WorkerClaim, WorkerJob,
+    DiffStats, ErrorKind, GitCredential, HeartbeatAnswer, JobCompletion, JobPhase, JobState,
+    LogBatch, ModelAccess, PhaseUpdate, WorkerClaim, WorkerJob,
 };
 
 use sha2::{Digest as _, Sha256};
@@ -233,6 +234,16 @@ pub async fn phase(
     ApiJson(update): ApiJson<PhaseUpdate>,
 ) -> Result<StatusCode, AppError> {
     grant.check(&id)?;
+    if let Some(requested) = &update.setup_egress {
+        let policy = setup_egress(&state, &grant, &id, update.phase, requested).await?;
+        if !state
+            .store
+            .set_setup_egress(&id, grant.generation, &policy)
+            .await?
+        {
+            return Err(refused(&state, &grant, &id).await);
+        }
+    }
     if let Some(summary) = &update.setup
         && !state
             .engine
@@ -250,6 +261,39 @@ pub async fn phase(
     } else {
         Err(refused(&state, &grant, &id).await)
     }
+}
+
+/// The policy a job's setup may run under, as its worker reports it with phase `setup`: the
+/// API checks it again against the operator's ceiling (`--setup-egress-allow`, else the
+/// job's own policy), since its egress proxy applies it to a job pod's setup.
+async fn setup_egress(
+    state: &JobsState,
+    grant: &WorkerGrant,
+    id: &str,
+    phase: JobPhase,
+    requested: &str,
+) -> Result<String, AppError> {
+    if phase != JobPhase::Setup {
+        return Err(invalid(format!(
+            "setup_egress goes with phase `setup`, not `{}`",
+            phase.as_str()
+        )));
+    }
+    let requested: Policy = requested
+        .parse()
+        .map_err(|e| invalid(format!("setup_egress `{requested}` is not a policy: {e}")))?;
+    let ceiling = match state.workers.setup_egress() {
+        Some(ceiling) => ceiling.clone(),
+        None => state
+            .workers
+            .egress_for(&granted_job(state, grant, id).await?.spec),
+    };
+    let policy = ceiling.narrow(&requested).map_err(|e| {
+        invalid(format!(
+            "setup_egress `{requested}` is not within `{ceiling}`, the most setup may reach: {e}"
+        ))
+    })?;
+    Ok(policy.to_string())
 }
 
 /// The worker sends every line before it completes the job; once the job has ended its token
