@@ -7,14 +7,18 @@ use std::path::Path;
 /// The database's file name inside the data directory.
 pub const DATABASE: &str = "ckrv.db";
 
-/// Creates the directory (0700) or closes an existing one to others, and makes sure the
-/// database files are 0600 before SQLite opens them (its WAL files take the database's mode).
-pub fn prepare(dir: &Path) -> std::io::Result<()> {
+/// Creates the directory (0700) or closes an existing one to others and, when the database is
+/// SQLite's file there, makes sure the database files are 0600 before SQLite opens them (its
+/// WAL files take the database's mode). On PostgreSQL no database file is made.
+pub fn prepare(dir: &Path, sqlite: bool) -> std::io::Result<()> {
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
         .create(dir)?;
     close(dir, 0o700)?;
+    if !sqlite {
+        return Ok(());
+    }
     let database = dir.join(DATABASE);
     std::fs::OpenOptions::new()
         .write(true)
@@ -56,7 +60,7 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
         let dir = root.path().join("data");
-        prepare(&dir).unwrap();
+        prepare(&dir, true).unwrap();
         assert_eq!(mode(&dir), 0o700);
         assert_eq!(mode(&dir.join(DATABASE)), 0o600);
 
@@ -69,9 +73,18 @@ mod tests {
             std::fs::Permissions::from_mode(0o644),
         )
         .unwrap();
-        prepare(&dir).unwrap();
+        prepare(&dir, true).unwrap();
         assert_eq!(mode(&dir), 0o700);
         assert_eq!(mode(&dir.join(DATABASE)), 0o600);
         assert_eq!(mode(&dir.join("ckrv.db-wal")), 0o600);
+    }
+
+    #[test]
+    fn on_postgresql_no_sqlite_file_is_made() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("data");
+        prepare(&dir, false).unwrap();
+        assert!(dir.is_dir());
+        assert!(!dir.join(DATABASE).exists());
     }
 }

@@ -49,7 +49,8 @@ pub struct Server {
 impl Server {
     /// Opens the data directory (creating and migrating it if needed) and binds the listener.
     pub async fn bind(config: Config) -> anyhow::Result<Self> {
-        data_dir::prepare(&config.data_dir)
+        let sqlite = matches!(config.database, store::Database::Sqlite(_));
+        data_dir::prepare(&config.data_dir, sqlite)
             .with_context(|| format!("preparing data directory {}", config.data_dir.display()))?;
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await

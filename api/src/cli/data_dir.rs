@@ -60,7 +60,9 @@ pub(crate) struct LinkBase {
 }
 
 pub(crate) async fn open(data: &DataDir) -> anyhow::Result<Store> {
-    ckrv_api::data_dir::prepare(&data.data_dir)
+    let database = data.database()?;
+    let sqlite = matches!(database, Database::Sqlite(_));
+    ckrv_api::data_dir::prepare(&data.data_dir, sqlite)
         .with_context(|| format!("preparing data directory {}", data.data_dir.display()))?;
-    Ok(Store::open(&data.database()?).await?)
+    Ok(Store::open(&database).await?)
 }
