@@ -42,13 +42,17 @@ pub fn script_spec(title: &str, script: &str) -> String {
 pub struct Api {
     pub url: String,
     pub data_dir: PathBuf,
+    /// The server's `DATABASE_URL`, when it was given one: the operator's commands against
+    /// its data need it too.
+    database_url: Option<std::ffi::OsString>,
     child: Child,
 }
 
 impl Api {
     /// `ckrv-api users token EMAIL`: a personal access token, printed alone on stdout.
     pub fn token(&self, email: &str) -> String {
-        let out = Command::new(binary("ckrv-api"))
+        let out = self
+            .operator()
             .args(["users", "token", email, "--data-dir"])
             .arg(&self.data_dir)
             .output()
@@ -61,9 +65,18 @@ impl Api {
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
 
+    /// `ckrv-api`, as the operator runs it against this API's data (on its database).
+    fn operator(&self) -> Command {
+        let mut command = Command::new(binary("ckrv-api"));
+        if let Some(url) = &self.database_url {
+            command.env("DATABASE_URL", url);
+        }
+        command
+    }
+
     /// `ckrv-api ARGS --data-dir DIR`, an operator's command against this API's data.
     pub fn admin(&self, args: &[&str]) -> Output {
-        Command::new(binary("ckrv-api"))
+        self.operator()
             .args(args)
             .arg("--data-dir")
             .arg(&self.data_dir)
@@ -138,7 +151,8 @@ impl Api {
 
     /// `ckrv-api users add EMAIL --password-stdin`, as an administrator runs it.
     pub fn add_user(&self, email: &str, password: &str) {
-        let mut child = Command::new(binary("ckrv-api"))
+        let mut child = self
+            .operator()
             .args(["users", "add", email, "--password-stdin", "--data-dir"])
             .arg(&self.data_dir)
             .stdin(Stdio::piped())
@@ -232,6 +246,10 @@ impl Api {
 
     /// Starts `command` (a `ckrv-api serve`) and waits for the URL it prints.
     fn run(mut command: Command, data_dir: &Path, stderr: Stdio) -> Self {
+        let database_url = command
+            .get_envs()
+            .find(|(name, _)| *name == "DATABASE_URL")
+            .and_then(|(_, value)| value.map(std::ffi::OsStr::to_os_string));
         let mut child = command
             .env("RUST_LOG", "info")
             .stdout(Stdio::piped())
@@ -255,6 +273,7 @@ impl Api {
         Self {
             url,
             data_dir: data_dir.to_path_buf(),
+            database_url,
             child,
         }
     }

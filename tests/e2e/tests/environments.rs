@@ -2,10 +2,15 @@
 //! with local workers, `ckrv-orchestrator`, bubblewrap; docs/environments.md): its setup runs
 //! once in phase `setup` and is saved as a snapshot in the API's artifact store; the account's
 //! next job restores it instead of running setup; another account's job never gets it. With
-//! the artifacts on S3 (moto on loopback), the snapshot lives in the bucket.
+//! the artifacts on S3 (moto on loopback), the snapshot lives in the bucket. When
+//! `CKRV_TEST_POSTGRES` names a PostgreSQL server (`.ci/run`'s second pass), the real-package
+//! and S3 tests run their API on a database of their own there.
 #![allow(clippy::unwrap_used)]
 
+use std::sync::Arc;
+
 use ckrv_e2e::{Api, Developer, serve_repo};
+use ckrv_test_support::TestDatabase;
 use ckrv_test_support::package_index::{self, PackageIndex};
 
 const ENVIRONMENT: &str = "setup = \"\"\"
@@ -28,6 +33,24 @@ const APP: [(&str, &str); 3] = [
 ];
 
 const SPEC: &str = "---\nagent: script\nrun: |\n  cat deps/tool ~/.tool-cache/index\n  echo \"done\" >> README.md\n---\n# Use the tool\n";
+
+/// The API's database for a test whose API keeps its data in `data_dir`, and the environment
+/// that names it (`DATABASE_URL`, which the operator's commands get too): SQLite there by
+/// default, PostgreSQL when `CKRV_TEST_POSTGRES` says so. Hold the database while the API
+/// runs; it is dropped with the handle.
+fn database(data_dir: &std::path::Path) -> (Arc<TestDatabase>, Vec<(&'static str, String)>) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let database = runtime.block_on(TestDatabase::new(data_dir));
+    let env = if database.is_postgres() {
+        vec![("DATABASE_URL", database.url().to_string())]
+    } else {
+        Vec::new()
+    };
+    (database, env)
+}
 
 /// Runs [`SPEC`] as `dev`; the finished job's log and `ckrv status` (its diff checked too).
 fn job_log(dev: &Developer, api_url: &str, repo_url: &str) -> String {
@@ -206,6 +229,13 @@ fn snapshots_live_in_an_s3_bucket_when_the_artifacts_do() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
     let (_repos, repo_url) = serve_repo(root, "app", &APP);
+    let (database, database_env) = database(&root.join("api"));
+    let mut env = vec![
+        ("AWS_ACCESS_KEY_ID", S3_ACCESS_KEY),
+        ("AWS_SECRET_ACCESS_KEY", S3_SECRET_KEY),
+        ("AWS_REGION", "us-east-1"),
+    ];
+    env.extend(database_env.iter().map(|(k, v)| (*k, v.as_str())));
     let api = Api::start_in_env(
         &root.join("api"),
         "127.0.0.1:0",
@@ -216,13 +246,11 @@ fn snapshots_live_in_an_s3_bucket_when_the_artifacts_do() {
             "--artifacts-endpoint",
             &s3.endpoint,
         ],
-        &[
-            ("AWS_ACCESS_KEY_ID", S3_ACCESS_KEY),
-            ("AWS_SECRET_ACCESS_KEY", S3_SECRET_KEY),
-            ("AWS_REGION", "us-east-1"),
-        ],
+        &env,
     );
     let dev = Developer::new(&api, root, "dev@example.com", &repo_url);
+    // On PostgreSQL when asked: no SQLite file beside the API's data.
+    assert_eq!(root.join("api/ckrv.db").exists(), !database.is_postgres());
     let first = job_log(&dev, &api.url, &repo_url);
     assert!(first.contains(" saved ("), "{first}");
     let snapshots: Vec<String> = s3
@@ -289,8 +317,11 @@ fn setup_installs_real_packages_through_the_egress_proxy_once_and_the_snapshot_h
         .collect();
     let (_repos, repo_url) = serve_repo(root, "py", &files);
     let mirror = format!("127.0.0.1:{}", index.port);
-    let api = Api::start_with(
+    let (database, database_env) = database(&root.join("api"));
+    let env: Vec<(&str, &str)> = database_env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let api = Api::start_in_env(
         &root.join("api"),
+        "127.0.0.1:0",
         &[
             "--allow-local-repos",
             "--setup-egress-allow",
@@ -298,8 +329,11 @@ fn setup_installs_real_packages_through_the_egress_proxy_once_and_the_snapshot_h
             "--egress-internal",
             &mirror,
         ],
+        &env,
     );
     let dev = Developer::new(&api, root, "dev@example.com", &repo_url);
+    // On PostgreSQL when asked: no SQLite file beside the API's data.
+    assert_eq!(root.join("api/ckrv.db").exists(), !database.is_postgres());
 
     // The first job runs setup: pip downloads the wheel through the egress proxy, and what
     // setup tried beyond its list was refused and logged.
