@@ -35,6 +35,9 @@ pub struct JobOptions {
     /// The `ckrv-egress-bridge` program a sandbox with egress runs its agent under; the one
     /// beside this program when `None`.
     pub egress_bridge: Option<PathBuf>,
+    /// The worker's unpacked copies of snapshots (`--snapshot-cache`), on the disk of
+    /// `work_dir`, so a job on a hit moves its cache paths into place.
+    pub warm: Option<Arc<crate::warm::WarmSnapshots>>,
 }
 
 /// Where a job's agent runs.

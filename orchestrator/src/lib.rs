@@ -11,4 +11,5 @@ pub mod setup;
 pub mod snapshot;
 pub mod stages;
 pub mod step_host;
+pub mod warm;
 pub mod work;

@@ -115,6 +115,11 @@ struct JobArgs {
     /// sandbox [default: the one beside this program]
     #[arg(long, value_name = "FILE")]
     egress_bridge: Option<PathBuf>,
+    /// Keep unpacked copies of the repositories' setup snapshots here (on the disk of
+    /// --work-dir), so a job whose snapshot this worker has moves it into place instead of
+    /// unpacking it; the two most recent are kept [default: none kept]
+    #[arg(long, value_name = "DIR")]
+    snapshot_cache: Option<PathBuf>,
     /// Keep compiled step components here (a directory only this user can write), so a
     /// worker started per job compiles each once [default: in memory]
     #[arg(long, value_name = "DIR")]
@@ -181,6 +186,19 @@ impl Drop for DoneOnExit {
 }
 
 impl JobArgs {
+    /// The worker's unpacked copies of snapshots, when it keeps them.
+    fn warm(&self) -> anyhow::Result<Option<Arc<ckrv_orchestrator::warm::WarmSnapshots>>> {
+        let Some(dir) = &self.snapshot_cache else {
+            return Ok(None);
+        };
+        let warm = ckrv_orchestrator::warm::WarmSnapshots::open(
+            dir,
+            ckrv_orchestrator::warm::DEFAULT_KEEP,
+        )
+        .with_context(|| format!("--snapshot-cache {}", dir.display()))?;
+        Ok(Some(Arc::new(warm)))
+    }
+
     /// Where the agent runs: sandboxed within the operator's bounds, unless told otherwise.
     fn agent_place(&self) -> AgentPlace {
         let limits = ckrv_agents::SandboxLimits {
@@ -268,6 +286,7 @@ async fn main() -> anyhow::Result<()> {
             let agent = how.agent_place();
             let options = WorkOptions {
                 steps: Arc::new(how.step_runner()?),
+                warm: how.warm()?,
                 work_dir: how.work_dir,
                 allow_local_repos: how.allow_local_repos,
                 agent,
@@ -306,6 +325,7 @@ async fn run_one(run: RunArgs) -> anyhow::Result<()> {
     } = run;
     let runner = how.step_runner();
     let local_agent = how.agent_place();
+    let warm = how.warm()?;
     let JobArgs {
         work_dir,
         allow_local_repos,
@@ -349,9 +369,14 @@ async fn run_one(run: RunArgs) -> anyhow::Result<()> {
             },
             agent_bin,
             egress_bridge,
+            warm: warm.clone(),
         },
     )
     .await?;
+    // The copy of a snapshot for this worker's next job is made after the job's end is told.
+    if let Some(warm) = warm {
+        warm.settle().await;
+    }
     // A failed job that was reported is a finished run: the exit status is non-zero only when
     // the API could not be told, so the dispatcher knows to mark the job itself.
     match outcome {
@@ -388,6 +413,8 @@ async fn local(
         agent,
         agent_bin: how.agent_bin,
         egress_bridge: how.egress_bridge,
+        // A local run keeps no snapshots.
+        warm: None,
     };
     let job = ckrv_orchestrator::local::LocalJob {
         spec: text,

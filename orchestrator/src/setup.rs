@@ -4,6 +4,7 @@
 //! Its output goes to the job's log under `setup`; a failed setup fails the job with its exit status and last lines.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ckrv_agents::environment::{CachePath, ENVIRONMENT_FILE, Environment, EnvironmentError};
@@ -15,6 +16,7 @@ use crate::job::{AgentPlace, JobOptions};
 use crate::logs::JobLog;
 use crate::snapshot;
 use crate::stages::{StageError, StageSource, run_where_the_agent_runs};
+use crate::warm::WarmSnapshots;
 use ckrv_agents::pod::PodRun;
 
 /// The log source of setup's output and of what is said about it.
@@ -84,6 +86,8 @@ impl Prepared {
 struct Restored {
     archive_bytes: u64,
     entries: u64,
+    /// It was this worker's unpacked copy, moved into place.
+    warm: bool,
 }
 
 fn millis(duration: Duration) -> u64 {
@@ -100,6 +104,8 @@ pub(crate) struct Setup<'a> {
     pub scratch: &'a Path,
     /// The agent container's home as this container mounts it, in a job pod.
     pub agent_home: Option<&'a Path>,
+    /// The worker's unpacked copies of snapshots, when it keeps them (`--snapshot-cache`).
+    pub warm: Option<&'a Arc<WarmSnapshots>>,
     pub timeout: Duration,
 }
 
@@ -169,13 +175,24 @@ impl Setup<'_> {
             let started = Instant::now();
             match self.restore(api, key, &environment).await {
                 Ok(Some(restored)) => {
+                    let how = if restored.warm {
+                        format!(
+                            "from this worker's unpacked copy ({}, {} paths moved)",
+                            megabytes(restored.archive_bytes),
+                            restored.entries
+                        )
+                    } else {
+                        format!(
+                            "({}, {} entries)",
+                            megabytes(restored.archive_bytes),
+                            restored.entries
+                        )
+                    };
                     log.info(
                         SOURCE,
                         format!(
-                            "Snapshot {} restored ({}, {} entries) in {:.1} s; setup not run",
+                            "Snapshot {} restored {how} in {:.1} s; setup not run",
                             short(key),
-                            megabytes(restored.archive_bytes),
-                            restored.entries,
                             started.elapsed().as_secs_f64()
                         ),
                     );
@@ -289,6 +306,11 @@ impl Setup<'_> {
         key: &str,
         environment: &Environment,
     ) -> Result<Option<Restored>, SetupError> {
+        if let Some(warm) = self.warm
+            && let Some(restored) = self.restore_warm(api, key, environment, warm).await?
+        {
+            return Ok(Some(restored));
+        }
         let file = self.scratch.join("snapshot.tar.zst");
         let fetched = api.fetch_snapshot(key, &file).await;
         let digest = match fetched {
@@ -302,20 +324,24 @@ impl Setup<'_> {
         let bytes = std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
         let (workspace, home) = (self.workspace.to_path_buf(), self.make_home()?);
         let unpacked = {
-            let file = file.clone();
+            let (file, digest) = (file.clone(), digest.clone());
             tokio::task::spawn_blocking(move || {
                 snapshot::restore(&file, &digest, &workspace, Some(&home), MAX_RESTORE_BYTES)
             })
             .await
             .map_err(|e| SetupError::Snapshot(e.to_string()))?
         };
-        let _ = std::fs::remove_file(&file);
         match unpacked {
-            Ok(restored) => Ok(Some(Restored {
-                archive_bytes: bytes,
-                entries: restored.entries,
-            })),
+            Ok(restored) => {
+                self.warm_later(&file, digest);
+                Ok(Some(Restored {
+                    archive_bytes: bytes,
+                    entries: restored.entries,
+                    warm: false,
+                }))
+            }
             Err(error) => {
+                let _ = std::fs::remove_file(&file);
                 let home = self.home();
                 for pattern in &environment.cache {
                     let _ = match pattern {
@@ -324,6 +350,77 @@ impl Setup<'_> {
                     };
                 }
                 Err(error.into())
+            }
+        }
+    }
+
+    /// Moves this worker's unpacked copy of the account's snapshot under `key` into place, if
+    /// it has one, and makes the next job's copy in the background; `None` when it has none
+    /// (or the copy could not be placed: then the archive is restored as usual).
+    async fn restore_warm(
+        &self,
+        api: &ApiClient,
+        key: &str,
+        environment: &Environment,
+        warm: &Arc<WarmSnapshots>,
+    ) -> Result<Option<Restored>, SetupError> {
+        // The digest the API names for this account's snapshot: only a copy of exactly those
+        // bytes is used.
+        let Ok(Some((digest, bytes))) = api.snapshot_digest(key).await else {
+            return Ok(None);
+        };
+        let taken = self.scratch.join("warm-snapshot");
+        if !warm.take(&digest, &taken).unwrap_or(false) {
+            return Ok(None);
+        }
+        let placed = crate::warm::place(
+            &taken,
+            &environment.cache,
+            self.workspace,
+            &self.make_home()?,
+        );
+        // What is left of the copy (directories, or all of it when it was not placed) goes
+        // away off the job's path.
+        let leftover = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(taken));
+        let entries = match placed {
+            Ok(moved) => moved,
+            Err(error) => {
+                tracing::warn!(%error, "this worker's copy of the snapshot was not placed");
+                let _ = leftover.await;
+                return Ok(None);
+            }
+        };
+        let (filling, api, key) = (Arc::clone(warm), api.clone(), key.to_string());
+        warm.making(tokio::spawn(async move {
+            let _ = leftover.await;
+            let Ok(file) = filling.archive_file() else {
+                return;
+            };
+            match api.fetch_snapshot(&key, &file).await {
+                Ok(Some(digest)) => fill(&filling, file, digest).await,
+                Ok(None) => {}
+                Err(error) => tracing::debug!(%error, "no archive for this worker's next copy"),
+            }
+        }));
+        Ok(Some(Restored {
+            archive_bytes: bytes,
+            entries,
+            warm: true,
+        }))
+    }
+
+    /// Makes the next job's unpacked copy of the archive at `file` (moved out of the job's
+    /// reach first) in the background, when this worker keeps copies; else removes the file.
+    fn warm_later(&self, file: &Path, digest: String) {
+        let moved = self.warm.and_then(|warm| {
+            let kept = warm.archive_file().ok()?;
+            std::fs::rename(file, &kept).ok()?;
+            Some((warm, kept))
+        });
+        match moved {
+            Some((warm, kept)) => warm.making(tokio::spawn(fill(warm, kept, digest))),
+            None => {
+                let _ = std::fs::remove_file(file);
             }
         }
     }
@@ -344,7 +441,7 @@ impl Setup<'_> {
     }
 
     /// Packs the `cache` paths (the workspace's and the agent's home's) and saves them under
-    /// `key`: the archive's size.
+    /// `key`: the archive's size. The worker makes its own copy of it in the background.
     async fn save(
         &self,
         api: &ApiClient,
@@ -366,9 +463,28 @@ impl Setup<'_> {
             .map_err(|e| SetupError::Snapshot(e.to_string()))??
         };
         let saved = api.save_snapshot(key, &file, &packed.sha256).await;
-        let _ = std::fs::remove_file(&file);
-        saved.map_err(|e| SetupError::Snapshot(e.to_string()))?;
+        if let Err(error) = saved {
+            let _ = std::fs::remove_file(&file);
+            return Err(SetupError::Snapshot(error.to_string()));
+        }
+        self.warm_later(&file, packed.sha256);
         Ok(packed.bytes)
+    }
+}
+
+/// Makes `warm`'s copy of the archive at `file`, off the runtime's threads; the file goes.
+fn fill(
+    warm: &Arc<WarmSnapshots>,
+    file: tempfile::TempPath,
+    digest: String,
+) -> impl std::future::Future<Output = ()> + Send + 'static {
+    let warm = Arc::clone(warm);
+    async move {
+        let filled =
+            tokio::task::spawn_blocking(move || warm.fill(&file, &digest, MAX_RESTORE_BYTES)).await;
+        if let Ok(Err(error)) = filled {
+            tracing::warn!(%error, "this worker's copy of the snapshot was not made");
+        }
     }
 }
 

@@ -262,6 +262,7 @@ pub(crate) async fn run_stages(
                     AgentPlace::Pod(pod) => pod.home.as_deref(),
                     _ => None,
                 },
+                warm: options.warm.as_ref(),
                 timeout: setup_timeout_s.map_or(crate::setup::DEFAULT_TIMEOUT, |s| {
                     std::time::Duration::from_secs(u64::from(s))
                 }),

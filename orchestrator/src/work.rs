@@ -17,6 +17,8 @@ pub struct WorkOptions {
     pub agent: AgentPlace,
     pub agent_bin: Option<std::path::PathBuf>,
     pub egress_bridge: Option<std::path::PathBuf>,
+    /// The worker's unpacked copies of snapshots, shared by its jobs.
+    pub warm: Option<std::sync::Arc<crate::warm::WarmSnapshots>>,
     /// How long to wait before asking again when nothing waits.
     pub poll: Duration,
 }
@@ -65,6 +67,7 @@ pub async fn work(api_url: &str, credential: &str, options: &WorkOptions) -> Res
                 agent: options.agent.clone(),
                 agent_bin: options.agent_bin.clone(),
                 egress_bridge: options.egress_bridge.clone(),
+                warm: options.warm.clone(),
             },
         )
         .await;

@@ -135,6 +135,15 @@ async fn run_against(
     fake: &FakeEndpoint,
     agent_bin: Option<&std::path::Path>,
 ) -> (Result<(), String>, Vec<Call>, tempfile::TempDir) {
+    run_against_keeping(fake, agent_bin, None).await
+}
+
+/// [`run_against`], by a worker that keeps unpacked copies of snapshots in `warm`.
+async fn run_against_keeping(
+    fake: &FakeEndpoint,
+    agent_bin: Option<&std::path::Path>,
+    warm: Option<Arc<ckrv_orchestrator::warm::WarmSnapshots>>,
+) -> (Result<(), String>, Vec<Call>, tempfile::TempDir) {
     let work_dir = tempfile::tempdir().unwrap();
     let api = ApiClient::new(&fake.url, "job-1", "worker-token").unwrap();
     let outcome = run_job(
@@ -148,10 +157,14 @@ async fn run_against(
             agent: AgentPlace::Sandbox(Default::default()),
             agent_bin: agent_bin.map(std::path::Path::to_path_buf),
             egress_bridge: Some(ckrv_test_support::egress_bridge()),
+            warm: warm.clone(),
         },
     )
     .await
     .unwrap();
+    if let Some(warm) = warm {
+        warm.settle().await;
+    }
     (outcome, fake.requests(), work_dir)
 }
 
@@ -1447,6 +1460,17 @@ async fn run_keeping_snapshots(
     snapshots: &Snapshots,
     damage: bool,
 ) -> Vec<(String, String)> {
+    run_keeping_snapshots_on(origin, spec, snapshots, damage, None).await
+}
+
+/// [`run_keeping_snapshots`] on a worker that keeps unpacked copies in `warm`.
+async fn run_keeping_snapshots_on(
+    origin: &std::path::Path,
+    spec: &str,
+    snapshots: &Snapshots,
+    damage: bool,
+    warm: Option<Arc<ckrv_orchestrator::warm::WarmSnapshots>>,
+) -> Vec<(String, String)> {
     let pipeline = Pipeline::builtin();
     let job = worker_job(spec, origin.to_str().unwrap(), &pipeline, &[]);
     let inner = answer(job, usize::MAX, Arc::new(pipeline));
@@ -1478,7 +1502,7 @@ async fn run_keeping_snapshots(
         }
     })
     .await;
-    let (outcome, calls, _work_dir) = run_against(&fake, None).await;
+    let (outcome, calls, _work_dir) = run_against_keeping(&fake, None, warm).await;
     outcome.unwrap();
     let lines = log_lines(&calls);
     let diff = uploaded_diff(&calls);
@@ -1555,6 +1579,79 @@ async fn the_next_job_starts_from_the_snapshot_and_a_damaged_one_runs_setup_agai
     let lines = run_keeping_snapshots(origin.path(), spec, &snapshots, false).await;
     assert!(said(&lines, "setup", "No snapshot "), "{lines:?}");
     assert_eq!(snapshots.lock().unwrap().len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_worker_that_keeps_copies_moves_one_into_place_on_a_hit_and_makes_the_next() {
+    if !ckrv_test_support::sandbox_available() {
+        return;
+    }
+    let environment = "setup = \"echo preparing; mkdir -p deps ~/.cache/t && echo ready > deps/tool && echo home > ~/.cache/t/x\"\nkey_files = [\"deps.lock\"]\ncache = [\"deps/\", \"~/.cache/t\"]\n";
+    let origin = origin_with_environment(environment, &[("deps.lock", "v1\n")]);
+    let spec = "---\nagent: script\nrun: |\n  cat deps/tool ~/.cache/t/x\n  echo world >> README.md\n---\n# Use the tool\n";
+    let snapshots = Snapshots::default();
+    let root = tempfile::tempdir().unwrap();
+    let warm_dir = root.path().join("warm");
+    let warm = Arc::new(ckrv_orchestrator::warm::WarmSnapshots::open(&warm_dir, 2).unwrap());
+    let copies = || -> Vec<String> {
+        std::fs::read_dir(&warm_dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|name| !name.starts_with('.'))
+            .collect()
+    };
+    let said = |lines: &[(String, String)], source: &str, text: &str| {
+        lines.iter().any(|(s, m)| s == source && m.contains(text))
+    };
+    let run = || {
+        run_keeping_snapshots_on(
+            origin.path(),
+            spec,
+            &snapshots,
+            false,
+            Some(Arc::clone(&warm)),
+        )
+    };
+
+    // The first job runs setup; the worker keeps a copy of what it saved, named by its digest.
+    let lines = run().await;
+    assert!(said(&lines, "setup", "preparing"), "{lines:?}");
+    let digest = snapshots.lock().unwrap().values().next().unwrap().1.clone();
+    assert_eq!(copies(), [digest.clone()]);
+    // The next two move the copy into place, and the worker makes another for the job after.
+    for _ in 0..2 {
+        let lines = run().await;
+        assert!(
+            said(&lines, "setup", "restored from this worker's unpacked copy"),
+            "{lines:?}"
+        );
+        assert!(!said(&lines, "setup", "preparing"), "{lines:?}");
+        assert!(said(&lines, "script", "ready"), "{lines:?}");
+        assert!(said(&lines, "script", "home"), "{lines:?}");
+        assert_eq!(copies(), [digest.clone()]);
+    }
+    // The account's snapshot is replaced (another setup saved under the key): the copy of the
+    // old bytes is not used; the new archive is restored and copied.
+    let made = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(made.path().join("deps")).unwrap();
+    std::fs::write(made.path().join("deps/tool"), "newer\n").unwrap();
+    let archive = made.path().join("s.tar.zst");
+    let parsed =
+        ckrv_agents::environment::Environment::parse_bytes(environment.as_bytes()).unwrap();
+    let packed =
+        ckrv_orchestrator::snapshot::pack(made.path(), None, &parsed.cache, &archive).unwrap();
+    for entry in snapshots.lock().unwrap().values_mut() {
+        *entry = (std::fs::read(&archive).unwrap(), packed.sha256.clone());
+    }
+    let lines = run().await;
+    assert!(said(&lines, "setup", "entries) in "), "{lines:?}");
+    assert!(said(&lines, "script", "newer"), "{lines:?}");
+    let mut kept = copies();
+    kept.sort();
+    let mut expected = vec![digest, packed.sha256];
+    expected.sort();
+    assert_eq!(kept, expected);
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -85,7 +85,8 @@ pub(crate) struct ServeArgs {
           value_parser = clap::value_parser!(u64).range(1..))]
     max_log_lines: u64,
     /// Where local workers make their jobs' workspaces, one directory each, removed when
-    /// the worker ends [default: the system's temporary directory]
+    /// the worker ends, and keep their unpacked copies of setup snapshots (in
+    /// ckrv-snapshot-cache/) [default: the system's temporary directory]
     #[arg(long, env = "CKRV_API_WORK_DIR", value_name = "DIR")]
     work_dir: Option<PathBuf>,
     /// The job pipeline every worker runs (TOML; see docs/steps.md): checked at start, its

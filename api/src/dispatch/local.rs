@@ -37,6 +37,9 @@ pub struct LocalWorkers {
     pub compile_cache: PathBuf,
 }
 
+/// In the work root: the workers' unpacked copies of snapshots, shared by their jobs.
+const SNAPSHOT_CACHE: &str = "ckrv-snapshot-cache";
+
 impl LocalWorkers {
     /// Where workers' directories go.
     fn work_root(&self) -> PathBuf {
@@ -151,6 +154,9 @@ impl LocalProcess {
             ])
             .arg("--work-dir")
             .arg(work_dir)
+            // Beside the workers' directories, on their disk: a hit is a rename.
+            .arg("--snapshot-cache")
+            .arg(self.settings.work_root().join(SNAPSHOT_CACHE))
             .args(
                 self.settings
                     .allow_local_repos

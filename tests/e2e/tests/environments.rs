@@ -112,8 +112,14 @@ fn setup_runs_once_and_the_accounts_next_job_starts_from_its_snapshot() {
     }
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
+    // The sandboxed agent's user passes through to its workspace under the work root.
+    std::fs::set_permissions(root, std::os::unix::fs::PermissionsExt::from_mode(0o711)).unwrap();
     let (_repos, repo_url) = serve_repo(root, "app", &APP);
-    let api = Api::start(&root.join("api"));
+    let work = root.join("work");
+    let api = Api::start_with(
+        &root.join("api"),
+        &["--allow-local-repos", "--work-dir", work.to_str().unwrap()],
+    );
     let dev = Developer::new(&api, root, "dev@example.com", &repo_url);
 
     let first = job_log(&dev, &api.url, &repo_url);
@@ -137,8 +143,29 @@ fn setup_runs_once_and_the_accounts_next_job_starts_from_its_snapshot() {
         .collect();
     assert_eq!(stored.len(), 1, "{stored:?}");
 
+    // The worker that ran it keeps an unpacked copy (made after the job's end) for the next.
+    let cache = work.join("ckrv-snapshot-cache");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while std::fs::read_dir(&cache)
+        .map(|dir| {
+            !dir.flatten()
+                .any(|e| !e.file_name().to_string_lossy().starts_with('.'))
+        })
+        .unwrap_or(true)
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no copy in {}",
+            cache.display()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
     let second = job_log(&dev, &api.url, &repo_url);
     assert!(second.contains("; setup not run"), "{second}");
+    assert!(
+        second.contains("restored from this worker's unpacked copy"),
+        "{second}"
+    );
     assert!(
         second.contains("Setup: snapshot hit ("),
         "ckrv status says so: {second}"

@@ -46,9 +46,10 @@ async fn running(state: &JobsState, grant: &WorkerGrant, id: &str) -> Result<Job
 }
 
 /// `GET /v1/worker/jobs/{id}/snapshots/{key}`: the account's snapshot, its SHA-256 in a header,
-/// or 404.
+/// or 404; `HEAD` the header alone.
 pub async fn get(
     State(state): State<JobsState>,
+    method: axum::http::Method,
     grant: WorkerGrant,
     Path((id, key)): Path<(String, String)>,
 ) -> Result<Response, AppError> {
@@ -64,6 +65,15 @@ pub async fn get(
     let Some(snapshot) = state.store.use_snapshot(&row.account_id, &key, now).await? else {
         return Err(none());
     };
+    let headers = [
+        (SNAPSHOT_SHA256_HEADER, snapshot.sha256),
+        ("content-type", "application/octet-stream".to_string()),
+        ("content-length", snapshot.bytes.to_string()),
+    ];
+    // HEAD: which snapshot it is, for a worker that keeps it unpacked already.
+    if method == axum::http::Method::HEAD {
+        return Ok(headers.into_response());
+    }
     let stream = match state.artifacts.snapshot_reader(&row.account_id, &key).await {
         Ok(stream) => stream,
         Err(error) => {
@@ -73,15 +83,7 @@ pub async fn get(
             return Err(none());
         }
     };
-    Ok((
-        [
-            (SNAPSHOT_SHA256_HEADER, snapshot.sha256),
-            ("content-type", "application/octet-stream".to_string()),
-            ("content-length", snapshot.bytes.to_string()),
-        ],
-        Body::from_stream(stream),
-    )
-        .into_response())
+    Ok((headers, Body::from_stream(stream)).into_response())
 }
 
 /// `PUT /v1/worker/jobs/{id}/snapshots/{key}`: stores the body as the account's snapshot under
