@@ -96,13 +96,17 @@ pub async fn run_job(api: ApiClient, options: JobOptions) -> anyhow::Result<Resu
         client: &api,
         token: &options.token,
     };
+    let stages = async {
+        let outcome = run_stages(&source, &options, &log, job).await;
+        // The worker's copy of a snapshot for its next job, made while the agent ran, is
+        // finished before the end is told: the dispatcher stops the worker then.
+        if let Some(warm) = &options.warm {
+            warm.settle().await;
+        }
+        outcome
+    };
     let outcome = tokio::select! {
-        outcome = run_stages(
-            &source,
-            &options,
-            &log,
-            job,
-        ) => outcome.map(drop).map_err(|e| e.to_string()),
+        outcome = stages => outcome.map(drop).map_err(|e| e.to_string()),
         ended = heartbeat(&api, beat, Some(&log)) => {
             // Dropping the stages kills the agent and removes the workspace; the job has
             // ended, so what is left to report goes only as far as the API refusing it.

@@ -369,14 +369,10 @@ async fn run_one(run: RunArgs) -> anyhow::Result<()> {
             },
             agent_bin,
             egress_bridge,
-            warm: warm.clone(),
+            warm,
         },
     )
     .await?;
-    // The copy of a snapshot for this worker's next job is made after the job's end is told.
-    if let Some(warm) = warm {
-        warm.settle().await;
-    }
     // A failed job that was reported is a finished run: the exit status is non-zero only when
     // the API could not be told, so the dispatcher knows to mark the job itself.
     match outcome {

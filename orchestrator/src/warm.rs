@@ -92,8 +92,8 @@ impl WarmSnapshots {
         }
     }
 
-    /// Waits for the copies being made: a worker that runs one job calls it after reporting
-    /// the job's end, before it exits.
+    /// Waits for the copies being made: before a job's end is told, since the dispatcher may
+    /// stop its worker then.
     pub async fn settle(&self) {
         let tasks = match self.filling.lock() {
             Ok(mut filling) => std::mem::take(&mut *filling),

@@ -157,14 +157,11 @@ async fn run_against_keeping(
             agent: AgentPlace::Sandbox(Default::default()),
             agent_bin: agent_bin.map(std::path::Path::to_path_buf),
             egress_bridge: Some(ckrv_test_support::egress_bridge()),
-            warm: warm.clone(),
+            warm,
         },
     )
     .await
     .unwrap();
-    if let Some(warm) = warm {
-        warm.settle().await;
-    }
     (outcome, fake.requests(), work_dir)
 }
 

@@ -134,9 +134,12 @@ for i in range(files):
 "#;
 
 /// Jobs through the API (local workers, sandboxed) of a repository whose setup makes `tree`:
-/// the first runs setup and saves the snapshot, each of `tree.restores` more restores it. For
-/// each, the time from phase `setup` (the clone has ended) to phase `agent` as the API saw them
-/// (polled every 5 ms), and the worker's own count of its restore (fetch, digest, unpack).
+/// the first runs setup and saves the snapshot; `tree.restores` more start from it with the
+/// worker holding its unpacked copy, and as many again without one (the copy removed first:
+/// a worker's first job of that snapshot), so they unpack the archive. Before each, the copy
+/// the last job made in the background is waited for. For each, the time from phase `setup`
+/// (the clone has ended) to phase `agent` as the API saw them (polled every 5 ms), and the
+/// worker's own count of its restore.
 pub fn job_on_hit(
     root: &Path,
     tree: &Tree,
@@ -161,7 +164,14 @@ pub fn job_on_hit(
     );
     let server = StaticServer::start(&served);
     let repo_url = format!("http://{}/env.git", server.addr);
-    let stage = crate::Stage::new(&root, &[])?;
+    // Local workers' directories, and their snapshot copies, under the bench's root: the
+    // sandboxed agent's user passes through to its workspace.
+    let workers = root.join("workers");
+    for dir in [root.parent().unwrap_or(&root), &root] {
+        std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o711))?;
+    }
+    let stage = crate::Stage::new(&root, &["--work-dir", &workers.display().to_string()])?;
+    let copies = workers.join("ckrv-snapshot-cache");
     let (first, _, _) = stage.job(&repo_url, runtime)?;
     let url = |id: &str| format!("{}/v1/jobs/{id}", stage.api.url);
     let saved = runtime.block_on(stage.get_job(&url(&first)))?;
@@ -172,38 +182,72 @@ pub fn job_on_hit(
         saved["setup"]["saved"] == true,
         "the first job saved no snapshot: {saved}"
     );
-    let mut gaps = Vec::new();
-    let mut restores = Vec::new();
-    for _ in 0..tree.restores {
-        let id = stage.dispatch(&repo_url)?;
-        let (setup, agent) = runtime.block_on(phase_times(&stage, &url(&id)))?;
-        gaps.push(agent.saturating_duration_since(setup));
-        let job = runtime.block_on(stage.get_job(&url(&id)))?;
-        ensure!(
-            job["state"] == "succeeded" && job["setup"]["snapshot_hit"] == true,
-            "job {id} did not end succeeded on a snapshot hit: {job}"
-        );
-        let worker = job["setup"]["duration_ms"]
-            .as_u64()
-            .context("the job says how long its restore took")?;
-        restores.push(Duration::from_millis(worker));
-    }
     let label = format!(
         "{} files, {} MiB ({:.1} MB packed)",
         tree.files,
         tree.mib,
         bytes as f64 / 1e6
     );
-    table.row(
-        &format!("job on a snapshot hit: clone's end (phase setup) → agent starts, {label}"),
-        &gaps,
-    );
-    table.row(
-        &format!("of which the worker's restore (fetch, digest, unpack), {label}"),
-        &restores,
-    );
+    for warm in [true, false] {
+        let (mut gaps, mut restores) = (Vec::new(), Vec::new());
+        for _ in 0..tree.restores {
+            wait_for_copy(&copies)?;
+            if !warm {
+                std::fs::remove_dir_all(&copies)?;
+            }
+            let id = stage.dispatch(&repo_url)?;
+            let (setup, agent) = runtime.block_on(phase_times(&stage, &url(&id)))?;
+            gaps.push(agent.saturating_duration_since(setup));
+            let job = runtime.block_on(stage.get_job(&url(&id)))?;
+            ensure!(
+                job["state"] == "succeeded" && job["setup"]["snapshot_hit"] == true,
+                "job {id} did not end succeeded on a snapshot hit: {job}"
+            );
+            let worker = job["setup"]["duration_ms"]
+                .as_u64()
+                .context("the job says how long its restore took")?;
+            restores.push(Duration::from_millis(worker));
+        }
+        let (how, restore) = if warm {
+            (
+                "the worker holding its unpacked copy",
+                "the worker's restore (ask the API, move into place)",
+            )
+        } else {
+            (
+                "no copy on the worker",
+                "the worker's restore (fetch, digest, unpack)",
+            )
+        };
+        table.row(
+            &format!(
+                "job on a snapshot hit, {how}: clone's end (phase setup) → agent starts, {label}"
+            ),
+            &gaps,
+        );
+        table.row(&format!("of which {restore}, {label}"), &restores);
+    }
     let _ = std::fs::remove_dir_all(&root);
     Ok(())
+}
+
+/// Waits (up to ten minutes) until `copies` holds a worker's unpacked copy of a snapshot.
+fn wait_for_copy(copies: &Path) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        let made = std::fs::read_dir(copies).is_ok_and(|mut entries| {
+            entries.any(|e| e.is_ok_and(|e| !e.file_name().to_string_lossy().starts_with('.')))
+        });
+        if made {
+            return Ok(());
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "no unpacked copy appeared in {}",
+            copies.display()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// When the job at `url` was first seen in phase `setup` (else last seen cloning) and first
