@@ -1188,6 +1188,27 @@ async fn a_pipeline_whose_agent_reports_cloning_is_refused_with_a_mocked_cluster
     );
 }
 
+/// The API on a mocked cluster with `settings` and `workers`, running its egress proxy for
+/// job pods on a loopback port.
+async fn with_egress_proxy(
+    dir: &Path,
+    settings: KubernetesSettings,
+    workers: Arc<ckrv_api::dispatch::worker_setup::WorkerSetup>,
+) -> (TestApi, MockCluster) {
+    let (cluster, client) = MockCluster::start(NAMESPACE);
+    let configure = move |c: &mut ckrv_api::Config| {
+        c.dispatcher = DispatcherConfig::Kubernetes(Box::new(KubernetesConfig {
+            client,
+            settings,
+            egress_proxy_listen: Some("127.0.0.1:0".parse().unwrap()),
+        }));
+        c.workers = workers;
+    };
+    let recorder = Arc::new(RecordingDispatcher::default());
+    let api = TestApi::start_configured(dir, recorder, configure).await;
+    (api, cluster)
+}
+
 /// Sends `request` to the proxy at `proxy` and reads its answer to the end.
 async fn through_proxy(proxy: &str, request: String) -> String {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -1216,18 +1237,7 @@ async fn with_the_apis_egress_proxy_a_pods_agent_reaches_only_its_policy_and_eac
     let service_port = url::Url::parse(&service.url).unwrap().port().unwrap();
     let mut settings = settings();
     settings.worker_api_url = service.url.clone();
-    let (cluster, client) = MockCluster::start(NAMESPACE);
-    let workers = agent_secrets(dir.path());
-    let configure = move |c: &mut ckrv_api::Config| {
-        c.dispatcher = DispatcherConfig::Kubernetes(Box::new(KubernetesConfig {
-            client,
-            settings,
-            egress_proxy_listen: Some("127.0.0.1:0".parse().unwrap()),
-        }));
-        c.workers = workers;
-    };
-    let recorder = Arc::new(RecordingDispatcher::default());
-    let api = TestApi::start_configured(dir.path(), recorder, configure).await;
+    let (api, cluster) = with_egress_proxy(dir.path(), settings, agent_secrets(dir.path())).await;
     let api_port = url::Url::parse(&api.url).unwrap().port().unwrap();
     let user = api.login("dev@example.com").await;
     let user = access(&user);
@@ -1366,28 +1376,15 @@ async fn while_a_pods_job_is_in_setup_the_egress_proxy_applies_setups_policy_on_
     let index_entry = format!("localhost:{index_port}");
     let mut settings = settings();
     settings.worker_api_url = "http://127.0.0.1:9".into();
-    let (cluster, client) = MockCluster::start(NAMESPACE);
-    let file = dir.path().join("agent-secrets.env");
-    std::fs::write(&file, format!("ANTHROPIC_API_KEY={ANTHROPIC_KEY}\n")).unwrap();
-    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
     let workers = Arc::new(
-        ckrv_api::dispatch::worker_setup::WorkerSetup::load(None, None, Some(&file))
+        Arc::into_inner(agent_secrets(dir.path()))
             .unwrap()
             .with_setup_egress(
                 Some(index_entry.parse().unwrap()),
                 vec![index_entry.parse().unwrap()],
             ),
     );
-    let configure = move |c: &mut ckrv_api::Config| {
-        c.dispatcher = DispatcherConfig::Kubernetes(Box::new(KubernetesConfig {
-            client,
-            settings,
-            egress_proxy_listen: Some("127.0.0.1:0".parse().unwrap()),
-        }));
-        c.workers = workers;
-    };
-    let recorder = Arc::new(RecordingDispatcher::default());
-    let api = TestApi::start_configured(dir.path(), recorder, configure).await;
+    let (api, cluster) = with_egress_proxy(dir.path(), settings, workers).await;
     let user = api.login("dev@example.com").await;
     let user = access(&user);
     let id = &dispatched(&api, &cluster, user, claude_job()).await;

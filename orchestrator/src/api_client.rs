@@ -182,35 +182,19 @@ impl ApiClient {
         key: &str,
     ) -> Result<Option<(String, u64)>, ApiClientError> {
         let url = paths::fill(&self.url(paths::WORKER_SNAPSHOT), key);
-        let response = self
-            .http
-            .head(&url)
-            .bearer_auth(&self.token)
-            .send()
-            .await
-            .map_err(|source| ApiClientError::Transport {
-                url: url.clone(),
-                source,
-            })?;
-        match response.status() {
-            reqwest::StatusCode::NOT_FOUND => Ok(None),
-            status if !status.is_success() => Err(ApiClientError::Status {
-                url,
-                status: status.as_u16(),
-                body: String::new(),
-            }),
-            _ => {
-                let header = |name: &str| {
-                    response
-                        .headers()
-                        .get(name)
-                        .and_then(|v| v.to_str().ok())
-                        .map(str::to_string)
-                };
-                let bytes = header("content-length").and_then(|v| v.parse().ok());
-                Ok(header(SNAPSHOT_SHA256_HEADER).map(|digest| (digest, bytes.unwrap_or(0))))
-            }
-        }
+        let response = match self.send_once(Method::HEAD, &url, None::<&()>).await {
+            Err(ApiClientError::Status { status: 404, .. }) => return Ok(None),
+            answer => answer?,
+        };
+        let header = |name: &str| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        let bytes = header("content-length").and_then(|v| v.parse().ok());
+        Ok(header(SNAPSHOT_SHA256_HEADER).map(|digest| (digest, bytes.unwrap_or(0))))
     }
 
     /// The job's account's snapshot under `key`, written to `to`: its SHA-256 as the API

@@ -1144,6 +1144,30 @@ impl JobPod {
     fn has(&self, dir: &std::path::Path, name: &str) -> bool {
         dir.join(name).exists()
     }
+
+    /// Runs `spec` on `repo` in this pod against a fake API, to the job's reported end (the
+    /// orchestrator exits 0 and so does the agent's container); that end.
+    async fn run_to_the_end(&self, spec: &str, repo: &str) -> JobCompletion {
+        let pipeline = Pipeline::builtin();
+        let job = worker_job(spec, repo, &pipeline, &[]);
+        let (fake, _) = self.fake_api(job, pipeline).await;
+        let calls = self.run_against(&fake).await;
+        serde_json::from_slice(&calls.last().unwrap().body).unwrap()
+    }
+
+    /// Runs the pod's two containers against `fake` until both exit 0 (a failed job that was
+    /// reported is a finished run); the calls the API got.
+    async fn run_against(&self, fake: &FakeEndpoint) -> Vec<Call> {
+        let mut entrypoint = self.entrypoint();
+        let out = self.orchestrator(&fake.url, &self.token_file).await;
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(entrypoint.exit_code().await, Some(0));
+        fake.requests()
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -1212,21 +1236,9 @@ async fn in_a_job_pod_the_agent_runs_in_its_container_once_the_api_has_its_phase
 
 #[tokio::test(flavor = "multi_thread")]
 async fn in_a_job_pod_a_failed_clone_still_ends_the_waiting_agent_container() {
-    let pipeline = Pipeline::builtin();
-    let spec = "---\nagent: script\nrun: echo ran > ran.txt\n---\n";
-    let job = worker_job(spec, "/nonexistent/ckrv-repo", &pipeline, &[]);
     let pod = JobPod::new();
-    let (fake, _) = pod.fake_api(job, pipeline).await;
-    let mut entrypoint = pod.entrypoint();
-    let out = pod.orchestrator(&fake.url, &pod.token_file).await;
-    // A failed job that was reported is a finished run.
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let calls = fake.requests();
-    let done: JobCompletion = serde_json::from_slice(&calls.last().unwrap().body).unwrap();
+    let spec = "---\nagent: script\nrun: echo ran > ran.txt\n---\n";
+    let done = pod.run_to_the_end(spec, "/nonexistent/ckrv-repo").await;
     assert_eq!(done.state, JobState::Failed);
     assert!(
         done.error_message
@@ -1236,7 +1248,6 @@ async fn in_a_job_pod_a_failed_clone_still_ends_the_waiting_agent_container() {
         "{done:?}"
     );
     assert!(pod.has(&pod.control, ckrv_agents::pod::DONE));
-    assert_eq!(entrypoint.exit_code().await, Some(0));
     assert!(pod.has(&pod.output, ckrv_agents::pod::READY));
     assert!(!pod.has(&pod.control, ckrv_agents::pod::LAUNCH));
     assert!(!pod.has(&pod.output, ckrv_agents::pod::EXIT));
@@ -1449,6 +1460,32 @@ async fn the_operators_setup_ceiling_replaces_the_jobs_policy_for_setup_alone() 
 /// Snapshots a fake API keeps, by key: the bytes and the digest the worker named.
 type Snapshots = Arc<std::sync::Mutex<std::collections::HashMap<String, (Vec<u8>, String)>>>;
 
+/// The fake API's snapshot routes: a `PUT` keeps the body in `kept`, a `GET` (or `HEAD`)
+/// serves it back, with a byte flipped when `damage`; `None` for another call.
+fn keep_snapshot(kept: &Snapshots, call: &Call, damage: bool) -> Option<Response> {
+    let key = call
+        .path()
+        .strip_prefix("/v1/worker/jobs/job-1/snapshots/")?
+        .to_string();
+    if call.method == Method::PUT {
+        let digest = call.header("ckrv-snapshot-sha256").to_string();
+        kept.lock()
+            .unwrap()
+            .insert(key, (call.body.to_vec(), digest));
+        return Some(StatusCode::NO_CONTENT.into_response());
+    }
+    Some(match kept.lock().unwrap().get(&key).cloned() {
+        Some((mut bytes, digest)) => {
+            if damage {
+                let middle = bytes.len() / 2;
+                bytes[middle] ^= 0xff;
+            }
+            ([("ckrv-snapshot-sha256", digest)], bytes).into_response()
+        }
+        None => StatusCode::NOT_FOUND.into_response(),
+    })
+}
+
 /// Runs `spec` on `origin` against a fake API that keeps the snapshots workers save in
 /// `snapshots` and serves them back (with a byte flipped when `damage`).
 async fn run_keeping_snapshots(
@@ -1475,26 +1512,9 @@ async fn run_keeping_snapshots_on(
     let fake = FakeEndpoint::start(move |call: Call| {
         let (inner, kept) = (inner.clone(), kept.clone());
         async move {
-            let Some(key) = call.path().strip_prefix("/v1/worker/jobs/job-1/snapshots/") else {
-                return inner(call).await;
-            };
-            let key = key.to_string();
-            if call.method == Method::PUT {
-                let digest = call.header("ckrv-snapshot-sha256").to_string();
-                kept.lock()
-                    .unwrap()
-                    .insert(key, (call.body.to_vec(), digest));
-                return StatusCode::NO_CONTENT.into_response();
-            }
-            match kept.lock().unwrap().get(&key).cloned() {
-                Some((mut bytes, digest)) => {
-                    if damage {
-                        let middle = bytes.len() / 2;
-                        bytes[middle] ^= 0xff;
-                    }
-                    ([("ckrv-snapshot-sha256", digest)], bytes).into_response()
-                }
-                None => StatusCode::NOT_FOUND.into_response(),
+            match keep_snapshot(&kept, &call, damage) {
+                Some(answer) => answer,
+                None => inner(call).await,
             }
         }
     })
@@ -1753,35 +1773,14 @@ async fn run_in_pod_keeping_snapshots(
                     flag.store(true, Ordering::SeqCst);
                 }
             }
-            let Some(key) = call.path().strip_prefix("/v1/worker/jobs/job-1/snapshots/") else {
-                return inner(call).await;
-            };
-            let key = key.to_string();
-            if call.method == Method::PUT {
-                let digest = call.header("ckrv-snapshot-sha256").to_string();
-                kept.lock()
-                    .unwrap()
-                    .insert(key, (call.body.to_vec(), digest));
-                return StatusCode::NO_CONTENT.into_response();
-            }
-            match kept.lock().unwrap().get(&key).cloned() {
-                Some((bytes, digest)) => {
-                    ([("ckrv-snapshot-sha256", digest)], bytes).into_response()
-                }
-                None => StatusCode::NOT_FOUND.into_response(),
+            match keep_snapshot(&kept, &call, false) {
+                Some(answer) => answer,
+                None => inner(call).await,
             }
         }
     })
     .await;
-    let mut entrypoint = pod.entrypoint();
-    let out = pod.orchestrator(&fake.url, &pod.token_file).await;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(entrypoint.exit_code().await, Some(0));
-    let calls = fake.requests();
+    let calls = pod.run_against(&fake).await;
     let done: JobCompletion = serde_json::from_slice(&calls.last().unwrap().body).unwrap();
     assert_eq!(done.state, JobState::Succeeded, "{:?}", log_lines(&calls));
     let diff = uploaded_diff(&calls);
@@ -1868,26 +1867,16 @@ async fn in_a_job_pod_a_failed_setup_fails_the_job_with_its_last_lines_and_the_a
     let environment = "setup = \"echo no index here; exit 7\"\n";
     let origin = origin_with_environment(environment, &[]);
     let spec = "---\nagent: script\nrun: echo ran > ran.txt\n---\n";
-    let pipeline = Pipeline::builtin();
-    let job = worker_job(spec, origin.path().to_str().unwrap(), &pipeline, &[]);
     let pod = JobPod::new();
-    let (fake, _) = pod.fake_api(job, pipeline).await;
-    let mut entrypoint = pod.entrypoint();
-    let out = pod.orchestrator(&fake.url, &pod.token_file).await;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let calls = fake.requests();
-    let done: JobCompletion = serde_json::from_slice(&calls.last().unwrap().body).unwrap();
+    let done = pod
+        .run_to_the_end(spec, origin.path().to_str().unwrap())
+        .await;
     assert_eq!(done.state, JobState::Failed);
     let error = done.error_message.unwrap();
     assert!(
         error.contains("setup exited with status 7") && error.contains("no index here"),
         "{error}"
     );
-    assert_eq!(entrypoint.exit_code().await, Some(0));
     assert!(!pod.workspace.join("ran.txt").exists(), "the agent ran");
     assert!(!pod.has(&pod.output, ckrv_agents::pod::EXIT));
 }
