@@ -192,7 +192,7 @@ impl WarmSnapshots {
             }
             copies.push((made, path));
         }
-        copies.sort_by(|a, b| b.0.cmp(&a.0));
+        copies.sort_by_key(|(made, _)| std::cmp::Reverse(*made));
         for (_, path) in copies.into_iter().skip(self.keep) {
             let _ = std::fs::remove_dir_all(&path);
         }

@@ -1635,7 +1635,7 @@ async fn a_worker_that_keeps_copies_moves_one_into_place_on_a_hit_and_makes_the_
     let lines = run().await;
     assert!(said(&lines, "setup", "preparing"), "{lines:?}");
     let digest = snapshots.lock().unwrap().values().next().unwrap().1.clone();
-    assert_eq!(copies(), [digest.clone()]);
+    assert_eq!(copies(), std::slice::from_ref(&digest));
     // The next two move the copy into place, and the worker makes another for the job after.
     for _ in 0..2 {
         let lines = run().await;
@@ -1646,7 +1646,7 @@ async fn a_worker_that_keeps_copies_moves_one_into_place_on_a_hit_and_makes_the_
         assert!(!said(&lines, "setup", "preparing"), "{lines:?}");
         assert!(said(&lines, "script", "ready"), "{lines:?}");
         assert!(said(&lines, "script", "home"), "{lines:?}");
-        assert_eq!(copies(), [digest.clone()]);
+        assert_eq!(copies(), std::slice::from_ref(&digest));
     }
     // The account's snapshot is replaced (another setup saved under the key): the copy of the
     // old bytes is not used; the new archive is restored and copied.
