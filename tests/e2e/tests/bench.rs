@@ -59,10 +59,10 @@ fn the_benchmark_measures_every_path_and_says_so_in_a_table() {
         String::from_utf8_lossy(&out.stderr)
     );
     let rows: Vec<&str> = stdout.lines().filter(|l| l.starts_with("| ")).collect();
-    // The header, eight measurements of the job's path, four of the worker, five of
-    // snapshots (two of them jobs on a hit), five of egress, and eleven of the engine (four of
+    // The header, eight measurements of the job's path, four of the worker, seven of
+    // snapshots (four of them jobs on a hit, with and without the worker's copy), five of egress, and eleven of the engine (four of
     // them the model gateway's), each with a sample count and four figures.
-    assert_eq!(rows.len(), 34, "{stdout}");
+    assert_eq!(rows.len(), 36, "{stdout}");
     for measured in [
         "through the model gateway",
         "egress proxy, CONNECT",
@@ -72,7 +72,8 @@ fn the_benchmark_measures_every_path_and_says_so_in_a_table() {
         "| snapshot: pack, 300 files, 1 MiB",
         "| snapshot: restore (digest checked), 300 files, 1 MiB",
         "| `tar -I zstd -x` of the same archive, 300 files, 1 MiB",
-        "| job on a snapshot hit: clone's end (phase setup) → agent starts, 300 files, 1 MiB",
+        "| job on a snapshot hit, the worker holding its unpacked copy: clone's end (phase setup) → agent starts, 300 files, 1 MiB",
+        "| job on a snapshot hit, no copy on the worker: clone's end (phase setup) → agent starts, 300 files, 1 MiB",
         "| of which the worker's restore (fetch, digest, unpack), 300 files, 1 MiB",
     ] {
         assert!(stdout.contains(measured), "{measured}: {stdout}");
