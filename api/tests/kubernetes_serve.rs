@@ -265,8 +265,8 @@ fn bad_setup_egress_and_internal_entries_are_refused_naming_the_flag_and_the_ent
     let dir = tempfile::tempdir().unwrap();
     for (args, expected) in [
         (
-            ["--setup-egress-allow", "https://pypi.org/simple"],
-            "bad egress entry `https://pypi.org/simple`: give a host, not a URL",
+            ["--setup-egress-allow", "https://localhost/simple"],
+            "bad egress entry `https://localhost/simple`: give a host, not a URL",
         ),
         (
             ["--egress-internal", "mirror.localhost:99999"],
