@@ -1,7 +1,8 @@
 //! The repository's setup (`.ckrv/environment.toml`, docs/environments.md): after the clone and
 //! before the agent, in phase `setup`, where the agent runs (its sandbox, or its container of
 //! a job pod), with the environment's egress within the operator's ceiling and a time limit.
-//! Its output goes to the job's log under `setup`; a failed setup fails the job with its exit status and last lines.
+//! Its output goes to the job's log under `setup`; a failed setup fails the job with its exit
+//! status and last lines.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -397,7 +398,7 @@ impl Setup<'_> {
                 return;
             };
             match api.fetch_snapshot(&key, &file).await {
-                Ok(Some(digest)) => fill(&filling, file, digest).await,
+                Ok(Some(digest)) => fill(filling, file, digest).await,
                 Ok(None) => {}
                 Err(error) => tracing::debug!(%error, "no archive for this worker's next copy"),
             }
@@ -418,7 +419,9 @@ impl Setup<'_> {
             Some((warm, kept))
         });
         match moved {
-            Some((warm, kept)) => warm.making(tokio::spawn(fill(warm, kept, digest))),
+            Some((warm, kept)) => {
+                warm.making(tokio::spawn(fill(Arc::clone(warm), kept, digest)));
+            }
             None => {
                 let _ = std::fs::remove_file(file);
             }
@@ -473,18 +476,11 @@ impl Setup<'_> {
 }
 
 /// Makes `warm`'s copy of the archive at `file`, off the runtime's threads; the file goes.
-fn fill(
-    warm: &Arc<WarmSnapshots>,
-    file: tempfile::TempPath,
-    digest: String,
-) -> impl std::future::Future<Output = ()> + Send + 'static {
-    let warm = Arc::clone(warm);
-    async move {
-        let filled =
-            tokio::task::spawn_blocking(move || warm.fill(&file, &digest, MAX_RESTORE_BYTES)).await;
-        if let Ok(Err(error)) = filled {
-            tracing::warn!(%error, "this worker's copy of the snapshot was not made");
-        }
+async fn fill(warm: Arc<WarmSnapshots>, file: tempfile::TempPath, digest: String) {
+    let filled =
+        tokio::task::spawn_blocking(move || warm.fill(&file, &digest, MAX_RESTORE_BYTES)).await;
+    if let Ok(Err(error)) = filled {
+        tracing::warn!(%error, "this worker's copy of the snapshot was not made");
     }
 }
 

@@ -305,7 +305,7 @@ pub fn restore(
 /// symbolic link (which an earlier entry could have planted to lead elsewhere); whatever is at
 /// the path itself (but a directory) is removed, so a link there is replaced, never followed.
 /// `None` when a parent is a link or not a directory.
-fn place(
+pub(crate) fn place(
     root: &Path,
     relative: &Path,
     checked: &mut HashSet<PathBuf>,

@@ -9,7 +9,7 @@
 //! made again in the background for the next job.
 
 use std::io;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use ckrv_agents::environment::CachePath;
@@ -225,13 +225,15 @@ pub fn place(
         if std::fs::symlink_metadata(&target).is_ok() {
             return Err(PlaceError::Occupied(shown()));
         }
-        make_real_dirs(root, relative).map_err(|e| match e {
-            Some(source) => PlaceError::Io {
+        // The directories on the way are made, refusing a link or a file, as a restore does.
+        let placed = snapshot::place(root, relative, &mut std::collections::HashSet::new())
+            .map_err(|source| PlaceError::Io {
                 path: shown(),
                 source,
-            },
-            None => PlaceError::Through(shown()),
-        })?;
+            })?;
+        if placed.is_none() {
+            return Err(PlaceError::Through(shown()));
+        }
         std::fs::rename(&from, &target).map_err(|source| PlaceError::Io {
             path: shown(),
             source,
@@ -239,29 +241,6 @@ pub fn place(
         moved += 1;
     }
     Ok(moved)
-}
-
-/// Makes each directory on the way from `root` to `relative` (not `relative` itself); `None`
-/// as the error when one is a link or a file.
-fn make_real_dirs(root: &Path, relative: &Path) -> Result<(), Option<io::Error>> {
-    let mut path = root.to_path_buf();
-    let mut parts: Vec<Component<'_>> = relative.components().collect();
-    parts.pop();
-    for part in parts {
-        let Component::Normal(part) = part else {
-            return Err(None);
-        };
-        path.push(part);
-        match std::fs::symlink_metadata(&path) {
-            Ok(meta) if meta.is_dir() => {}
-            Ok(_) => return Err(None),
-            Err(error) if error.kind() == io::ErrorKind::NotFound => {
-                std::fs::create_dir(&path).map_err(Some)?;
-            }
-            Err(error) => return Err(Some(error)),
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]
