@@ -546,9 +546,10 @@ async fn as_pid_1_it_ends_what_setup_left_running_outside_its_group() {
         .spawn()
         .unwrap();
     let mut entrypoint = Entrypoint(child);
-    // A daemon in its own session: no process group kill reaches it.
+    // A daemon in its own session: no process group kill reaches it. Setup ends once the
+    // daemon has beaten (at most 20 s, for a loaded machine), so the kill is what stops it.
     let setup = "setsid sh -c 'while :; do date +%s%N > beat; sleep 0.05; done' </dev/null >/dev/null 2>&1 &
-sleep 0.3";
+i=0; while [ ! -s beat ] && [ $i -lt 400 ]; do sleep 0.05; i=$((i+1)); done";
     let (status, _) = run_collecting(&pod.runtime().for_setup(), &sh(&pod, setup))
         .await
         .unwrap();
