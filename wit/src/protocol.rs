@@ -44,6 +44,14 @@ pub mod paths {
     /// One of them, by its key or a unique prefix of at least 8 hex digits.
     pub const SNAPSHOT: &str = "/v1/snapshots/{key}";
 
+    /// The account's webhooks (docs/webhooks.md).
+    pub const WEBHOOKS: &str = "/v1/webhooks";
+    pub const WEBHOOK: &str = "/v1/webhooks/{id}";
+    pub const WEBHOOK_ROTATE: &str = "/v1/webhooks/{id}/rotate";
+    /// Deliveries to them; `webhook`, `job` and `limit` query parameters.
+    pub const WEBHOOK_DELIVERIES: &str = "/v1/webhooks/deliveries";
+    pub const WEBHOOK_REDELIVER: &str = "/v1/webhooks/deliveries/{id}/redeliver";
+
     // A job's worker: with the job's worker token (an external worker's credential to claim).
     pub const WORKER_CLAIM: &str = "/v1/worker/claim";
     pub const WORKER_JOB: &str = "/v1/worker/jobs/{id}";
