@@ -21,6 +21,7 @@ pub mod route;
 pub mod router;
 pub mod state;
 pub mod store;
+pub mod webhooks;
 
 pub use config::{Config, DispatcherConfig, KubernetesConfig};
 
@@ -44,6 +45,8 @@ pub struct Server {
     log_archive: jobs::log_archive::ArchiveSettings,
     /// The egress proxy for job pods (Kubernetes), serving while the server lives.
     egress_proxy: Option<ckrv_agents::egress::SharedEgressProxy>,
+    /// Sends webhook deliveries from the outbox while the server lives.
+    webhook_sender: webhooks::sender::Sender,
 }
 
 impl Server {
@@ -182,6 +185,13 @@ impl Server {
             secrets.derive("ckrv web session cookies").as_slice(),
         );
         let secrets = Arc::new(credentials::secrets::KeyRing::new(key_file, secrets));
+        let webhook_sender = webhooks::sender::Sender {
+            store: store.clone(),
+            secrets: Arc::clone(&secrets),
+            client: webhooks::target::client(config.allow_local_repos)
+                .context("building the webhooks' HTTP client")?,
+            events: events.clone(),
+        };
         let state = state::AppState {
             identity: identity::IdentityState {
                 store: store.clone(),
@@ -214,7 +224,12 @@ impl Server {
             },
             credentials: credentials::CredentialsState {
                 store: store.clone(),
-                secrets,
+                secrets: Arc::clone(&secrets),
+            },
+            webhooks: webhooks::WebhooksState {
+                store: store.clone(),
+                secrets: Arc::clone(&secrets),
+                allow_internal: config.allow_local_repos,
             },
             ops: ops::OpsState {
                 store,
@@ -231,6 +246,7 @@ impl Server {
             retention: config.retention,
             log_archive: config.log_archive,
             egress_proxy,
+            webhook_sender,
         })
     }
 
@@ -290,6 +306,7 @@ impl Server {
             job_state.artifacts.clone(),
             self.retention,
         ));
+        background.spawn(self.webhook_sender.run());
         if let Some((url, outbox)) = self.relay {
             background.spawn(jobs::events::postgres::relay(
                 url,

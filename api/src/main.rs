@@ -1,5 +1,5 @@
-//! `ckrv-api`: the control plane's command line: `serve`, and `users`, `workers` and `keys` for
-//! administrators (one module per command under `cli/`).
+//! `ckrv-api`: the control plane's command line: `serve`, and `users`, `workers`, `keys` and
+//! `webhooks` for administrators (one module per command under `cli/`).
 
 use std::io::IsTerminal as _;
 
@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 use cli::keys::KeysCommand;
 use cli::serve::ServeArgs;
 use cli::users::UsersCommand;
+use cli::webhooks::WebhooksCommand;
 use cli::workers::WorkersCommand;
 
 mod cli;
@@ -32,6 +33,9 @@ enum Command {
     /// Manage the keys that seal stored git credentials: rotate, list, retire
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Manage the operator's webhooks, which take every account's job events
+    #[command(subcommand)]
+    Webhooks(WebhooksCommand),
 }
 
 #[tokio::main]
@@ -51,5 +55,6 @@ async fn main() -> anyhow::Result<()> {
         Command::Users(command) => cli::users::users(command).await,
         Command::Workers(command) => cli::workers::workers(command).await,
         Command::Keys(command) => cli::keys::keys(command).await,
+        Command::Webhooks(command) => cli::webhooks::webhooks(command).await,
     }
 }

@@ -12,7 +12,7 @@ use serde_json::Value;
 use crate::error::AppError;
 use crate::route::{Auth, Content, Method, Operation, Route, answering, op};
 use crate::state::AppState;
-use crate::{credentials, gateway, identity, jobs, ops};
+use crate::{credentials, gateway, identity, jobs, ops, webhooks};
 
 /// The OpenAPI document, served from the same rows it describes.
 const ROUTES: &[Route<()>] = &[Route::new(
@@ -41,6 +41,11 @@ pub fn operations() -> impl Iterator<Item = &'static Operation> {
                 .map(|route| &route.operation),
         )
         .chain(jobs::routes::ROUTES.iter().map(|route| &route.operation))
+        .chain(
+            webhooks::routes::ROUTES
+                .iter()
+                .map(|route| &route.operation),
+        )
         .chain(ops::health::ROUTES.iter().map(|route| &route.operation))
         .chain(ROUTES.iter().map(|route| &route.operation))
 }
@@ -62,6 +67,7 @@ pub fn router(state: AppState) -> Router {
         .merge(identity::web::router().with_state(state.identity))
         .merge(mount(credentials::routes::ROUTES, state.credentials))
         .merge(mount(jobs::routes::ROUTES, state.jobs))
+        .merge(mount(webhooks::routes::ROUTES, state.webhooks))
         .merge(gateway::router(state.gateway))
         .merge(mount(ops::health::ROUTES, state.ops.clone()))
         .merge(mount(ROUTES, ()))

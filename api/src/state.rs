@@ -6,6 +6,7 @@ use crate::gateway::GatewayState;
 use crate::identity::IdentityState;
 use crate::jobs::JobsState;
 use crate::ops::OpsState;
+use crate::webhooks::WebhooksState;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -14,4 +15,5 @@ pub struct AppState {
     pub credentials: CredentialsState,
     pub gateway: GatewayState,
     pub ops: OpsState,
+    pub webhooks: WebhooksState,
 }

@@ -259,9 +259,14 @@ async fn keys_rotate_re_encrypts_every_credential_and_a_running_server_follows()
         let (status, body) = api.post("/v1/credentials", user, pat(name)).await;
         assert_eq!(status, StatusCode::CREATED, "{body}");
     }
+    // A webhook's secret is sealed under the same keys (an event no job here has, so nothing
+    // is sent).
+    let hook = json!({"url": "https://hooks.example.com/ckrv", "events": ["job.published"]});
+    let (status, body) = api.post("/v1/webhooks", user, hook).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
     let first = key_ids(&api);
     assert_eq!(first.len(), 1);
-    assert_eq!((first[0].1.as_str(), first[0].2.as_str()), ("active", "2"));
+    assert_eq!((first[0].1.as_str(), first[0].2.as_str()), ("active", "3"));
     let old = first[0].0.clone();
 
     // The active key cannot be retired; nor can one that still seals credentials.
@@ -273,7 +278,7 @@ async fn keys_rotate_re_encrypts_every_credential_and_a_running_server_follows()
     let out = keys_command(&api, &["retire", &old]);
     assert!(
         String::from_utf8_lossy(&out.stderr).contains(&format!(
-            "key {old} still seals 2 credential(s): run `ckrv-api keys rotate`"
+            "key {old} still seals 3 secret(s): run `ckrv-api keys rotate`"
         )),
         "{}",
         String::from_utf8_lossy(&out.stderr)
@@ -287,13 +292,13 @@ async fn keys_rotate_re_encrypts_every_credential_and_a_running_server_follows()
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(
-        printed.contains("(now active); re-encrypted 2 credential(s)"),
+        printed.contains("(now active); re-encrypted 3 secret(s)"),
         "{printed}"
     );
     let keys = key_ids(&api);
     assert_eq!(keys.len(), 3);
     let new = keys[2].0.clone();
-    assert_eq!((keys[2].1.as_str(), keys[2].2.as_str()), ("active", "2"));
+    assert_eq!((keys[2].1.as_str(), keys[2].2.as_str()), ("active", "3"));
     assert_eq!(keys[0].2, "0");
 
     // The running server opens the re-encrypted credential without a restart, and seals new
@@ -322,7 +327,7 @@ async fn keys_rotate_re_encrypts_every_credential_and_a_running_server_follows()
     assert_eq!(status, StatusCode::CREATED);
     assert_eq!(
         key_ids(&api),
-        [(new, "active".to_string(), "3".to_string())]
+        [(new, "active".to_string(), "4".to_string())]
     );
     let mode = std::os::unix::fs::PermissionsExt::mode(
         &std::fs::metadata(&key_file).unwrap().permissions(),

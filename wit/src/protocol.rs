@@ -24,6 +24,24 @@ pub const EGRESS_LOG_SOURCE: &str = "egress";
 /// (`paths::WORKER_SNAPSHOT`).
 pub const SNAPSHOT_SHA256_HEADER: &str = "ckrv-snapshot-sha256";
 
+/// The events a webhook can take (docs/webhooks.md); `*` takes them all.
+pub mod webhook_events {
+    pub const QUEUED: &str = "job.queued";
+    pub const STARTED: &str = "job.started";
+    pub const PHASE: &str = "job.phase";
+    pub const SUCCEEDED: &str = "job.succeeded";
+    pub const FAILED: &str = "job.failed";
+    pub const TIMEOUT: &str = "job.timeout";
+    pub const CANCELLED: &str = "job.cancelled";
+    pub const PUBLISHED: &str = "job.published";
+    /// Every event.
+    pub const ALL: &str = "*";
+    /// The names a webhook may ask for.
+    pub const NAMES: [&str; 9] = [
+        QUEUED, STARTED, PHASE, SUCCEEDED, FAILED, TIMEOUT, CANCELLED, PUBLISHED, ALL,
+    ];
+}
+
 /// The API's routes. The server mounts these templates; clients fill them with [`fill`], so a
 /// path is spelled once for the API, the provider plugins and the template.
 pub mod paths {

@@ -33,7 +33,7 @@ pub(crate) async fn keys(command: KeysCommand) -> anyhow::Result<()> {
                 ckrv_api::credentials::keys::rotate_keys(&open(&data).await?, &data.key_file())
                     .await?;
             println!(
-                "added key {} (now active); re-encrypted {} credential(s) under it",
+                "added key {} (now active); re-encrypted {} secret(s) under it",
                 rotation.new_key, rotation.resealed
             );
             if !rotation.older.is_empty() {
@@ -50,7 +50,7 @@ pub(crate) async fn keys(command: KeysCommand) -> anyhow::Result<()> {
                     .await?
             {
                 let state = if active { "active" } else { "old" };
-                println!("{id}  {state:<6}  {count} credential(s)");
+                println!("{id}  {state:<6}  {count} secret(s)");
             }
         }
         KeysCommand::Retire { id, data } => {

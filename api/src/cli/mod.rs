@@ -5,4 +5,5 @@ pub mod dispatcher;
 pub mod keys;
 pub mod serve;
 pub mod users;
+pub mod webhooks;
 pub mod workers;

@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use super::secrets::{self, SecretKeys};
-use crate::store::Store;
+use crate::store::{Sealed, Store};
 
 #[derive(Debug, thiserror::Error)]
 pub enum KeysError {
@@ -14,7 +14,7 @@ pub enum KeysError {
     #[error(transparent)]
     Secrets(#[from] secrets::SecretsError),
     #[error(
-        "key {id} still seals {count} credential(s): run `ckrv-api keys rotate` (which re-encrypts them) first"
+        "key {id} still seals {count} secret(s): run `ckrv-api keys rotate` (which re-encrypts them) first"
     )]
     KeyInUse { id: String, count: i64 },
 }
@@ -54,6 +54,24 @@ async fn reseal_all(store: &Store, key_file: &Path) -> Result<usize, KeysError> 
         let value = keys.open(&old, &binding)?;
         let new = keys.seal(&binding, &value)?;
         if store.reseal_credential(&account, &name, &old, &new).await? {
+            resealed += 1;
+        }
+    }
+    for webhook in store.webhooks_not_under(keys.active()).await? {
+        let binding = crate::webhooks::secret_binding(&webhook.id);
+        let reseal = |sealed: &Sealed| -> Result<Sealed, KeysError> {
+            Ok(keys.seal(&binding, &keys.open(sealed, &binding)?)?)
+        };
+        let current = reseal(&webhook.secret)?;
+        let previous = webhook
+            .previous
+            .as_ref()
+            .map(|(sealed, _)| reseal(sealed))
+            .transpose()?;
+        if store
+            .reseal_webhook(&webhook.id, &webhook.secret, &current, previous.as_ref())
+            .await?
+        {
             resealed += 1;
         }
     }

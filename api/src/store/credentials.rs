@@ -224,11 +224,18 @@ impl Store {
         Ok(done.rows_affected() == 1)
     }
 
-    /// How many credentials each key seals.
+    /// How many secrets (git credentials, webhook secrets) each key seals.
     pub async fn credentials_per_key(&self) -> Result<Vec<(String, i64)>, StoreError> {
-        let rows = sqlx::query("SELECT key_id, COUNT(*) AS n FROM credentials GROUP BY key_id")
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = sqlx::query(
+            "SELECT key_id, COUNT(*) AS n FROM (
+                 SELECT key_id FROM credentials
+                 UNION ALL SELECT key_id FROM webhooks
+                 UNION ALL SELECT previous_key_id AS key_id FROM webhooks
+                           WHERE previous_key_id IS NOT NULL
+             ) sealed GROUP BY key_id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
         rows.iter()
             .map(|row| Ok((row.try_get("key_id")?, row.try_get("n")?)))
             .collect()

@@ -3,7 +3,9 @@
 use ckrv_wit::types::{DiffStats, Job, JobState, JobStatus};
 use sqlx::Row;
 
-use super::{Store, StoreError, parse_enum};
+use ckrv_wit::protocol::webhook_events;
+
+use super::{Store, StoreError, parse_enum, webhooks};
 
 const COLUMNS: &str = "seq, id, account_id, spec, spec_path, git_repo_url, git_base_branch, \
      state, phase, agent, feature_branch_name, diff_stats_json, error_message, has_diff, diff_sha256, \
@@ -119,6 +121,7 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         }
+        webhooks::enqueue_event(&mut tx, new.id, webhook_events::QUEUED, new.created_ms).await?;
         tx.commit().await?;
         self.job(new.id).await
     }

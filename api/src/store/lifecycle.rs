@@ -7,7 +7,9 @@
 use ckrv_wit::types::{DiffStats, JobPhase, JobState, SetupSummary};
 use sqlx::Row;
 
-use super::{Backend, Store, StoreError};
+use ckrv_wit::protocol::webhook_events;
+
+use super::{Backend, Store, StoreError, webhooks};
 
 /// A state change of a job.
 #[derive(Debug, Clone)]
@@ -79,6 +81,18 @@ pub struct Claimed {
     pub generation: i64,
 }
 
+/// The webhook event of a move to `to` (a job back in the queue is queued again).
+fn event_of(to: JobState) -> &'static str {
+    match to {
+        JobState::Pending => webhook_events::QUEUED,
+        JobState::Running => webhook_events::STARTED,
+        JobState::Succeeded => webhook_events::SUCCEEDED,
+        JobState::Failed => webhook_events::FAILED,
+        JobState::Timeout => webhook_events::TIMEOUT,
+        JobState::Cancelled => webhook_events::CANCELLED,
+    }
+}
+
 /// `state IN ($first, …)` for the states a move to `to` may start from.
 fn from_states(to: JobState, first: usize) -> (String, Vec<&'static str>) {
     let states: Vec<&'static str> = JobState::sources_of(to).map(JobState::as_str).collect();
@@ -140,6 +154,7 @@ impl Store {
                 .bind(t.job_id)
                 .execute(&mut *tx)
                 .await?;
+            webhooks::enqueue_event(&mut tx, t.job_id, event_of(t.to), t.now_ms).await?;
         }
         tx.commit().await?;
         Ok(changed)
@@ -241,6 +256,7 @@ impl Store {
         .bind(generation)
         .execute(&mut *tx)
         .await?;
+        webhooks::enqueue_event(&mut tx, &job_id, webhook_events::STARTED, c.now_ms).await?;
         tx.commit().await?;
         Ok(Some(Claimed { job_id, generation }))
     }
@@ -336,6 +352,7 @@ impl Store {
         generation: i64,
         phase: JobPhase,
         agent: Option<&str>,
+        now_ms: i64,
         now: &str,
     ) -> Result<bool, StoreError> {
         let before: Vec<&'static str> = JobPhase::ALL
@@ -362,7 +379,13 @@ impl Store {
         for phase in before {
             query = query.bind(phase);
         }
-        Ok(query.execute(&self.pool).await?.rows_affected() == 1)
+        let mut tx = self.pool.begin().await?;
+        let changed = query.execute(&mut *tx).await?.rows_affected() == 1;
+        if changed {
+            webhooks::enqueue_event(&mut tx, job_id, webhook_events::PHASE, now_ms).await?;
+        }
+        tx.commit().await?;
+        Ok(changed)
     }
 
     /// Records the egress policy the job's setup runs under; false unless the job runs under
@@ -641,7 +664,7 @@ mod tests {
                         continue;
                     };
                     let changed = store
-                        .set_phase(&job_id, generation, *phase, None, now)
+                        .set_phase(&job_id, generation, *phase, None, 0, now)
                         .await
                         .unwrap();
                     let expected = model.holds(*writer) && model.phase.can_become(*phase);

@@ -15,6 +15,7 @@ mod logs;
 mod snapshots;
 mod tokens;
 mod web;
+mod webhooks;
 mod workers;
 
 pub use accounts::{Account, NewAccount};
@@ -29,6 +30,7 @@ pub use logs::{MAX_LOG_SEQUENCE, log_batch_fits};
 pub use snapshots::{NewSnapshot, Snapshot, over_cap};
 pub use tokens::{NewToken, PersonalToken, RefreshUse, TokenKind, TokenOwner, TokenStatus};
 pub use web::{SsoLogin, WebSession};
+pub use webhooks::{AttemptRow, DeliveryRow, DeliveryStatus, NewWebhook, Outcome, WebhookRow};
 pub use workers::WorkerCredential;
 
 use std::str::FromStr;

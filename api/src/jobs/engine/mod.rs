@@ -231,10 +231,17 @@ impl JobEngine {
         phase: JobPhase,
         agent: Option<&str>,
     ) -> Result<bool, StoreError> {
-        let now = clock::rfc3339(clock::now());
+        let at = clock::now();
         let changed = self
             .store
-            .set_phase(job_id, generation, phase, agent, &now)
+            .set_phase(
+                job_id,
+                generation,
+                phase,
+                agent,
+                clock::millis(at),
+                &clock::rfc3339(at),
+            )
             .await?;
         if !changed {
             return Ok(false);

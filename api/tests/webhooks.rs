@@ -1,0 +1,430 @@
+//! Webhooks through the real API on both databases (docs/webhooks.md): an account adds one and
+//! gets its secret once; every transition of its jobs reaches a receiver on loopback, signed,
+//! in order; a receiver that fails gets the events again, in order, once it recovers; the
+//! outbox outlives a restart; another account sees and touches none of it; bad URLs and events
+//! are refused with the reason. The signatures are checked against the reference library in
+//! the end-to-end tests (tests/e2e/tests/webhooks.rs); here by the specification's formula.
+
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use axum::http::Method;
+use axum::response::IntoResponse;
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use ckrv_test_support::{FakeEndpoint, Recorded};
+use hmac::{Hmac, Mac};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use sha2::Sha256;
+use support::{RecordingDispatcher, TestApi, access};
+
+/// An API whose webhooks may go to loopback (the operator's development setting).
+async fn api(dir: &std::path::Path) -> TestApi {
+    TestApi::start_configured(dir, Arc::new(RecordingDispatcher::default()), |c| {
+        c.allow_local_repos = true;
+    })
+    .await
+}
+
+/// A receiver that answers `fail_first` requests with 500, then 204.
+async fn receiver(fail_first: usize) -> FakeEndpoint {
+    let seen = Arc::new(AtomicUsize::new(0));
+    FakeEndpoint::start(move |_| {
+        let seen = Arc::clone(&seen);
+        async move {
+            if seen.fetch_add(1, Ordering::SeqCst) < fail_first {
+                StatusCode::INTERNAL_SERVER_ERROR.into_response()
+            } else {
+                StatusCode::NO_CONTENT.into_response()
+            }
+        }
+    })
+    .await
+}
+
+async fn add(api: &TestApi, token: &str, url: &str, events: &[&str]) -> (StatusCode, Value) {
+    api.post("/v1/webhooks", token, json!({"url": url, "events": events}))
+        .await
+}
+
+/// Whether `request` carries a signature by `secret`, as Standard Webhooks defines it.
+fn signed_by(request: &Recorded, secret: &str) -> bool {
+    let key = STANDARD
+        .decode(secret.strip_prefix("whsec_").unwrap())
+        .unwrap();
+    let mut mac = Hmac::<Sha256>::new_from_slice(&key).unwrap();
+    mac.update(
+        format!(
+            "{}.{}.",
+            request.header("webhook-id"),
+            request.header("webhook-timestamp")
+        )
+        .as_bytes(),
+    );
+    mac.update(&request.body);
+    let expected = format!("v1,{}", STANDARD.encode(mac.finalize().into_bytes()));
+    request
+        .header("webhook-signature")
+        .split(' ')
+        .any(|s| s == expected)
+}
+
+/// The requests that were answered 2xx: every one the receiver recorded after the failures.
+async fn wait_for(receiver: &FakeEndpoint, count: usize) -> Vec<Recorded> {
+    for _ in 0..300 {
+        let requests = receiver.requests();
+        if requests.len() >= count {
+            return requests;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!(
+        "{count} webhook requests expected, {} came",
+        receiver.requests().len()
+    );
+}
+
+fn event_of(request: &Recorded) -> (String, String) {
+    let body: Value = request.json();
+    (
+        body["type"].as_str().unwrap().to_owned(),
+        body["data"]["job"]["id"].as_str().unwrap().to_owned(),
+    )
+}
+
+#[tokio::test]
+async fn a_jobs_transitions_reach_the_receiver_signed_and_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let api = api(dir.path()).await;
+    let token = access(&api.login("dev@example.com").await).to_string();
+    let receiver = receiver(0).await;
+    let (status, hook) = add(&api, &token, &format!("{}/hook", receiver.url), &["*"]).await;
+    assert_eq!(status, StatusCode::CREATED, "{hook}");
+    let secret = hook["secret"].as_str().unwrap().to_owned();
+    assert!(secret.starts_with("whsec_"));
+    assert_eq!(hook["operator_wide"], false);
+
+    let (_, job) = api.create_job(&token).await;
+    let id = job["id"].as_str().unwrap().to_owned();
+    let worker = api.dispatcher.token_for(&id);
+    let (status, _) = api
+        .post(
+            &format!("/v1/worker/jobs/{id}/phase"),
+            &worker,
+            json!({"phase": "cloning"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    api.work_job(
+        &id,
+        &[],
+        None,
+        Some(json!({"state": "failed", "error_message": "boom"})),
+    )
+    .await;
+
+    let requests = wait_for(&receiver, 4).await;
+    let events: Vec<(String, String)> = requests.iter().map(event_of).collect();
+    let names: Vec<&str> = events.iter().map(|(e, _)| e.as_str()).collect();
+    assert_eq!(
+        names,
+        ["job.queued", "job.started", "job.phase", "job.failed"]
+    );
+    assert!(events.iter().all(|(_, job)| *job == id));
+    for request in &requests {
+        assert_eq!(request.method, Method::POST);
+        assert_eq!(request.path(), "/hook");
+        assert!(signed_by(request, &secret), "a bad signature");
+        assert!(request.header("webhook-id").starts_with("msg_"));
+        assert_eq!(request.header("content-type"), "application/json");
+    }
+    // The job's contract shape, as it was at each event.
+    let phase: Value = requests[2].json();
+    assert_eq!(phase["data"]["job"]["status"], "running");
+    assert_eq!(phase["data"]["job"]["phase"], "cloning");
+    let failed: Value = requests[3].json();
+    assert_eq!(failed["data"]["job"]["status"], "failed");
+    assert_eq!(failed["data"]["job"]["error_message"], "boom");
+    assert_eq!(failed["data"]["state"], "failed");
+
+    // The deliveries, each with its try and status code.
+    let (status, list) = api
+        .get(&format!("/v1/webhooks/deliveries?job={id}"), &token)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{list}");
+    let deliveries = list["deliveries"].as_array().unwrap();
+    assert_eq!(deliveries.len(), 4);
+    assert_eq!(deliveries[0]["event"], "job.failed", "newest first");
+    for delivery in deliveries {
+        assert_eq!(delivery["status"], "delivered");
+        assert_eq!(delivery["attempts"][0]["status_code"], 204);
+    }
+    // The secret is never shown again.
+    let (_, listed) = api.get("/v1/webhooks", &token).await;
+    assert_eq!(listed["webhooks"][0]["id"], hook["id"]);
+    assert!(listed["webhooks"][0]["secret"].is_null());
+    assert!(!listed.to_string().contains(&secret));
+
+    // Redelivery sends the same message again, with the same id.
+    let first_id = deliveries[3]["id"].as_str().unwrap();
+    let (status, again) = api
+        .post(
+            &format!("/v1/webhooks/deliveries/{first_id}/redeliver"),
+            &token,
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{again}");
+    let requests = wait_for(&receiver, 5).await;
+    assert_eq!(requests[4].header("webhook-id"), first_id);
+    assert_eq!(requests[4].body, requests[0].body);
+}
+
+/// Only the events a webhook names reach it.
+#[tokio::test]
+async fn a_webhook_gets_only_the_events_it_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let api = api(dir.path()).await;
+    let token = access(&api.login("dev@example.com").await).to_string();
+    let receiver = receiver(0).await;
+    let (status, _) = add(&api, &token, &receiver.url, &["job.succeeded"]).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (_, job) = api.create_job(&token).await;
+    let id = job["id"].as_str().unwrap().to_owned();
+    api.work_job(&id, &["hi"], None, Some(json!({"state": "succeeded"})))
+        .await;
+    let requests = wait_for(&receiver, 1).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(receiver.requests().len(), 1, "an event it did not ask for");
+    assert_eq!(event_of(&requests[0]).0, "job.succeeded");
+}
+
+/// A receiver that fails gets every event again once it recovers, in order, and the failed
+/// tries are listed with their status codes.
+#[tokio::test]
+async fn a_failing_receiver_gets_every_event_in_order_once_it_recovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let api = api(dir.path()).await;
+    let token = access(&api.login("dev@example.com").await).to_string();
+    let receiver = receiver(2).await;
+    add(&api, &token, &receiver.url, &["*"]).await;
+    let (_, job) = api.create_job(&token).await;
+    let id = job["id"].as_str().unwrap().to_owned();
+    api.work_job(&id, &[], None, Some(json!({"state": "succeeded"})))
+        .await;
+    // Two failed tries of the first event (1 s, then 2 s apart), then the three events.
+    let requests = wait_for(&receiver, 5).await;
+    let names: Vec<String> = requests.iter().map(|r| event_of(r).0).collect();
+    assert_eq!(
+        names,
+        [
+            "job.queued",
+            "job.queued",
+            "job.queued",
+            "job.started",
+            "job.succeeded"
+        ]
+    );
+    assert_eq!(
+        requests[0].header("webhook-id"),
+        requests[2].header("webhook-id"),
+        "a retry is the same message"
+    );
+    let (_, list) = api
+        .get(&format!("/v1/webhooks/deliveries?job={id}"), &token)
+        .await;
+    let queued = &list["deliveries"].as_array().unwrap()[2];
+    assert_eq!(queued["event"], "job.queued");
+    let codes: Vec<&Value> = queued["attempts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| &a["status_code"])
+        .collect();
+    assert_eq!(codes, [&json!(500), &json!(500), &json!(204)]);
+}
+
+/// Deliveries wait in the database: an API stopped while a receiver is down sends them after
+/// it starts again.
+#[tokio::test]
+async fn the_outbox_outlives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let api = api(dir.path()).await;
+    let database = api.database();
+    let token = access(&api.login("dev@example.com").await).to_string();
+    // Nothing listens here yet: every try fails to connect.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    drop(listener);
+    add(
+        &api,
+        &token,
+        &format!("http://127.0.0.1:{port}/hook"),
+        &["job.queued"],
+    )
+    .await;
+    let (_, job) = api.create_job(&token).await;
+    let id = job["id"].as_str().unwrap().to_owned();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    drop(api);
+
+    let receiver_listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await;
+    let Ok(receiver_listener) = receiver_listener else {
+        panic!("port {port} was taken meanwhile");
+    };
+    let got = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let record = Arc::clone(&got);
+    let app = axum::Router::new().fallback(move |body: String| {
+        let record = Arc::clone(&record);
+        async move {
+            record.lock().unwrap().push(body);
+            StatusCode::OK
+        }
+    });
+    tokio::spawn(async move { axum::serve(receiver_listener, app).await });
+    let _again = TestApi::start_configured_on(
+        dir.path(),
+        database,
+        Arc::new(RecordingDispatcher::default()),
+        |c| c.allow_local_repos = true,
+    )
+    .await;
+    for _ in 0..200 {
+        if !got.lock().unwrap().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let bodies = got.lock().unwrap().clone();
+    assert_eq!(bodies.len(), 1, "{bodies:?}");
+    let body: Value = serde_json::from_str(&bodies[0]).unwrap();
+    assert_eq!(body["type"], "job.queued");
+    assert_eq!(body["data"]["job"]["id"], id.as_str());
+}
+
+/// Another account can neither see nor touch a webhook or its deliveries, and its own jobs'
+/// events do not reach it.
+#[tokio::test]
+async fn accounts_never_see_each_others_webhooks() {
+    let dir = tempfile::tempdir().unwrap();
+    let api = api(dir.path()).await;
+    let dev = access(&api.login("dev@example.com").await).to_string();
+    let other = access(&api.login("other@example.com").await).to_string();
+    let receiver = receiver(0).await;
+    let (_, hook) = add(&api, &dev, &receiver.url, &["*"]).await;
+    let hook_id = hook["id"].as_str().unwrap();
+
+    let (_, job) = api.create_job(&other).await;
+    let other_job = job["id"].as_str().unwrap().to_owned();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(receiver.requests().is_empty(), "another account's event");
+
+    let (_, job) = api.create_job(&dev).await;
+    wait_for(&receiver, 1).await;
+    let dev_job = job["id"].as_str().unwrap();
+    let (_, list) = api.get("/v1/webhooks/deliveries", &dev).await;
+    let delivery = list["deliveries"][0]["id"].as_str().unwrap().to_owned();
+    assert_eq!(list["deliveries"][0]["job_id"], dev_job);
+
+    let (_, listed) = api.get("/v1/webhooks", &other).await;
+    assert_eq!(listed, json!({"webhooks": []}));
+    let (_, listed) = api.get("/v1/webhooks/deliveries", &other).await;
+    assert_eq!(listed, json!({"deliveries": []}));
+    let (_, listed) = api
+        .get(
+            &format!("/v1/webhooks/deliveries?webhook={hook_id}"),
+            &other,
+        )
+        .await;
+    assert_eq!(listed, json!({"deliveries": []}));
+    for (method, path) in [
+        (Method::DELETE, format!("/v1/webhooks/{hook_id}")),
+        (Method::POST, format!("/v1/webhooks/{hook_id}/rotate")),
+        (
+            Method::POST,
+            format!("/v1/webhooks/deliveries/{delivery}/redeliver"),
+        ),
+    ] {
+        let (status, body) = api.call(method.clone(), &path, Some(&other), None).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{method} {path}: {body}");
+    }
+    let (status, _) = api
+        .call(
+            Method::DELETE,
+            &format!("/v1/webhooks/{hook_id}"),
+            Some(&dev),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (_, listed) = api.get("/v1/webhooks/deliveries", &dev).await;
+    assert_eq!(listed, json!({"deliveries": []}), "deliveries go with it");
+    let _ = other_job;
+}
+
+/// A rotation gives a new secret; both sign until the old one's day is over.
+#[tokio::test]
+async fn a_rotated_secret_signs_beside_the_new_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let api = api(dir.path()).await;
+    let token = access(&api.login("dev@example.com").await).to_string();
+    let receiver = receiver(0).await;
+    let (_, hook) = add(&api, &token, &receiver.url, &["job.queued"]).await;
+    let old = hook["secret"].as_str().unwrap().to_owned();
+    let id = hook["id"].as_str().unwrap();
+    let (status, rotated) = api
+        .post(&format!("/v1/webhooks/{id}/rotate"), &token, json!({}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{rotated}");
+    let new = rotated["secret"].as_str().unwrap().to_owned();
+    assert_ne!(old, new);
+    assert!(rotated["previous_secret_expires_at"].is_string());
+    api.create_job(&token).await;
+    let requests = wait_for(&receiver, 1).await;
+    assert!(signed_by(&requests[0], &old) && signed_by(&requests[0], &new));
+    assert_eq!(
+        requests[0].header("webhook-signature").split(' ').count(),
+        2
+    );
+}
+
+#[tokio::test]
+async fn bad_urls_and_events_are_refused_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    // The default policy: public https only.
+    let api = TestApi::start(dir.path()).await;
+    let token = access(&api.login("dev@example.com").await).to_string();
+    for (url, events, says) in [
+        ("http://127.0.0.1:9/hook", vec!["*"], "https://"),
+        ("https://127.0.0.1:9/hook", vec!["*"], "loopback"),
+        ("https://localhost/hook", vec!["*"], "this machine"),
+        ("https://u:p@hooks.localhost/", vec!["*"], "credentials"),
+        ("not a url", vec!["*"], "not a URL"),
+        ("https://hooks.example.com/", vec![], "at least one event"),
+        ("https://hooks.example.com/", vec!["job.done"], "job.done"),
+    ] {
+        let (status, body) = add(&api, &token, url, &events).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{url}: {body}");
+        assert!(body.to_string().contains(says), "{url}: {body}");
+    }
+    for path in [
+        "/v1/webhooks/deliveries?limit=0",
+        "/v1/webhooks/deliveries?limit=101",
+        "/v1/webhooks/deliveries?webhook=nope",
+    ] {
+        let (status, body) = api.get(path, &token).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{path}: {body}");
+    }
+    let (status, _) = api
+        .call(Method::DELETE, "/v1/webhooks/wh_nope", Some(&token), None)
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) = api.call(Method::GET, "/v1/webhooks", None, None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+}
