@@ -219,16 +219,25 @@ mod tests {
             socket: socket.clone(),
             forwards: vec![forward],
         };
-        let command: Vec<OsString> = ["sh", "-c", "sleep 1; exit 7"].map(Into::into).to_vec();
-        let all = async {
-            tokio::join!(
-                run_bridge(config.clone(), &command),
+        // The child ends once both connections were relayed (a loaded machine may take a
+        // while to get there), so the bridge's end follows the child's.
+        let relayed_flag = dir.path().join("relayed");
+        let script = format!(
+            "while [ ! -e '{}' ]; do sleep 0.05; done; exit 7",
+            relayed_flag.display()
+        );
+        let command: Vec<OsString> = vec!["sh".into(), "-c".into(), script.into()];
+        let sends = async {
+            let both = tokio::join!(
                 send(listen, b"ping-pong", 9),
                 send(forward, b"ping", forward.to_string().len() + 4),
-            )
+            );
+            std::fs::write(&relayed_flag, "").unwrap();
+            both
         };
-        let (code, relayed, tunnelled) =
-            tokio::time::timeout(std::time::Duration::from_secs(20), all)
+        let all = async { tokio::join!(run_bridge(config.clone(), &command), sends) };
+        let (code, (relayed, tunnelled)) =
+            tokio::time::timeout(std::time::Duration::from_secs(60), all)
                 .await
                 .expect("the bridge relays and ends in time");
         assert_eq!(code.unwrap(), 7);
