@@ -14,7 +14,8 @@ use ckrv_wit::guest::wasi::clocks::monotonic_clock;
 use ckrv_wit::types::{
     ApiError, CredentialCreate, CredentialSummary, DeviceCodeResponse, ErrorKind, Job, JobCreate,
     JobListResponse, JobState, JobStatus, LogEntry, LogLevel, LogQuery, LogResponse,
-    SnapshotSummary, SubscriptionTier, TokenResponse, User,
+    SnapshotSummary, SubscriptionTier, TokenResponse, User, Webhook, WebhookCreate,
+    WebhookDelivery,
 };
 use exports::ckrv::cloud::provider::{CallContext, Guest, PluginInfo};
 use github::{
@@ -98,6 +99,35 @@ impl Guest for GitHubActions {
 
     fn snapshots_remove(_: CallContext, _: String) -> Result<(), ApiError> {
         Err(no_snapshots())
+    }
+
+    fn webhooks_add(_: CallContext, _: WebhookCreate) -> Result<Webhook, ApiError> {
+        Err(no_webhooks())
+    }
+
+    fn webhooks_list(_: CallContext) -> Result<Vec<Webhook>, ApiError> {
+        Err(no_webhooks())
+    }
+
+    fn webhooks_remove(_: CallContext, _: String) -> Result<(), ApiError> {
+        Err(no_webhooks())
+    }
+
+    fn webhooks_rotate(_: CallContext, _: String) -> Result<Webhook, ApiError> {
+        Err(no_webhooks())
+    }
+
+    fn webhooks_deliveries(
+        _: CallContext,
+        _: Option<String>,
+        _: Option<String>,
+        _: u32,
+    ) -> Result<Vec<WebhookDelivery>, ApiError> {
+        Err(no_webhooks())
+    }
+
+    fn webhooks_redeliver(_: CallContext, _: String) -> Result<WebhookDelivery, ApiError> {
+        Err(no_webhooks())
     }
 
     /// Dispatches the workflow on the base branch with the spec. The key is in the run's name,
@@ -372,6 +402,14 @@ fn no_snapshots() -> ApiError {
     error(
         ErrorKind::Forbidden,
         "workflow runs keep no snapshots of a setup; cache dependencies with actions/cache in the workflow instead",
+    )
+}
+
+fn no_webhooks() -> ApiError {
+    error(
+        ErrorKind::Forbidden,
+        "workflow runs send no webhooks; add one to the repository in GitHub's settings \
+         (its workflow_run events) instead",
     )
 }
 

@@ -7,7 +7,7 @@ ckrv_wit::guest_bindings!("../../wit", "ckrv:cloud/provider-plugin");
 use ckrv_wit::types::{
     ApiError, CredentialCreate, CredentialSummary, DeviceCodeResponse, ErrorKind, Job, JobCreate,
     JobListResponse, JobState, JobStatus, LogEntry, LogLevel, LogQuery, LogResponse,
-    SnapshotSummary, TokenResponse, User,
+    SnapshotSummary, TokenResponse, User, Webhook, WebhookCreate, WebhookDelivery,
 };
 use exports::ckrv::cloud::provider::{CallContext, Guest, PluginInfo};
 
@@ -70,6 +70,35 @@ impl Guest for Hostile {
     }
 
     fn snapshots_remove(_: CallContext, _: String) -> Result<(), ApiError> {
+        Err(refuse())
+    }
+
+    fn webhooks_add(_: CallContext, _: WebhookCreate) -> Result<Webhook, ApiError> {
+        Err(refuse())
+    }
+
+    fn webhooks_list(_: CallContext) -> Result<Vec<Webhook>, ApiError> {
+        Err(refuse())
+    }
+
+    fn webhooks_remove(_: CallContext, _: String) -> Result<(), ApiError> {
+        Err(refuse())
+    }
+
+    fn webhooks_rotate(_: CallContext, _: String) -> Result<Webhook, ApiError> {
+        Err(refuse())
+    }
+
+    fn webhooks_deliveries(
+        _: CallContext,
+        _: Option<String>,
+        _: Option<String>,
+        _: u32,
+    ) -> Result<Vec<WebhookDelivery>, ApiError> {
+        Err(refuse())
+    }
+
+    fn webhooks_redeliver(_: CallContext, _: String) -> Result<WebhookDelivery, ApiError> {
         Err(refuse())
     }
 

@@ -16,6 +16,7 @@ use ckrv_wit::types::{
     ApiError, CredentialCreate, CredentialList, CredentialSummary, DeviceCodeRequest,
     DeviceCodeResponse, DeviceTokenRequest, ErrorKind, Job, JobCreate, JobListResponse, JobStatus,
     LogQuery, LogResponse, RefreshRequest, SnapshotList, SnapshotSummary, TokenResponse, User,
+    Webhook, WebhookCreate, WebhookDelivery, WebhookDeliveryList, WebhookList,
 };
 use exports::ckrv::cloud::provider::{CallContext, Guest, PluginInfo};
 use serde::de::DeserializeOwned;
@@ -115,6 +116,48 @@ impl Guest for Provider {
     fn snapshots_remove(ctx: CallContext, key: String) -> Result<(), ApiError> {
         let path = fill(paths::SNAPSHOT, segment(&key)?);
         call(&ctx, "DELETE", &path, None).map(drop)
+    }
+
+    fn webhooks_add(ctx: CallContext, webhook: WebhookCreate) -> Result<Webhook, ApiError> {
+        let body = to_value(&webhook)?;
+        json(call(&ctx, "POST", paths::WEBHOOKS, Some(&body))?)
+    }
+
+    fn webhooks_list(ctx: CallContext) -> Result<Vec<Webhook>, ApiError> {
+        json::<WebhookList>(call(&ctx, "GET", paths::WEBHOOKS, None)?).map(|list| list.webhooks)
+    }
+
+    fn webhooks_remove(ctx: CallContext, id: String) -> Result<(), ApiError> {
+        let path = fill(paths::WEBHOOK, segment(&id)?);
+        call(&ctx, "DELETE", &path, None).map(drop)
+    }
+
+    fn webhooks_rotate(ctx: CallContext, id: String) -> Result<Webhook, ApiError> {
+        let path = fill(paths::WEBHOOK_ROTATE, segment(&id)?);
+        json(call(&ctx, "POST", &path, None)?)
+    }
+
+    fn webhooks_deliveries(
+        ctx: CallContext,
+        webhook: Option<String>,
+        job: Option<String>,
+        limit: u32,
+    ) -> Result<Vec<WebhookDelivery>, ApiError> {
+        let mut path = format!("{}?limit={limit}", paths::WEBHOOK_DELIVERIES);
+        if let Some(webhook) = webhook {
+            path.push_str("&webhook=");
+            path.push_str(segment(&webhook)?);
+        }
+        if let Some(job) = job {
+            path.push_str("&job=");
+            path.push_str(segment(&job)?);
+        }
+        json::<WebhookDeliveryList>(call(&ctx, "GET", &path, None)?).map(|list| list.deliveries)
+    }
+
+    fn webhooks_redeliver(ctx: CallContext, id: String) -> Result<WebhookDelivery, ApiError> {
+        let path = fill(paths::WEBHOOK_REDELIVER, segment(&id)?);
+        json(call(&ctx, "POST", &path, None)?)
     }
 
     fn dispatch(
@@ -289,9 +332,12 @@ fn to_value<T: serde::Serialize>(value: &T) -> Result<serde_json::Value, ApiErro
     serde_json::to_value(value).map_err(|e| error(ErrorKind::Internal, e.to_string()))
 }
 
-/// Ids and names are single path segments; anything that could escape one is refused.
+/// Ids and names are single path segments (or query values); anything that could escape one,
+/// or be read as `.` or `..`, is refused.
 fn segment(value: &str) -> Result<&str, ApiError> {
     let ok = !value.is_empty()
+        && value != "."
+        && value != ".."
         && value
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
