@@ -265,6 +265,74 @@ pub enum CloudCommand {
     /// Git credentials for private repositories, stored encrypted by the service
     #[command(subcommand)]
     Credentials(CredentialsCommand),
+    /// Webhooks: your job events POSTed to a URL of yours, signed as Standard Webhooks specifies
+    #[command(subcommand)]
+    Webhooks(WebhooksCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WebhooksCommand {
+    /// Add a webhook; prints its signing secret, once
+    Add(WebhookAddArgs),
+    /// List your webhooks: id, URL, events, whether operator-wide (never a secret)
+    #[command(visible_alias = "ls")]
+    List {
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a webhook: no more events are sent to it
+    #[command(visible_alias = "remove")]
+    Rm {
+        /// The webhook's id (`wh_…`), as `ckrv cloud webhooks list` shows it
+        id: String,
+    },
+    /// Give a webhook a new signing secret; the previous one still signs for a day
+    Rotate {
+        /// The webhook's id (`wh_…`)
+        id: String,
+        /// Print JSON (with the new secret)
+        #[arg(long)]
+        json: bool,
+    },
+    /// List deliveries to your webhooks, newest first: event, job, status, attempts
+    Deliveries(WebhookDeliveriesArgs),
+    /// Send a delivery again (after the events of its job before it are through)
+    Redeliver {
+        /// The delivery's id (`msg_…`), as `ckrv cloud webhooks deliveries` shows it
+        id: String,
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct WebhookAddArgs {
+    /// Where events are POSTed: an https:// URL on a public host
+    pub url: String,
+    /// The events it gets, comma-separated, or `*` for all
+    #[arg(long, value_delimiter = ',', default_value = "*", value_parser = webhook_events())]
+    pub events: Vec<String>,
+    /// Print JSON (with the secret)
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct WebhookDeliveriesArgs {
+    /// Only deliveries to this webhook (`wh_…`)
+    #[arg(long, value_name = "ID")]
+    pub webhook: Option<String>,
+    /// Only deliveries of this job's events: its id, or its first characters (at least 4)
+    #[arg(long, value_name = "ID")]
+    pub job: Option<String>,
+    /// At most this many deliveries
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub limit: u32,
+    /// Print JSON
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -331,6 +399,12 @@ pub struct CredentialAddArgs {
     /// Replace a credential of the same name
     #[arg(long)]
     pub force: bool,
+}
+
+/// The events a webhook can ask for, as the contract names them; a bad one is refused, naming
+/// the valid ones, before anything is sent.
+fn webhook_events() -> clap::builder::PossibleValuesParser {
+    clap::builder::PossibleValuesParser::new(ckrv_wit::protocol::webhook_events::NAMES)
 }
 
 /// The git hosts a credential can be for: the contract's `GitProvider`.

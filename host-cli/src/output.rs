@@ -97,6 +97,22 @@ pub fn relative(timestamp: &str, now: OffsetDateTime) -> String {
     format!("{n} {unit}{} ago", if n == 1 { "" } else { "s" })
 }
 
+/// "in 3 minutes" for a time to come, "now" for one due or past, falling back to the timestamp
+/// as given.
+pub fn ahead(timestamp: &str, now: OffsetDateTime) -> String {
+    let Ok(at) = OffsetDateTime::parse(timestamp, &Rfc3339) else {
+        return timestamp.to_string();
+    };
+    let seconds = (at - now).whole_seconds();
+    let (n, unit) = match seconds {
+        s if s < 60 => return "now".to_string(),
+        s if s < 3600 => (s / 60, "minute"),
+        s if s < 86_400 => (s / 3600, "hour"),
+        s => (s / 86_400, "day"),
+    };
+    format!("in {n} {unit}{}", if n == 1 { "" } else { "s" })
+}
+
 /// "Free" for `free`.
 pub fn title(word: &str) -> String {
     let mut chars = word.chars();
@@ -330,6 +346,17 @@ mod tests {
         assert_eq!(relative("2026-11-22T11:00:00Z", now), "1 hour ago");
         assert_eq!(relative("2026-11-20T12:00:00Z", now), "2 days ago");
         assert_eq!(relative("garbage", now), "garbage");
+    }
+
+    #[test]
+    fn times_to_come_read_naturally() {
+        let now = datetime!(2026-11-22 12:00:00 UTC);
+        assert_eq!(ahead("2026-11-22T12:00:30Z", now), "now");
+        assert_eq!(ahead("2026-11-22T11:00:00Z", now), "now");
+        assert_eq!(ahead("2026-11-22T12:05:00Z", now), "in 5 minutes");
+        assert_eq!(ahead("2026-11-22T13:00:00Z", now), "in 1 hour");
+        assert_eq!(ahead("2026-11-24T12:00:00Z", now), "in 2 days");
+        assert_eq!(ahead("garbage", now), "garbage");
     }
 
     #[test]

@@ -12,6 +12,7 @@ use ckrv_wit::WIT_VERSION;
 use ckrv_wit::types::{
     ApiError, CredentialCreate, CredentialSummary, DeviceCodeResponse, Job, JobCreate,
     JobListResponse, JobStatus, LogQuery, LogResponse, SnapshotSummary, TokenResponse, User,
+    Webhook, WebhookCreate, WebhookDelivery,
 };
 use wasmtime::Store;
 use wasmtime::component::Component;
@@ -239,6 +240,53 @@ impl Provider {
 
     pub async fn snapshots_remove(&mut self, ctx: &CallContext, key: &str) -> CallResult<()> {
         self.guarded(async |g, s| g.call_snapshots_remove(s, ctx, key).await)
+            .await
+    }
+
+    pub async fn webhooks_add(
+        &mut self,
+        ctx: &CallContext,
+        webhook: &WebhookCreate,
+    ) -> CallResult<Webhook> {
+        self.guarded(async |g, s| g.call_webhooks_add(s, ctx, webhook).await)
+            .await
+    }
+
+    pub async fn webhooks_list(&mut self, ctx: &CallContext) -> CallResult<Vec<Webhook>> {
+        self.guarded(async |g, s| g.call_webhooks_list(s, ctx).await)
+            .await
+    }
+
+    pub async fn webhooks_remove(&mut self, ctx: &CallContext, id: &str) -> CallResult<()> {
+        self.guarded(async |g, s| g.call_webhooks_remove(s, ctx, id).await)
+            .await
+    }
+
+    pub async fn webhooks_rotate(&mut self, ctx: &CallContext, id: &str) -> CallResult<Webhook> {
+        self.guarded(async |g, s| g.call_webhooks_rotate(s, ctx, id).await)
+            .await
+    }
+
+    pub async fn webhooks_deliveries(
+        &mut self,
+        ctx: &CallContext,
+        webhook: Option<&str>,
+        job: Option<&str>,
+        limit: u32,
+    ) -> CallResult<Vec<WebhookDelivery>> {
+        self.guarded(async |g, s| {
+            g.call_webhooks_deliveries(s, ctx, webhook, job, limit)
+                .await
+        })
+        .await
+    }
+
+    pub async fn webhooks_redeliver(
+        &mut self,
+        ctx: &CallContext,
+        id: &str,
+    ) -> CallResult<WebhookDelivery> {
+        self.guarded(async |g, s| g.call_webhooks_redeliver(s, ctx, id).await)
             .await
     }
 

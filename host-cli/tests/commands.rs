@@ -316,6 +316,13 @@ fn every_command_has_help() {
         vec!["cloud", "credentials", "add", "--help"],
         vec!["cloud", "credentials", "list", "--help"],
         vec!["cloud", "credentials", "remove", "--help"],
+        vec!["cloud", "webhooks", "--help"],
+        vec!["cloud", "webhooks", "add", "--help"],
+        vec!["cloud", "webhooks", "list", "--help"],
+        vec!["cloud", "webhooks", "rm", "--help"],
+        vec!["cloud", "webhooks", "rotate", "--help"],
+        vec!["cloud", "webhooks", "deliveries", "--help"],
+        vec!["cloud", "webhooks", "redeliver", "--help"],
     ] {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_ckrv"))
             .args(&args)
@@ -338,6 +345,107 @@ fn every_command_has_help() {
         .output()
         .unwrap();
     assert_eq!(usage.status.code(), Some(2));
+}
+
+/// `ckrv` with a token but an API where nothing listens: a command that sent anything would
+/// say it cannot reach it.
+fn ckrv_without_api(home: &std::path::Path, args: &[&str]) -> std::process::Output {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    std::process::Command::new(env!("CARGO_BIN_EXE_ckrv"))
+        .current_dir(home)
+        .args(args)
+        .env("CKRV_API_URL", format!("http://127.0.0.1:{port}"))
+        .env("CKRV_CONFIG_DIR", home.join("config"))
+        .env("CKRV_CACHE_DIR", home.join("cache"))
+        .env("CKRV_TOKEN", "ckrv_at_unused")
+        .env("DBUS_SESSION_BUS_ADDRESS", support::NO_BUS)
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn webhook_commands_refuse_bad_input_before_any_call() {
+    let home = tempfile::tempdir().unwrap();
+    // Usage errors (status 2): a bad event is named, with the valid ones.
+    let usage: &[(&[&str], &[&str])] = &[
+        (
+            &[
+                "cloud",
+                "webhooks",
+                "add",
+                "https://hooks.example.com/ckrv",
+                "--events",
+                "job.succeeded,job.done",
+            ],
+            &["job.done", "job.succeeded", "job.published", "*"],
+        ),
+        (
+            &[
+                "cloud",
+                "webhooks",
+                "add",
+                "https://hooks.example.com/ckrv",
+                "--events",
+                "",
+            ],
+            &["--events", "job.failed"],
+        ),
+        (&["cloud", "webhooks", "add"], &["<URL>"]),
+        (
+            &["cloud", "webhooks", "deliveries", "--limit", "0"],
+            &["--limit", "1..=100"],
+        ),
+        (
+            &["cloud", "webhooks", "deliveries", "--limit", "101"],
+            &["--limit", "1..=100"],
+        ),
+        (&["cloud", "webhooks", "rm"], &["<ID>"]),
+        (&["cloud", "webhooks", "rotate"], &["<ID>"]),
+        (&["cloud", "webhooks", "redeliver"], &["<ID>"]),
+    ];
+    for (args, words) in usage {
+        let out = ckrv_without_api(home.path(), args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        for word in *words {
+            assert!(err.contains(word), "{args:?}: {word}: {err}");
+        }
+        assert!(!err.contains("cannot reach"), "{args:?}: {err}");
+    }
+
+    // Ids that could leave their path segment or query value are refused by the plugin before
+    // it sends anything (status 1, as the API's own refusals).
+    let ids: &[&[&str]] = &[
+        &["cloud", "webhooks", "rm", "../../jobs/x"],
+        &["cloud", "webhooks", "rm", ".."],
+        &["cloud", "webhooks", "rotate", "wh_1/rotate?x"],
+        &["cloud", "webhooks", "redeliver", "msg_1%2F"],
+        &[
+            "cloud",
+            "webhooks",
+            "deliveries",
+            "--webhook",
+            "wh_1&limit=1000",
+        ],
+    ];
+    for args in ids {
+        let out = ckrv_without_api(home.path(), args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert!(err.starts_with("error: "), "{args:?}: {err}");
+        assert!(err.contains("is not a valid id"), "{args:?}: {err}");
+        assert!(!err.contains("cannot reach"), "{args:?}: {err}");
+    }
+
+    // A good command does go out (and says where it could not reach).
+    let out = ckrv_without_api(home.path(), &["cloud", "webhooks", "list"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot reach"));
 }
 
 /// A change that plants a link and a direnv file besides an ordinary edit.

@@ -13,6 +13,7 @@ mod pull;
 mod run;
 mod status;
 mod wait;
+mod webhooks;
 mod whoami;
 
 use clap::CommandFactory as _;
@@ -64,6 +65,9 @@ pub async fn dispatch(mut cli: Cli) -> anyhow::Result<()> {
         }
         Command::Cloud(CloudCommand::Credentials(command)) => {
             credentials::run(&mut Cloud::connect(&config).await?, command).await
+        }
+        Command::Cloud(CloudCommand::Webhooks(command)) => {
+            webhooks::run(&mut Cloud::connect(&config).await?, command).await
         }
     }
 }
