@@ -191,6 +191,7 @@ impl Server {
             client: webhooks::target::client(config.allow_local_repos)
                 .context("building the webhooks' HTTP client")?,
             events: events.clone(),
+            metrics: Arc::clone(&metrics),
         };
         let state = state::AppState {
             identity: identity::IdentityState {

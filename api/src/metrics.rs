@@ -1,5 +1,6 @@
 //! What `/metrics` shows, in the Prometheus text format: requests by method and status, their
-//! latency, log lines ingested, Kubernetes watch errors, the model gateway's requests and tokens, and (read from the database at each scrape, so every replica
+//! latency, log lines ingested, Kubernetes watch errors, the model gateway's requests and tokens,
+//! webhook delivery tries by outcome, and (read from the database at each scrape, so every replica
 //! agrees) jobs by state and the queue's depth.
 
 use std::time::Duration;
@@ -36,6 +37,11 @@ struct TokenLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StateLabels {
     state: String,
 }
@@ -50,6 +56,7 @@ pub struct Metrics {
     watch_errors: Family<ResourceLabels, Counter>,
     model_requests: Family<ModelLabels, Counter>,
     model_tokens: Family<TokenLabels, Counter>,
+    webhook_tries: Family<OutcomeLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -92,6 +99,12 @@ impl Default for Metrics {
             "Model tokens the gateway's answers reported, by route and direction (input, output)",
             model_tokens.clone(),
         );
+        let webhook_tries = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "webhook_delivery_tries",
+            "Tries to deliver a webhook event, by outcome (delivered, retry, failed)",
+            webhook_tries.clone(),
+        );
         Self {
             registry,
             requests,
@@ -102,6 +115,7 @@ impl Default for Metrics {
             watch_errors,
             model_requests,
             model_tokens,
+            webhook_tries,
         }
     }
 }
@@ -146,6 +160,13 @@ impl Metrics {
                 })
                 .inc_by(tokens);
         }
+    }
+
+    /// One try of a webhook delivery and what it came to.
+    pub fn webhook_try(&self, outcome: &'static str) {
+        self.webhook_tries
+            .get_or_create(&OutcomeLabels { outcome })
+            .inc();
     }
 
     pub fn log_lines_ingested(&self, lines: u64) {

@@ -248,6 +248,15 @@ async fn a_failing_receiver_gets_every_event_in_order_once_it_recovers() {
         .map(|a| &a["status_code"])
         .collect();
     assert_eq!(codes, [&json!(500), &json!(500), &json!(204)]);
+    let metrics = api.metrics().await;
+    assert!(
+        metrics.contains("ckrv_webhook_delivery_tries_total{outcome=\"retry\"} 2"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("ckrv_webhook_delivery_tries_total{outcome=\"delivered\"} 3"),
+        "{metrics}"
+    );
 }
 
 /// Deliveries wait in the database: an API stopped while a receiver is down sends them after
@@ -417,9 +426,11 @@ async fn bad_urls_and_events_are_refused_with_the_reason() {
         "/v1/webhooks/deliveries?limit=0",
         "/v1/webhooks/deliveries?limit=101",
         "/v1/webhooks/deliveries?webhook=nope",
+        "/v1/webhooks/deliveries?limit=null&limit=null",
     ] {
         let (status, body) = api.get(path, &token).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{path}: {body}");
+        assert_eq!(body["error"], "invalid_request", "{path}: {body}");
     }
     let (status, _) = api
         .call(Method::DELETE, "/v1/webhooks/wh_nope", Some(&token), None)
@@ -427,4 +438,63 @@ async fn bad_urls_and_events_are_refused_with_the_reason() {
     assert_eq!(status, StatusCode::NOT_FOUND);
     let (status, _) = api.call(Method::GET, "/v1/webhooks", None, None).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
+}
+
+/// Two replicas on one PostgreSQL database (sharing the secrets key, as a deployment's replicas
+/// do) both send from the one outbox: each delivery goes out once, and each job's events in
+/// order, whichever replica wrote them.
+#[tokio::test]
+async fn replicas_share_the_outbox_without_sending_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = api(dir.path()).await;
+    if !a.database().is_postgres() {
+        eprintln!("skipped: replicas share a PostgreSQL database (set CKRV_TEST_POSTGRES)");
+        return;
+    }
+    let key_file = dir.path().join("secrets.key");
+    let b_dir = tempfile::tempdir().unwrap();
+    let b = TestApi::start_configured_on(
+        b_dir.path(),
+        a.database(),
+        Arc::new(RecordingDispatcher::default()),
+        |c| {
+            c.allow_local_repos = true;
+            c.secrets_key_file = Some(key_file);
+        },
+    )
+    .await;
+    let token = access(&a.login("dev@example.com").await).to_string();
+    // A receiver slow enough that both replicas' senders find work waiting.
+    let receiver = FakeEndpoint::start(|_| async {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        StatusCode::NO_CONTENT.into_response()
+    })
+    .await;
+    let (_, hook) = add(&a, &token, &receiver.url, &["job.queued", "job.started"]).await;
+    let secret = hook["secret"].as_str().unwrap().to_owned();
+    let mut jobs = Vec::new();
+    for i in 0..6 {
+        let replica = if i % 2 == 0 { &a } else { &b };
+        let (status, job) = replica.create_job(&token).await;
+        assert_eq!(status, StatusCode::CREATED, "{job}");
+        jobs.push(job["id"].as_str().unwrap().to_owned());
+    }
+    let requests = wait_for(&receiver, 12).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let requests_now = receiver.requests();
+    assert_eq!(requests_now.len(), 12, "a delivery went out twice");
+    let mut ids: Vec<&str> = requests.iter().map(|r| r.header("webhook-id")).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), 12);
+    for job in &jobs {
+        let names: Vec<String> = requests
+            .iter()
+            .map(event_of)
+            .filter(|(_, id)| id == job)
+            .map(|(event, _)| event)
+            .collect();
+        assert_eq!(names, ["job.queued", "job.started"], "job {job}");
+    }
+    assert!(requests.iter().all(|r| signed_by(r, &secret)));
 }

@@ -2,7 +2,7 @@
 //! rotated, removed, and their deliveries listed and sent again. Another account's webhook or
 //! delivery is not found, as if it did not exist; the operator's are not shown here.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::on;
 use ckrv_wit::protocol::paths;
@@ -13,7 +13,7 @@ use ckrv_wit::types::{
 use serde::Deserialize;
 
 use crate::clock;
-use crate::error::{ApiJson, AppError, invalid};
+use crate::error::{ApiJson, ApiQuery, AppError, invalid};
 use crate::identity::extract::Session;
 use crate::route::{Auth, Content, Method, Param, Route, answering, op, with_body, with_query};
 use crate::store::{AttemptRow, DeliveryRow, DeliveryStatus, NewWebhook, WebhookRow};
@@ -298,7 +298,7 @@ fn delivery_view(delivery: DeliveryRow, attempts: Vec<AttemptRow>) -> WebhookDel
 pub async fn deliveries(
     State(state): State<WebhooksState>,
     session: Session,
-    Query(query): Query<DeliveryQuery>,
+    ApiQuery(query): ApiQuery<DeliveryQuery>,
 ) -> Result<ApiJson<WebhookDeliveryList>, AppError> {
     let limit = query.limit.unwrap_or(20);
     if !(1..=MAX_LIMIT).contains(&limit) {

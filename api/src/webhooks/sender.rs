@@ -14,6 +14,7 @@ use tokio::task::JoinSet;
 use crate::clock;
 use crate::credentials::secrets::KeyRing;
 use crate::jobs::events::JobEvents;
+use crate::metrics::Metrics;
 use crate::store::{AttemptRow, DeliveryRow, Outcome, Store, StoreError, WebhookRow};
 use crate::webhooks::{secret_binding, signing};
 
@@ -43,6 +44,7 @@ pub struct Sender {
     pub client: reqwest::Client,
     /// Wakes the sender when a job changes (here, or on another replica).
     pub events: JobEvents,
+    pub metrics: Arc<Metrics>,
 }
 
 impl Sender {
@@ -125,6 +127,11 @@ impl Sender {
         } else {
             Outcome::Retry(now + backoff_ms(delivery.tries + 1))
         };
+        self.metrics.webhook_try(match outcome {
+            Outcome::Delivered => "delivered",
+            Outcome::Retry(_) => "retry",
+            Outcome::Failed => "failed",
+        });
         tracing::info!(
             delivery = %delivery.id,
             webhook = %webhook.id,
