@@ -216,6 +216,8 @@ async fn make(
         ));
     };
     tracing::info!(job_id = %id, account = %account.id, "job created");
+    // Its `job.queued` deliveries are in the outbox: wake the webhook senders.
+    state.events.changed(&id);
 
     // Starts this job now if the limits let it, and whatever else waits before it. A job that
     // could not start has ended `failed` with the reason; the caller sees it in the job.

@@ -60,13 +60,7 @@ pub fn run(
             "8",
         ],
     );
-    api.add_user(EMAIL, "bench-password-long-enough");
-    let set = api.admin(&["users", "set-tier", EMAIL, "enterprise"]);
-    ensure!(
-        set.status.success(),
-        "set-tier: {}",
-        String::from_utf8_lossy(&set.stderr)
-    );
+    let token = bench_account(&api, EMAIL)?;
     let added = api.admin(&["workers", "add", "bench-worker"]);
     ensure!(
         added.status.success(),
@@ -75,7 +69,7 @@ pub fn run(
     );
     let engine = Engine {
         url: api.url.clone(),
-        token: api.token(EMAIL),
+        token,
         worker_credential: String::from_utf8(added.stdout)?.trim().to_string(),
         http: reqwest::Client::new(),
     };
@@ -108,25 +102,47 @@ pub struct Claimed {
 /// The spec of the engine's jobs: no worker ever runs them.
 const SCRIPT_SPEC: &str = "---\nagent: script\nrun: echo hi\n---\n# Bench\n";
 
+/// `POST /v1/jobs` as the holder of `token`, of a job on a loopback repository that nothing
+/// ever clones; its id.
+pub async fn create_job(
+    http: &reqwest::Client,
+    url: &str,
+    token: &str,
+    spec: &str,
+) -> Result<String> {
+    let response = http
+        .post(format!("{url}/v1/jobs"))
+        .bearer_auth(token)
+        .json(&json!({
+            "spec_content": spec,
+            "git_repo_url": "http://127.0.0.1:9/bench.git",
+        }))
+        .send()
+        .await?;
+    ensure!(
+        response.status() == 201,
+        "POST /v1/jobs: {}",
+        response.status()
+    );
+    let job: Value = response.json().await?;
+    Ok(job["id"].as_str().context("the job has an id")?.to_string())
+}
+
+/// An enterprise account (room for every job a bench makes) on `api`; its token.
+pub fn bench_account(api: &Api, email: &str) -> Result<String> {
+    api.add_user(email, "bench-password-long-enough");
+    let set = api.admin(&["users", "set-tier", email, "enterprise"]);
+    ensure!(
+        set.status.success(),
+        "set-tier: {}",
+        String::from_utf8_lossy(&set.stderr)
+    );
+    Ok(api.token(email))
+}
+
 impl Engine {
     async fn create_job(&self, spec: &str) -> Result<String> {
-        let response = self
-            .http
-            .post(format!("{}/v1/jobs", self.url))
-            .bearer_auth(&self.token)
-            .json(&json!({
-                "spec_content": spec,
-                "git_repo_url": "http://127.0.0.1:9/bench.git",
-            }))
-            .send()
-            .await?;
-        ensure!(
-            response.status() == 201,
-            "POST /v1/jobs: {}",
-            response.status()
-        );
-        let job: Value = response.json().await?;
-        Ok(job["id"].as_str().context("the job has an id")?.to_string())
+        create_job(&self.http, &self.url, &self.token, spec).await
     }
 
     /// Creates a job of `spec` and claims it as the bench's external worker.

@@ -17,6 +17,7 @@ mod engine;
 mod gateway;
 mod snapshots;
 mod table;
+mod webhooks;
 mod worker;
 
 use std::path::{Path, PathBuf};
@@ -93,6 +94,16 @@ struct Args {
     /// Only the snapshot measurements (pack, restore against `tar -I zstd -x`).
     #[arg(long, conflicts_with_all = ["worker_only", "cli_only"])]
     snapshots_only: bool,
+    /// Only the webhook measurements (a transition to a receiver; the job path with
+    /// deliveries queued for a receiver that is down).
+    #[arg(long, conflicts_with_all = ["worker_only", "cli_only", "snapshots_only"])]
+    webhooks_only: bool,
+    /// Jobs whose first event is timed to a webhook receiver.
+    #[arg(long, default_value_t = 200)]
+    webhook_jobs: usize,
+    /// Deliveries queued for a webhook receiver that is down.
+    #[arg(long, default_value_t = 1000)]
+    webhook_queued: usize,
     /// Only the worker's measurements (diff step, sandbox) and the job path.
     #[arg(long)]
     worker_only: bool,
@@ -105,6 +116,15 @@ struct Args {
     /// Runs of `ckrv status` and of `curl` each.
     #[arg(long, default_value_t = 30)]
     status_runs: usize,
+}
+
+/// The webhook measurement's sizes, from the flags.
+fn webhook_load(args: &Args) -> webhooks::Load {
+    webhooks::Load {
+        latency_jobs: args.webhook_jobs,
+        queued: args.webhook_queued,
+        creates: args.creates,
+    }
 }
 
 /// The snapshot measurement's sizes, from the flags.
@@ -144,6 +164,23 @@ fn main() -> Result<()> {
              --small-requests and --snapshot-files, --snapshot-mib, --snapshot-restores must be at \
              least 1"
         );
+    }
+    if args.webhooks_only || !(args.worker_only || args.cli_only || args.snapshots_only) {
+        // Checked here, run below (alone, or at the end of the whole bench).
+        if args.webhook_jobs == 0 || args.webhook_queued == 0 {
+            bail!("--webhook-jobs and --webhook-queued must be at least 1");
+        }
+    }
+    if args.webhooks_only {
+        let tmp = tempfile::tempdir()?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?;
+        let mut table = Table::default();
+        webhooks::run(tmp.path(), &webhook_load(&args), &runtime, &mut table)?;
+        let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+        println!("{} · {cores} cores\n\n{}", machine(), table.render());
+        return Ok(());
     }
     if args.snapshots_only {
         let tmp = tempfile::tempdir()?;
@@ -224,6 +261,7 @@ fn main() -> Result<()> {
         &mut table,
     )?;
     if !args.worker_only {
+        webhooks::run(root, &webhook_load(&args), &runtime, &mut table)?;
         engine::run(
             root,
             &engine::Load {
