@@ -26,6 +26,11 @@ const RULES: &[(&str, &[&str], bool)] = &[
     ("identity", &["store"], true),
     ("gateway", &["store", "dispatch", "identity", "jobs"], true),
     ("credentials", &["store", "identity"], true),
+    (
+        "webhooks",
+        &["store", "credentials", "identity", "jobs"],
+        true,
+    ),
     ("dispatch", &["store"], true),
     ("ops", &["store", "jobs"], true),
     ("store", &["clock"], false),

@@ -58,7 +58,7 @@ async fn reseal_all(store: &Store, key_file: &Path) -> Result<usize, KeysError> 
         }
     }
     for webhook in store.webhooks_not_under(keys.active()).await? {
-        let binding = crate::webhooks::secret_binding(&webhook.id);
+        let binding = secrets::webhook_binding(&webhook.id);
         let reseal = |sealed: &Sealed| -> Result<Sealed, KeysError> {
             Ok(keys.seal(&binding, &keys.open(sealed, &binding)?)?)
         };

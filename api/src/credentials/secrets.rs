@@ -330,6 +330,12 @@ pub fn credential_binding(account_id: &str, name: &str) -> Vec<u8> {
     format!("ckrv-credential/v1\0{account_id}\0{name}").into_bytes()
 }
 
+/// What a sealed webhook secret is bound to: it opens only as this webhook's. Here, beside the
+/// credentials' binding, because key rotation reseals both.
+pub fn webhook_binding(webhook_id: &str) -> Vec<u8> {
+    format!("ckrv-webhook/v1\0{webhook_id}").into_bytes()
+}
+
 /// Writes `text` to a new 0600 file beside `path` and renames it over `path`.
 fn replace_file(path: &Path, text: &str) -> Result<(), SecretsError> {
     let io = |source| SecretsError::Io {

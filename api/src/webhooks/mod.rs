@@ -17,7 +17,7 @@ use std::sync::Arc;
 use axum::extract::FromRef;
 use ckrv_wit::protocol::webhook_events;
 
-use crate::credentials::secrets::KeyRing;
+use crate::credentials::secrets::{KeyRing, webhook_binding};
 use crate::store::Store;
 
 /// The most webhooks one account (or the operator) may have.
@@ -31,11 +31,6 @@ pub struct WebhooksState {
     pub secrets: Arc<KeyRing>,
     /// The operator allows internal and loopback hosts (the repository URL policy's setting).
     pub allow_internal: bool,
-}
-
-/// What a sealed webhook secret is bound to: it opens only as this webhook's.
-pub fn secret_binding(webhook_id: &str) -> Vec<u8> {
-    format!("ckrv-webhook/v1\0{webhook_id}").into_bytes()
 }
 
 /// A new webhook id: `wh_` and 24 hex digits.
@@ -104,7 +99,7 @@ pub fn prepare(
     let events = checked_events(events).map_err(PrepareError::Invalid)?;
     let id = new_id();
     let secret = signing::new_secret();
-    let sealed = secrets.seal(&secret_binding(&id), secret.as_bytes())?;
+    let sealed = secrets.seal(&webhook_binding(&id), secret.as_bytes())?;
     Ok(Prepared {
         id,
         url: url.to_string(),
@@ -120,7 +115,7 @@ pub fn new_sealed_secret(
     id: &str,
 ) -> Result<(zeroize::Zeroizing<String>, crate::store::Sealed), PrepareError> {
     let secret = signing::new_secret();
-    let sealed = secrets.seal(&secret_binding(id), secret.as_bytes())?;
+    let sealed = secrets.seal(&webhook_binding(id), secret.as_bytes())?;
     Ok((secret, sealed))
 }
 

@@ -13,10 +13,11 @@ use tokio::task::JoinSet;
 
 use crate::clock;
 use crate::credentials::secrets::KeyRing;
+use crate::credentials::secrets::webhook_binding;
 use crate::jobs::events::JobEvents;
 use crate::metrics::Metrics;
 use crate::store::{AttemptRow, DeliveryRow, Outcome, Store, StoreError, WebhookRow};
-use crate::webhooks::{secret_binding, signing};
+use crate::webhooks::signing;
 
 /// A failed delivery is tried again until this long after its event.
 pub const RETRY_WINDOW_MS: i64 = 24 * 60 * 60 * 1000;
@@ -180,7 +181,7 @@ impl Sender {
     /// POSTs `body` signed with the webhook's secrets; the status code, or why there is none.
     async fn send(&self, webhook: &WebhookRow, id: &str, body: &str) -> Result<u16, String> {
         let now = clock::now();
-        let binding = secret_binding(&webhook.id);
+        let binding = webhook_binding(&webhook.id);
         // The sealed value is the `whsec_…` text; its key is what signs.
         let open = |sealed| {
             self.secrets
