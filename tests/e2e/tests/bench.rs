@@ -50,6 +50,7 @@ fn the_benchmark_measures_every_path_and_says_so_in_a_table() {
             "--snapshot-restores",
             "2",
         ])
+        .args(["--webhook-jobs", "5", "--webhook-queued", "20"])
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -60,9 +61,10 @@ fn the_benchmark_measures_every_path_and_says_so_in_a_table() {
     );
     let rows: Vec<&str> = stdout.lines().filter(|l| l.starts_with("| ")).collect();
     // The header, eight measurements of the job's path, four of the worker, seven of
-    // snapshots (four of them jobs on a hit, with and without the worker's copy), five of egress, and eleven of the engine (four of
-    // them the model gateway's), each with a sample count and four figures.
-    assert_eq!(rows.len(), 36, "{stdout}");
+    // snapshots (four of them jobs on a hit, with and without the worker's copy), five of
+    // egress, three of webhooks, and eleven of the engine (four of them the model gateway's),
+    // each with a sample count and four figures.
+    assert_eq!(rows.len(), 39, "{stdout}");
     for measured in [
         "through the model gateway",
         "egress proxy, CONNECT",
@@ -75,6 +77,8 @@ fn the_benchmark_measures_every_path_and_says_so_in_a_table() {
         "| job on a snapshot hit, the worker holding its unpacked copy: clone's end (phase setup) → agent starts, 300 files, 1 MiB",
         "| job on a snapshot hit, no copy on the worker: clone's end (phase setup) → agent starts, 300 files, 1 MiB",
         "| of which the worker's restore (fetch, digest, unpack), 300 files, 1 MiB",
+        "| job created → its `job.queued` at a receiver on loopback | 5 |",
+        "| `POST /v1/jobs`, 20 deliveries queued for a receiver that is down |",
     ] {
         assert!(stdout.contains(measured), "{measured}: {stdout}");
     }
