@@ -62,9 +62,9 @@ fn the_benchmark_measures_every_path_and_says_so_in_a_table() {
     let rows: Vec<&str> = stdout.lines().filter(|l| l.starts_with("| ")).collect();
     // The header, eight measurements of the job's path, four of the worker, seven of
     // snapshots (four of them jobs on a hit, with and without the worker's copy), five of
-    // egress, three of webhooks, and eleven of the engine (four of them the model gateway's),
+    // egress, four of webhooks, and eleven of the engine (four of them the model gateway's),
     // each with a sample count and four figures.
-    assert_eq!(rows.len(), 39, "{stdout}");
+    assert_eq!(rows.len(), 40, "{stdout}");
     for measured in [
         "through the model gateway",
         "egress proxy, CONNECT",
@@ -78,7 +78,8 @@ fn the_benchmark_measures_every_path_and_says_so_in_a_table() {
         "| job on a snapshot hit, no copy on the worker: clone's end (phase setup) → agent starts, 300 files, 1 MiB",
         "| of which the worker's restore (fetch, digest, unpack), 300 files, 1 MiB",
         "| job created → its `job.queued` at a receiver on loopback | 5 |",
-        "| `POST /v1/jobs`, 20 deliveries queued for a receiver that is down |",
+        "| `POST /v1/jobs`, a webhook whose receiver is down, none queued at the start |",
+        "| `POST /v1/jobs`, the same with 20 more deliveries queued at the start |",
     ] {
         assert!(stdout.contains(measured), "{measured}: {stdout}");
     }
