@@ -259,6 +259,114 @@ async fn a_failing_receiver_gets_every_event_in_order_once_it_recovers() {
     );
 }
 
+/// A loopback port nothing listens on yet: every try there fails to connect.
+fn closed_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+/// A receiver that comes up on `port`, answers 200 and keeps each body.
+async fn receiver_on(port: u16) -> Arc<std::sync::Mutex<Vec<String>>> {
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await;
+    let Ok(listener) = listener else {
+        panic!("port {port} was taken meanwhile");
+    };
+    let got = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let record = Arc::clone(&got);
+    let app = axum::Router::new().fallback(move |body: String| {
+        let record = Arc::clone(&record);
+        async move {
+            record.lock().unwrap().push(body);
+            StatusCode::OK
+        }
+    });
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    got
+}
+
+/// The tries of each of the account's deliveries, oldest delivery first.
+async fn tries(api: &TestApi, token: &str) -> Vec<Vec<Value>> {
+    let (_, list) = api.get("/v1/webhooks/deliveries", token).await;
+    let mut tries: Vec<Vec<Value>> = list["deliveries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["attempts"].as_array().unwrap().clone())
+        .collect();
+    tries.reverse();
+    tries
+}
+
+/// A receiver that cannot be reached is tried through one delivery, its probe, at the probe's
+/// backoff; the webhook's other deliveries wait instead of failing a try (and its writes) per
+/// event, and all go, in order, once the probe finds the receiver up.
+#[tokio::test]
+async fn an_unreachable_receiver_is_probed_by_one_delivery_not_tried_per_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let api = api(dir.path()).await;
+    let token = access(&api.login("dev@example.com").await).to_string();
+    let port = closed_port();
+    add(
+        &api,
+        &token,
+        &format!("http://127.0.0.1:{port}/hook"),
+        &["job.queued"],
+    )
+    .await;
+    let (_, first) = api.create_job(&token).await;
+    let mut ids = vec![first["id"].as_str().unwrap().to_owned()];
+    let mut failed = None;
+    for _ in 0..200 {
+        if tries(&api, &token)
+            .await
+            .first()
+            .is_some_and(|t| !t.is_empty())
+        {
+            failed = Some(std::time::Instant::now());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let failed = failed.expect("the first delivery was never tried");
+    for _ in 0..3 {
+        let (_, job) = api.create_job(&token).await;
+        ids.push(job["id"].as_str().unwrap().to_owned());
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let seen = tries(&api, &token).await;
+    assert_eq!(seen.len(), 4);
+    // The probe's next try is 1 s after its failure; before it, nothing else was tried.
+    if failed.elapsed() < Duration::from_millis(900) {
+        let counts: Vec<usize> = seen.iter().map(Vec::len).collect();
+        assert_eq!(counts, [1, 0, 0, 0], "{seen:?}");
+    } else {
+        eprintln!("not judged: this machine took 0.9 s to create three jobs");
+    }
+
+    let got = receiver_on(port).await;
+    for _ in 0..300 {
+        if got.lock().unwrap().len() >= 4 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let bodies = got.lock().unwrap().clone();
+    let jobs: Vec<String> = bodies
+        .iter()
+        .map(|b| serde_json::from_str::<Value>(b).unwrap()["data"]["job"]["id"].to_string())
+        .map(|id| id.trim_matches('"').to_owned())
+        .collect();
+    assert_eq!(jobs[0], ids[0], "the probe finds the receiver first");
+    let mut all = jobs.clone();
+    all.sort();
+    ids.sort();
+    assert_eq!(all, ids, "each event once: {bodies:?}");
+    for t in &tries(&api, &token).await[1..] {
+        assert_eq!(t.len(), 1, "{t:?}");
+        assert_eq!(t[0]["status_code"], 200);
+    }
+}
+
 /// Deliveries wait in the database: an API stopped while a receiver is down sends them after
 /// it starts again.
 #[tokio::test]
@@ -267,10 +375,7 @@ async fn the_outbox_outlives_a_restart() {
     let api = api(dir.path()).await;
     let database = api.database();
     let token = access(&api.login("dev@example.com").await).to_string();
-    // Nothing listens here yet: every try fails to connect.
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    drop(listener);
+    let port = closed_port();
     add(
         &api,
         &token,
@@ -283,20 +388,7 @@ async fn the_outbox_outlives_a_restart() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     drop(api);
 
-    let receiver_listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await;
-    let Ok(receiver_listener) = receiver_listener else {
-        panic!("port {port} was taken meanwhile");
-    };
-    let got = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
-    let record = Arc::clone(&got);
-    let app = axum::Router::new().fallback(move |body: String| {
-        let record = Arc::clone(&record);
-        async move {
-            record.lock().unwrap().push(body);
-            StatusCode::OK
-        }
-    });
-    tokio::spawn(async move { axum::serve(receiver_listener, app).await });
+    let got = receiver_on(port).await;
     let _again = TestApi::start_configured_on(
         dir.path(),
         database,

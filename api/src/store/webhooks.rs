@@ -354,7 +354,7 @@ impl Store {
     }
 
     /// The ids of deliveries due at `now_ms`: of each webhook and job, only the first pending
-    /// one, and only when no other sender holds it.
+    /// one, only when no other sender holds it, and of a webhook that is down only its probe.
     pub async fn due_deliveries(&self, now_ms: i64, limit: i64) -> Result<Vec<String>, StoreError> {
         let ids = sqlx::query_scalar(
             "SELECT d.id FROM webhook_deliveries d
@@ -363,6 +363,9 @@ impl Store {
                AND NOT EXISTS (SELECT 1 FROM webhook_deliveries e
                                WHERE e.webhook_id = d.webhook_id AND e.job_id = d.job_id
                                  AND e.status = 'pending' AND e.seq < d.seq)
+               AND NOT EXISTS (SELECT 1 FROM webhooks w
+                               WHERE w.id = d.webhook_id AND w.down_probe IS NOT NULL
+                                 AND w.down_probe <> d.id)
              ORDER BY d.seq LIMIT $2",
         )
         .bind(now_ms)
@@ -414,13 +417,16 @@ impl Store {
         Ok(())
     }
 
-    /// Records a try and what it came to, and lets go of the lease.
+    /// Records a try and what it came to, and lets go of the lease. A try that got no answer
+    /// and will be tried again marks its webhook down with this delivery as the probe, unless
+    /// it has one; an answer, or the probe's end, marks it up.
     pub async fn record_attempt(
         &self,
         id: &str,
         attempt: &AttemptRow,
         outcome: Outcome,
     ) -> Result<(), StoreError> {
+        let unreachable = attempt.status_code.is_none();
         let (status, next_try_ms) = match outcome {
             Outcome::Delivered => (DeliveryStatus::Delivered, None),
             Outcome::Retry(at) => (DeliveryStatus::Pending, Some(at)),
@@ -448,6 +454,17 @@ impl Store {
         .bind(id)
         .execute(&mut *tx)
         .await?;
+        let webhook = "(SELECT webhook_id FROM webhook_deliveries WHERE id = $1)";
+        let mark = match outcome {
+            Outcome::Retry(_) if unreachable => format!(
+                "UPDATE webhooks SET down_probe = $1 WHERE id = {webhook} AND down_probe IS NULL"
+            ),
+            _ if unreachable => format!(
+                "UPDATE webhooks SET down_probe = NULL WHERE id = {webhook} AND down_probe = $1"
+            ),
+            _ => format!("UPDATE webhooks SET down_probe = NULL WHERE id = {webhook}"),
+        };
+        sqlx::query(&mark).bind(id).execute(&mut *tx).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -526,6 +543,14 @@ impl Store {
         if done.rows_affected() != 1 {
             return Ok(None);
         }
+        // Whoever asks to send again wants to know now whether the receiver is back.
+        sqlx::query(
+            "UPDATE webhooks SET down_probe = NULL
+             WHERE id = (SELECT webhook_id FROM webhook_deliveries WHERE id = $1)",
+        )
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
         self.delivery(id).await
     }
 
