@@ -177,7 +177,9 @@ pub(super) async fn enqueue_event(
     now_ms: i64,
 ) -> Result<(), StoreError> {
     let targets = sqlx::query(
-        "SELECT w.id AS webhook_id, j.account_id, j.state, j.phase
+        "SELECT w.id AS webhook_id, j.account_id, j.state, j.phase,
+                (SELECT p.next_try_ms FROM webhook_deliveries p WHERE p.id = w.down_probe)
+                  AS held_until_ms
          FROM webhooks w JOIN jobs j ON j.id = $1
          WHERE (w.account_id IS NULL OR w.account_id = j.account_id)
            AND (w.events LIKE $2 OR w.events = ',*,')
@@ -188,10 +190,13 @@ pub(super) async fn enqueue_event(
     .fetch_all(&mut *conn)
     .await?;
     for target in targets {
+        // Behind a webhook that is down, a new delivery waits for the probe's next try.
+        let held: Option<i64> = target.try_get("held_until_ms")?;
+        let due_ms = held.map_or(now_ms, |held| held.max(now_ms));
         sqlx::query(
             "INSERT INTO webhook_deliveries (id, webhook_id, job_id, account_id, event, job_state,
                                              job_phase, next_try_ms, retry_from_ms, created_ms)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, $8)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9)",
         )
         .bind(format!("msg_{}", uuid::Uuid::new_v4().simple()))
         .bind(target.try_get::<String, _>("webhook_id")?)
@@ -200,8 +205,55 @@ pub(super) async fn enqueue_event(
         .bind(event)
         .bind(target.try_get::<String, _>("state")?)
         .bind(target.try_get::<String, _>("phase")?)
+        .bind(due_ms)
         .bind(now_ms)
         .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
+}
+
+/// Marks `webhook` down with `probe` as its probe, tried next at `until_ms`: its other pending
+/// deliveries wait until then, out of the due range, so the sender's reads of a long queue
+/// for a dead receiver stay as short as a healthy one's.
+async fn hold(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    webhook: &str,
+    probe: &str,
+    until_ms: i64,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE webhook_deliveries SET next_try_ms = $1
+         WHERE webhook_id = $2 AND status = 'pending' AND id <> $3 AND next_try_ms < $1",
+    )
+    .bind(until_ms)
+    .bind(webhook)
+    .bind(probe)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Marks `webhook` up: its waiting deliveries are due at `now_ms`, in their order.
+async fn release(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    webhook: &str,
+    now_ms: i64,
+) -> Result<(), StoreError> {
+    let held = sqlx::query(
+        "UPDATE webhooks SET down_probe = NULL WHERE id = $1 AND down_probe IS NOT NULL",
+    )
+    .bind(webhook)
+    .execute(&mut **tx)
+    .await?;
+    if held.rows_affected() > 0 {
+        sqlx::query(
+            "UPDATE webhook_deliveries SET next_try_ms = $1
+             WHERE webhook_id = $2 AND status = 'pending' AND next_try_ms > $1",
+        )
+        .bind(now_ms)
+        .bind(webhook)
+        .execute(&mut **tx)
         .await?;
     }
     Ok(())
@@ -425,6 +477,7 @@ impl Store {
         id: &str,
         attempt: &AttemptRow,
         outcome: Outcome,
+        now_ms: i64,
     ) -> Result<(), StoreError> {
         let unreachable = attempt.status_code.is_none();
         let (status, next_try_ms) = match outcome {
@@ -454,17 +507,41 @@ impl Store {
         .bind(id)
         .execute(&mut *tx)
         .await?;
-        let webhook = "(SELECT webhook_id FROM webhook_deliveries WHERE id = $1)";
-        let mark = match outcome {
-            Outcome::Retry(_) if unreachable => format!(
-                "UPDATE webhooks SET down_probe = $1 WHERE id = {webhook} AND down_probe IS NULL"
-            ),
-            _ if unreachable => format!(
-                "UPDATE webhooks SET down_probe = NULL WHERE id = {webhook} AND down_probe = $1"
-            ),
-            _ => format!("UPDATE webhooks SET down_probe = NULL WHERE id = {webhook}"),
-        };
-        sqlx::query(&mark).bind(id).execute(&mut *tx).await?;
+        let probe = sqlx::query(
+            "SELECT w.id, w.down_probe FROM webhooks w
+             JOIN webhook_deliveries d ON d.webhook_id = w.id WHERE d.id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let Some(row) = probe {
+            let webhook: String = row.try_get("id")?;
+            let probe: Option<String> = row.try_get("down_probe")?;
+            match outcome {
+                Outcome::Retry(next) if unreachable => {
+                    if probe.is_none() {
+                        sqlx::query("UPDATE webhooks SET down_probe = $1 WHERE id = $2")
+                            .bind(id)
+                            .bind(&webhook)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                    if probe.is_none_or(|p| p == id) {
+                        hold(&mut tx, &webhook, id, next).await?;
+                    }
+                }
+                _ if unreachable => {
+                    if probe.as_deref() == Some(id) {
+                        release(&mut tx, &webhook, now_ms).await?;
+                    }
+                }
+                _ => {
+                    if probe.is_some() {
+                        release(&mut tx, &webhook, now_ms).await?;
+                    }
+                }
+            }
+        }
         tx.commit().await?;
         Ok(())
     }
@@ -543,15 +620,14 @@ impl Store {
         if done.rows_affected() != 1 {
             return Ok(None);
         }
+        let Some(delivery) = self.delivery(id).await? else {
+            return Ok(None);
+        };
         // Whoever asks to send again wants to know now whether the receiver is back.
-        sqlx::query(
-            "UPDATE webhooks SET down_probe = NULL
-             WHERE id = (SELECT webhook_id FROM webhook_deliveries WHERE id = $1)",
-        )
-        .bind(id)
-        .execute(&self.pool)
-        .await?;
-        self.delivery(id).await
+        let mut tx = self.pool.begin().await?;
+        release(&mut tx, &delivery.webhook_id, now_ms).await?;
+        tx.commit().await?;
+        Ok(Some(delivery))
     }
 
     /// Drops deliveries that ended before `before_ms` and their tries; how many went.

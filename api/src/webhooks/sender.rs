@@ -150,7 +150,7 @@ impl Sender {
             duration_ms,
         };
         self.store
-            .record_attempt(&delivery.id, &attempt, outcome)
+            .record_attempt(&delivery.id, &attempt, outcome, now)
             .await
     }
 
