@@ -30,7 +30,9 @@ pub use logs::{MAX_LOG_SEQUENCE, log_batch_fits};
 pub use snapshots::{NewSnapshot, Snapshot, over_cap};
 pub use tokens::{NewToken, PersonalToken, RefreshUse, TokenKind, TokenOwner, TokenStatus};
 pub use web::{SsoLogin, WebSession};
-pub use webhooks::{AttemptRow, DeliveryRow, DeliveryStatus, NewWebhook, Outcome, WebhookRow};
+pub use webhooks::{
+    AttemptRow, DeliveryRow, DeliveryStatus, HELD_MS, NewWebhook, Outcome, WebhookRow,
+};
 pub use workers::WorkerCredential;
 
 use std::str::FromStr;

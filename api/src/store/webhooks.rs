@@ -170,6 +170,9 @@ fn delivery_row(row: &sqlx::any::AnyRow) -> Result<DeliveryRow, StoreError> {
 /// Queues `event` of `job_id` for every webhook that takes it (the job's account's and the
 /// operator's), with the job's state and phase as they are now: call it in the transaction that
 /// made the change, after the change.
+/// The due time of a delivery held behind its webhook's probe: never, until released.
+pub const HELD_MS: i64 = i64::MAX;
+
 pub(super) async fn enqueue_event(
     conn: &mut sqlx::AnyConnection,
     job_id: &str,
@@ -178,8 +181,7 @@ pub(super) async fn enqueue_event(
 ) -> Result<(), StoreError> {
     let targets = sqlx::query(
         "SELECT w.id AS webhook_id, j.account_id, j.state, j.phase,
-                (SELECT p.next_try_ms FROM webhook_deliveries p WHERE p.id = w.down_probe)
-                  AS held_until_ms
+                CASE WHEN w.down_probe IS NULL THEN 0 ELSE 1 END AS down
          FROM webhooks w JOIN jobs j ON j.id = $1
          WHERE (w.account_id IS NULL OR w.account_id = j.account_id)
            AND (w.events LIKE $2 OR w.events = ',*,')
@@ -190,9 +192,9 @@ pub(super) async fn enqueue_event(
     .fetch_all(&mut *conn)
     .await?;
     for target in targets {
-        // Behind a webhook that is down, a new delivery waits for the probe's next try.
-        let held: Option<i64> = target.try_get("held_until_ms")?;
-        let due_ms = held.map_or(now_ms, |held| held.max(now_ms));
+        // Behind a webhook that is down, a new delivery is held with the others.
+        let down: i64 = target.try_get("down")?;
+        let due_ms = if down == 0 { now_ms } else { HELD_MS };
         sqlx::query(
             "INSERT INTO webhook_deliveries (id, webhook_id, job_id, account_id, event, job_state,
                                              job_phase, next_try_ms, retry_from_ms, created_ms)
@@ -213,20 +215,24 @@ pub(super) async fn enqueue_event(
     Ok(())
 }
 
-/// Marks `webhook` down with `probe` as its probe, tried next at `until_ms`: its other pending
-/// deliveries wait until then, out of the due range, so the sender's reads of a long queue
-/// for a dead receiver stay as short as a healthy one's.
+/// Marks `webhook` down with `probe` as its probe: its other pending deliveries are held
+/// (due at [`HELD_MS`]) until the receiver answers, out of the sender's due reads, so a long
+/// queue for a dead receiver costs those reads nothing. Once per outage, not per probe.
 async fn hold(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     webhook: &str,
     probe: &str,
-    until_ms: i64,
 ) -> Result<(), StoreError> {
+    sqlx::query("UPDATE webhooks SET down_probe = $1 WHERE id = $2")
+        .bind(probe)
+        .bind(webhook)
+        .execute(&mut **tx)
+        .await?;
     sqlx::query(
         "UPDATE webhook_deliveries SET next_try_ms = $1
-         WHERE webhook_id = $2 AND status = 'pending' AND id <> $3 AND next_try_ms < $1",
+         WHERE webhook_id = $2 AND status = 'pending' AND id <> $3",
     )
-    .bind(until_ms)
+    .bind(HELD_MS)
     .bind(webhook)
     .bind(probe)
     .execute(&mut **tx)
@@ -518,16 +524,10 @@ impl Store {
             let webhook: String = row.try_get("id")?;
             let probe: Option<String> = row.try_get("down_probe")?;
             match outcome {
-                Outcome::Retry(next) if unreachable => {
+                Outcome::Retry(_) if unreachable => {
+                    // The probe goes on at its own backoff; the others wait for its answer.
                     if probe.is_none() {
-                        sqlx::query("UPDATE webhooks SET down_probe = $1 WHERE id = $2")
-                            .bind(id)
-                            .bind(&webhook)
-                            .execute(&mut *tx)
-                            .await?;
-                    }
-                    if probe.is_none_or(|p| p == id) {
-                        hold(&mut tx, &webhook, id, next).await?;
+                        hold(&mut tx, &webhook, id).await?;
                     }
                 }
                 _ if unreachable => {

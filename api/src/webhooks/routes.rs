@@ -16,7 +16,7 @@ use crate::clock;
 use crate::error::{ApiJson, ApiQuery, AppError, invalid};
 use crate::identity::extract::Session;
 use crate::route::{Auth, Content, Method, Param, Route, answering, op, with_body, with_query};
-use crate::store::{AttemptRow, DeliveryRow, DeliveryStatus, NewWebhook, WebhookRow};
+use crate::store::{AttemptRow, DeliveryRow, DeliveryStatus, HELD_MS, NewWebhook, WebhookRow};
 use crate::webhooks::{
     MAX_WEBHOOKS, PrepareError, ROTATION_OVERLAP_MS, WebhooksState, new_sealed_secret, prepare,
     valid_id,
@@ -275,7 +275,9 @@ pub struct DeliveryQuery {
 
 fn delivery_view(delivery: DeliveryRow, attempts: Vec<AttemptRow>) -> WebhookDelivery {
     WebhookDelivery {
-        next_attempt_at: (delivery.status == DeliveryStatus::Pending)
+        // A delivery held behind its webhook's probe has no time of its own.
+        next_attempt_at: (delivery.status == DeliveryStatus::Pending
+            && delivery.next_try_ms != HELD_MS)
             .then(|| clock::rfc3339(clock::from_millis(delivery.next_try_ms))),
         id: delivery.id,
         webhook_id: delivery.webhook_id,
