@@ -265,6 +265,15 @@ fn closed_port() -> u16 {
     listener.local_addr().unwrap().port()
 }
 
+/// A `job.queued` webhook to a loopback port nothing listens on yet; the port.
+async fn unreachable_hook(api: &TestApi, token: &str) -> u16 {
+    let port = closed_port();
+    let url = format!("http://127.0.0.1:{port}/hook");
+    let (status, body) = add(api, token, &url, &["job.queued"]).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    port
+}
+
 /// A receiver that comes up on `port`, answers 200 and keeps each body.
 async fn receiver_on(port: u16) -> Arc<std::sync::Mutex<Vec<String>>> {
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await;
@@ -305,14 +314,7 @@ async fn an_unreachable_receiver_is_probed_by_one_delivery_not_tried_per_event()
     let dir = tempfile::tempdir().unwrap();
     let api = api(dir.path()).await;
     let token = access(&api.login("dev@example.com").await).to_string();
-    let port = closed_port();
-    add(
-        &api,
-        &token,
-        &format!("http://127.0.0.1:{port}/hook"),
-        &["job.queued"],
-    )
-    .await;
+    let port = unreachable_hook(&api, &token).await;
     let (_, first) = api.create_job(&token).await;
     let mut ids = vec![first["id"].as_str().unwrap().to_owned()];
     let mut failed = None;
@@ -384,14 +386,7 @@ async fn the_outbox_outlives_a_restart() {
     let api = api(dir.path()).await;
     let database = api.database();
     let token = access(&api.login("dev@example.com").await).to_string();
-    let port = closed_port();
-    add(
-        &api,
-        &token,
-        &format!("http://127.0.0.1:{port}/hook"),
-        &["job.queued"],
-    )
-    .await;
+    let port = unreachable_hook(&api, &token).await;
     let (_, job) = api.create_job(&token).await;
     let id = job["id"].as_str().unwrap().to_owned();
     tokio::time::sleep(Duration::from_millis(300)).await;
