@@ -189,9 +189,12 @@ fn delivery_rows(deliveries: &[WebhookDelivery], now: OffsetDateTime) -> Vec<[St
                 d.status.clone(),
                 d.attempts.len().to_string(),
                 d.attempts.last().map_or_else(|| "-".to_string(), last),
-                d.next_attempt_at
-                    .as_deref()
-                    .map_or_else(|| "-".to_string(), |at| output::ahead(at, now)),
+                match (d.next_attempt_at.as_deref(), d.status.as_str()) {
+                    (Some(at), _) => output::ahead(at, now),
+                    // Held behind the one delivery that probes an unreachable receiver.
+                    (None, "pending") => "when the receiver answers".to_string(),
+                    (None, _) => "-".to_string(),
+                },
             ]
         })
         .collect()
@@ -244,7 +247,12 @@ mod tests {
             "event": "job.succeeded", "created_at": "2026-11-22T11:50:00Z",
             "status": "delivered", "attempts": [],
         }));
-        let rows = delivery_rows(&[pending, delivered], now);
+        let held = delivery(serde_json::json!({
+            "id": "msg_3", "webhook_id": "wh_1", "job_id": "3f8a9b2c-1234-5678",
+            "event": "job.started", "created_at": "2026-11-22T11:50:00Z",
+            "status": "pending", "attempts": [],
+        }));
+        let rows = delivery_rows(&[pending, delivered, held], now);
         assert_eq!(
             rows[0],
             [
@@ -259,6 +267,7 @@ mod tests {
             .map(String::from)
         );
         assert_eq!(rows[1][4..], ["0", "-", "-"].map(String::from));
+        assert_eq!(rows[2][6], "when the receiver answers");
     }
 
     #[test]
