@@ -167,12 +167,12 @@ fn delivery_row(row: &sqlx::any::AnyRow) -> Result<DeliveryRow, StoreError> {
     })
 }
 
-/// Queues `event` of `job_id` for every webhook that takes it (the job's account's and the
-/// operator's), with the job's state and phase as they are now: call it in the transaction that
-/// made the change, after the change.
 /// The due time of a delivery held behind its webhook's probe: never, until released.
 pub const HELD_MS: i64 = i64::MAX;
 
+/// Queues `event` of `job_id` for every webhook that takes it (the job's account's and the
+/// operator's), with the job's state and phase as they are now: call it in the transaction that
+/// made the change, after the change.
 pub(super) async fn enqueue_event(
     conn: &mut sqlx::AnyConnection,
     job_id: &str,
@@ -523,23 +523,14 @@ impl Store {
         if let Some(row) = probe {
             let webhook: String = row.try_get("id")?;
             let probe: Option<String> = row.try_get("down_probe")?;
-            match outcome {
-                Outcome::Retry(_) if unreachable => {
-                    // The probe goes on at its own backoff; the others wait for its answer.
-                    if probe.is_none() {
-                        hold(&mut tx, &webhook, id).await?;
-                    }
+            if unreachable && matches!(outcome, Outcome::Retry(_)) {
+                // The probe goes on at its own backoff; the others wait for its answer.
+                if probe.is_none() {
+                    hold(&mut tx, &webhook, id).await?;
                 }
-                _ if unreachable => {
-                    if probe.as_deref() == Some(id) {
-                        release(&mut tx, &webhook, now_ms).await?;
-                    }
-                }
-                _ => {
-                    if probe.is_some() {
-                        release(&mut tx, &webhook, now_ms).await?;
-                    }
-                }
+            } else if probe.is_some() && (!unreachable || probe.as_deref() == Some(id)) {
+                // The receiver answered, or the probe ended.
+                release(&mut tx, &webhook, now_ms).await?;
             }
         }
         tx.commit().await?;

@@ -12,8 +12,7 @@ use serde_json::json;
 use tokio::task::JoinSet;
 
 use crate::clock;
-use crate::credentials::secrets::KeyRing;
-use crate::credentials::secrets::webhook_binding;
+use crate::credentials::secrets::{KeyRing, webhook_binding};
 use crate::jobs::events::JobEvents;
 use crate::metrics::Metrics;
 use crate::store::{AttemptRow, DeliveryRow, Outcome, Store, StoreError, WebhookRow};

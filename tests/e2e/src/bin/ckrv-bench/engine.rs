@@ -100,7 +100,7 @@ pub struct Claimed {
 }
 
 /// The spec of the engine's jobs: no worker ever runs them.
-const SCRIPT_SPEC: &str = "---\nagent: script\nrun: echo hi\n---\n# Bench\n";
+pub const SCRIPT_SPEC: &str = "---\nagent: script\nrun: echo hi\n---\n# Bench\n";
 
 /// `POST /v1/jobs` as the holder of `token`, of a job on a loopback repository that nothing
 /// ever clones; its id.

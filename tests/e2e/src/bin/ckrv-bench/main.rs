@@ -178,8 +178,7 @@ fn main() -> Result<()> {
             .build()?;
         let mut table = Table::default();
         webhooks::run(tmp.path(), &webhook_load(&args), &runtime, &mut table)?;
-        let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-        println!("{} · {cores} cores\n\n{}", machine(), table.render());
+        print_table(&table);
         return Ok(());
     }
     if args.snapshots_only {
@@ -190,8 +189,7 @@ fn main() -> Result<()> {
             .enable_all()
             .build()?;
         snapshots::job_on_hit(tmp.path(), &snapshot_tree(&args), &runtime, &mut table)?;
-        let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-        println!("{} · {cores} cores\n\n{}", machine(), table.render());
+        print_table(&table);
         return Ok(());
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -233,8 +231,7 @@ fn main() -> Result<()> {
         }
     }
     if args.cli_only {
-        let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-        println!("{} · {cores} cores\n\n{}", machine(), table.render());
+        print_table(&table);
         return Ok(());
     }
     worker::run(
@@ -278,8 +275,7 @@ fn main() -> Result<()> {
             &mut table,
         )?;
     }
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    println!("{} · {cores} cores\n\n{}", machine(), table.render());
+    print_table(&table);
     Ok(())
 }
 
@@ -466,6 +462,12 @@ impl Stage {
 }
 
 /// Which machine the figures come from, for the top of the results.
+/// The table under a line naming the machine it was measured on.
+fn print_table(table: &Table) {
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    println!("{} · {cores} cores\n\n{}", machine(), table.render());
+}
+
 fn machine() -> String {
     Command::new("uname")
         .arg("-srm")

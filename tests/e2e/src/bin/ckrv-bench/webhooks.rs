@@ -61,8 +61,7 @@ impl Client {
     }
 
     async fn create_job(&self) -> Result<String> {
-        let spec = "---\nagent: script\nrun: echo hi\n---\n# Bench\n";
-        engine::create_job(&self.http, &self.url, &self.token, spec).await
+        engine::create_job(&self.http, &self.url, &self.token, engine::SCRIPT_SPEC).await
     }
 
     /// `n` creates one after another, each timed.
