@@ -306,6 +306,21 @@ async fn tries(api: &TestApi, token: &str) -> Vec<Vec<Value>> {
     tries
 }
 
+/// Waits until the oldest delivery has been tried.
+async fn first_try(api: &TestApi, token: &str) {
+    for _ in 0..200 {
+        if tries(api, token)
+            .await
+            .first()
+            .is_some_and(|t| !t.is_empty())
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("the first delivery was never tried");
+}
+
 /// A receiver that cannot be reached is tried through one delivery, its probe, at the probe's
 /// backoff; the webhook's other deliveries wait instead of failing a try (and its writes) per
 /// event, and all go, in order, once the probe finds the receiver up.
@@ -317,19 +332,8 @@ async fn an_unreachable_receiver_is_probed_by_one_delivery_not_tried_per_event()
     let port = unreachable_hook(&api, &token).await;
     let (_, first) = api.create_job(&token).await;
     let mut ids = vec![first["id"].as_str().unwrap().to_owned()];
-    let mut failed = None;
-    for _ in 0..200 {
-        if tries(&api, &token)
-            .await
-            .first()
-            .is_some_and(|t| !t.is_empty())
-        {
-            failed = Some(std::time::Instant::now());
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    let failed = failed.expect("the first delivery was never tried");
+    first_try(&api, &token).await;
+    let failed = std::time::Instant::now();
     for _ in 0..3 {
         let (_, job) = api.create_job(&token).await;
         ids.push(job["id"].as_str().unwrap().to_owned());
@@ -372,10 +376,56 @@ async fn an_unreachable_receiver_is_probed_by_one_delivery_not_tried_per_event()
     all.sort();
     ids.sort();
     assert_eq!(all, ids, "each event once: {bodies:?}");
-    for t in &tries(&api, &token).await[1..] {
+    // Each try is written after its answer: wait for the writes, not only the requests.
+    let mut seen = tries(&api, &token).await;
+    for _ in 0..250 {
+        if seen.iter().all(|t| !t.is_empty()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        seen = tries(&api, &token).await;
+    }
+    for t in &seen[1..] {
         assert_eq!(t.len(), 1, "{t:?}");
         assert_eq!(t[0]["status_code"], 200);
     }
+}
+
+/// Redelivering one delivery held behind an unreachable receiver's probe releases them all:
+/// whoever asks wants to know now whether the receiver is back.
+#[tokio::test]
+async fn a_redelivery_releases_the_deliveries_held_behind_a_probe() {
+    let dir = tempfile::tempdir().unwrap();
+    let api = api(dir.path()).await;
+    let token = access(&api.login("dev@example.com").await).to_string();
+    unreachable_hook(&api, &token).await;
+    api.create_job(&token).await;
+    first_try(&api, &token).await;
+    api.create_job(&token).await;
+    api.create_job(&token).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (_, list) = api.get("/v1/webhooks/deliveries", &token).await;
+    let newest = list["deliveries"][0]["id"].as_str().unwrap().to_owned();
+    let (status, body) = api
+        .post(
+            &format!("/v1/webhooks/deliveries/{newest}/redeliver"),
+            &token,
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let mut seen = Vec::new();
+    // Released, the middle one goes with the newest (each try written after its answer, so
+    // wait for both); held, it would have no try however long this waits.
+    for _ in 0..300 {
+        seen = tries(&api, &token).await;
+        if !seen[2].is_empty() && !seen[1].is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!seen[2].is_empty(), "the redelivered one was never tried");
+    assert!(!seen[1].is_empty(), "{seen:?}");
 }
 
 /// Deliveries wait in the database: an API stopped while a receiver is down sends them after
