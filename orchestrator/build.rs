@@ -5,6 +5,7 @@ fn main() {
         "ckrv-step-clone",
         "ckrv-step-diff",
         "ckrv-step-upload",
+        "ckrv-step-publish",
         "ckrv-step-hostile",
     ] {
         ckrv_guest_build::build(step);

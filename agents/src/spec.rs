@@ -19,6 +19,9 @@ pub struct SpecFrontMatter {
     /// Where the agent may connect, narrower than the operator's policy (or its own).
     #[serde(default)]
     pub egress: Option<crate::egress::Policy>,
+    /// Where the job's result goes (`none`, `branch`, `pr`, `draft_pr`); the API checks it.
+    #[serde(default)]
+    pub publish: Option<String>,
     /// Every other key: options of the agent's definition.
     #[serde(flatten)]
     pub options: BTreeMap<String, serde_yaml_ng::Value>,

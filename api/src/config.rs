@@ -27,6 +27,8 @@ pub struct Config {
     /// Let jobs clone local paths, `file://`, `http://` and loopback or private hosts: for
     /// development on one machine only.
     pub allow_local_repos: bool,
+    /// Where a job's result goes when neither the request nor the spec says (`--publish`).
+    pub default_publish: ckrv_wit::types::PublishMode,
     /// Run agents without their sandbox (the orchestrator says so in every job's log).
     pub insecure_no_sandbox: bool,
     /// Agent programs installed outside /usr, for local workers.
@@ -78,6 +80,7 @@ impl Config {
             public_url: None,
             billing_url: None,
             allow_local_repos: false,
+            default_publish: ckrv_wit::types::PublishMode::None,
             insecure_no_sandbox: false,
             agent_bin: None,
             agent_tmp_mb: None,

@@ -221,6 +221,7 @@ impl Server {
                 secrets: Arc::clone(&secrets),
                 metrics: Arc::clone(&metrics),
                 allow_local_repos: config.allow_local_repos,
+                default_publish: config.default_publish,
                 billing_url: config.billing_url.clone(),
             },
             credentials: credentials::CredentialsState {

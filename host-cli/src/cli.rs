@@ -168,6 +168,12 @@ pub struct RunArgs {
     /// snapshot; the new one is saved
     #[arg(long, requires = "cloud")]
     pub no_snapshot: bool,
+    /// Cloud runs: push the result to branch `ckrv/<id>` with the job's credential
+    /// (`branch`), and open a pull request for it (`pr`, `draft-pr`); `none` overrides the
+    /// spec's `publish:` and the server's default
+    #[arg(long, requires = "cloud", value_name = "MODE",
+          value_parser = ckrv_wit::types::PublishMode::parse)]
+    pub publish: Option<ckrv_wit::types::PublishMode>,
     /// Local runs: a pipeline file as `ckrv-api serve --pipeline` takes [default: the
     /// built-in clone, agent, diff]
     #[arg(long, value_name = "FILE", conflicts_with = "cloud")]

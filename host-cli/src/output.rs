@@ -214,15 +214,39 @@ pub fn job_lines(job: &Job, now: OffsetDateTime) -> Vec<String> {
     if let Some(setup) = &job.setup {
         lines.push(setup_line(setup));
     }
+    lines.extend(publish_lines(job));
     let short = short_id(&job.id);
     match state {
-        JobState::Succeeded => lines.push(format!("Pull results:    ckrv pull {short}")),
+        _ if job.change_is_pullable() => lines.push(format!("Pull results:    ckrv pull {short}")),
         JobState::Pending | JobState::Running => {
             lines.push(format!("Stream logs:     ckrv logs {short} --follow"));
         }
         _ => lines.push(format!("Read the log:    ckrv logs {short}")),
     }
     lines
+}
+
+/// Where the job's result went: its branch and pull request once published, or where it will
+/// go while the job runs.
+fn publish_lines(job: &Job) -> Vec<String> {
+    if let Some(publication) = &job.publication {
+        let commit = publication.commit.get(..12).unwrap_or(&publication.commit);
+        let mut lines = vec![format!(
+            "Published: {} (commit {commit})",
+            publication.branch
+        )];
+        if let Some(url) = &publication.pull_request_url {
+            lines.push(format!("Pull request: {url}"));
+        }
+        return lines;
+    }
+    match job.publish {
+        Some(mode) if mode.publishes() && !job.lifecycle().is_terminal() => {
+            vec![format!("Publish: {mode}, once the change is uploaded")]
+        }
+        Some(mode) if mode.publishes() => vec![format!("Publish: {mode}, not published")],
+        _ => Vec::new(),
+    }
 }
 
 /// `[12:34:56] source: message`, the time in UTC.

@@ -14,7 +14,10 @@
 //!   and never becomes a submodule commit; it is left out, and the job's log says so. The
 //!   base's own submodule commits stay as the base has them.
 
+mod publish;
 mod stage;
+
+pub use publish::{ForgeApi, ForgeKind};
 
 use std::collections::HashSet;
 use std::net::IpAddr;
@@ -65,6 +68,9 @@ pub enum GitError {
     NotUtf8,
     #[error("{0} became a git repository while the diff was taken; the change is refused")]
     BecameRepository(String),
+    /// Publishing the result: refused by the host, or by the repository in its own words.
+    #[error("{0}")]
+    Publish(String),
 }
 
 /// Why the repository's host may not be connected to.
@@ -100,6 +106,10 @@ pub struct HostGit {
     allow_local: bool,
     /// The job's credential, for the first clone of the job's own repository only.
     credential: Arc<Mutex<Option<RepoCredential>>>,
+    /// Where the job publishes its result, once (see `publish`).
+    publish: Arc<Mutex<Option<publish::PublishTarget>>>,
+    /// The API of the forge it publishes to, when the host knows it.
+    forge: Option<ForgeApi>,
 }
 
 /// A git credential bound to the one repository URL it may be sent to.
@@ -199,6 +209,8 @@ impl HostGit {
             private: private.to_path_buf(),
             allow_local,
             credential: Arc::default(),
+            publish: Arc::default(),
+            forge: None,
         })
     }
 
@@ -256,9 +268,9 @@ impl HostGit {
     /// Clones `url` at `branch`: into the private base repository (the only network access),
     /// then from there into the workspace.
     pub async fn clone_repo(&self, url: &str, branch: &str) -> Result<(), GitError> {
-        let repo = repo_url::check(url, self.allow_local)?;
-        let pin = self.pin(url, &repo).await?;
-        let mut args: Vec<String> = pin.config;
+        let secret = self.credential_for(url);
+        let remote = self.remote(url, secret.as_ref()).await?;
+        let mut args: Vec<String> = remote.config.clone();
         args.extend(
             [
                 "clone",
@@ -271,38 +283,13 @@ impl HostGit {
             ]
             .map(String::from),
         );
-        args.push(pin.url.unwrap_or_else(|| url.to_string()));
+        args.push(remote.url.clone());
         args.push(self.base_repo().display().to_string());
-        let mut network = vec!["https", "ssh"];
-        if self.allow_local {
-            network.extend(["http", "file"]);
-        }
-        let secret = self.credential_for(url);
-        let askpass = match &secret {
-            Some(_) => self.askpass()?,
-            None => String::new(),
-        };
-        let key = match &secret {
-            Some(credential) => credential.key_file(&self.private)?,
-            None => None,
-        };
-        let ssh_command = match (&pin.ssh_command, &key) {
-            (Some(ssh), Some((_, path))) => Some(format!(
-                "{ssh} -i '{}' -o IdentitiesOnly=yes -o IdentityAgent=none",
-                path.display()
-            )),
-            (ssh, _) => ssh.clone(),
-        };
-        let mut env: Vec<(&str, &str)> = Vec::new();
-        if let Some(ssh) = &ssh_command {
-            env.push(("GIT_SSH_COMMAND", ssh));
-        }
-        if let Some(credential) = &secret {
-            credential.add_env(&repo, &askpass, &mut env)?;
-        }
-        let cloned = self.git(&self.private, &args, &network, &env).await;
+        let cloned = self
+            .git(&self.private, &args, &self.network(), &remote.env())
+            .await;
         // The key file and its directory go now, whatever the clone did.
-        drop(key);
+        drop(remote);
         drop(secret);
         cloned?;
         let base = self.base_repo().display().to_string();
@@ -325,6 +312,56 @@ impl HostGit {
         )
         .await?;
         self.index_base(branch).await
+    }
+
+    /// The transports git may use to reach a job's repository.
+    fn network(&self) -> Vec<&'static str> {
+        let mut network = vec!["https", "ssh"];
+        if self.allow_local {
+            network.extend(["http", "file"]);
+        }
+        network
+    }
+
+    /// How git reaches `url`: checked by the policy, pinned to the checked address, with
+    /// `secret` handed over through askpass or a key file that lives as long as the answer.
+    async fn remote(&self, url: &str, secret: Option<&RepoCredential>) -> Result<Remote, GitError> {
+        let repo = repo_url::check(url, self.allow_local)?;
+        let pin = self.pin(url, &repo).await?;
+        let askpass = match secret {
+            Some(_) => self.askpass()?,
+            None => String::new(),
+        };
+        let key = match secret {
+            Some(credential) => credential.key_file(&self.private)?,
+            None => None,
+        };
+        let ssh_command = match (&pin.ssh_command, &key) {
+            (Some(ssh), Some((_, path))) => Some(format!(
+                "{ssh} -i '{}' -o IdentitiesOnly=yes -o IdentityAgent=none",
+                path.display()
+            )),
+            (ssh, _) => ssh.clone(),
+        };
+        let mut env: Vec<(String, String)> = Vec::new();
+        if let Some(ssh) = ssh_command {
+            env.push(("GIT_SSH_COMMAND".into(), ssh));
+        }
+        if let Some(credential) = secret {
+            let mut borrowed = Vec::new();
+            credential.add_env(&repo, &askpass, &mut borrowed)?;
+            env.extend(
+                borrowed
+                    .into_iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string())),
+            );
+        }
+        Ok(Remote {
+            config: pin.config,
+            url: pin.url.unwrap_or_else(|| url.to_string()),
+            env,
+            _key: key.map(|(dir, _)| dir),
+        })
     }
 
     /// Fills the private index with the base and the workspace's file stats, so each diff later
@@ -611,6 +648,66 @@ impl HostGit {
         String::from_utf8(out).map_err(|_| GitError::NotUtf8)
     }
 
+    /// Hardened git in `dir`: no config but ours, no prompt, only `protocols`, its output
+    /// piped, and standard input piped when `input` is given.
+    fn command<S: AsRef<str>>(
+        &self,
+        dir: &Path,
+        args: &[S],
+        protocols: &[&str],
+        env: &[(&str, &str)],
+        input: bool,
+    ) -> tokio::process::Command {
+        let mut command = tokio::process::Command::new("git");
+        command
+            .args(HARDENING)
+            .args(args.iter().map(AsRef::as_ref))
+            .current_dir(dir)
+            .env_clear()
+            .env(
+                "PATH",
+                std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into()),
+            )
+            .env("HOME", self.private.join("home"))
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .env("GIT_TERMINAL_PROMPT", "0")
+            .env("GIT_ALLOW_PROTOCOL", protocols.join(":"))
+            .env("GIT_PROTOCOL_FROM_USER", "0")
+            .env("GIT_INDEX_FILE", self.private.join("index"))
+            .env("LC_ALL", "C")
+            .stdin(if input {
+                std::process::Stdio::piped()
+            } else {
+                std::process::Stdio::null()
+            })
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true);
+        command.envs(env.iter().copied());
+        // The private index is only for the diff against the private base; the workspace's
+        // own commands keep the workspace's index.
+        if !args.iter().any(|a| a.as_ref().starts_with("--git-dir=")) {
+            command.env_remove("GIT_INDEX_FILE");
+        }
+        command
+    }
+
+    /// Git in `dir` as [`Self::git`] runs it, with how it ended and all it wrote, whatever
+    /// its exit: for a push, whose refusal is in its output.
+    async fn git_output<S: AsRef<str>>(
+        &self,
+        dir: &Path,
+        args: &[S],
+        protocols: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<std::process::Output, GitError> {
+        self.command(dir, args, protocols, env, false)
+            .output()
+            .await
+            .map_err(io("could not run git"))
+    }
+
     /// Local git (no transport) in `dir`, fed `input`, exiting with one of `success`; its
     /// output as bytes (paths need not be UTF-8).
     async fn git_bytes<S: AsRef<str>>(
@@ -635,37 +732,7 @@ impl HostGit {
         success: &[i32],
     ) -> Result<Vec<u8>, GitError> {
         use tokio::io::AsyncWriteExt as _;
-        let mut command = tokio::process::Command::new("git");
-        command
-            .args(HARDENING)
-            .args(args.iter().map(AsRef::as_ref))
-            .current_dir(dir)
-            .env_clear()
-            .env(
-                "PATH",
-                std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into()),
-            )
-            .env("HOME", self.private.join("home"))
-            .env("GIT_CONFIG_NOSYSTEM", "1")
-            .env("GIT_CONFIG_GLOBAL", "/dev/null")
-            .env("GIT_TERMINAL_PROMPT", "0")
-            .env("GIT_ALLOW_PROTOCOL", protocols.join(":"))
-            .env("GIT_PROTOCOL_FROM_USER", "0")
-            .env("GIT_INDEX_FILE", self.private.join("index"))
-            .env("LC_ALL", "C")
-            .stdin(match input {
-                Some(_) => std::process::Stdio::piped(),
-                None => std::process::Stdio::null(),
-            })
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .kill_on_drop(true);
-        command.envs(env.iter().copied());
-        // The private index is only for the diff against the private base; the workspace's
-        // own commands keep the workspace's index.
-        if !args.iter().any(|a| a.as_ref().starts_with("--git-dir=")) {
-            command.env_remove("GIT_INDEX_FILE");
-        }
+        let mut command = self.command(dir, args, protocols, env, input.is_some());
         let mut child = command.spawn().map_err(io("could not run git"))?;
         let stdin = child.stdin.take();
         // Fed while its output is read, so neither pipe can fill up and stall the other.
@@ -749,6 +816,26 @@ const HARDENING: &[&str] = &[
     "-c",
     "diff.external=",
 ];
+
+/// A job's repository as git reaches it (see [`HostGit::remote`]). The key file, if any, is
+/// removed when this is dropped.
+struct Remote {
+    /// `-c` options pinning the address.
+    config: Vec<String>,
+    /// The URL to give git: the repository's, or rewritten to the checked address.
+    url: String,
+    env: Vec<(String, String)>,
+    _key: Option<tempfile::TempDir>,
+}
+
+impl Remote {
+    fn env(&self) -> Vec<(&str, &str)> {
+        self.env
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect()
+    }
+}
 
 /// How to make git reach only the checked address.
 #[derive(Debug, Default)]

@@ -40,14 +40,18 @@ pub async fn run_local(job: LocalJob, options: &JobOptions) -> Result<String, St
             Some((name.clone(), value))
         })
         .collect();
-    // Stages that send the result to an API have nowhere to send it: the patch comes back
-    // here instead.
+    // Stages that send the result to an API, or publish what the API holds, have nowhere to
+    // send it: the patch comes back here instead.
     let stages = job
         .pipeline
         .stages
         .iter()
         .filter(|s| {
-            !(s.kind == StageKind::Builtin && s.source.as_deref() == Some(ckrv_pipeline::UPLOAD))
+            !(s.kind == StageKind::Builtin
+                && matches!(
+                    s.source.as_deref(),
+                    Some(ckrv_pipeline::UPLOAD | ckrv_pipeline::PUBLISH)
+                ))
         })
         .cloned()
         .collect();
@@ -78,6 +82,8 @@ pub async fn run_local(job: LocalJob, options: &JobOptions) -> Result<String, St
         usage: None,
         egress_refusals: None,
         setup: None,
+        publish: None,
+        publication: None,
     };
     let worker_job = WorkerJob {
         job: record,
@@ -95,6 +101,7 @@ pub async fn run_local(job: LocalJob, options: &JobOptions) -> Result<String, St
         fresh_setup: None,
         setup_egress: None,
         egress_internal: None,
+        publish: None,
     };
     let scrubber = Scrubber::new(keys.iter().map(|(_, value)| value.clone()).collect());
     let (log, lines) = JobLog::scrubbing(scrubber.clone());

@@ -12,10 +12,12 @@ use ckrv_agents::{
 };
 use ckrv_wasm_host::{Limits, Origin, OriginError, OriginPolicy};
 use ckrv_wit::protocol::EGRESS_LOG_SOURCE as EGRESS_SOURCE;
-use ckrv_wit::types::{LogLevel, ModelAccess, PhaseUpdate, PipelineStage, StageKind, WorkerJob};
+use ckrv_wit::types::{
+    LogLevel, ModelAccess, PhaseUpdate, PipelineStage, PublishMode, StageKind, WorkerJob,
+};
 
 use crate::api_client::{ApiClient, ApiClientError};
-use crate::host_git::{GitError, HostGit};
+use crate::host_git::{ForgeApi, GitError, HostGit};
 use crate::job::{AgentPlace, JobOptions};
 use crate::logs::JobLog;
 use crate::step_host::{DEFAULT_LIMITS, StepContext, StepEnv, builtin_component};
@@ -214,8 +216,10 @@ pub(crate) async fn run_stages(
         fresh_setup,
         setup_egress,
         egress_internal,
+        publish,
         ..
     } = job;
+    let publish = publish.unwrap_or(PublishMode::None);
     let internal = egress_internal
         .unwrap_or_default()
         .iter()
@@ -226,7 +230,8 @@ pub(crate) async fn run_stages(
         .feature_branch_name
         .clone()
         .ok_or(StageError::NoFeatureBranch)?;
-    let invocation = ckrv_agents::resolve(&ckrv_agents::parse_spec(&spec_content)?)?;
+    let spec = ckrv_agents::parse_spec(&spec_content)?;
+    let invocation = ckrv_agents::resolve(&spec)?;
     log.info(
         SOURCE,
         format!(
@@ -237,8 +242,14 @@ pub(crate) async fn run_stages(
     let dirs = JobDirs::create(options)?;
     let git = HostGit::new(&dirs.workspace, &dirs.git(), options.allow_local_repos)
         .map_err(io("preparing the job's git failed"))?;
-    // The credential goes to the host's clone of the job's own repository, once; no step and
-    // no agent ever holds it.
+    // The credential goes to the host's clone of the job's own repository, once, and to its
+    // push when the job publishes; no step and no agent ever holds it.
+    let git = if publish.publishes() {
+        git.with_publish(&job.git_repo_url, &feature_branch, git_credential.clone())
+    } else {
+        git
+    };
+    let forge = git.forge();
     let git = match git_credential {
         Some(credential) => git.with_credential(&job.git_repo_url, credential),
         None => git,
@@ -247,7 +258,11 @@ pub(crate) async fn run_stages(
     if pipeline.is_empty() {
         return Err(StageError::NoStages);
     }
-    let mut outputs: Vec<(String, String)> = Vec::new();
+    // What the job says of itself, for the steps (`publish` reads both).
+    let mut outputs: Vec<(String, String)> = vec![
+        ("publish".into(), publish.as_str().into()),
+        ("title".into(), spec_title(&spec.body, &job.id)),
+    ];
     let mut environment = None;
     let mut setup_summary = None;
     for stage in &pipeline {
@@ -328,7 +343,11 @@ pub(crate) async fn run_stages(
             inputs: outputs.clone(),
         };
         let api = api_origin.as_ref().map(|(origin, token)| (origin, *token));
-        for (key, value) in run_step(source, options, log, stage, &git, api, ctx).await? {
+        let credentials = StageCredentials {
+            api,
+            forge: forge.as_ref(),
+        };
+        for (key, value) in run_step(source, options, log, stage, &git, credentials, ctx).await? {
             outputs.retain(|(k, _)| *k != key);
             outputs.push((key, value));
         }
@@ -528,7 +547,7 @@ async fn run_step(
     log: &JobLog,
     stage: &PipelineStage,
     git: &HostGit,
-    api: Option<(&Origin, &str)>,
+    credentials: StageCredentials<'_>,
     ctx: StepContext,
 ) -> Result<Vec<(String, String)>, StageError> {
     log.info(SOURCE, starting_message(&stage.name));
@@ -537,7 +556,7 @@ async fn run_step(
         name: &stage.name,
         git,
         log,
-        policy: stage_policy(stage, api)?,
+        policy: stage_policy(stage, credentials)?,
         limits: stage_limits(stage),
     };
     let output = options
@@ -555,6 +574,7 @@ fn starting_message(stage: &str) -> String {
         ckrv_pipeline::CLONE => "Cloning repository...".to_string(),
         ckrv_pipeline::DIFF => "Computing the diff...".to_string(),
         ckrv_pipeline::UPLOAD => "Uploading the result...".to_string(),
+        ckrv_pipeline::PUBLISH => "Publishing the result...".to_string(),
         other => format!("Running step {other}..."),
     }
 }
@@ -593,24 +613,48 @@ async fn component_of(
     }
 }
 
+/// The credentials the host adds to a step's requests: the job's token for the API, and the
+/// job's git token for its forge's API.
+#[derive(Clone, Copy)]
+struct StageCredentials<'a> {
+    api: Option<(&'a Origin, &'a str)>,
+    forge: Option<&'a ForgeApi>,
+}
+
 /// Where the stage's step may connect: the API, if there is one (the host adds the job's
-/// token), and the stage's allowed hosts.
+/// token), and the stage's allowed hosts. The job's forge API gets the job's git token only
+/// when the stage allows its origin: the operator decides which steps may call the forge.
 fn stage_policy(
     stage: &PipelineStage,
-    api: Option<(&Origin, &str)>,
+    credentials: StageCredentials<'_>,
 ) -> Result<OriginPolicy, StageError> {
-    let mut policy = match api {
+    let mut policy = match credentials.api {
         Some((origin, token)) => OriginPolicy::deny_all().allow_with_bearer(origin.clone(), token),
         None => OriginPolicy::deny_all(),
     };
+    let forge = credentials
+        .forge
+        .and_then(|forge| Some((Origin::of_url(&forge.api_url).ok()?, forge.token.as_str())));
     for host in &stage.allowed_hosts {
         let origin = Origin::parse(host).map_err(|source| StageError::AllowedHosts {
             stage: stage.name.clone(),
             source,
         })?;
-        policy = policy.allow(origin);
+        policy = match &forge {
+            Some((forge, token)) if *forge == origin => policy.allow_with_bearer(origin, token),
+            _ => policy.allow(origin),
+        };
     }
     Ok(policy)
+}
+
+/// The job's title for a commit or pull request: the spec's first `# ` heading, else the job's.
+fn spec_title(body: &str, job_id: &str) -> String {
+    body.lines()
+        .find_map(|line| line.trim().strip_prefix("# "))
+        .map(|title| title.trim().chars().take(200).collect::<String>())
+        .filter(|title| !title.is_empty())
+        .unwrap_or_else(|| format!("ckrv job {job_id}"))
 }
 
 /// The stage's bounds: its own, else the worker's defaults.

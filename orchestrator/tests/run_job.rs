@@ -204,7 +204,8 @@ async fn a_job_runs_from_clone_to_complete() {
             JobPhase::Cloning,
             JobPhase::Agent,
             JobPhase::Diffing,
-            JobPhase::Uploading
+            JobPhase::Uploading,
+            JobPhase::Publishing
         ]
     );
 
@@ -1368,7 +1369,8 @@ async fn the_repositorys_setup_runs_before_the_agent_in_its_own_phase_and_stays_
             JobPhase::Setup,
             JobPhase::Agent,
             JobPhase::Diffing,
-            JobPhase::Uploading
+            JobPhase::Uploading,
+            JobPhase::Publishing
         ]
     );
     let diff = uploaded_diff(&calls);

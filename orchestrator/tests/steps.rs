@@ -834,3 +834,112 @@ fn the_credential_goes_to_the_jobs_own_repository_once_and_nowhere_else() {
     assert!(!again.contains(TOKEN), "{again}");
     assert_eq!(server.authorizations.lock().unwrap().len(), sent);
 }
+
+/// Clones the bench's repository, appends to README.md and takes the diff: what `publish`
+/// starts from, with the inputs the host and the steps before it give it.
+async fn changed(bench: &Bench, publish: &str) -> Vec<(String, String)> {
+    bench.step("clone", bench.ctx(vec![])).await.0.unwrap();
+    std::fs::write(
+        bench.workspace().join("README.md"),
+        "one\ntwo\nthree\nfour\n",
+    )
+    .unwrap();
+    let out = bench.step("diff", bench.ctx(vec![])).await.0.unwrap();
+    let mut inputs = out.outputs.clone();
+    inputs.push(("publish".into(), publish.into()));
+    inputs.push(("title".into(), "Count to four".into()));
+    inputs
+}
+
+/// A fake API that takes the publication report.
+async fn publication_api() -> ckrv_test_support::FakeEndpoint {
+    use axum::response::IntoResponse as _;
+    ckrv_test_support::FakeEndpoint::start(|_| async {
+        axum::http::StatusCode::NO_CONTENT.into_response()
+    })
+    .await
+}
+
+#[tokio::test]
+async fn publish_pushes_the_diffed_change_to_the_jobs_branch_and_never_overwrites_one() {
+    let mut bench = Bench::new();
+    let repo = bench.repo().to_string();
+    bench.git = bench.git.clone().with_publish(&repo, "ckrv/job-1", None);
+    let api = publication_api().await;
+    bench.api = api_policy(&api.url, "worker-token");
+    let inputs = changed(&bench, "branch").await;
+    let mut ctx = ctx(&repo, vec![], inputs.clone());
+    ctx.api_url = api.url.clone();
+    let (result, lines) = bench.step("publish", ctx.clone()).await;
+    let out = result.unwrap();
+    assert_eq!(out.summary, "published ckrv/job-1");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.message.starts_with("pushed ckrv/job-1 ("))
+    );
+    // The branch holds the diffed change on top of main, titled as the spec is.
+    let pushed = git(bench.origin.path(), &["show", "ckrv/job-1:README.md"]);
+    assert_eq!(pushed, "one\ntwo\nthree\nfour\n");
+    let log = git(
+        bench.origin.path(),
+        &["log", "--format=%s", "main..ckrv/job-1"],
+    );
+    assert_eq!(log.trim(), "Count to four");
+    // The API heard where it went, with the worker's token the host added.
+    let calls = api.requests();
+    assert_eq!(calls.len(), 1);
+    assert_eq!(calls[0].path(), "/v1/worker/jobs/job-1/publication");
+    assert_eq!(calls[0].header("authorization"), "Bearer worker-token");
+    let report: serde_json::Value = calls[0].json();
+    let commit = git(bench.origin.path(), &["rev-parse", "ckrv/job-1"]);
+    assert_eq!(report["commit"], commit.trim());
+    assert_eq!(report["mode"], "branch");
+    assert!(report["pull_request_url"].is_null());
+
+    // The credential and the target are used once: a second push is refused by the host.
+    let (result, _) = bench.step("publish", ctx.clone()).await;
+    let err = result.unwrap_err().to_string();
+    assert!(err.contains("has published already"), "{err}");
+
+    // Another job with a branch of that name already there never overwrites it.
+    let mut other = Bench::new();
+    other.origin = tempfile::tempdir().unwrap();
+    git(other.origin.path(), &["clone", "-q", &repo, "."]);
+    git(other.origin.path(), &["branch", "-f", "ckrv/job-1", "main"]);
+    let other_repo = other.repo().to_string();
+    other.git = other
+        .git
+        .clone()
+        .with_publish(&other_repo, "ckrv/job-1", None);
+    other.api = bench.api.clone();
+    let inputs = changed(&other, "branch").await;
+    let mut ctx = self::ctx(&other_repo, vec![], inputs);
+    ctx.api_url = api.url.clone();
+    let (result, _) = other.step("publish", ctx).await;
+    let err = result.unwrap_err().to_string();
+    assert!(
+        err.contains("branch ckrv/job-1 already exists in the repository"),
+        "{err}"
+    );
+    let kept = git(other.origin.path(), &["rev-parse", "ckrv/job-1"]);
+    assert_eq!(kept, git(other.origin.path(), &["rev-parse", "main"]));
+    assert_eq!(
+        api.requests().len(),
+        1,
+        "nothing reported for a refused push"
+    );
+}
+
+#[tokio::test]
+async fn publish_does_nothing_for_a_job_that_does_not_publish() {
+    let bench = Bench::new();
+    let inputs = changed(&bench, "none").await;
+    let (result, _) = bench
+        .step("publish", ctx(bench.repo(), vec![], inputs))
+        .await;
+    let out = result.unwrap();
+    assert!(out.summary.contains("does not publish"), "{}", out.summary);
+    let branches = git(bench.origin.path(), &["branch", "--list", "ckrv/*"]);
+    assert_eq!(branches.trim(), "");
+}

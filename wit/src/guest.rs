@@ -10,6 +10,14 @@ wit_bindgen::generate!({
 
 pub mod http;
 
+/// The value named `name` among a step's params or inputs.
+pub fn named<'a>(pairs: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    pairs
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+}
+
 /// A guest's own bindings for `world`, with the shared types and this module's wasi bindings
 /// mapped in, so no guest repeats the map. `path` is the WIT directory relative to the guest's
 /// manifest; further `generate!` options (e.g. `generate_all`) follow it.

@@ -1,7 +1,7 @@
 //! Behaviour of the job models, defined once: which moves a job may make, how a state reads in
 //! the contract's terms, and how a diff is summed up in one line.
 
-use crate::types::{DiffStats, Job, JobPhase, JobState, JobStatus, ResultStatus};
+use crate::types::{DiffStats, Job, JobPhase, JobState, JobStatus, PublishMode, ResultStatus};
 
 impl JobState {
     /// Whether a job in this state may move to `next`. The API's job engine writes no state
@@ -71,7 +71,8 @@ impl JobPhase {
             Self::Agent => 3,
             Self::Diffing => 4,
             Self::Uploading => 5,
-            Self::Finished => 6,
+            Self::Publishing => 6,
+            Self::Finished => 7,
         }
     }
 
@@ -86,6 +87,29 @@ impl JobPhase {
     /// result exists yet, so running it again changes nothing anyone saw.
     pub const fn is_restartable(self) -> bool {
         self.rank() <= Self::Cloning.rank()
+    }
+}
+
+impl PublishMode {
+    /// A mode as people write it (`--publish`, a spec's `publish:`): the JSON name, or with
+    /// `-` for `_` (`draft-pr`).
+    pub fn parse(text: &str) -> Result<Self, String> {
+        text.trim().replace('-', "_").parse().map_err(|_| {
+            format!(
+                "`{text}` is not a way to publish; use one of {}",
+                Self::ALL.map(Self::as_str).join(", ")
+            )
+        })
+    }
+
+    /// Whether the job's result leaves the API at all.
+    pub const fn publishes(self) -> bool {
+        !matches!(self, Self::None)
+    }
+
+    /// Whether a pull request is opened.
+    pub const fn opens_pull_request(self) -> bool {
+        matches!(self, Self::Pr | Self::DraftPr)
     }
 }
 
@@ -108,6 +132,17 @@ impl Job {
     /// contract's `status` says.
     pub fn lifecycle(&self) -> JobState {
         self.state.unwrap_or_else(|| self.status.state())
+    }
+
+    /// Whether the job's change can be pulled: it succeeded, or it failed after its worker
+    /// had uploaded the whole change (a later step failed, such as `publish` refused by the
+    /// forge), so the change is as complete as a success's.
+    pub fn change_is_pullable(&self) -> bool {
+        match self.lifecycle() {
+            JobState::Succeeded => true,
+            JobState::Failed => self.diff_stats.is_some() && self.diff_sha256.is_some(),
+            _ => false,
+        }
     }
 }
 

@@ -80,6 +80,8 @@ pub mod paths {
     pub const WORKER_DIFF: &str = "/v1/worker/jobs/{id}/artifacts/diff";
     pub const WORKER_RESULT: &str = "/v1/worker/jobs/{id}/result";
     pub const WORKER_COMPLETE: &str = "/v1/worker/jobs/{id}/complete";
+    /// Where the job's result was published: its branch and pull request (docs/publish.md).
+    pub const WORKER_PUBLICATION: &str = "/v1/worker/jobs/{id}/publication";
     /// The job's account's snapshot of a repository setup, by key (docs/environments.md).
     pub const WORKER_SNAPSHOT: &str = "/v1/worker/jobs/{id}/snapshots/{key}";
 

@@ -42,6 +42,12 @@ pub(crate) struct ServeArgs {
     /// development on one machine; never on a shared server)
     #[arg(long)]
     allow_local_repos: bool,
+    /// Where a job's result goes when neither `ckrv run --publish` nor the spec's front
+    /// matter says: `none` (`ckrv pull` only), `branch` (pushed to `ckrv/<id>`), `pr` or
+    /// `draft_pr` (pushed, and a pull request opened); docs/publish.md
+    #[arg(long, env = "CKRV_API_PUBLISH", default_value = "none", value_name = "MODE",
+          value_parser = ckrv_wit::types::PublishMode::parse)]
+    publish: ckrv_wit::types::PublishMode,
     /// Run agents without their bubblewrap sandbox, with the worker's rights (every job's
     /// log says so); only where no one else's job runs
     #[arg(long)]
@@ -243,6 +249,7 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         public_url,
         billing_url,
         allow_local_repos,
+        publish,
         insecure_no_sandbox,
         job_timeout,
         worker_lease,
@@ -308,6 +315,7 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         public_url,
         billing_url,
         allow_local_repos,
+        default_publish: publish,
         insecure_no_sandbox,
         agent_bin,
         agent_tmp_mb,

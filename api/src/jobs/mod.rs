@@ -38,6 +38,8 @@ pub struct JobsState {
     pub metrics: Arc<Metrics>,
     /// Jobs may name local and loopback repositories (development only).
     pub allow_local_repos: bool,
+    /// Where a job's result goes when neither the request nor the spec says.
+    pub default_publish: ckrv_wit::types::PublishMode,
     /// Where a person whose quota is used up can upgrade, when the operator has such a page.
     pub billing_url: Option<String>,
 }

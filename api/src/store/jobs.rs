@@ -1,6 +1,6 @@
 //! Jobs: created by a user within their quota, advanced by their worker.
 
-use ckrv_wit::types::{DiffStats, Job, JobState, JobStatus};
+use ckrv_wit::types::{DiffStats, Job, JobState, JobStatus, Publication, PublishMode};
 use sqlx::Row;
 
 use ckrv_wit::protocol::webhook_events;
@@ -10,7 +10,7 @@ use super::{Store, StoreError, parse_enum, webhooks};
 const COLUMNS: &str = "seq, id, account_id, spec, spec_path, git_repo_url, git_base_branch, \
      state, phase, agent, feature_branch_name, diff_stats_json, error_message, has_diff, diff_sha256, \
      created_at, updated_at, started_at, completed_at, lease_generation, started_ms, expired_at, logs_archived_at, logs_sha256, git_credential_name, \
-     model_requests, input_tokens, output_tokens, cost_micros, egress_refusals, setup_json, no_snapshot";
+     model_requests, input_tokens, output_tokens, cost_micros, egress_refusals, setup_json, no_snapshot, publish, publication_json";
 
 /// A job id's length: a UUID in its hyphenated form.
 const FULL_ID_LEN: usize = 36;
@@ -60,6 +60,8 @@ pub struct NewJob<'a> {
     pub idempotency_key: Option<&'a str>,
     /// Its setup runs afresh, restoring no snapshot.
     pub no_snapshot: bool,
+    /// Where its result goes once uploaded.
+    pub publish: PublishMode,
 }
 
 /// What a job id (or prefix) names.
@@ -86,8 +88,8 @@ impl Store {
         let inserted = sqlx::query(
             "INSERT INTO jobs (id, account_id, spec, spec_path, git_repo_url, git_base_branch,
                                git_credential_name, state, phase, feature_branch_name,
-                               created_ms, created_at, updated_at, no_snapshot)
-             SELECT $1, $2, $3, $4, $5, $6, $7, 'pending', 'queued', $8, $9, $10, $11, $15
+                               created_ms, created_at, updated_at, no_snapshot, publish)
+             SELECT $1, $2, $3, $4, $5, $6, $7, 'pending', 'queued', $8, $9, $10, $11, $15, $16
              WHERE (SELECT COUNT(*) FROM jobs WHERE account_id = $12 AND created_ms >= $13) < $14",
         )
         .bind(new.id)
@@ -105,6 +107,7 @@ impl Store {
         .bind(cycle_start_ms)
         .bind(i64::from(limit))
         .bind(i32::from(new.no_snapshot))
+        .bind(new.publish.as_str())
         .execute(&mut *tx)
         .await?;
         if inserted.rows_affected() == 0 {
@@ -396,6 +399,17 @@ fn job_from_row(row: &sqlx::any::AnyRow) -> Result<JobRow, StoreError> {
                 .map(|json| {
                     serde_json::from_str(&json)
                         .map_err(|e| StoreError::Corrupt(format!("setup summary: {e}")))
+                })
+                .transpose()?,
+            publish: Some(parse_enum::<PublishMode>(
+                "publish",
+                row.try_get("publish")?,
+            )?),
+            publication: row
+                .try_get::<Option<String>, _>("publication_json")?
+                .map(|json| {
+                    serde_json::from_str::<Publication>(&json)
+                        .map_err(|e| StoreError::Corrupt(format!("publication: {e}")))
                 })
                 .transpose()?,
         },

@@ -4,7 +4,7 @@
 //! The API's job engine decides which move to make; these statements make sure a race or a
 //! stale worker cannot make a move the rules forbid.
 
-use ckrv_wit::types::{DiffStats, JobPhase, JobState, SetupSummary};
+use ckrv_wit::types::{DiffStats, JobPhase, JobState, Publication, SetupSummary};
 use sqlx::Row;
 
 use ckrv_wit::protocol::webhook_events;
@@ -436,6 +436,37 @@ impl Store {
             .await
     }
 
+    /// Records where the job's result was published, with its `job.published` event in the
+    /// same transaction; false unless the job runs under the worker's claim.
+    pub async fn set_publication(
+        &self,
+        job_id: &str,
+        generation: i64,
+        publication: &Publication,
+        now_ms: i64,
+        now: &str,
+    ) -> Result<bool, StoreError> {
+        let json = serde_json::to_string(publication)
+            .map_err(|e| StoreError::Corrupt(format!("publication: {e}")))?;
+        let mut tx = self.pool.begin().await?;
+        let done = sqlx::query(
+            "UPDATE jobs SET publication_json = $1, updated_at = $2
+             WHERE id = $3 AND state = 'running' AND lease_generation = $4",
+        )
+        .bind(&json)
+        .bind(now)
+        .bind(job_id)
+        .bind(generation)
+        .execute(&mut *tx)
+        .await?;
+        let changed = done.rows_affected() == 1;
+        if changed {
+            webhooks::enqueue_event(&mut tx, job_id, webhook_events::PUBLISHED, now_ms).await?;
+        }
+        tx.commit().await?;
+        Ok(changed)
+    }
+
     /// Notes that the job's diff, of this SHA-256, is in the artifact store; false unless the
     /// job runs under the worker's claim.
     pub async fn set_diff(
@@ -579,6 +610,7 @@ mod tests {
                     created_at: "2026-11-23T00:00:00Z",
                     idempotency_key: None,
                     no_snapshot: false,
+                    publish: ckrv_wit::types::PublishMode::None,
                 },
                 u32::MAX,
                 0,

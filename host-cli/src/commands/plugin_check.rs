@@ -173,6 +173,7 @@ async fn points(cloud: &mut Cloud, report: &mut Report, spec: &str, repo: &str, 
         git_credential_name: None,
         spec_path: Some("ckrv-conformance.md".into()),
         no_snapshot: None,
+        publish: None,
     };
     let key = uuid::Uuid::new_v4().to_string();
     let job = match cloud

@@ -22,10 +22,16 @@ pub async fn run(cloud: &mut Cloud, args: PullArgs) -> anyhow::Result<()> {
     let job = cloud.job(&args.id).await?;
     let short = output::short_id(&job.id).to_string();
     let state = job.lifecycle();
-    if state != JobState::Succeeded {
+    if !job.change_is_pullable() {
         anyhow::bail!(
             "job {short} is {state}, so there is nothing to pull; see `ckrv status {short}`"
         );
+    }
+    if state != JobState::Succeeded && !args.json {
+        output::line(format!(
+            "Job {short} failed after its change was uploaded ({}); pulling the change it made.",
+            job.error_message.as_deref().unwrap_or("no reason given")
+        ));
     }
     if !args.json {
         output::ok("Fetching results...");

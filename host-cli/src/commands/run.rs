@@ -42,6 +42,7 @@ pub async fn run(config: &Config, args: RunArgs) -> anyhow::Result<()> {
         git_credential_name: args.credential,
         spec_path: Some(args.spec.to_string_lossy().into_owned()),
         no_snapshot: args.no_snapshot.then_some(true),
+        publish: args.publish,
     };
 
     let mut cloud = Cloud::connect(config).await?;

@@ -2,7 +2,7 @@
 //! holds (WASI, HTTP under its policy, limits) is the shared host's.
 
 use super::bindings::ckrv::cloud::{git, log};
-use crate::host_git::{GitError, HostGit};
+use crate::host_git::{ForgeKind, GitError, HostGit};
 use crate::logs::JobLog;
 use ckrv_wasm_host::HostState;
 use ckrv_wit::types::LogLevel;
@@ -47,6 +47,32 @@ impl git::Host for StepState {
 
     async fn resolve(&mut self, rev: String) -> wasmtime::Result<Result<String, String>> {
         Ok(for_guest(self.data.git.resolve(&rev).await))
+    }
+
+    async fn push_branch(
+        &mut self,
+        message: String,
+        author_name: String,
+        author_email: String,
+    ) -> wasmtime::Result<Result<String, String>> {
+        let pushed = self
+            .data
+            .git
+            .push_branch(&message, &author_name, &author_email)
+            .await;
+        Ok(for_guest(pushed))
+    }
+
+    /// The forge, without the token: the host adds that to the step's requests itself.
+    async fn forge(&mut self) -> wasmtime::Result<Option<git::ForgeApi>> {
+        Ok(self.data.git.forge().map(|forge| git::ForgeApi {
+            kind: match forge.kind {
+                ForgeKind::Github => git::ForgeKind::Github,
+                ForgeKind::Gitlab => git::ForgeKind::Gitlab,
+            },
+            api_url: forge.api_url,
+            project: forge.project,
+        }))
     }
 }
 

@@ -34,6 +34,9 @@ pub fn builtin_component(name: &str) -> Option<&'static [u8]> {
         ckrv_pipeline::CLONE => include_bytes!(concat!(env!("OUT_DIR"), "/ckrv_step_clone.wasm")),
         ckrv_pipeline::DIFF => include_bytes!(concat!(env!("OUT_DIR"), "/ckrv_step_diff.wasm")),
         ckrv_pipeline::UPLOAD => include_bytes!(concat!(env!("OUT_DIR"), "/ckrv_step_upload.wasm")),
+        ckrv_pipeline::PUBLISH => {
+            include_bytes!(concat!(env!("OUT_DIR"), "/ckrv_step_publish.wasm"))
+        }
         _ => return None,
     })
 }

@@ -177,6 +177,8 @@ impl Run {
             usage: None,
             egress_refusals: None,
             setup: None,
+            publish: None,
+            publication: None,
         }
     }
 

@@ -133,6 +133,13 @@ impl Guest for GitHubActions {
     /// Dispatches the workflow on the base branch with the spec. The key is in the run's name,
     /// so a retry finds the run the first try made.
     fn dispatch(ctx: CallContext, request: JobCreate, key: String) -> Result<Job, ApiError> {
+        if request.publish.is_some_and(|mode| mode.publishes()) {
+            return Err(error(
+                ErrorKind::Forbidden,
+                "workflow runs do not publish for ckrv; open the pull request from the workflow \
+                 itself (for example with peter-evans/create-pull-request), or run without --publish",
+            ));
+        }
         let repo = Repo::from_url(&request.git_repo_url)?;
         let github = client(&ctx);
         if let Some(run) = find_run(&github, &repo, &key)? {

@@ -335,6 +335,34 @@ impl Cli {
     }
 
     /// `ckrv cloud login --with-token`, the token on standard input.
+    /// `ckrv cloud credentials add --name NAME --host HOST` with `secret` piped to it, as typed
+    /// at its prompt; its output.
+    pub fn add_credential(&self, cwd: &Path, name: &str, host: &str, secret: &str) -> Output {
+        let mut add = self
+            .command(
+                cwd,
+                &[
+                    "cloud",
+                    "credentials",
+                    "add",
+                    "--name",
+                    name,
+                    "--host",
+                    host,
+                ],
+            )
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("ckrv starts");
+        if let Some(mut stdin) = add.stdin.take() {
+            std::io::Write::write_all(&mut stdin, format!("{secret}\n").as_bytes())
+                .expect("the secret is written");
+        }
+        add.wait_with_output().expect("ckrv ends")
+    }
+
     pub fn login_with_token(&self, cwd: &Path, token: &str) {
         self.login_to(cwd, "chakravarti", token);
     }

@@ -35,31 +35,9 @@ fn a_job_clones_a_private_repository_with_a_stored_token_that_nothing_else_keeps
     );
 
     // The seed quickstart's step 2, word for word (the token piped, as at a prompt).
-    let mut add = dev
+    let added = dev
         .cli
-        .command(
-            &dev.clone,
-            &[
-                "cloud",
-                "credentials",
-                "add",
-                "--name",
-                "github-work",
-                "--host",
-                "github",
-            ],
-        )
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::io::Write::write_all(
-        &mut add.stdin.take().unwrap(),
-        format!("{TOKEN}\n").as_bytes(),
-    )
-    .unwrap();
-    let added = add.wait_with_output().unwrap();
+        .add_credential(&dev.clone, "github-work", "github", TOKEN);
     assert!(
         added.status.success(),
         "{}",

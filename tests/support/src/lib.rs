@@ -9,6 +9,7 @@ pub mod api;
 mod browser;
 mod database;
 mod fake_endpoint;
+mod forge;
 mod git;
 mod https_stand_in;
 #[cfg(feature = "api")]
@@ -27,6 +28,7 @@ pub use agent_view::AgentView;
 pub use browser::{Browser, PASSWORD, form_value};
 pub use database::{POSTGRES_ENV, TestDatabase};
 pub use fake_endpoint::{FakeEndpoint, Recorded};
+pub use forge::Forge;
 pub use git::{StaticServer, create_served_repo, git};
 pub use https_stand_in::{HttpsStandIn, localhost_authority};
 pub use loopback_only::in_loopback_only_network;

@@ -22,8 +22,11 @@ pub const CLONE: &str = "clone";
 pub const DIFF: &str = "diff";
 /// The built-in step that sends the patch and its summary to the API.
 pub const UPLOAD: &str = "upload";
+/// The built-in step that pushes the job's branch and opens its pull request, when the job
+/// publishes (docs/publish.md).
+pub const PUBLISH: &str = "publish";
 /// The steps built into every worker.
-pub const BUILTIN_STEPS: [&str; 3] = [CLONE, DIFF, UPLOAD];
+pub const BUILTIN_STEPS: [&str; 4] = [CLONE, DIFF, UPLOAD, PUBLISH];
 
 /// The longest `timeout_s` a stage may set: a day.
 pub const MAX_TIMEOUT_S: u32 = 24 * 60 * 60;
@@ -310,10 +313,15 @@ mod tests {
     }
 
     #[test]
-    fn the_default_pipeline_is_clone_agent_diff_upload() {
+    fn the_default_pipeline_is_clone_agent_diff_upload_publish() {
         let p = Pipeline::builtin();
         let names: Vec<_> = p.stages.iter().map(|s| s.name.as_str()).collect();
-        assert_eq!(names, ["clone", "agent", "diff", "upload"]);
+        assert_eq!(names, ["clone", "agent", "diff", "upload", "publish"]);
+        assert_eq!(p.stages[4].phase, JobPhase::Publishing);
+        assert_eq!(
+            p.stages[4].allowed_hosts,
+            ["https://api.github.com", "https://gitlab.com"]
+        );
         assert_eq!(p.stages[1].kind, StageKind::Agent);
         assert_eq!(p.stages[2].source.as_deref(), Some("diff"));
         assert_eq!(param(&p.stages[2], "max_diff_bytes"), Some("10485760"));

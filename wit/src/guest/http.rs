@@ -33,6 +33,27 @@ impl std::fmt::Display for Error {
     }
 }
 
+/// Sends one request that must succeed: a 2xx answer, else an error naming the request and
+/// what the server said.
+pub fn send_ok(
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Result<(), String> {
+    let response = send(method, url, headers, Some(body))
+        .map_err(|e| format!("{method} {url} failed: {e}"))?;
+    if (200..300).contains(&response.status) {
+        Ok(())
+    } else {
+        Err(format!(
+            "{method} {url} returned {}: {}",
+            response.status,
+            String::from_utf8_lossy(&response.body)
+        ))
+    }
+}
+
 /// Sends one request and reads the whole response.
 pub fn send(
     method: &str,

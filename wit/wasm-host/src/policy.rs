@@ -1,6 +1,6 @@
 //! Where a guest's outbound HTTP may go. A request is sent only when its origin (scheme, host,
-//! port) is one the host allowed; one origin may carry a credential, which the host adds, so
-//! the guest never holds it and cannot send it anywhere else.
+//! port) is one the host allowed; an origin may carry a credential (the API's, a forge's),
+//! which the host adds, so the guest never holds it and cannot send it anywhere else.
 
 use std::future::Future;
 
@@ -8,18 +8,21 @@ use ckrv_wit::origin::Origin;
 use http::header::{AUTHORIZATION, HeaderValue};
 use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody, WasiHttpHooks};
 
-/// The origins a guest may call, and the bearer token added to requests to one of them.
+/// The origins a guest may call, and the bearer tokens added to requests to some of them.
 #[derive(Clone, Default)]
 pub struct OriginPolicy {
     allowed: Vec<Origin>,
-    credential: Option<(Origin, String)>,
+    credentials: Vec<(Origin, String)>,
 }
 
 impl std::fmt::Debug for OriginPolicy {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("OriginPolicy")
             .field("allowed", &self.allowed)
-            .field("credential_for", &self.credential.as_ref().map(|(o, _)| o))
+            .field(
+                "credentials_for",
+                &self.credentials.iter().map(|(o, _)| o).collect::<Vec<_>>(),
+            )
             .finish()
     }
 }
@@ -40,7 +43,8 @@ impl OriginPolicy {
 
     /// Allows `origin` and sends `token` as its bearer credential, replacing any the guest set.
     pub fn allow_with_bearer(mut self, origin: Origin, token: &str) -> Self {
-        self.credential = Some((origin.clone(), token.to_string()));
+        self.credentials.retain(|(o, _)| *o != origin);
+        self.credentials.push((origin.clone(), token.to_string()));
         self.allow(origin)
     }
 
@@ -51,9 +55,9 @@ impl OriginPolicy {
 
     fn credential_for(&self, url: &str) -> Option<&str> {
         let origin = Origin::of_url(url).ok()?;
-        self.credential
-            .as_ref()
-            .filter(|(o, _)| *o == origin)
+        self.credentials
+            .iter()
+            .find(|(o, _)| *o == origin)
             .map(|(_, token)| token.as_str())
     }
 }
@@ -121,5 +125,25 @@ mod tests {
         );
         assert_eq!(policy.credential_for("http://localhost:9000/"), None);
         assert!(!format!("{policy:?}").contains("tok"));
+    }
+
+    /// A publish step talks to the API and to the forge, each with its own credential.
+    #[test]
+    fn two_origins_keep_their_own_credentials() {
+        let api = Origin::parse("http://127.0.0.1:8080").unwrap();
+        let forge = Origin::parse("http://127.0.0.1:9000").unwrap();
+        let policy = OriginPolicy::deny_all()
+            .allow_with_bearer(api.clone(), "api-token")
+            .allow_with_bearer(forge, "forge-token")
+            .allow_with_bearer(api, "api-token-2");
+        assert_eq!(
+            policy.credential_for("http://127.0.0.1:8080/v1"),
+            Some("api-token-2")
+        );
+        assert_eq!(
+            policy.credential_for("http://127.0.0.1:9000/api/v3/repos/o/r/pulls"),
+            Some("forge-token")
+        );
+        assert_eq!(policy.credential_for("http://127.0.0.1:9001/"), None);
     }
 }

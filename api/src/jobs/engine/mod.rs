@@ -11,7 +11,7 @@ pub use reaper::run_reaper;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ckrv_wit::types::{DiffStats, JobPhase, JobState, SetupSummary};
+use ckrv_wit::types::{DiffStats, JobPhase, JobState, Publication, SetupSummary};
 use tokio::sync::{Notify, mpsc};
 
 use crate::clock;
@@ -308,6 +308,31 @@ impl JobEngine {
         let changed = self
             .store
             .set_setup_summary(job_id, generation, summary, &now)
+            .await?;
+        if changed {
+            self.events.changed(job_id);
+        }
+        Ok(changed)
+    }
+
+    /// Where the worker published the job's result; false unless the job runs under the
+    /// worker's claim.
+    pub async fn attach_publication(
+        &self,
+        job_id: &str,
+        generation: i64,
+        publication: &Publication,
+    ) -> Result<bool, StoreError> {
+        let now = clock::now();
+        let changed = self
+            .store
+            .set_publication(
+                job_id,
+                generation,
+                publication,
+                clock::millis(now),
+                &clock::rfc3339(now),
+            )
             .await?;
         if changed {
             self.events.changed(job_id);

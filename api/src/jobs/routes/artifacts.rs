@@ -20,7 +20,7 @@ pub async fn diff(
     if let Some(when) = &row.expired_at {
         return Err(super::expired(&job.id, when));
     }
-    if row.state != JobState::Succeeded || !row.has_diff {
+    if !job.change_is_pullable() || !row.has_diff {
         let why = match row.state {
             JobState::Pending | JobState::Running => "it has not finished yet".to_string(),
             JobState::Succeeded => "it uploaded none".to_string(),

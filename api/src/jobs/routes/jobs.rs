@@ -3,7 +3,7 @@
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use ckrv_wit::types::{ErrorKind, Job, JobCreate, JobListResponse, JobStatus};
+use ckrv_wit::types::{ErrorKind, Job, JobCreate, JobListResponse, JobStatus, PublishMode};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
@@ -40,6 +40,13 @@ pub async fn create(
         .check_spec(&request.spec_content)
         .map_err(|e| invalid(format!("spec_content: {e}")))?;
     check_budget(&state, &session, &request.spec_content).await?;
+    let publish = publish_mode(&state, &request)?;
+    if publish.publishes() && request.git_credential_name.is_none() {
+        return Err(invalid(format!(
+            "publish: {publish} pushes to the repository with the job's git credential; name one \
+             with git_credential_name (`ckrv run --cloud --credential NAME`), or publish none"
+        )));
+    }
     if let Some(name) = &request.git_credential_name {
         check_credential(&state, &session, name).await?;
     }
@@ -49,7 +56,7 @@ pub async fn create(
     {
         return Ok(earlier);
     }
-    match make(&state, &session, &request, base_branch, key).await {
+    match make(&state, &session, &request, base_branch, publish, key).await {
         Ok(job) => Ok(created(job, false)),
         Err(refused) => {
             // Refused before a job was made (the quota): a retry is served afresh. Once a job
@@ -81,6 +88,25 @@ async fn check_budget(state: &JobsState, session: &Session, spec: &str) -> Resul
             micros_to_dollars(cap)
         ))),
         _ => Ok(()),
+    }
+}
+
+/// Where the job's result goes: as the request asks, else as its spec's front matter says,
+/// else the operator's default.
+fn publish_mode(state: &JobsState, request: &JobCreate) -> Result<PublishMode, AppError> {
+    if let Some(asked) = request.publish {
+        return Ok(asked);
+    }
+    let front = ckrv_agents::parse_spec(&request.spec_content)
+        .ok()
+        .and_then(|spec| spec.front.publish);
+    match front {
+        Some(text) => PublishMode::parse(&text).map_err(|problem| {
+            invalid(format!(
+                "spec_content: front-matter key `publish`: {problem}"
+            ))
+        }),
+        None => Ok(state.default_publish),
     }
 }
 
@@ -173,6 +199,7 @@ async fn make(
     session: &Session,
     request: &JobCreate,
     base_branch: &str,
+    publish: PublishMode,
     key: Option<&str>,
 ) -> Result<Job, AppError> {
     let account = session.account(&state.store).await?;
@@ -199,6 +226,7 @@ async fn make(
         created_at: &created_at,
         idempotency_key: key,
         no_snapshot: request.no_snapshot.unwrap_or(false),
+        publish,
     };
     let Some(row) = state
         .store

@@ -339,4 +339,17 @@ pub const ROUTES: &[Route<JobsState>] = &[
         ),
         |method| on(method, worker::complete),
     ),
+    Route::new(
+        with_body(
+            op(
+                Method::Put,
+                paths::WORKER_PUBLICATION,
+                "reportPublication",
+                "Report where the job's result was published",
+                Auth::Worker,
+            ),
+            Content::Json("Publication"),
+        ),
+        |method| on(method, worker::publication),
+    ),
 ];

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use ckrv_agents::Policy;
 use ckrv_wit::types::{
     DiffStats, ErrorKind, GitCredential, HeartbeatAnswer, JobCompletion, JobPhase, JobState,
-    LogBatch, ModelAccess, PhaseUpdate, WorkerClaim, WorkerJob,
+    LogBatch, ModelAccess, PhaseUpdate, Publication, PublishMode, WorkerClaim, WorkerJob,
 };
 
 use sha2::{Digest as _, Sha256};
@@ -101,6 +101,7 @@ pub async fn job(
         None => None,
     };
     Ok(ApiJson(WorkerJob {
+        publish: row.job.publish,
         job: row.job,
         heartbeat_ms: u32::try_from(duration_ms(heartbeat)).unwrap_or(u32::MAX),
         log_sequence,
@@ -389,6 +390,53 @@ pub async fn result(
     if state
         .engine
         .attach_result(&id, grant.generation, &stats)
+        .await?
+    {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(refused(&state, &grant, &id).await)
+    }
+}
+
+/// Where the job's result was published, as its `publish` step reports it: the job's own
+/// branch, and a pull request only when the job asked for one.
+pub async fn publication(
+    State(state): State<JobsState>,
+    grant: WorkerGrant,
+    Path(id): Path<String>,
+    ApiJson(publication): ApiJson<Publication>,
+) -> Result<StatusCode, AppError> {
+    let row = granted_job(&state, &grant, &id).await?;
+    if row.state != JobState::Running || row.generation != grant.generation {
+        return Err(refused(&state, &grant, &id).await);
+    }
+    let asked = row.job.publish.unwrap_or(PublishMode::None);
+    if row.job.feature_branch_name.as_deref() != Some(publication.branch.as_str()) {
+        return Err(invalid(format!(
+            "branch: a job publishes to its own branch {}, not {}",
+            row.job.feature_branch_name.as_deref().unwrap_or("(none)"),
+            publication.branch
+        )));
+    }
+    if publication.mode != asked || !asked.publishes() {
+        return Err(invalid(format!(
+            "mode: the job publishes {asked}, not {}",
+            publication.mode
+        )));
+    }
+    if publication.commit.len() < 40 || !publication.commit.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(invalid("commit: a full commit id (40 or 64 hex digits)"));
+    }
+    // A pull request the forge refused leaves the pushed branch, reported without one.
+    match (&publication.pull_request_url, asked.opens_pull_request()) {
+        (Some(url), true) if url.starts_with("https://") || url.starts_with("http://") => {}
+        (Some(_), true) => return Err(invalid("pull_request_url: an http(s) URL")),
+        (Some(_), false) => return Err(invalid("pull_request_url: the job opens no pull request")),
+        (None, _) => {}
+    }
+    if state
+        .engine
+        .attach_publication(&id, grant.generation, &publication)
         .await?
     {
         Ok(StatusCode::NO_CONTENT)

@@ -64,10 +64,7 @@ impl Guest for Diff {
 }
 
 fn param<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    params
-        .iter()
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.as_str())
+    ckrv_wit::guest::named(params, name)
 }
 
 /// Counts insertions and deletions per file of a `git diff` unified patch.

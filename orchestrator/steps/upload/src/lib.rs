@@ -14,10 +14,7 @@ struct Upload;
 impl Guest for Upload {
     fn run(ctx: StepContext) -> Result<StepOutput, String> {
         let input = |name: &str| {
-            ctx.inputs
-                .iter()
-                .find(|(k, _)| k == name)
-                .map(|(_, v)| v.clone())
+            ckrv_wit::guest::named(&ctx.inputs, name)
                 .ok_or_else(|| format!("upload needs the `{name}` output of an earlier step"))
         };
         let diff = input("diff")?;
@@ -27,13 +24,13 @@ impl Guest for Upload {
             LogLevel::Info,
             &format!("uploading diff ({} bytes)", diff.len()),
         );
-        call(
+        http::send_ok(
             "PUT",
             &format!("{api}{}", paths::fill(paths::WORKER_DIFF, &ctx.job_id)),
             &[("Content-Type", "text/x-diff")],
             diff.as_bytes(),
         )?;
-        call(
+        http::send_ok(
             "POST",
             &format!("{api}{}", paths::fill(paths::WORKER_RESULT, &ctx.job_id)),
             &[("Content-Type", "application/json")],
@@ -43,20 +40,6 @@ impl Guest for Upload {
             outputs: Vec::new(),
             summary: format!("uploaded diff ({} bytes) and summary", diff.len()),
         })
-    }
-}
-
-fn call(method: &str, url: &str, headers: &[(&str, &str)], body: &[u8]) -> Result<(), String> {
-    let response = http::send(method, url, headers, Some(body))
-        .map_err(|e| format!("{method} {url} failed: {e}"))?;
-    if (200..300).contains(&response.status) {
-        Ok(())
-    } else {
-        Err(format!(
-            "{method} {url} returned {}: {}",
-            response.status,
-            String::from_utf8_lossy(&response.body)
-        ))
     }
 }
 
