@@ -153,8 +153,22 @@ pub struct RunArgs {
     #[arg(long)]
     pub cloud: bool,
     /// The spec file; its front matter chooses the agent
-    #[arg(long, value_name = "FILE")]
-    pub spec: PathBuf,
+    #[arg(long, value_name = "FILE", required_unless_present = "message")]
+    pub spec: Option<PathBuf>,
+    /// Cloud runs: follow up this finished job: start from its change, on its repository,
+    /// base and credential; with --message (its spec and your feedback) or --spec
+    #[arg(long = "continue", value_name = "ID", requires = "cloud")]
+    pub continue_from: Option<String>,
+    /// With --continue: what to do next; the job's prompt is the earlier spec with this
+    /// after it
+    #[arg(
+        long,
+        short = 'm',
+        value_name = "TEXT",
+        requires = "continue_from",
+        conflicts_with = "spec"
+    )]
+    pub message: Option<String>,
     /// The repository's clone URL [default: this worktree's `origin`]
     #[arg(long, value_name = "URL")]
     pub repo: Option<String>,

@@ -215,9 +215,21 @@ pub fn job_lines(job: &Job, now: OffsetDateTime) -> Vec<String> {
         lines.push(setup_line(setup));
     }
     lines.extend(publish_lines(job));
+    if let Some(parent) = &job.parent_id {
+        lines.push(format!("Follows up: {}", short_id(parent)));
+    }
+    if let Some(follow_ups) = job.follow_ups.as_ref().filter(|f| !f.is_empty()) {
+        let ids: Vec<&str> = follow_ups.iter().map(|id| short_id(id)).collect();
+        lines.push(format!("Followed up by: {}", ids.join(", ")));
+    }
     let short = short_id(&job.id);
     match state {
-        _ if job.change_is_pullable() => lines.push(format!("Pull results:    ckrv pull {short}")),
+        _ if job.change_is_pullable() => {
+            lines.push(format!("Pull results:    ckrv pull {short}"));
+            lines.push(format!(
+                "Follow up:       ckrv run --cloud --continue {short} --message \"…\""
+            ));
+        }
         JobState::Pending | JobState::Running => {
             lines.push(format!("Stream logs:     ckrv logs {short} --follow"));
         }
@@ -499,7 +511,16 @@ mod tests {
             || l.starts_with("Setup")));
         assert!(lines.contains(&"Repository: https://git.example.com/r.git (main)".to_string()));
         assert!(lines.contains(&"Result: 1 file changed, 2 insertions(+)".to_string()));
-        assert_eq!(lines.last().unwrap(), "Pull results:    ckrv pull 3f8a9b2c");
+        assert_eq!(
+            lines[lines.len() - 2..],
+            [
+                "Pull results:    ckrv pull 3f8a9b2c",
+                "Follow up:       ckrv run --cloud --continue 3f8a9b2c --message \"…\""
+            ]
+        );
+        assert!(!lines.iter().any(|l| l.starts_with("Follows up")
+            || l.starts_with("Followed up by")
+            || l.starts_with("Published")));
     }
 
     #[test]

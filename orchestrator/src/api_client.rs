@@ -124,8 +124,25 @@ impl ApiClient {
 
     /// The bytes of the pipeline's component with SHA-256 `digest`, checked against it.
     pub async fn fetch_component(&self, digest: &str) -> Result<Vec<u8>, ApiClientError> {
-        use sha2::Digest as _;
         let url = paths::fill(&self.url(paths::WORKER_COMPONENT), digest);
+        self.fetch_checked(url, digest, "the component's").await
+    }
+
+    /// A follow-up's start: the change of the job it follows up, checked against `sha256`.
+    pub async fn fetch_start_diff(&self, sha256: &str) -> Result<Vec<u8>, ApiClientError> {
+        let url = self.url(paths::WORKER_START_DIFF);
+        self.fetch_checked(url, sha256, "the earlier job's change's")
+            .await
+    }
+
+    /// The bytes at `url`, refused unless their SHA-256 is `sha256`.
+    async fn fetch_checked(
+        &self,
+        url: String,
+        sha256: &str,
+        whose: &str,
+    ) -> Result<Vec<u8>, ApiClientError> {
+        use sha2::Digest as _;
         let response = self.send(Method::GET, &url, None::<&()>).await?;
         let bytes = response
             .bytes()
@@ -134,11 +151,11 @@ impl ApiClient {
                 url: url.clone(),
                 source,
             })?;
-        if hex::encode(sha2::Sha256::digest(&bytes)) != digest {
+        if !hex::encode(sha2::Sha256::digest(&bytes)).eq_ignore_ascii_case(sha256) {
             return Err(ApiClientError::Status {
                 url,
                 status: 200,
-                body: "the component's bytes do not match its digest".into(),
+                body: format!("{whose} bytes do not match its digest"),
             });
         }
         Ok(bytes.to_vec())

@@ -16,6 +16,7 @@
 
 mod publish;
 mod stage;
+mod start;
 
 pub use publish::{ForgeApi, ForgeKind};
 
@@ -71,6 +72,9 @@ pub enum GitError {
     /// Publishing the result: refused by the host, or by the repository in its own words.
     #[error("{0}")]
     Publish(String),
+    /// A follow-up's start could not be made.
+    #[error("{0}")]
+    Start(String),
 }
 
 /// Why the repository's host may not be connected to.
@@ -398,6 +402,20 @@ impl HostGit {
         ];
         self.git(&self.private, &args, &["file"], &[]).await?;
         self.index_base(base).await
+    }
+
+    /// Points `branch` of the private base repository at `commit`; its full reference name.
+    async fn set_branch(&self, branch: &str, commit: &str) -> Result<String, GitError> {
+        let git_dir = format!("--git-dir={}", self.base_repo().display());
+        let reference = format!("refs/heads/{branch}");
+        self.git(
+            &self.workspace,
+            &[git_dir.as_str(), "update-ref", &reference, commit],
+            &[],
+            &[],
+        )
+        .await?;
+        Ok(reference)
     }
 
     /// Leaves `patterns` (gitignore syntax) out of the diff: what an agent writes for itself.

@@ -84,6 +84,8 @@ pub async fn run_local(job: LocalJob, options: &JobOptions) -> Result<String, St
         setup: None,
         publish: None,
         publication: None,
+        parent_id: None,
+        follow_ups: None,
     };
     let worker_job = WorkerJob {
         job: record,
@@ -102,6 +104,7 @@ pub async fn run_local(job: LocalJob, options: &JobOptions) -> Result<String, St
         setup_egress: None,
         egress_internal: None,
         publish: None,
+        start: None,
     };
     let scrubber = Scrubber::new(keys.iter().map(|(_, value)| value.clone()).collect());
     let (log, lines) = JobLog::scrubbing(scrubber.clone());

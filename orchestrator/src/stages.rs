@@ -13,7 +13,7 @@ use ckrv_agents::{
 use ckrv_wasm_host::{Limits, Origin, OriginError, OriginPolicy};
 use ckrv_wit::protocol::EGRESS_LOG_SOURCE as EGRESS_SOURCE;
 use ckrv_wit::types::{
-    LogLevel, ModelAccess, PhaseUpdate, PipelineStage, PublishMode, StageKind, WorkerJob,
+    JobStart, LogLevel, ModelAccess, PhaseUpdate, PipelineStage, PublishMode, StageKind, WorkerJob,
 };
 
 use crate::api_client::{ApiClient, ApiClientError};
@@ -92,6 +92,9 @@ pub enum StageError {
     Step(String),
     #[error(transparent)]
     Setup(#[from] crate::setup::SetupError),
+    /// A follow-up's start could not be read.
+    #[error("{0}")]
+    Start(String),
 }
 
 /// An `Io` error's constructor, for `map_err`.
@@ -217,6 +220,7 @@ pub(crate) async fn run_stages(
         setup_egress,
         egress_internal,
         publish,
+        start,
         ..
     } = job;
     let publish = publish.unwrap_or(PublishMode::None);
@@ -245,7 +249,15 @@ pub(crate) async fn run_stages(
     // The credential goes to the host's clone of the job's own repository, once, and to its
     // push when the job publishes; no step and no agent ever holds it.
     let git = if publish.publishes() {
-        git.with_publish(&job.git_repo_url, &feature_branch, git_credential.clone())
+        // A follow-up updates the branch its chain published, replacing the commit there.
+        let target = match start.as_ref().and_then(|s| s.published_branch.as_deref()) {
+            Some(branch) => (
+                branch,
+                start.as_ref().and_then(|s| s.published_commit.as_deref()),
+            ),
+            None => (feature_branch.as_str(), None),
+        };
+        git.with_publish(&job.git_repo_url, target, git_credential.clone())
     } else {
         git
     };
@@ -263,10 +275,23 @@ pub(crate) async fn run_stages(
         ("publish".into(), publish.as_str().into()),
         ("title".into(), spec_title(&spec.body, &job.id)),
     ];
+    // The branch a publish pushes: the job's own, or the one its chain published.
+    let publish_branch = start
+        .as_ref()
+        .and_then(|s| s.published_branch.clone())
+        .unwrap_or_else(|| feature_branch.clone());
+    outputs.push(("publish_branch".into(), publish_branch));
+    // The chain's pull request, which a follow-up's push updates rather than opening another.
+    if let Some(url) = start.as_ref().and_then(|s| s.pull_request_url.clone()) {
+        outputs.push(("pull_request_url".into(), url));
+    }
     let mut environment = None;
     let mut setup_summary = None;
     for stage in &pipeline {
         if stage.kind == StageKind::Agent {
+            if let Some(start) = &start {
+                start_from(source, log, &git, &job.git_base_branch, start).await?;
+            }
             let setup = crate::setup::Setup {
                 job_id: &job.id,
                 repo_url: &job.git_repo_url,
@@ -354,6 +379,38 @@ pub(crate) async fn run_stages(
     }
     dirs.close();
     Ok(outputs)
+}
+
+/// Puts the earlier job's change in the cloned workspace, on its base commit: a follow-up's
+/// start (docs/follow-ups.md).
+async fn start_from(
+    source: &StageSource<'_>,
+    log: &JobLog,
+    git: &HostGit,
+    base_branch: &str,
+    start: &JobStart,
+) -> Result<(), StageError> {
+    let Some(api) = source.api() else {
+        return Err(StageError::Start(
+            "a follow-up needs the API its earlier job's change is in".into(),
+        ));
+    };
+    let patch = api
+        .fetch_start_diff(&start.diff_sha256)
+        .await
+        .map_err(|e| StageError::Start(format!("reading job {}'s change: {e}", start.parent_id)))?;
+    git.start_from(base_branch, &start.base_commit, &patch)
+        .await?;
+    log.info(
+        SOURCE,
+        format!(
+            "Starting from job {}'s change ({} bytes) on {}",
+            start.parent_id,
+            patch.len(),
+            &start.base_commit[..12.min(start.base_commit.len())]
+        ),
+    );
+    Ok(())
 }
 
 /// The job's directory: the workspace the agent and steps see, the agent's scratch space, and

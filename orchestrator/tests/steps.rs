@@ -864,7 +864,10 @@ async fn publication_api() -> ckrv_test_support::FakeEndpoint {
 async fn publish_pushes_the_diffed_change_to_the_jobs_branch_and_never_overwrites_one() {
     let mut bench = Bench::new();
     let repo = bench.repo().to_string();
-    bench.git = bench.git.clone().with_publish(&repo, "ckrv/job-1", None);
+    bench.git = bench
+        .git
+        .clone()
+        .with_publish(&repo, ("ckrv/job-1", None), None);
     let api = publication_api().await;
     bench.api = api_policy(&api.url, "worker-token");
     let inputs = changed(&bench, "branch").await;
@@ -911,7 +914,7 @@ async fn publish_pushes_the_diffed_change_to_the_jobs_branch_and_never_overwrite
     other.git = other
         .git
         .clone()
-        .with_publish(&other_repo, "ckrv/job-1", None);
+        .with_publish(&other_repo, ("ckrv/job-1", None), None);
     other.api = bench.api.clone();
     let inputs = changed(&other, "branch").await;
     let mut ctx = self::ctx(&other_repo, vec![], inputs);
@@ -919,7 +922,7 @@ async fn publish_pushes_the_diffed_change_to_the_jobs_branch_and_never_overwrite
     let (result, _) = other.step("publish", ctx).await;
     let err = result.unwrap_err().to_string();
     assert!(
-        err.contains("branch ckrv/job-1 already exists in the repository"),
+        err.contains("branch ckrv/job-1 is not as the job expects it in the repository"),
         "{err}"
     );
     let kept = git(other.origin.path(), &["rev-parse", "ckrv/job-1"]);

@@ -82,6 +82,8 @@ pub mod paths {
     pub const WORKER_COMPLETE: &str = "/v1/worker/jobs/{id}/complete";
     /// Where the job's result was published: its branch and pull request (docs/publish.md).
     pub const WORKER_PUBLICATION: &str = "/v1/worker/jobs/{id}/publication";
+    /// A follow-up's start: its parent's diff (docs/follow-ups.md).
+    pub const WORKER_START_DIFF: &str = "/v1/worker/jobs/{id}/start/diff";
     /// The job's account's snapshot of a repository setup, by key (docs/environments.md).
     pub const WORKER_SNAPSHOT: &str = "/v1/worker/jobs/{id}/snapshots/{key}";
 

@@ -10,7 +10,7 @@ use super::{Store, StoreError, parse_enum, webhooks};
 const COLUMNS: &str = "seq, id, account_id, spec, spec_path, git_repo_url, git_base_branch, \
      state, phase, agent, feature_branch_name, diff_stats_json, error_message, has_diff, diff_sha256, \
      created_at, updated_at, started_at, completed_at, lease_generation, started_ms, expired_at, logs_archived_at, logs_sha256, git_credential_name, \
-     model_requests, input_tokens, output_tokens, cost_micros, egress_refusals, setup_json, no_snapshot, publish, publication_json";
+     model_requests, input_tokens, output_tokens, cost_micros, egress_refusals, setup_json, no_snapshot, publish, publication_json, parent_id";
 
 /// A job id's length: a UUID in its hyphenated form.
 const FULL_ID_LEN: usize = 36;
@@ -62,6 +62,8 @@ pub struct NewJob<'a> {
     pub no_snapshot: bool,
     /// Where its result goes once uploaded.
     pub publish: PublishMode,
+    /// The job it follows up.
+    pub parent_id: Option<&'a str>,
 }
 
 /// What a job id (or prefix) names.
@@ -88,8 +90,8 @@ impl Store {
         let inserted = sqlx::query(
             "INSERT INTO jobs (id, account_id, spec, spec_path, git_repo_url, git_base_branch,
                                git_credential_name, state, phase, feature_branch_name,
-                               created_ms, created_at, updated_at, no_snapshot, publish)
-             SELECT $1, $2, $3, $4, $5, $6, $7, 'pending', 'queued', $8, $9, $10, $11, $15, $16
+                               created_ms, created_at, updated_at, no_snapshot, publish, parent_id)
+             SELECT $1, $2, $3, $4, $5, $6, $7, 'pending', 'queued', $8, $9, $10, $11, $15, $16, $17
              WHERE (SELECT COUNT(*) FROM jobs WHERE account_id = $12 AND created_ms >= $13) < $14",
         )
         .bind(new.id)
@@ -108,6 +110,7 @@ impl Store {
         .bind(i64::from(limit))
         .bind(i32::from(new.no_snapshot))
         .bind(new.publish.as_str())
+        .bind(new.parent_id)
         .execute(&mut *tx)
         .await?;
         if inserted.rows_affected() == 0 {
@@ -345,6 +348,19 @@ impl Store {
     }
 }
 
+impl Store {
+    /// The ids of the jobs that follow `job_id` up, oldest first.
+    pub async fn follow_ups(&self, job_id: &str) -> Result<Vec<String>, StoreError> {
+        let rows = sqlx::query("SELECT id FROM jobs WHERE parent_id = $1 ORDER BY seq")
+            .bind(job_id)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|row| row.try_get::<String, _>("id").map_err(StoreError::from))
+            .collect()
+    }
+}
+
 fn job_from_row(row: &sqlx::any::AnyRow) -> Result<JobRow, StoreError> {
     let stats_json: Option<String> = row.try_get("diff_stats_json")?;
     let diff_stats = stats_json
@@ -412,6 +428,8 @@ fn job_from_row(row: &sqlx::any::AnyRow) -> Result<JobRow, StoreError> {
                         .map_err(|e| StoreError::Corrupt(format!("publication: {e}")))
                 })
                 .transpose()?,
+            parent_id: row.try_get("parent_id")?,
+            follow_ups: None,
         },
     })
 }

@@ -611,6 +611,7 @@ mod tests {
                     idempotency_key: None,
                     no_snapshot: false,
                     publish: ckrv_wit::types::PublishMode::None,
+                    parent_id: None,
                 },
                 u32::MAX,
                 0,

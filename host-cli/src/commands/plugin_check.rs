@@ -174,6 +174,8 @@ async fn points(cloud: &mut Cloud, report: &mut Report, spec: &str, repo: &str, 
         spec_path: Some("ckrv-conformance.md".into()),
         no_snapshot: None,
         publish: None,
+        continues: None,
+        feedback: None,
     };
     let key = uuid::Uuid::new_v4().to_string();
     let job = match cloud

@@ -16,10 +16,16 @@ pub async fn run(config: &Config, args: RunArgs) -> anyhow::Result<()> {
     if !args.cloud {
         return local(config, args).await;
     }
-    let spec = read_spec(&args.spec)?;
+    let spec = match &args.spec {
+        Some(path) => read_spec(path)?,
+        None => String::new(),
+    };
     let cwd = std::env::current_dir().context("reading the current directory")?;
+    // A follow-up runs on its job's repository and base: the service fills them in.
+    let follow_up = args.continue_from.is_some();
     let repo_url = match args.repo {
         Some(url) => url,
+        None if follow_up => String::new(),
         None => git::origin_url(&cwd)?,
     };
     // A token in the URL would be stored and shown with the job: never send one.
@@ -32,17 +38,23 @@ pub async fn run(config: &Config, args: RunArgs) -> anyhow::Result<()> {
         );
     }
     let base_branch = match args.base_branch {
-        Some(branch) => branch,
-        None => git::current_branch(&cwd)?,
+        Some(branch) => Some(branch),
+        None if follow_up => None,
+        None => Some(git::current_branch(&cwd)?),
     };
     let request = JobCreate {
         spec_content: spec,
         git_repo_url: repo_url,
-        git_base_branch: Some(base_branch),
+        git_base_branch: base_branch,
         git_credential_name: args.credential,
-        spec_path: Some(args.spec.to_string_lossy().into_owned()),
+        spec_path: args
+            .spec
+            .as_ref()
+            .map(|path| path.to_string_lossy().into_owned()),
         no_snapshot: args.no_snapshot.then_some(true),
         publish: args.publish,
+        continues: args.continue_from,
+        feedback: args.message,
     };
 
     let mut cloud = Cloud::connect(config).await?;
@@ -86,7 +98,10 @@ fn ended_at_once(job: &ckrv_wit::types::Job) -> anyhow::Result<()> {
 /// Runs the spec on this machine against the current repository's committed base branch, and
 /// applies the change to the worktree unless it conflicts with local edits.
 async fn local(config: &Config, args: RunArgs) -> anyhow::Result<()> {
-    read_spec(&args.spec)?;
+    let Some(spec) = args.spec.clone() else {
+        anyhow::bail!("a local run needs --spec FILE");
+    };
+    read_spec(&spec)?;
     let cwd = std::env::current_dir().context("reading the current directory")?;
     let top = git::toplevel(&cwd)?;
     let base_branch = match &args.base_branch {
@@ -107,7 +122,7 @@ async fn local(config: &Config, args: RunArgs) -> anyhow::Result<()> {
     command
         .arg("local")
         .arg("--spec")
-        .arg(&args.spec)
+        .arg(&spec)
         .args(["--repo", &repo, "--base-branch", &base_branch])
         .arg("--out")
         .arg(&patch)
@@ -123,10 +138,7 @@ async fn local(config: &Config, args: RunArgs) -> anyhow::Result<()> {
         command.arg("--json-log");
     }
     if !args.json {
-        output::ok(format!(
-            "Running {} here, on {base_branch}",
-            args.spec.display()
-        ));
+        output::ok(format!("Running {} here, on {base_branch}", spec.display()));
     }
     // The job's log streams to stderr as it is written.
     let status = command

@@ -13,6 +13,9 @@ use super::{GitError, HostGit, RepoCredential};
 pub(super) struct PublishTarget {
     url: String,
     branch: String,
+    /// The commit the branch holds there now, when the job updates it (a follow-up); the
+    /// branch must not exist otherwise.
+    lease: Option<String>,
     credential: Option<RepoCredential>,
 }
 
@@ -133,7 +136,8 @@ fn refusal(branch: &str, stdout: &str, stderr: &str) -> String {
         .collect();
     if status.contains("stale info") {
         return format!(
-            "branch {branch} already exists in the repository; a job never overwrites a branch"
+            "branch {branch} is not as the job expects it in the repository (it exists, or moved \
+             since it was published); a job never overwrites a branch"
         );
     }
     let mut message = format!("the repository refused the push of {branch}");
@@ -162,13 +166,14 @@ impl HostGit {
     pub fn with_publish(
         mut self,
         url: &str,
-        branch: &str,
+        (branch, lease): (&str, Option<&str>),
         credential: Option<GitCredential>,
     ) -> Self {
         self.forge = credential.as_ref().and_then(|c| forge_of(url, c));
         *self.lock_publish() = Some(PublishTarget {
             url: url.to_string(),
             branch: branch.to_string(),
+            lease: lease.map(str::to_string),
             credential: credential.map(|credential| RepoCredential {
                 url: url.to_string(),
                 credential,
@@ -206,6 +211,7 @@ impl HostGit {
         let Some(PublishTarget {
             url,
             branch,
+            lease,
             credential,
         }) = self.lock_publish().take()
         else {
@@ -252,14 +258,7 @@ impl HostGit {
             .map_err(|_| GitError::NotUtf8)?
             .trim()
             .to_string();
-        let reference = format!("refs/heads/{branch}");
-        self.git(
-            &self.workspace,
-            &[git_dir.as_str(), "update-ref", &reference, &commit],
-            &[],
-            &[],
-        )
-        .await?;
+        let reference = self.set_branch(&branch, &commit).await?;
         let remote = self.remote(&url, credential.as_ref()).await?;
         let mut args: Vec<String> = remote.config.clone();
         args.push(git_dir.clone());
@@ -267,8 +266,12 @@ impl HostGit {
             "push".to_string(),
             "--porcelain".to_string(),
             "--no-verify".to_string(),
-            // An empty expected value: the branch must not exist there yet.
-            format!("--force-with-lease={reference}:"),
+            // The branch must hold what the job expects there: nothing (it must not exist
+            // yet), or the commit a follow-up replaces.
+            format!(
+                "--force-with-lease={reference}:{}",
+                lease.as_deref().unwrap_or("")
+            ),
             "--".to_string(),
             remote.url.clone(),
             format!("{reference}:{reference}"),
@@ -375,7 +378,7 @@ mod tests {
             "the repository refused the push of ckrv/1: [remote rejected] (pre-receive hook declined); it said: GH006: Protected branch update failed for refs/heads/ckrv/1."
         );
         let stale = "!\trefs/heads/ckrv/1:refs/heads/ckrv/1\t[rejected] (stale info)\n";
-        assert!(refusal("ckrv/1", stale, "").contains("already exists"));
+        assert!(refusal("ckrv/1", stale, "").contains("never overwrites"));
         assert!(check_ident("author name", "a\nb").is_err());
         assert!(check_ident("author email", "<x>").is_err());
         assert!(check_ident("author name", "ckrv").is_ok());

@@ -179,6 +179,8 @@ impl Run {
             setup: None,
             publish: None,
             publication: None,
+            parent_id: None,
+            follow_ups: None,
         }
     }
 

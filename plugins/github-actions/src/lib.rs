@@ -140,6 +140,12 @@ impl Guest for GitHubActions {
                  itself (for example with peter-evans/create-pull-request), or run without --publish",
             ));
         }
+        if request.continues.is_some() {
+            return Err(error(
+                ErrorKind::Forbidden,
+                "workflow runs cannot follow up an earlier run's change; run a new spec instead",
+            ));
+        }
         let repo = Repo::from_url(&request.git_repo_url)?;
         let github = client(&ctx);
         if let Some(run) = find_run(&github, &repo, &key)? {

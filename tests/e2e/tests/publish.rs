@@ -262,3 +262,164 @@ fn a_job_pushes_its_branch_and_opens_a_pull_request_and_a_refused_push_keeps_the
 fn files_containing_token(dir: &Path) -> Vec<String> {
     ckrv_e2e::files_containing(dir, TOKEN)
 }
+
+/// Runs `ckrv run --cloud` with `args` in the developer's clone; the finished job.
+fn finished_run(dev: &Developer, args: &[&str]) -> serde_json::Value {
+    let mut all = vec!["run", "--cloud", "--json"];
+    all.extend_from_slice(args);
+    let out = dev.cli.ok(&dev.clone, &all);
+    let job: serde_json::Value = serde_json::from_str(&out).unwrap();
+    dev.cli.finished(&dev.clone, job["id"].as_str().unwrap())
+}
+
+#[test]
+fn a_chain_of_follow_ups_starts_from_each_change_updates_one_pull_request_and_pulls_whole() {
+    if !ckrv_test_support::sandbox_available() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let forge = Forge::start(&root.join("forge"), TOKEN);
+    let repo_url = forge.create_repo("acme", "chain", &[("README.md", "# Chain\n")]);
+    let pipeline = pipeline_for(&forge, root);
+    let api = Api::start_with(
+        &root.join("api"),
+        &["--allow-local-repos", "--pipeline", &pipeline],
+    );
+    let bare = root.join("forge/acme/chain.git");
+    let dev = Developer::new(&api, root, "dev@example.com", &bare.display().to_string());
+    add_credential(&dev.cli, &dev.clone, "forge", "github");
+    std::fs::create_dir_all(dev.clone.join("specs")).unwrap();
+    std::fs::write(
+        dev.clone.join("specs/one.md"),
+        ckrv_e2e::script_spec("Count", "echo one >> notes.txt"),
+    )
+    .unwrap();
+    std::fs::write(
+        dev.clone.join("specs/three.md"),
+        ckrv_e2e::script_spec("Count on", "echo three >> notes.txt"),
+    )
+    .unwrap();
+
+    let first = finished_run(
+        &dev,
+        &[
+            "--spec",
+            "specs/one.md",
+            "--repo",
+            &repo_url,
+            "--base-branch",
+            "main",
+            "--credential",
+            "forge",
+            "--publish",
+            "pr",
+        ],
+    );
+    assert_eq!(first["state"], "succeeded", "{first}");
+    let first_id = first["id"].as_str().unwrap();
+    let branch = first["publication"]["branch"].as_str().unwrap().to_string();
+    let pull_request = first["publication"]["pull_request_url"].clone();
+
+    // Feedback: the same spec with the message after it, from the first job's change (the
+    // script appends again to what the first one wrote), on its repository and credential.
+    let second = finished_run(
+        &dev,
+        &[
+            "--continue",
+            &first_id[..8],
+            "--message",
+            "once more",
+            "--publish",
+            "pr",
+        ],
+    );
+    assert_eq!(second["state"], "succeeded", "{second}");
+    let second_id = second["id"].as_str().unwrap();
+    assert_eq!(second["parent_id"], first_id);
+    assert_eq!(second["git_repo_url"], repo_url.as_str());
+    // Its push updated the first job's branch and pull request.
+    assert_eq!(second["publication"]["branch"], branch.as_str());
+    assert_eq!(second["publication"]["pull_request_url"], pull_request);
+
+    // A spec of its own.
+    let third = finished_run(
+        &dev,
+        &[
+            "--continue",
+            second_id,
+            "--spec",
+            "specs/three.md",
+            "--publish",
+            "pr",
+        ],
+    );
+    assert_eq!(third["state"], "succeeded", "{third}");
+    let third_id = third["id"].as_str().unwrap();
+    assert_eq!(third["parent_id"], second_id);
+    // Each diff is the whole change since the original base.
+    assert_eq!(
+        third["diff_stats"]["base_commit"],
+        first["diff_stats"]["base_commit"]
+    );
+    let commit = third["publication"]["commit"].as_str().unwrap();
+    assert_eq!(
+        forge.branch("acme", "chain", &branch).as_deref(),
+        Some(commit)
+    );
+    assert_eq!(
+        git(&bare, &["show", &format!("{commit}:notes.txt")]),
+        "one\none\nthree\n"
+    );
+    assert_eq!(
+        git(&bare, &["rev-parse", &format!("{commit}^")]).trim(),
+        git(&bare, &["rev-parse", "main"]).trim(),
+        "one commit on the base, the chain's whole change"
+    );
+    assert_eq!(forge.opened().len(), 1, "one pull request for the chain");
+
+    // The links, both ways.
+    let status = dev.cli.ok(&dev.clone, &["status", second_id]);
+    assert!(
+        status.contains(&format!("Follows up: {}", &first_id[..8])),
+        "{status}"
+    );
+    assert!(
+        status.contains(&format!("Followed up by: {}", &third_id[..8])),
+        "{status}"
+    );
+    let log = dev.cli.ok(&dev.clone, &["logs", third_id]);
+    assert!(
+        log.contains(&format!("Starting from job {second_id}'s change")),
+        "{log}"
+    );
+
+    // Pulling the last gives the whole change.
+    dev.cli.ok(&dev.clone, &["pull", third_id, "--yes"]);
+    let notes = std::fs::read_to_string(dev.clone.join("notes.txt")).unwrap();
+    assert_eq!(notes, "one\none\nthree\n");
+
+    // A follow-up of nothing, or of another repository, is refused.
+    let err = dev.cli.fails(
+        &dev.clone,
+        &["run", "--cloud", "--continue", "abcdef12", "-m", "x"],
+    );
+    assert!(err.contains("job not found: abcdef12"), "{err}");
+    let err = dev.cli.fails(
+        &dev.clone,
+        &[
+            "run",
+            "--cloud",
+            "--continue",
+            first_id,
+            "-m",
+            "x",
+            "--repo",
+            "http://127.0.0.1:1/o/r.git",
+        ],
+    );
+    assert!(
+        err.contains("a follow-up runs on its job's repository"),
+        "{err}"
+    );
+}

@@ -29,6 +29,8 @@ pub async fn create(
     headers: HeaderMap,
     ApiJson(request): ApiJson<JobCreate>,
 ) -> Result<Response, AppError> {
+    let (request, parent) = super::follow_ups::continued(&state, &session, request).await?;
+    let parent_id = parent.as_ref().map(|p| p.job.id.as_str());
     let base_branch = request
         .git_base_branch
         .as_deref()
@@ -56,7 +58,16 @@ pub async fn create(
     {
         return Ok(earlier);
     }
-    match make(&state, &session, &request, base_branch, publish, key).await {
+    match make(
+        &state,
+        &session,
+        &request,
+        base_branch,
+        (publish, parent_id),
+        key,
+    )
+    .await
+    {
         Ok(job) => Ok(created(job, false)),
         Err(refused) => {
             // Refused before a job was made (the quota): a retry is served afresh. Once a job
@@ -199,7 +210,7 @@ async fn make(
     session: &Session,
     request: &JobCreate,
     base_branch: &str,
-    publish: PublishMode,
+    (publish, parent_id): (PublishMode, Option<&str>),
     key: Option<&str>,
 ) -> Result<Job, AppError> {
     let account = session.account(&state.store).await?;
@@ -227,6 +238,7 @@ async fn make(
         idempotency_key: key,
         no_snapshot: request.no_snapshot.unwrap_or(false),
         publish,
+        parent_id,
     };
     let Some(row) = state
         .store
@@ -373,7 +385,9 @@ pub async fn get(
     session: Session,
     Path(id): Path<String>,
 ) -> Result<ApiJson<Job>, AppError> {
-    Ok(ApiJson(resolve(&state, &session, &id).await?.job))
+    let mut job = resolve(&state, &session, &id).await?.job;
+    job.follow_ups = Some(state.store.follow_ups(&job.id).await?);
+    Ok(ApiJson(job))
 }
 
 #[derive(Deserialize)]

@@ -3,6 +3,7 @@
 
 pub(crate) mod account_snapshots;
 pub(crate) mod artifacts;
+pub(crate) mod follow_ups;
 pub(crate) mod jobs;
 pub(crate) mod logs;
 pub(crate) mod snapshots;
@@ -351,5 +352,18 @@ pub const ROUTES: &[Route<JobsState>] = &[
             Content::Json("Publication"),
         ),
         |method| on(method, worker::publication),
+    ),
+    Route::new(
+        answering(
+            op(
+                Method::Get,
+                paths::WORKER_START_DIFF,
+                "getStartDiff",
+                "A follow-up's start: the change of the job it follows up",
+                Auth::Worker,
+            ),
+            &[(200, Content::Text("text/x-diff"))],
+        ),
+        |method| on(method, worker::start_diff),
     ),
 ];

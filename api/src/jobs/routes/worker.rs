@@ -9,8 +9,8 @@ use axum::response::{IntoResponse as _, Response};
 use bytes::Bytes;
 use ckrv_agents::Policy;
 use ckrv_wit::types::{
-    DiffStats, ErrorKind, GitCredential, HeartbeatAnswer, JobCompletion, JobPhase, JobState,
-    LogBatch, ModelAccess, PhaseUpdate, Publication, PublishMode, WorkerClaim, WorkerJob,
+    DiffStats, ErrorKind, GitCredential, HeartbeatAnswer, JobCompletion, JobPhase, JobStart,
+    JobState, LogBatch, ModelAccess, PhaseUpdate, Publication, PublishMode, WorkerClaim, WorkerJob,
 };
 
 use sha2::{Digest as _, Sha256};
@@ -100,7 +100,9 @@ pub async fn job(
         Some(name) => Some(open_credential(&state, &row, name, grant.generation).await?),
         None => None,
     };
+    let start = job_start(&state, &row).await?;
     Ok(ApiJson(WorkerJob {
+        start,
         publish: row.job.publish,
         job: row.job,
         heartbeat_ms: u32::try_from(duration_ms(heartbeat)).unwrap_or(u32::MAX),
@@ -128,6 +130,67 @@ pub async fn job(
                 .collect(),
         ),
     }))
+}
+
+/// Where a follow-up starts: its parent's change on the parent's base commit, and the branch
+/// and pull request the chain published, which a publishing follow-up updates.
+async fn job_start(state: &JobsState, row: &JobRow) -> Result<Option<JobStart>, AppError> {
+    let Some(parent) = parent_of(state, row).await? else {
+        return Ok(None);
+    };
+    let gone = || {
+        AppError::new(
+            ErrorKind::Conflict,
+            format!("the change of job {} to start from is gone", parent.job.id),
+        )
+    };
+    let base_commit = parent
+        .job
+        .diff_stats
+        .as_ref()
+        .and_then(|stats| stats.base_commit.clone())
+        .ok_or_else(gone)?;
+    let diff_sha256 = parent.job.diff_sha256.clone().ok_or_else(gone)?;
+    let published = parent.job.publication.as_ref();
+    Ok(Some(JobStart {
+        parent_id: parent.job.id.clone(),
+        base_commit,
+        diff_sha256,
+        published_branch: published.map(|p| p.branch.clone()),
+        published_commit: published.map(|p| p.commit.clone()),
+        pull_request_url: published.and_then(|p| p.pull_request_url.clone()),
+    }))
+}
+
+/// The job `row` follows up, if any.
+async fn parent_of(state: &JobsState, row: &JobRow) -> Result<Option<JobRow>, AppError> {
+    match &row.job.parent_id {
+        Some(id) => Ok(state.store.job(id).await?),
+        None => Ok(None),
+    }
+}
+
+/// A follow-up's start: its parent's diff, for its worker.
+pub async fn start_diff(
+    State(state): State<JobsState>,
+    grant: WorkerGrant,
+    Path(id): Path<String>,
+) -> Result<Response, AppError> {
+    let row = granted_job(&state, &grant, &id).await?;
+    if row.state != JobState::Running || row.generation != grant.generation {
+        return Err(refused(&state, &grant, &id).await);
+    }
+    let parent = parent_of(&state, &row)
+        .await?
+        .ok_or_else(|| AppError::new(ErrorKind::NotFound, format!("job {id} follows up no job")))?;
+    if parent.expired_at.is_some() || !parent.has_diff {
+        return Err(AppError::new(
+            ErrorKind::NotFound,
+            format!("the change of job {} is gone", parent.job.id),
+        ));
+    }
+    let bytes = state.artifacts.get_diff(&parent.job.id).await?;
+    Ok(([(axum::http::header::CONTENT_TYPE, "text/x-diff")], bytes).into_response())
 }
 
 /// The job's git credential, opened for the worker of claim `generation`, once: a second read
@@ -411,10 +474,16 @@ pub async fn publication(
         return Err(refused(&state, &grant, &id).await);
     }
     let asked = row.job.publish.unwrap_or(PublishMode::None);
-    if row.job.feature_branch_name.as_deref() != Some(publication.branch.as_str()) {
+    // A follow-up updates the branch its chain published; any other job publishes its own.
+    let branch = match parent_of(&state, &row).await? {
+        Some(parent) => parent.job.publication.map(|p| p.branch),
+        None => None,
+    }
+    .or_else(|| row.job.feature_branch_name.clone())
+    .unwrap_or_default();
+    if branch != publication.branch {
         return Err(invalid(format!(
-            "branch: a job publishes to its own branch {}, not {}",
-            row.job.feature_branch_name.as_deref().unwrap_or("(none)"),
+            "branch: the job publishes to its own branch {branch}, not {}",
             publication.branch
         )));
     }

@@ -3,8 +3,10 @@
 //! tells the API where the result went. It holds no credential: the host pushes with the job's,
 //! and adds it to requests for the forge's API when the stage's `allowed_hosts` names it.
 //!
-//! Inputs from the host: `publish` (the job's mode) and `title` (the spec's); from the steps
-//! before it: `diff` and `summary`. Params: `author_name`, `author_email` (the commit's).
+//! Inputs from the host: `publish` (the job's mode), `title` (the spec's), `publish_branch`
+//! (the branch the host pushes: the job's own, or its chain's) and, for a follow-up
+//! whose chain has one, `pull_request_url` (updated by the push, not opened again); from the
+//! steps before it: `diff` and `summary`. Params: `author_name`, `author_email` (the commit's).
 
 ckrv_wit::guest_bindings!("../../../wit", "ckrv:cloud/worker-step", generate_all);
 
@@ -49,6 +51,7 @@ impl Guest for Publish {
             .as_ref()
             .map_or_else(String::new, DiffStats::summary_line);
         let message = format!("{title}\n\n{summary}\n\nckrv job {}\n", ctx.job_id);
+        let branch = value(&ctx.inputs, "publish_branch").unwrap_or(&ctx.feature_branch_name);
         let commit = git::push_branch(
             &message,
             value(&ctx.params, "author_name").unwrap_or(DEFAULT_AUTHOR_NAME),
@@ -58,20 +61,24 @@ impl Guest for Publish {
             LogLevel::Info,
             &format!(
                 "pushed {} ({}) to {}",
-                ctx.feature_branch_name,
+                branch,
                 &commit[..12.min(commit.len())],
                 ctx.git_repo_url
             ),
         );
         let mut publication = Publication {
             mode,
-            branch: ctx.feature_branch_name.clone(),
+            branch: branch.to_string(),
             commit,
             pull_request_url: None,
         };
-        let opened = if mode.opens_pull_request() {
+        let existing = value(&ctx.inputs, "pull_request_url");
+        let opened = if let (true, Some(url)) = (mode.opens_pull_request(), existing) {
+            // A follow-up's push updated the chain's pull request.
+            Ok(Some(url.to_string()))
+        } else if mode.opens_pull_request() {
             let body = description(&ctx, &summary, stats.as_ref());
-            open_pull_request(&ctx, &title, &body, mode == PublishMode::DraftPr)
+            open_pull_request(&ctx, branch, &title, &body, mode == PublishMode::DraftPr)
         } else {
             Ok(None)
         };
@@ -81,6 +88,9 @@ impl Guest for Publish {
         }
         report(&ctx, &publication)?;
         opened?;
+        if existing.is_some() && publication.pull_request_url.is_some() {
+            log::write(LogLevel::Info, "the push updated the pull request");
+        }
         Ok(StepOutput {
             outputs: vec![("published_branch".into(), publication.branch.clone())],
             summary: match &publication.pull_request_url {
@@ -128,6 +138,7 @@ fn description(ctx: &StepContext, summary: &str, stats: Option<&DiffStats>) -> S
 /// Opens the pull request on the repository's forge; its web address.
 fn open_pull_request(
     ctx: &StepContext,
+    branch: &str,
     title: &str,
     body: &str,
     draft: bool,
@@ -137,7 +148,7 @@ fn open_pull_request(
             "cannot open a pull request for {}: the host knows the REST API of GitHub and \
              GitLab (github.com, gitlab.com, or a host the job's credential names as either), \
              called with an access token; the branch {} is pushed",
-            ctx.git_repo_url, ctx.feature_branch_name
+            ctx.git_repo_url, branch
         ));
     };
     let (url, request, link) = match forge.kind {
@@ -145,7 +156,7 @@ fn open_pull_request(
             format!("{}/repos/{}/pulls", forge.api_url, forge.project),
             serde_json::json!({
                 "title": title,
-                "head": ctx.feature_branch_name,
+                "head": branch,
                 "base": ctx.git_base_branch,
                 "body": body,
                 "draft": draft,
@@ -160,7 +171,7 @@ fn open_pull_request(
             ),
             serde_json::json!({
                 "title": if draft { format!("Draft: {title}") } else { title.to_string() },
-                "source_branch": ctx.feature_branch_name,
+                "source_branch": branch,
                 "target_branch": ctx.git_base_branch,
                 "description": body,
             }),
@@ -185,7 +196,7 @@ fn open_pull_request(
             forge_name(&forge),
             response.status,
             forge_reason(&answer, &response.body),
-            ctx.feature_branch_name
+            branch
         ));
     }
     let link = answer[link]
