@@ -725,3 +725,64 @@ fn stage_limits(stage: &PipelineStage) -> Limits {
         }),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::host_git::ForgeKind;
+
+    fn stage(allowed_hosts: &[&str]) -> PipelineStage {
+        PipelineStage {
+            name: "publish".into(),
+            kind: StageKind::Builtin,
+            source: Some("publish".into()),
+            phase: ckrv_wit::types::JobPhase::Publishing,
+            params: Vec::new(),
+            timeout_s: None,
+            memory_mb: None,
+            allowed_hosts: allowed_hosts.iter().map(|h| h.to_string()).collect(),
+        }
+    }
+
+    /// The job's git token reaches the forge's API only from a stage the operator let call
+    /// it; no other allowed host gets it.
+    #[test]
+    fn the_forge_gets_the_jobs_token_only_where_the_stage_allows_it() {
+        let forge = ForgeApi {
+            kind: ForgeKind::Github,
+            api_url: "http://127.0.0.1:9000/api/v3".into(),
+            project: "o/r".into(),
+            token: "ghp_secret".into(),
+        };
+        let api = Origin::parse("http://127.0.0.1:8080").unwrap();
+        let credentials = StageCredentials {
+            api: Some((&api, "worker-token")),
+            forge: Some(&forge),
+        };
+        let allowed = stage_policy(
+            &stage(&["http://127.0.0.1:9000", "http://127.0.0.1:9001"]),
+            credentials,
+        )
+        .unwrap();
+        assert!(allowed.allows("http://127.0.0.1:9000/api/v3/repos/o/r/pulls"));
+        let shown = format!("{allowed:?}");
+        assert!(shown.contains("credentials_for: [Origin"), "{shown}");
+        // Allowed and given the token; the other allowed host only allowed.
+        assert_eq!(shown.matches("port: 9000").count(), 2, "{shown}");
+        assert_eq!(shown.matches("port: 9001").count(), 1, "{shown}");
+        assert!(!shown.contains("ghp_secret"));
+        let denied = stage_policy(&stage(&["http://127.0.0.1:9001"]), credentials).unwrap();
+        assert!(!denied.allows("http://127.0.0.1:9000/api/v3/repos/o/r/pulls"));
+        assert_eq!(format!("{denied:?}").matches("port: 9000").count(), 0);
+    }
+
+    #[test]
+    fn the_title_is_the_specs_first_heading() {
+        assert_eq!(
+            spec_title("intro\n# Add a flag \nmore\n# Other", "j"),
+            "Add a flag"
+        );
+        assert_eq!(spec_title("no heading", "j1"), "ckrv job j1");
+    }
+}
