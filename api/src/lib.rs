@@ -232,6 +232,7 @@ impl Server {
                 store: store.clone(),
                 secrets: Arc::clone(&secrets),
                 allow_internal: config.allow_local_repos,
+                events: events.clone(),
             },
             ops: ops::OpsState {
                 store,

@@ -31,6 +31,8 @@ pub struct WebhooksState {
     pub secrets: Arc<KeyRing>,
     /// The operator allows internal and loopback hosts (the repository URL policy's setting).
     pub allow_internal: bool,
+    /// Wakes the senders (here and on other replicas) when a delivery is due again.
+    pub events: crate::jobs::events::JobEvents,
 }
 
 /// A new webhook id: `wh_` and 24 hex digits.

@@ -357,6 +357,8 @@ pub async fn redeliver(
         ));
     };
     tracing::info!(account = %session.account_id, delivery = %id, "webhook delivery sent again");
+    // Due now: the senders go at once rather than at their next recheck.
+    state.events.changed(&delivery.job_id);
     let attempts = state.store.attempts(&delivery.id).await?;
     Ok((
         StatusCode::ACCEPTED,
