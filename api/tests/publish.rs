@@ -155,6 +155,7 @@ async fn the_workers_report_is_checked_recorded_and_sent_as_job_published() {
         (json!({"branch": "main"}), "its own branch"),
         (json!({"mode": "branch"}), "the job publishes pr"),
         (json!({"commit": "abc"}), "a full commit id"),
+        (json!({"commit": format!("{COMMIT}00")}), "a full commit id"),
         (
             json!({"pull_request_url": "ftp://x/pr/1"}),
             "an http(s) URL",

@@ -493,7 +493,8 @@ pub async fn publication(
             publication.mode
         )));
     }
-    if publication.commit.len() < 40 || !publication.commit.bytes().all(|b| b.is_ascii_hexdigit()) {
+    let commit = &publication.commit;
+    if !matches!(commit.len(), 40 | 64) || !commit.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(invalid("commit: a full commit id (40 or 64 hex digits)"));
     }
     // A pull request the forge refused leaves the pushed branch, reported without one.
