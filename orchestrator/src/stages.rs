@@ -13,7 +13,8 @@ use ckrv_agents::{
 use ckrv_wasm_host::{Limits, Origin, OriginError, OriginPolicy};
 use ckrv_wit::protocol::EGRESS_LOG_SOURCE as EGRESS_SOURCE;
 use ckrv_wit::types::{
-    JobStart, LogLevel, ModelAccess, PhaseUpdate, PipelineStage, PublishMode, StageKind, WorkerJob,
+    GitCredential, JobStart, LogLevel, ModelAccess, PhaseUpdate, PipelineStage, PublishMode,
+    StageKind, WorkerJob,
 };
 
 use crate::api_client::{ApiClient, ApiClientError};
@@ -246,45 +247,24 @@ pub(crate) async fn run_stages(
     let dirs = JobDirs::create(options)?;
     let git = HostGit::new(&dirs.workspace, &dirs.git(), options.allow_local_repos)
         .map_err(io("preparing the job's git failed"))?;
-    // The credential goes to the host's clone of the job's own repository, once, and to its
-    // push when the job publishes; no step and no agent ever holds it.
-    let git = if publish.publishes() {
-        // A follow-up updates the branch its chain published, replacing the commit there.
-        let target = match start.as_ref().and_then(|s| s.published_branch.as_deref()) {
-            Some(branch) => (
-                branch,
-                start.as_ref().and_then(|s| s.published_commit.as_deref()),
-            ),
-            None => (feature_branch.as_str(), None),
-        };
-        git.with_publish(&job.git_repo_url, target, git_credential.clone())
-    } else {
-        git
-    };
+    let git = job_git(
+        git,
+        &job.git_repo_url,
+        publish,
+        publish_target(&feature_branch, start.as_ref()),
+        git_credential,
+    );
     let forge = git.forge();
-    let git = match git_credential {
-        Some(credential) => git.with_credential(&job.git_repo_url, credential),
-        None => git,
-    };
     let api_origin = source.api_origin()?;
     if pipeline.is_empty() {
         return Err(StageError::NoStages);
     }
-    // What the job says of itself, for the steps (`publish` reads both).
-    let mut outputs: Vec<(String, String)> = vec![
-        ("publish".into(), publish.as_str().into()),
-        ("title".into(), spec_title(&spec.body, &job.id)),
-    ];
-    // The branch a publish pushes: the job's own, or the one its chain published.
-    let publish_branch = start
-        .as_ref()
-        .and_then(|s| s.published_branch.clone())
-        .unwrap_or_else(|| feature_branch.clone());
-    outputs.push(("publish_branch".into(), publish_branch));
-    // The chain's pull request, which a follow-up's push updates rather than opening another.
-    if let Some(url) = start.as_ref().and_then(|s| s.pull_request_url.clone()) {
-        outputs.push(("pull_request_url".into(), url));
-    }
+    let mut outputs = job_inputs(
+        publish,
+        spec_title(&spec.body, &job.id),
+        publish_target(&feature_branch, start.as_ref()).0,
+        start.as_ref(),
+    );
     let mut environment = None;
     let mut setup_summary = None;
     for stage in &pipeline {
@@ -381,6 +361,59 @@ pub(crate) async fn run_stages(
     Ok(outputs)
 }
 
+/// The host's git for the job. The credential goes to the host's clone of the job's own
+/// repository, once, and to its push when the job publishes; no step and no agent ever holds
+/// it.
+fn job_git(
+    git: HostGit,
+    repo_url: &str,
+    publish: PublishMode,
+    target: (&str, Option<&str>),
+    credential: Option<GitCredential>,
+) -> HostGit {
+    let git = if publish.publishes() {
+        git.with_publish(repo_url, target, credential.clone())
+    } else {
+        git
+    };
+    match credential {
+        Some(credential) => git.with_credential(repo_url, credential),
+        None => git,
+    }
+}
+
+/// Where a publish pushes, and the commit it replaces there: the job's own new branch, or
+/// for a follow-up the branch its chain published.
+fn publish_target<'a>(
+    feature_branch: &'a str,
+    start: Option<&'a JobStart>,
+) -> (&'a str, Option<&'a str>) {
+    match start.and_then(|s| s.published_branch.as_deref()) {
+        Some(branch) => (branch, start.and_then(|s| s.published_commit.as_deref())),
+        None => (feature_branch, None),
+    }
+}
+
+/// What the job says of itself to its steps (the `publish` step reads them): how it
+/// publishes, its title, the branch a publish pushes, and a follow-up's chain's pull request,
+/// which its push updates rather than opening another.
+fn job_inputs(
+    publish: PublishMode,
+    title: String,
+    publish_branch: &str,
+    start: Option<&JobStart>,
+) -> Vec<(String, String)> {
+    let mut inputs = vec![
+        ("publish".to_string(), publish.as_str().to_string()),
+        ("title".to_string(), title),
+        ("publish_branch".to_string(), publish_branch.to_string()),
+    ];
+    if let Some(url) = start.and_then(|s| s.pull_request_url.clone()) {
+        inputs.push(("pull_request_url".to_string(), url));
+    }
+    inputs
+}
+
 /// Puts the earlier job's change in the cloned workspace, on its base commit: a follow-up's
 /// start (docs/follow-ups.md).
 async fn start_from(
@@ -407,7 +440,7 @@ async fn start_from(
             "Starting from job {}'s change ({} bytes) on {}",
             start.parent_id,
             patch.len(),
-            &start.base_commit[..12.min(start.base_commit.len())]
+            start.base_commit.get(..12).unwrap_or(&start.base_commit)
         ),
     );
     Ok(())

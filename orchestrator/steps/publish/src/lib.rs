@@ -62,7 +62,7 @@ impl Guest for Publish {
             &format!(
                 "pushed {} ({}) to {}",
                 branch,
-                &commit[..12.min(commit.len())],
+                commit.get(..12).unwrap_or(&commit),
                 ctx.git_repo_url
             ),
         );
