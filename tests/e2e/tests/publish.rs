@@ -55,21 +55,9 @@ fn publish_job(
         ckrv_e2e::script_spec(title, &format!("echo '{line}' >> README.md")),
     )
     .unwrap();
-    let mut args = vec![
-        "run",
-        "--cloud",
-        "--spec",
-        &spec,
-        "--repo",
-        repo_url,
-        "--base-branch",
-        "main",
-        "--json",
-    ];
+    let mut args = vec!["--spec", &spec, "--repo", repo_url, "--base-branch", "main"];
     args.extend_from_slice(extra);
-    let out = dev.cli.ok(&dev.clone, &args);
-    let job: serde_json::Value = serde_json::from_str(&out).unwrap();
-    dev.cli.finished(&dev.clone, job["id"].as_str().unwrap())
+    finished_run(dev, &args)
 }
 
 #[test]

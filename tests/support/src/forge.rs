@@ -92,15 +92,7 @@ impl Forge {
     /// `PRIVATE-TOKEN`).
     pub fn start(root: &Path, token: &str) -> Self {
         std::fs::create_dir_all(root).expect("create the forge's root");
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("tokio runtime");
-        let listener = runtime
-            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-            .expect("bind loopback");
-        let addr = listener.local_addr().expect("local addr");
+        let (runtime, listener, addr) = crate::git::loopback_server(2);
         let state = Arc::new(Shared {
             root: root.to_path_buf(),
             token: token.to_owned(),

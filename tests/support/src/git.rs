@@ -30,6 +30,23 @@ pub fn git(dir: &Path, args: &[&str]) -> String {
 }
 
 /// Serves `root` as static files on loopback: git's "dumb" HTTP protocol needs nothing more.
+/// A runtime of `workers` threads, owned by a test server, and a listener on a free loopback
+/// port with its address.
+pub(crate) fn loopback_server(
+    workers: usize,
+) -> (tokio::runtime::Runtime, tokio::net::TcpListener, SocketAddr) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .expect("bind loopback");
+    let addr = listener.local_addr().expect("local addr");
+    (runtime, listener, addr)
+}
+
 pub struct StaticServer {
     pub addr: SocketAddr,
     /// Every `Authorization` header a private server was sent, in order.
@@ -54,15 +71,7 @@ impl StaticServer {
     }
 
     fn serve(root: &Path, expected: Option<String>) -> Self {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .expect("tokio runtime");
-        let listener = runtime
-            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-            .expect("bind loopback");
-        let addr = listener.local_addr().expect("local addr");
+        let (runtime, listener, addr) = loopback_server(1);
         let authorizations = Arc::new(Mutex::new(Vec::new()));
         let seen = Arc::clone(&authorizations);
         let app = axum::Router::new()
