@@ -276,6 +276,10 @@ fn bad_setup_egress_and_internal_entries_are_refused_naming_the_flag_and_the_ent
             ["--egress-internal", "registries"],
             "a preset is the whole policy, not an entry of a list",
         ),
+        (
+            ["--publish", "sometimes"],
+            "`sometimes` is not a way to publish; use one of none, branch, pr, draft_pr",
+        ),
     ] {
         let out = serve(dir.path(), None, &args).output().unwrap();
         let err = String::from_utf8_lossy(&out.stderr);
