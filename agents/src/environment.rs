@@ -1,8 +1,8 @@
 //! A repository's ready-to-work environment: `.ckrv/environment.toml` (docs/environments.md).
 //! It says how to set the workspace up before the agent starts (`setup`), which files decide
 //! whether an earlier setup's result still holds (`key_files`), what to keep of that result
-//! (`cache`), the plain variables setup and agent get (`env`), and where setup may connect
-//! (`egress`). The file is the repository's, so everything in it is checked as hostile input:
+//! (`cache`), the plain variables setup and agent get (`env`), where setup may connect
+//! (`egress`), and how to check the agent's change (`verify`, docs/verification.md). The file is the repository's, so everything in it is checked as hostile input:
 //! paths stay inside the workspace or the agent's home, and no variable the sandbox or the
 //! platform sets can be replaced.
 
@@ -13,6 +13,7 @@ use std::path::{Component, Path, PathBuf};
 use serde::Deserialize;
 
 use crate::egress::Policy;
+use crate::verify::{Verify, VerifyError};
 
 /// Where the file is, relative to the repository's root.
 pub const ENVIRONMENT_FILE: &str = ".ckrv/environment.toml";
@@ -63,6 +64,8 @@ pub struct Environment {
     pub env: BTreeMap<String, String>,
     /// Where setup may connect, within what the operator allows; nowhere when absent.
     pub egress: Option<Policy>,
+    /// The project's check of the agent's change, unless the spec names its own.
+    pub verify: Option<Verify>,
 }
 
 /// A path kept in a snapshot.
@@ -116,6 +119,8 @@ pub enum EnvironmentError {
     VariableValue { name: String },
     #[error("{ENVIRONMENT_FILE}: `setup` is empty; leave it out, or give the commands to run")]
     EmptySetup,
+    #[error("{ENVIRONMENT_FILE}: {0}")]
+    Verify(#[from] VerifyError),
 }
 
 /// The file as written.
@@ -130,6 +135,8 @@ struct Written {
     #[serde(default)]
     env: BTreeMap<String, String>,
     egress: Option<Policy>,
+    verify: Option<String>,
+    verify_junit: Option<String>,
 }
 
 impl Environment {
@@ -200,12 +207,15 @@ impl Environment {
         for (name, value) in &written.env {
             check_variable(name, value)?;
         }
+        let verify =
+            Verify::from_written(written.verify.as_deref(), written.verify_junit.as_deref())?;
         Ok(Environment {
             setup: written.setup,
             key_files,
             cache,
             env: written.env,
             egress: written.egress,
+            verify,
         })
     }
 }
@@ -320,6 +330,19 @@ mod tests {
         assert_eq!(env.cache[1].to_string(), "~/.npm");
         assert_eq!(env.env["NODE_ENV"], "development");
         assert_eq!(env.egress, Some(Policy::Registries));
+        let verify = env.verify.unwrap();
+        assert!(verify.command.starts_with("npx jest --ci"));
+        assert_eq!(verify.junit, Some(PathBuf::from("junit.xml")));
+    }
+
+    #[test]
+    fn a_bad_verify_is_refused_naming_the_file_and_key() {
+        assert_eq!(
+            refused("verify = \"t\"\nverify_junit = \"/etc/passwd\"\n"),
+            ".ckrv/environment.toml: `verify_junit` `/etc/passwd` is absolute; name it relative to the repository"
+        );
+        assert!(refused("verify_junit = \"r.xml\"\n").contains("set without `verify`"));
+        assert_eq!(parse("").unwrap().verify, None);
     }
 
     #[test]

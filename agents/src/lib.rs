@@ -9,6 +9,7 @@ pub mod pod;
 mod runtime;
 mod sandbox;
 mod spec;
+pub mod verify;
 
 pub use definition::{
     AgentDefinition, AgentOption, KeyHeader, ModelRoute, OptionKind, PromptMode, agent_names,

@@ -22,9 +22,24 @@ pub struct SpecFrontMatter {
     /// Where the job's result goes (`none`, `branch`, `pr`, `draft_pr`); the API checks it.
     #[serde(default)]
     pub publish: Option<String>,
+    /// The command that checks the agent's change (docs/verification.md); the repository's
+    /// `.ckrv/environment.toml` may name one too, and this one wins.
+    #[serde(default)]
+    pub verify: Option<String>,
+    /// Where `verify` writes its JUnit XML report, relative to the repository.
+    #[serde(default)]
+    pub verify_junit: Option<String>,
     /// Every other key: options of the agent's definition.
     #[serde(flatten)]
     pub options: BTreeMap<String, serde_yaml_ng::Value>,
+}
+
+impl SpecFrontMatter {
+    /// The verification the spec asks for, checked.
+    pub fn verify(&self) -> Result<Option<crate::verify::Verify>, SpecError> {
+        crate::verify::Verify::from_written(self.verify.as_deref(), self.verify_junit.as_deref())
+            .map_err(|e| SpecError::Verify(e.to_string()))
+    }
 }
 
 /// A spec split into its front matter and its body.
@@ -62,6 +77,8 @@ pub enum SpecError {
     BadOption { key: String, problem: String },
     #[error("the spec has no text after its front matter for agent `{0}` to work on")]
     EmptyPrompt(String),
+    #[error("the spec's front matter: {0}")]
+    Verify(String),
 }
 
 /// Splits the spec at its leading `---` lines and parses the YAML between them.
@@ -125,6 +142,7 @@ pub fn resolve(spec: &Spec) -> Result<Invocation, SpecError> {
         known: agent_names(),
     })?;
     check_budget(&spec.front)?;
+    spec.front.verify()?;
     let options = option_args(agent, &spec.front.options)?;
     let mut command: Vec<String> = Vec::with_capacity(agent.command.len() + options.len());
     for arg in &agent.command {
@@ -254,6 +272,20 @@ mod tests {
         assert_eq!(inv.agent.name, "script");
         assert_eq!(inv.command, ["sh", "-c", "echo hi\ntouch x\n"]);
         assert_eq!(inv.prompt, Prompt::None);
+    }
+
+    #[test]
+    fn the_front_matter_may_ask_for_a_verification_and_a_bad_one_is_refused() {
+        let spec =
+            "---\nagent: script\nrun: ls\nverify: cargo test\nverify_junit: target/j.xml\n---\n";
+        let verify = parse_spec(spec).unwrap().front.verify().unwrap().unwrap();
+        assert_eq!(verify.command, "cargo test");
+        assert!(invocation(spec).is_ok());
+        let bad = "---\nagent: script\nrun: ls\nverify: t\nverify_junit: ../j.xml\n---\n";
+        assert_eq!(
+            invocation(bad).unwrap_err().to_string(),
+            "the spec's front matter: `verify_junit` `../j.xml` leaves the workspace (`..`)"
+        );
     }
 
     #[test]

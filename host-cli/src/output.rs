@@ -214,6 +214,7 @@ pub fn job_lines(job: &Job, now: OffsetDateTime) -> Vec<String> {
     if let Some(setup) = &job.setup {
         lines.push(setup_line(setup));
     }
+    lines.extend(verification_lines(job));
     lines.extend(publish_lines(job));
     if let Some(parent) = &job.parent_id {
         lines.push(format!("Follows up: {}", short_id(parent)));
@@ -234,6 +235,25 @@ pub fn job_lines(job: &Job, now: OffsetDateTime) -> Vec<String> {
             lines.push(format!("Stream logs:     ckrv logs {short} --follow"));
         }
         _ => lines.push(format!("Read the log:    ckrv logs {short}")),
+    }
+    lines
+}
+
+/// What the project's own check found (docs/verification.md): `Verified: yes — …` and, when it
+/// did not pass, its last lines, so that a person sees why.
+fn verification_lines(job: &Job) -> Vec<String> {
+    let Some(found) = &job.verification else {
+        return Vec::new();
+    };
+    let word = match found.verified() {
+        Some(true) => "yes",
+        Some(false) => "no",
+        None => "unknown",
+    };
+    let mut lines = vec![format!("Verified: {word} — {}", found.line())];
+    if found.verified() == Some(false) && !found.last_lines.is_empty() {
+        lines.push("  Its last lines:".to_string());
+        lines.extend(found.last_lines.iter().map(|l| format!("    {l}")));
     }
     lines
 }
@@ -457,8 +477,25 @@ mod tests {
             "egress_refusals": 2,
             "setup": {"snapshot_hit": true, "snapshot_key": "1a2b3c4d5e6f", "snapshot_bytes": 312_400_000,
                       "duration_ms": 800, "saved": false},
+            "verified": false,
+            "verification": {"command": "cargo test", "verdict": "failed", "exit_code": 101,
+                             "duration_ms": 3200, "last_lines": ["test a ... FAILED", "1 failed"],
+                             "tests": {"passed": 40, "failed": 1, "skipped": 0}},
         }));
         let lines = job_lines(&full, now);
+        let verified = lines
+            .iter()
+            .position(|l| l.starts_with("Verified"))
+            .unwrap();
+        assert_eq!(
+            lines[verified..verified + 4],
+            [
+                "Verified: no — `cargo test` failed: exit status 101 in 3.2 s (40 passed, 1 failed, 0 skipped)",
+                "  Its last lines:",
+                "    test a ... FAILED",
+                "    1 failed",
+            ]
+        );
         assert!(
             lines.contains(
                 &"Model usage: 3 requests, 12000 input + 800 output tokens, $0.0480".to_string()
@@ -508,6 +545,7 @@ mod tests {
             || l.starts_with("Spec")
             || l.starts_with("Model")
             || l.starts_with("Egress")
+            || l.starts_with("Verified")
             || l.starts_with("Setup")));
         assert!(lines.contains(&"Repository: https://git.example.com/r.git (main)".to_string()));
         assert!(lines.contains(&"Result: 1 file changed, 2 insertions(+)".to_string()));

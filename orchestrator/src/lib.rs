@@ -4,6 +4,7 @@
 pub mod api_client;
 pub mod host_git;
 pub mod job;
+mod junit;
 pub mod local;
 pub mod logs;
 pub mod outbox;
@@ -11,5 +12,6 @@ pub mod setup;
 pub mod snapshot;
 pub mod stages;
 pub mod step_host;
+pub mod verify;
 pub mod warm;
 pub mod work;

@@ -86,6 +86,8 @@ pub async fn run_local(job: LocalJob, options: &JobOptions) -> Result<String, St
         publication: None,
         parent_id: None,
         follow_ups: None,
+        verified: None,
+        verification: None,
     };
     let worker_job = WorkerJob {
         job: record,
@@ -100,6 +102,7 @@ pub async fn run_local(job: LocalJob, options: &JobOptions) -> Result<String, St
         egress: agent.egress.to_string(),
         git_credential: None,
         setup_timeout_s: None,
+        verify_timeout_s: None,
         fresh_setup: None,
         setup_egress: None,
         egress_internal: None,

@@ -226,7 +226,7 @@ pub async fn ship(mut rx: LogLines, outbox: mpsc::Sender<Outgoing>, first_sequen
             }
         }
         let after = match after {
-            Some(Queued::Phase(update)) => Outgoing::Report(Report::Phase(update)),
+            Some(Queued::Phase(update)) => Outgoing::Report(Report::Phase(Box::new(update))),
             Some(Queued::Barrier(barrier)) => Outgoing::Barrier(barrier),
             _ => continue,
         };
@@ -299,6 +299,7 @@ mod tests {
             agent: Some("script".into()),
             setup: None,
             setup_egress: None,
+            verification: None,
         });
         log.info("test", "agent says hi");
         let reports = shipped(log, rx).await;

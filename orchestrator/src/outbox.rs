@@ -29,7 +29,8 @@ const MAX_RETRY: Duration = Duration::from_secs(5);
 #[serde(tag = "report", rename_all = "snake_case")]
 pub enum Report {
     Logs(LogBatch),
-    Phase(PhaseUpdate),
+    /// Boxed: with a verification it is the largest report by far.
+    Phase(Box<PhaseUpdate>),
     Complete(JobCompletion),
 }
 
@@ -302,12 +303,13 @@ mod tests {
     }
 
     fn phase(phase: JobPhase) -> Report {
-        Report::Phase(PhaseUpdate {
+        Report::Phase(Box::new(PhaseUpdate {
             phase,
             agent: None,
             setup: None,
             setup_egress: None,
-        })
+            verification: None,
+        }))
     }
 
     /// Ten minutes without the API (in paused time): everything produced meanwhile waits on

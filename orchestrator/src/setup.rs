@@ -148,6 +148,7 @@ impl Setup<'_> {
             // A job pod's setup reaches the network through the API's egress proxy, which
             // needs to know.
             setup_egress: Some(policy.to_string()),
+            verification: None,
         });
         let snapshots = match (source.api(), environment.cache.is_empty()) {
             (Some(api), false) => Some((api, self.key(&environment, agent)?)),

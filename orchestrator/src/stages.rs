@@ -79,7 +79,7 @@ pub enum StageError {
     Egress(#[source] ckrv_agents::egress::PolicyError),
     #[error("stage {0}: its component is not in the pipeline")]
     ComponentMissing(String),
-    #[error("stage {0} is the agent, not a step")]
+    #[error("stage {0} is the agent or its verification, not a step")]
     NotAStep(String),
     #[error("stage {stage}: allowed_hosts: {source}")]
     AllowedHosts {
@@ -222,6 +222,7 @@ pub(crate) async fn run_stages(
         egress_internal,
         publish,
         start,
+        verify_timeout_s,
         ..
     } = job;
     let publish = publish.unwrap_or(PublishMode::None);
@@ -237,6 +238,7 @@ pub(crate) async fn run_stages(
         .ok_or(StageError::NoFeatureBranch)?;
     let spec = ckrv_agents::parse_spec(&spec_content)?;
     let invocation = ckrv_agents::resolve(&spec)?;
+    let spec_verify = spec.front.verify()?;
     log.info(
         SOURCE,
         format!(
@@ -301,12 +303,43 @@ pub(crate) async fn run_stages(
             environment = prepared.environment;
             setup_summary = prepared.summary;
         }
+        if stage.kind == StageKind::Verify {
+            // The spec's own check wins over the repository's; without either, nothing runs.
+            let Some(verify) = spec_verify
+                .as_ref()
+                .or(environment.as_ref().and_then(|e| e.verify.as_ref()))
+            else {
+                continue;
+            };
+            let verifier = crate::verify::Verifier {
+                options,
+                log,
+                job_id: &job.id,
+                workspace: &dirs.workspace,
+                scratch: &dirs.scratch,
+                timeout: verify_timeout_s.map_or(crate::verify::DEFAULT_TIMEOUT, |s| {
+                    std::time::Duration::from_secs(u64::from(s))
+                }),
+            };
+            let phase = |verification| PhaseUpdate {
+                phase: stage.phase,
+                agent: Some(invocation.agent.name.clone()),
+                setup: None,
+                setup_egress: None,
+                verification,
+            };
+            log.phase(phase(None));
+            let found = verifier.run(verify, environment.as_ref()).await;
+            log.phase(phase(Some(found)));
+            continue;
+        }
         log.phase(PhaseUpdate {
             phase: stage.phase,
             agent: Some(invocation.agent.name.clone()),
             // What the setup did goes with the agent's phase, once.
             setup: setup_summary.take(),
             setup_egress: None,
+            verification: None,
         });
         // A step may talk to the API (upload does): it starts once the API has everything
         // before it, after an outage of any length. The agent needs no API and runs on, except
@@ -699,7 +732,7 @@ async fn component_of(
                 .map(|bytes| Cow::Owned(bytes.to_vec()))
                 .ok_or_else(|| StageError::ComponentMissing(stage.name.clone())),
         },
-        StageKind::Agent => Err(StageError::NotAStep(stage.name.clone())),
+        StageKind::Agent | StageKind::Verify => Err(StageError::NotAStep(stage.name.clone())),
     }
 }
 

@@ -1,7 +1,9 @@
 //! Behaviour of the job models, defined once: which moves a job may make, how a state reads in
 //! the contract's terms, and how a diff is summed up in one line.
 
-use crate::types::{DiffStats, Job, JobPhase, JobState, JobStatus, PublishMode, ResultStatus};
+use crate::types::{
+    DiffStats, Job, JobPhase, JobState, JobStatus, PublishMode, ResultStatus, Verdict, Verification,
+};
 
 impl JobState {
     /// Whether a job in this state may move to `next`. The API's job engine writes no state
@@ -70,9 +72,10 @@ impl JobPhase {
             Self::Setup => 2,
             Self::Agent => 3,
             Self::Diffing => 4,
-            Self::Uploading => 5,
-            Self::Publishing => 6,
-            Self::Finished => 7,
+            Self::Verifying => 5,
+            Self::Uploading => 6,
+            Self::Publishing => 7,
+            Self::Finished => 8,
         }
     }
 
@@ -110,6 +113,44 @@ impl PublishMode {
     /// Whether a pull request is opened.
     pub const fn opens_pull_request(self) -> bool {
         matches!(self, Self::Pr | Self::DraftPr)
+    }
+}
+
+impl Verification {
+    /// Whether the check passed: `None` when it could not run, which says nothing of the change.
+    pub const fn verified(&self) -> Option<bool> {
+        match self.verdict {
+            Verdict::Passed => Some(true),
+            Verdict::Failed | Verdict::TimedOut => Some(false),
+            Verdict::NotRun => None,
+        }
+    }
+
+    /// One line on what the check found, as the job's log and `ckrv status` say it:
+    /// `` `cargo test` passed in 12.3 s (41 passed, 0 failed, 2 skipped)``, `` `…` failed: exit
+    /// status 101 in 3.2 s``, `` `…` timed out after 600.0 s``, `` `…` not run; why``.
+    pub fn line(&self) -> String {
+        let seconds = self.duration_ms as f64 / 1000.0;
+        let tests = self.tests.as_ref().map_or(String::new(), |t| {
+            format!(
+                " ({} passed, {} failed, {} skipped)",
+                t.passed, t.failed, t.skipped
+            )
+        });
+        let note = self
+            .note
+            .as_deref()
+            .map_or(String::new(), |n| format!("; {n}"));
+        let command = &self.command;
+        match (self.verdict, self.exit_code) {
+            (Verdict::Passed, _) => format!("`{command}` passed in {seconds:.1} s{tests}{note}"),
+            (Verdict::Failed, Some(code)) => {
+                format!("`{command}` failed: exit status {code} in {seconds:.1} s{tests}{note}")
+            }
+            (Verdict::Failed, None) => format!("`{command}` failed in {seconds:.1} s{tests}{note}"),
+            (Verdict::TimedOut, _) => format!("`{command}` timed out after {seconds:.1} s{note}"),
+            (Verdict::NotRun, _) => format!("`{command}` not run{note}"),
+        }
     }
 }
 
@@ -174,6 +215,47 @@ impl DiffStats {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn verification(verdict: Verdict) -> Verification {
+        Verification {
+            command: "cargo test".into(),
+            verdict,
+            exit_code: None,
+            duration_ms: 12_345,
+            last_lines: Vec::new(),
+            tests: None,
+            note: None,
+        }
+    }
+
+    #[test]
+    fn a_verification_says_what_happened_and_why_in_one_line() {
+        let mut passed = verification(Verdict::Passed);
+        passed.tests = Some(crate::types::TestCounts {
+            passed: 41,
+            failed: 0,
+            skipped: 2,
+        });
+        assert_eq!(
+            passed.line(),
+            "`cargo test` passed in 12.3 s (41 passed, 0 failed, 2 skipped)"
+        );
+        assert_eq!(passed.verified(), Some(true));
+        let mut failed = verification(Verdict::Failed);
+        failed.exit_code = Some(101);
+        assert_eq!(
+            failed.line(),
+            "`cargo test` failed: exit status 101 in 12.3 s"
+        );
+        assert_eq!(failed.verified(), Some(false));
+        let mut not_run = verification(Verdict::NotRun);
+        not_run.note = Some("no sandbox".into());
+        assert_eq!(not_run.line(), "`cargo test` not run; no sandbox");
+        assert_eq!(not_run.verified(), None);
+        let timed_out = verification(Verdict::TimedOut);
+        assert_eq!(timed_out.line(), "`cargo test` timed out after 12.3 s");
+        assert_eq!(timed_out.verified(), Some(false));
+    }
 
     #[test]
     fn every_state_reads_as_a_contract_status_and_terminal_states_have_a_result() {

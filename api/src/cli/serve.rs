@@ -64,6 +64,10 @@ pub(crate) struct ServeArgs {
     /// job, naming the limit (e.g. 10m)
     #[arg(long, env = "CKRV_API_SETUP_TIMEOUT", default_value = "10m", value_parser = duration)]
     setup_timeout: Duration,
+    /// A job's verification (`verify` in its spec or .ckrv/environment.toml) running longer
+    /// than this is stopped and the job marked not verified; the job goes on (e.g. 10m)
+    #[arg(long, env = "CKRV_API_VERIFY_TIMEOUT", default_value = "10m", value_parser = duration)]
+    verify_timeout: Duration,
     /// The largest snapshot of a repository's setup a worker may save, in MiB
     #[arg(long, env = "CKRV_API_MAX_SNAPSHOT_MB", default_value = "2048", value_name = "MIB",
           value_parser = clap::value_parser!(u64).range(1..=1024 * 1024))]
@@ -254,6 +258,7 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         job_timeout,
         worker_lease,
         setup_timeout,
+        verify_timeout,
         max_snapshot_mb,
         account_snapshots_mb,
         max_running,
@@ -328,6 +333,7 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             lease: worker_lease,
             job_timeout,
             setup_timeout,
+            verify_timeout,
             max_snapshot_bytes: max_snapshot_mb * 1024 * 1024,
             account_snapshot_bytes: account_snapshots_mb * 1024 * 1024,
             admission,

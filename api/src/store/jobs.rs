@@ -1,6 +1,8 @@
 //! Jobs: created by a user within their quota, advanced by their worker.
 
-use ckrv_wit::types::{DiffStats, Job, JobState, JobStatus, Publication, PublishMode};
+use ckrv_wit::types::{
+    DiffStats, Job, JobState, JobStatus, Publication, PublishMode, Verification,
+};
 use sqlx::Row;
 
 use ckrv_wit::protocol::webhook_events;
@@ -10,7 +12,7 @@ use super::{Store, StoreError, parse_enum, webhooks};
 const COLUMNS: &str = "seq, id, account_id, spec, spec_path, git_repo_url, git_base_branch, \
      state, phase, agent, feature_branch_name, diff_stats_json, error_message, has_diff, diff_sha256, \
      created_at, updated_at, started_at, completed_at, lease_generation, started_ms, expired_at, logs_archived_at, logs_sha256, git_credential_name, \
-     model_requests, input_tokens, output_tokens, cost_micros, egress_refusals, setup_json, no_snapshot, publish, publication_json, parent_id";
+     model_requests, input_tokens, output_tokens, cost_micros, egress_refusals, setup_json, no_snapshot, publish, publication_json, parent_id, verification_json";
 
 /// A job id's length: a UUID in its hyphenated form.
 const FULL_ID_LEN: usize = 36;
@@ -371,6 +373,13 @@ fn job_from_row(row: &sqlx::any::AnyRow) -> Result<JobRow, StoreError> {
         .transpose()?;
     let has_diff: i64 = row.try_get("has_diff")?;
     let state: JobState = parse_enum("state", row.try_get("state")?)?;
+    let verification = row
+        .try_get::<Option<String>, _>("verification_json")?
+        .map(|json| {
+            serde_json::from_str::<Verification>(&json)
+                .map_err(|e| StoreError::Corrupt(format!("verification: {e}")))
+        })
+        .transpose()?;
     // The one-line summary is the contract's; it describes a job that succeeded.
     let result_summary = diff_stats
         .as_ref()
@@ -430,6 +439,8 @@ fn job_from_row(row: &sqlx::any::AnyRow) -> Result<JobRow, StoreError> {
                 .transpose()?,
             parent_id: row.try_get("parent_id")?,
             follow_ups: None,
+            verified: verification.as_ref().and_then(Verification::verified),
+            verification,
         },
     })
 }

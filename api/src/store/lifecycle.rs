@@ -4,7 +4,7 @@
 //! The API's job engine decides which move to make; these statements make sure a race or a
 //! stale worker cannot make a move the rules forbid.
 
-use ckrv_wit::types::{DiffStats, JobPhase, JobState, Publication, SetupSummary};
+use ckrv_wit::types::{DiffStats, JobPhase, JobState, Publication, SetupSummary, Verification};
 use sqlx::Row;
 
 use ckrv_wit::protocol::webhook_events;
@@ -416,10 +416,15 @@ impl Store {
         stats: &DiffStats,
         now: &str,
     ) -> Result<bool, StoreError> {
-        let json = serde_json::to_string(stats)
-            .map_err(|e| StoreError::Corrupt(format!("diff stats: {e}")))?;
-        self.update_claimed("diff_stats_json = $1", &json, job_id, generation, now)
-            .await
+        self.update_claimed_json(
+            "diff_stats_json = $1",
+            "diff stats",
+            stats,
+            job_id,
+            generation,
+            now,
+        )
+        .await
     }
 
     /// Notes what the job's setup did; false unless the job runs under the worker's claim.
@@ -430,9 +435,51 @@ impl Store {
         summary: &SetupSummary,
         now: &str,
     ) -> Result<bool, StoreError> {
-        let json = serde_json::to_string(summary)
-            .map_err(|e| StoreError::Corrupt(format!("setup summary: {e}")))?;
-        self.update_claimed("setup_json = $1", &json, job_id, generation, now)
+        self.update_claimed_json(
+            "setup_json = $1",
+            "setup summary",
+            summary,
+            job_id,
+            generation,
+            now,
+        )
+        .await
+    }
+
+    /// Notes what the job's verification found; false unless the job runs under the worker's
+    /// claim.
+    pub async fn set_verification(
+        &self,
+        job_id: &str,
+        generation: i64,
+        verification: &Verification,
+        now: &str,
+    ) -> Result<bool, StoreError> {
+        self.update_claimed_json(
+            "verification_json = $1",
+            "verification",
+            verification,
+            job_id,
+            generation,
+            now,
+        )
+        .await
+    }
+
+    /// Stores `value` as JSON by `assignment` (`column = $1`; `what` names it in an error);
+    /// false unless the job runs under the worker's claim.
+    async fn update_claimed_json(
+        &self,
+        assignment: &'static str,
+        what: &str,
+        value: &impl serde::Serialize,
+        job_id: &str,
+        generation: i64,
+        now: &str,
+    ) -> Result<bool, StoreError> {
+        let json = serde_json::to_string(value)
+            .map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))?;
+        self.update_claimed(assignment, &json, job_id, generation, now)
             .await
     }
 

@@ -181,6 +181,8 @@ impl Run {
             publication: None,
             parent_id: None,
             follow_ups: None,
+            verified: None,
+            verification: None,
         }
     }
 

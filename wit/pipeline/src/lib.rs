@@ -76,6 +76,8 @@ struct StageDef {
     component: Option<PathBuf>,
     #[serde(default)]
     agent: bool,
+    #[serde(default)]
+    verify: bool,
     phase: String,
     #[serde(default)]
     params: BTreeMap<String, toml::Value>,
@@ -143,13 +145,33 @@ impl Pipeline {
                 "it has {agents} `agent = true` stages; a pipeline runs the agent exactly once"
             )));
         }
+        let at = |kind| pipeline.stages.iter().position(|s| s.kind == kind);
+        let verifies = pipeline
+            .stages
+            .iter()
+            .filter(|s| s.kind == StageKind::Verify)
+            .count();
+        if verifies > 1 {
+            return Err(invalid(format!(
+                "it has {verifies} `verify = true` stages; a pipeline verifies a change at most once"
+            )));
+        }
+        if let (Some(verify), Some(agent)) = (at(StageKind::Verify), at(StageKind::Agent))
+            && verify < agent
+        {
+            return Err(invalid(
+                "the `verify = true` stage comes before the agent's; it checks the agent's change, so put it after (after `diff`, so that what it writes is no part of the change)"
+                    .to_string(),
+            ));
+        }
         Ok(pipeline)
     }
 
     /// Checks one stage (`n` counts from 1), reading its component.
     fn stage(&mut self, def: StageDef, n: usize, base_dir: &Path) -> Result<PipelineStage, String> {
-        let (kind, source, default_name) = match (&def.step, &def.component, def.agent) {
-            (Some(step), None, false) => {
+        let (kind, source, default_name) = match (&def.step, &def.component, def.agent, def.verify)
+        {
+            (Some(step), None, false, false) => {
                 if !BUILTIN_STEPS.contains(&step.as_str()) {
                     return Err(format!(
                         "stage {n}: unknown step `{step}`; built-in steps: {}",
@@ -158,17 +180,18 @@ impl Pipeline {
                 }
                 (StageKind::Builtin, Some(step.clone()), step.clone())
             }
-            (None, Some(path), false) => {
+            (None, Some(path), false, false) => {
                 let name = path
                     .file_stem()
                     .map(|s| s.to_string_lossy().into_owned())
                     .unwrap_or_else(|| format!("stage-{n}"));
                 (StageKind::Component, None, name)
             }
-            (None, None, true) => (StageKind::Agent, None, "agent".to_string()),
+            (None, None, true, false) => (StageKind::Agent, None, "agent".to_string()),
+            (None, None, false, true) => (StageKind::Verify, None, "verify".to_string()),
             _ => {
                 return Err(format!(
-                    "stage {n}: set exactly one of `step`, `component` or `agent = true`"
+                    "stage {n}: set exactly one of `step`, `component`, `agent = true` or `verify = true`"
                 ));
             }
         };
@@ -188,18 +211,29 @@ impl Pipeline {
         }
         let phase: JobPhase = def.phase.parse().map_err(|_| {
             format!(
-                "{at}: unknown phase `{}`; phases: cloning, agent, diffing, uploading",
-                def.phase
+                "{at}: unknown phase `{}`; phases: {}",
+                def.phase,
+                JobPhase::ALL
+                    .into_iter()
+                    .filter(|p| !matches!(p, JobPhase::Queued | JobPhase::Finished))
+                    .map(JobPhase::as_str)
+                    .collect::<Vec<_>>()
+                    .join(", ")
             )
         })?;
-        if kind == StageKind::Agent
+        let sandboxed = match kind {
+            StageKind::Agent => Some("the agent stage"),
+            StageKind::Verify => Some("the verify stage"),
+            StageKind::Builtin | StageKind::Component => None,
+        };
+        if let Some(which) = sandboxed
             && (def.timeout_s.is_some()
                 || def.memory_mb.is_some()
                 || !def.allowed_hosts.is_empty()
                 || !def.params.is_empty())
         {
             return Err(format!(
-                "{at}: the agent stage takes no `params`, `timeout_s`, `memory_mb` or `allowed_hosts`; the job's timeout and the agent's sandbox bound it"
+                "{at}: {which} takes no `params`, `timeout_s`, `memory_mb` or `allowed_hosts`; it runs in the agent's sandbox, bounded by the job's timeout (and the verification's, `ckrv-api serve --verify-timeout`)"
             ));
         }
         let source = match (&def.component, source) {
@@ -313,13 +347,18 @@ mod tests {
     }
 
     #[test]
-    fn the_default_pipeline_is_clone_agent_diff_upload_publish() {
+    fn the_default_pipeline_is_clone_agent_diff_verify_upload_publish() {
         let p = Pipeline::builtin();
         let names: Vec<_> = p.stages.iter().map(|s| s.name.as_str()).collect();
-        assert_eq!(names, ["clone", "agent", "diff", "upload", "publish"]);
-        assert_eq!(p.stages[4].phase, JobPhase::Publishing);
         assert_eq!(
-            p.stages[4].allowed_hosts,
+            names,
+            ["clone", "agent", "diff", "verify", "upload", "publish"]
+        );
+        assert_eq!(p.stages[3].kind, StageKind::Verify);
+        assert_eq!(p.stages[3].phase, JobPhase::Verifying);
+        assert_eq!(p.stages[5].phase, JobPhase::Publishing);
+        assert_eq!(
+            p.stages[5].allowed_hosts,
             ["https://api.github.com", "https://gitlab.com"]
         );
         assert_eq!(p.stages[1].kind, StageKind::Agent);
@@ -347,6 +386,20 @@ mod tests {
         assert_eq!((lint.timeout_s, lint.memory_mb), (Some(5), Some(64)));
         assert_eq!(lint.allowed_hosts, ["http://127.0.0.1:9000"]);
         assert_eq!(param(lint, "strict"), Some("true"));
+    }
+
+    #[test]
+    fn a_pipeline_verifies_at_most_once_and_after_the_agent() {
+        const VERIFY: &str = "[[stage]]\nverify = true\nphase = \"verifying\"\n";
+        let dir = Path::new(".");
+        let after = Pipeline::parse(&format!("{AGENT}{VERIFY}"), "p.toml", dir).unwrap();
+        assert_eq!(after.stages[1].kind, StageKind::Verify);
+        assert_eq!(after.stages[1].name, "verify");
+        assert!(error(&format!("{VERIFY}{AGENT}"), dir).contains("comes before the agent's"));
+        let twice = format!(
+            "{AGENT}{VERIFY}[[stage]]\nname = \"again\"\nverify = true\nphase = \"verifying\"\n"
+        );
+        assert!(error(&twice, dir).contains("it has 2 `verify = true` stages"));
     }
 
     #[test]
@@ -420,6 +473,14 @@ mod tests {
                 "it has 0 `agent = true` stages",
             ),
             ("", "it has no [[stage]] entries"),
+            (
+                "[[stage]]\nverify = true\nphase = \"verifying\"\nparams = { x = 1 }\n",
+                "stage 1 (verify): the verify stage takes no",
+            ),
+            (
+                "[[stage]]\nverify = true\nagent = true\nphase = \"verifying\"\n",
+                "stage 1: set exactly one of `step`, `component`, `agent = true` or `verify = true`",
+            ),
         ];
         for (text, expected) in cases {
             let err = error(text, dir.path());

@@ -11,7 +11,7 @@ pub use reaper::run_reaper;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ckrv_wit::types::{DiffStats, JobPhase, JobState, Publication, SetupSummary};
+use ckrv_wit::types::{DiffStats, JobPhase, JobState, Publication, SetupSummary, Verification};
 use tokio::sync::{Notify, mpsc};
 
 use crate::clock;
@@ -33,6 +33,8 @@ pub struct EngineSettings {
     pub max_log_lines: u64,
     /// How long a repository's setup (`.ckrv/environment.toml`) may run before its job fails.
     pub setup_timeout: Duration,
+    /// How long a job's verification may run before it is stopped (the job goes on).
+    pub verify_timeout: Duration,
     /// The largest snapshot of a setup a worker may save.
     pub max_snapshot_bytes: u64,
     /// What an account's snapshots may hold together; the least recently used go past it.
@@ -41,7 +43,8 @@ pub struct EngineSettings {
 
 const MIB: u64 = 1024 * 1024;
 
-/// How long a repository's setup may run unless the operator says otherwise.
+/// How long a repository's setup, or a job's verification, may run unless the operator says
+/// otherwise.
 pub const DEFAULT_SETUP_TIMEOUT: Duration = Duration::from_secs(10 * 60);
 
 impl Default for EngineSettings {
@@ -52,6 +55,7 @@ impl Default for EngineSettings {
             lease: Duration::from_secs(30),
             job_timeout: Duration::from_secs(60 * 60),
             setup_timeout: DEFAULT_SETUP_TIMEOUT,
+            verify_timeout: DEFAULT_SETUP_TIMEOUT,
             max_snapshot_bytes: 2048 * MIB,
             account_snapshot_bytes: 10 * 1024 * MIB,
             admission: Admission {
@@ -290,10 +294,16 @@ impl JobEngine {
             .store
             .set_diff_stats(job_id, generation, stats, &now)
             .await?;
+        Ok(self.followed(job_id, changed))
+    }
+
+    /// Tells the job's followers (`ckrv logs --follow`, event streams) when a worker's report
+    /// changed it; says whether it did.
+    fn followed(&self, job_id: &str, changed: bool) -> bool {
         if changed {
             self.events.changed(job_id);
         }
-        Ok(changed)
+        changed
     }
 
     /// The worker's report of what the job's setup did; false unless the job runs under the
@@ -309,10 +319,23 @@ impl JobEngine {
             .store
             .set_setup_summary(job_id, generation, summary, &now)
             .await?;
-        if changed {
-            self.events.changed(job_id);
-        }
-        Ok(changed)
+        Ok(self.followed(job_id, changed))
+    }
+
+    /// The worker's report of what the job's verification found; false unless the job runs
+    /// under the worker's claim.
+    pub async fn attach_verification(
+        &self,
+        job_id: &str,
+        generation: i64,
+        verification: &Verification,
+    ) -> Result<bool, StoreError> {
+        let now = clock::rfc3339(clock::now());
+        let changed = self
+            .store
+            .set_verification(job_id, generation, verification, &now)
+            .await?;
+        Ok(self.followed(job_id, changed))
     }
 
     /// Where the worker published the job's result; false unless the job runs under the

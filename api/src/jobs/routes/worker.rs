@@ -10,7 +10,8 @@ use bytes::Bytes;
 use ckrv_agents::Policy;
 use ckrv_wit::types::{
     DiffStats, ErrorKind, GitCredential, HeartbeatAnswer, JobCompletion, JobPhase, JobStart,
-    JobState, LogBatch, ModelAccess, PhaseUpdate, Publication, PublishMode, WorkerClaim, WorkerJob,
+    JobState, LogBatch, ModelAccess, PhaseUpdate, Publication, PublishMode, Verification,
+    WorkerClaim, WorkerJob,
 };
 
 use sha2::{Digest as _, Sha256};
@@ -119,6 +120,9 @@ pub async fn job(
         git_credential,
         spec_content: row.spec,
         setup_timeout_s: Some(u32::try_from(settings.setup_timeout.as_secs()).unwrap_or(u32::MAX)),
+        verify_timeout_s: Some(
+            u32::try_from(settings.verify_timeout.as_secs()).unwrap_or(u32::MAX),
+        ),
         fresh_setup: Some(row.no_snapshot),
         setup_egress: state.workers.setup_egress().map(ToString::to_string),
         egress_internal: Some(
@@ -316,6 +320,16 @@ pub async fn phase(
     {
         return Err(refused(&state, &grant, &id).await);
     }
+    if let Some(verification) = &update.verification {
+        check_verification(update.phase, verification)?;
+        if !state
+            .engine
+            .attach_verification(&id, grant.generation, verification)
+            .await?
+        {
+            return Err(refused(&state, &grant, &id).await);
+        }
+    }
     if state
         .engine
         .phase(&id, grant.generation, update.phase, update.agent.as_deref())
@@ -326,6 +340,34 @@ pub async fn phase(
         Err(refused(&state, &grant, &id).await)
     }
 }
+
+/// A worker's verification report, within bounds: it comes with phase `verifying`, and what
+/// it quotes of the job's output is at most what a status page shows.
+fn check_verification(phase: JobPhase, verification: &Verification) -> Result<(), AppError> {
+    if phase != JobPhase::Verifying {
+        return Err(invalid(format!(
+            "verification goes with phase `verifying`, not `{}`",
+            phase.as_str()
+        )));
+    }
+    let quoted: usize = verification
+        .last_lines
+        .iter()
+        .map(String::len)
+        .sum::<usize>()
+        + verification.command.len()
+        + verification.note.as_ref().map_or(0, String::len);
+    if verification.last_lines.len() > MAX_VERIFICATION_LINES || quoted > MAX_VERIFICATION_BYTES {
+        return Err(invalid(format!(
+            "verification quotes too much: at most {MAX_VERIFICATION_LINES} lines and {MAX_VERIFICATION_BYTES} bytes in all"
+        )));
+    }
+    Ok(())
+}
+
+/// The most lines and bytes a verification report quotes.
+const MAX_VERIFICATION_LINES: usize = 50;
+const MAX_VERIFICATION_BYTES: usize = 64 * 1024;
 
 /// The policy a job's setup may run under, as its worker reports it with phase `setup`: the
 /// API checks it again against the operator's ceiling (`--setup-egress-allow`, else the
