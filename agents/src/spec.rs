@@ -106,6 +106,24 @@ pub fn parse_spec(spec: &str) -> Result<Spec, SpecError> {
     Err(SpecError::Unterminated)
 }
 
+/// The spec with its front matter's `agent` replaced by `agent`, for an attempt group that runs
+/// one spec with several agents (docs/attempts.md). The body is kept as it is; the front
+/// matter is written anew (comments in it are not kept).
+pub fn with_agent(spec: &str, agent: &str) -> Result<String, SpecError> {
+    let parsed = parse_spec(spec)?;
+    let spec = spec.strip_prefix('\u{feff}').unwrap_or(spec);
+    let yaml = spec
+        .split_inclusive('\n')
+        .skip(1)
+        .take_while(|line| line.trim_end() != "---")
+        .collect::<String>();
+    let mut front: serde_yaml_ng::Mapping =
+        serde_yaml_ng::from_str(&yaml).map_err(|e| SpecError::Yaml(e.to_string()))?;
+    front.insert("agent".into(), agent.into());
+    let yaml = serde_yaml_ng::to_string(&front).map_err(|e| SpecError::Yaml(e.to_string()))?;
+    Ok(format!("---\n{yaml}---\n{}\n", parsed.body))
+}
+
 /// Parses only the front matter.
 pub fn parse_front_matter(spec: &str) -> Result<SpecFrontMatter, SpecError> {
     parse_spec(spec).map(|s| s.front)
@@ -285,6 +303,24 @@ mod tests {
         assert_eq!(
             invocation(bad).unwrap_err().to_string(),
             "the spec's front matter: `verify_junit` `../j.xml` leaves the workspace (`..`)"
+        );
+    }
+
+    #[test]
+    fn another_agent_takes_the_spec_with_its_options_and_body() {
+        let spec = "---\nagent: script\nrun: echo hi\nverify: make test\n---\n# Title\n\nDo it.\n";
+        let other = with_agent(spec, "aider").unwrap();
+        let parsed = parse_spec(&other).unwrap();
+        assert_eq!(parsed.front.agent, "aider");
+        assert_eq!(parsed.front.verify.as_deref(), Some("make test"));
+        assert_eq!(parsed.body, "# Title\n\nDo it.");
+        assert!(matches!(
+            invocation(&other),
+            Err(SpecError::UnknownOption { key, .. }) if key == "run"
+        ));
+        assert_eq!(
+            with_agent("no front matter", "x"),
+            Err(SpecError::NoFrontMatter)
         );
     }
 

@@ -69,6 +69,17 @@ impl AppError {
         self.body.error
     }
 
+    /// The same error with `prefix` before its description: which part of a request it is
+    /// about.
+    pub fn prefixed(mut self, prefix: &str) -> Self {
+        let description = format!("{prefix}{}", self.description());
+        if self.body.message.is_some() {
+            self.body.message = Some(description.clone());
+        }
+        self.body.error_description = Some(description);
+        self
+    }
+
     pub fn description(&self) -> &str {
         self.body.description()
     }

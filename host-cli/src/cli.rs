@@ -32,7 +32,7 @@ pub enum Command {
     /// Run a spec: on this machine (the result lands in your worktree), or with --cloud on a
     /// cloud worker (returns at once with the job's id)
     Run(RunArgs),
-    /// Show a job's status, phase and result
+    /// Show a job's status, phase and result, or an attempt group's ranked attempts
     Status(JobArgs),
     /// Print a job's log, or stream it with --follow
     Logs(LogsArgs),
@@ -40,7 +40,7 @@ pub enum Command {
     Pull(PullArgs),
     /// List your jobs, newest first
     List(ListArgs),
-    /// Cancel a job and stop its worker
+    /// Cancel a job and stop its worker, or every running attempt of a group
     Cancel(JobArgs),
     /// Wait for a job to end. Exit status: 0 succeeded, 1 an error, 2 failed, 3 timed out,
     /// 4 cancelled
@@ -188,6 +188,25 @@ pub struct RunArgs {
     #[arg(long, requires = "cloud", value_name = "MODE",
           value_parser = ckrv_wit::types::PublishMode::parse)]
     pub publish: Option<ckrv_wit::types::PublishMode>,
+    /// Cloud runs: run the spec this many times per agent, side by side, as an attempt group
+    /// ranked by evidence (docs/attempts.md); `ckrv pull GROUP` applies the best
+    #[arg(long, value_name = "N", requires = "cloud", conflicts_with = "continue_from",
+          value_parser = clap::value_parser!(u32).range(1..=8))]
+    pub attempts: Option<u32>,
+    /// Cloud runs: run the spec with each of these agents (comma-separated), `--attempts`
+    /// times each, as one attempt group
+    #[arg(
+        long,
+        value_name = "AGENTS",
+        requires = "cloud",
+        conflicts_with = "continue_from",
+        value_delimiter = ','
+    )]
+    pub agents: Option<Vec<String>>,
+    /// With --attempts or --agents: cancel the other attempts once one passes the project's
+    /// check (`verify`, docs/verification.md)
+    #[arg(long)]
+    pub stop_at_first_verified: bool,
     /// Local runs: a pipeline file as `ckrv-api serve --pipeline` takes [default: the
     /// built-in clone, agent, diff]
     #[arg(long, value_name = "FILE", conflicts_with = "cloud")]
@@ -207,7 +226,7 @@ pub struct RunArgs {
 
 #[derive(Debug, Args)]
 pub struct JobArgs {
-    /// The job id, or its first characters (at least 4)
+    /// The job id, or an attempt group's, or its first characters (at least 4)
     pub id: String,
     /// Print JSON
     #[arg(long)]
@@ -216,8 +235,13 @@ pub struct JobArgs {
 
 #[derive(Debug, Args)]
 pub struct PullArgs {
-    /// The job id, or its first characters (at least 4)
+    /// The job id, or its first characters (at least 4); or an attempt group's, to pull its
+    /// best attempt
     pub id: String,
+    /// With a group: pull this attempt (as `ckrv status GROUP` numbers them) instead of the
+    /// best
+    #[arg(long, value_name = "N")]
+    pub attempt: Option<u32>,
     /// Apply with conflict markers where the change and your edits overlap
     #[arg(long = "3way", conflicts_with_all = ["branch", "check"])]
     pub three_way: bool,

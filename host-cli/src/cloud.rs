@@ -145,6 +145,29 @@ impl Cloud {
         }
     }
 
+    /// The job `id` names or, when no job has that id, the attempt group (docs/attempts.md).
+    pub async fn job_or_group(&mut self, id: &str) -> anyhow::Result<Found> {
+        match self
+            .call_raw(async |p, ctx| p.get_job(ctx, id).await)
+            .await?
+        {
+            Ok(job) => return Ok(Found::Job(Box::new(job))),
+            Err(e) if e.error == ErrorKind::NotFound => {}
+            Err(e) => return Err(describe(e)),
+        }
+        match self
+            .call_raw(async |p, ctx| p.get_group(ctx, id).await)
+            .await?
+        {
+            Ok(group) => Ok(Found::Group(Box::new(group))),
+            // A provider without groups says so, which would hide that the job was not found.
+            Err(e) if matches!(e.error, ErrorKind::NotFound | ErrorKind::Forbidden) => {
+                self.job(id).await.map(|job| Found::Job(Box::new(job)))
+            }
+            Err(e) => Err(describe(e)),
+        }
+    }
+
     /// Calls the plugin as the signed-in user.
     pub async fn call<T>(
         &mut self,
@@ -191,6 +214,12 @@ impl Cloud {
         self.save_session(renewed)?;
         Ok(call(&mut self.provider, &ctx).await?)
     }
+}
+
+/// What an id names: a job, or an attempt group.
+pub enum Found {
+    Job(Box<Job>),
+    Group(Box<ckrv_wit::types::Group>),
 }
 
 /// The API's error as a message for a person.

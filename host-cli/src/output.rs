@@ -1,7 +1,7 @@
 //! How `ckrv` speaks: `▌`-prefixed blocks for people (the quickstart's style), JSON for
 //! programs.
 
-use ckrv_wit::types::{Job, JobPhase, JobState, LogEntry};
+use ckrv_wit::types::{Group, Job, JobPhase, JobState, LogEntry};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
@@ -279,6 +279,105 @@ fn publish_lines(job: &Job) -> Vec<String> {
         Some(mode) if mode.publishes() => vec![format!("Publish: {mode}, not published")],
         _ => Vec::new(),
     }
+}
+
+/// An attempt group as `ckrv status GROUP` shows it: its attempts ranked best first, with the
+/// evidence they were ranked by, and why the best won (docs/attempts.md).
+pub fn group_lines(group: &Group) -> Vec<String> {
+    let short = short_id(&group.id);
+    let ended = group
+        .attempts
+        .iter()
+        .filter(|j| j.lifecycle().is_terminal())
+        .count();
+    let mut lines = vec![
+        format!("Group: {}", group.id),
+        format!(
+            "Attempts: {} ({ended} ended){}",
+            group.attempts.len(),
+            if group.stop_at_first_verified {
+                "; the rest stop once one is verified"
+            } else {
+                ""
+            }
+        ),
+    ];
+    let rows: Vec<[String; 10]> = group
+        .attempts
+        .iter()
+        .enumerate()
+        .map(|(rank, job)| attempt_row(rank + 1, job))
+        .collect();
+    lines.extend(table(
+        &[
+            "RANK", "ATTEMPT", "AGENT", "STATE", "VERIFIED", "TESTS", "CHANGE", "COST", "TIME",
+            "JOB",
+        ],
+        &rows,
+    ));
+    match (&group.winner, &group.reason) {
+        (Some(winner), Some(reason)) => {
+            let attempt = group
+                .attempts
+                .iter()
+                .find(|j| &j.id == winner)
+                .and_then(|j| j.attempt)
+                .unwrap_or_default();
+            lines.push(format!("Best: attempt {attempt}: {reason}"));
+            lines.push(format!("Pull the best:   ckrv pull {short}"));
+            lines.push(format!("Pull another:    ckrv pull {short} --attempt N"));
+        }
+        _ => lines.push(
+            "No attempt has a change to pull yet; follow one with `ckrv logs JOB --follow`"
+                .to_string(),
+        ),
+    }
+    lines
+}
+
+/// One attempt's row: what it is ranked by, in short.
+fn attempt_row(rank: usize, job: &Job) -> [String; 10] {
+    let verified = match job.verified {
+        Some(true) => "yes",
+        Some(false) => "no",
+        None if job.verification.is_some() => "not run",
+        None => "-",
+    };
+    let tests = job
+        .verification
+        .as_ref()
+        .and_then(|v| v.tests.as_ref())
+        .map_or("-".to_string(), |t| {
+            format!("{}/{}", t.passed, t.passed + t.failed)
+        });
+    let change = job.diff_stats.as_ref().map_or("-".to_string(), |d| {
+        format!("+{} -{}", d.insertions, d.deletions)
+    });
+    [
+        rank.to_string(),
+        job.attempt.map_or("-".to_string(), |n| n.to_string()),
+        job.agent.clone().unwrap_or_else(|| "-".to_string()),
+        job.lifecycle().to_string(),
+        verified.to_string(),
+        tests,
+        change,
+        job.usage
+            .as_ref()
+            .map_or("-".to_string(), |u| format!("${:.4}", u.cost_usd)),
+        run_time(job).unwrap_or_else(|| "-".to_string()),
+        short_id(&job.id).to_string(),
+    ]
+}
+
+/// How long a job ran, from its start to its end (`41s`, `3m 05s`), once it has ended.
+fn run_time(job: &Job) -> Option<String> {
+    let started = OffsetDateTime::parse(job.started_at.as_deref()?, &Rfc3339).ok()?;
+    let ended = OffsetDateTime::parse(job.completed_at.as_deref()?, &Rfc3339).ok()?;
+    let seconds = (ended - started).whole_seconds().max(0);
+    Some(match seconds {
+        0..60 => format!("{seconds}s"),
+        _ => format!("{}m {:02}s", seconds / 60, seconds % 60),
+    })
 }
 
 /// `[12:34:56] source: message`, the time in UTC.
@@ -588,6 +687,35 @@ mod tests {
             )),
             "Setup: ran (0.0 s)"
         );
+    }
+
+    #[test]
+    fn a_group_shows_its_attempts_ranked_with_their_evidence_and_why_the_best_won() {
+        let group: Group = serde_json::from_value(serde_json::json!({
+            "id": "9a8b7c6d-0000", "created_at": "2026-12-07T10:00:00Z",
+            "stop_at_first_verified": false, "winner": "2222aaaa-1", "reason": "the only attempt",
+            "attempts": [{
+                "id": "2222aaaa-1", "status": "succeeded", "state": "succeeded", "attempt": 2,
+                "agent": "codex", "git_repo_url": "https://x/r.git", "git_base_branch": "main",
+                "created_at": "2026-12-07T10:00:00Z", "started_at": "2026-12-07T10:00:05Z",
+                "completed_at": "2026-12-07T10:03:10Z", "verified": true,
+                "verification": {"command": "t", "verdict": "passed", "duration_ms": 1,
+                                 "last_lines": [], "tests": {"passed": 9, "failed": 1, "skipped": 0}},
+                "diff_stats": {"files_changed": 1, "insertions": 4, "deletions": 2, "files": []},
+                "usage": {"requests": 2, "input_tokens": 10, "output_tokens": 5, "cost_usd": 0.0123},
+            }],
+        }))
+        .unwrap();
+        let lines = group_lines(&group);
+        assert_eq!(
+            lines[2],
+            "RANK  ATTEMPT  AGENT  STATE      VERIFIED  TESTS  CHANGE  COST     TIME    JOB"
+        );
+        assert_eq!(
+            lines[3],
+            "1     2        codex  succeeded  yes       9/10   +4 -2   $0.0123  3m 05s  2222aaaa"
+        );
+        assert_eq!(lines[4], "Best: attempt 2: the only attempt");
     }
 
     #[test]

@@ -10,9 +10,9 @@ use ckrv_wasm_host::{
 };
 use ckrv_wit::WIT_VERSION;
 use ckrv_wit::types::{
-    ApiError, CredentialCreate, CredentialSummary, DeviceCodeResponse, Job, JobCreate,
-    JobListResponse, JobStatus, LogQuery, LogResponse, SnapshotSummary, TokenResponse, User,
-    Webhook, WebhookCreate, WebhookDelivery,
+    ApiError, CredentialCreate, CredentialSummary, DeviceCodeResponse, Group, GroupCreate, Job,
+    JobCreate, JobListResponse, JobStatus, LogQuery, LogResponse, SnapshotSummary, TokenResponse,
+    User, Webhook, WebhookCreate, WebhookDelivery,
 };
 use wasmtime::Store;
 use wasmtime::component::Component;
@@ -328,6 +328,25 @@ impl Provider {
 
     pub async fn cancel_job(&mut self, ctx: &CallContext, id: &str) -> CallResult<Job> {
         self.guarded(async |g, s| g.call_cancel_job(s, ctx, id).await)
+            .await
+    }
+
+    pub async fn dispatch_group(
+        &mut self,
+        ctx: &CallContext,
+        request: &GroupCreate,
+    ) -> CallResult<Group> {
+        self.guarded(async |g, s| g.call_dispatch_group(s, ctx, request).await)
+            .await
+    }
+
+    pub async fn get_group(&mut self, ctx: &CallContext, id: &str) -> CallResult<Group> {
+        self.guarded(async |g, s| g.call_get_group(s, ctx, id).await)
+            .await
+    }
+
+    pub async fn cancel_group(&mut self, ctx: &CallContext, id: &str) -> CallResult<Group> {
+        self.guarded(async |g, s| g.call_cancel_group(s, ctx, id).await)
             .await
     }
 
@@ -689,7 +708,7 @@ mod tests {
         );
 
         // A component exporting something else.
-        let error = Provider::load(&renamed("ckrv:cloud/provides@0.4.0"), &access, cache.path())
+        let error = Provider::load(&renamed("ckrv:cloud/provides@0.5.0"), &access, cache.path())
             .await
             .map(|_| ())
             .unwrap_err();

@@ -88,6 +88,8 @@ pub async fn run_local(job: LocalJob, options: &JobOptions) -> Result<String, St
         follow_ups: None,
         verified: None,
         verification: None,
+        group_id: None,
+        attempt: None,
     };
     let worker_job = WorkerJob {
         job: record,

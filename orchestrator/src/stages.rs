@@ -354,6 +354,12 @@ pub(crate) async fn run_stages(
             let allowlist = source.egress(invocation.agent, &egress, &internal)?;
             let mut request =
                 agent_request(&invocation, &job.id, &dirs, model_env, allowlist, options);
+            // An attempt of a group knows which it is, so a wrapper can vary (docs/attempts.md).
+            if let Some(attempt) = job.attempt {
+                request
+                    .env
+                    .push(("CKRV_ATTEMPT".to_string(), attempt.to_string()));
+            }
             // The repository's plain variables first: the definition's own win.
             if let Some(environment) = &environment {
                 let mut env: Vec<(String, String)> = environment.env.clone().into_iter().collect();

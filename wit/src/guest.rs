@@ -28,7 +28,7 @@ macro_rules! guest_bindings {
             path: $path,
             world: $world,
             with: {
-                "ckrv:cloud/types@0.4.0": ckrv_wit::types,
+                "ckrv:cloud/types@0.5.0": ckrv_wit::types,
                 "wasi:http/types@0.2.12": ckrv_wit::guest::wasi::http::types,
                 "wasi:http/outgoing-handler@0.2.12": ckrv_wit::guest::wasi::http::outgoing_handler,
                 "wasi:io/poll@0.2.12": ckrv_wit::guest::wasi::io::poll,

@@ -9,8 +9,8 @@
 pub const WIT_DIR: &str = env!("CARGO_MANIFEST_DIR");
 
 /// The version of the `ckrv:cloud` package: a provider plugin or step exports its interface
-/// under it (`ckrv:cloud/provider@0.4.0`), and hosts load only components built for it.
-pub const WIT_VERSION: &str = "0.4.0";
+/// under it (`ckrv:cloud/provider@0.5.0`), and hosts load only components built for it.
+pub const WIT_VERSION: &str = "0.5.0";
 
 /// A JSON Schema of every type in [`types`], keyed by its Rust name (`Job`, `LogEntry` …),
 /// generated with it: the API's OpenAPI document takes its `components.schemas` from here.
@@ -45,7 +45,7 @@ mod host_link {
         for<'a> D::Data<'a>: Host,
         T: 'static,
     {
-        linker.instance("ckrv:cloud/types@0.4.0")?;
+        linker.instance("ckrv:cloud/types@0.5.0")?;
         Ok(())
     }
 }
@@ -54,6 +54,7 @@ mod host_link {
 pub mod guest;
 
 mod error;
+pub mod group;
 mod job;
 pub mod log_page;
 pub mod origin;

@@ -57,6 +57,10 @@ pub mod paths {
     pub const JOB_CANCEL: &str = "/v1/jobs/{id}/cancel";
     pub const JOB_LOGS: &str = "/v1/jobs/{id}/logs";
     pub const JOB_DIFF: &str = "/v1/jobs/{id}/artifacts/diff";
+    /// Attempt groups: one spec run several times, ranked (docs/attempts.md).
+    pub const GROUPS: &str = "/v1/groups";
+    pub const GROUP: &str = "/v1/groups/{id}";
+    pub const GROUP_CANCEL: &str = "/v1/groups/{id}/cancel";
     /// The account's snapshots of repository setups (docs/environments.md).
     pub const SNAPSHOTS: &str = "/v1/snapshots";
     /// One of them, by its key or a unique prefix of at least 8 hex digits.

@@ -9,13 +9,13 @@ use ckrv_wit::protocol::webhook_events;
 
 use super::{Store, StoreError, parse_enum, webhooks};
 
-const COLUMNS: &str = "seq, id, account_id, spec, spec_path, git_repo_url, git_base_branch, \
+pub(super) const COLUMNS: &str = "seq, id, account_id, spec, spec_path, git_repo_url, git_base_branch, \
      state, phase, agent, feature_branch_name, diff_stats_json, error_message, has_diff, diff_sha256, \
      created_at, updated_at, started_at, completed_at, lease_generation, started_ms, expired_at, logs_archived_at, logs_sha256, git_credential_name, \
-     model_requests, input_tokens, output_tokens, cost_micros, egress_refusals, setup_json, no_snapshot, publish, publication_json, parent_id, verification_json";
+     model_requests, input_tokens, output_tokens, cost_micros, egress_refusals, setup_json, no_snapshot, publish, publication_json, parent_id, verification_json, group_id, attempt";
 
 /// A job id's length: a UUID in its hyphenated form.
-const FULL_ID_LEN: usize = 36;
+pub(super) const FULL_ID_LEN: usize = 36;
 
 /// A job with what only the API sees.
 #[derive(Debug, Clone)]
@@ -66,6 +66,8 @@ pub struct NewJob<'a> {
     pub publish: PublishMode,
     /// The job it follows up.
     pub parent_id: Option<&'a str>,
+    /// The attempt group it is one attempt of, and which.
+    pub group: Option<(&'a str, u32)>,
 }
 
 /// What a job id (or prefix) names.
@@ -92,8 +94,10 @@ impl Store {
         let inserted = sqlx::query(
             "INSERT INTO jobs (id, account_id, spec, spec_path, git_repo_url, git_base_branch,
                                git_credential_name, state, phase, feature_branch_name,
-                               created_ms, created_at, updated_at, no_snapshot, publish, parent_id)
-             SELECT $1, $2, $3, $4, $5, $6, $7, 'pending', 'queued', $8, $9, $10, $11, $15, $16, $17
+                               created_ms, created_at, updated_at, no_snapshot, publish, parent_id,
+                               group_id, attempt)
+             SELECT $1, $2, $3, $4, $5, $6, $7, 'pending', 'queued', $8, $9, $10, $11, $15, $16, $17,
+                    $18, $19
              WHERE (SELECT COUNT(*) FROM jobs WHERE account_id = $12 AND created_ms >= $13) < $14",
         )
         .bind(new.id)
@@ -113,6 +117,8 @@ impl Store {
         .bind(i32::from(new.no_snapshot))
         .bind(new.publish.as_str())
         .bind(new.parent_id)
+        .bind(new.group.map(|(group, _)| group))
+        .bind(new.group.map(|(_, attempt)| i32::try_from(attempt).unwrap_or(i32::MAX)))
         .execute(&mut *tx)
         .await?;
         if inserted.rows_affected() == 0 {
@@ -363,7 +369,7 @@ impl Store {
     }
 }
 
-fn job_from_row(row: &sqlx::any::AnyRow) -> Result<JobRow, StoreError> {
+pub(super) fn job_from_row(row: &sqlx::any::AnyRow) -> Result<JobRow, StoreError> {
     let stats_json: Option<String> = row.try_get("diff_stats_json")?;
     let diff_stats = stats_json
         .map(|json| {
@@ -441,6 +447,10 @@ fn job_from_row(row: &sqlx::any::AnyRow) -> Result<JobRow, StoreError> {
             follow_ups: None,
             verified: verification.as_ref().and_then(Verification::verified),
             verification,
+            group_id: row.try_get("group_id")?,
+            attempt: row
+                .try_get::<Option<i32>, _>("attempt")?
+                .and_then(|n| u32::try_from(n).ok()),
         },
     })
 }

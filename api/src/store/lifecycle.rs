@@ -659,6 +659,7 @@ mod tests {
                     no_snapshot: false,
                     publish: ckrv_wit::types::PublishMode::None,
                     parent_id: None,
+                    group: None,
                 },
                 u32::MAX,
                 0,

@@ -6,20 +6,64 @@
 use std::path::Path;
 
 use anyhow::Context as _;
-use ckrv_wit::types::{Job, JobState};
+use ckrv_wit::types::{Group, Job, JobState};
 use sha2::{Digest as _, Sha256};
 
 use crate::cli::PullArgs;
-use crate::cloud::Cloud;
+use crate::cloud::{Cloud, Found};
 use crate::exit::Exit;
 use crate::git::FileStat;
 use crate::review::Risk;
 use crate::{git, output, worktree};
 
+/// The attempt of `group` to pull: `--attempt N`, else the best (docs/attempts.md).
+fn attempt_of(group: Group, attempt: Option<u32>, json: bool) -> anyhow::Result<Job> {
+    let short = output::short_id(&group.id).to_string();
+    let chosen = match attempt {
+        Some(n) => group
+            .attempts
+            .into_iter()
+            .find(|j| j.attempt == Some(n))
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "group {short} has no attempt {n}; `ckrv status {short}` lists them"
+                )
+            })?,
+        None => {
+            let (Some(winner), Some(reason)) = (&group.winner, &group.reason) else {
+                anyhow::bail!(
+                    "no attempt of group {short} has a change to pull yet; see `ckrv status {short}`"
+                );
+            };
+            let best = group
+                .attempts
+                .into_iter()
+                .find(|j| &j.id == winner)
+                .ok_or_else(|| anyhow::anyhow!("group {short} names a winner it does not list"))?;
+            if !json {
+                output::line(format!(
+                    "Pulling attempt {} of group {short} ({}), the best: {reason}",
+                    best.attempt.unwrap_or_default(),
+                    best.agent.as_deref().unwrap_or("its agent")
+                ));
+            }
+            best
+        }
+    };
+    Ok(chosen)
+}
+
 pub async fn run(cloud: &mut Cloud, args: PullArgs) -> anyhow::Result<()> {
     let cwd = std::env::current_dir().context("reading the current directory")?;
     let top = git::toplevel(&cwd)?;
-    let job = cloud.job(&args.id).await?;
+    let job = match cloud.job_or_group(&args.id).await? {
+        Found::Job(job) if args.attempt.is_some() => anyhow::bail!(
+            "--attempt picks an attempt of a group, and {} is a job; pull it without --attempt",
+            output::short_id(&job.id)
+        ),
+        Found::Job(job) => *job,
+        Found::Group(group) => attempt_of(*group, args.attempt, args.json)?,
+    };
     let short = output::short_id(&job.id).to_string();
     let state = job.lifecycle();
     if !job.change_is_pullable() {

@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use anyhow::Context as _;
-use ckrv_wit::types::JobCreate;
+use ckrv_wit::types::{GroupCreate, JobCreate};
 
 use crate::cli::RunArgs;
 use crate::cloud::Cloud;
@@ -58,6 +58,20 @@ pub async fn run(config: &Config, args: RunArgs) -> anyhow::Result<()> {
     };
 
     let mut cloud = Cloud::connect(config).await?;
+    if args.attempts.is_some() || args.agents.is_some() {
+        let request = GroupCreate {
+            job: request,
+            agents: args.agents,
+            attempts: args.attempts,
+            stop_at_first_verified: args.stop_at_first_verified.then_some(true),
+        };
+        return group(&mut cloud, &request, args.json).await;
+    }
+    if args.stop_at_first_verified {
+        anyhow::bail!(
+            "--stop-at-first-verified needs an attempt group: add --attempts N or --agents a,b"
+        );
+    }
     // One key for every try of this dispatch: a retry after a lost answer finds the job the
     // first try made instead of making another.
     let key = uuid::Uuid::new_v4().to_string();
@@ -77,6 +91,36 @@ pub async fn run(config: &Config, args: RunArgs) -> anyhow::Result<()> {
     output::line(format!("Stream logs:     ckrv logs {short} --follow"));
     output::line(format!("Pull results:    ckrv pull {short}"));
     ended_at_once(&job)
+}
+
+/// Dispatches an attempt group and prints its id and attempts.
+async fn group(cloud: &mut Cloud, request: &GroupCreate, json: bool) -> anyhow::Result<()> {
+    let group = cloud
+        .call(async |p, ctx| p.dispatch_group(ctx, request).await)
+        .await?;
+    if json {
+        return output::json(&group);
+    }
+    let short = output::short_id(&group.id);
+    output::ok(format!(
+        "Attempt group dispatched: {} attempts",
+        group.attempts.len()
+    ));
+    output::line(format!("Group ID: {}", group.id));
+    let mut attempts = group.attempts.clone();
+    attempts.sort_by_key(|j| j.attempt);
+    for job in &attempts {
+        output::line(format!(
+            "  attempt {}: job {}",
+            job.attempt.unwrap_or_default(),
+            output::short_id(&job.id)
+        ));
+    }
+    output::blank();
+    output::line(format!("Compare attempts: ckrv status {short}"));
+    output::line(format!("Pull the best:    ckrv pull {short}"));
+    output::line(format!("Cancel them all:  ckrv cancel {short}"));
+    Ok(())
 }
 
 /// A job the service made but could not start (no worker could be started for it) has ended

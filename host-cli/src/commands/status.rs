@@ -7,14 +7,23 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use crate::cli::JobArgs;
-use crate::cloud::Cloud;
+use crate::cloud::{Cloud, Found};
 use crate::output;
 
 /// How many of the account's recent successes the ETA is estimated from.
 const HISTORY: u32 = 20;
 
 pub async fn run(cloud: &mut Cloud, args: JobArgs) -> anyhow::Result<()> {
-    let job = cloud.job(&args.id).await?;
+    let job = match cloud.job_or_group(&args.id).await? {
+        Found::Job(job) => *job,
+        Found::Group(group) if args.json => return output::json(&group),
+        Found::Group(group) => {
+            for line in output::group_lines(&group) {
+                output::line(line);
+            }
+            return Ok(());
+        }
+    };
     if args.json {
         return output::json(&job);
     }

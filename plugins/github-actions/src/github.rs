@@ -183,6 +183,8 @@ impl Run {
             follow_ups: None,
             verified: None,
             verification: None,
+            group_id: None,
+            attempt: None,
         }
     }
 

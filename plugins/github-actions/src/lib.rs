@@ -12,10 +12,10 @@ use std::time::Duration;
 
 use ckrv_wit::guest::wasi::clocks::monotonic_clock;
 use ckrv_wit::types::{
-    ApiError, CredentialCreate, CredentialSummary, DeviceCodeResponse, ErrorKind, Job, JobCreate,
-    JobListResponse, JobState, JobStatus, LogEntry, LogLevel, LogQuery, LogResponse,
-    SnapshotSummary, SubscriptionTier, TokenResponse, User, Webhook, WebhookCreate,
-    WebhookDelivery,
+    ApiError, CredentialCreate, CredentialSummary, DeviceCodeResponse, ErrorKind, Group,
+    GroupCreate, Job, JobCreate, JobListResponse, JobState, JobStatus, LogEntry, LogLevel,
+    LogQuery, LogResponse, SnapshotSummary, SubscriptionTier, TokenResponse, User, Webhook,
+    WebhookCreate, WebhookDelivery,
 };
 use exports::ckrv::cloud::provider::{CallContext, Guest, PluginInfo};
 use github::{
@@ -253,6 +253,18 @@ impl Guest for GitHubActions {
         })
     }
 
+    fn dispatch_group(_: CallContext, _: GroupCreate) -> Result<Group, ApiError> {
+        Err(no_groups())
+    }
+
+    fn get_group(_: CallContext, _: String) -> Result<Group, ApiError> {
+        Err(no_groups())
+    }
+
+    fn cancel_group(_: CallContext, _: String) -> Result<Group, ApiError> {
+        Err(no_groups())
+    }
+
     fn cancel_job(ctx: CallContext, id: String) -> Result<Job, ApiError> {
         let (repo, _) = repository(&ctx)?;
         let path = repo.path(&format!("/actions/runs/{}/cancel", run_id(&id)?));
@@ -409,6 +421,13 @@ fn unzip(zip: &[u8], name: &str) -> Result<Vec<u8>, ApiError> {
         )
     })?;
     Ok(bytes)
+}
+
+fn no_groups() -> ApiError {
+    error(
+        ErrorKind::Forbidden,
+        "workflow runs have no attempt groups; dispatch each attempt as its own job, or use --provider chakravarti",
+    )
 }
 
 fn no_snapshots() -> ApiError {

@@ -5,9 +5,10 @@
 ckrv_wit::guest_bindings!("../../wit", "ckrv:cloud/provider-plugin");
 
 use ckrv_wit::types::{
-    ApiError, CredentialCreate, CredentialSummary, DeviceCodeResponse, ErrorKind, Job, JobCreate,
-    JobListResponse, JobState, JobStatus, LogEntry, LogLevel, LogQuery, LogResponse,
-    SnapshotSummary, TokenResponse, User, Webhook, WebhookCreate, WebhookDelivery,
+    ApiError, CredentialCreate, CredentialSummary, DeviceCodeResponse, ErrorKind, Group,
+    GroupCreate, Job, JobCreate, JobListResponse, JobState, JobStatus, LogEntry, LogLevel,
+    LogQuery, LogResponse, SnapshotSummary, TokenResponse, User, Webhook, WebhookCreate,
+    WebhookDelivery,
 };
 use exports::ckrv::cloud::provider::{CallContext, Guest, PluginInfo};
 
@@ -125,6 +126,18 @@ impl Guest for Hostile {
     }
 
     fn cancel_job(_: CallContext, _: String) -> Result<Job, ApiError> {
+        Err(refuse())
+    }
+
+    fn dispatch_group(_: CallContext, _: GroupCreate) -> Result<Group, ApiError> {
+        Err(refuse())
+    }
+
+    fn get_group(_: CallContext, _: String) -> Result<Group, ApiError> {
+        Err(refuse())
+    }
+
+    fn cancel_group(_: CallContext, _: String) -> Result<Group, ApiError> {
         Err(refuse())
     }
 

@@ -14,9 +14,10 @@ use ckrv_wit::protocol::paths::{self, fill};
 use ckrv_wit::protocol::{CLI_CLIENT_ID, DEFAULT_API_URL, DEVICE_CODE_GRANT, REFRESH_TOKEN_GRANT};
 use ckrv_wit::types::{
     ApiError, CredentialCreate, CredentialList, CredentialSummary, DeviceCodeRequest,
-    DeviceCodeResponse, DeviceTokenRequest, ErrorKind, Job, JobCreate, JobListResponse, JobStatus,
-    LogQuery, LogResponse, RefreshRequest, SnapshotList, SnapshotSummary, TokenResponse, User,
-    Webhook, WebhookCreate, WebhookDelivery, WebhookDeliveryList, WebhookList,
+    DeviceCodeResponse, DeviceTokenRequest, ErrorKind, Group, GroupCreate, Job, JobCreate,
+    JobListResponse, JobStatus, LogQuery, LogResponse, RefreshRequest, SnapshotList,
+    SnapshotSummary, TokenResponse, User, Webhook, WebhookCreate, WebhookDelivery,
+    WebhookDeliveryList, WebhookList,
 };
 use exports::ckrv::cloud::provider::{CallContext, Guest, PluginInfo};
 use serde::de::DeserializeOwned;
@@ -210,6 +211,21 @@ impl Guest for Provider {
 
     fn cancel_job(ctx: CallContext, id: String) -> Result<Job, ApiError> {
         let path = fill(paths::JOB_CANCEL, segment(&id)?);
+        json(call(&ctx, "POST", &path, None)?)
+    }
+
+    fn dispatch_group(ctx: CallContext, request: GroupCreate) -> Result<Group, ApiError> {
+        let body = to_value(&request)?;
+        json(call(&ctx, "POST", paths::GROUPS, Some(&body))?)
+    }
+
+    fn get_group(ctx: CallContext, id: String) -> Result<Group, ApiError> {
+        let path = fill(paths::GROUP, segment(&id)?);
+        json(call(&ctx, "GET", &path, None)?)
+    }
+
+    fn cancel_group(ctx: CallContext, id: String) -> Result<Group, ApiError> {
+        let path = fill(paths::GROUP_CANCEL, segment(&id)?);
         json(call(&ctx, "POST", &path, None)?)
     }
 

@@ -53,7 +53,7 @@ fn a_provider_from_the_template_installs_and_runs_the_quickstart() {
         &["plugin", "install", wasm_path, "--sha256", &digest],
     );
     assert!(
-        installed.contains("Installed plugin acme 0.1.0 (ckrv:cloud@0.4.0)"),
+        installed.contains("Installed plugin acme 0.1.0 (ckrv:cloud@0.5.0)"),
         "{installed}"
     );
     let listed: serde_json::Value =
@@ -66,7 +66,7 @@ fn a_provider_from_the_template_installs_and_runs_the_quickstart() {
         .collect();
     assert_eq!(names, ["chakravarti", "acme"]);
     assert_eq!(listed[1]["sha256"], digest.as_str());
-    assert_eq!(listed[1]["world"], "0.4.0");
+    assert_eq!(listed[1]["world"], "0.5.0");
     assert_eq!(listed[1]["origins"], serde_json::json!([]));
     let table = cli.ok(&work, &["plugin", "list"]);
     assert!(

@@ -335,7 +335,44 @@ impl JobEngine {
             .store
             .set_verification(job_id, generation, verification, &now)
             .await?;
+        if changed && verification.verified() == Some(true) {
+            self.stop_the_other_attempts(job_id).await?;
+        }
         Ok(self.followed(job_id, changed))
+    }
+
+    /// Once an attempt of a group that stops at the first verified one is verified, the
+    /// group's other attempts still waiting or running are cancelled (docs/attempts.md).
+    async fn stop_the_other_attempts(&self, job_id: &str) -> Result<(), StoreError> {
+        let Some(group_id) = self
+            .store
+            .job(job_id)
+            .await?
+            .and_then(|row| row.job.group_id)
+        else {
+            return Ok(());
+        };
+        if !self
+            .store
+            .group(&group_id)
+            .await?
+            .is_some_and(|group| group.stop_at_first_verified)
+        {
+            return Ok(());
+        }
+        let reason = format!(
+            "cancelled: attempt job {job_id} of its group was verified first (--stop-at-first-verified)"
+        );
+        for other in self.store.group_jobs(&group_id).await? {
+            if other.job.id != job_id
+                && self
+                    .end(&other.job.id, None, JobState::Cancelled, Some(&reason))
+                    .await?
+            {
+                tracing::info!(job_id = %other.job.id, group_id, "attempt stopped: another was verified first");
+            }
+        }
+        Ok(())
     }
 
     /// Where the worker published the job's result; false unless the job runs under the

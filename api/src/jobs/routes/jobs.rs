@@ -31,27 +31,8 @@ pub async fn create(
 ) -> Result<Response, AppError> {
     let (request, parent) = super::follow_ups::continued(&state, &session, request).await?;
     let parent_id = parent.as_ref().map(|p| p.job.id.as_str());
-    let base_branch = request
-        .git_base_branch
-        .as_deref()
-        .map_or(DEFAULT_BASE_BRANCH, str::trim);
-    validate(&request, base_branch, state.allow_local_repos)?;
-    // The agent and its options are checked now, not after a worker has cloned.
-    state
-        .workers
-        .check_spec(&request.spec_content)
-        .map_err(|e| invalid(format!("spec_content: {e}")))?;
-    check_budget(&state, &session, &request.spec_content).await?;
-    let publish = publish_mode(&state, &request)?;
-    if publish.publishes() && request.git_credential_name.is_none() {
-        return Err(invalid(format!(
-            "publish: {publish} pushes to the repository with the job's git credential; name one \
-             with git_credential_name (`ckrv run --cloud --credential NAME`), or publish none"
-        )));
-    }
-    if let Some(name) = &request.git_credential_name {
-        check_credential(&state, &session, name).await?;
-    }
+    let (base_branch, publish) = checked(&state, &session, &request).await?;
+    let base_branch = base_branch.as_str();
     let key = idempotency_key(&headers)?;
     if let Some(key) = key
         && let Some(earlier) = earlier_use(&state, &session, &request, key).await?
@@ -63,7 +44,11 @@ pub async fn create(
         &session,
         &request,
         base_branch,
-        (publish, parent_id),
+        Lineage {
+            publish,
+            parent_id,
+            group: None,
+        },
         key,
     )
     .await
@@ -119,6 +104,45 @@ fn publish_mode(state: &JobsState, request: &JobCreate) -> Result<PublishMode, A
         }),
         None => Ok(state.default_publish),
     }
+}
+
+/// A job request checked as it is before a job is made: its repository and base branch, its
+/// spec (agent and options now, not after a worker has cloned), its budget, how it publishes
+/// and its credential. Returns the base branch and the publish mode.
+pub(super) async fn checked(
+    state: &JobsState,
+    session: &Session,
+    request: &JobCreate,
+) -> Result<(String, PublishMode), AppError> {
+    let base_branch = request
+        .git_base_branch
+        .as_deref()
+        .map_or(DEFAULT_BASE_BRANCH, str::trim);
+    validate(request, base_branch, state.allow_local_repos)?;
+    state
+        .workers
+        .check_spec(&request.spec_content)
+        .map_err(|e| invalid(format!("spec_content: {e}")))?;
+    check_budget(state, session, &request.spec_content).await?;
+    let publish = publish_mode(state, request)?;
+    if publish.publishes() && request.git_credential_name.is_none() {
+        return Err(invalid(format!(
+            "publish: {publish} pushes to the repository with the job's git credential; name one \
+             with git_credential_name (`ckrv run --cloud --credential NAME`), or publish none"
+        )));
+    }
+    if let Some(name) = &request.git_credential_name {
+        check_credential(state, session, name).await?;
+    }
+    Ok((base_branch.to_string(), publish))
+}
+
+/// Where a new job comes from besides its request: how it publishes, the job it follows up,
+/// and its attempt group and number.
+pub(super) struct Lineage<'a> {
+    pub publish: PublishMode,
+    pub parent_id: Option<&'a str>,
+    pub group: Option<(&'a str, u32)>,
 }
 
 /// What an earlier request under `key` answers for this one: `None` when this request now holds
@@ -205,12 +229,12 @@ fn created(job: Job, replayed: bool) -> Response {
 /// starts it if the limits let it. Once made, the job is the answer: a worker that could not
 /// start has failed it with the reason, which the caller reads in the job, and a retry under
 /// the same key finds this job rather than making and paying for another.
-async fn make(
+pub(super) async fn make(
     state: &JobsState,
     session: &Session,
     request: &JobCreate,
     base_branch: &str,
-    (publish, parent_id): (PublishMode, Option<&str>),
+    lineage: Lineage<'_>,
     key: Option<&str>,
 ) -> Result<Job, AppError> {
     let account = session.account(&state.store).await?;
@@ -237,8 +261,9 @@ async fn make(
         created_at: &created_at,
         idempotency_key: key,
         no_snapshot: request.no_snapshot.unwrap_or(false),
-        publish,
-        parent_id,
+        publish: lineage.publish,
+        parent_id: lineage.parent_id,
+        group: lineage.group,
     };
     let Some(row) = state
         .store
@@ -351,27 +376,29 @@ fn valid_branch(name: &str) -> bool {
             .any(|c| c.is_whitespace() || c.is_control() || "~^:?*[\\".contains(c))
 }
 
+/// An id, or a prefix of one, as a look-up takes it (lower case): `None` when it cannot name
+/// a `what` (ids are UUIDs; anything else cannot match, nor smuggle LIKE wildcards), an error
+/// when it is too short to look for.
+pub(super) fn id_prefix(what: &str, id: &str) -> Option<Result<String, AppError>> {
+    if id.len() < MIN_PREFIX {
+        return Some(Err(invalid(format!(
+            "{what} id {id:?} is too short: give at least {MIN_PREFIX} characters"
+        ))));
+    }
+    id.chars()
+        .all(|c| c.is_ascii_hexdigit() || c == '-')
+        .then(|| Ok(id.to_ascii_lowercase()))
+}
+
 /// Resolves a job id or unique prefix among the caller's jobs.
 pub(super) async fn resolve(
     state: &JobsState,
     session: &Session,
     id: &str,
 ) -> Result<JobRow, AppError> {
-    if id.len() < MIN_PREFIX {
-        return Err(invalid(format!(
-            "job id {id:?} is too short: give at least {MIN_PREFIX} characters"
-        )));
-    }
     let not_found = || AppError::new(ErrorKind::NotFound, format!("job not found: {id}"));
-    // Ids are UUIDs; anything else cannot match (and cannot smuggle LIKE wildcards).
-    if !id.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
-        return Err(not_found());
-    }
-    match state
-        .store
-        .find_job(&session.account_id, &id.to_ascii_lowercase())
-        .await?
-    {
+    let prefix = id_prefix("job", id).ok_or_else(not_found)??;
+    match state.store.find_job(&session.account_id, &prefix).await? {
         JobLookup::Found(row) => Ok(*row),
         JobLookup::NotFound => Err(not_found()),
         JobLookup::Ambiguous => Err(invalid(format!(

@@ -4,6 +4,7 @@
 pub(crate) mod account_snapshots;
 pub(crate) mod artifacts;
 pub(crate) mod follow_ups;
+pub(crate) mod groups;
 pub(crate) mod jobs;
 pub(crate) mod logs;
 pub(crate) mod snapshots;
@@ -169,6 +170,48 @@ pub const ROUTES: &[Route<JobsState>] = &[
             &[(200, Content::Text("text/plain"))],
         ),
         |method| on(method, artifacts::diff),
+    ),
+    Route::new(
+        answering(
+            with_body(
+                op(
+                    Method::Post,
+                    paths::GROUPS,
+                    "createGroup",
+                    "Run one spec several times, by one or several agents (docs/attempts.md)",
+                    Auth::User,
+                ),
+                Content::Json("GroupCreate"),
+            ),
+            &[(201, Content::Json("Group"))],
+        ),
+        |method| on(method, groups::create),
+    ),
+    Route::new(
+        answering(
+            op(
+                Method::Get,
+                paths::GROUP,
+                "getGroup",
+                "An attempt group, its attempts ranked best first",
+                Auth::User,
+            ),
+            &[(200, Content::Json("Group"))],
+        ),
+        |method| on(method, groups::get),
+    ),
+    Route::new(
+        answering(
+            op(
+                Method::Post,
+                paths::GROUP_CANCEL,
+                "cancelGroup",
+                "Cancel every attempt of a group still waiting or running",
+                Auth::User,
+            ),
+            &[(200, Content::Json("Group"))],
+        ),
+        |method| on(method, groups::cancel),
     ),
     Route::new(
         answering(
