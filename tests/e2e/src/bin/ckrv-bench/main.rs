@@ -15,6 +15,7 @@ mod cli;
 mod egress;
 mod engine;
 mod gateway;
+mod groups;
 mod snapshots;
 mod table;
 mod webhooks;
@@ -104,6 +105,19 @@ struct Args {
     /// Deliveries queued for a webhook receiver that is down.
     #[arg(long, default_value_t = 1000)]
     webhook_queued: usize,
+    /// Only the attempt-group measurement: one attempt, then a group of --group-attempts,
+    /// each to the end of its last job (docs/attempts.md).
+    #[arg(long, conflicts_with_all = ["worker_only", "cli_only", "snapshots_only", "webhooks_only"])]
+    groups_only: bool,
+    /// Attempts in the measured group (and the server's --max-running).
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=8))]
+    group_attempts: u32,
+    /// How long each attempt's agent waits, as on its model, in seconds.
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=600))]
+    group_agent_seconds: u32,
+    /// Times the single attempt and the group are each measured.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
+    group_runs: u32,
     /// Only the worker's measurements (diff step, sandbox) and the job path.
     #[arg(long)]
     worker_only: bool,
@@ -178,6 +192,21 @@ fn main() -> Result<()> {
             .build()?;
         let mut table = Table::default();
         webhooks::run(tmp.path(), &webhook_load(&args), &runtime, &mut table)?;
+        print_table(&table);
+        return Ok(());
+    }
+    if args.groups_only {
+        let tmp = tempfile::tempdir()?;
+        let mut table = Table::default();
+        groups::run(
+            tmp.path(),
+            &groups::Load {
+                runs: args.group_runs as usize,
+                attempts: args.group_attempts,
+                agent_seconds: args.group_agent_seconds,
+            },
+            &mut table,
+        )?;
         print_table(&table);
         return Ok(());
     }
