@@ -38,6 +38,9 @@ pub enum Command {
     Logs(LogsArgs),
     /// Download a finished job's diff and apply it to this worktree
     Pull(PullArgs),
+    /// Print a finished job's diff, checked against its digest, without applying it; for an
+    /// attempt group, its best attempt's or --attempt K's
+    Diff(DiffArgs),
     /// List your jobs, newest first
     List(ListArgs),
     /// Cancel a job and stop its worker, or every running attempt of a group
@@ -231,6 +234,15 @@ pub struct JobArgs {
     /// Print JSON
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DiffArgs {
+    /// The job id, or an attempt group's, or its first characters (at least 4)
+    pub id: String,
+    /// With a group: this attempt (as `ckrv status GROUP` numbers them) instead of the best
+    #[arg(long, value_name = "N")]
+    pub attempt: Option<u32>,
 }
 
 #[derive(Debug, Args)]

@@ -2,6 +2,7 @@
 
 mod cancel;
 mod credentials;
+mod diff;
 mod env;
 mod list;
 mod login;
@@ -37,6 +38,7 @@ pub async fn dispatch(mut cli: Cli) -> anyhow::Result<()> {
         Command::Status(args) => status::run(&mut Cloud::connect(&config).await?, args).await,
         Command::Logs(args) => logs::run(&mut Cloud::connect(&config).await?, args).await,
         Command::Pull(args) => pull::run(&mut Cloud::connect(&config).await?, args).await,
+        Command::Diff(args) => diff::run(&mut Cloud::connect(&config).await?, args).await,
         Command::List(args) => list::run(&mut Cloud::connect(&config).await?, args).await,
         Command::Cancel(args) => cancel::run(&mut Cloud::connect(&config).await?, args).await,
         Command::Wait(args) => wait::run(&mut Cloud::connect(&config).await?, args).await,

@@ -16,6 +16,49 @@ use crate::git::FileStat;
 use crate::review::Risk;
 use crate::{git, output, worktree};
 
+/// The job whose change `id` names: the job, or an attempt group's attempt `attempt`, else its
+/// best (docs/attempts.md).
+pub(super) async fn the_change_of(
+    cloud: &mut Cloud,
+    id: &str,
+    attempt: Option<u32>,
+    quiet: bool,
+) -> anyhow::Result<Job> {
+    Ok(match cloud.job_or_group(id).await? {
+        Found::Job(job) if attempt.is_some() => anyhow::bail!(
+            "--attempt picks an attempt of a group, and {} is a job; leave --attempt out",
+            output::short_id(&job.id)
+        ),
+        Found::Job(job) => *job,
+        Found::Group(group) => attempt_of(*group, attempt, quiet)?,
+    })
+}
+
+/// The job's diff, checked against the digest its worker recorded; and that digest.
+pub(super) async fn fetch_checked(
+    cloud: &mut Cloud,
+    job: &Job,
+    quiet: bool,
+) -> anyhow::Result<(Vec<u8>, String)> {
+    let short = output::short_id(&job.id);
+    let diff = cloud
+        .call(async |p, ctx| p.fetch_diff(ctx, &job.id).await)
+        .await?;
+    let sha256 = hex::encode(Sha256::digest(&diff));
+    match &job.diff_sha256 {
+        Some(recorded) if !recorded.eq_ignore_ascii_case(&sha256) => anyhow::bail!(
+            "the diff of job {short} is not the one its worker uploaded (SHA-256 {sha256}, \
+             recorded {recorded}): it was changed in storage or on the way; nothing was changed"
+        ),
+        Some(_) => {}
+        None if !quiet => {
+            output::line("(the provider records no digest for this diff: it cannot be verified)")
+        }
+        None => {}
+    }
+    Ok((diff, sha256))
+}
+
 /// The attempt of `group` to pull: `--attempt N`, else the best (docs/attempts.md).
 fn attempt_of(group: Group, attempt: Option<u32>, json: bool) -> anyhow::Result<Job> {
     let short = output::short_id(&group.id).to_string();
@@ -56,14 +99,7 @@ fn attempt_of(group: Group, attempt: Option<u32>, json: bool) -> anyhow::Result<
 pub async fn run(cloud: &mut Cloud, args: PullArgs) -> anyhow::Result<()> {
     let cwd = std::env::current_dir().context("reading the current directory")?;
     let top = git::toplevel(&cwd)?;
-    let job = match cloud.job_or_group(&args.id).await? {
-        Found::Job(job) if args.attempt.is_some() => anyhow::bail!(
-            "--attempt picks an attempt of a group, and {} is a job; pull it without --attempt",
-            output::short_id(&job.id)
-        ),
-        Found::Job(job) => *job,
-        Found::Group(group) => attempt_of(*group, args.attempt, args.json)?,
-    };
+    let job = the_change_of(cloud, &args.id, args.attempt, args.json).await?;
     let short = output::short_id(&job.id).to_string();
     let state = job.lifecycle();
     if !job.change_is_pullable() {
@@ -80,21 +116,7 @@ pub async fn run(cloud: &mut Cloud, args: PullArgs) -> anyhow::Result<()> {
     if !args.json {
         output::ok("Fetching results...");
     }
-    let diff = cloud
-        .call(async |p, ctx| p.fetch_diff(ctx, &job.id).await)
-        .await?;
-    let sha256 = hex::encode(Sha256::digest(&diff));
-    match &job.diff_sha256 {
-        Some(recorded) if !recorded.eq_ignore_ascii_case(&sha256) => anyhow::bail!(
-            "the diff of job {short} is not the one its worker uploaded (SHA-256 {sha256}, \
-             recorded {recorded}): it was changed in storage or on the way; nothing was changed"
-        ),
-        Some(_) => {}
-        None if !args.json => {
-            output::line("(the provider records no digest for this diff: it cannot be verified)")
-        }
-        None => {}
-    }
+    let (diff, sha256) = fetch_checked(cloud, &job, args.json).await?;
     if diff.is_empty() {
         if args.json {
             return output::json(&Report::new(&job, "none", &sha256));

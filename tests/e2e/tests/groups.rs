@@ -1,8 +1,8 @@
 //! Attempt groups through the real binaries (`ckrv`, `ckrv-api` with local workers,
 //! `ckrv-orchestrator`, bubblewrap; docs/attempts.md): `ckrv run --cloud --attempts 3` runs one
 //! spec three times side by side; the attempt that makes the project's check pass is ranked
-//! best, `ckrv status GROUP` says why, and `ckrv pull GROUP` applies it. Also: pulling another
-//! attempt, cancelling a group, stopping the rest once one is verified, and an agent the server
+//! best, `ckrv status GROUP` says why, and `ckrv pull GROUP` applies it. Also: showing and
+//! pulling another attempt (`ckrv diff GROUP --attempt K`), cancelling a group, stopping the rest once one is verified, and an agent the server
 //! cannot run refused at submission with the reason.
 #![allow(clippy::unwrap_used)]
 
@@ -119,6 +119,13 @@ fn the_attempt_whose_change_passes_the_check_wins_and_pull_group_applies_it() {
         &["pull", &id[..8], "--attempt", "3", "--check", "--json"],
     );
     assert!(other.contains("notes.txt"), "{other}");
+    let shown = dev.cli.ok(&dev.clone, &["diff", &id[..8], "--attempt", "3"]);
+    assert!(
+        shown.starts_with("diff --git a/notes.txt b/notes.txt") && shown.contains("+note 3"),
+        "{shown}"
+    );
+    let best = dev.cli.ok(&dev.clone, &["diff", &id[..8]]);
+    assert!(best.contains("-2+2=5\n+2+2=4"), "{best}");
     let pulled = dev.cli.ok(&dev.clone, &["pull", &id[..8]]);
     assert!(
         pulled.contains("Pulling attempt 2 of group") && pulled.contains("the best: verified"),
