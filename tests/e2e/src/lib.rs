@@ -611,6 +611,38 @@ pub fn serve_repo(root: &Path, name: &str, files: &[(&str, &str)]) -> (StaticSer
     (repos, url)
 }
 
+/// What a test of jobs run by local sandboxed workers stands on: `files` served as repository
+/// `name`, an API with `--allow-local-repos`, its work directory under `root` and `flags`, and a
+/// developer signed in to it. `root` is opened for the sandboxed agent's user to pass through.
+pub struct SandboxedStage {
+    pub repos: StaticServer,
+    pub repo_url: String,
+    pub api: Api,
+    pub dev: Developer,
+}
+
+impl SandboxedStage {
+    pub fn start(root: &Path, name: &str, files: &[(&str, &str)], flags: &[&str]) -> Self {
+        let pass_through = std::os::unix::fs::PermissionsExt::from_mode(0o711);
+        std::fs::set_permissions(root, pass_through)
+            .expect("opening the test root to the sandbox's user");
+        let (repos, repo_url) = serve_repo(root, name, files);
+        let work = root.join("work");
+        let mut serve = vec!["--allow-local-repos", "--work-dir"];
+        let work = work.to_string_lossy().into_owned();
+        serve.push(&work);
+        serve.extend_from_slice(flags);
+        let api = Api::start_with(&root.join("api"), &serve);
+        let dev = Developer::new(&api, root, "dev@example.com", &repo_url);
+        Self {
+            repos,
+            repo_url,
+            api,
+            dev,
+        }
+    }
+}
+
 /// Every file under `dir` whose bytes contain `needle`: where a secret must not be.
 pub fn files_containing(dir: &Path, needle: &str) -> Vec<String> {
     let mut found = Vec::new();

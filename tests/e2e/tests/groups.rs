@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use ckrv_e2e::{Api, Developer, serve_repo, wait_for};
+use ckrv_e2e::{Developer, SandboxedStage, wait_for};
 
 /// The project's check: passes when `calc.txt` holds the right sum.
 const CHECK: &str =
@@ -65,26 +65,13 @@ fn the_attempt_whose_change_passes_the_check_wins_and_pull_group_applies_it() {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
-    let root = tmp.path();
-    std::fs::set_permissions(root, std::os::unix::fs::PermissionsExt::from_mode(0o711)).unwrap();
-    let (_repos, repo_url) = serve_repo(root, "calc", &APP);
-    let work = root.join("work");
-    let api = Api::start_with(
-        &root.join("api"),
-        &[
-            "--allow-local-repos",
-            "--work-dir",
-            work.to_str().unwrap(),
-            "--max-running",
-            "3",
-        ],
-    );
-    let dev = Developer::new(&api, root, "dev@example.com", &repo_url);
+    let stage = SandboxedStage::start(tmp.path(), "calc", &APP, &["--max-running", "3"]);
+    let (dev, repo_url) = (&stage.dev, stage.repo_url.as_str());
 
-    let made = dispatch(&dev, &repo_url, SPEC, &["--attempts", "3"]);
+    let made = dispatch(dev, repo_url, SPEC, &["--attempts", "3"]);
     let id = made["id"].as_str().unwrap().to_string();
     assert_eq!(made["attempts"].as_array().unwrap().len(), 3, "{made}");
-    let group = ended(&dev, &id);
+    let group = ended(dev, &id);
     let best = &group["attempts"][0];
     assert_eq!(best["attempt"], 2, "{group}");
     assert_eq!(best["verified"], true, "{group}");
@@ -119,7 +106,9 @@ fn the_attempt_whose_change_passes_the_check_wins_and_pull_group_applies_it() {
         &["pull", &id[..8], "--attempt", "3", "--check", "--json"],
     );
     assert!(other.contains("notes.txt"), "{other}");
-    let shown = dev.cli.ok(&dev.clone, &["diff", &id[..8], "--attempt", "3"]);
+    let shown = dev
+        .cli
+        .ok(&dev.clone, &["diff", &id[..8], "--attempt", "3"]);
     assert!(
         shown.starts_with("diff --git a/notes.txt b/notes.txt") && shown.contains("+note 3"),
         "{shown}"
@@ -150,7 +139,7 @@ fn the_attempt_whose_change_passes_the_check_wins_and_pull_group_applies_it() {
             "--spec",
             "specs/fix.md",
             "--repo",
-            &repo_url,
+            repo_url,
             "--base-branch",
             "main",
             "--agents",
@@ -164,7 +153,7 @@ fn the_attempt_whose_change_passes_the_check_wins_and_pull_group_applies_it() {
 
     // Cancelling a group cancels every attempt still waiting or running.
     let slow = "---\nagent: script\nrun: sleep 60\n---\n# Slow\n";
-    let made = dispatch(&dev, &repo_url, slow, &["--attempts", "2"]);
+    let made = dispatch(dev, repo_url, slow, &["--attempts", "2"]);
     let slow_id = made["id"].as_str().unwrap().to_string();
     let cancelled = dev.cli.ok(&dev.clone, &["cancel", &slow_id]);
     assert!(
@@ -177,12 +166,12 @@ fn the_attempt_whose_change_passes_the_check_wins_and_pull_group_applies_it() {
     // With --stop-at-first-verified, the slow attempt stops once the quick one is verified.
     let race = "---\nagent: script\nrun: |\n  if [ \"$CKRV_ATTEMPT\" = 1 ]; then sed -i 's/2+2=5/2+2=4/' calc.txt; else sleep 60; fi\n---\n# Race\n";
     let made = dispatch(
-        &dev,
-        &repo_url,
+        dev,
+        repo_url,
         race,
         &["--attempts", "2", "--stop-at-first-verified"],
     );
-    let group = ended(&dev, made["id"].as_str().unwrap());
+    let group = ended(dev, made["id"].as_str().unwrap());
     let slow = group["attempts"]
         .as_array()
         .unwrap()

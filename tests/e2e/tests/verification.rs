@@ -7,7 +7,7 @@
 //! operator's `--verify-timeout` is stopped, and cannot reach the network meanwhile.
 #![allow(clippy::unwrap_used)]
 
-use ckrv_e2e::{Api, Developer, serve_repo};
+use ckrv_e2e::{Developer, SandboxedStage, serve_repo};
 
 /// The project's check: passes when `calc.txt` holds the right sum; writes a JUnit report of
 /// its two tests either way.
@@ -70,24 +70,12 @@ fn the_change_that_passes_the_projects_check_is_verified_and_one_that_does_not_i
     }
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
-    std::fs::set_permissions(root, std::os::unix::fs::PermissionsExt::from_mode(0o711)).unwrap();
-    let (_repos, repo_url) = serve_repo(root, "calc", &APP);
-    let work = root.join("work");
-    let api = Api::start_with(
-        &root.join("api"),
-        &[
-            "--allow-local-repos",
-            "--work-dir",
-            work.to_str().unwrap(),
-            "--verify-timeout",
-            "3s",
-        ],
-    );
-    let dev = Developer::new(&api, root, "dev@example.com", &repo_url);
+    let stage = SandboxedStage::start(root, "calc", &APP, &["--verify-timeout", "3s"]);
+    let (api, dev, repo_url) = (&stage.api, &stage.dev, stage.repo_url.as_str());
 
     // The fix: verified, with the report's counts, and nothing the check wrote in the change.
     let fix = script("Fix the sum", "sed -i 's/2+2=5/2+2=4/' calc.txt", "");
-    let (job, said) = run(&dev, &repo_url, "fix", &fix);
+    let (job, said) = run(dev, repo_url, "fix", &fix);
     assert_eq!(job["verified"], true, "{job}\n{said}");
     let found = &job["verification"];
     assert_eq!(found["verdict"], "passed", "{found}");
@@ -123,7 +111,7 @@ fn the_change_that_passes_the_projects_check_is_verified_and_one_that_does_not_i
     // A change that leaves the check failing: the job succeeds, unverified, its diff kept, and
     // `ckrv status` shows why.
     let other = script("Add notes", "echo 'notes' > notes.txt", "");
-    let (job, said) = run(&dev, &repo_url, "notes", &other);
+    let (job, said) = run(dev, repo_url, "notes", &other);
     assert_eq!(job["verified"], false, "{job}\n{said}");
     let found = &job["verification"];
     assert_eq!(found["verdict"], "failed");
@@ -159,7 +147,7 @@ fn the_change_that_passes_the_projects_check_is_verified_and_one_that_does_not_i
             api.url
         ),
     );
-    let (job, said) = run(&dev, &repo_url, "slow", &slow);
+    let (job, said) = run(dev, repo_url, "slow", &slow);
     assert_eq!(job["verified"], false, "{job}\n{said}");
     assert_eq!(job["verification"]["verdict"], "timed_out", "{job}");
     assert!(
@@ -189,7 +177,7 @@ fn the_change_that_passes_the_projects_check_is_verified_and_one_that_does_not_i
             "--spec",
             "specs/bad.md",
             "--repo",
-            &repo_url,
+            repo_url,
             "--base-branch",
             "main",
         ],
@@ -201,7 +189,7 @@ fn the_change_that_passes_the_projects_check_is_verified_and_one_that_does_not_i
 
     // A job without a check never enters phase `verifying` and says nothing of it.
     let plain_repo = serve_repo(root, "plain", &[("README.md", "# plain\n")]);
-    let plain = Developer::new(&api, root, "plain@example.com", &plain_repo.1);
+    let plain = Developer::new(api, root, "plain@example.com", &plain_repo.1);
     let (job, said) = run(
         &plain,
         &plain_repo.1,
