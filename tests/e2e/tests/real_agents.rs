@@ -8,6 +8,8 @@
 //! model); that the outside host was refused, in the user's log and count; and that the usage
 //! the stand-in reported is the job's, in `ckrv status`.
 //!
+//! Two of them also attempt one spec as an attempt group, the verified change winning.
+//!
 //! Each test runs again in a network namespace with only loopback: whatever a CLI tries (aider
 //! fetches a price list from GitHub when it starts), nothing leaves the machine.
 #![allow(clippy::unwrap_used)]
@@ -297,4 +299,147 @@ fn gemini_cli_writes_through_the_gateway_and_never_holds_the_key() {
         spec: &hostile_spec("gemini-cli", "gemini-2.5-pro"),
     }
     .check(&vendor);
+}
+
+/// Two real agents attempt one spec as an attempt group (docs/attempts.md): Claude Code's
+/// stand-in fixes the sum, Codex's adds a note and leaves the project's check failing. The
+/// group ranks Claude Code's attempt best, because its change passed the check, and `ckrv pull
+/// GROUP` applies it.
+#[test]
+fn claude_code_and_codex_attempt_one_spec_and_the_verified_change_wins() {
+    let name = "claude_code_and_codex_attempt_one_spec_and_the_verified_change_wins";
+    if !WORKER_PATH
+        .iter()
+        .any(|dir| Path::new(dir).join("codex").exists())
+    {
+        skip_unless_required(
+            REQUIRED_ENV,
+            "the real `codex` is not installed where workers find it",
+            "`bash examples/agent-clis.sh` installs the pinned releases",
+        );
+        return;
+    }
+    if !ready(name, "claude") {
+        return;
+    }
+    let (claude_key, codex_key) = (
+        "sk-ant-api03-group-e2e-0123456789abcdef",
+        "sk-proj-codex-group-e2e-0123456789",
+    );
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let claude = runtime.block_on(ModelApi::anthropic(
+        claude_key,
+        vec![(
+            "Bash",
+            json!({"command": "sed -i 's/2+2=5/2+2=4/' calc.txt", "description": "Fix the sum"}),
+        )],
+    ));
+    let codex = runtime.block_on(ModelApi::openai_responses(
+        codex_key,
+        vec!["printf 'a note\\n' > notes.txt".to_string()],
+    ));
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let secrets = root.join("agent-secrets.env");
+    std::fs::write(
+        &secrets,
+        format!("ANTHROPIC_API_KEY={claude_key}\nCODEX_API_KEY={codex_key}\n"),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        &secrets,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
+    let (anthropic, openai) = (
+        format!("anthropic={}", claude.url()),
+        format!("openai={}", codex.url()),
+    );
+    let check = "grep -q '2+2=4' calc.txt && echo 'sum: ok' || { echo 'sum: FAILED'; exit 1; }\n";
+    let stage = ckrv_e2e::SandboxedStage::start(
+        root,
+        "calc",
+        &[
+            ("calc.txt", "2+2=5\n"),
+            ("check.sh", check),
+            (".ckrv/environment.toml", "verify = \"sh check.sh\"\n"),
+        ],
+        &[
+            "--agents",
+            "claude-code,codex",
+            "--agent-secrets",
+            secrets.to_str().unwrap(),
+            "--model-upstream",
+            &anthropic,
+            "--model-upstream",
+            &openai,
+        ],
+    );
+    let dev = &stage.dev;
+    std::fs::create_dir_all(dev.clone.join("specs")).unwrap();
+    std::fs::write(
+        dev.clone.join("specs/sum.md"),
+        "---\nagent: claude-code\n---\n# Fix the sum\n\ncalc.txt says 2+2=5; make it right.\n",
+    )
+    .unwrap();
+    let made: serde_json::Value = serde_json::from_str(&dev.cli.ok(
+        &dev.clone,
+        &[
+            "run",
+            "--cloud",
+            "--spec",
+            "specs/sum.md",
+            "--repo",
+            &stage.repo_url,
+            "--base-branch",
+            "main",
+            "--agents",
+            "claude-code,codex",
+            "--json",
+        ],
+    ))
+    .unwrap();
+    let id = made["id"].as_str().unwrap().to_string();
+    let group = ckrv_e2e::wait_for(
+        "both attempts to end",
+        std::time::Duration::from_secs(300),
+        || {
+            let group: serde_json::Value =
+                serde_json::from_str(&dev.cli.ok(&dev.clone, &["status", &id, "--json"])).ok()?;
+            group["attempts"]
+                .as_array()?
+                .iter()
+                .all(|j| !matches!(j["state"].as_str(), Some("pending" | "running")))
+                .then_some(group)
+        },
+    );
+    let agents: Vec<&str> = group["attempts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["agent"].as_str().unwrap_or("?"))
+        .collect();
+    assert_eq!(agents, ["claude-code", "codex"], "{group}");
+    assert_eq!(group["attempts"][0]["verified"], true, "{group}");
+    assert_eq!(group["attempts"][1]["verified"], false, "{group}");
+    assert_eq!(
+        group["reason"], "verified by the project's check; attempt 2 failed its check",
+        "{group}"
+    );
+    let shown = dev.cli.ok(&dev.clone, &["status", &id]);
+    assert!(
+        shown.contains("claude-code") && shown.contains("codex"),
+        "{shown}"
+    );
+    let pulled = dev.cli.ok(&dev.clone, &["pull", &id, "--yes"]);
+    assert!(
+        pulled.contains("(claude-code), the best: verified"),
+        "{pulled}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dev.clone.join("calc.txt")).unwrap(),
+        "2+2=4\n"
+    );
+    assert!(!dev.clone.join("notes.txt").exists());
+    assert!(!claude.requests().is_empty() && !codex.requests().is_empty());
 }
