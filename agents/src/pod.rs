@@ -45,15 +45,19 @@ pub const EXIT: &str = "exit.json";
 /// The prefix of the setup run's files ([`PodRun::Setup`]): `setup.launch.json`,
 /// `setup.stdout`, and so on.
 pub const SETUP_PREFIX: &str = "setup.";
+/// The prefix of the verification run's files ([`PodRun::Verify`]).
+pub const VERIFY_PREFIX: &str = "verify.";
 
 /// Which of the agent container's runs a file belongs to: the repository's setup
-/// (docs/environments.md) runs first, when there is one, then the agent, each with its own
-/// launch, stop, output and exit status; `ready`, `alive` and `done` are the container's.
+/// (docs/environments.md) runs first, when there is one, then the agent, then the job's
+/// verification (docs/verification.md) when it has one, each with its own launch, stop, output
+/// and exit status; `ready`, `alive` and `done` are the container's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum PodRun {
     Setup,
     #[default]
     Agent,
+    Verify,
 }
 
 impl PodRun {
@@ -63,6 +67,7 @@ impl PodRun {
         match self {
             Self::Setup => format!("{SETUP_PREFIX}{file}"),
             Self::Agent => file.to_string(),
+            Self::Verify => format!("{VERIFY_PREFIX}{file}"),
         }
     }
 }

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use ckrv_agents::pod::{DONE, EXIT, LAUNCH, READY, STOP};
+use ckrv_agents::pod::{DONE, EXIT, LAUNCH, PodRun, READY, STOP};
 use ckrv_agents::{
     AgentRuntime, MAX_LINE_BYTES, OutputLine, PodRuntime, Prompt, RunRequest, Stream,
     run_collecting,
@@ -160,7 +160,9 @@ exit 3";
         std::fs::read_to_string(pod.workspace.join("made-by-agent.txt")).unwrap(),
         "here\n"
     );
-    // The status travels in the file; the container's own exit is 0.
+    // The status travels in the file; the container waits for a verification or `done`
+    // (the orchestrator's end), then its own exit is 0.
+    ckrv_agents::pod::write_done(&pod.control).unwrap();
     assert_eq!(entrypoint.exit_code().await, Some(0));
     assert!(
         !pod.exists(&pod.control, STOP),
@@ -293,6 +295,7 @@ async fn an_entrypoint_that_starts_after_the_launch_still_runs_it() {
     let (status, lines) = run.await.unwrap().unwrap();
     assert!(status.success());
     assert_eq!(of(&lines, Stream::Stdout), ["late but here"]);
+    ckrv_agents::pod::write_done(&pod.control).unwrap();
     assert_eq!(entrypoint.exit_code().await, Some(0));
 }
 
@@ -361,6 +364,7 @@ async fn an_agent_that_cannot_start_fails_with_the_reason() {
         error.to_string(),
         "could not start `no-such-agent-cli`: No such file or directory"
     );
+    ckrv_agents::pod::write_done(&pod.control).unwrap();
     assert_eq!(entrypoint.exit_code().await, Some(0));
 }
 
@@ -470,7 +474,40 @@ sleep 60 & echo $! > left.pid";
     assert_eq!(status.code, Some(4));
     assert_eq!(of(&lines, Stream::Stdout), ["ready", "cached"]);
     assert!(of(&lines, Stream::Stderr).is_empty(), "{lines:?}");
+    ckrv_agents::pod::write_done(&pod.control).unwrap();
     assert_eq!(entrypoint.exit_code().await, Some(0));
+}
+
+#[tokio::test]
+async fn the_verification_runs_after_the_agent_in_the_same_container() {
+    let pod = Pod::new();
+    let mut entrypoint = pod.entrypoint(&[]);
+    let (status, _) = run_collecting(
+        &pod.runtime(),
+        &sh(&pod, "echo fixed > calc.txt; sleep 60 & echo $! > left.pid"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(status.code, Some(0));
+    // What the agent left running ended with it, before the check.
+    let left = std::fs::read_to_string(pod.workspace.join("left.pid")).unwrap();
+    assert!(ended(left.trim()), "the agent's `sleep` outlived it");
+    let verify = PodRuntime {
+        run: PodRun::Verify,
+        ..pod.runtime()
+    };
+    let (status, lines) =
+        run_collecting(&verify, &sh(&pod, "cat calc.txt; echo failing >&2; exit 2"))
+            .await
+            .unwrap();
+    assert_eq!(status.code, Some(2));
+    assert_eq!(of(&lines, Stream::Stdout), ["fixed"]);
+    assert_eq!(of(&lines, Stream::Stderr), ["failing"]);
+    assert!(pod.exists(&pod.output, "verify.exit.json"));
+    // The verification ends the container's work: one per pod.
+    assert_eq!(entrypoint.exit_code().await, Some(0));
+    let again = run_collecting(&verify, &sh(&pod, "true")).await;
+    assert!(again.is_err(), "a second verification ran");
 }
 
 #[tokio::test]
@@ -548,7 +585,7 @@ async fn as_pid_1_it_ends_what_setup_left_running_outside_its_group() {
     let mut entrypoint = Entrypoint(child);
     // A daemon in its own session: no process group kill reaches it. Setup ends once the
     // daemon has beaten (at most 20 s, for a loaded machine), so the kill is what stops it.
-    let setup = "setsid sh -c 'while :; do date +%s%N > beat; sleep 0.05; done' </dev/null >/dev/null 2>&1 &
+    let setup = "setsid sh -c 'while :; do date +%s%N > beat.new && mv beat.new beat; sleep 0.05; done' </dev/null >/dev/null 2>&1 &
 i=0; while [ ! -s beat ] && [ $i -lt 400 ]; do sleep 0.05; i=$((i+1)); done";
     let (status, _) = run_collecting(&pod.runtime().for_setup(), &sh(&pod, setup))
         .await

@@ -312,8 +312,21 @@ async fn wrong_tokens_routes_and_ended_jobs_are_refused_before_anything_goes_out
     assert_eq!(message, "agent `claude-code` has no model route `gemini`");
     assert!(vendor.requests().is_empty(), "nothing went out");
 
-    // While the job runs, the token works; once it ends, it does not.
+    // While the job runs, the token works, except while its change is verified
+    // (docs/verification.md); once it ends, it does not.
     assert_eq!(messages(&api, token, "{}").await.status(), StatusCode::OK);
+    let (status, body) = api
+        .post(
+            &format!("/v1/worker/jobs/{id}/phase"),
+            &worker,
+            json!({"phase": "verifying"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+    let (status, message) = refused(messages(&api, token, "{}").await).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert!(message.contains("no model access"), "{message}");
+    assert_eq!(vendor.requests().len(), 1, "nothing went out");
     api.work_job(&id, &[], None, Some(json!({"state": "succeeded"})))
         .await;
     let (status, message) = refused(messages(&api, token, "{}").await).await;

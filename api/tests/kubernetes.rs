@@ -1364,7 +1364,8 @@ async fn with_the_apis_egress_proxy_a_pods_agent_reaches_only_its_policy_and_eac
 }
 
 #[tokio::test]
-async fn while_a_pods_job_is_in_setup_the_egress_proxy_applies_setups_policy_on_a_mocked_cluster() {
+async fn while_a_pods_job_is_in_setup_the_egress_proxy_applies_setups_policy_and_none_while_verifying_on_a_mocked_cluster()
+ {
     let dir = tempfile::tempdir().unwrap();
     // A package index inside the operator's network, here on loopback: reachable by setup
     // (within the operator's --setup-egress-allow and --egress-internal), never by the agent.
@@ -1460,4 +1461,18 @@ async fn while_a_pods_job_is_in_setup_the_egress_proxy_applies_setups_policy_on_
     assert!(refused.starts_with("HTTP/1.1 403 "), "{refused}");
     assert!(refused.contains("policy `model`"), "{refused}");
     assert_eq!(index.requests().len(), 1, "the agent reached the index");
+
+    // While the change is verified (docs/verification.md), nothing at all.
+    let (status, body) = api
+        .post(
+            &phase,
+            &token,
+            json!({"phase": "verifying", "agent": "claude-code"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+    let refused = fetch().await;
+    assert!(refused.starts_with("HTTP/1.1 403 "), "{refused}");
+    assert!(refused.contains("policy `none`"), "{refused}");
+    assert_eq!(index.requests().len(), 1, "the check reached the index");
 }

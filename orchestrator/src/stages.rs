@@ -658,6 +658,9 @@ pub(crate) async fn run_where_the_agent_runs(
                 match run {
                     PodRun::Agent => "The agent runs in its own container of the job's pod",
                     PodRun::Setup => "Setup runs in the agent's container of the job's pod",
+                    PodRun::Verify => {
+                        "The verification runs in the agent's container of the job's pod"
+                    }
                 },
             );
             pod_run = PodRuntime { run, ..pod.clone() };

@@ -1,6 +1,7 @@
 //! The job's verification (docs/verification.md): the project's own check (`verify` in the
 //! spec's front matter or `.ckrv/environment.toml`) run on the agent's change, where the agent
-//! ran (its sandbox, with no network and none of the job's model access), in phase
+//! ran (its sandbox, or its container of a job pod; with no network and none of the job's
+//! model access), in phase
 //! `verifying`, within its own time limit. It never fails the job: what it found (its verdict,
 //! exit status, duration, last lines and, from a JUnit XML report, test counts) goes to the
 //! API with the phase, and the change is kept either way.
@@ -60,11 +61,10 @@ impl Verifier<'_> {
             tests: None,
             note: None,
         };
-        if matches!(options.agent, AgentPlace::Pod(_)) {
-            found.note = Some(
-                "this worker runs agents in Kubernetes job pods, where verification does not run yet"
-                    .into(),
-            );
+        // In a job pod the API's egress proxy refuses everything once it has the phase
+        // `verifying`: the check must not start before.
+        if matches!(options.agent, AgentPlace::Pod(_)) && !log.delivered().await {
+            found.note = Some("the API did not come back to take the phase".into());
             return found;
         }
         let mut request = RunRequest::new(
@@ -79,7 +79,7 @@ impl Verifier<'_> {
         }
         log.info(SOURCE, format!("Verifying the change: {}", verify.command));
         let started = Instant::now();
-        let run = run_where_the_agent_runs(options, log, SOURCE, PodRun::Agent, &request);
+        let run = run_where_the_agent_runs(options, log, SOURCE, PodRun::Verify, &request);
         let outcome = tokio::time::timeout(self.timeout, run).await;
         found.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         match outcome {

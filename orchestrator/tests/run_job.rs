@@ -1236,6 +1236,40 @@ async fn in_a_job_pod_the_agent_runs_in_its_container_once_the_api_has_its_phase
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn in_a_job_pod_the_verification_runs_in_the_agent_container_after_the_agent() {
+    let origin = origin_repo();
+    let spec = "---\nagent: script\nrun: echo world >> README.md\nverify: grep -c world README.md; exit 4\n---\n# Add a line\n";
+    let pipeline = Pipeline::builtin();
+    let job = worker_job(spec, origin.path().to_str().unwrap(), &pipeline, &[]);
+    let pod = JobPod::new();
+    let (fake, _) = pod.fake_api(job, pipeline).await;
+    let calls = pod.run_against(&fake).await;
+    let lines = log_lines(&calls);
+    let has = |source: &str, message: &str| lines.iter().any(|(s, m)| s == source && m == message);
+    assert!(
+        has(
+            "orchestrator",
+            "The verification runs in the agent's container of the job's pod"
+        ),
+        "{lines:?}"
+    );
+    assert!(has("verify", "1"), "it saw the agent's change: {lines:?}");
+    let found: Vec<_> = calls
+        .iter()
+        .filter(|c| c.path().ends_with("/phase"))
+        .filter_map(|c| c.json::<PhaseUpdate>().verification)
+        .collect();
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0].verdict, ckrv_wit::types::Verdict::Failed);
+    assert_eq!(found[0].exit_code, Some(4));
+    assert_eq!(found[0].last_lines, ["1"]);
+    assert!(pod.has(&pod.output, "verify.exit.json"));
+    // A failed check does not fail the job.
+    let done: JobCompletion = serde_json::from_slice(&calls.last().unwrap().body).unwrap();
+    assert_eq!(done.state, JobState::Succeeded);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn in_a_job_pod_a_failed_clone_still_ends_the_waiting_agent_container() {
     let pod = JobPod::new();
     let spec = "---\nagent: script\nrun: echo ran > ran.txt\n---\n";

@@ -143,6 +143,10 @@ async fn run(control: &Path, output: &Path) -> anyhow::Result<()> {
         }
         if control.join(LAUNCH).exists() {
             launch(PodRun::Agent, control, output, &mut stopping).await?;
+            if !stopping.received {
+                end_leftovers();
+                verification(control, output, &mut stopping).await?;
+            }
             heartbeat.abort();
             return Ok(());
         }
@@ -152,6 +156,29 @@ async fn run(control: &Path, output: &Path) -> anyhow::Result<()> {
                 eprintln!("{NAME}: stopped before a launch");
                 return Ok(());
             }
+        }
+    }
+}
+
+/// After the agent, the job's verification may run in this container (docs/verification.md):
+/// waits for its launch, and runs it, until the orchestrator says it is done.
+async fn verification(
+    control: &Path,
+    output: &Path,
+    stopping: &mut Stopping,
+) -> anyhow::Result<()> {
+    loop {
+        if control.join(DONE).exists() || control.join(STOP).exists() {
+            return Ok(());
+        }
+        if control.join(PodRun::Verify.file(LAUNCH)).exists() {
+            launch(PodRun::Verify, control, output, stopping).await?;
+            end_leftovers();
+            return Ok(());
+        }
+        tokio::select! {
+            () = tokio::time::sleep(POLL) => {}
+            () = stopping.signalled() => return Ok(()),
         }
     }
 }
@@ -177,6 +204,7 @@ async fn launch(
     let what = match run {
         PodRun::Setup => "setup",
         PodRun::Agent => "the agent",
+        PodRun::Verify => "the verification",
     };
     match exit {
         AgentExit::Code(code) => eprintln!("{NAME}: {what} exited with status {code}"),

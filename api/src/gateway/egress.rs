@@ -48,7 +48,8 @@ impl Admission for PodEgress {
             }
         };
         // Setup's policy while the job is in phase `setup` (its worker reported it, and the
-        // API checked it against the operator's ceiling), the job's own otherwise.
+        // API checked it against the operator's ceiling), none while it is `verifying`, the
+        // job's own otherwise.
         let policy = match grant.setup_egress.as_deref().map(str::parse::<Policy>) {
             Some(Ok(policy)) => policy,
             Some(Err(_)) => Policy::None,

@@ -87,6 +87,12 @@ async fn forward_checked(
                  as the run of the job it was made for)",
             )
         })?;
+    if grant.verifying {
+        return Err(AppError::new(
+            ErrorKind::Forbidden,
+            "the job is verifying its change: the project's check has no model access (docs/verification.md)",
+        ));
+    }
     let spec = ckrv_agents::parse_spec(&grant.spec)
         .map_err(|e| AppError::new(ErrorKind::Forbidden, format!("the job's spec: {e}")))?;
     let route = ckrv_agents::find_agent(&spec.front.agent)

@@ -17,8 +17,11 @@ pub struct ModelGrant {
     pub spec: String,
     /// What the job's agent has spent so far.
     pub spent: SpentUsage,
-    /// While the job is in phase `setup`: the egress policy its setup runs under.
+    /// The egress policy of the job's phase when it is not the job's own: while in `setup`,
+    /// the one its setup runs under; while `verifying`, `none` (docs/verification.md).
     pub setup_egress: Option<String>,
+    /// The job is in phase `verifying`: its check has no model access.
+    pub verifying: bool,
 }
 
 /// Usage in the units the store keeps: whole micro-dollars, so sums are exact.
@@ -80,7 +83,9 @@ impl Store {
         let row = sqlx::query(
             "SELECT j.id, j.account_id, a.tier, j.spec, j.model_requests, j.input_tokens,
                     j.output_tokens, j.cost_micros,
-                    CASE WHEN j.phase = 'setup' THEN j.setup_egress END AS setup_egress
+                    CASE WHEN j.phase = 'setup' THEN j.setup_egress
+                         WHEN j.phase = 'verifying' THEN 'none' END AS setup_egress,
+                    CASE WHEN j.phase = 'verifying' THEN 1 ELSE 0 END AS verifying
              FROM model_tokens m JOIN jobs j ON j.id = m.job_id
              JOIN accounts a ON a.id = j.account_id
              WHERE m.token_hash = $1 AND j.state = 'running'
@@ -97,6 +102,7 @@ impl Store {
                 spec: row.try_get("spec")?,
                 spent: spent_from_row(&row)?,
                 setup_egress: row.try_get("setup_egress")?,
+                verifying: row.try_get::<i32, _>("verifying")? != 0,
             })
         })
         .transpose()
