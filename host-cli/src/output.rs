@@ -696,7 +696,7 @@ mod tests {
             "stop_at_first_verified": false, "winner": "2222aaaa-1", "reason": "the only attempt",
             "attempts": [{
                 "id": "2222aaaa-1", "status": "succeeded", "state": "succeeded", "attempt": 2,
-                "agent": "codex", "git_repo_url": "https://x/r.git", "git_base_branch": "main",
+                "agent": "codex", "git_repo_url": "http://127.0.0.1:1/r.git", "git_base_branch": "main",
                 "created_at": "2026-12-07T10:00:00Z", "started_at": "2026-12-07T10:00:05Z",
                 "completed_at": "2026-12-07T10:03:10Z", "verified": true,
                 "verification": {"command": "t", "verdict": "passed", "duration_ms": 1,

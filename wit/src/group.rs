@@ -106,7 +106,7 @@ mod tests {
     fn attempt(n: u32, extra: serde_json::Value) -> Job {
         let mut job = serde_json::json!({
             "id": format!("job-{n}"), "status": "succeeded", "state": "succeeded",
-            "git_repo_url": "https://example.com/r.git", "git_base_branch": "main",
+            "git_repo_url": "http://127.0.0.1:1/r.git", "git_base_branch": "main",
             "created_at": "2026-12-07T00:00:00Z", "attempt": n,
             "diff_sha256": "ab", "diff_stats": {"files_changed": 1, "insertions": 5, "deletions": 1, "files": []},
         });

@@ -416,6 +416,20 @@ impl Cli {
         )
     }
 
+    /// Waits until every attempt of group `id` has ended (at most `limit`) and returns the
+    /// group as `ckrv status GROUP --json` shows it (docs/attempts.md).
+    pub fn group_finished(&self, cwd: &Path, id: &str, limit: Duration) -> serde_json::Value {
+        wait_for(&format!("group {id} to end"), limit, || {
+            let group: serde_json::Value =
+                serde_json::from_str(&self.ok(cwd, &["status", id, "--json"])).ok()?;
+            group["attempts"]
+                .as_array()?
+                .iter()
+                .all(|j| !matches!(j["state"].as_str(), Some("pending" | "running")))
+                .then_some(group)
+        })
+    }
+
     /// Runs and insists on success, returning stdout.
     pub fn ok(&self, cwd: &Path, args: &[&str]) -> String {
         let out = self.run(cwd, args);

@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use ckrv_e2e::{Developer, SandboxedStage, wait_for};
+use ckrv_e2e::{Developer, SandboxedStage};
 
 /// The project's check: passes when `calc.txt` holds the right sum.
 const CHECK: &str =
@@ -44,19 +44,8 @@ fn dispatch(dev: &Developer, repo_url: &str, spec: &str, flags: &[&str]) -> serd
 
 /// The group once every attempt has ended, as `ckrv status GROUP --json` shows it.
 fn ended(dev: &Developer, id: &str) -> serde_json::Value {
-    wait_for(
-        &format!("group {id} to end"),
-        Duration::from_secs(180),
-        || {
-            let group: serde_json::Value =
-                serde_json::from_str(&dev.cli.ok(&dev.clone, &["status", id, "--json"])).ok()?;
-            let all_ended = group["attempts"]
-                .as_array()?
-                .iter()
-                .all(|j| !matches!(j["state"].as_str(), Some("pending" | "running")));
-            all_ended.then_some(group)
-        },
-    )
+    dev.cli
+        .group_finished(&dev.clone, id, Duration::from_secs(180))
 }
 
 #[test]

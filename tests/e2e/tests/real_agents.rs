@@ -400,19 +400,9 @@ fn claude_code_and_codex_attempt_one_spec_and_the_verified_change_wins() {
     ))
     .unwrap();
     let id = made["id"].as_str().unwrap().to_string();
-    let group = ckrv_e2e::wait_for(
-        "both attempts to end",
-        std::time::Duration::from_secs(300),
-        || {
-            let group: serde_json::Value =
-                serde_json::from_str(&dev.cli.ok(&dev.clone, &["status", &id, "--json"])).ok()?;
-            group["attempts"]
-                .as_array()?
-                .iter()
-                .all(|j| !matches!(j["state"].as_str(), Some("pending" | "running")))
-                .then_some(group)
-        },
-    );
+    let group = dev
+        .cli
+        .group_finished(&dev.clone, &id, std::time::Duration::from_secs(300));
     let agents: Vec<&str> = group["attempts"]
         .as_array()
         .unwrap()

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
-use ckrv_e2e::{Api, Developer, serve_repo, wait_for};
+use ckrv_e2e::{Api, Developer, serve_repo};
 
 use crate::table::Table;
 
@@ -48,6 +48,8 @@ pub fn run(root: &Path, load: &Load, table: &mut Table) -> Result<()> {
     std::fs::create_dir_all(dev.clone.join("specs"))?;
     std::fs::write(dev.clone.join("specs/wait.md"), spec)?;
     let attempts = load.attempts.to_string();
+    // Untimed: a worker's first job compiles the pipeline's steps, which no later one does.
+    timed(&dev, &repo_url, &["--attempts", "1"])?;
     let mut single = Vec::with_capacity(load.runs);
     let mut group = Vec::with_capacity(load.runs);
     for _ in 0..load.runs {
@@ -97,15 +99,9 @@ fn timed(dev: &Developer, repo_url: &str, flags: &[&str]) -> Result<Duration> {
     let started = Instant::now();
     let made: serde_json::Value = serde_json::from_str(&dev.cli.ok(&dev.clone, &args))?;
     let id = made["id"].as_str().context("the group's id")?.to_string();
-    let group = wait_for(&format!("group {id}"), Duration::from_secs(600), || {
-        let group: serde_json::Value =
-            serde_json::from_str(&dev.cli.ok(&dev.clone, &["status", &id, "--json"])).ok()?;
-        let ended = group["attempts"]
-            .as_array()?
-            .iter()
-            .all(|j| !matches!(j["state"].as_str(), Some("pending" | "running")));
-        ended.then_some(group)
-    });
+    let group = dev
+        .cli
+        .group_finished(&dev.clone, &id, Duration::from_secs(600));
     let took = started.elapsed();
     for job in group["attempts"].as_array().context("attempts")? {
         ensure!(
