@@ -28,5 +28,5 @@ pub use sandbox::{
 };
 pub use spec::{
     Invocation, PROMPT_FILE, Prompt, Spec, SpecError, SpecFrontMatter, parse_front_matter,
-    parse_spec, resolve, with_agent,
+    parse_spec, resolve, title as spec_title, with_agent,
 };

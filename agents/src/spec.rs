@@ -124,6 +124,23 @@ pub fn with_agent(spec: &str, agent: &str) -> Result<String, SpecError> {
     Ok(format!("---\n{yaml}---\n{}\n", parsed.body))
 }
 
+/// What a person calls the spec: the body's first Markdown heading, else its first line (at most
+/// 120 characters); `None` for a spec without text. A spec without front matter is all body.
+pub fn title(spec: &str) -> Option<String> {
+    let body = parse_spec(spec).map_or_else(|_| spec.to_string(), |parsed| parsed.body);
+    let mut lines = body.lines().map(str::trim).filter(|line| !line.is_empty());
+    let heading = body
+        .lines()
+        .find_map(|line| {
+            line.trim()
+                .strip_prefix('#')
+                .map(|h| h.trim_start_matches('#').trim())
+        })
+        .filter(|heading| !heading.is_empty());
+    let title = heading.or_else(|| lines.next())?;
+    Some(title.chars().take(120).collect())
+}
+
 /// Parses only the front matter.
 pub fn parse_front_matter(spec: &str) -> Result<SpecFrontMatter, SpecError> {
     parse_spec(spec).map(|s| s.front)
@@ -275,6 +292,18 @@ fn option_args(
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn a_spec_is_titled_by_its_first_heading_else_its_first_line() {
+        let spec = "---\nagent: script\n---\n\nIntro\n## Fix the <sum>\n";
+        assert_eq!(super::title(spec).as_deref(), Some("Fix the <sum>"));
+        assert_eq!(
+            super::title("\n  plain words\nmore").as_deref(),
+            Some("plain words")
+        );
+        assert_eq!(super::title("---\nagent: x\n---\n"), None);
+        assert_eq!(super::title(&"x".repeat(500)).map(|t| t.len()), Some(120));
+    }
 
     fn invocation(spec: &str) -> Result<Invocation, SpecError> {
         resolve(&parse_spec(spec)?)

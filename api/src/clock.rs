@@ -21,6 +21,11 @@ pub fn rfc3339(at: OffsetDateTime) -> String {
     ckrv_wit::timestamp::format(at)
 }
 
+/// A contract timestamp read back; `None` for anything else.
+pub fn parse(text: &str) -> Option<OffsetDateTime> {
+    ckrv_wit::timestamp::parse(text)
+}
+
 /// Runs `pass` every `period` (the first at once) until dropped. A pass that fails is logged
 /// as `what` and the next one comes on time: background chores must outlive a database blip.
 pub async fn every<F, Fut, T, E>(period: std::time::Duration, what: &'static str, mut pass: F)

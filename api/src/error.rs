@@ -69,6 +69,12 @@ impl AppError {
         self.body.error
     }
 
+    /// The HTTP status the error is answered with.
+    pub fn status(&self) -> StatusCode {
+        StatusCode::from_u16(self.body.error.http_status())
+            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+    }
+
     /// The same error with `prefix` before its description: which part of a request it is
     /// about.
     pub fn prefixed(mut self, prefix: &str) -> Self {
@@ -88,8 +94,7 @@ impl AppError {
 impl IntoResponse for AppError {
     fn into_response(self) -> Response {
         let kind = self.body.error;
-        let status =
-            StatusCode::from_u16(kind.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let status = self.status();
         let mut response = (status, Json(self.body)).into_response();
         if kind == ErrorKind::NotAuthenticated {
             // RFC 6750 §3: a 401 names the scheme the client should use.

@@ -7,6 +7,7 @@
 
 pub mod clock;
 pub mod config;
+pub mod console;
 pub mod credentials;
 pub mod data_dir;
 pub mod dispatch;

@@ -12,7 +12,7 @@ use serde_json::Value;
 use crate::error::AppError;
 use crate::route::{Auth, Content, Method, Operation, Route, answering, op};
 use crate::state::AppState;
-use crate::{credentials, gateway, identity, jobs, ops, webhooks};
+use crate::{console, credentials, gateway, identity, jobs, ops, webhooks};
 
 /// The OpenAPI document, served from the same rows it describes.
 const ROUTES: &[Route<()>] = &[Route::new(
@@ -60,19 +60,29 @@ async fn openapi() -> axum::Json<&'static Value> {
     axum::Json(document())
 }
 
-/// Each domain's routes with that domain's state, the web pages, the model gateway, and what answers a path or
+/// Each domain's routes with that domain's state, the web pages and the console, the model gateway, and what answers a path or
 /// method the API does not have; every request runs inside `ops::health::request_context`.
 pub fn router(state: AppState) -> Router {
+    let console = console::ConsoleState {
+        identity: state.identity.clone(),
+        jobs: state.jobs.clone(),
+        ops: state.ops.clone(),
+    };
     mount(identity::routes::ROUTES, state.identity.clone())
-        .merge(identity::web::router().with_state(state.identity))
+        .merge(identity::web::router().with_state(state.identity.clone()))
         .merge(mount(credentials::routes::ROUTES, state.credentials))
         .merge(mount(jobs::routes::ROUTES, state.jobs))
         .merge(mount(webhooks::routes::ROUTES, state.webhooks))
         .merge(gateway::router(state.gateway))
         .merge(mount(ops::health::ROUTES, state.ops.clone()))
         .merge(mount(ROUTES, ()))
+        .merge(console::router().with_state(console))
         .fallback(unknown_route)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            state.identity.clone(),
+            identity::web::browser_api::sign_in_browser_requests,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             state.ops,
             ops::health::request_context,

@@ -33,6 +33,7 @@ const RULES: &[(&str, &[&str], bool)] = &[
     ),
     ("dispatch", &["store"], true),
     ("ops", &["store", "jobs"], true),
+    ("console", &["store", "identity", "jobs", "ops"], true),
     ("store", &["clock"], false),
     ("error", &["store"], false),
     ("clock", &[], false),

@@ -18,6 +18,11 @@ pub fn now() -> String {
     format(OffsetDateTime::now_utc())
 }
 
+/// A timestamp as the contract writes it (any RFC 3339 is read); `None` for anything else.
+pub fn parse(text: &str) -> Option<OffsetDateTime> {
+    OffsetDateTime::parse(text, &Rfc3339).ok()
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -26,6 +31,13 @@ mod tests {
             .expect("in range")
             .to_offset(time::UtcOffset::from_hms(2, 0, 0).expect("an offset"));
         assert_eq!(super::format(at), "2026-11-22T10:34:56Z");
+        assert_eq!(
+            super::parse("2026-11-22T10:34:56Z")
+                .map(super::format)
+                .as_deref(),
+            Some("2026-11-22T10:34:56Z")
+        );
+        assert_eq!(super::parse("yesterday"), None);
         assert!(super::now().ends_with('Z'));
         assert_eq!(super::now().len(), "2026-11-22T10:34:56Z".len());
     }

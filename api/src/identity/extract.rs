@@ -50,8 +50,26 @@ async fn owner_of_bearer(
 #[derive(Debug, Clone)]
 pub struct Session {
     pub account_id: String,
-    /// Hash of the access token, so logout can revoke exactly this session.
-    pub access_hash: String,
+    /// What the request proved itself with, so logout can end exactly this session.
+    pub via: Via,
+}
+
+/// How a user request is signed in.
+#[derive(Debug, Clone)]
+pub enum Via {
+    /// A bearer token; its hash.
+    Token(String),
+    /// A signed-in browser's session cookie (the console's pages call the API this way); the
+    /// session id's hash.
+    Browser(String),
+}
+
+/// What `identity::web::browser_api` found: a browser request to the API, signed in by its
+/// session cookie, with the session's CSRF token checked where the request changes something.
+#[derive(Debug, Clone)]
+pub struct BrowserSession {
+    pub account_id: String,
+    pub session_hash: String,
 }
 
 impl<S> FromRequestParts<S> for Session
@@ -62,13 +80,19 @@ where
     type Rejection = AppError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, AppError> {
+        if let Some(browser) = parts.extensions.get::<BrowserSession>() {
+            return Ok(Self {
+                account_id: browser.account_id.clone(),
+                via: Via::Browser(browser.session_hash.clone()),
+            });
+        }
         let store = Store::from_ref(state);
         let kinds = [TokenKind::Access, TokenKind::Personal];
         let (access_hash, owner) = owner_of_bearer(parts, &store, &kinds).await?;
         match owner {
             Some(TokenOwner::Account(account_id)) => Ok(Self {
                 account_id,
-                access_hash,
+                via: Via::Token(access_hash),
             }),
             _ => Err(AppError::new(
                 ErrorKind::NotAuthenticated,

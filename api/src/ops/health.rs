@@ -10,7 +10,6 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::on;
 use ckrv_wit::protocol::paths;
-use serde_json::json;
 use tracing::Instrument as _;
 
 use crate::ops::OpsState;
@@ -23,7 +22,17 @@ pub async fn healthz() -> &'static str {
     "ok\n"
 }
 
-pub async fn readyz(State(state): State<OpsState>) -> Response {
+/// Whether the server can serve: its database and artifact store answer and it is not
+/// stopping. Each part is `ok` or `unavailable`; the reason goes to the log only.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Readiness {
+    pub ready: bool,
+    pub database: &'static str,
+    pub artifacts: &'static str,
+    pub stopping: bool,
+}
+
+pub async fn readiness(state: &OpsState) -> Readiness {
     let database = state.store.ping().await.map_err(|e| e.to_string());
     let artifacts = state.artifacts.check().await.map_err(|e| e.to_string());
     let stopping = state.events.is_stopping();
@@ -35,19 +44,22 @@ pub async fn readyz(State(state): State<OpsState>) -> Response {
             "unavailable"
         }
     };
-    let ready = database.is_ok() && artifacts.is_ok() && !stopping;
-    let status = if ready {
+    Readiness {
+        ready: database.is_ok() && artifacts.is_ok() && !stopping,
+        database: word("database", &database),
+        artifacts: word("artifact store", &artifacts),
+        stopping,
+    }
+}
+
+pub async fn readyz(State(state): State<OpsState>) -> Response {
+    let readiness = readiness(&state).await;
+    let status = if readiness.ready {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    let body = json!({
-        "ready": ready,
-        "database": word("database", &database),
-        "artifacts": word("artifact store", &artifacts),
-        "stopping": stopping,
-    });
-    (status, axum::Json(body)).into_response()
+    (status, axum::Json(readiness)).into_response()
 }
 
 pub async fn metrics(State(state): State<OpsState>) -> Response {

@@ -332,28 +332,80 @@ impl Store {
         before_seq: Option<i64>,
         limit: u32,
     ) -> Result<Vec<JobRow>, StoreError> {
-        // The states the status stands for, one placeholder each.
-        let states: Vec<JobState> = status.map_or_else(
-            || JobState::ALL.to_vec(),
-            |status| JobState::with_status(status).collect(),
+        let filter = JobFilter {
+            states: status.map(|status| JobState::with_status(status).collect()),
+            ..JobFilter::default()
+        };
+        self.find_jobs(account_id, &filter, before_seq, limit).await
+    }
+
+    /// The account's jobs that `filter` lets through, newest first, older than `before_seq`
+    /// when given.
+    pub async fn find_jobs(
+        &self,
+        account_id: &str,
+        filter: &JobFilter<'_>,
+        before_seq: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<JobRow>, StoreError> {
+        let states = filter
+            .states
+            .clone()
+            .unwrap_or_else(|| JobState::ALL.to_vec());
+        // $1 account, $2 before, then one placeholder per state, then the optional filters.
+        let mut next = 3;
+        let mut placeholder = || {
+            next += 1;
+            format!("${}", next - 1)
+        };
+        let in_states: Vec<String> = states.iter().map(|_| placeholder()).collect();
+        let mut sql = format!(
+            "SELECT {COLUMNS} FROM jobs WHERE account_id = $1 AND seq < $2 AND state IN ({})",
+            in_states.join(", ")
         );
-        let placeholders: Vec<String> = (0..states.len()).map(|i| format!("${}", i + 3)).collect();
-        let sql = format!(
-            "SELECT {COLUMNS} FROM jobs
-             WHERE account_id = $1 AND seq < $2 AND state IN ({})
-             ORDER BY seq DESC LIMIT ${}",
-            placeholders.join(", "),
-            states.len() + 3
-        );
+        if filter.agent.is_some() {
+            sql.push_str(&format!(" AND agent = {}", placeholder()));
+        }
+        if filter.repo.is_some() {
+            sql.push_str(&format!(
+                " AND git_repo_url LIKE {} ESCAPE '\\'",
+                placeholder()
+            ));
+        }
+        sql.push_str(&format!(" ORDER BY seq DESC LIMIT {}", placeholder()));
         let mut query = sqlx::query(&sql)
             .bind(account_id)
             .bind(before_seq.unwrap_or(i64::MAX));
         for state in states {
             query = query.bind(state.as_str());
         }
+        if let Some(agent) = filter.agent {
+            query = query.bind(agent);
+        }
+        if let Some(repo) = filter.repo {
+            query = query.bind(format!("%{}%", like_escaped(repo)));
+        }
         let rows = query.bind(i64::from(limit)).fetch_all(&self.pool).await?;
         rows.iter().map(job_from_row).collect()
     }
+}
+
+/// Which of an account's jobs a list shows.
+#[derive(Debug, Default, Clone)]
+pub struct JobFilter<'a> {
+    /// Only jobs in one of these states; every state when `None`.
+    pub states: Option<Vec<JobState>>,
+    /// Only jobs of this agent.
+    pub agent: Option<&'a str>,
+    /// Only jobs whose repository URL contains this.
+    pub repo: Option<&'a str>,
+}
+
+/// `text` for a `LIKE … ESCAPE '\'` pattern: its wildcards match only themselves.
+fn like_escaped(text: &str) -> String {
+    text.replace('\\', "\\\\")
+        .replace('%', "\\%")
+        .replace('_', "\\_")
 }
 
 impl Store {

@@ -15,7 +15,7 @@ use ckrv_wit::types::{
 use crate::clock;
 use crate::error::{ApiJson, AppError, invalid};
 use crate::identity::IdentityState;
-use crate::identity::extract::Session;
+use crate::identity::extract::{Session, Via};
 use crate::identity::tokens::{self, duration_ms};
 use crate::store::{DevicePoll, NewDeviceCode, RefreshUse};
 
@@ -174,6 +174,9 @@ pub async fn logout(
     State(state): State<IdentityState>,
     session: Session,
 ) -> Result<StatusCode, AppError> {
-    state.store.revoke_session(&session.access_hash).await?;
+    match &session.via {
+        Via::Token(access_hash) => state.store.revoke_session(access_hash).await?,
+        Via::Browser(session_hash) => state.store.delete_web_session(session_hash).await?,
+    }
     Ok(StatusCode::NO_CONTENT)
 }

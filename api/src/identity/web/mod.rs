@@ -4,6 +4,7 @@
 //! signed, HttpOnly and SameSite.
 
 mod activate;
+pub mod browser_api;
 mod session;
 mod setup;
 mod signin;

@@ -58,6 +58,11 @@ impl WebUser {
         tokens_match(&self.csrf_token, presented)
     }
 
+    /// The hash of the session's id, as the store keys it.
+    pub fn session_hash(&self) -> &str {
+        &self.id_hash
+    }
+
     /// Ends the session here and in the store.
     pub async fn sign_out(
         self,

@@ -157,7 +157,7 @@ pub fn safe_next(next: Option<&str>) -> String {
         {
             path.to_string()
         }
-        _ => "/activate".to_string(),
+        _ => "/".to_string(),
     }
 }
 
@@ -178,8 +178,8 @@ mod tests {
             "evil",
             "/a\nb",
         ] {
-            assert_eq!(safe_next(Some(bad)), "/activate", "{bad}");
+            assert_eq!(safe_next(Some(bad)), "/", "{bad}");
         }
-        assert_eq!(safe_next(None), "/activate");
+        assert_eq!(safe_next(None), "/");
     }
 }

@@ -379,7 +379,7 @@ fn valid_branch(name: &str) -> bool {
 /// An id, or a prefix of one, as a look-up takes it (lower case): `None` when it cannot name
 /// a `what` (ids are UUIDs; anything else cannot match, nor smuggle LIKE wildcards), an error
 /// when it is too short to look for.
-pub(super) fn id_prefix(what: &str, id: &str) -> Option<Result<String, AppError>> {
+pub(crate) fn id_prefix(what: &str, id: &str) -> Option<Result<String, AppError>> {
     if id.len() < MIN_PREFIX {
         return Some(Err(invalid(format!(
             "{what} id {id:?} is too short: give at least {MIN_PREFIX} characters"
@@ -391,7 +391,7 @@ pub(super) fn id_prefix(what: &str, id: &str) -> Option<Result<String, AppError>
 }
 
 /// Resolves a job id or unique prefix among the caller's jobs.
-pub(super) async fn resolve(
+pub(crate) async fn resolve(
     state: &JobsState,
     session: &Session,
     id: &str,

@@ -1,0 +1,186 @@
+//! What an administrator sees of the whole system: whether the server is ready, the jobs
+//! waiting and running in each account with the worker holding each and its lease, the external
+//! workers and their last claim, the accounts and their tokens, and each account's use this
+//! month. Each row says the CLI command that acts on it.
+
+use std::collections::HashMap;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::Response;
+use axum_extra::extract::cookie::SignedCookieJar;
+use ckrv_wit::types::ErrorKind;
+
+use super::ConsoleState;
+use super::page::{self, Section, render, span, time_ago, viewer};
+use crate::clock;
+use crate::error::AppError;
+use crate::identity::quota;
+use crate::identity::web::escape;
+use crate::ops::health::readiness;
+use crate::store::{Account, ActiveJob};
+
+/// Jobs waiting or running shown at most.
+const MAX_ACTIVE: u32 = 500;
+
+pub async fn page(
+    State(state): State<ConsoleState>,
+    jar: SignedCookieJar,
+) -> Result<Response, AppError> {
+    let user = match viewer(&state, &jar, "/operators").await? {
+        Ok(user) => user,
+        Err(sign_in) => return Ok(sign_in),
+    };
+    if !user.account.is_admin {
+        let error = AppError::new(
+            ErrorKind::Forbidden,
+            "the operators' page is for administrators; an administrator can make you one with \
+             `ckrv-api users add EMAIL --admin`",
+        );
+        return Ok(page::problem(&user, &error, Section::Operators));
+    }
+    let store = &state.jobs.store;
+    let now = clock::now();
+    let now_ms = clock::millis(now);
+    let ready = readiness(&state.ops).await;
+    let accounts = store.accounts().await?;
+    let emails: HashMap<&str, &str> = accounts
+        .iter()
+        .map(|a| (a.id.as_str(), a.email.as_str()))
+        .collect();
+    let email = |id: &str| escape(emails.get(id).copied().unwrap_or(id));
+    let active = store.active_jobs(MAX_ACTIVE).await?;
+    let workers = store.worker_credentials().await?;
+    let (month_start, _) = quota::cycle(now);
+    let usage = store.usage_since(clock::millis(month_start)).await?;
+
+    let readiness_html = format!(
+        r#"<p id="readiness" class="{class}">{word}: database {db}, artifact store {art}{stopping}.</p>"#,
+        class = if ready.ready { "ok" } else { "warn" },
+        word = if ready.ready { "Ready" } else { "Not ready" },
+        db = ready.database,
+        art = ready.artifacts,
+        stopping = if ready.stopping { ", stopping" } else { "" },
+    );
+    let active_rows: String = active
+        .iter()
+        .map(|job| active_row(job, &email(&job.account_id), now_ms, now))
+        .collect();
+    let queued = active.iter().filter(|j| j.state == "pending").count();
+    let running = active.len() - queued;
+    let per_account: String = {
+        let mut counts: Vec<(String, usize, usize)> = Vec::new();
+        for job in &active {
+            let who = email(&job.account_id);
+            let at = counts
+                .iter()
+                .position(|(e, _, _)| *e == who)
+                .unwrap_or_else(|| {
+                    counts.push((who, 0, 0));
+                    counts.len() - 1
+                });
+            if job.state == "pending" {
+                counts[at].1 += 1;
+            } else {
+                counts[at].2 += 1;
+            }
+        }
+        counts
+            .iter()
+            .map(|(who, q, r)| format!("<li>{who}: {q} waiting, {r} running</li>"))
+            .collect()
+    };
+    let worker_rows: String = workers
+        .iter()
+        .map(|w| {
+            format!(
+                "<tr><td>{name}</td><td>{added}</td><td>{last}</td><td><code>ckrv-api workers remove {name}</code></td></tr>",
+                name = escape(&w.name),
+                added = time_ago(&clock::rfc3339(clock::from_millis(w.created_ms)), now),
+                last = w
+                    .last_claim_ms
+                    .map(|ms| time_ago(&clock::rfc3339(clock::from_millis(ms)), now))
+                    .unwrap_or_else(|| "never".to_string()),
+            )
+        })
+        .collect();
+    let mut account_rows = String::new();
+    for account in &accounts {
+        let tokens = store.personal_tokens(&account.id).await?;
+        account_rows.push_str(&account_row(
+            account,
+            tokens.iter().filter(|t| !t.revoked).count(),
+        ));
+    }
+    let usage_rows: String = usage
+        .iter()
+        .map(|u| {
+            format!(
+                "<tr><td>{}</td><td>{}</td><td>${:.2}</td></tr>",
+                email(&u.account_id),
+                u.jobs,
+                quota::micros_to_dollars(u64::try_from(u.cost_micros).unwrap_or_default())
+            )
+        })
+        .collect();
+    let body = format!(
+        r#"<section aria-labelledby="ready-h"><h2 id="ready-h">Server</h2>{readiness_html}</section>
+<section aria-labelledby="queue-h"><h2 id="queue-h">Queue</h2><p>{queued} waiting, {running} running.</p><ul>{per_account}</ul>
+<div class="table-wrap"><table id="active"><thead><tr><th scope="col">Job</th><th scope="col">Account</th><th scope="col">State</th><th scope="col">Phase</th><th scope="col">Agent</th><th scope="col">Worker</th><th scope="col">Lease</th><th scope="col">Age</th></tr></thead><tbody>{active_rows}</tbody></table></div></section>
+<section aria-labelledby="workers-h"><h2 id="workers-h">External workers</h2><p>Jobs the server starts itself run on its local workers; the queue above names the worker holding each job.</p>
+<div class="table-wrap"><table id="workers"><thead><tr><th scope="col">Name</th><th scope="col">Added</th><th scope="col">Last claim</th><th scope="col">Remove with</th></tr></thead><tbody>{worker_rows}</tbody></table></div></section>
+<section aria-labelledby="accounts-h"><h2 id="accounts-h">Accounts</h2>
+<div class="table-wrap"><table id="accounts"><thead><tr><th scope="col">Email</th><th scope="col">Tier</th><th scope="col">Role</th><th scope="col">Status</th><th scope="col">Live tokens</th><th scope="col">Act with</th></tr></thead><tbody>{account_rows}</tbody></table></div></section>
+<section aria-labelledby="usage-h"><h2 id="usage-h">Use this month</h2>
+<div class="table-wrap"><table id="usage"><thead><tr><th scope="col">Account</th><th scope="col">Jobs</th><th scope="col">Model cost</th></tr></thead><tbody>{usage_rows}</tbody></table></div></section>"#
+    );
+    Ok(render(
+        &user,
+        StatusCode::OK,
+        Section::Operators,
+        "operators",
+        "Operators",
+        &body,
+    ))
+}
+
+fn active_row(job: &ActiveJob, email: &str, now_ms: i64, now: time::OffsetDateTime) -> String {
+    let lease = job
+        .lease_expires_ms
+        .filter(|_| job.state == "running")
+        .map(|until| {
+            if until >= now_ms {
+                format!("{} left", span((until - now_ms) / 1000))
+            } else {
+                format!("lapsed {} ago", span((now_ms - until) / 1000))
+            }
+        })
+        .unwrap_or_default();
+    format!(
+        r#"<tr><td><code>{short}</code></td><td>{email}</td><td><span class="state state-{state}">{state}</span></td><td>{phase}</td><td>{agent}</td><td>{worker}</td><td>{lease}</td><td>{age}</td></tr>"#,
+        short = escape(job.id.get(..8).unwrap_or(&job.id)),
+        state = escape(&job.state),
+        phase = escape(job.phase.as_deref().unwrap_or_default()),
+        agent = escape(job.agent.as_deref().unwrap_or_default()),
+        worker = escape(job.worker.as_deref().unwrap_or_default()),
+        age = time_ago(&job.created_at, now),
+    )
+}
+
+fn account_row(account: &Account, live_tokens: usize) -> String {
+    let email = escape(&account.email);
+    let (status, command) = if account.disabled {
+        ("disabled", format!("ckrv-api users enable {email}"))
+    } else {
+        ("enabled", format!("ckrv-api users disable {email}"))
+    };
+    format!(
+        "<tr><td>{email}</td><td>{tier}</td><td>{role}</td><td>{status}</td><td>{live_tokens}</td><td><code>{command}</code>, <code>ckrv-api users tokens {email}</code></td></tr>",
+        tier = account.tier.as_str(),
+        role = if account.is_admin {
+            "administrator"
+        } else {
+            "user"
+        },
+    )
+}
