@@ -47,9 +47,6 @@
     });
   }
 
-  if (page === 'jobs') liveJobs();
-  if (page === 'job') jobPage();
-
   // The jobs table, asked for again every few seconds while the page is visible. Rows that
   // changed are swapped; the row holding the focus keeps it.
   function liveJobs() {
@@ -143,6 +140,8 @@
     if (view) new LogView(view, jobId, say).start();
   }
 
+  const ERROR_WORDS = /\b(error|failed|fatal|panicked)\b/i;
+
   // A log of any length: only the lines in sight are in the document.
   class LogView {
     static LINE = 20;
@@ -218,7 +217,10 @@
         const sequence = entry.sequence ?? this.last + 1;
         if (sequence <= this.last) continue;
         this.last = sequence;
-        const line = { sequence, level: entry.level, text: `${entry.source}: ${entry.message}` };
+        const text = `${entry.source}: ${entry.message}`;
+        // Agents write their tools' failures at level info: those read as errors too.
+        const level = entry.level === 'info' && ERROR_WORDS.test(entry.message) ? 'error' : entry.level;
+        const line = { sequence, level, text };
         this.lines.push(line);
         if (this.query && line.text.toLowerCase().includes(this.query)) {
           this.hits.push(this.lines.length - 1);
@@ -309,4 +311,8 @@
       this.status();
     }
   }
+
+  // Last: the class above is defined only once its declaration has run.
+  if (page === 'jobs') liveJobs();
+  if (page === 'job') jobPage();
 })();

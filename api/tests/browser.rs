@@ -1,6 +1,9 @@
-//! The `/activate` flow in a real browser: Debian's Chromium, headless, driven through WebDriver
+//! The `/activate` flow and the console in a real browser: Debian's Chromium, headless, driven through WebDriver
 //! (chromedriver, with `fantoccini`). A person signs in, sees the device's request, approves or
-//! denies it; a wrong password and an expired code are refused. A screenshot of every page is
+//! denies it; a wrong password and an expired code are refused. In the console a person follows
+//! a running job's log, searches it, cancels the job, reads a diff, and is refused another
+//! account's job; an administrator sees the operators' page. axe-core (npm, `api/tests/axe`)
+//! checks every console page inside the browser. A screenshot of every page is
 //! kept under `target/browser-screenshots/<test>/` as an artifact. Without chromium and
 //! chromedriver the tests print why and pass; CI installs them and sets `CKRV_REQUIRE_BROWSER=1`.
 
@@ -261,5 +264,261 @@ async fn an_expired_code_is_refused() {
     album.shoot(&browser, "expired").await;
     let (_, error) = api.poll(device["device_code"].as_str().unwrap()).await;
     assert_eq!(error["error"], "expired_token");
+    browser.close().await.unwrap();
+}
+
+/// axe-core from npm (`npm ci --prefix api/tests/axe`), or why it is missing.
+fn axe_source() -> Option<String> {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/axe/node_modules/axe-core/axe.min.js");
+    match std::fs::read_to_string(&path) {
+        Ok(source) => Some(source),
+        Err(_) => {
+            ckrv_test_support::skip_unless_required(
+                "CKRV_REQUIRE_BROWSER",
+                "axe-core is not installed",
+                "npm ci --prefix api/tests/axe",
+            );
+            None
+        }
+    }
+}
+
+/// Runs axe-core inside the page and fails on any serious or critical violation, naming each.
+async fn assert_accessible(browser: &Client, axe: &str, page: &str) {
+    // WebDriver's scripts run outside the page's CSP, which forbids every script but its own.
+    browser
+        .execute(&format!("{axe}\nreturn true;"), vec![])
+        .await
+        .unwrap();
+    let found = browser
+        .execute_async(
+            "const done = arguments[arguments.length - 1];
+             axe.run(document, { resultTypes: ['violations'] }).then((r) => done(r.violations
+               .filter((v) => v.impact === 'serious' || v.impact === 'critical')
+               .map((v) => `${v.impact} ${v.id}: ${v.help} (${v.nodes.map((n) => n.target.join(' ')).join(', ')})`)));",
+            vec![],
+        )
+        .await
+        .unwrap();
+    let problems: Vec<String> = serde_json::from_value(found).unwrap();
+    assert!(problems.is_empty(), "{page}: {problems:#?}");
+}
+
+/// The text of the first element `css` finds once it holds `expected`.
+async fn element_with(browser: &Client, css: &str, expected: &str) -> String {
+    let mut last = String::new();
+    for _ in 0..100 {
+        if let Ok(element) = browser.find(Locator::Css(css)).await {
+            if let Ok(text) = element.text().await {
+                if text.contains(expected) {
+                    return text;
+                }
+                last = text;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{css} never showed {expected:?}; it shows {last:?}");
+}
+
+async fn sign_out(browser: &Client) {
+    browser
+        .find(Locator::Css("form[action='/signout'] button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    page_with(browser, "You are signed out").await;
+    let url = browser.current_url().await.unwrap();
+    browser.goto(url.join("/").unwrap().as_str()).await.unwrap();
+    page_with(browser, "Sign in").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_person_follows_and_acts_on_jobs_in_the_console() {
+    let Some(driver) = driver().await else { return };
+    let Some(axe) = axe_source() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let api = TestApi::start(dir.path()).await;
+    let dev = support::access(&api.login("dev@example.com").await).to_string();
+    api.login("other@example.com").await;
+    api.login("ops@example.com").await;
+    api.sql("UPDATE accounts SET is_admin = 1 WHERE email = 'ops@example.com'")
+        .await;
+    // A finished job whose title, branch, log and file names hold markup.
+    let hostile = "<script>alert(1)</script>";
+    let (_, done) = api
+        .post(
+            "/v1/jobs",
+            &dev,
+            serde_json::json!({
+                "spec_content": format!("---\nagent: script\nrun: echo hi\n---\n# Fix {hostile}\n"),
+                "git_repo_url": "https://git.example.com/sample.git",
+                "git_base_branch": format!("main{hostile}"),
+            }),
+        )
+        .await;
+    let done = done["id"].as_str().unwrap().to_string();
+    let diff = "diff --git a/src/<img src=x>.rs b/src/<img src=x>.rs\n--- a/src/<img src=x>.rs\n+++ b/src/<img src=x>.rs\n@@ -1,2 +1,2 @@\n fn main() {\n-    let old = 1;\n+    let new = 2;\n";
+    let stats = serde_json::json!({"files_changed": 1, "insertions": 1, "deletions": 1,
+        "files": [{"path": "src/<img src=x>.rs", "insertions": 1, "deletions": 1, "binary": false}]});
+    api.work_job(
+        &done,
+        &[&format!("log says {hostile}")],
+        Some((diff, stats)),
+        Some(serde_json::json!({"state": "succeeded"})),
+    )
+    .await;
+    // A running job, its log written while the page is open.
+    let (_, running) = api.create_job(&dev).await;
+    let running = running["id"].as_str().unwrap().to_string();
+    api.work_job(&running, &["cloning the repository"], None, None)
+        .await;
+
+    let browser = browser(&driver).await;
+    browser.set_window_size(1280, 900).await.unwrap();
+    let mut album = Album::new("console");
+
+    // The console is behind sign-in, which comes back to it.
+    browser.goto(&format!("{}/", api.url)).await.unwrap();
+    page_with(&browser, "Sign in").await;
+    sign_in(&browser, "dev@example.com", PASSWORD).await;
+    let jobs = page_with(&browser, "newest first").await;
+    assert!(
+        jobs.contains(&format!("Fix {hostile}")),
+        "shown as text: {jobs}"
+    );
+    assert!(
+        browser.get_alert_text().await.is_err(),
+        "no script of a job ran"
+    );
+    album.shoot(&browser, "jobs").await;
+    assert_accessible(&browser, &axe, "jobs").await;
+
+    // A new job appears without a reload.
+    let (_, new) = api.create_job(&dev).await;
+    let new = new["id"].as_str().unwrap().to_string();
+    element_with(&browser, "#jobs tbody", &new[..8]).await;
+
+    // The running job's log grows while the page is open.
+    browser
+        .goto(&format!("{}/jobs/{running}", api.url))
+        .await
+        .unwrap();
+    element_with(&browser, "#log", "cloning the repository").await;
+    api.work_job(
+        &running,
+        &["agent: writing the fix", "error: a test failed"],
+        None,
+        None,
+    )
+    .await;
+    element_with(&browser, "#log", "error: a test failed").await;
+    album.shoot(&browser, "running-job").await;
+    assert_accessible(&browser, &axe, "running job").await;
+    // Search and jump to the error.
+    browser
+        .find(Locator::Css("#log-search"))
+        .await
+        .unwrap()
+        .send_keys("writing")
+        .await
+        .unwrap();
+    element_with(&browser, "#log-count", "1 match").await;
+    browser
+        .find(Locator::Css("#log-error"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    element_with(&browser, "#log .log-line.current", "a test failed").await;
+
+    // Cancel, through the API with the page's CSRF token.
+    browser
+        .find(Locator::Css("#cancel"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    element_with(&browser, "#notice", "Cancelled.").await;
+    element_with(&browser, "#job-state", "cancelled").await;
+    let (_, job) = api.get(&format!("/v1/jobs/{running}"), &dev).await;
+    assert_eq!(job["state"], "cancelled", "{job}");
+    album.shoot(&browser, "cancelled").await;
+
+    // The finished job: its log as text, then its diff.
+    browser
+        .goto(&format!("{}/jobs/{done}", api.url))
+        .await
+        .unwrap();
+    element_with(&browser, "#log", &format!("log says {hostile}")).await;
+    album.shoot(&browser, "finished-job").await;
+    browser
+        .find(Locator::LinkText("Read the diff"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let shown = page_with(&browser, "Diff of job").await;
+    assert!(shown.contains("src/<img src=x>.rs"), "{shown}");
+    assert!(browser.get_alert_text().await.is_err());
+    album.shoot(&browser, "diff").await;
+    assert_accessible(&browser, &axe, "diff").await;
+
+    // At 320 px wide nothing but the tables' own scrollers scrolls sideways.
+    browser.set_window_size(320, 800).await.unwrap();
+    browser.goto(&format!("{}/", api.url)).await.unwrap();
+    page_with(&browser, "newest first").await;
+    let fits = browser
+        .execute(
+            "return document.documentElement.scrollWidth <= window.innerWidth + 1",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(fits, serde_json::json!(true), "the page fits 320 px");
+    album.shoot(&browser, "jobs-320px").await;
+    browser.set_window_size(1280, 900).await.unwrap();
+
+    // Another account sees none of it.
+    sign_out(&browser).await;
+    sign_in(&browser, "other@example.com", PASSWORD).await;
+    page_with(&browser, "No jobs here yet").await;
+    browser
+        .goto(&format!("{}/jobs/{done}", api.url))
+        .await
+        .unwrap();
+    page_with(&browser, "job not found").await;
+    album.shoot(&browser, "another-accounts-job").await;
+    browser
+        .goto(&format!("{}/operators", api.url))
+        .await
+        .unwrap();
+    page_with(&browser, "for administrators").await;
+
+    // An administrator sees the whole system.
+    sign_out(&browser).await;
+    sign_in(&browser, "ops@example.com", PASSWORD).await;
+    page_with(&browser, "No jobs here yet").await;
+    browser
+        .find(Locator::LinkText("Operators"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let operators = page_with(&browser, "Use this month").await;
+    assert!(
+        operators.contains("dev@example.com: 0 waiting, 1 running"),
+        "{operators}"
+    );
+    assert!(operators.contains("Ready: database ok"), "{operators}");
+    album.shoot(&browser, "operators").await;
+    assert_accessible(&browser, &axe, "operators").await;
     browser.close().await.unwrap();
 }
