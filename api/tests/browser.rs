@@ -309,13 +309,13 @@ async fn assert_accessible(browser: &Client, axe: &str, page: &str) {
 async fn element_with(browser: &Client, css: &str, expected: &str) -> String {
     let mut last = String::new();
     for _ in 0..100 {
-        if let Ok(element) = browser.find(Locator::Css(css)).await {
-            if let Ok(text) = element.text().await {
-                if text.contains(expected) {
-                    return text;
-                }
-                last = text;
+        if let Ok(element) = browser.find(Locator::Css(css)).await
+            && let Ok(text) = element.text().await
+        {
+            if text.contains(expected) {
+                return text;
             }
+            last = text;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
