@@ -312,7 +312,26 @@
     }
   }
 
+  // Buttons that call the API (`data-method`, `data-path`), then show the page anew.
+  function apiButtons() {
+    const notice = document.getElementById('notice');
+    for (const button of document.querySelectorAll('button[data-path]')) {
+      button.addEventListener('click', async () => {
+        button.disabled = true;
+        try {
+          await api(button.dataset.method, button.dataset.path);
+          if (notice) notice.textContent = 'Done.';
+          location.reload();
+        } catch (error) {
+          if (notice) notice.textContent = `Refused: ${error.message}`;
+          button.disabled = false;
+        }
+      });
+    }
+  }
+
   // Last: the class above is defined only once its declaration has run.
   if (page === 'jobs') liveJobs();
   if (page === 'job') jobPage();
+  apiButtons();
 })();

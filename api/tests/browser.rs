@@ -347,6 +347,14 @@ async fn a_person_follows_and_acts_on_jobs_in_the_console() {
     api.login("ops@example.com").await;
     api.sql("UPDATE accounts SET is_admin = 1 WHERE email = 'ops@example.com'")
         .await;
+    let (_, pat) = ckrv_api::identity::admin::issue_token(
+        &api.store().await,
+        "dev@example.com",
+        "ci-token",
+        None,
+    )
+    .await
+    .unwrap();
     // A finished job whose title, branch, log and file names hold markup.
     let hostile = "<script>alert(1)</script>";
     let (_, done) = api
@@ -518,7 +526,47 @@ async fn a_person_follows_and_acts_on_jobs_in_the_console() {
         "{operators}"
     );
     assert!(operators.contains("Ready: database ok"), "{operators}");
+    assert!(operators.contains("ci-token"), "{operators}");
     album.shoot(&browser, "operators").await;
     assert_accessible(&browser, &axe, "operators").await;
+
+    // The administrator revokes dev's token and disables other's account with the page's
+    // buttons, which call the administrators' API.
+    browser
+        .find(Locator::Css(
+            "button[aria-label='Revoke ci-token of dev@example.com']",
+        ))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    for _ in 0..50 {
+        if api.get("/v1/users/me", &pat).await.0 == reqwest::StatusCode::UNAUTHORIZED {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        api.get("/v1/users/me", &pat).await.0,
+        reqwest::StatusCode::UNAUTHORIZED
+    );
+    page_with(&browser, "Use this month").await;
+    browser
+        .find(Locator::Css(
+            "button[aria-label='Disable other@example.com']",
+        ))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    element_with(
+        &browser,
+        "tr[data-email='other@example.com'] .account-status",
+        "disabled",
+    )
+    .await;
+    album.shoot(&browser, "operators-after-actions").await;
     browser.close().await.unwrap();
 }

@@ -324,3 +324,121 @@ async fn operators_see_every_account_and_others_are_refused() {
         "{page}"
     );
 }
+
+#[tokio::test]
+async fn administrators_disable_enable_and_revoke_through_the_api() {
+    let dir = tempfile::tempdir().unwrap();
+    let api = TestApi::start(dir.path()).await;
+    let (dev_browser, dev) = person(&api, "dev@example.com").await;
+    let (admin_browser, admin) = person(&api, "ops@example.com").await;
+    let disable = "/v1/admin/accounts/dev%40example.com/disable";
+    let enable = "/v1/admin/accounts/dev@example.com/enable";
+
+    // Not yet an administrator: refused, and nothing changes.
+    let (status, body) = api.post(disable, &admin, json!({})).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert!(
+        body["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("only administrators")
+    );
+    api.sql("UPDATE accounts SET is_admin = 1 WHERE email = 'ops@example.com'")
+        .await;
+
+    // A personal access token of dev's, revoked by the administrator.
+    let store = api.store().await;
+    let (token_id, pat) =
+        ckrv_api::identity::admin::issue_token(&store, "dev@example.com", "ci", None)
+            .await
+            .unwrap();
+    assert_eq!(api.get("/v1/users/me", &pat).await.0, StatusCode::OK);
+    let (_, page) = admin_browser.get("/operators").await;
+    assert!(
+        page.contains(&format!(
+            "data-path=\"/v1/admin/accounts/dev%40example.com/tokens/{token_id}\""
+        )),
+        "{page}"
+    );
+    let revoke = format!(
+        "{}/v1/admin/accounts/dev@example.com/tokens/{token_id}",
+        api.url
+    );
+    let response = api
+        .http
+        .delete(&revoke)
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    assert_eq!(
+        api.get("/v1/users/me", &pat).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    let response = api
+        .http
+        .delete(format!(
+            "{}/v1/admin/accounts/dev@example.com/tokens/nope",
+            api.url
+        ))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+
+    // Disabling ends dev's tokens and browser session at once; the page's button does it with
+    // the page's CSRF token, and not without it.
+    let cookie_only = admin_browser
+        .http
+        .post(format!("{}{disable}", api.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cookie_only.status(), StatusCode::FORBIDDEN);
+    assert_eq!(api.get("/v1/users/me", &dev).await.0, StatusCode::OK);
+    let done = admin_browser
+        .http
+        .post(format!("{}{disable}", api.url))
+        .header("X-CSRF-Token", csrf_of(&page))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(done.status(), StatusCode::NO_CONTENT);
+    assert_eq!(
+        api.get("/v1/users/me", &dev).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    assert!(dev_browser.get("/").await.1.contains("Sign in"));
+    let (_, page) = admin_browser.get("/operators").await;
+    assert!(
+        page.contains("ckrv-api users enable dev@example.com"),
+        "{page}"
+    );
+
+    let (status, _) = api.post(enable, &admin, json!({})).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, body) = api
+        .post(
+            "/v1/admin/accounts/ops@example.com/disable",
+            &admin,
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    let (status, body) = api
+        .post(
+            "/v1/admin/accounts/nobody@example.com/disable",
+            &admin,
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    assert!(
+        body["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("no account for nobody@example.com")
+    );
+}

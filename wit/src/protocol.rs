@@ -50,6 +50,10 @@ pub mod paths {
     pub const AUTH_REFRESH: &str = "/v1/auth/refresh";
     pub const AUTH_LOGOUT: &str = "/v1/auth/logout";
     pub const USER: &str = "/v1/users/me";
+    /// Administrators only: what `ckrv-api users disable|enable|revoke-token` do.
+    pub const ADMIN_ACCOUNT_DISABLE: &str = "/v1/admin/accounts/{email}/disable";
+    pub const ADMIN_ACCOUNT_ENABLE: &str = "/v1/admin/accounts/{email}/enable";
+    pub const ADMIN_ACCOUNT_TOKEN: &str = "/v1/admin/accounts/{email}/tokens/{id}";
     pub const CREDENTIALS: &str = "/v1/credentials";
     pub const CREDENTIAL: &str = "/v1/credentials/{name}";
     pub const JOBS: &str = "/v1/jobs";

@@ -1,7 +1,7 @@
 //! What an administrator sees of the whole system: whether the server is ready, the jobs
 //! waiting and running in each account with the worker holding each and its lease, the external
 //! workers and their last claim, the accounts and their tokens, and each account's use this
-//! month. Each row says the CLI command that acts on it.
+//! month. Its buttons call the administrators' API; each names the CLI command that does the same.
 
 use std::collections::HashMap;
 
@@ -18,7 +18,7 @@ use crate::error::AppError;
 use crate::identity::quota;
 use crate::identity::web::escape;
 use crate::ops::health::readiness;
-use crate::store::{Account, ActiveJob};
+use crate::store::{Account, ActiveJob, PersonalToken};
 
 /// Jobs waiting or running shown at most.
 const MAX_ACTIVE: u32 = 500;
@@ -107,11 +107,25 @@ pub async fn page(
     let mut account_rows = String::new();
     for account in &accounts {
         let tokens = store.personal_tokens(&account.id).await?;
-        account_rows.push_str(&account_row(
-            account,
-            tokens.iter().filter(|t| !t.revoked).count(),
-        ));
+        let live: Vec<&PersonalToken> = tokens
+            .iter()
+            .filter(|t| !t.revoked && t.expires_ms.is_none_or(|at| at > now_ms))
+            .collect();
+        account_rows.push_str(&account_row(account, &live, account.id == user.account.id));
     }
+    let none = |rows: String, columns: u8, said: &str| {
+        if rows.is_empty() {
+            format!("<tr><td colspan=\"{columns}\">{said}</td></tr>")
+        } else {
+            rows
+        }
+    };
+    let active_rows = none(active_rows, 8, "No job is waiting or running.");
+    let worker_rows = none(
+        worker_rows,
+        4,
+        "None: add one with <code>ckrv-api workers add NAME</code>.",
+    );
     let usage_rows: String = usage
         .iter()
         .map(|u| {
@@ -123,14 +137,16 @@ pub async fn page(
             )
         })
         .collect();
+    let usage_rows = none(usage_rows, 3, "No jobs this month.");
     let body = format!(
-        r#"<section aria-labelledby="ready-h"><h2 id="ready-h">Server</h2>{readiness_html}</section>
+        r#"<p id="notice" role="status" aria-live="polite"></p>
+<section aria-labelledby="ready-h"><h2 id="ready-h">Server</h2>{readiness_html}</section>
 <section aria-labelledby="queue-h"><h2 id="queue-h">Queue</h2><p>{queued} waiting, {running} running.</p><ul>{per_account}</ul>
 <div class="table-wrap"><table id="active"><thead><tr><th scope="col">Job</th><th scope="col">Account</th><th scope="col">State</th><th scope="col">Phase</th><th scope="col">Agent</th><th scope="col">Worker</th><th scope="col">Lease</th><th scope="col">Age</th></tr></thead><tbody>{active_rows}</tbody></table></div></section>
 <section aria-labelledby="workers-h"><h2 id="workers-h">External workers</h2><p>Jobs the server starts itself run on its local workers; the queue above names the worker holding each job.</p>
 <div class="table-wrap"><table id="workers"><thead><tr><th scope="col">Name</th><th scope="col">Added</th><th scope="col">Last claim</th><th scope="col">Remove with</th></tr></thead><tbody>{worker_rows}</tbody></table></div></section>
 <section aria-labelledby="accounts-h"><h2 id="accounts-h">Accounts</h2>
-<div class="table-wrap"><table id="accounts"><thead><tr><th scope="col">Email</th><th scope="col">Tier</th><th scope="col">Role</th><th scope="col">Status</th><th scope="col">Live tokens</th><th scope="col">Act with</th></tr></thead><tbody>{account_rows}</tbody></table></div></section>
+<div class="table-wrap"><table id="accounts"><thead><tr><th scope="col">Email</th><th scope="col">Tier</th><th scope="col">Role</th><th scope="col">Status</th><th scope="col">Personal access tokens</th><th scope="col">Actions</th></tr></thead><tbody>{account_rows}</tbody></table></div></section>
 <section aria-labelledby="usage-h"><h2 id="usage-h">Use this month</h2>
 <div class="table-wrap"><table id="usage"><thead><tr><th scope="col">Account</th><th scope="col">Jobs</th><th scope="col">Model cost</th></tr></thead><tbody>{usage_rows}</tbody></table></div></section>"#
     );
@@ -167,15 +183,65 @@ fn active_row(job: &ActiveJob, email: &str, now_ms: i64, now: time::OffsetDateTi
     )
 }
 
-fn account_row(account: &Account, live_tokens: usize) -> String {
+/// An account with its live tokens, and buttons that call the administrators' API (the CLI
+/// command that does the same is named beside each).
+fn account_row(account: &Account, live_tokens: &[&PersonalToken], is_me: bool) -> String {
     let email = escape(&account.email);
-    let (status, command) = if account.disabled {
-        ("disabled", format!("ckrv-api users enable {email}"))
+    let in_path: String = url::form_urlencoded::byte_serialize(account.email.as_bytes()).collect();
+    let button = |method: &str, path: String, label: &str, what: &str| {
+        format!(
+            "<button type=\"button\" data-method=\"{method}\" data-path=\"{}\" aria-label=\"{label} {what}\">{label}</button>",
+            escape(&path)
+        )
+    };
+    let (status, action) = if account.disabled {
+        (
+            "disabled",
+            button(
+                "POST",
+                format!("/v1/admin/accounts/{in_path}/enable"),
+                "Enable",
+                &email,
+            ) + &format!(" <code>ckrv-api users enable {email}</code>"),
+        )
+    } else if is_me {
+        ("enabled", "this is you".to_string())
     } else {
-        ("enabled", format!("ckrv-api users disable {email}"))
+        (
+            "enabled",
+            button(
+                "POST",
+                format!("/v1/admin/accounts/{in_path}/disable"),
+                "Disable",
+                &email,
+            ) + &format!(" <code>ckrv-api users disable {email}</code>"),
+        )
+    };
+    let tokens: String = if live_tokens.is_empty() {
+        "none".to_string()
+    } else {
+        let items: String = live_tokens
+            .iter()
+            .map(|token| {
+                let id: String =
+                    url::form_urlencoded::byte_serialize(token.id.as_bytes()).collect();
+                format!(
+                    "<li>{name} <code>{id_text}</code> {revoke}</li>",
+                    name = escape(&token.name),
+                    id_text = escape(&token.id),
+                    revoke = button(
+                        "DELETE",
+                        format!("/v1/admin/accounts/{in_path}/tokens/{id}"),
+                        "Revoke",
+                        &format!("{} of {email}", escape(&token.name)),
+                    ),
+                )
+            })
+            .collect();
+        format!("<ul class=\"tokens\">{items}</ul>")
     };
     format!(
-        "<tr><td>{email}</td><td>{tier}</td><td>{role}</td><td>{status}</td><td>{live_tokens}</td><td><code>{command}</code>, <code>ckrv-api users tokens {email}</code></td></tr>",
+        "<tr data-email=\"{email}\"><td>{email}</td><td>{tier}</td><td>{role}</td><td class=\"account-status\">{status}</td><td>{tokens}</td><td>{action}</td></tr>",
         tier = account.tier.as_str(),
         role = if account.is_admin {
             "administrator"

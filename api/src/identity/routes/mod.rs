@@ -1,5 +1,7 @@
-//! The routes of identity: the device flow, sessions and the signed-in user.
+//! The routes of identity: the device flow, sessions, the signed-in user, and what
+//! administrators do to accounts.
 
+pub(crate) mod admin;
 pub(crate) mod auth;
 pub(crate) mod users;
 
@@ -81,5 +83,35 @@ pub const ROUTES: &[Route<IdentityState>] = &[
             &[(200, Content::Json("User"))],
         ),
         |method| on(method, users::me),
+    ),
+    Route::new(
+        op(
+            Method::Post,
+            paths::ADMIN_ACCOUNT_DISABLE,
+            "disableAccount",
+            "Administrators: disable an account, revoking its tokens and sessions",
+            Auth::User,
+        ),
+        |method| on(method, admin::disable),
+    ),
+    Route::new(
+        op(
+            Method::Post,
+            paths::ADMIN_ACCOUNT_ENABLE,
+            "enableAccount",
+            "Administrators: enable a disabled account again",
+            Auth::User,
+        ),
+        |method| on(method, admin::enable),
+    ),
+    Route::new(
+        op(
+            Method::Delete,
+            paths::ADMIN_ACCOUNT_TOKEN,
+            "revokeAccountToken",
+            "Administrators: revoke one of an account's personal access tokens",
+            Auth::User,
+        ),
+        |method| on(method, admin::revoke_token),
     ),
 ];
