@@ -127,7 +127,24 @@ pub fn with_agent(spec: &str, agent: &str) -> Result<String, SpecError> {
 /// What a person calls the spec: the body's first Markdown heading, else its first line (at most
 /// 120 characters); `None` for a spec without text. A spec without front matter is all body.
 pub fn title(spec: &str) -> Option<String> {
-    let body = parse_spec(spec).map_or_else(|_| spec.to_string(), |parsed| parsed.body);
+    // Lists show a title per job: the front matter is skipped, not parsed.
+    let spec = spec.strip_prefix('\u{feff}').unwrap_or(spec);
+    let mut lines = spec.split_inclusive('\n');
+    let body = match lines.next() {
+        Some(first) if first.trim_end() == "---" => {
+            let mut at = first.len();
+            let mut closed = false;
+            for line in lines {
+                at += line.len();
+                if line.trim_end() == "---" {
+                    closed = true;
+                    break;
+                }
+            }
+            if closed { &spec[at..] } else { spec }
+        }
+        _ => spec,
+    };
     let mut lines = body.lines().map(str::trim).filter(|line| !line.is_empty());
     let heading = body
         .lines()

@@ -12,92 +12,18 @@
 mod support;
 
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use fantoccini::{Client, ClientBuilder, Locator};
+use ckrv_test_support::{Chromedriver, chromedriver};
+use fantoccini::{Client, Locator};
 use support::{PASSWORD, TestApi};
 
-/// chromedriver on a loopback port, killed on drop.
-struct Driver {
-    url: String,
-    child: Child,
-    profile: tempfile::TempDir,
+async fn driver() -> Option<Chromedriver> {
+    chromedriver().await
 }
 
-impl Drop for Driver {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn installed(program: &str) -> bool {
-    Command::new(program)
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
-
-async fn driver() -> Option<Driver> {
-    if !(installed("chromium") && installed("chromedriver")) {
-        ckrv_test_support::skip_unless_required(
-            "CKRV_REQUIRE_BROWSER",
-            "chromium and chromedriver are not installed",
-            "apt-get install chromium chromium-driver",
-        );
-        return None;
-    }
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let child = Command::new("chromedriver")
-        .arg(format!("--port={port}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let url = format!("http://127.0.0.1:{port}");
-    for _ in 0..100 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    Some(Driver {
-        url,
-        child,
-        profile: tempfile::tempdir().unwrap(),
-    })
-}
-
-/// A headless Chromium that calls nothing but loopback.
-async fn browser(driver: &Driver) -> Client {
-    let profile = driver.profile.path().display().to_string();
-    let args = [
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--disable-dev-shm-usage",
-        &format!("--user-data-dir={profile}"),
-    ];
-    let mut caps = serde_json::Map::new();
-    caps.insert(
-        "goog:chromeOptions".into(),
-        serde_json::json!({"binary": "/usr/bin/chromium", "args": args}),
-    );
-    ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
-        .capabilities(caps)
-        .connect(&driver.url)
-        .await
-        .unwrap()
+async fn browser(driver: &Chromedriver) -> Client {
+    driver.browser().await
 }
 
 /// Saves what the browser shows, numbered in the order taken.

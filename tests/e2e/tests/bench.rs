@@ -145,3 +145,45 @@ fn the_cli_benchmark_measures_log_latency_and_status_against_curl() {
     );
     assert!(stdout.contains("× curl)"), "{stdout}");
 }
+
+#[test]
+fn the_console_benchmark_times_its_pages_in_chromium() {
+    if !ckrv_test_support::chromium_installed() {
+        ckrv_test_support::skip_unless_required(
+            "CKRV_REQUIRE_BROWSER",
+            "chromium and chromedriver are not installed",
+            "apt-get install chromium chromium-driver",
+        );
+        return;
+    }
+    let out = Command::new(binary("ckrv-bench"))
+        .args([
+            "--console-only",
+            "--console-jobs",
+            "5",
+            "--console-loads",
+            "2",
+            "--console-probes",
+            "3",
+            "--console-log-lines",
+            "300",
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: Vec<&str> = stdout.lines().filter(|l| l.starts_with("| ")).collect();
+    // The header, the log line's latency, the long log's three rows and the jobs page.
+    assert_eq!(rows.len(), 6, "{stdout}");
+    for row in [
+        "| console: a log line, worker's POST to its row in the open page | 3 |",
+        "| console: job page with a 300-line log, to every line loaded | 2 |",
+        "| console: jobs page with 5 jobs, to DOMContentLoaded | 2 |",
+    ] {
+        assert!(stdout.contains(row), "{row} in {stdout}");
+    }
+}

@@ -7,6 +7,7 @@ mod agent_view;
 #[cfg(feature = "api")]
 pub mod api;
 mod browser;
+mod chromium;
 mod database;
 mod fake_endpoint;
 mod forge;
@@ -26,6 +27,7 @@ mod sshd;
 pub use agent_stand_in::{egress_bridge, install_agent_stand_ins};
 pub use agent_view::AgentView;
 pub use browser::{Browser, PASSWORD, form_value};
+pub use chromium::{Chromedriver, chromedriver, chromium_installed};
 pub use database::{POSTGRES_ENV, TestDatabase};
 pub use fake_endpoint::{FakeEndpoint, Recorded};
 pub use forge::Forge;

@@ -60,19 +60,7 @@ pub fn run(
             "8",
         ],
     );
-    let token = bench_account(&api, EMAIL)?;
-    let added = api.admin(&["workers", "add", "bench-worker"]);
-    ensure!(
-        added.status.success(),
-        "workers add: {}",
-        String::from_utf8_lossy(&added.stderr)
-    );
-    let engine = Engine {
-        url: api.url.clone(),
-        token,
-        worker_credential: String::from_utf8(added.stdout)?.trim().to_string(),
-        http: reqwest::Client::new(),
-    };
+    let engine = Engine::on(&api, EMAIL)?;
     runtime.block_on(async {
         engine.followers(load, table).await?;
         engine.ingest(load, table).await?;
@@ -128,9 +116,12 @@ pub async fn create_job(
     Ok(job["id"].as_str().context("the job has an id")?.to_string())
 }
 
+/// The password of the bench's accounts, for a browser's sign-in.
+pub const PASSWORD: &str = "bench-password-long-enough";
+
 /// An enterprise account (room for every job a bench makes) on `api`; its token.
 pub fn bench_account(api: &Api, email: &str) -> Result<String> {
-    api.add_user(email, "bench-password-long-enough");
+    api.add_user(email, PASSWORD);
     let set = api.admin(&["users", "set-tier", email, "enterprise"]);
     ensure!(
         set.status.success(),
@@ -141,7 +132,25 @@ pub fn bench_account(api: &Api, email: &str) -> Result<String> {
 }
 
 impl Engine {
-    async fn create_job(&self, spec: &str) -> Result<String> {
+    /// An enterprise account `email` and an external worker's credential on `api` (started with
+    /// `--external-workers`).
+    pub fn on(api: &Api, email: &str) -> Result<Self> {
+        let token = bench_account(api, email)?;
+        let added = api.admin(&["workers", "add", "bench-worker"]);
+        ensure!(
+            added.status.success(),
+            "workers add: {}",
+            String::from_utf8_lossy(&added.stderr)
+        );
+        Ok(Self {
+            url: api.url.clone(),
+            token,
+            worker_credential: String::from_utf8(added.stdout)?.trim().to_string(),
+            http: reqwest::Client::new(),
+        })
+    }
+
+    pub async fn create_job(&self, spec: &str) -> Result<String> {
         create_job(&self.http, &self.url, &self.token, spec).await
     }
 
@@ -165,7 +174,7 @@ impl Engine {
         })
     }
 
-    async fn append(&self, job: &mut Claimed, messages: &[String]) -> Result<()> {
+    pub async fn append(&self, job: &mut Claimed, messages: &[String]) -> Result<()> {
         let lines: Vec<Value> = messages
             .iter()
             .map(|m| json!({"timestamp": "2026-11-23T00:00:00Z", "level": "info", "source": "bench", "message": m}))

@@ -12,6 +12,7 @@
 //! the same profile first.
 
 mod cli;
+mod console;
 mod egress;
 mod engine;
 mod gateway;
@@ -118,6 +119,22 @@ struct Args {
     /// Times the single attempt and the group are each measured.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
     group_runs: u32,
+    /// Only the web console's measurements, in headless Chromium (docs/console.md).
+    #[arg(long, conflicts_with_all = ["worker_only", "cli_only", "snapshots_only", "webhooks_only", "groups_only"])]
+    console_only: bool,
+    /// Jobs in the account when the console's jobs page is measured (shown on one page, at
+    /// most 1,000).
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    console_jobs: u32,
+    /// Loads of each console page measured.
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    console_loads: u32,
+    /// Log lines timed from the worker to the open job page.
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..=100000))]
+    console_probes: u32,
+    /// Lines of the long log the console's job page loads.
+    #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u32).range(1..=10000000))]
+    console_log_lines: u32,
     /// Only the worker's measurements (diff step, sandbox) and the job path.
     #[arg(long)]
     worker_only: bool,
@@ -205,6 +222,26 @@ fn main() -> Result<()> {
                 attempts: args.group_attempts,
                 agent_seconds: args.group_agent_seconds,
             },
+            &mut table,
+        )?;
+        print_table(&table);
+        return Ok(());
+    }
+    if args.console_only {
+        let tmp = tempfile::tempdir()?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?;
+        let mut table = Table::default();
+        console::run(
+            tmp.path(),
+            &console::Load {
+                jobs: args.console_jobs as usize,
+                loads: args.console_loads as usize,
+                probes: args.console_probes as usize,
+                log_lines: args.console_log_lines as usize,
+            },
+            &runtime,
             &mut table,
         )?;
         print_table(&table);
