@@ -351,6 +351,11 @@ async fn a_person_follows_and_acts_on_jobs_in_the_console() {
     .await;
     element_with(&browser, "#log", "error: a test failed").await;
     album.shoot(&browser, "running-job").await;
+    // From the keyboard: Tab reaches the skip link first, `/` the log's search.
+    press_key(&browser, '\u{E004}').await;
+    assert_eq!(focused(&browser).await, "Skip to content");
+    press_key(&browser, '/').await;
+    assert_eq!(focused(&browser).await, "log-search");
     assert_accessible(&browser, &axe, "running job").await;
     // Search and jump to the error.
     browser
@@ -495,4 +500,52 @@ async fn a_person_follows_and_acts_on_jobs_in_the_console() {
     .await;
     album.shoot(&browser, "operators-after-actions").await;
     browser.close().await.unwrap();
+
+    // In dark mode, the same pages, as checked.
+    let dark = driver.browser_with(&["--force-dark-mode"]).await;
+    dark.set_window_size(1280, 900).await.unwrap();
+    dark.goto(&format!("{}/", api.url)).await.unwrap();
+    page_with(&dark, "Sign in").await;
+    sign_in(&dark, "dev@example.com", PASSWORD).await;
+    page_with(&dark, "newest first").await;
+    let background = dark
+        .execute(
+            "return getComputedStyle(document.body).backgroundColor",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(background, serde_json::json!("rgb(13, 17, 23)"), "dark");
+    album.shoot(&dark, "dark-jobs").await;
+    assert_accessible(&dark, &axe, "jobs, dark").await;
+    dark.goto(&format!("{}/jobs/{done}/diff", api.url))
+        .await
+        .unwrap();
+    page_with(&dark, "Diff of job").await;
+    album.shoot(&dark, "dark-diff").await;
+    assert_accessible(&dark, &axe, "diff, dark").await;
+    dark.close().await.unwrap();
+}
+
+/// Presses and releases one key (WebDriver's key codes: `\u{E004}` is Tab).
+async fn press_key(browser: &Client, key: char) {
+    use fantoccini::actions::{InputSource, KeyAction, KeyActions};
+    let keys = KeyActions::new("keyboard".to_string())
+        .then(KeyAction::Down { value: key })
+        .then(KeyAction::Up { value: key });
+    browser.perform_actions(keys).await.unwrap();
+}
+
+/// The focused element's id, else its text.
+async fn focused(browser: &Client) -> String {
+    browser
+        .execute(
+            "const e = document.activeElement; return e.id || e.textContent.trim();",
+            vec![],
+        )
+        .await
+        .unwrap()
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
 }

@@ -71,19 +71,31 @@ pub async fn chromedriver() -> Option<Chromedriver> {
 impl Chromedriver {
     /// A headless Chromium that calls nothing but loopback.
     pub async fn browser(&self) -> Client {
-        let profile = self.profile.path().display().to_string();
-        let args = [
-            "--headless=new",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--disable-dev-shm-usage",
-            &format!("--user-data-dir={profile}"),
+        self.browser_with(&[]).await
+    }
+
+    /// The same, with `extra` flags (e.g. `--force-dark-mode`), in a profile of its own.
+    pub async fn browser_with(&self, extra: &[&str]) -> Client {
+        let profile = tempfile::Builder::new()
+            .prefix("profile")
+            .tempdir_in(self.profile.path())
+            .unwrap()
+            .keep()
+            .display()
+            .to_string();
+        let mut args = vec![
+            "--headless=new".to_string(),
+            "--no-sandbox".to_string(),
+            "--disable-gpu".to_string(),
+            "--disable-quic".to_string(),
+            "--no-first-run".to_string(),
+            "--disable-background-networking".to_string(),
+            "--disable-component-update".to_string(),
+            "--disable-sync".to_string(),
+            "--disable-dev-shm-usage".to_string(),
+            format!("--user-data-dir={profile}"),
         ];
+        args.extend(extra.iter().map(ToString::to_string));
         let mut caps = serde_json::Map::new();
         caps.insert(
             "goog:chromeOptions".into(),
