@@ -8,19 +8,22 @@
   const page = document.body.dataset.page;
 
   // Calls the API as the signed-in person; throws the API's own description of a refusal.
-  async function api(method, path) {
+  async function api(method, path, body) {
+    const headers = { 'Accept': 'application/json', 'X-CSRF-Token': csrf };
+    if (body !== undefined) headers['Content-Type'] = 'application/json';
     const response = await fetch(path, {
       method,
       credentials: 'same-origin',
-      headers: { 'Accept': 'application/json', 'X-CSRF-Token': csrf },
+      headers,
+      body: body === undefined ? undefined : JSON.stringify(body),
     });
-    let body = null;
-    try { body = await response.json(); } catch { body = null; }
+    let answer = null;
+    try { answer = await response.json(); } catch { answer = null; }
     if (!response.ok) {
-      const said = body && (body.error_description || body.message || body.error);
+      const said = answer && (answer.error_description || answer.message || answer.error);
       throw new Error(said || `${response.status} ${response.statusText}`);
     }
-    return body;
+    return answer;
   }
 
   // Typing `/` focuses the page's search, unless the person is typing already.
@@ -120,6 +123,23 @@
         }
       });
     }
+
+    // A follow-up: the same POST /v1/jobs as `ckrv run --cloud --continue ID --feedback …`.
+    const followUp = document.getElementById('follow-up');
+    followUp?.addEventListener('submit', async (event) => {
+      event.preventDefault();
+      const feedback = document.getElementById('feedback').value.trim();
+      if (!feedback) { say('Write the feedback first.'); return; }
+      say('Starting the follow-up…');
+      try {
+        const job = await api('POST', '/v1/jobs', {
+          spec_content: '', git_repo_url: '', continues: followUp.dataset.job, feedback,
+        });
+        location.assign(`/jobs/${encodeURIComponent(job.id)}`);
+      } catch (error) {
+        say(`Not started: ${error.message}`);
+      }
+    });
 
     // The job's state, until it ends.
     async function watchState() {

@@ -297,7 +297,8 @@ async fn a_person_follows_and_acts_on_jobs_in_the_console() {
     let done = done["id"].as_str().unwrap().to_string();
     let diff = "diff --git a/src/<img src=x>.rs b/src/<img src=x>.rs\n--- a/src/<img src=x>.rs\n+++ b/src/<img src=x>.rs\n@@ -1,2 +1,2 @@\n fn main() {\n-    let old = 1;\n+    let new = 2;\n";
     let stats = serde_json::json!({"files_changed": 1, "insertions": 1, "deletions": 1,
-        "files": [{"path": "src/<img src=x>.rs", "insertions": 1, "deletions": 1, "binary": false}]});
+        "files": [{"path": "src/<img src=x>.rs", "insertions": 1, "deletions": 1, "binary": false}],
+        "base_commit": "0123456789abcdef0123456789abcdef01234567"});
     api.work_job(
         &done,
         &[&format!("log says {hostile}")],
@@ -409,6 +410,31 @@ async fn a_person_follows_and_acts_on_jobs_in_the_console() {
     album.shoot(&browser, "diff").await;
     assert_accessible(&browser, &axe, "diff").await;
 
+    // Continue with feedback: a follow-up job, as `ckrv run --cloud --continue` makes.
+    browser
+        .goto(&format!("{}/jobs/{done}", api.url))
+        .await
+        .unwrap();
+    browser
+        .find(Locator::Css("#feedback"))
+        .await
+        .unwrap()
+        .send_keys("Also cover the <empty> case")
+        .await
+        .unwrap();
+    browser
+        .find(Locator::Css("#follow-up button[type=submit]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let follow_up = page_with(&browser, "Follows up").await;
+    assert!(follow_up.contains(&done), "{follow_up}");
+    let (_, jobs) = api.get("/v1/jobs", &dev).await;
+    assert_eq!(jobs["jobs"][0]["parent_id"], done.as_str(), "{jobs}");
+    album.shoot(&browser, "follow-up").await;
+
     // At 320 px wide nothing but the tables' own scrollers scrolls sideways.
     browser.set_window_size(320, 800).await.unwrap();
     browser.goto(&format!("{}/", api.url)).await.unwrap();
@@ -452,8 +478,9 @@ async fn a_person_follows_and_acts_on_jobs_in_the_console() {
         .await
         .unwrap();
     let operators = page_with(&browser, "Use this month").await;
+    // The new job of the live list and the follow-up still run.
     assert!(
-        operators.contains("dev@example.com: 0 waiting, 1 running"),
+        operators.contains("dev@example.com: 0 waiting, 2 running"),
         "{operators}"
     );
     assert!(operators.contains("Ready: database ok"), "{operators}");

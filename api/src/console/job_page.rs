@@ -121,8 +121,27 @@ fn actions(row: &JobRow) -> String {
             r#"<p class="pull">When it is done: <code id="pull-cmd">ckrv pull {id}</code> <button type="button" data-copy="pull-cmd">Copy</button></p>"#
         )
     };
+    // A follow-up starts from the change and its base commit (docs/follow-ups.md).
+    let can_continue = row.job.change_is_pullable()
+        && row.has_diff
+        && row.expired_at.is_none()
+        && row
+            .job
+            .diff_stats
+            .as_ref()
+            .and_then(|stats| stats.base_commit.as_deref())
+            .is_some_and(|base| !base.is_empty());
+    let follow_up = if can_continue {
+        format!(
+            r#"<form id="follow-up" class="follow-up" data-job="{id}"><label for="feedback">Feedback for a follow-up job, which starts from this change</label>
+<textarea id="feedback" name="feedback" rows="3" required></textarea>
+<button type="submit">Continue with feedback</button> <span class="hint">or <code>ckrv run --cloud --continue {id} --message TEXT</code></span></form>"#
+        )
+    } else {
+        String::new()
+    };
     format!(
-        r#"<section aria-labelledby="actions-h"><h2 id="actions-h">Actions</h2>{pull}{cancel}<p id="notice" role="status" aria-live="polite"></p></section>"#
+        r#"<section aria-labelledby="actions-h"><h2 id="actions-h">Actions</h2>{pull}{cancel}{follow_up}<p id="notice" role="status" aria-live="polite"></p></section>"#
     )
 }
 
@@ -155,9 +174,24 @@ fn details(row: &JobRow, follow_ups: &[String]) -> String {
         ));
     }
     if let Some(publication) = &job.publication {
+        let request = publication
+            .pull_request_url
+            .as_deref()
+            .filter(|url| url.starts_with("https://") || url.starts_with("http://"))
+            .map(|url| {
+                format!(
+                    ", <a href=\"{0}\" rel=\"noreferrer noopener\">{0}</a>",
+                    escape(url)
+                )
+            })
+            .unwrap_or_default();
         items.push((
             "Published",
-            escape(&serde_json::to_string(publication).unwrap_or_default()),
+            format!(
+                "branch <code>{}</code> at <code>{}</code>{request}",
+                escape(&publication.branch),
+                escape(publication.commit.get(..12).unwrap_or(&publication.commit)),
+            ),
         ));
     }
     if let (Some(group), Some(attempt)) = (&job.group_id, job.attempt) {
