@@ -177,12 +177,13 @@ fn the_console_benchmark_times_its_pages_in_chromium() {
         String::from_utf8_lossy(&out.stderr)
     );
     let rows: Vec<&str> = stdout.lines().filter(|l| l.starts_with("| ")).collect();
-    // The header, the log line's latency, the long log's three rows and the jobs page.
-    assert_eq!(rows.len(), 6, "{stdout}");
+    // The header, the log line's latency, the long log's three rows and the jobs page's four.
+    assert_eq!(rows.len(), 9, "{stdout}");
     for row in [
         "| console: a log line, worker's POST to its row in the open page | 3 |",
         "| console: job page with a 300-line log, to every line loaded | 2 |",
-        "| console: jobs page with 5 jobs, to DOMContentLoaded | 2 |",
+        "| console: jobs page, 7 of 7 jobs shown, to DOMContentLoaded | 2 |",
+        "| console: jobs page, 5 of 7 jobs shown, the server's answer | 2 |",
     ] {
         assert!(stdout.contains(row), "{row} in {stdout}");
     }
