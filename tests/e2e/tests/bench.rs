@@ -6,60 +6,70 @@ use std::process::Command;
 
 use ckrv_e2e::binary;
 
-#[test]
-fn the_benchmark_measures_every_path_and_says_so_in_a_table() {
-    if !ckrv_test_support::sandbox_available() {
-        return;
-    }
-    let out = Command::new(binary("ckrv-bench"))
-        .args(["--jobs", "1", "--requests", "8", "--clients", "2"])
-        .args([
-            "--followers",
-            "20",
-            "--follow-lines",
-            "3",
-            "--log-lines",
-            "1000",
-        ])
-        .args(["--creates", "20", "--stored", "50,500"])
-        .args([
-            "--diff-files",
-            "200",
-            "--diff-changed",
-            "20",
-            "--diffs",
-            "2",
-            "--sandboxes",
-            "3",
-        ])
-        .args([
-            "--model-requests",
-            "5",
-            "--download-mib",
-            "1",
-            "--downloads",
-            "2",
-            "--small-requests",
-            "3",
-        ])
-        .args([
-            "--snapshot-files",
-            "300",
-            "--snapshot-mib",
-            "1",
-            "--snapshot-restores",
-            "2",
-        ])
-        .args(["--webhook-jobs", "5", "--webhook-queued", "20"])
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
+/// What a run of `bench` printed, and its table's rows; the run must succeed.
+fn table_of(bench: &mut Command) -> (String, Vec<String>) {
+    let out = bench.output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(
         out.status.success(),
         "{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let rows: Vec<&str> = stdout.lines().filter(|l| l.starts_with("| ")).collect();
+    let rows = stdout
+        .lines()
+        .filter(|l| l.starts_with("| "))
+        .map(str::to_string)
+        .collect();
+    (stdout, rows)
+}
+
+#[test]
+fn the_benchmark_measures_every_path_and_says_so_in_a_table() {
+    if !ckrv_test_support::sandbox_available() {
+        return;
+    }
+    let (stdout, rows) = table_of(
+        Command::new(binary("ckrv-bench"))
+            .args(["--jobs", "1", "--requests", "8", "--clients", "2"])
+            .args([
+                "--followers",
+                "20",
+                "--follow-lines",
+                "3",
+                "--log-lines",
+                "1000",
+            ])
+            .args(["--creates", "20", "--stored", "50,500"])
+            .args([
+                "--diff-files",
+                "200",
+                "--diff-changed",
+                "20",
+                "--diffs",
+                "2",
+                "--sandboxes",
+                "3",
+            ])
+            .args([
+                "--model-requests",
+                "5",
+                "--download-mib",
+                "1",
+                "--downloads",
+                "2",
+                "--small-requests",
+                "3",
+            ])
+            .args([
+                "--snapshot-files",
+                "300",
+                "--snapshot-mib",
+                "1",
+                "--snapshot-restores",
+                "2",
+            ])
+            .args(["--webhook-jobs", "5", "--webhook-queued", "20"]),
+    );
     // The header, eight measurements of the job's path, four of the worker, seven of
     // snapshots (four of them jobs on a hit, with and without the worker's copy), five of
     // egress, four of webhooks, and eleven of the engine (four of them the model gateway's),
@@ -118,25 +128,15 @@ fn the_cli_benchmark_measures_log_latency_and_status_against_curl() {
     if !ckrv_test_support::sandbox_available() {
         return;
     }
-    let out = Command::new(binary("ckrv-bench"))
-        .args([
-            "--cli-only",
-            "--jobs",
-            "1",
-            "--log-probes",
-            "3",
-            "--status-runs",
-            "2",
-        ])
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let rows: Vec<&str> = stdout.lines().filter(|l| l.starts_with("| ")).collect();
+    let (stdout, rows) = table_of(Command::new(binary("ckrv-bench")).args([
+        "--cli-only",
+        "--jobs",
+        "1",
+        "--log-probes",
+        "3",
+        "--status-runs",
+        "2",
+    ]));
     // The header, the job path's two rows, the log latency, curl and two of `ckrv status`.
     assert_eq!(rows.len(), 7, "{stdout}");
     assert!(
@@ -156,27 +156,17 @@ fn the_console_benchmark_times_its_pages_in_chromium() {
         );
         return;
     }
-    let out = Command::new(binary("ckrv-bench"))
-        .args([
-            "--console-only",
-            "--console-jobs",
-            "5",
-            "--console-loads",
-            "2",
-            "--console-probes",
-            "3",
-            "--console-log-lines",
-            "300",
-        ])
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let rows: Vec<&str> = stdout.lines().filter(|l| l.starts_with("| ")).collect();
+    let (stdout, rows) = table_of(Command::new(binary("ckrv-bench")).args([
+        "--console-only",
+        "--console-jobs",
+        "5",
+        "--console-loads",
+        "2",
+        "--console-probes",
+        "3",
+        "--console-log-lines",
+        "300",
+    ]));
     // The header, the log line's latency, the long log's three rows and the jobs page's four.
     assert_eq!(rows.len(), 9, "{stdout}");
     for row in [

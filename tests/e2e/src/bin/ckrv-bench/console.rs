@@ -8,11 +8,10 @@ use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail, ensure};
-use ckrv_e2e::Api;
 use fantoccini::{Client, Locator};
 use serde_json::Value;
 
-use crate::engine::{Engine, PASSWORD, SCRIPT_SPEC};
+use crate::engine::{Engine, PASSWORD, SCRIPT_SPEC, played_api};
 use crate::table::Table;
 
 const EMAIL: &str = "console@example.com";
@@ -40,19 +39,7 @@ pub fn run(
             "the console bench needs chromium and chromedriver: apt-get install chromium chromium-driver"
         );
     }
-    let api = Api::start_with(
-        &root.join("console-api"),
-        &[
-            "--external-workers",
-            "--allow-local-repos",
-            "--max-log-lines",
-            "100000000",
-            "--worker-lease",
-            "1h",
-            "--max-running",
-            "8",
-        ],
-    );
+    let api = played_api(&root.join("console-api"), &[]);
     let engine = Engine::on(&api, EMAIL)?;
     runtime.block_on(async {
         let driver = ckrv_test_support::chromedriver()

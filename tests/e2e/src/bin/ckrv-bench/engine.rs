@@ -39,26 +39,10 @@ pub fn run(
     let stand_in = gateway::StandIn::start(runtime)?;
     let secrets = gateway::secrets_file(&root.join("engine-secrets"))?;
     let upstream = format!("anthropic={}", stand_in.url);
-    let api = Api::start_with(
+    let secrets = secrets.display().to_string();
+    let api = played_api(
         &root.join("engine-api"),
-        // The bench plays the worker without renewing leases: a long lease keeps its jobs. Its
-        // jobs name a loopback repository that nothing ever clones (no worker runs).
-        &[
-            "--agent-secrets",
-            &secrets.display().to_string(),
-            "--model-upstream",
-            &upstream,
-            "--external-workers",
-            "--allow-local-repos",
-            "--max-log-lines",
-            "100000000",
-            "--worker-lease",
-            "1h",
-            // Its jobs stay running (the followers', the log ingest's, the gateway's): room
-            // for all of them whatever the machine's cores.
-            "--max-running",
-            "8",
-        ],
+        &["--agent-secrets", &secrets, "--model-upstream", &upstream],
     );
     let engine = Engine::on(&api, EMAIL)?;
     runtime.block_on(async {
@@ -69,6 +53,25 @@ pub fn run(
         engine.creates(load, table).await?;
         engine.reads_as_jobs_grow(&api, load, table).await
     })
+}
+
+/// A `ckrv-api` in `dir` whose worker the bench plays, with `extra` flags. The bench claims jobs
+/// without renewing leases: a long lease keeps them. Its jobs name a loopback repository that
+/// nothing ever clones (no worker runs), and stay running (the followers', the log ingest's,
+/// the gateway's, the console's): room for all of them whatever the machine's cores.
+pub fn played_api(dir: &Path, extra: &[&str]) -> Api {
+    let mut flags = vec![
+        "--external-workers",
+        "--allow-local-repos",
+        "--max-log-lines",
+        "100000000",
+        "--worker-lease",
+        "1h",
+        "--max-running",
+        "8",
+    ];
+    flags.extend_from_slice(extra);
+    Api::start_with(dir, &flags)
 }
 
 /// The API as its users and one external worker reach it.
