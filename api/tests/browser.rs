@@ -435,6 +435,50 @@ async fn a_person_follows_and_acts_on_jobs_in_the_console() {
     assert_eq!(jobs["jobs"][0]["parent_id"], done.as_str(), "{jobs}");
     album.shoot(&browser, "follow-up").await;
 
+    // An attempt group, ranked.
+    let (_, group) = api
+        .post(
+            "/v1/groups",
+            &dev,
+            serde_json::json!({"job": support::job_request(), "attempts": 2}),
+        )
+        .await;
+    let group = group["id"].as_str().unwrap().to_string();
+    browser
+        .goto(&format!("{}/groups/{group}", api.url))
+        .await
+        .unwrap();
+    page_with(&browser, "2 attempts, best first").await;
+    album.shoot(&browser, "group").await;
+    assert_accessible(&browser, &axe, "group").await;
+    browser
+        .find(Locator::Css("button[data-path$='/cancel']"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    page_with(&browser, "No attempt has a change to pull yet").await;
+    for _ in 0..50 {
+        if browser
+            .find(Locator::Css("button[data-path]"))
+            .await
+            .is_err()
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (_, listed) = api.get(&format!("/v1/groups/{group}"), &dev).await;
+    assert!(
+        listed["attempts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|job| job["state"] == "cancelled"),
+        "{listed}"
+    );
+
     // At 320 px wide nothing but the tables' own scrollers scrolls sideways.
     browser.set_window_size(320, 800).await.unwrap();
     browser.goto(&format!("{}/", api.url)).await.unwrap();

@@ -442,3 +442,84 @@ async fn administrators_disable_enable_and_revoke_through_the_api() {
             .contains("no account for nobody@example.com")
     );
 }
+
+#[tokio::test]
+async fn a_group_page_ranks_its_attempts_and_cancels_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let api = TestApi::start(dir.path()).await;
+    let (browser, token) = person(&api, "dev@example.com").await;
+    let (status, made) = api
+        .post(
+            "/v1/groups",
+            &token,
+            json!({"job": support::job_request(), "attempts": 2}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{made}");
+    let group = made["id"].as_str().unwrap().to_string();
+    let mut attempts: Vec<(u64, String)> = made["attempts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| {
+            (
+                j["attempt"].as_u64().unwrap(),
+                j["id"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    attempts.sort();
+    // Attempt 2 finishes with a change; attempt 1 still runs.
+    let stats = json!({"files_changed": 1, "insertions": 1, "deletions": 1,
+        "files": [{"path": "src/<img src=x>.rs", "insertions": 1, "deletions": 1, "binary": false}]});
+    api.work_job(
+        &attempts[1].1,
+        &[],
+        Some((DIFF, stats)),
+        Some(json!({"state": "succeeded"})),
+    )
+    .await;
+
+    let (status, page) = browser.get(&format!("/groups/{}", &group[..8])).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert!(page.contains("Best: attempt 2: "), "{page}");
+    assert!(page.contains(&format!("ckrv pull {group}")), "{page}");
+    let best = page
+        .find(&format!("href=\"/jobs/{}\"", attempts[1].1))
+        .unwrap();
+    let other = page
+        .find(&format!("href=\"/jobs/{}\"", attempts[0].1))
+        .unwrap();
+    assert!(best < other, "best first: {page}");
+    let (_, job_page) = browser.get(&format!("/jobs/{}", attempts[0].1)).await;
+    assert!(
+        job_page.contains(&format!("href=\"/groups/{group}\"")),
+        "{job_page}"
+    );
+
+    // Its button calls the group's cancel, with the page's token.
+    let cancel = format!("/v1/groups/{group}/cancel");
+    assert!(page.contains(&format!("data-path=\"{cancel}\"")), "{page}");
+    let done = browser
+        .http
+        .post(format!("{}{cancel}", api.url))
+        .header("X-CSRF-Token", csrf_of(&page))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(done.status(), StatusCode::OK);
+    let (_, job) = api
+        .get(&format!("/v1/jobs/{}", attempts[0].1), &token)
+        .await;
+    assert_eq!(job["state"], "cancelled", "{job}");
+    let (_, page) = browser.get(&format!("/groups/{group}")).await;
+    assert!(
+        !page.contains("data-path"),
+        "nothing left to cancel: {page}"
+    );
+
+    let (other, _) = person(&api, "other@example.com").await;
+    let (status, page) = other.get(&format!("/groups/{group}")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(page.contains("group not found"), "{page}");
+}

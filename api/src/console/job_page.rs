@@ -197,7 +197,10 @@ fn details(row: &JobRow, follow_ups: &[String]) -> String {
     if let (Some(group), Some(attempt)) = (&job.group_id, job.attempt) {
         items.push((
             "Attempt",
-            format!("{attempt} of group <code>{}</code>", escape(group)),
+            format!(
+                "{attempt} of group <a href=\"/groups/{0}\"><code>{0}</code></a>",
+                escape(group)
+            ),
         ));
     }
     if let Some(parent) = &job.parent_id {

@@ -1,5 +1,6 @@
 //! The web console: pages for the people who would rather look than type. The account's jobs,
-//! one job (phases, its log as it is written, the diff file by file), and for administrators
+//! one job (phases, its log as it is written, the diff file by file), an attempt group ranked,
+//! and for administrators
 //! the whole system. Pages are rendered here; their one script (`assets/console.js`) follows
 //! the log and acts (cancel) through the same JSON API the CLI calls, signed in by the page's
 //! session cookie and CSRF token (`identity::web::browser_api`).
@@ -9,6 +10,7 @@
 
 mod assets;
 mod diff;
+mod group_page;
 mod highlight;
 mod job_page;
 mod jobs_page;
@@ -43,6 +45,7 @@ pub fn router() -> Router<ConsoleState> {
         .route("/", get(jobs_page::page))
         .route("/jobs/{id}", get(job_page::page))
         .route("/jobs/{id}/diff", get(diff::page))
+        .route("/groups/{id}", get(group_page::page))
         .route("/operators", get(operators::page))
         .route("/assets/{file}", get(assets::serve))
 }

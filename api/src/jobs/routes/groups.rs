@@ -120,8 +120,17 @@ pub async fn get(
     session: Session,
     Path(id): Path<String>,
 ) -> Result<ApiJson<Group>, AppError> {
-    let group = resolve(&state, &session, &id).await?;
-    Ok(ApiJson(view(&state, group).await?))
+    Ok(ApiJson(group_of(&state, &session, &id).await?))
+}
+
+/// The caller's group `id` (or a prefix of it), its attempts ranked.
+pub(crate) async fn group_of(
+    state: &JobsState,
+    session: &Session,
+    id: &str,
+) -> Result<Group, AppError> {
+    let group = resolve(state, session, id).await?;
+    view(state, group).await
 }
 
 /// Cancels every attempt still waiting or running.
