@@ -319,6 +319,13 @@ async fn operators_see_every_account_and_others_are_refused() {
         page.contains("ckrv-api users disable dev@example.com"),
         "{page}"
     );
+    // Its worker's last heartbeat: the claim, a moment ago.
+    let row = page[page.find(&id[..8]).unwrap()..]
+        .split("</tr>")
+        .next()
+        .unwrap();
+    assert_eq!(row.matches("<time").count(), 2, "heartbeat and age: {row}");
+    assert!(!row.contains("lapsed"), "{row}");
     assert!(
         page.contains("href=\"/operators\" aria-current=\"page\""),
         "{page}"

@@ -1,5 +1,5 @@
 //! What an administrator sees of the whole system: whether the server is ready, the jobs
-//! waiting and running in each account with the worker holding each and its lease, the external
+//! waiting and running in each account with the worker holding each and its last heartbeat, the external
 //! workers and their last claim, the accounts and their tokens, and each account's use this
 //! month. Its buttons call the administrators' API; each names the CLI command that does the same.
 
@@ -42,6 +42,7 @@ pub async fn page(
     let store = &state.jobs.store;
     let now = clock::now();
     let now_ms = clock::millis(now);
+    let lease = state.jobs.engine.settings().lease;
     let ready = readiness(&state.ops).await;
     let accounts = store.accounts().await?;
     let emails: HashMap<&str, &str> = accounts
@@ -64,7 +65,7 @@ pub async fn page(
     );
     let active_rows: String = active
         .iter()
-        .map(|job| active_row(job, &email(&job.account_id), now_ms, now))
+        .map(|job| active_row(job, &email(&job.account_id), lease, now))
         .collect();
     let queued = active.iter().filter(|j| j.state == "pending").count();
     let running = active.len() - queued;
@@ -142,7 +143,7 @@ pub async fn page(
         r#"<p id="notice" role="status" aria-live="polite"></p>
 <section aria-labelledby="ready-h"><h2 id="ready-h">Server</h2>{readiness_html}</section>
 <section aria-labelledby="queue-h"><h2 id="queue-h">Queue</h2><p>{queued} waiting, {running} running.</p><ul>{per_account}</ul>
-<div class="table-wrap"><table id="active"><thead><tr><th scope="col">Job</th><th scope="col">Account</th><th scope="col">State</th><th scope="col">Phase</th><th scope="col">Agent</th><th scope="col">Worker</th><th scope="col">Lease</th><th scope="col">Age</th></tr></thead><tbody>{active_rows}</tbody></table></div></section>
+<div class="table-wrap"><table id="active"><thead><tr><th scope="col">Job</th><th scope="col">Account</th><th scope="col">State</th><th scope="col">Phase</th><th scope="col">Agent</th><th scope="col">Worker</th><th scope="col">Last heartbeat</th><th scope="col">Age</th></tr></thead><tbody>{active_rows}</tbody></table></div></section>
 <section aria-labelledby="workers-h"><h2 id="workers-h">External workers</h2><p>Jobs the server starts itself run on its local workers; the queue above names the worker holding each job.</p>
 <div class="table-wrap"><table id="workers"><thead><tr><th scope="col">Name</th><th scope="col">Added</th><th scope="col">Last claim</th><th scope="col">Remove with</th></tr></thead><tbody>{worker_rows}</tbody></table></div></section>
 <section aria-labelledby="accounts-h"><h2 id="accounts-h">Accounts</h2>
@@ -160,20 +161,34 @@ pub async fn page(
     ))
 }
 
-fn active_row(job: &ActiveJob, email: &str, now_ms: i64, now: time::OffsetDateTime) -> String {
-    let lease = job
+/// A job waiting or running. Each heartbeat renews the worker's lease to a full `lease` from
+/// then, so the last one was a lease before the lease's end.
+fn active_row(
+    job: &ActiveJob,
+    email: &str,
+    lease: std::time::Duration,
+    now: time::OffsetDateTime,
+) -> String {
+    let now_ms = clock::millis(now);
+    let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
+    let heartbeat = job
         .lease_expires_ms
         .filter(|_| job.state == "running")
         .map(|until| {
-            if until >= now_ms {
-                format!("{} left", span((until - now_ms) / 1000))
+            let last = clock::rfc3339(clock::from_millis(until.saturating_sub(lease_ms)));
+            let lapsed = if until < now_ms {
+                format!(
+                    " <span class=\"warn\">(lease lapsed {} ago)</span>",
+                    span((now_ms - until) / 1000)
+                )
             } else {
-                format!("lapsed {} ago", span((now_ms - until) / 1000))
-            }
+                String::new()
+            };
+            format!("{}{lapsed}", time_ago(&last, now))
         })
         .unwrap_or_default();
     format!(
-        r#"<tr><td><code>{short}</code></td><td>{email}</td><td><span class="state state-{state}">{state}</span></td><td>{phase}</td><td>{agent}</td><td>{worker}</td><td>{lease}</td><td>{age}</td></tr>"#,
+        r#"<tr><td><code>{short}</code></td><td>{email}</td><td><span class="state state-{state}">{state}</span></td><td>{phase}</td><td>{agent}</td><td>{worker}</td><td>{heartbeat}</td><td>{age}</td></tr>"#,
         short = escape(job.id.get(..8).unwrap_or(&job.id)),
         state = escape(&job.state),
         phase = escape(job.phase.as_deref().unwrap_or_default()),
