@@ -267,7 +267,7 @@ async fn a_person_follows_and_acts_on_jobs_in_the_console() {
     let Some(driver) = driver().await else { return };
     let Some(axe) = axe_source() else { return };
     let dir = tempfile::tempdir().unwrap();
-    let api = TestApi::start(dir.path()).await;
+    let api = TestApi::start_local(dir.path()).await;
     let dev = support::access(&api.login("dev@example.com").await).to_string();
     api.login("other@example.com").await;
     api.login("ops@example.com").await;
@@ -289,7 +289,7 @@ async fn a_person_follows_and_acts_on_jobs_in_the_console() {
             &dev,
             serde_json::json!({
                 "spec_content": format!("---\nagent: script\nrun: echo hi\n---\n# Fix {hostile}\n"),
-                "git_repo_url": "https://git.example.com/sample.git",
+                "git_repo_url": "http://127.0.0.1:9/sample.git",
                 "git_base_branch": format!("main{hostile}"),
             }),
         )

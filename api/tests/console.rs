@@ -32,7 +32,7 @@ async fn hostile_job(api: &TestApi, token: &str) -> String {
             token,
             json!({
                 "spec_content": format!("---\nagent: script\nrun: echo hi\n---\n# Fix {HOSTILE}\n"),
-                "git_repo_url": "https://git.example.com/sample.git",
+                "git_repo_url": "http://127.0.0.1:9/sample.git",
                 "git_base_branch": format!("main{HOSTILE}"),
             }),
         )
@@ -61,7 +61,7 @@ fn csrf_of(page: &str) -> String {
 #[tokio::test]
 async fn pages_need_a_signed_in_browser() {
     let dir = tempfile::tempdir().unwrap();
-    let api = TestApi::start(dir.path()).await;
+    let api = TestApi::start_local(dir.path()).await;
     let browser = api.browser();
     for path in ["/", "/jobs/0123abcd", "/operators"] {
         let (status, page) = browser.get(path).await;
@@ -76,12 +76,18 @@ async fn pages_need_a_signed_in_browser() {
 #[tokio::test]
 async fn what_jobs_hold_is_shown_as_text() {
     let dir = tempfile::tempdir().unwrap();
-    let api = TestApi::start(dir.path()).await;
+    let api = TestApi::start_local(dir.path()).await;
     let (browser, token) = person(&api, "dev@example.com").await;
     let id = hostile_job(&api, &token).await;
+    // What the gateway counted of its agent's model use.
+    api.sql(&format!(
+        "UPDATE jobs SET model_requests = 2, cost_micros = 1234567 WHERE id = '{id}'"
+    ))
+    .await;
 
     let (status, list) = browser.get("/").await;
     assert_eq!(status, StatusCode::OK);
+    assert!(list.contains("<td>$1.23</td>"), "the cost column: {list}");
     assert!(list.contains(&format!("href=\"/jobs/{id}\"")), "{list}");
     assert!(
         list.contains("Fix &lt;script&gt;alert(1)&lt;/script&gt;"),
@@ -115,7 +121,7 @@ async fn what_jobs_hold_is_shown_as_text() {
 #[tokio::test]
 async fn filters_narrow_the_list_and_bad_ones_are_named() {
     let dir = tempfile::tempdir().unwrap();
-    let api = TestApi::start(dir.path()).await;
+    let api = TestApi::start_local(dir.path()).await;
     let (browser, token) = person(&api, "dev@example.com").await;
     let done = hostile_job(&api, &token).await;
     let (_, waiting) = api.create_job(&token).await;
@@ -136,10 +142,17 @@ async fn filters_narrow_the_list_and_bad_ones_are_named() {
         succeeded.contains(&done) && !succeeded.contains(waiting),
         "{succeeded}"
     );
-    let (_, by_agent) = browser.get("/?agent=codex&repo=example.com%2Fsample").await;
+    let (_, by_agent) = browser
+        .get("/?agent=codex&repo=127.0.0.1%3A9%2Fsample")
+        .await;
     assert!(
         by_agent.contains(&done) && !by_agent.contains(waiting),
         "{by_agent}"
+    );
+    let (_, by_repo) = browser.get("/?repo=127.0.0.1%3A9").await;
+    assert!(
+        by_repo.contains(&done) && !by_repo.contains(waiting),
+        "{by_repo}"
     );
     let (_, none) = browser.get("/?repo=nowhere%25").await;
     assert!(none.contains("No jobs here yet"), "{none}");
@@ -161,7 +174,7 @@ async fn filters_narrow_the_list_and_bad_ones_are_named() {
 #[tokio::test]
 async fn another_accounts_job_is_not_found() {
     let dir = tempfile::tempdir().unwrap();
-    let api = TestApi::start(dir.path()).await;
+    let api = TestApi::start_local(dir.path()).await;
     let (_, owner) = person(&api, "owner@example.com").await;
     let id = hostile_job(&api, &owner).await;
     let (other, _) = person(&api, "other@example.com").await;
@@ -182,7 +195,7 @@ async fn another_accounts_job_is_not_found() {
 #[tokio::test]
 async fn the_page_acts_through_the_api_only_with_its_csrf_token() {
     let dir = tempfile::tempdir().unwrap();
-    let api = TestApi::start(dir.path()).await;
+    let api = TestApi::start_local(dir.path()).await;
     let (browser, token) = person(&api, "dev@example.com").await;
     let (_, job) = api.create_job(&token).await;
     let id = job["id"].as_str().unwrap();
@@ -241,7 +254,7 @@ async fn the_page_acts_through_the_api_only_with_its_csrf_token() {
 #[tokio::test]
 async fn assets_are_served_by_digest_and_pages_forbid_inline_script() {
     let dir = tempfile::tempdir().unwrap();
-    let api = TestApi::start(dir.path()).await;
+    let api = TestApi::start_local(dir.path()).await;
     let (browser, _) = person(&api, "dev@example.com").await;
     let response = browser
         .http
@@ -293,7 +306,7 @@ async fn assets_are_served_by_digest_and_pages_forbid_inline_script() {
 #[tokio::test]
 async fn operators_see_every_account_and_others_are_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let api = TestApi::start(dir.path()).await;
+    let api = TestApi::start_local(dir.path()).await;
     let (user, token) = person(&api, "dev@example.com").await;
     let (_, job) = api.create_job(&token).await;
     let id = job["id"].as_str().unwrap();
@@ -335,7 +348,7 @@ async fn operators_see_every_account_and_others_are_refused() {
 #[tokio::test]
 async fn administrators_disable_enable_and_revoke_through_the_api() {
     let dir = tempfile::tempdir().unwrap();
-    let api = TestApi::start(dir.path()).await;
+    let api = TestApi::start_local(dir.path()).await;
     let (dev_browser, dev) = person(&api, "dev@example.com").await;
     let (admin_browser, admin) = person(&api, "ops@example.com").await;
     let disable = "/v1/admin/accounts/dev%40example.com/disable";
@@ -453,7 +466,7 @@ async fn administrators_disable_enable_and_revoke_through_the_api() {
 #[tokio::test]
 async fn a_group_page_ranks_its_attempts_and_cancels_the_rest() {
     let dir = tempfile::tempdir().unwrap();
-    let api = TestApi::start(dir.path()).await;
+    let api = TestApi::start_local(dir.path()).await;
     let (browser, token) = person(&api, "dev@example.com").await;
     let (status, made) = api
         .post(
@@ -464,23 +477,12 @@ async fn a_group_page_ranks_its_attempts_and_cancels_the_rest() {
         .await;
     assert_eq!(status, StatusCode::CREATED, "{made}");
     let group = made["id"].as_str().unwrap().to_string();
-    let mut attempts: Vec<(u64, String)> = made["attempts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|j| {
-            (
-                j["attempt"].as_u64().unwrap(),
-                j["id"].as_str().unwrap().to_string(),
-            )
-        })
-        .collect();
-    attempts.sort();
+    let attempts = support::attempt_ids(&made);
     // Attempt 2 finishes with a change; attempt 1 still runs.
     let stats = json!({"files_changed": 1, "insertions": 1, "deletions": 1,
         "files": [{"path": "src/<img src=x>.rs", "insertions": 1, "deletions": 1, "binary": false}]});
     api.work_job(
-        &attempts[1].1,
+        &attempts[1],
         &[],
         Some((DIFF, stats)),
         Some(json!({"state": "succeeded"})),
@@ -492,13 +494,13 @@ async fn a_group_page_ranks_its_attempts_and_cancels_the_rest() {
     assert!(page.contains("Best: attempt 2: "), "{page}");
     assert!(page.contains(&format!("ckrv pull {group}")), "{page}");
     let best = page
-        .find(&format!("href=\"/jobs/{}\"", attempts[1].1))
+        .find(&format!("href=\"/jobs/{}\"", attempts[1]))
         .unwrap();
     let other = page
-        .find(&format!("href=\"/jobs/{}\"", attempts[0].1))
+        .find(&format!("href=\"/jobs/{}\"", attempts[0]))
         .unwrap();
     assert!(best < other, "best first: {page}");
-    let (_, job_page) = browser.get(&format!("/jobs/{}", attempts[0].1)).await;
+    let (_, job_page) = browser.get(&format!("/jobs/{}", attempts[0])).await;
     assert!(
         job_page.contains(&format!("href=\"/groups/{group}\"")),
         "{job_page}"
@@ -515,9 +517,7 @@ async fn a_group_page_ranks_its_attempts_and_cancels_the_rest() {
         .await
         .unwrap();
     assert_eq!(done.status(), StatusCode::OK);
-    let (_, job) = api
-        .get(&format!("/v1/jobs/{}", attempts[0].1), &token)
-        .await;
+    let (_, job) = api.get(&format!("/v1/jobs/{}", attempts[0]), &token).await;
     assert_eq!(job["state"], "cancelled", "{job}");
     let (_, page) = browser.get(&format!("/groups/{group}")).await;
     assert!(

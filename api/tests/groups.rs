@@ -9,27 +9,11 @@ mod support;
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use support::{TestApi, access, job_request};
+use support::{TestApi, access, attempt_ids, job_request};
 
 fn group(attempts: u32, agents: Option<&[&str]>, stop: bool) -> Value {
     json!({"job": job_request(), "attempts": attempts, "agents": agents,
            "stop_at_first_verified": stop})
-}
-
-fn ids(group: &Value) -> Vec<String> {
-    let mut attempts: Vec<(u64, String)> = group["attempts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|j| {
-            (
-                j["attempt"].as_u64().unwrap(),
-                j["id"].as_str().unwrap().to_string(),
-            )
-        })
-        .collect();
-    attempts.sort();
-    attempts.into_iter().map(|(_, id)| id).collect()
 }
 
 /// The attempt's worker reports what its check found and ends the job as succeeded.
@@ -65,7 +49,7 @@ async fn a_group_makes_its_attempts_as_jobs_and_ranks_them_by_evidence() {
     let (status, made) = api.post("/v1/groups", &token, group(3, None, false)).await;
     assert_eq!(status, StatusCode::CREATED, "{made}");
     let id = made["id"].as_str().unwrap().to_string();
-    let attempts = ids(&made);
+    let attempts = attempt_ids(&made);
     assert_eq!(attempts.len(), 3);
     assert!(made["winner"].is_null(), "none has a change yet: {made}");
     // Each attempt is an ordinary job a seed client sees as one.
@@ -123,7 +107,7 @@ async fn cancelling_a_group_or_verifying_one_attempt_first_stops_the_others() {
 
     let (_, made) = api.post("/v1/groups", &token, group(3, None, true)).await;
     assert_eq!(made["stop_at_first_verified"], true);
-    let attempts = ids(&made);
+    let attempts = attempt_ids(&made);
     finish(&api, &attempts[1], true, 1).await;
     let (_, group) = api
         .get(

@@ -9,7 +9,7 @@ use axum_extra::extract::cookie::SignedCookieJar;
 use ckrv_wit::types::{Group, Job};
 
 use super::ConsoleState;
-use super::page::{self, Section, render, viewer};
+use super::page::{self, Section, model_cost, render, viewer};
 use crate::error::AppError;
 use crate::identity::web::escape;
 use crate::jobs::routes::groups::group_of;
@@ -110,11 +110,7 @@ fn row(rank: usize, job: &Job, best: bool) -> String {
             )
         })
         .unwrap_or_default();
-    let cost = job
-        .usage
-        .as_ref()
-        .map(|usage| format!("${:.2}", usage.cost_usd))
-        .unwrap_or_default();
+    let cost = model_cost(job);
     format!(
         r#"<tr{class}><td>{rank}{mark}</td><td>{attempt}</td><td>{agent}</td><td><span class="state state-{state}">{state}</span></td><td>{verified}</td><td>{tests}</td><td>{change}</td><td>{cost}</td><td><a href="/jobs/{id}"><code>{short}</code></a></td></tr>"#,
         class = if best { " class=\"best\"" } else { "" },

@@ -11,7 +11,7 @@ use serde::Deserialize;
 use time::OffsetDateTime;
 
 use super::ConsoleState;
-use super::page::{self, Section, render, seconds_between, span, time_ago, viewer};
+use super::page::{self, Section, model_cost, render, seconds_between, span, time_ago, viewer};
 use crate::clock;
 use crate::error::{AppError, invalid};
 use crate::identity::web::escape;
@@ -208,11 +208,7 @@ fn row(row: &JobRow, now: OffsetDateTime) -> String {
     let duration = seconds_between(job.started_at.as_deref(), Some(&running_until))
         .map(span)
         .unwrap_or_default();
-    let cost = job
-        .usage
-        .as_ref()
-        .map(|usage| format!("${:.2}", usage.cost_usd))
-        .unwrap_or_default();
+    let cost = model_cost(job);
     format!(
         r#"<tr data-id="{id}"><td><a href="/jobs/{id}"><code>{short}</code></a></td><td>{title}</td><td><span class="state state-{state}">{state}</span></td><td>{phase}</td><td>{agent}</td><td class="repo">{repo}</td><td>{age}</td><td>{duration}</td><td>{cost}</td></tr>"#,
         id = escape(&job.id),

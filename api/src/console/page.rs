@@ -156,6 +156,14 @@ pub fn seconds_between(from: Option<&str>, to: Option<&str>) -> Option<i64> {
     Some((to - from).whole_seconds().max(0))
 }
 
+/// What a job's agent spent on models, in dollars; empty before the gateway has counted any.
+pub fn model_cost(job: &ckrv_wit::types::Job) -> String {
+    job.usage
+        .as_ref()
+        .map(|usage| format!("${:.2}", usage.cost_usd))
+        .unwrap_or_default()
+}
+
 /// A length of time in the largest two units that matter: `45 s`, `3 min 20 s`, `2 h 5 min`.
 pub fn span(seconds: i64) -> String {
     let seconds = seconds.max(0);

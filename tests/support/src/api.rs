@@ -121,6 +121,13 @@ impl TestApi {
         .await
     }
 
+    /// An API that takes loopback repository URLs (as `--allow-local-repos`), for tests whose
+    /// jobs name one on loopback that nothing clones.
+    pub async fn start_local(data_dir: &Path) -> Self {
+        let dispatcher = Arc::new(RecordingDispatcher::default());
+        Self::start_configured(data_dir, dispatcher, |c| c.allow_local_repos = true).await
+    }
+
     pub async fn start_with(
         data_dir: &Path,
         config: DispatcherConfig,
@@ -373,6 +380,23 @@ pub fn each<'a>(items: &'a Value, key: &str) -> Vec<&'a str> {
         .iter()
         .map(|item| item[key].as_str().unwrap())
         .collect()
+}
+
+/// The job ids of an attempt group's answer, by attempt number.
+pub fn attempt_ids(group: &Value) -> Vec<String> {
+    let mut attempts: Vec<(u64, String)> = group["attempts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| {
+            (
+                j["attempt"].as_u64().unwrap(),
+                j["id"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    attempts.sort();
+    attempts.into_iter().map(|(_, id)| id).collect()
 }
 
 pub fn access(tokens: &Value) -> &str {
