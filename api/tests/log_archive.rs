@@ -24,6 +24,26 @@ async fn archiving_api(dir: &std::path::Path) -> TestApi {
     .await
 }
 
+/// Waits until the archiver has marked the job's log archived and dropped its rows. The file
+/// appears before the mark, and reads come from the rows until the mark; under a whole suite
+/// on PostgreSQL a pass can take seconds, so this waits up to 30 s and then fails saying so.
+async fn archived(store: &ckrv_api::store::Store, id: &str) {
+    for _ in 0..600 {
+        let marked = store
+            .job(id)
+            .await
+            .unwrap()
+            .unwrap()
+            .logs_archived_at
+            .is_some();
+        if marked && store.last_log_sequence(id).await.unwrap() == 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("job {id}'s log was not archived, with its rows dropped, within 30 s");
+}
+
 #[tokio::test]
 async fn a_finished_jobs_log_is_archived_and_reads_the_same() {
     let dir = tempfile::tempdir().unwrap();
@@ -54,12 +74,7 @@ async fn a_finished_jobs_log_is_archived_and_reads_the_same() {
         .join(&done)
         .join("log.jsonl");
     let store = api.store().await;
-    for _ in 0..200 {
-        if archive.exists() && store.last_log_sequence(&done).await.unwrap() == 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    archived(&store, &done).await;
     assert_eq!(
         store.last_log_sequence(&done).await.unwrap(),
         0,
@@ -133,24 +148,8 @@ async fn a_damaged_archive_is_an_error_that_names_nothing_inside() {
         .join("artifacts/jobs")
         .join(&id)
         .join("log.jsonl");
-    // The file appears before the job is marked archived: wait for the mark (its rows gone),
-    // or the read below still comes from the rows.
     let store = api.store().await;
-    for _ in 0..200 {
-        if archive.exists() && store.last_log_sequence(&id).await.unwrap() == 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(
-        store
-            .job(&id)
-            .await
-            .unwrap()
-            .unwrap()
-            .logs_archived_at
-            .is_some()
-    );
+    archived(&store, &id).await;
     std::fs::write(&archive, b"{\"sequence\": 1, not json\n").unwrap();
     let (status, error) = api.get(&format!("/v1/jobs/{id}/logs"), user).await;
     assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR, "{error}");
@@ -179,19 +178,7 @@ async fn an_archive_changed_in_storage_is_refused_not_served() {
     }
     let store = api.store().await;
     for id in &ids {
-        for _ in 0..200 {
-            if store
-                .job(id)
-                .await
-                .unwrap()
-                .unwrap()
-                .logs_archived_at
-                .is_some()
-            {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        archived(&store, id).await;
     }
     let (tampered, intact) = (&ids[0], &ids[1]);
     let (status, page) = api.get(&format!("/v1/jobs/{tampered}/logs"), user).await;
