@@ -318,6 +318,9 @@ async fn operators_see_every_account_and_others_are_refused() {
     let (admin, _) = person(&api, "ops@example.com").await;
     api.sql("UPDATE accounts SET is_admin = 1 WHERE email = 'ops@example.com'")
         .await;
+    ckrv_api::identity::admin::add_worker(&api.store().await, "builder-1")
+        .await
+        .unwrap();
     let (status, page) = admin.get("/operators").await;
     assert_eq!(status, StatusCode::OK, "{page}");
     assert!(
@@ -339,6 +342,26 @@ async fn operators_see_every_account_and_others_are_refused() {
         .unwrap();
     assert_eq!(row.matches("<time").count(), 2, "heartbeat and age: {row}");
     assert!(!row.contains("lapsed"), "{row}");
+    // The workers: this server's own runs the job, with that heartbeat; the external one,
+    // has never claimed.
+    let worker = |name: &str| {
+        let at = page
+            .find(&format!("<tr data-worker=\"{name}\">"))
+            .unwrap_or_else(|| panic!("no row for worker {name}: {page}"));
+        page[at..].split("</tr>").next().unwrap().to_string()
+    };
+    let local = worker("local");
+    assert!(local.contains("<td>1 of "), "{local}");
+    assert_eq!(local.matches("<time").count(), 1, "its heartbeat: {local}");
+    let external = worker("builder-1");
+    assert!(
+        external.contains("<td>external</td><td>0</td><td>no job running</td><td>never</td>"),
+        "{external}"
+    );
+    assert!(
+        external.contains("ckrv-api workers remove builder-1"),
+        "{external}"
+    );
     assert!(
         page.contains("href=\"/operators\" aria-current=\"page\""),
         "{page}"

@@ -1,6 +1,6 @@
 //! What an administrator sees of the whole system: whether the server is ready, the jobs
-//! waiting and running in each account with the worker holding each and its last heartbeat, the external
-//! workers and their last claim, the accounts and their tokens, and each account's use this
+//! waiting and running in each account with the worker holding each and its last heartbeat, the
+//! workers (this server's own and the external ones) with their jobs and last heartbeat, the accounts and their tokens, and each account's use this
 //! month. Its buttons call the administrators' API; each names the CLI command that does the same.
 
 use std::collections::HashMap;
@@ -16,9 +16,10 @@ use super::page::{self, Section, render, span, time_ago, viewer};
 use crate::clock;
 use crate::error::AppError;
 use crate::identity::quota;
+use crate::identity::tokens::SERVER_WORKER;
 use crate::identity::web::escape;
 use crate::ops::health::readiness;
-use crate::store::{Account, ActiveJob, PersonalToken};
+use crate::store::{Account, ActiveJob, PersonalToken, WorkerCredential};
 
 /// Jobs waiting or running shown at most.
 const MAX_ACTIVE: u32 = 500;
@@ -91,20 +92,14 @@ pub async fn page(
             .map(|(who, q, r)| format!("<li>{who}: {q} waiting, {r} running</li>"))
             .collect()
     };
-    let worker_rows: String = workers
-        .iter()
-        .map(|w| {
-            format!(
-                "<tr><td>{name}</td><td>{added}</td><td>{last}</td><td><code>ckrv-api workers remove {name}</code></td></tr>",
-                name = escape(&w.name),
-                added = time_ago(&clock::rfc3339(clock::from_millis(w.created_ms)), now),
-                last = w
-                    .last_claim_ms
-                    .map(|ms| time_ago(&clock::rfc3339(clock::from_millis(ms)), now))
-                    .unwrap_or_else(|| "never".to_string()),
-            )
-        })
-        .collect();
+    let worker_rows = worker_rows(
+        state.jobs.engine.starts_workers(),
+        state.jobs.engine.settings().admission.max_running,
+        &workers,
+        &active,
+        lease,
+        now,
+    );
     let mut account_rows = String::new();
     for account in &accounts {
         let tokens = store.personal_tokens(&account.id).await?;
@@ -124,8 +119,9 @@ pub async fn page(
     let active_rows = none(active_rows, 8, "No job is waiting or running.");
     let worker_rows = none(
         worker_rows,
-        4,
-        "None: add one with <code>ckrv-api workers add NAME</code>.",
+        7,
+        "None: this server starts no workers, and none elsewhere is added yet; add one with \
+         <code>ckrv-api workers add NAME</code>.",
     );
     let usage_rows: String = usage
         .iter()
@@ -144,8 +140,8 @@ pub async fn page(
 <section aria-labelledby="ready-h"><h2 id="ready-h">Server</h2>{readiness_html}</section>
 <section aria-labelledby="queue-h"><h2 id="queue-h">Queue</h2><p>{queued} waiting, {running} running.</p><ul>{per_account}</ul>
 <div class="table-wrap"><table id="active"><thead><tr><th scope="col">Job</th><th scope="col">Account</th><th scope="col">State</th><th scope="col">Phase</th><th scope="col">Agent</th><th scope="col">Worker</th><th scope="col">Last heartbeat</th><th scope="col">Age</th></tr></thead><tbody>{active_rows}</tbody></table></div></section>
-<section aria-labelledby="workers-h"><h2 id="workers-h">External workers</h2><p>Jobs the server starts itself run on its local workers; the queue above names the worker holding each job.</p>
-<div class="table-wrap"><table id="workers"><thead><tr><th scope="col">Name</th><th scope="col">Added</th><th scope="col">Last claim</th><th scope="col">Remove with</th></tr></thead><tbody>{worker_rows}</tbody></table></div></section>
+<section aria-labelledby="workers-h"><h2 id="workers-h">Workers</h2><p><code>local</code> is this server's own: the workers it starts for its jobs. The others are external, each with its own credential.</p>
+<div class="table-wrap"><table id="workers"><thead><tr><th scope="col">Name</th><th scope="col">Kind</th><th scope="col">Running</th><th scope="col">Last heartbeat</th><th scope="col">Last claim</th><th scope="col">Added</th><th scope="col">Remove with</th></tr></thead><tbody>{worker_rows}</tbody></table></div></section>
 <section aria-labelledby="accounts-h"><h2 id="accounts-h">Accounts</h2>
 <div class="table-wrap"><table id="accounts"><thead><tr><th scope="col">Email</th><th scope="col">Tier</th><th scope="col">Role</th><th scope="col">Status</th><th scope="col">Personal access tokens</th><th scope="col">Actions</th></tr></thead><tbody>{account_rows}</tbody></table></div></section>
 <section aria-labelledby="usage-h"><h2 id="usage-h">Use this month</h2>
@@ -161,8 +157,7 @@ pub async fn page(
     ))
 }
 
-/// A job waiting or running. Each heartbeat renews the worker's lease to a full `lease` from
-/// then, so the last one was a lease before the lease's end.
+/// A job waiting or running, with its worker's last heartbeat.
 fn active_row(
     job: &ActiveJob,
     email: &str,
@@ -170,12 +165,11 @@ fn active_row(
     now: time::OffsetDateTime,
 ) -> String {
     let now_ms = clock::millis(now);
-    let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
     let heartbeat = job
         .lease_expires_ms
         .filter(|_| job.state == "running")
         .map(|until| {
-            let last = clock::rfc3339(clock::from_millis(until.saturating_sub(lease_ms)));
+            let last = at_millis(last_heartbeat_ms(until, lease));
             let lapsed = if until < now_ms {
                 format!(
                     " <span class=\"warn\">(lease lapsed {} ago)</span>",
@@ -196,6 +190,64 @@ fn active_row(
         worker = escape(job.worker.as_deref().unwrap_or_default()),
         age = time_ago(&job.created_at, now),
     )
+}
+
+/// When a running job's worker last renewed its lease ending at `until`: each heartbeat renews
+/// it to a full `lease` from then, so the last one was a lease before the lease's end.
+fn last_heartbeat_ms(until: i64, lease: std::time::Duration) -> i64 {
+    until.saturating_sub(i64::try_from(lease.as_millis()).unwrap_or(i64::MAX))
+}
+
+fn at_millis(ms: i64) -> String {
+    clock::rfc3339(clock::from_millis(ms))
+}
+
+/// One row per worker: this server's own (`local`, when it starts workers) and each external
+/// one, with how many jobs it runs now and the latest heartbeat among them.
+fn worker_rows(
+    starts_workers: bool,
+    max_running: u32,
+    external: &[WorkerCredential],
+    active: &[ActiveJob],
+    lease: std::time::Duration,
+    now: time::OffsetDateTime,
+) -> String {
+    let running = |name: &str| {
+        let jobs: Vec<&ActiveJob> = active
+            .iter()
+            .filter(|job| job.state == "running" && job.worker.as_deref() == Some(name))
+            .collect();
+        let latest = jobs
+            .iter()
+            .filter_map(|job| job.lease_expires_ms)
+            .map(|until| last_heartbeat_ms(until, lease))
+            .max();
+        let heartbeat = latest.map_or_else(
+            || "no job running".to_string(),
+            |ms| time_ago(&at_millis(ms), now),
+        );
+        (jobs.len(), heartbeat)
+    };
+    let mut rows = String::new();
+    if starts_workers {
+        let (count, heartbeat) = running(SERVER_WORKER);
+        rows.push_str(&format!(
+            "<tr data-worker=\"{SERVER_WORKER}\"><td>{SERVER_WORKER}</td><td>this server's</td><td>{count} of {max_running}</td><td>{heartbeat}</td><td>at each job's start</td><td>with the server</td><td>stops with the server</td></tr>",
+        ));
+    }
+    for worker in external {
+        let (count, heartbeat) = running(&worker.name);
+        rows.push_str(&format!(
+            "<tr data-worker=\"{name}\"><td>{name}</td><td>external</td><td>{count}</td><td>{heartbeat}</td><td>{last}</td><td>{added}</td><td><code>ckrv-api workers remove {name}</code></td></tr>",
+            name = escape(&worker.name),
+            added = time_ago(&at_millis(worker.created_ms), now),
+            last = worker
+                .last_claim_ms
+                .map(|ms| time_ago(&at_millis(ms), now))
+                .unwrap_or_else(|| "never".to_string()),
+        ));
+    }
+    rows
 }
 
 /// An account with its live tokens, and buttons that call the administrators' API (the CLI

@@ -117,6 +117,12 @@ impl JobEngine {
         self.settings
     }
 
+    /// Whether this server starts workers for its jobs itself (locally or on Kubernetes), as
+    /// the worker named [`tokens::SERVER_WORKER`]; if not, only external workers run jobs.
+    pub fn starts_workers(&self) -> bool {
+        self.dispatcher.starts_workers()
+    }
+
     /// Claims for `worker`, under a new generation, the job `pick` names, with a token that
     /// acts on it until the job's deadline has long passed; `None` when there is none to claim.
     pub async fn claim(&self, pick: Pick<'_>, worker: &str) -> Result<Option<Claim>, StoreError> {
