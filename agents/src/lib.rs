@@ -16,12 +16,9 @@ pub use definition::{
     agents, find_agent,
 };
 pub use egress::{Allowlist, Entry, Policy, Refusal};
-pub use output::MAX_LINE_BYTES;
+pub use output::{MAX_LINE_BYTES, OutputLine, Stream};
 pub use pod::{PodError, PodRuntime};
-pub use runtime::{
-    AgentRuntime, ExitStatus, OutputLine, ProcessRuntime, RunRequest, Stream, home_in,
-    run_collecting,
-};
+pub use runtime::{AgentRuntime, ExitStatus, ProcessRuntime, RunRequest, home_in, run_collecting};
 pub use sandbox::{
     DEFAULT_TMP_BYTES, MAX_TMP_MIB, NoEgressBridge, SandboxLimits, SandboxRuntime,
     SandboxUnavailable,

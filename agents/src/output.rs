@@ -6,7 +6,23 @@
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::sync::mpsc;
 
-use crate::runtime::{OutputLine, Stream};
+/// Which output stream a line came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    Stdout,
+    Stderr,
+    /// Not the agent's: a connection its sandbox's egress proxy refused, one line each
+    /// (`Connection blocked by network allowlist: HOST:PORT (REASON)`), for the job log and a
+    /// count.
+    Egress,
+}
+
+/// One line of the agent's output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutputLine {
+    pub stream: Stream,
+    pub line: String,
+}
 
 /// The longest line kept whole; the rest of a longer line is dropped and counted.
 pub const MAX_LINE_BYTES: usize = 16 * 1024;

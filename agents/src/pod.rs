@@ -20,8 +20,8 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::sync::mpsc;
 
-use crate::output::pump;
-use crate::runtime::{AgentRuntime, ExitStatus, OutputLine, RunRequest, Stream};
+use crate::output::{OutputLine, Stream, pump};
+use crate::runtime::{AgentRuntime, ExitStatus, RunRequest};
 use crate::spec::Prompt;
 
 /// In the control directory (the orchestrator's): the agent's invocation, run it now.

@@ -8,26 +8,8 @@ use tokio::process::Command;
 use tokio::sync::mpsc;
 
 use crate::egress::Allowlist;
-use crate::output::pump;
+use crate::output::{OutputLine, Stream, pump};
 use crate::spec::{PROMPT_FILE, Prompt};
-
-/// Which output stream a line came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Stream {
-    Stdout,
-    Stderr,
-    /// Not the agent's: a connection its sandbox's egress proxy refused, one line each
-    /// (`Connection blocked by network allowlist: HOST:PORT (REASON)`), for the job log and a
-    /// count.
-    Egress,
-}
-
-/// One line of the agent's output.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OutputLine {
-    pub stream: Stream,
-    pub line: String,
-}
 
 /// How the agent ended: its exit code, or `None` when a signal killed it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -28,7 +28,8 @@ use tokio::process::Command;
 use tokio::sync::mpsc;
 
 use crate::egress::{Allowlist, BRIDGE_PROGRAM, EgressProxy, Refusal};
-use crate::runtime::{AgentRuntime, ExitStatus, OutputLine, RunRequest, Stream, run_streaming};
+use crate::output::{OutputLine, Stream};
+use crate::runtime::{AgentRuntime, ExitStatus, RunRequest, run_streaming};
 
 /// Resource limits of one agent run (each applies per process, but `tmp_bytes`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

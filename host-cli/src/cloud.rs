@@ -5,9 +5,10 @@
 use anyhow::Context as _;
 use ckrv_wit::types::{ApiError, ErrorKind, Job};
 
+use crate::config::BUILTIN;
 use crate::config::Config;
 use crate::plugin_host::{CallContext, CallResult, Provider};
-use crate::plugins::{BUILTIN, Registry};
+use crate::plugins::Registry;
 use crate::session::{Location, Session, SessionStore};
 
 pub struct Cloud {

@@ -12,7 +12,8 @@ use std::path::{Path, PathBuf};
 use anyhow::Context as _;
 use serde::Deserialize;
 
-use crate::plugins::BUILTIN;
+/// The provider this build carries, used unless another is chosen.
+pub const BUILTIN: &str = "chakravarti";
 
 #[derive(Debug, Clone)]
 pub struct Config {

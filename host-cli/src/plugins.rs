@@ -11,10 +11,8 @@ use ckrv_wasm_host::Origin;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
+use crate::config::{BUILTIN, normalize_api_url};
 use crate::plugin_host::{Access, CHAKRAVARTI_PLUGIN, CHAKRAVARTI_SHA256, PluginInfo};
-
-/// The provider this build carries.
-pub const BUILTIN: &str = "chakravarti";
 
 /// What `ckrv plugin install` recorded about a plugin.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -272,7 +270,7 @@ pub fn checked_manifest(
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
     if let Some(url) = &info.default_api_url {
-        crate::config::normalize_api_url(url).context("the plugin's default API URL")?;
+        normalize_api_url(url).context("the plugin's default API URL")?;
     }
     Ok(Manifest {
         name,

@@ -94,7 +94,7 @@ impl SessionStore {
             file: FileStore {
                 // One file per provider (the built-in one keeps the original name); the API URL
                 // inside is checked on load.
-                path: config_dir.join(if provider == crate::plugins::BUILTIN {
+                path: config_dir.join(if provider == crate::config::BUILTIN {
                     "credentials.json".to_string()
                 } else {
                     format!("credentials-{provider}.json")

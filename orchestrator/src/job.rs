@@ -3,65 +3,13 @@
 
 use crate::api_client::{ApiClient, ApiClientError};
 use crate::logs::{self, JobLog, Scrubber};
+use crate::options::{JobOptions, work_tempdir};
 use crate::outbox::{self, Outgoing, Report};
 use crate::stages::{StageSource, run_stages};
-use crate::step_host::StepRunner;
-use ckrv_agents::{PodRuntime, SandboxLimits};
 use ckrv_wit::types::{HeartbeatAnswer, JobCompletion, JobState};
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 const SOURCE: &str = "orchestrator";
-
-/// How to run the job.
-pub struct JobOptions {
-    /// Runs the pipeline's steps; shared by a worker's jobs, so each component compiles once.
-    pub steps: Arc<StepRunner>,
-    /// Parent of the job's temporary directory (the workspace, the host's git state); the
-    /// system temp dir when absent.
-    pub work_dir: Option<PathBuf>,
-    /// An existing empty directory to use as the workspace instead of one in the job's
-    /// directory (a job pod's volume, which the agent's container mounts too). It is left as
-    /// it is at the end.
-    pub workspace: Option<PathBuf>,
-    pub token: String,
-    /// Local paths and internal hosts may be cloned (development only).
-    pub allow_local_repos: bool,
-    /// Where the agent runs.
-    pub agent: AgentPlace,
-    /// Agent programs installed outside the system's directories.
-    pub agent_bin: Option<PathBuf>,
-    /// The `ckrv-egress-bridge` program a sandbox with egress runs its agent under; the one
-    /// beside this program when `None`.
-    pub egress_bridge: Option<PathBuf>,
-    /// The worker's unpacked copies of snapshots (`--snapshot-cache`), on the disk of
-    /// `work_dir`, so a job on a hit moves its cache paths into place.
-    pub warm: Option<Arc<crate::warm::WarmSnapshots>>,
-}
-
-/// Where a job's agent runs.
-#[derive(Debug, Clone)]
-pub enum AgentPlace {
-    /// In bubblewrap, on this machine, within these limits.
-    Sandbox(SandboxLimits),
-    /// As a plain process with the worker's rights: only when the operator said so, insecurely.
-    Unsandboxed,
-    /// In its own container of the job's Kubernetes pod, which is its sandbox
-    /// (docs/job-pod.md).
-    Pod(PodRuntime),
-}
-
-impl AgentPlace {
-    /// The sandbox within `limits`, unless `sandbox` is false.
-    pub fn local(sandbox: bool, limits: SandboxLimits) -> Self {
-        if sandbox {
-            Self::Sandbox(limits)
-        } else {
-            Self::Unsandboxed
-        }
-    }
-}
 
 /// Runs the job and reports its end to the API. The outer error means the API could not be
 /// told; the inner one is why the job failed (already reported), or why it stopped early
@@ -169,20 +117,6 @@ pub async fn run_job(api: ApiClient, options: JobOptions) -> anyhow::Result<Resu
 fn log_refusals(log: &JobLog, answer: HeartbeatAnswer) {
     for refusal in answer.egress_refusals {
         log.warn(ckrv_wit::protocol::EGRESS_LOG_SOURCE, refusal);
-    }
-}
-
-/// A fresh directory under `work_dir` (the system's temporary directory when `None`), the
-/// worker's alone (0700), removed when dropped.
-pub(crate) fn work_tempdir(
-    work_dir: Option<&Path>,
-    prefix: &str,
-) -> std::io::Result<tempfile::TempDir> {
-    let mut builder = tempfile::Builder::new();
-    builder.prefix(prefix);
-    match work_dir {
-        Some(dir) => builder.tempdir_in(dir),
-        None => builder.tempdir(),
     }
 }
 

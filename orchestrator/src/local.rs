@@ -8,8 +8,8 @@ use std::path::PathBuf;
 use ckrv_pipeline::Pipeline;
 use ckrv_wit::types::{Job, JobStatus, LogLevel, StageKind, WorkerJob};
 
-use crate::job::JobOptions;
 use crate::logs::{JobLog, LogLines, Queued, Scrubber};
+use crate::options::JobOptions;
 use crate::stages::{StageSource, run_stages};
 
 /// What to run.

@@ -9,7 +9,9 @@
 use anyhow::Context;
 use ckrv_agents::PodRuntime;
 use ckrv_orchestrator::api_client::ApiClient;
-use ckrv_orchestrator::job::{AgentPlace, JobOptions, run_job};
+use ckrv_orchestrator::job::run_job;
+use ckrv_orchestrator::options::JobOptions;
+use ckrv_orchestrator::place::AgentPlace;
 use ckrv_orchestrator::step_host::StepRunner;
 use ckrv_orchestrator::work::{WorkOptions, work};
 use ckrv_wit::types::{JobCompletion, JobState};

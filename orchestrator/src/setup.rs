@@ -8,15 +8,17 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use ckrv_agents::egress::PolicyError;
 use ckrv_agents::environment::{CachePath, ENVIRONMENT_FILE, Environment, EnvironmentError};
-use ckrv_agents::{AgentDefinition, Policy, RunRequest, home_in};
+use ckrv_agents::{AgentDefinition, Policy, RunRequest, SandboxUnavailable, home_in};
 use ckrv_wit::types::{JobPhase, PhaseUpdate, SetupSummary};
 
 use crate::api_client::ApiClient;
-use crate::job::{AgentPlace, JobOptions};
 use crate::logs::JobLog;
+use crate::options::JobOptions;
+use crate::place::{AgentPlace, run_where_the_agent_runs};
 use crate::snapshot;
-use crate::stages::{StageError, StageSource, run_where_the_agent_runs};
+use crate::stages::source::StageSource;
 use crate::warm::WarmSnapshots;
 use ckrv_agents::pod::PodRun;
 
@@ -30,6 +32,13 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10 * 60);
 pub enum SetupError {
     #[error(transparent)]
     Environment(#[from] EnvironmentError),
+    /// The operator's or the job's egress policy does not parse (the words are the stages').
+    #[error("the agent's egress: {0}")]
+    Policy(#[source] PolicyError),
+    #[error("the API did not come back")]
+    ApiGone,
+    #[error(transparent)]
+    Sandbox(#[from] SandboxUnavailable),
     #[error(
         "{ENVIRONMENT_FILE}: egress `{requested}` is not within `{allowed}`, the most setup may reach here ({whose}); ask for less, or ask the operator"
     )]
@@ -120,8 +129,8 @@ impl Setup<'_> {
         log: &JobLog,
         agent: &AgentDefinition,
         egress: &SetupEgress<'_>,
-    ) -> Result<Prepared, StageError> {
-        let Some(environment) = Environment::load(self.workspace).map_err(SetupError::from)? else {
+    ) -> Result<Prepared, SetupError> {
+        let Some(environment) = Environment::load(self.workspace)? else {
             return Ok(Prepared::default());
         };
         let Some(script) = &environment.setup else {
@@ -134,7 +143,7 @@ impl Setup<'_> {
                 "the job's own policy: the operator's --egress-allow",
             ),
         };
-        let allowed: Policy = ceiling.parse().map_err(StageError::Egress)?;
+        let allowed: Policy = ceiling.parse().map_err(SetupError::Policy)?;
         let requested = environment.egress.clone().unwrap_or_default();
         let policy = allowed.narrow(&requested).map_err(|_| SetupError::Egress {
             requested: requested.to_string(),
@@ -223,7 +232,7 @@ impl Setup<'_> {
         // In a job pod setup runs in the agent's container, whose network the API narrows to
         // setup's (and its proxy applies setup's policy) once it has the phase.
         if pod.is_some() && !log.delivered().await {
-            return Err(StageError::ApiGone);
+            return Err(SetupError::ApiGone);
         }
         let mut request = RunRequest::new(
             vec!["sh".into(), "-c".into(), script.clone()],
@@ -233,13 +242,22 @@ impl Setup<'_> {
         );
         request.env = environment.env.clone().into_iter().collect();
         request.home_cache = environment.home_cache();
-        request.egress = source.egress(agent, &policy.to_string(), egress.internal)?;
+        request.egress = source
+            .egress(agent, &policy.to_string(), egress.internal)
+            .map_err(SetupError::Policy)?;
         log.info(
             SOURCE,
             format!("Running the repository's setup ({ENVIRONMENT_FILE}, egress `{policy}`)"),
         );
         let started = Instant::now();
-        let run = run_where_the_agent_runs(options, log, SOURCE, PodRun::Setup, &request);
+        let run = run_where_the_agent_runs(
+            &options.agent,
+            options.egress_bridge.as_deref(),
+            log,
+            SOURCE,
+            PodRun::Setup,
+            &request,
+        );
         let (status, last) = tokio::time::timeout(self.timeout, run)
             .await
             .map_err(|_| SetupError::Timeout(self.timeout))??;
@@ -280,8 +298,8 @@ impl Setup<'_> {
                     summary: Some(summary),
                 })
             }
-            Some(code) => Err(SetupError::Exit { code, last }.into()),
-            None => Err(SetupError::Killed { last }.into()),
+            Some(code) => Err(SetupError::Exit { code, last }),
+            None => Err(SetupError::Killed { last }),
         }
     }
 

@@ -15,9 +15,9 @@ use ckrv_agents::pod::PodRun;
 use ckrv_agents::verify::Verify;
 use ckrv_wit::types::{Verdict, Verification};
 
-use crate::job::{AgentPlace, JobOptions};
 use crate::logs::JobLog;
-use crate::stages::run_where_the_agent_runs;
+use crate::options::JobOptions;
+use crate::place::{AgentPlace, run_where_the_agent_runs};
 
 /// The log source of the check's output and of what is said about it.
 pub const SOURCE: &str = "verify";
@@ -79,7 +79,14 @@ impl Verifier<'_> {
         }
         log.info(SOURCE, format!("Verifying the change: {}", verify.command));
         let started = Instant::now();
-        let run = run_where_the_agent_runs(options, log, SOURCE, PodRun::Verify, &request);
+        let run = run_where_the_agent_runs(
+            &options.agent,
+            options.egress_bridge.as_deref(),
+            log,
+            SOURCE,
+            PodRun::Verify,
+            &request,
+        );
         let outcome = tokio::time::timeout(self.timeout, run).await;
         found.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         match outcome {

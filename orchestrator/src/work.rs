@@ -4,7 +4,9 @@
 use std::time::Duration;
 
 use crate::api_client::{ApiClient, ApiClientError};
-use crate::job::{AgentPlace, JobOptions, run_job};
+use crate::job::run_job;
+use crate::options::JobOptions;
+use crate::place::AgentPlace;
 use crate::step_host::StepRunner;
 
 /// How the jobs a worker claims are run.

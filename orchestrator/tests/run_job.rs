@@ -4,7 +4,9 @@
 use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use ckrv_orchestrator::api_client::ApiClient;
-use ckrv_orchestrator::job::{AgentPlace, JobOptions, run_job};
+use ckrv_orchestrator::job::run_job;
+use ckrv_orchestrator::options::JobOptions;
+use ckrv_orchestrator::place::AgentPlace;
 use ckrv_orchestrator::step_host::StepRunner;
 use ckrv_pipeline::Pipeline;
 use ckrv_test_support::{FakeEndpoint, Recorded as Call, git};

@@ -16,7 +16,7 @@ use super::highlight::FileHighlighter;
 use super::page::{self, Section, render, viewer};
 use crate::error::AppError;
 use crate::identity::web::escape;
-use crate::jobs::routes::jobs::resolve;
+use crate::jobs::routes::lookup::resolve;
 
 /// Lines shown at most; the rest is for `ckrv diff`.
 const MAX_LINES: usize = 20_000;

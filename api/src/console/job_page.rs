@@ -14,7 +14,7 @@ use super::page::{self, Section, render, seconds_between, span, time_ago, viewer
 use crate::clock;
 use crate::error::AppError;
 use crate::identity::web::escape;
-use crate::jobs::routes::jobs::resolve;
+use crate::jobs::routes::lookup::resolve;
 use crate::store::JobRow;
 
 pub async fn page(

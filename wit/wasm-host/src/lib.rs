@@ -11,6 +11,7 @@ mod bindings;
 mod cache;
 mod error;
 mod limits;
+mod memory;
 mod policy;
 mod state;
 

@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use wasmtime::component::{Component, Linker};
-use wasmtime::{Config, Engine, ResourceLimiter, Store, Trap, UpdateDeadline};
+use wasmtime::{Config, Engine, Store, Trap, UpdateDeadline};
 
 use crate::cache::CompileCache;
 use crate::error::HostError;
@@ -15,8 +15,6 @@ use crate::state::HostState;
 /// How often the engine's epoch advances: the granularity of deadlines, and how often a busy
 /// guest yields to other tasks.
 const EPOCH_TICK: Duration = Duration::from_millis(10);
-/// Table elements a guest may hold: far above what real components use.
-const MAX_TABLE_ELEMENTS: usize = 1_000_000;
 
 /// The bounds of one guest call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,39 +22,6 @@ pub struct Limits {
     pub memory_bytes: usize,
     /// Wall-clock time, host calls included.
     pub timeout: Duration,
-}
-
-/// Refuses growth past the limit, remembering that it did.
-#[derive(Debug, Default)]
-pub(crate) struct MemoryBound {
-    limit: usize,
-    reached: bool,
-}
-
-impl ResourceLimiter for MemoryBound {
-    fn memory_growing(
-        &mut self,
-        _current: usize,
-        desired: usize,
-        _maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
-        if desired > self.limit {
-            self.reached = true;
-            // Trap rather than answer "no": a guest's allocator aborts either way, and a trap
-            // ends it at once with the cause known.
-            return Err(wasmtime::Error::msg("memory limit reached"));
-        }
-        Ok(true)
-    }
-
-    fn table_growing(
-        &mut self,
-        _current: usize,
-        desired: usize,
-        _maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
-        Ok(desired <= MAX_TABLE_ELEMENTS)
-    }
 }
 
 /// An engine with deadlines, and the components compiled for it.

@@ -5,7 +5,7 @@ use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
-use crate::limits::MemoryBound;
+use crate::memory::MemoryBound;
 use crate::policy::{OriginPolicy, PolicyHooks};
 
 /// The store state of one guest instance; `data` is the host's own.

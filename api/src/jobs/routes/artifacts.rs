@@ -5,7 +5,7 @@ use axum::http::header::CONTENT_TYPE;
 use axum::response::IntoResponse;
 use ckrv_wit::types::{ErrorKind, JobState};
 
-use super::jobs::resolve;
+use super::lookup::resolve;
 use crate::error::AppError;
 use crate::identity::extract::Session;
 use crate::jobs::JobsState;

@@ -26,7 +26,7 @@ pub(super) async fn continued(
         }
         return Ok((request, None));
     };
-    let parent = super::jobs::resolve(state, session, parent_id.trim()).await?;
+    let parent = super::lookup::resolve(state, session, parent_id.trim()).await?;
     let short = &parent.job.id[..8.min(parent.job.id.len())];
     let conflict = |why: String| AppError::new(ErrorKind::Conflict, why);
     if parent.expired_at.is_some() {

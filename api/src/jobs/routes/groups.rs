@@ -7,7 +7,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use ckrv_wit::types::{ErrorKind, Group, GroupCreate, JobCreate};
 
-use super::jobs::{Lineage, checked, id_prefix, make};
+use super::jobs::{Lineage, checked, make};
+use super::lookup::id_prefix;
 use crate::clock;
 use crate::error::{ApiJson, AppError, invalid};
 use crate::identity::extract::Session;

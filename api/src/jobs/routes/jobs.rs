@@ -7,18 +7,18 @@ use ckrv_wit::types::{ErrorKind, Job, JobCreate, JobListResponse, JobStatus, Pub
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
+use super::lookup::resolve;
 use crate::clock;
 use crate::error::{ApiJson, ApiQuery, AppError, invalid};
 use crate::identity::extract::Session;
 use crate::identity::quota::{self, dollars_to_micros, micros_to_dollars};
 use crate::jobs::JobsState;
-use crate::store::{JobLookup, JobRow, KeyUse, NewJob};
+use crate::store::{KeyUse, NewJob};
 
 /// Specs are prose plus front matter; anything larger is a mistake.
 const MAX_SPEC_BYTES: usize = 1024 * 1024;
 /// The contract's default base branch.
 const DEFAULT_BASE_BRANCH: &str = "main";
-const MIN_PREFIX: usize = 4;
 /// The contract's page size: 20 unless asked, at most 100.
 const DEFAULT_PAGE: i64 = 20;
 const MAX_PAGE: i64 = 100;
@@ -374,37 +374,6 @@ fn valid_branch(name: &str) -> bool {
         && !name
             .chars()
             .any(|c| c.is_whitespace() || c.is_control() || "~^:?*[\\".contains(c))
-}
-
-/// An id, or a prefix of one, as a look-up takes it (lower case): `None` when it cannot name
-/// a `what` (ids are UUIDs; anything else cannot match, nor smuggle LIKE wildcards), an error
-/// when it is too short to look for.
-pub(crate) fn id_prefix(what: &str, id: &str) -> Option<Result<String, AppError>> {
-    if id.len() < MIN_PREFIX {
-        return Some(Err(invalid(format!(
-            "{what} id {id:?} is too short: give at least {MIN_PREFIX} characters"
-        ))));
-    }
-    id.chars()
-        .all(|c| c.is_ascii_hexdigit() || c == '-')
-        .then(|| Ok(id.to_ascii_lowercase()))
-}
-
-/// Resolves a job id or unique prefix among the caller's jobs.
-pub(crate) async fn resolve(
-    state: &JobsState,
-    session: &Session,
-    id: &str,
-) -> Result<JobRow, AppError> {
-    let not_found = || AppError::new(ErrorKind::NotFound, format!("job not found: {id}"));
-    let prefix = id_prefix("job", id).ok_or_else(not_found)??;
-    match state.store.find_job(&session.account_id, &prefix).await? {
-        JobLookup::Found(row) => Ok(*row),
-        JobLookup::NotFound => Err(not_found()),
-        JobLookup::Ambiguous => Err(invalid(format!(
-            "job id prefix {id:?} matches more than one job: give more characters"
-        ))),
-    }
 }
 
 pub async fn get(

@@ -13,7 +13,7 @@ use futures::Stream;
 use serde::Deserialize;
 use tokio::sync::broadcast;
 
-use super::jobs::resolve;
+use super::lookup::resolve;
 use crate::error::{ApiJson, ApiQuery, AppError, invalid};
 use crate::identity::extract::Session;
 use crate::jobs::JobsState;

@@ -7,6 +7,7 @@ pub(crate) mod follow_ups;
 pub(crate) mod groups;
 pub(crate) mod jobs;
 pub(crate) mod logs;
+pub(crate) mod lookup;
 pub(crate) mod snapshots;
 pub(crate) mod worker;
 
