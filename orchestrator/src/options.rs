@@ -4,7 +4,11 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::place::AgentPlace;
+use ckrv_agents::pod::PodRun;
+use ckrv_agents::{ExitStatus, RunRequest, SandboxUnavailable};
+
+use crate::logs::JobLog;
+use crate::place::{self, AgentPlace};
 use crate::step_host::StepRunner;
 use crate::warm::WarmSnapshots;
 
@@ -32,6 +36,28 @@ pub struct JobOptions {
     /// The worker's unpacked copies of snapshots (`--snapshot-cache`), on the disk of
     /// `work_dir`, so a job on a hit moves its cache paths into place.
     pub warm: Option<Arc<WarmSnapshots>>,
+}
+
+impl JobOptions {
+    /// Runs `request` where this job's agent runs, its output to `log` under `name`
+    /// ([`place::run_where_the_agent_runs`]).
+    pub(crate) async fn run_where_the_agent_runs(
+        &self,
+        log: &JobLog,
+        name: &str,
+        run: PodRun,
+        request: &RunRequest,
+    ) -> Result<(std::io::Result<ExitStatus>, Vec<String>), SandboxUnavailable> {
+        place::run_where_the_agent_runs(
+            &self.agent,
+            self.egress_bridge.as_deref(),
+            log,
+            name,
+            run,
+            request,
+        )
+        .await
+    }
 }
 
 /// A fresh directory under `work_dir` (the system's temporary directory when `None`), the

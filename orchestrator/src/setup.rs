@@ -16,7 +16,7 @@ use ckrv_wit::types::{JobPhase, PhaseUpdate, SetupSummary};
 use crate::api_client::ApiClient;
 use crate::logs::JobLog;
 use crate::options::JobOptions;
-use crate::place::{AgentPlace, run_where_the_agent_runs};
+use crate::place::AgentPlace;
 use crate::snapshot;
 use crate::stages::source::StageSource;
 use crate::warm::WarmSnapshots;
@@ -250,14 +250,7 @@ impl Setup<'_> {
             format!("Running the repository's setup ({ENVIRONMENT_FILE}, egress `{policy}`)"),
         );
         let started = Instant::now();
-        let run = run_where_the_agent_runs(
-            &options.agent,
-            options.egress_bridge.as_deref(),
-            log,
-            SOURCE,
-            PodRun::Setup,
-            &request,
-        );
+        let run = options.run_where_the_agent_runs(log, SOURCE, PodRun::Setup, &request);
         let (status, last) = tokio::time::timeout(self.timeout, run)
             .await
             .map_err(|_| SetupError::Timeout(self.timeout))??;

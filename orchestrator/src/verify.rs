@@ -17,7 +17,7 @@ use ckrv_wit::types::{Verdict, Verification};
 
 use crate::logs::JobLog;
 use crate::options::JobOptions;
-use crate::place::{AgentPlace, run_where_the_agent_runs};
+use crate::place::AgentPlace;
 
 /// The log source of the check's output and of what is said about it.
 pub const SOURCE: &str = "verify";
@@ -79,14 +79,7 @@ impl Verifier<'_> {
         }
         log.info(SOURCE, format!("Verifying the change: {}", verify.command));
         let started = Instant::now();
-        let run = run_where_the_agent_runs(
-            &options.agent,
-            options.egress_bridge.as_deref(),
-            log,
-            SOURCE,
-            PodRun::Verify,
-            &request,
-        );
+        let run = options.run_where_the_agent_runs(log, SOURCE, PodRun::Verify, &request);
         let outcome = tokio::time::timeout(self.timeout, run).await;
         found.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         match outcome {

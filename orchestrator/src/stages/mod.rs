@@ -18,7 +18,7 @@ use crate::api_client::ApiClientError;
 use crate::host_git::{ForgeApi, GitError, HostGit};
 use crate::logs::JobLog;
 use crate::options::{JobOptions, work_tempdir};
-use crate::place::{AgentPlace, run_where_the_agent_runs};
+use crate::place::AgentPlace;
 use crate::step_host::{DEFAULT_LIMITS, StepContext, StepEnv, builtin_component};
 
 pub(crate) mod source;
@@ -488,15 +488,9 @@ async fn run_agent(
     request: &RunRequest,
 ) -> Result<(), StageError> {
     log.info(SOURCE, format!("Starting agent: {}", agent.name));
-    let (status, _) = run_where_the_agent_runs(
-        &options.agent,
-        options.egress_bridge.as_deref(),
-        log,
-        &agent.name,
-        PodRun::Agent,
-        request,
-    )
-    .await?;
+    let (status, _) = options
+        .run_where_the_agent_runs(log, &agent.name, PodRun::Agent, request)
+        .await?;
     let status = status.map_err(|source| StageError::AgentStart {
         agent: agent.name.clone(),
         source,
