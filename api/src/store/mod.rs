@@ -2,6 +2,8 @@
 //! team points every replica at one PostgreSQL server instead. Every statement is written once,
 //! with numbered parameters (`$1`), integers for flags and no dialect-only functions, and runs
 //! on both through sqlx's `Any` driver; the few places that must differ ask [`Store::backend`].
+//!
+//! May call only the clock (and the contract's types); every domain calls it.
 
 mod accounts;
 mod credentials;
