@@ -1,7 +1,8 @@
 //! What an administrator sees of the whole system: whether the server is ready, the jobs
-//! waiting and running in each account with the worker holding each and its last heartbeat, the
-//! workers (this server's own and the external ones) with their jobs and last heartbeat, the accounts and their tokens, and each account's use this
-//! month. Its buttons call the administrators' API; each names the CLI command that does the same.
+//! waiting and running in each account with the worker holding each and its last heartbeat,
+//! the admission limits, the workers (this server's own and the external ones) with their jobs
+//! and latest heartbeat, the accounts and their tokens, and each account's use this month. Its
+//! buttons call the administrators' API; each names the CLI command that does the same.
 
 use std::collections::HashMap;
 
@@ -43,7 +44,12 @@ pub async fn page(
     let store = &state.jobs.store;
     let now = clock::now();
     let now_ms = clock::millis(now);
-    let lease = state.jobs.engine.settings().lease;
+    let settings = state.jobs.engine.settings();
+    let lease = settings.lease;
+    let (limit, per) = (
+        settings.admission.max_running,
+        settings.admission.max_running_per_account,
+    );
     let ready = readiness(&state.ops).await;
     let accounts = store.accounts().await?;
     let emails: HashMap<&str, &str> = accounts
@@ -94,7 +100,6 @@ pub async fn page(
     };
     let worker_rows = worker_rows(
         state.jobs.engine.starts_workers(),
-        state.jobs.engine.settings().admission.max_running,
         &workers,
         &active,
         lease,
@@ -138,7 +143,7 @@ pub async fn page(
     let body = format!(
         r#"<p id="notice" role="status" aria-live="polite"></p>
 <section aria-labelledby="ready-h"><h2 id="ready-h">Server</h2>{readiness_html}</section>
-<section aria-labelledby="queue-h"><h2 id="queue-h">Queue</h2><p>{queued} waiting, {running} running.</p><ul>{per_account}</ul>
+<section aria-labelledby="queue-h"><h2 id="queue-h">Queue</h2><p>{queued} waiting, {running} running; at most {limit} run at once, {per} for one account (<code>--max-running</code>, <code>--max-running-per-account</code>).</p><ul>{per_account}</ul>
 <div class="table-wrap"><table id="active"><thead><tr><th scope="col">Job</th><th scope="col">Account</th><th scope="col">State</th><th scope="col">Phase</th><th scope="col">Agent</th><th scope="col">Worker</th><th scope="col">Last heartbeat</th><th scope="col">Age</th></tr></thead><tbody>{active_rows}</tbody></table></div></section>
 <section aria-labelledby="workers-h"><h2 id="workers-h">Workers</h2><p><code>local</code> is this server's own: the workers it starts for its jobs. The others are external, each with its own credential.</p>
 <div class="table-wrap"><table id="workers"><thead><tr><th scope="col">Name</th><th scope="col">Kind</th><th scope="col">Running</th><th scope="col">Last heartbeat</th><th scope="col">Last claim</th><th scope="col">Added</th><th scope="col">Remove with</th></tr></thead><tbody>{worker_rows}</tbody></table></div></section>
@@ -206,7 +211,6 @@ fn at_millis(ms: i64) -> String {
 /// one, with how many jobs it runs now and the latest heartbeat among them.
 fn worker_rows(
     starts_workers: bool,
-    max_running: u32,
     external: &[WorkerCredential],
     active: &[ActiveJob],
     lease: std::time::Duration,
@@ -232,7 +236,7 @@ fn worker_rows(
     if starts_workers {
         let (count, heartbeat) = running(SERVER_WORKER);
         rows.push_str(&format!(
-            "<tr data-worker=\"{SERVER_WORKER}\"><td>{SERVER_WORKER}</td><td>this server's</td><td>{count} of {max_running}</td><td>{heartbeat}</td><td>at each job's start</td><td>with the server</td><td>stops with the server</td></tr>",
+            "<tr data-worker=\"{SERVER_WORKER}\"><td>{SERVER_WORKER}</td><td>this server's</td><td>{count}</td><td>{heartbeat}</td><td>at each job's start</td><td>with the server</td><td>stops with the server</td></tr>",
         ));
     }
     for worker in external {
