@@ -492,6 +492,19 @@ impl Store {
             Outcome::Failed => (DeliveryStatus::Failed, None),
         };
         let mut tx = self.pool.begin().await?;
+        // The tries of one webhook's deliveries are recorded one at a time, its row taken
+        // first (PostgreSQL holds it to commit; SQLite has one writer anyway). Otherwise two
+        // tries that failed together each held their own delivery's row while waiting for the
+        // webhook's, which the other's `hold` needed: PostgreSQL ended one as a deadlock, the
+        // try went unrecorded and its delivery stayed held behind the other's probe. Taken
+        // first, the second also sees the first's verdict on the probe.
+        sqlx::query(
+            "UPDATE webhooks SET down_probe = down_probe
+             WHERE id = (SELECT webhook_id FROM webhook_deliveries WHERE id = $1)",
+        )
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
         sqlx::query(
             "INSERT INTO webhook_attempts (delivery_id, at_ms, status_code, error, duration_ms)
              VALUES ($1, $2, $3, $4, $5)",
