@@ -17,6 +17,7 @@ use axum::http::Method;
 use axum::response::IntoResponse;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
+use ckrv_api::clock;
 use ckrv_api::store::{AttemptRow, Outcome};
 use ckrv_test_support::{FakeEndpoint, Recorded};
 use hmac::{Hmac, Mac};
@@ -452,15 +453,7 @@ async fn tries_that_fail_together_are_all_recorded() {
         .collect();
     assert_eq!(ids.len(), 6, "{list}");
     let store = api.store().await;
-    let now = || {
-        i64::try_from(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_millis(),
-        )
-        .unwrap()
-    };
+    let now = || clock::millis(clock::now());
     let refused = |at_ms: i64, status_code: Option<u16>| AttemptRow {
         at_ms,
         status_code,

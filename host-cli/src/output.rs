@@ -315,14 +315,9 @@ pub fn group_lines(group: &Group) -> Vec<String> {
         ],
         &rows,
     ));
-    match (&group.winner, &group.reason) {
+    match (group.winning_job(), &group.reason) {
         (Some(winner), Some(reason)) => {
-            let attempt = group
-                .attempts
-                .iter()
-                .find(|j| &j.id == winner)
-                .and_then(|j| j.attempt)
-                .unwrap_or_default();
+            let attempt = winner.attempt.unwrap_or_default();
             lines.push(format!("Best: attempt {attempt}: {reason}"));
             lines.push(format!("Pull the best:   ckrv pull {short}"));
             lines.push(format!("Pull another:    ckrv pull {short} --attempt N"));

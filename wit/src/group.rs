@@ -3,7 +3,7 @@
 
 use std::cmp::Ordering;
 
-use crate::types::Job;
+use crate::types::{Group, Job};
 
 /// What decides between two attempts, in order.
 struct Evidence {
@@ -51,6 +51,14 @@ impl Evidence {
             .then(self.lines.cmp(&other.lines))
             .then(self.cost_usd.total_cmp(&other.cost_usd))
             .then(self.attempt.cmp(&other.attempt))
+    }
+}
+
+impl Group {
+    /// The attempt the group names its winner, if it has one (and lists it).
+    pub fn winning_job(&self) -> Option<&Job> {
+        let winner = self.winner.as_deref()?;
+        self.attempts.iter().find(|job| job.id == winner)
     }
 }
 
@@ -190,5 +198,25 @@ mod tests {
         let mut one = vec![attempt(1, serde_json::json!({}))];
         assert_eq!(winner(&one).unwrap().1, "the only attempt");
         rank(&mut one);
+    }
+
+    #[test]
+    fn the_winning_job_is_the_listed_attempt_the_group_names() {
+        let mut group = Group {
+            id: "g".into(),
+            created_at: "2026-12-07T00:00:00Z".into(),
+            stop_at_first_verified: false,
+            attempts: vec![
+                attempt(1, serde_json::json!({})),
+                attempt(2, serde_json::json!({})),
+            ],
+            winner: Some("job-2".into()),
+            reason: Some("smaller".into()),
+        };
+        assert_eq!(group.winning_job().and_then(|j| j.attempt), Some(2));
+        group.winner = Some("job-9".into());
+        assert!(group.winning_job().is_none(), "a winner it does not list");
+        group.winner = None;
+        assert!(group.winning_job().is_none());
     }
 }

@@ -46,14 +46,9 @@ fn body(group: &Group) -> String {
         .enumerate()
         .map(|(rank, job)| row(rank + 1, job, group.winner.as_deref() == Some(&job.id)))
         .collect();
-    let best = match (&group.winner, &group.reason) {
+    let best = match (group.winning_job(), &group.reason) {
         (Some(winner), Some(reason)) => {
-            let attempt = group
-                .attempts
-                .iter()
-                .find(|job| &job.id == winner)
-                .and_then(|job| job.attempt)
-                .unwrap_or_default();
+            let attempt = winner.attempt.unwrap_or_default();
             format!(
                 r#"<p class="lede">Best: attempt {attempt}: {reason}</p>
 <p class="pull"><code id="pull-cmd">ckrv pull {id}</code> <button type="button" data-copy="pull-cmd">Copy</button> <span class="hint">or <code>ckrv pull {id} --attempt N</code></span></p>"#,

@@ -73,15 +73,14 @@ fn attempt_of(group: Group, attempt: Option<u32>, json: bool) -> anyhow::Result<
                 )
             })?,
         None => {
-            let (Some(winner), Some(reason)) = (&group.winner, &group.reason) else {
+            let (Some(_), Some(reason)) = (&group.winner, &group.reason) else {
                 anyhow::bail!(
                     "no attempt of group {short} has a change to pull yet; see `ckrv status {short}`"
                 );
             };
             let best = group
-                .attempts
-                .into_iter()
-                .find(|j| &j.id == winner)
+                .winning_job()
+                .cloned()
                 .ok_or_else(|| anyhow::anyhow!("group {short} names a winner it does not list"))?;
             if !json {
                 output::line(format!(
